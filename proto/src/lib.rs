@@ -1,0 +1,22 @@
+//! The contracts of the consented partner messaging system: generated protobuf types,
+//! tonic clients and servers, and the encoded descriptor set that reflection serves.
+
+/// The platform's surfaces: messaging and consent (partners), account (users),
+/// partner admin (operators).
+pub mod platform {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("consent.platform.v1");
+    }
+}
+
+/// The partner service's own API for its front ends.
+pub mod partner {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("consent.partner.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every contract, for `grpc.reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
