@@ -1,1 +1,142 @@
-fn main() {}
+//! `platform-svc`: serve the platform, or make a development PKI.
+
+use clap::{Parser, Subcommand};
+use platform_svc::clock::Clock;
+use platform_svc::config::PlatformConfig;
+use platform_svc::pki::DevPki;
+use platform_svc::server::BoundPlatform;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(version, about = "The consented partner messaging platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the partner, operator and user surfaces.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "PLATFORM_CONFIG")]
+        config: PathBuf,
+        /// Override `database`.
+        #[arg(long, env = "PLATFORM_DATABASE")]
+        database: Option<PathBuf>,
+        /// Override `listen.partner`.
+        #[arg(long, env = "PLATFORM_LISTEN_PARTNER")]
+        listen_partner: Option<SocketAddr>,
+        /// Override `listen.operator`.
+        #[arg(long, env = "PLATFORM_LISTEN_OPERATOR")]
+        listen_operator: Option<SocketAddr>,
+        /// Override `listen.user`.
+        #[arg(long, env = "PLATFORM_LISTEN_USER")]
+        listen_user: Option<SocketAddr>,
+    },
+    /// Write a development CA and certificates (platform, operator, partners) to a directory.
+    DevPki {
+        /// Output directory.
+        #[arg(long, default_value = "dev-pki")]
+        out: PathBuf,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "consent.local")]
+        trust_domain: String,
+        /// Operator name.
+        #[arg(long, default_value = "ops")]
+        operator: String,
+        /// A partner id (repeat for each partner).
+        #[arg(long = "partner", default_values = ["music", "video", "bank"])]
+        partners: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "platform-svc failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::DevPki {
+            out,
+            trust_domain,
+            operator,
+            partners,
+        } => {
+            DevPki::generate(&trust_domain, &operator, &partners)?.write_to(&out)?;
+            println!(
+                "wrote the development PKI for {trust_domain} to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            config,
+            database,
+            listen_partner,
+            listen_operator,
+            listen_user,
+        } => {
+            let mut config = PlatformConfig::from_toml(&std::fs::read_to_string(&config)?)?;
+            if let Some(database) = database {
+                config.database = database;
+            }
+            config.listen.partner = listen_partner.unwrap_or(config.listen.partner);
+            config.listen.operator = listen_operator.unwrap_or(config.listen.operator);
+            config.listen.user = listen_user.unwrap_or(config.listen.user);
+            let bound = BoundPlatform::bind(config, Arc::new(Clock::default())).await?;
+            let addrs = bound.addrs()?;
+            tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, "platform listening");
+            let reload = bound.tls_reloader();
+            tokio::spawn(async move {
+                let Ok(mut hangup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                else {
+                    return;
+                };
+                while hangup.recv().await.is_some() {
+                    match reload() {
+                        Ok(()) => tracing::info!("certificates and CRLs reloaded"),
+                        Err(error) => {
+                            tracing::warn!(%error, "reload failed; previous certificates stay in force")
+                        }
+                    }
+                }
+            });
+            bound.serve(shutdown_signal()).await?;
+            tracing::info!("platform stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+}

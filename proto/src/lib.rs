@@ -19,4 +19,5 @@ pub mod partner {
 }
 
 /// Encoded `FileDescriptorSet` of every contract, for `grpc.reflection`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));

@@ -1,0 +1,597 @@
+//! The account surface: the platform's own client. Users sign in with a password (stored
+//! as an Argon2id hash), keep their messages, and decide about partner access: approve
+//! (possibly narrower), deny, list, revoke, read the access log, see which apps can read a
+//! thread, and opt out of being shown to apps that others use.
+
+use super::{Platform, convert, end_grant};
+use crate::error::{ApiError, Reason};
+use crate::model::{
+    AuditEntry, Coverage, Grant, GrantState, RequestStatus, Scope, ScopeSet, Thread, User,
+};
+use crate::secret::{SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_token};
+use crate::store::{Repo, StoreResult, ThreadFilter};
+use crate::{clock::timestamp, consent, validate};
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use consent_proto::platform::v1 as pb;
+use pb::GrantEventKind;
+use pb::account_server::Account;
+use tonic::{Request, Response, Status};
+
+macro_rules! method {
+    ($name:literal) => {
+        concat!("/consent.platform.v1.Account/", $name)
+    };
+}
+
+/// The account service.
+#[derive(Debug, Clone)]
+pub struct AccountService {
+    platform: Platform,
+}
+
+impl AccountService {
+    /// Serves `platform`.
+    pub fn new(platform: Platform) -> Self {
+        AccountService { platform }
+    }
+
+    /// Runs `work` for the signed-in user of `request`'s session token.
+    async fn as_user<T, R: Send + 'static>(
+        &self,
+        request: &Request<T>,
+        work: impl FnOnce(&mut dyn Repo, &User, i64) -> StoreResult<R> + Send + 'static,
+    ) -> Result<Response<R>, Status> {
+        let token = super::bearer_token(request);
+        self.platform
+            .run(move |repo, now_ms| {
+                let user = session_user(repo, token.as_deref(), now_ms)?;
+                work(repo, &user, now_ms)
+            })
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}
+
+fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> StoreResult<User> {
+    let invalid = || {
+        ApiError::Unauthenticated(
+            Reason::SessionInvalid,
+            "sign in and send 'authorization: Bearer <session token>'".into(),
+        )
+    };
+    let token = token
+        .filter(|t| is_well_formed(t, SESSION_TOKEN_PREFIX))
+        .ok_or_else(invalid)?;
+    let user_id = repo
+        .session_user(&hash_token(token), now_ms)?
+        .ok_or_else(invalid)?;
+    repo.user_by_id(&user_id)?.ok_or_else(invalid)
+}
+
+fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::encode_b64(&crate::secret::random_bytes::<16>())
+        .map_err(|e| ApiError::Storage(format!("password salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| ApiError::Storage(format!("password hashing: {e}")))
+}
+
+fn password_matches(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
+fn member_thread(repo: &mut dyn Repo, user: &User, thread_id: &str) -> StoreResult<Thread> {
+    repo.thread(thread_id)?
+        .filter(|t| t.participants.contains(&user.id))
+        .ok_or_else(|| ApiError::not_found("thread", thread_id))
+}
+
+fn own_grant(repo: &mut dyn Repo, user: &User, grant_id: &str) -> StoreResult<Grant> {
+    repo.grant(grant_id)?
+        .filter(|g| g.user_id == user.id)
+        .ok_or_else(|| ApiError::not_found("grant", grant_id))
+}
+
+fn record(
+    repo: &mut dyn Repo,
+    now_ms: i64,
+    method: &str,
+    grant: &Grant,
+    resource: &str,
+) -> StoreResult<()> {
+    let entry = AuditEntry {
+        partner_id: grant.partner_id.clone(),
+        user_id: grant.user_id.clone(),
+        grant_id: grant.id.clone(),
+        method: method.to_string(),
+        resource: resource.to_string(),
+        decision: "allow".into(),
+        reason: String::new(),
+    };
+    repo.append_audit(&entry, now_ms).map(drop)
+}
+
+fn receipt_summary(partner_name: &str, grant: &Grant) -> String {
+    let threads = match grant.coverage {
+        Coverage::All => "all your threads".to_string(),
+        Coverage::Listed => format!("{} listed thread(s)", grant.thread_ids.len()),
+        Coverage::PartnerStarted => format!("threads started from {partner_name}"),
+    };
+    let history = if grant.include_history {
+        "including older messages"
+    } else {
+        "only messages from now on"
+    };
+    format!(
+        "{partner_name} may use {} on {threads}, {history}, until you revoke it or it ends.",
+        grant.scopes.names()
+    )
+}
+
+#[tonic::async_trait]
+impl Account for AccountService {
+    async fn sign_up(
+        &self,
+        request: Request<pb::SignUpRequest>,
+    ) -> Result<Response<pb::SignUpResponse>, Status> {
+        let r = request.into_inner();
+        validate::user_name("user_name", &r.user_name)?;
+        validate::text("display_name", &r.display_name, 64)?;
+        validate::password("password", &r.password)?;
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&r.password))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let user = User {
+            id: new_id("usr"),
+            name: r.user_name,
+            display_name: r.display_name,
+            password_hash,
+            hide_from_others_apps: false,
+        };
+        self.platform
+            .run(move |repo, now_ms| {
+                repo.insert_user(&user, now_ms)?;
+                Ok(pb::SignUpResponse { user_id: user.id })
+            })
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn sign_in(
+        &self,
+        request: Request<pb::SignInRequest>,
+    ) -> Result<Response<pb::SignInResponse>, Status> {
+        let r = request.into_inner();
+        validate::user_name("user_name", &r.user_name)?;
+        validate::password("password", &r.password)?;
+        let name = r.user_name.clone();
+        let user = self
+            .platform
+            .run(move |repo, _| repo.user_by_name(&name))
+            .await?;
+        let bad = || {
+            Status::from(ApiError::Unauthenticated(
+                Reason::BadCredentials,
+                "wrong user name or password".into(),
+            ))
+        };
+        let user = user.ok_or_else(bad)?;
+        let stored = user.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || password_matches(&r.password, &stored))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if !ok {
+            return Err(bad());
+        }
+        let session_ms = self.platform.limits.session_ms;
+        self.platform
+            .run(move |repo, now_ms| {
+                let token = new_token(SESSION_TOKEN_PREFIX);
+                let expires_ms = now_ms + session_ms;
+                repo.insert_session(&hash_token(&token), &user.id, expires_ms)?;
+                Ok(pb::SignInResponse {
+                    session_token: token,
+                    user_id: user.id,
+                    expires_at: Some(timestamp(expires_ms)),
+                })
+            })
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn add_friend(
+        &self,
+        request: Request<pb::AddFriendRequest>,
+    ) -> Result<Response<pb::AddFriendResponse>, Status> {
+        let name = request.get_ref().user_name.clone();
+        validate::user_name("user_name", &name)?;
+        self.as_user(&request, move |repo, user, _| {
+            let friend = repo
+                .user_by_name(&name)?
+                .ok_or_else(|| ApiError::not_found("user", &name))?;
+            if friend.id == user.id {
+                return Err(ApiError::invalid("user_name", "is yourself"));
+            }
+            repo.add_friendship(&user.id, &friend.id)?;
+            Ok(pb::AddFriendResponse { user_id: friend.id })
+        })
+        .await
+    }
+
+    async fn create_thread(
+        &self,
+        request: Request<pb::CreateThreadRequest>,
+    ) -> Result<Response<pb::Thread>, Status> {
+        let r = request.get_ref().clone();
+        let participants = validate::ids("participant_ids", &r.participant_ids, 1, 16)?;
+        let title = validate::text("title", &r.title, 128)?.to_string();
+        self.as_user(&request, move |repo, user, now_ms| {
+            for (index, friend) in participants.iter().enumerate() {
+                if !repo.are_friends(&user.id, friend)? {
+                    return Err(ApiError::invalid(
+                        format!("participant_ids[{index}]"),
+                        "is not a friend",
+                    ));
+                }
+            }
+            let mut members = vec![user.id.clone()];
+            members.extend(participants);
+            let thread = Thread {
+                id: new_id("thr"),
+                title,
+                started_by_partner: None,
+                created_ms: now_ms,
+                participants: members,
+            };
+            repo.insert_thread(&thread)?;
+            let stored = member_thread(repo, user, &thread.id)?;
+            Ok(convert::thread(&stored))
+        })
+        .await
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::AccountSendMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let r = request.get_ref().clone();
+        validate::id("thread_id", &r.thread_id)?;
+        validate::body("body", &r.body)?;
+        self.as_user(&request, move |repo, user, now_ms| {
+            member_thread(repo, user, &r.thread_id)?;
+            let message = crate::model::Message {
+                id: new_id("msg"),
+                thread_id: r.thread_id,
+                sender_id: user.id.clone(),
+                body: r.body,
+                created_ms: now_ms,
+                sent_by_partner: None,
+            };
+            repo.insert_message(&message)?;
+            Ok(convert::message(&message))
+        })
+        .await
+    }
+
+    async fn list_threads(
+        &self,
+        request: Request<pb::ListThreadsRequest>,
+    ) -> Result<Response<pb::ListThreadsResponse>, Status> {
+        let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
+        self.as_user(&request, move |repo, user, _| {
+            let rows = repo.threads_of(&user.id, &ThreadFilter::All, page)?;
+            Ok(pb::ListThreadsResponse {
+                threads: rows.iter().map(|(_, t)| convert::thread(t)).collect(),
+                next_page_token: validate::next_page_token(
+                    rows.last().map(|(c, _)| *c),
+                    rows.len(),
+                    page,
+                ),
+            })
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let r = request.get_ref().clone();
+        validate::id("thread_id", &r.thread_id)?;
+        let page = validate::page(r.page_size, &r.page_token)?;
+        self.as_user(&request, move |repo, user, _| {
+            member_thread(repo, user, &r.thread_id)?;
+            let rows = repo.messages(&r.thread_id, i64::MIN, page)?;
+            Ok(pb::ListMessagesResponse {
+                messages: rows
+                    .iter()
+                    .map(|(_, row)| convert::message(&row.message))
+                    .collect(),
+                next_page_token: validate::next_page_token(
+                    rows.last().map(|(c, _)| *c),
+                    rows.len(),
+                    page,
+                ),
+            })
+        })
+        .await
+    }
+
+    async fn list_pending_requests(
+        &self,
+        request: Request<pb::ListPendingRequestsRequest>,
+    ) -> Result<Response<pb::ListPendingRequestsResponse>, Status> {
+        self.as_user(&request, move |repo, user, _| {
+            let mut requests = Vec::new();
+            for access in repo.pending_requests(&user.id)? {
+                let partner = repo.partner(&access.partner_id)?;
+                let feature = repo.feature(&access.partner_id, &access.feature)?;
+                if let (Some(partner), Some(feature)) = (partner, feature) {
+                    requests.push(convert::access_request(&access, &partner, &feature));
+                }
+            }
+            Ok(pb::ListPendingRequestsResponse { requests })
+        })
+        .await
+    }
+
+    async fn approve_request(
+        &self,
+        request: Request<pb::ApproveRequestRequest>,
+    ) -> Result<Response<pb::ConsentReceipt>, Status> {
+        let r = request.get_ref().clone();
+        validate::id("request_id", &r.request_id)?;
+        let chosen_scopes = validate::scopes("scopes", &r.scopes)?;
+        let chosen_threads = validate::ids("thread_ids", &r.thread_ids, 0, 100)?;
+        let max_lifetime_ms = self.platform.limits.lifetime.max_lifetime_ms;
+        self.as_user(&request, move |repo, user, now_ms| {
+            let access = repo
+                .request(&r.request_id)?
+                .filter(|a| a.user_id == user.id)
+                .ok_or_else(|| ApiError::not_found("access request", &r.request_id))?;
+            if access.status != RequestStatus::Pending {
+                return Err(ApiError::FailedPrecondition(
+                    Reason::RequestNotPending,
+                    "the request was already decided".into(),
+                ));
+            }
+            let partner = repo
+                .partner(&access.partner_id)?
+                .filter(|p| !p.suspended)
+                .ok_or_else(|| {
+                    ApiError::FailedPrecondition(
+                        Reason::PartnerSuspended,
+                        "the partner is suspended".into(),
+                    )
+                })?;
+            let feature = repo
+                .feature(&access.partner_id, &access.feature)?
+                .filter(|f| !f.retired)
+                .ok_or_else(|| {
+                    ApiError::FailedPrecondition(
+                        Reason::FeatureNotActive,
+                        "the feature was retired".into(),
+                    )
+                })?;
+            let asked = ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits());
+            let scopes = if chosen_scopes.is_empty() {
+                asked
+            } else {
+                chosen_scopes
+            };
+            if !scopes.is_subset_of(asked) {
+                return Err(ApiError::invalid(
+                    "scopes",
+                    format!("may only include scopes asked for: {}", asked.names()),
+                ));
+            }
+            let thread_ids = if chosen_threads.is_empty() {
+                access.thread_ids.clone()
+            } else if access.coverage != Coverage::Listed {
+                return Err(ApiError::invalid(
+                    "thread_ids",
+                    "only a request for listed threads can be narrowed to threads",
+                ));
+            } else if let Some(extra) = chosen_threads
+                .iter()
+                .find(|t| !access.thread_ids.contains(t))
+            {
+                return Err(ApiError::invalid(
+                    "thread_ids",
+                    format!("{extra} was not asked for"),
+                ));
+            } else {
+                chosen_threads
+            };
+            let lifetime_ms = match i64::from(r.lifetime_days) * crate::clock::DAY_MS {
+                0 => max_lifetime_ms,
+                ms if ms > max_lifetime_ms => {
+                    return Err(ApiError::invalid(
+                        "lifetime_days",
+                        format!(
+                            "must be at most {} days",
+                            max_lifetime_ms / crate::clock::DAY_MS
+                        ),
+                    ));
+                }
+                ms => ms,
+            };
+            let include_history = access.include_history && r.include_history;
+            let grant = Grant {
+                id: new_id("grt"),
+                user_id: user.id.clone(),
+                partner_id: partner.id.clone(),
+                feature: feature.name.clone(),
+                scopes,
+                coverage: access.coverage,
+                thread_ids,
+                include_history,
+                created_ms: now_ms,
+                not_after_ms: now_ms + lifetime_ms,
+                last_used_ms: None,
+                state: GrantState::Active,
+                ended_ms: None,
+                attested_ms: None,
+            };
+            let narrowed = scopes != asked
+                || grant.thread_ids.len() < access.thread_ids.len()
+                || include_history != access.include_history;
+            repo.insert_grant(&grant)?;
+            repo.set_request_status(&access.id, RequestStatus::Approved, Some(&grant.id))?;
+            let kind = if narrowed {
+                GrantEventKind::GrantNarrowed
+            } else {
+                GrantEventKind::GrantApproved
+            };
+            repo.push_event(&grant, kind, now_ms)?;
+            record(repo, now_ms, method!("ApproveRequest"), &grant, &access.id)?;
+            Ok(pb::ConsentReceipt {
+                receipt_id: new_id("rcp"),
+                summary: receipt_summary(&partner.display_name, &grant),
+                grant: Some(convert::grant(&grant)),
+                partner_name: partner.display_name,
+                scopes_refused: asked.minus(scopes).to_proto(),
+            })
+        })
+        .await
+    }
+
+    async fn deny_request(
+        &self,
+        request: Request<pb::DenyRequestRequest>,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
+        let request_id = request.get_ref().request_id.clone();
+        validate::id("request_id", &request_id)?;
+        self.as_user(&request, move |repo, user, _| {
+            let mut access = repo
+                .request(&request_id)?
+                .filter(|a| a.user_id == user.id)
+                .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
+            if access.status != RequestStatus::Pending {
+                return Err(ApiError::FailedPrecondition(
+                    Reason::RequestNotPending,
+                    "the request was already decided".into(),
+                ));
+            }
+            repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
+            access.status = RequestStatus::Denied;
+            let partner = repo
+                .partner(&access.partner_id)?
+                .ok_or_else(|| ApiError::not_found("partner", &access.partner_id))?;
+            let feature = repo
+                .feature(&access.partner_id, &access.feature)?
+                .ok_or_else(|| ApiError::not_found("feature", &access.feature))?;
+            Ok(convert::access_request(&access, &partner, &feature))
+        })
+        .await
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        self.as_user(&request, move |repo, user, _| {
+            Ok(pb::ListGrantsResponse {
+                grants: repo
+                    .grants_of_user(&user.id)?
+                    .iter()
+                    .map(convert::grant)
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        let grant_id = request.get_ref().grant_id.clone();
+        validate::id("grant_id", &grant_id)?;
+        self.as_user(&request, move |repo, user, now_ms| {
+            let grant = own_grant(repo, user, &grant_id)?;
+            if grant.state == GrantState::Active {
+                end_grant(repo, &grant, GrantState::Revoked, now_ms)?;
+                record(repo, now_ms, method!("RevokeGrant"), &grant, &grant.id)?;
+            }
+            Ok(convert::grant(&own_grant(repo, user, &grant_id)?))
+        })
+        .await
+    }
+
+    async fn read_access_log(
+        &self,
+        request: Request<pb::ReadAccessLogRequest>,
+    ) -> Result<Response<pb::ReadAccessLogResponse>, Status> {
+        let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
+        self.as_user(&request, move |repo, user, _| {
+            let records = repo.audit_records_of_user(&user.id, page.after, page.limit)?;
+            let last = records.last().map(|r| r.seq);
+            Ok(pb::ReadAccessLogResponse {
+                next_page_token: validate::next_page_token(last, records.len(), page),
+                records: records.iter().map(convert::audit_record).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn list_thread_apps(
+        &self,
+        request: Request<pb::ListThreadAppsRequest>,
+    ) -> Result<Response<pb::ListThreadAppsResponse>, Status> {
+        let thread_id = request.get_ref().thread_id.clone();
+        validate::id("thread_id", &thread_id)?;
+        self.as_user(&request, move |repo, user, _| {
+            let thread = member_thread(repo, user, &thread_id)?;
+            let mut apps = Vec::new();
+            for grant in repo.active_grants_of_users(&thread.participants)? {
+                if !grant.scopes.contains(Scope::MessagesRead)
+                    || consent::covers_thread(&grant, &thread).is_err()
+                {
+                    continue;
+                }
+                let partner_name = repo
+                    .partner(&grant.partner_id)?
+                    .map(|p| p.display_name)
+                    .unwrap_or_default();
+                let granted_by_me = grant.user_id == user.id;
+                apps.push(pb::ThreadApp {
+                    partner_id: grant.partner_id.clone(),
+                    partner_name,
+                    feature: grant.feature.clone(),
+                    granted_by_me,
+                    my_messages_redacted: consent::must_redact(
+                        &grant,
+                        &user.id,
+                        user.hide_from_others_apps,
+                    ),
+                });
+            }
+            Ok(pb::ListThreadAppsResponse { apps })
+        })
+        .await
+    }
+
+    async fn set_privacy(
+        &self,
+        request: Request<pb::SetPrivacyRequest>,
+    ) -> Result<Response<pb::SetPrivacyResponse>, Status> {
+        let hide = request.get_ref().hide_from_others_apps;
+        self.as_user(&request, move |repo, user, _| {
+            repo.set_hide_from_others_apps(&user.id, hide)?;
+            Ok(pb::SetPrivacyResponse {
+                hide_from_others_apps: hide,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,367 @@
+//! The partner-admin surface for operators: registration, retirement, suspension, access
+//! review, audit export and verification. Retirement and suspension end grants in the same
+//! transaction, so they are in force before the RPC returns.
+
+use super::{Platform, convert, end_grants_of};
+use crate::audit::ChainVerifier;
+use crate::error::{ApiError, Reason};
+use crate::identity::{OperatorName, partner_spiffe_id};
+use crate::model::{AuditEntry, Feature, GrantState, Partner, ScopeSet};
+use crate::store::{Repo, StoreResult};
+use crate::{clock::timestamp, validate};
+use consent_proto::platform::v1 as pb;
+use pb::partner_admin_server::PartnerAdmin;
+use tonic::{Request, Response, Status};
+
+/// Audit records read per store call while verifying or exporting.
+const AUDIT_BATCH: usize = 1000;
+
+/// The partner-admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    platform: Platform,
+    trust_domain: String,
+}
+
+impl AdminService {
+    /// Serves `platform` for partners of `trust_domain`.
+    pub fn new(platform: Platform, trust_domain: String) -> Self {
+        AdminService {
+            platform,
+            trust_domain,
+        }
+    }
+
+    async fn run<T, R: Send + 'static>(
+        &self,
+        request: &Request<T>,
+        method: &'static str,
+        work: impl FnOnce(&mut dyn Repo, i64) -> StoreResult<(R, String)> + Send + 'static,
+    ) -> Result<Response<R>, Status> {
+        let operator = request
+            .extensions()
+            .get::<OperatorName>()
+            .map(|o| o.0.clone())
+            .unwrap_or_default();
+        self.platform
+            .run(move |repo, now_ms| {
+                let (response, resource) = work(repo, now_ms)?;
+                let entry = AuditEntry {
+                    method: method.to_string(),
+                    resource: format!("operator:{operator},{resource}"),
+                    decision: "allow".into(),
+                    ..AuditEntry::default()
+                };
+                repo.append_audit(&entry, now_ms)?;
+                Ok(response)
+            })
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    fn partner_view(&self, repo: &mut dyn Repo, id: &str) -> StoreResult<pb::Partner> {
+        let partner = repo
+            .partner(id)?
+            .ok_or_else(|| ApiError::not_found("partner", id))?;
+        let features = repo.features_of(id)?;
+        Ok(convert::partner(
+            &partner,
+            &features,
+            partner_spiffe_id(&self.trust_domain, id),
+        ))
+    }
+}
+
+fn feature_from(
+    field: &str,
+    partner_id: &str,
+    allowed: ScopeSet,
+    f: &pb::Feature,
+) -> Result<Feature, ApiError> {
+    validate::name(&format!("{field}.name"), &f.name)?;
+    validate::text(&format!("{field}.description"), &f.description, 512)?;
+    let scopes = validate::scopes(&format!("{field}.scopes"), &f.scopes)?;
+    if scopes.is_empty() {
+        return Err(ApiError::invalid(
+            format!("{field}.scopes"),
+            "must name at least one scope",
+        ));
+    }
+    if !scopes.is_subset_of(allowed) {
+        return Err(ApiError::InvalidArgument(vec![
+            tonic_types::FieldViolation {
+                field: format!("{field}.scopes"),
+                description: format!(
+                    "{} not allowed for this partner",
+                    scopes.minus(allowed).names()
+                ),
+                reason: Reason::ScopeNotAllowed.as_str().into(),
+                localized_message: None,
+            },
+        ]));
+    }
+    Ok(Feature {
+        partner_id: partner_id.to_string(),
+        name: f.name.clone(),
+        description: f.description.clone(),
+        scopes,
+        retired: false,
+    })
+}
+
+macro_rules! method {
+    ($name:literal) => {
+        concat!("/consent.platform.v1.PartnerAdmin/", $name)
+    };
+}
+
+#[tonic::async_trait]
+impl PartnerAdmin for AdminService {
+    async fn register_partner(
+        &self,
+        request: Request<pb::RegisterPartnerRequest>,
+    ) -> Result<Response<pb::Partner>, Status> {
+        let r = request.get_ref().clone();
+        validate::name("partner_id", &r.partner_id)?;
+        validate::text("display_name", &r.display_name, 64)?;
+        let allowed = validate::scopes("allowed_scopes", &r.allowed_scopes)?;
+        if allowed.is_empty() {
+            return Err(ApiError::invalid("allowed_scopes", "must name at least one scope").into());
+        }
+        let features = r
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| feature_from(&format!("features[{i}]"), &r.partner_id, allowed, f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let this = self.clone();
+        self.run(&request, method!("RegisterPartner"), move |repo, now_ms| {
+            let partner = Partner {
+                id: r.partner_id.clone(),
+                display_name: r.display_name,
+                allowed_scopes: allowed,
+                suspended: false,
+            };
+            repo.insert_partner(&partner, now_ms)?;
+            for feature in &features {
+                repo.insert_feature(feature)?;
+            }
+            Ok((this.partner_view(repo, &partner.id)?, partner.id))
+        })
+        .await
+    }
+
+    async fn register_feature(
+        &self,
+        request: Request<pb::RegisterFeatureRequest>,
+    ) -> Result<Response<pb::Partner>, Status> {
+        let r = request.get_ref().clone();
+        validate::name("partner_id", &r.partner_id)?;
+        let feature = r
+            .feature
+            .ok_or_else(|| Status::from(ApiError::invalid("feature", "is required")))?;
+        let this = self.clone();
+        self.run(&request, method!("RegisterFeature"), move |repo, _| {
+            let partner = repo
+                .partner(&r.partner_id)?
+                .ok_or_else(|| ApiError::not_found("partner", &r.partner_id))?;
+            let feature = feature_from("feature", &partner.id, partner.allowed_scopes, &feature)?;
+            repo.insert_feature(&feature)?;
+            Ok((
+                this.partner_view(repo, &partner.id)?,
+                format!("{}/{}", partner.id, feature.name),
+            ))
+        })
+        .await
+    }
+
+    async fn retire_feature(
+        &self,
+        request: Request<pb::RetireFeatureRequest>,
+    ) -> Result<Response<pb::RetireFeatureResponse>, Status> {
+        let r = request.get_ref().clone();
+        validate::name("partner_id", &r.partner_id)?;
+        validate::name("feature", &r.feature)?;
+        self.run(&request, method!("RetireFeature"), move |repo, now_ms| {
+            repo.feature(&r.partner_id, &r.feature)?.ok_or_else(|| {
+                ApiError::not_found("feature", format!("{}/{}", r.partner_id, r.feature))
+            })?;
+            repo.retire_feature(&r.partner_id, &r.feature)?;
+            let grants_ended = end_grants_of(
+                repo,
+                &r.partner_id,
+                Some(&r.feature),
+                GrantState::Retired,
+                now_ms,
+            )?;
+            Ok((
+                pb::RetireFeatureResponse { grants_ended },
+                format!("{}/{}", r.partner_id, r.feature),
+            ))
+        })
+        .await
+    }
+
+    async fn suspend_partner(
+        &self,
+        request: Request<pb::SuspendPartnerRequest>,
+    ) -> Result<Response<pb::SuspendPartnerResponse>, Status> {
+        let partner_id = request.get_ref().partner_id.clone();
+        validate::name("partner_id", &partner_id)?;
+        self.run(&request, method!("SuspendPartner"), move |repo, now_ms| {
+            repo.partner(&partner_id)?
+                .ok_or_else(|| ApiError::not_found("partner", &partner_id))?;
+            repo.suspend_partner(&partner_id)?;
+            let grants_ended =
+                end_grants_of(repo, &partner_id, None, GrantState::Suspended, now_ms)?;
+            Ok((pb::SuspendPartnerResponse { grants_ended }, partner_id))
+        })
+        .await
+    }
+
+    async fn get_partner(
+        &self,
+        request: Request<pb::GetPartnerRequest>,
+    ) -> Result<Response<pb::Partner>, Status> {
+        let partner_id = request.get_ref().partner_id.clone();
+        validate::name("partner_id", &partner_id)?;
+        let this = self.clone();
+        self.run(&request, method!("GetPartner"), move |repo, _| {
+            Ok((this.partner_view(repo, &partner_id)?, partner_id))
+        })
+        .await
+    }
+
+    async fn access_review(
+        &self,
+        request: Request<pb::AccessReviewRequest>,
+    ) -> Result<Response<pb::AccessReviewResponse>, Status> {
+        let dormant_days = match request.get_ref().dormant_after_days {
+            0 => 30,
+            days => i64::from(days),
+        };
+        let attestation_due_ms = self.platform.limits.attestation_due_ms;
+        self.run(&request, method!("AccessReview"), move |repo, now_ms| {
+            let mut findings = Vec::new();
+            let dormant_ms = dormant_days * crate::clock::DAY_MS;
+            for grant in repo.all_grants()? {
+                let finding = |kind: &str, scope: pb::Scope, detail: String| pb::ReviewFinding {
+                    kind: kind.into(),
+                    grant_id: grant.id.clone(),
+                    partner_id: grant.partner_id.clone(),
+                    user_id: grant.user_id.clone(),
+                    scope: scope as i32,
+                    detail,
+                };
+                if grant.state == GrantState::Active {
+                    let last = grant.last_used_ms.unwrap_or(grant.created_ms);
+                    if now_ms - last >= dormant_ms {
+                        findings.push(finding(
+                            "DORMANT_GRANT",
+                            pb::Scope::Unspecified,
+                            format!("unused for {dormant_days} days or more"),
+                        ));
+                    }
+                    for scope in grant.scopes.minus(repo.used_scopes(&grant.id)?).iter() {
+                        findings.push(finding(
+                            "UNUSED_SCOPE",
+                            scope.to_proto(),
+                            format!("{} granted but never used", scope.name()),
+                        ));
+                    }
+                } else if let Some(ended) = grant.ended_ms
+                    && grant.attested_ms.is_none()
+                    && now_ms - ended >= attestation_due_ms
+                {
+                    findings.push(finding(
+                        "DELETION_ATTESTATION_OVERDUE",
+                        pb::Scope::Unspecified,
+                        "grant ended; partner has not attested deletion".into(),
+                    ));
+                }
+            }
+            Ok((
+                pb::AccessReviewResponse {
+                    findings,
+                    reviewed_at: Some(timestamp(now_ms)),
+                },
+                String::new(),
+            ))
+        })
+        .await
+    }
+
+    async fn export_audit(
+        &self,
+        request: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<pb::ExportAuditResponse>, Status> {
+        let r = request.get_ref().clone();
+        let after = i64::try_from(r.after_seq)
+            .map_err(|_| Status::from(ApiError::invalid("after_seq", "is out of range")))?;
+        let limit = match r.limit {
+            0 => AUDIT_BATCH,
+            n if n as usize <= AUDIT_BATCH => n as usize,
+            _ => {
+                return Err(
+                    ApiError::invalid("limit", format!("must be 0 to {AUDIT_BATCH}")).into(),
+                );
+            }
+        };
+        self.run(&request, method!("ExportAudit"), move |repo, _| {
+            let records = repo.audit_records(after, limit)?;
+            let head = repo.audit_head()?;
+            Ok((
+                pb::ExportAuditResponse {
+                    records: records.iter().map(convert::audit_record).collect(),
+                    head_seq: head
+                        .as_ref()
+                        .map_or(0, |h| u64::try_from(h.seq).unwrap_or(0)),
+                    head_hash: head.map(|h| h.hash).unwrap_or_default(),
+                },
+                format!("after:{after}"),
+            ))
+        })
+        .await
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let r = request.get_ref().clone();
+        let checkpoint = i64::try_from(r.checkpoint_seq)
+            .map_err(|_| Status::from(ApiError::invalid("checkpoint_seq", "is out of range")))?;
+        self.run(&request, method!("VerifyAudit"), move |repo, _| {
+            let mut verifier = ChainVerifier::new();
+            let mut after = 0;
+            loop {
+                let batch = repo.audit_records(after, AUDIT_BATCH)?;
+                let Some(last) = batch.last() else { break };
+                after = last.seq;
+                if !batch.iter().all(|record| verifier.push(record)) {
+                    break;
+                }
+            }
+            if checkpoint > 0 {
+                let found = repo.audit_record(checkpoint)?;
+                verifier.check_checkpoint(checkpoint, &r.checkpoint_hash, found.as_ref());
+            }
+            let result = verifier.finish();
+            let (first_bad_seq, problem) =
+                result.first_bad.map_or((0, String::new()), |(seq, why)| {
+                    (u64::try_from(seq).unwrap_or(0), why)
+                });
+            Ok((
+                pb::VerifyAuditResponse {
+                    ok: first_bad_seq == 0,
+                    records_checked: result.checked,
+                    first_bad_seq,
+                    problem,
+                },
+                String::new(),
+            ))
+        })
+        .await
+    }
+}

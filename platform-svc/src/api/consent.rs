@@ -1,0 +1,258 @@
+//! The consent surface for partners: request access, collect the token once, introspect,
+//! release, watch grant events, attest deletion.
+
+use super::Platform;
+use super::convert;
+use super::end_grant;
+use super::partner_call::{PartnerCall, own_grant};
+use crate::error::{ApiError, Reason};
+use crate::model::{AccessRequest, Coverage, GrantState, RequestStatus};
+use crate::secret::{GRANT_TOKEN_PREFIX, hash_token, new_id, new_token};
+use crate::validate;
+use consent_proto::platform::v1 as pb;
+use pb::consent_server::Consent;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+macro_rules! method {
+    ($name:literal) => {
+        concat!("/consent.platform.v1.Consent/", $name)
+    };
+}
+
+/// Events sent per store read while catching up.
+const EVENT_BATCH: usize = 100;
+/// How often a quiet event stream re-reads the store anyway (a safety net, not the trigger).
+const EVENT_POLL: Duration = Duration::from_secs(5);
+
+/// The consent service.
+#[derive(Debug, Clone)]
+pub struct ConsentService {
+    platform: Platform,
+}
+
+impl ConsentService {
+    /// Serves `platform`.
+    pub fn new(platform: Platform) -> Self {
+        ConsentService { platform }
+    }
+}
+
+#[tonic::async_trait]
+impl Consent for ConsentService {
+    async fn request_access(
+        &self,
+        request: Request<pb::RequestAccessRequest>,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
+        let call = PartnerCall::new(&request, method!("RequestAccess"));
+        let r = request.into_inner();
+        call.run(&self.platform, move |tx| {
+            let user_name = validate::user_name("user_name", &r.user_name)?;
+            let feature_name = validate::name("feature", &r.feature)?;
+            let coverage = validate::coverage("coverage", r.coverage)?;
+            let thread_ids = match coverage {
+                Coverage::Listed => validate::ids("thread_ids", &r.thread_ids, 1, 100)?,
+                _ => validate::ids("thread_ids", &r.thread_ids, 0, 0)?,
+            };
+            let purpose = validate::text("purpose", &r.purpose, 512)?;
+            let user = tx
+                .repo
+                .user_by_name(user_name)?
+                .ok_or_else(|| ApiError::not_found("user", user_name))?;
+            tx.concerns_user(&user.id);
+            let feature = tx
+                .repo
+                .feature(&tx.partner.id, feature_name)?
+                .ok_or_else(|| ApiError::not_found("feature", feature_name))?;
+            if feature.retired {
+                return Err(ApiError::FailedPrecondition(
+                    Reason::FeatureNotActive,
+                    format!("feature {feature_name} is retired"),
+                ));
+            }
+            for (index, thread_id) in thread_ids.iter().enumerate() {
+                let member = tx
+                    .repo
+                    .thread(thread_id)?
+                    .is_some_and(|t| t.participants.contains(&user.id));
+                if !member {
+                    return Err(ApiError::not_found(
+                        "thread",
+                        format!("thread_ids[{index}] {thread_id}"),
+                    ));
+                }
+            }
+            let access = AccessRequest {
+                id: new_id("req"),
+                partner_id: tx.partner.id.clone(),
+                feature: feature.name.clone(),
+                user_id: user.id.clone(),
+                coverage,
+                thread_ids,
+                include_history: r.include_history,
+                purpose: purpose.to_string(),
+                status: RequestStatus::Pending,
+                grant_id: None,
+                created_ms: tx.now_ms,
+            };
+            tx.repo.insert_request(&access)?;
+            tx.touches(&access.id);
+            Ok(convert::access_request(&access, &tx.partner, &feature))
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn exchange_request(
+        &self,
+        request: Request<pb::ExchangeRequestRequest>,
+    ) -> Result<Response<pb::ExchangeRequestResponse>, Status> {
+        let call = PartnerCall::new(&request, method!("ExchangeRequest"));
+        let r = request.into_inner();
+        call.run(&self.platform, move |tx| {
+            let request_id = validate::id("request_id", &r.request_id)?;
+            tx.touches(request_id);
+            let access = match tx.repo.request(request_id)? {
+                Some(access) if access.partner_id == tx.partner.id => access,
+                _ => return Err(ApiError::not_found("access request", request_id)),
+            };
+            tx.concerns_user(&access.user_id);
+            let grant = match &access.grant_id {
+                Some(id) => tx.repo.grant(id)?,
+                None => None,
+            };
+            let mut response = pb::ExchangeRequestResponse {
+                status: access.status as i32,
+                grant_token: String::new(),
+                grant: grant.as_ref().map(convert::grant),
+            };
+            if let (RequestStatus::Approved, Some(grant)) = (access.status, &grant) {
+                tx.concerns_grant(grant);
+                if grant.state == GrantState::Active {
+                    let token = new_token(GRANT_TOKEN_PREFIX);
+                    tx.repo.set_grant_token(&grant.id, &hash_token(&token))?;
+                    response.grant_token = token;
+                }
+                tx.repo
+                    .set_request_status(&access.id, RequestStatus::Exchanged, None)?;
+            }
+            Ok(response)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn introspect_grants(
+        &self,
+        request: Request<pb::IntrospectGrantsRequest>,
+    ) -> Result<Response<pb::IntrospectGrantsResponse>, Status> {
+        let call = PartnerCall::new(&request, method!("IntrospectGrants"));
+        let r = request.into_inner();
+        call.run(&self.platform, move |tx| {
+            let grants = tx.repo.grants_of_partner(&tx.partner.id, r.active_only)?;
+            Ok(pb::IntrospectGrantsResponse {
+                grants: grants.iter().map(convert::grant).collect(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn release_grant(
+        &self,
+        request: Request<pb::ReleaseGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        let call = PartnerCall::new(&request, method!("ReleaseGrant"));
+        let r = request.into_inner();
+        call.run(&self.platform, move |tx| {
+            let grant_id = validate::id("grant_id", &r.grant_id)?;
+            let grant = own_grant(tx, grant_id)?;
+            end_grant(tx.repo, &grant, GrantState::Released, tx.now_ms)?;
+            let grant = own_grant(tx, grant_id)?;
+            Ok(convert::grant(&grant))
+        })
+        .await
+        .map(Response::new)
+    }
+
+    type WatchGrantEventsStream = ReceiverStream<Result<pb::GrantEvent, Status>>;
+
+    async fn watch_grant_events(
+        &self,
+        request: Request<pb::WatchGrantEventsRequest>,
+    ) -> Result<Response<Self::WatchGrantEventsStream>, Status> {
+        let call = PartnerCall::new(&request, method!("WatchGrantEvents"));
+        let after = i64::try_from(request.get_ref().after_sequence)
+            .map_err(|_| Status::from(ApiError::invalid("after_sequence", "is out of range")))?;
+        let partner_id = call
+            .run(&self.platform, move |tx| Ok(tx.partner.id.clone()))
+            .await?;
+        let (sender, receiver) = mpsc::channel(EVENT_BATCH);
+        let platform = self.platform.clone();
+        tokio::spawn(stream_events(platform, partner_id, after, sender));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn attest_deletion(
+        &self,
+        request: Request<pb::AttestDeletionRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        let call = PartnerCall::new(&request, method!("AttestDeletion"));
+        let r = request.into_inner();
+        call.run(&self.platform, move |tx| {
+            let grant_id = validate::id("grant_id", &r.grant_id)?;
+            let grant = own_grant(tx, grant_id)?;
+            if grant.state == GrantState::Active {
+                return Err(ApiError::FailedPrecondition(
+                    Reason::GrantStillActive,
+                    "the grant is still active; release it first".into(),
+                ));
+            }
+            tx.repo.attest_deletion(grant_id, tx.now_ms)?;
+            let grant = own_grant(tx, grant_id)?;
+            Ok(convert::grant(&grant))
+        })
+        .await
+        .map(Response::new)
+    }
+}
+
+/// Sends the partner's events after `after`, then every new one, until the client goes
+/// away. The store is the source of truth; the watch channel only says when to look.
+async fn stream_events(
+    platform: Platform,
+    partner_id: String,
+    mut after: i64,
+    sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
+) {
+    let mut changes = platform.store.event_watch();
+    loop {
+        let partner = partner_id.clone();
+        let batch = platform
+            .run(move |repo, _| repo.events_after(&partner, after, EVENT_BATCH))
+            .await;
+        let events = match batch {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = sender.send(Err(e.into())).await;
+                return;
+            }
+        };
+        for event in &events {
+            if sender.send(Ok(convert::grant_event(event))).await.is_err() {
+                return;
+            }
+            after = event.seq;
+        }
+        if events.len() == EVENT_BATCH {
+            continue;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(EVENT_POLL) => {},
+            () = sender.closed() => return,
+        }
+    }
+}

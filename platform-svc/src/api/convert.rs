@@ -1,0 +1,150 @@
+//! Domain types to wire types.
+
+use crate::clock::timestamp;
+use crate::consent::{must_redact, present_user};
+use crate::model::{
+    AccessRequest, AuditRecord, Feature, Grant, GrantEvent, Message, Partner, Thread,
+};
+use crate::store::MessageRow;
+use consent_proto::platform::v1 as pb;
+
+pub fn grant(g: &Grant) -> pb::Grant {
+    pb::Grant {
+        grant_id: g.id.clone(),
+        user_id: g.user_id.clone(),
+        partner_id: g.partner_id.clone(),
+        feature: g.feature.clone(),
+        scopes: g.scopes.to_proto(),
+        coverage: g.coverage.to_i32(),
+        thread_ids: g.thread_ids.clone(),
+        include_history: g.include_history,
+        created_at: Some(timestamp(g.created_ms)),
+        not_after: Some(timestamp(g.not_after_ms)),
+        last_used_at: g.last_used_ms.map(timestamp),
+        state: g.state.to_i32(),
+        ended_at: g.ended_ms.map(timestamp),
+        deletion_attested_at: g.attested_ms.map(timestamp),
+    }
+}
+
+/// A thread as the platform's own client shows it to a participant.
+pub fn thread(t: &Thread) -> pb::Thread {
+    pb::Thread {
+        thread_id: t.id.clone(),
+        title: t.title.clone(),
+        participants: t.participants.clone(),
+        started_by_partner: t.started_by_partner.clone().unwrap_or_default(),
+        created_at: Some(timestamp(t.created_ms)),
+    }
+}
+
+/// A thread as the partner of `grant` may see it.
+pub fn thread_for_partner(t: &Thread, g: &Grant, key: &str) -> pb::Thread {
+    pb::Thread {
+        participants: t
+            .participants
+            .iter()
+            .map(|p| present_user(g, p, key))
+            .collect(),
+        ..thread(t)
+    }
+}
+
+/// A message as its thread's participants see it.
+pub fn message(m: &Message) -> pb::Message {
+    pb::Message {
+        message_id: m.id.clone(),
+        thread_id: m.thread_id.clone(),
+        sender: m.sender_id.clone(),
+        body: m.body.clone(),
+        redacted: false,
+        created_at: Some(timestamp(m.created_ms)),
+        sent_by_partner: m.sent_by_partner.clone().unwrap_or_default(),
+    }
+}
+
+/// A message as the partner of `grant` may see it: pseudonymous author, redacted body if
+/// the author opted out of others' apps.
+pub fn message_for_partner(row: &MessageRow, g: &Grant, key: &str) -> pb::Message {
+    let m = &row.message;
+    let redacted = must_redact(g, &m.sender_id, row.sender_hides);
+    pb::Message {
+        sender: present_user(g, &m.sender_id, key),
+        body: if redacted {
+            String::new()
+        } else {
+            m.body.clone()
+        },
+        redacted,
+        ..message(m)
+    }
+}
+
+pub fn access_request(
+    r: &AccessRequest,
+    partner: &Partner,
+    feature: &Feature,
+) -> pb::AccessRequest {
+    pb::AccessRequest {
+        request_id: r.id.clone(),
+        partner_id: r.partner_id.clone(),
+        partner_name: partner.display_name.clone(),
+        feature: r.feature.clone(),
+        scopes: feature.scopes.to_proto(),
+        coverage: r.coverage.to_i32(),
+        thread_ids: r.thread_ids.clone(),
+        include_history: r.include_history,
+        purpose: r.purpose.clone(),
+        status: r.status as i32,
+        created_at: Some(timestamp(r.created_ms)),
+        user_id: r.user_id.clone(),
+    }
+}
+
+pub fn grant_event(e: &GrantEvent) -> pb::GrantEvent {
+    use pb::GrantEventKind as K;
+    pb::GrantEvent {
+        sequence: u64::try_from(e.seq).unwrap_or(0),
+        kind: e.kind as i32,
+        grant_id: e.grant_id.clone(),
+        user_id: e.user_id.clone(),
+        at: Some(timestamp(e.at_ms)),
+        deletion_required: !matches!(e.kind, K::GrantApproved | K::GrantNarrowed),
+    }
+}
+
+pub fn audit_record(r: &AuditRecord) -> pb::AuditRecord {
+    pb::AuditRecord {
+        seq: u64::try_from(r.seq).unwrap_or(0),
+        at: Some(timestamp(r.at_ms)),
+        partner_id: r.entry.partner_id.clone(),
+        user_id: r.entry.user_id.clone(),
+        grant_id: r.entry.grant_id.clone(),
+        method: r.entry.method.clone(),
+        resource: r.entry.resource.clone(),
+        decision: r.entry.decision.clone(),
+        reason: r.entry.reason.clone(),
+        prev_hash: r.prev_hash.clone(),
+        hash: r.hash.clone(),
+    }
+}
+
+pub fn feature(f: &Feature) -> pb::Feature {
+    pb::Feature {
+        name: f.name.clone(),
+        description: f.description.clone(),
+        scopes: f.scopes.to_proto(),
+        retired: f.retired,
+    }
+}
+
+pub fn partner(p: &Partner, features: &[Feature], spiffe_id: String) -> pb::Partner {
+    pb::Partner {
+        partner_id: p.id.clone(),
+        display_name: p.display_name.clone(),
+        allowed_scopes: p.allowed_scopes.to_proto(),
+        features: features.iter().map(feature).collect(),
+        suspended: p.suspended,
+        spiffe_id,
+    }
+}

@@ -1,0 +1,131 @@
+//! The gRPC surfaces. Each handler validates its request, then runs one store transaction
+//! through [`Platform`]; partner calls go through [`partner_call::PartnerCall`], which
+//! resolves the grant, applies [`crate::consent`], and appends the audit record in the same
+//! transaction, so the record is durable before any data is returned.
+
+pub mod account;
+pub mod admin;
+pub mod consent;
+mod convert;
+pub mod messaging;
+mod partner_call;
+
+use crate::clock::{Clock, DAY_MS};
+use crate::config::Policy;
+use crate::consent::LifetimePolicy;
+use crate::error::ApiError;
+use crate::model::{Grant, GrantState};
+use crate::store::{Repo, Store, StoreResult, transact};
+use std::sync::Arc;
+
+/// Lifetimes and windows in milliseconds, derived once from [`Policy`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Grant lifetime cap and inactivity lapse.
+    pub lifetime: LifetimePolicy,
+    /// How long after a grant ends its partner has to attest deletion.
+    pub attestation_due_ms: i64,
+    /// Session lifetime.
+    pub session_ms: i64,
+}
+
+impl From<&Policy> for Limits {
+    fn from(policy: &Policy) -> Self {
+        const HOUR_MS: i64 = 60 * 60 * 1000;
+        Limits {
+            lifetime: LifetimePolicy {
+                max_lifetime_ms: i64::from(policy.max_grant_days) * DAY_MS,
+                inactivity_lapse_ms: i64::from(policy.inactivity_lapse_days) * DAY_MS,
+            },
+            attestation_due_ms: i64::from(policy.attestation_due_hours) * HOUR_MS,
+            session_ms: i64::from(policy.session_hours) * HOUR_MS,
+        }
+    }
+}
+
+/// State shared by every surface.
+#[derive(Clone)]
+pub struct Platform {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<Clock>,
+    /// Policy in milliseconds.
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    /// Runs `work` in one store transaction on the blocking pool, with the current time.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut dyn Repo, i64) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let store = self.store.clone();
+        let now_ms = self.clock.now_ms();
+        tokio::task::spawn_blocking(move || transact(store.as_ref(), |repo| work(repo, now_ms)))
+            .await
+            .map_err(|e| ApiError::Storage(format!("store task failed: {e}")))?
+    }
+
+    /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
+    /// event for each; returns how many ended.
+    pub async fn sweep_grants(&self) -> StoreResult<usize> {
+        let lapse_ms = self.limits.lifetime.inactivity_lapse_ms;
+        self.run(move |repo, now_ms| {
+            let due = repo.grants_due_to_end(now_ms, now_ms - lapse_ms)?;
+            for grant in &due {
+                let state = if now_ms >= grant.not_after_ms {
+                    GrantState::Expired
+                } else {
+                    GrantState::Lapsed
+                };
+                end_grant(repo, grant, state, now_ms)?;
+            }
+            Ok(due.len())
+        })
+        .await
+    }
+}
+
+/// Ends an active grant in `state` (its token stops working) and tells its partner.
+pub fn end_grant(
+    repo: &mut dyn Repo,
+    grant: &Grant,
+    state: GrantState,
+    now_ms: i64,
+) -> StoreResult<()> {
+    if grant.state == GrantState::Active {
+        repo.end_grant(&grant.id, state, now_ms)?;
+        repo.push_event(grant, state.event(), now_ms)?;
+    }
+    Ok(())
+}
+
+/// Ends every active grant of a partner (or of one of its features) in `state`.
+pub fn end_grants_of(
+    repo: &mut dyn Repo,
+    partner_id: &str,
+    feature: Option<&str>,
+    state: GrantState,
+    now_ms: i64,
+) -> StoreResult<u32> {
+    let grants = repo.active_grants_of(partner_id, feature)?;
+    for grant in &grants {
+        end_grant(repo, grant, state, now_ms)?;
+    }
+    Ok(u32::try_from(grants.len()).unwrap_or(u32::MAX))
+}
+
+/// Extracts `Bearer <token>` from the `authorization` metadata, if present and readable.
+pub fn bearer_token<T>(request: &tonic::Request<T>) -> Option<String> {
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(str::to_string)
+}

@@ -1,0 +1,304 @@
+//! Consent enforcement: every rule that decides whether a partner call may touch a
+//! user's data lives here, as pure functions of the grant, the partner, the feature,
+//! the resource and the time. Handlers call these and nothing else decides.
+
+use crate::error::{ApiError, Reason};
+use crate::model::{Feature, Grant, GrantState, Message, Partner, Scope, Thread};
+use sha2::{Digest, Sha256};
+
+/// Operator policy on grant lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct LifetimePolicy {
+    /// Cap on a grant's lifetime.
+    pub max_lifetime_ms: i64,
+    /// A grant unused this long lapses.
+    pub inactivity_lapse_ms: i64,
+}
+
+/// A refusal, and the state the grant must move to because of it (if it ends now).
+#[derive(Debug)]
+pub struct Denial {
+    /// Why.
+    pub error: ApiError,
+    /// With expiry or lapse: the grant ends now, in this state.
+    pub ends_grant: Option<GrantState>,
+}
+
+impl Denial {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Denial {
+            error: ApiError::denied(reason, message),
+            ends_grant: None,
+        }
+    }
+    fn ending(reason: Reason, message: &str, state: GrantState) -> Self {
+        Denial {
+            ends_grant: Some(state),
+            ..Denial::new(reason, message)
+        }
+    }
+}
+
+/// Everything known about the grant a token resolved to.
+#[derive(Debug)]
+pub struct GrantContext<'a> {
+    /// The partner on the connection.
+    pub caller_partner_id: &'a str,
+    /// The grant the token belongs to.
+    pub grant: &'a Grant,
+    /// The grant's partner.
+    pub partner: &'a Partner,
+    /// The grant's feature.
+    pub feature: &'a Feature,
+}
+
+/// Whether the grant may be used now for an RPC needing `required`. Checks, in order:
+/// token bound to the caller, grant state, partner suspension, feature retirement,
+/// expiry, inactivity, scope.
+pub fn authorize(
+    ctx: &GrantContext<'_>,
+    required: Scope,
+    now_ms: i64,
+    policy: &LifetimePolicy,
+) -> Result<(), Denial> {
+    let grant = ctx.grant;
+    if grant.partner_id != ctx.caller_partner_id {
+        return Err(Denial::new(
+            Reason::TokenPartnerMismatch,
+            "grant token was issued to another partner",
+        ));
+    }
+    if let Some(reason) = ended_reason(grant.state) {
+        return Err(Denial::new(reason, "grant is no longer active"));
+    }
+    if ctx.partner.suspended {
+        return Err(Denial::ending(
+            Reason::PartnerSuspended,
+            "partner is suspended",
+            GrantState::Suspended,
+        ));
+    }
+    if ctx.feature.retired {
+        return Err(Denial::ending(
+            Reason::FeatureRetired,
+            "the grant's feature was retired",
+            GrantState::Retired,
+        ));
+    }
+    if now_ms >= grant.not_after_ms {
+        return Err(Denial::ending(
+            Reason::GrantExpired,
+            "grant expired",
+            GrantState::Expired,
+        ));
+    }
+    if is_inactive(grant, now_ms, policy) {
+        return Err(Denial::ending(
+            Reason::GrantLapsed,
+            "grant lapsed after inactivity",
+            GrantState::Lapsed,
+        ));
+    }
+    if !grant.scopes.contains(required) {
+        return Err(Denial::new(
+            Reason::ScopeMissing,
+            format!("grant lacks scope {}", required.name()),
+        ));
+    }
+    Ok(())
+}
+
+/// The denial reason for a grant in an ended state, `None` while active.
+pub fn ended_reason(state: GrantState) -> Option<Reason> {
+    match state {
+        GrantState::Active => None,
+        GrantState::Revoked => Some(Reason::GrantRevoked),
+        GrantState::Expired => Some(Reason::GrantExpired),
+        GrantState::Lapsed => Some(Reason::GrantLapsed),
+        GrantState::Retired => Some(Reason::FeatureRetired),
+        GrantState::Suspended => Some(Reason::PartnerSuspended),
+        GrantState::Released => Some(Reason::GrantReleased),
+    }
+}
+
+/// Whether an active grant has gone unused past the inactivity limit.
+pub fn is_inactive(grant: &Grant, now_ms: i64, policy: &LifetimePolicy) -> bool {
+    let last = grant.last_used_ms.unwrap_or(grant.created_ms);
+    now_ms - last >= policy.inactivity_lapse_ms
+}
+
+/// Whether the grant covers `thread` (which must include the granting user).
+pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), ApiError> {
+    use crate::model::Coverage;
+    let member = thread.participants.iter().any(|p| *p == grant.user_id);
+    let covered = member
+        && match grant.coverage {
+            Coverage::All => true,
+            Coverage::Listed => grant.thread_ids.iter().any(|t| *t == thread.id),
+            Coverage::PartnerStarted => {
+                thread.started_by_partner.as_deref() == Some(grant.partner_id.as_str())
+            }
+        };
+    if covered {
+        Ok(())
+    } else {
+        Err(ApiError::denied(
+            Reason::ThreadNotCovered,
+            format!("thread {} is not covered by the grant", thread.id),
+        ))
+    }
+}
+
+/// Whether a message's age lets the grant read it (forward-only unless history was approved).
+pub fn within_history(grant: &Grant, message: &Message) -> bool {
+    grant.include_history || message.created_ms >= grant.created_ms
+}
+
+/// Refuses a message that predates the grant without approved history.
+pub fn may_read(grant: &Grant, message: &Message) -> Result<(), ApiError> {
+    if within_history(grant, message) {
+        Ok(())
+    } else {
+        Err(ApiError::denied(
+            Reason::HistoryNotGranted,
+            "message predates the grant and history was not approved",
+        ))
+    }
+}
+
+/// Refuses deleting a message the granting user did not write.
+pub fn may_delete(grant: &Grant, message: &Message) -> Result<(), ApiError> {
+    if message.sender_id == grant.user_id {
+        Ok(())
+    } else {
+        Err(ApiError::denied(
+            Reason::NotOwnMessage,
+            "only the granting user's own messages may be deleted",
+        ))
+    }
+}
+
+/// How the partner of `grant` sees another user: the real id with `participants.read`
+/// (or for the granting user), otherwise a stable per-partner pseudonym.
+pub fn present_user(grant: &Grant, user_id: &str, pseudonym_key: &str) -> String {
+    if user_id == grant.user_id || grant.scopes.contains(Scope::ParticipantsRead) {
+        user_id.to_string()
+    } else {
+        pseudonym(pseudonym_key, &grant.partner_id, user_id)
+    }
+}
+
+/// A stable pseudonym of `user_id` for one partner; different partners cannot correlate it.
+pub fn pseudonym(key: &str, partner_id: &str, user_id: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update([0])
+        .chain_update(partner_id.as_bytes())
+        .chain_update([0])
+        .chain_update(user_id.as_bytes())
+        .finalize();
+    format!("anon_{}", &hex::encode(digest)[..16])
+}
+
+/// Whether a message must be redacted for the partner of `grant`: its author opted out of
+/// being shown to apps that others use, and the author is not the granting user.
+pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: bool) -> bool {
+    sender_hides && sender_id != grant.user_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Coverage, ScopeSet};
+
+    const DAY: i64 = crate::clock::DAY_MS;
+    const POLICY: LifetimePolicy = LifetimePolicy {
+        max_lifetime_ms: 90 * DAY,
+        inactivity_lapse_ms: 30 * DAY,
+    };
+
+    fn grant() -> Grant {
+        Grant {
+            id: "grt_1".into(),
+            user_id: "usr_a".into(),
+            partner_id: "music".into(),
+            feature: "share".into(),
+            scopes: ScopeSet::of(&[Scope::MessagesRead]),
+            coverage: Coverage::PartnerStarted,
+            thread_ids: vec![],
+            include_history: false,
+            created_ms: 1_000,
+            not_after_ms: 1_000 + 10 * DAY,
+            last_used_ms: None,
+            state: GrantState::Active,
+            ended_ms: None,
+            attested_ms: None,
+        }
+    }
+    fn partner() -> Partner {
+        Partner {
+            id: "music".into(),
+            display_name: "Music".into(),
+            allowed_scopes: ScopeSet::of(&Scope::ALL),
+            suspended: false,
+        }
+    }
+    fn feature() -> Feature {
+        Feature {
+            partner_id: "music".into(),
+            name: "share".into(),
+            description: String::new(),
+            scopes: ScopeSet::of(&[Scope::MessagesRead]),
+            retired: false,
+        }
+    }
+    fn reason(d: Denial) -> &'static str {
+        d.error.audit_reason()
+    }
+
+    #[test]
+    fn each_lifecycle_rule_has_its_reason() {
+        let (g, p, f) = (grant(), partner(), feature());
+        let ok = GrantContext {
+            caller_partner_id: "music",
+            grant: &g,
+            partner: &p,
+            feature: &f,
+        };
+        assert!(authorize(&ok, Scope::MessagesRead, 2_000, &POLICY).is_ok());
+        let other = GrantContext {
+            caller_partner_id: "video",
+            ..ok
+        };
+        let denial = authorize(&other, Scope::MessagesRead, 2_000, &POLICY).unwrap_err();
+        assert_eq!(reason(denial), "TOKEN_PARTNER_MISMATCH");
+        let denial = authorize(&ok, Scope::MessagesWrite, 2_000, &POLICY).unwrap_err();
+        assert_eq!(reason(denial), "SCOPE_MISSING");
+        let denial = authorize(&ok, Scope::MessagesRead, g.not_after_ms, &POLICY).unwrap_err();
+        assert_eq!(denial.ends_grant, Some(GrantState::Expired));
+        assert_eq!(reason(denial), "GRANT_EXPIRED");
+        let long_policy = LifetimePolicy {
+            inactivity_lapse_ms: DAY,
+            ..POLICY
+        };
+        let denial = authorize(&ok, Scope::MessagesRead, 1_000 + DAY, &long_policy).unwrap_err();
+        assert_eq!(reason(denial), "GRANT_LAPSED");
+        let retired = Feature {
+            retired: true,
+            ..feature()
+        };
+        let ctx = GrantContext {
+            feature: &retired,
+            ..ok
+        };
+        let denial = authorize(&ctx, Scope::MessagesRead, 2_000, &POLICY).unwrap_err();
+        assert_eq!(reason(denial), "FEATURE_RETIRED");
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_per_partner_and_differ_across_partners() {
+        assert_eq!(pseudonym("k", "music", "u"), pseudonym("k", "music", "u"));
+        assert_ne!(pseudonym("k", "music", "u"), pseudonym("k", "video", "u"));
+        assert!(pseudonym("k", "music", "u").starts_with("anon_"));
+    }
+}

@@ -1,0 +1,290 @@
+//! Assembles the three listeners. Each one terminates its own TLS ([`crate::tls`]), admits
+//! one kind of principal at its edge ([`crate::identity`]), and serves health and both
+//! reflection versions beside its own services, with HTTP/2 and message limits set.
+
+use crate::api::account::AccountService;
+use crate::api::admin::AdminService;
+use crate::api::consent::ConsentService;
+use crate::api::messaging::MessagingService;
+use crate::api::{Limits, Platform};
+use crate::clock::Clock;
+use crate::config::{PlatformConfig, TransportLimits};
+use crate::identity::{require_operator, require_partner};
+use crate::store::{SqliteStore, Store};
+use crate::tls::{self, ReloadableTls, TlsFiles};
+use consent_proto::platform::v1::account_server::AccountServer;
+use consent_proto::platform::v1::consent_server::ConsentServer;
+use consent_proto::platform::v1::messaging_server::MessagingServer;
+use consent_proto::platform::v1::partner_admin_server::PartnerAdminServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+/// A start-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS files.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The store.
+    #[error("store: {0}")]
+    Store(#[from] crate::error::ApiError),
+    /// Binding or serving.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Reflection.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Bound listeners, ready to serve.
+#[derive(Debug)]
+pub struct BoundPlatform {
+    config: PlatformConfig,
+    platform: Platform,
+    partner: (TcpListener, Arc<ReloadableTls>),
+    operator: (TcpListener, Arc<ReloadableTls>),
+    user: (TcpListener, Arc<ReloadableTls>),
+}
+
+/// Addresses actually bound (ports chosen by the OS when configured as 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    /// Partner surface.
+    pub partner: SocketAddr,
+    /// Operator surface.
+    pub operator: SocketAddr,
+    /// User surface.
+    pub user: SocketAddr,
+}
+
+impl BoundPlatform {
+    /// Opens the store, loads certificates and binds every listener.
+    pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database)?);
+        let platform = Platform {
+            store,
+            clock,
+            limits: Limits::from(&config.policy),
+        };
+        let t = &config.tls;
+        let files = |client_ca: Option<&std::path::Path>| TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            client_ca: client_ca.map(|p| p.to_path_buf()),
+            crls: if client_ca.is_some() {
+                t.crls.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let partner_tls = Arc::new(ReloadableTls::load(files(Some(&t.partner_ca)))?);
+        let operator_tls = Arc::new(ReloadableTls::load(files(Some(&t.operator_ca)))?);
+        let user_tls = Arc::new(ReloadableTls::load(files(None))?);
+        Ok(BoundPlatform {
+            partner: (TcpListener::bind(config.listen.partner).await?, partner_tls),
+            operator: (
+                TcpListener::bind(config.listen.operator).await?,
+                operator_tls,
+            ),
+            user: (TcpListener::bind(config.listen.user).await?, user_tls),
+            platform,
+            config,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> Result<BoundAddrs, std::io::Error> {
+        Ok(BoundAddrs {
+            partner: self.partner.0.local_addr()?,
+            operator: self.operator.0.local_addr()?,
+            user: self.user.0.local_addr()?,
+        })
+    }
+
+    /// The shared platform state (tests use it to reach the clock).
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Re-reads certificates and CRLs of every listener.
+    pub fn tls_reloader(&self) -> impl Fn() -> Result<(), tls::TlsError> + Send + Sync + 'static {
+        let all = [
+            self.partner.1.clone(),
+            self.operator.1.clone(),
+            self.user.1.clone(),
+        ];
+        move || all.iter().try_for_each(|t| t.reload())
+    }
+
+    /// Serves until `shutdown` resolves, then drains connections.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let BoundPlatform {
+            config,
+            platform,
+            partner,
+            operator,
+            user,
+        } = self;
+        let limits = &config.limits;
+        let max = limits.max_message_bytes;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+
+        let partner_routes = {
+            let messaging = MessagingServer::new(MessagingService::new(platform.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            let consent = ConsentServer::new(ConsentService::new(platform.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            let mut routes = Routes::builder();
+            routes
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    messaging,
+                    require_partner,
+                ))
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    consent,
+                    require_partner,
+                ));
+            with_probes(
+                routes,
+                &[
+                    "consent.platform.v1.Messaging",
+                    "consent.platform.v1.Consent",
+                ],
+            )
+            .await?
+        };
+        let operator_routes = {
+            let admin = PartnerAdminServer::new(AdminService::new(
+                platform.clone(),
+                config.trust_domain.clone(),
+            ))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+            let mut routes = Routes::builder();
+            routes.add_service(tonic::service::interceptor::InterceptedService::new(
+                admin,
+                require_operator,
+            ));
+            with_probes(routes, &["consent.platform.v1.PartnerAdmin"]).await?
+        };
+        let user_routes = {
+            let account = AccountServer::new(AccountService::new(platform.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            let mut routes = Routes::builder();
+            routes.add_service(account);
+            with_probes(routes, &["consent.platform.v1.Account"]).await?
+        };
+
+        let sweeper = tokio::spawn(sweep_forever(
+            platform.clone(),
+            Duration::from_secs(config.policy.sweep_interval_secs.max(1)),
+        ));
+        let listeners = [
+            (partner, partner_routes),
+            (operator, operator_routes),
+            (user, user_routes),
+        ];
+        let mut tasks = Vec::new();
+        for ((listener, tls), routes) in listeners {
+            let incoming = tls::incoming(
+                listener,
+                tls,
+                Duration::from_millis(limits.handshake_timeout_ms),
+                config.trust_domain.clone(),
+            );
+            let mut stop = stop_rx.clone();
+            let server = transport(limits).add_routes(routes);
+            tasks.push(tokio::spawn(async move {
+                server
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    })
+                    .await
+            }));
+        }
+        let mut result = Ok(());
+        for task in tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e.into()),
+                Err(e) => result = Err(std::io::Error::other(e).into()),
+            }
+        }
+        sweeper.abort();
+        result
+    }
+}
+
+/// The gRPC server with every HTTP/2 limit set explicitly.
+fn transport(limits: &TransportLimits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
+        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .timeout(Duration::from_millis(limits.request_timeout_ms))
+        .tcp_nodelay(true)
+}
+
+/// Adds `grpc.health.v1` (each service marked serving) and reflection v1 and v1alpha.
+async fn with_probes(
+    mut routes: tonic::service::RoutesBuilder,
+    services: &[&str],
+) -> Result<Routes, StartError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for service in services {
+        reporter
+            .set_service_status(*service, ServingStatus::Serving)
+            .await;
+    }
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(consent_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(consent_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    Ok(routes.routes())
+}
+
+async fn sweep_forever(platform: Platform, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        match platform.sweep_grants().await {
+            Ok(0) => {}
+            Ok(ended) => tracing::info!(ended, "ended expired or lapsed grants"),
+            Err(error) => tracing::warn!(%error, "grant sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Schema migrations, applied in order at start; `PRAGMA user_version` records the last one.
+
+/// Each entry is one migration; never edit a released one, append a new one.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, display_name TEXT NOT NULL,
+    password_hash TEXT NOT NULL, hide_from_others_apps INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+    expires_ms INTEGER NOT NULL);
+CREATE TABLE friends (
+    user_id TEXT NOT NULL REFERENCES users(id), friend_id TEXT NOT NULL REFERENCES users(id),
+    PRIMARY KEY (user_id, friend_id));
+CREATE TABLE threads (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, title TEXT NOT NULL,
+    started_by_partner TEXT, created_ms INTEGER NOT NULL);
+CREATE TABLE thread_participants (
+    thread_id TEXT NOT NULL REFERENCES threads(id), user_id TEXT NOT NULL REFERENCES users(id),
+    PRIMARY KEY (thread_id, user_id));
+CREATE INDEX thread_participants_by_user ON thread_participants(user_id, thread_id);
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    thread_id TEXT NOT NULL REFERENCES threads(id), sender_id TEXT NOT NULL REFERENCES users(id),
+    body TEXT NOT NULL, created_ms INTEGER NOT NULL, sent_by_partner TEXT);
+CREATE INDEX messages_by_thread ON messages(thread_id, seq);
+CREATE TABLE partners (
+    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, allowed_scopes INTEGER NOT NULL,
+    suspended INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);
+CREATE TABLE features (
+    partner_id TEXT NOT NULL REFERENCES partners(id), name TEXT NOT NULL,
+    description TEXT NOT NULL, scopes INTEGER NOT NULL, retired INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (partner_id, name));
+CREATE TABLE access_requests (
+    id TEXT PRIMARY KEY, partner_id TEXT NOT NULL, feature TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id), coverage INTEGER NOT NULL,
+    thread_ids TEXT NOT NULL, include_history INTEGER NOT NULL, purpose TEXT NOT NULL,
+    status INTEGER NOT NULL, grant_id TEXT, created_ms INTEGER NOT NULL);
+CREATE INDEX access_requests_by_user ON access_requests(user_id, status);
+CREATE TABLE grants (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+    partner_id TEXT NOT NULL REFERENCES partners(id), feature TEXT NOT NULL,
+    scopes INTEGER NOT NULL, coverage INTEGER NOT NULL, thread_ids TEXT NOT NULL,
+    include_history INTEGER NOT NULL, created_ms INTEGER NOT NULL, not_after_ms INTEGER NOT NULL,
+    last_used_ms INTEGER, state INTEGER NOT NULL, ended_ms INTEGER, attested_ms INTEGER,
+    token_hash TEXT UNIQUE);
+CREATE INDEX grants_by_user ON grants(user_id);
+CREATE INDEX grants_by_partner ON grants(partner_id, feature, state);
+CREATE TABLE grant_scope_use (
+    grant_id TEXT NOT NULL REFERENCES grants(id), scope INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL, PRIMARY KEY (grant_id, scope));
+CREATE TABLE grant_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, partner_id TEXT NOT NULL, grant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL, kind INTEGER NOT NULL, at_ms INTEGER NOT NULL);
+CREATE INDEX grant_events_by_partner ON grant_events(partner_id, seq);
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, partner_id TEXT NOT NULL,
+    user_id TEXT NOT NULL, grant_id TEXT NOT NULL, method TEXT NOT NULL, resource TEXT NOT NULL,
+    decision TEXT NOT NULL, reason TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX audit_by_user ON audit(user_id, seq);
+CREATE TABLE idempotency (
+    partner_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
+    response BLOB NOT NULL, PRIMARY KEY (partner_id, key));
+"#];

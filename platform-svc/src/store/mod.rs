@@ -1,0 +1,249 @@
+//! Storage behind a narrow interface. Handlers see only [`Repo`]'s typed operations inside
+//! one transaction, never SQL, so another backend (PostgreSQL for replicas) implements
+//! [`Store`] and [`Repo`] without touching them.
+
+mod migrations;
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::error::ApiError;
+use crate::model::{
+    AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
+    Partner, RequestStatus, Scope, ScopeSet, Thread, User,
+};
+use consent_proto::platform::v1::GrantEventKind;
+use tokio::sync::watch;
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, ApiError>;
+
+/// A page request: rows after `after` (an opaque cursor), at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Cursor of the last row already seen (0 = start).
+    pub after: i64,
+    /// Maximum rows.
+    pub limit: usize,
+}
+
+/// Rows with their cursors.
+pub type Paged<T> = Vec<(i64, T)>;
+
+/// Which of a user's threads to list.
+#[derive(Debug, Clone)]
+pub enum ThreadFilter {
+    /// All of them.
+    All,
+    /// Only these ids.
+    Ids(Vec<String>),
+    /// Only those started by this partner's app.
+    StartedBy(String),
+}
+
+/// A message and whether its author hides their messages from others' apps.
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    /// The message.
+    pub message: Message,
+    /// The author's opt-out.
+    pub sender_hides: bool,
+}
+
+/// A stored idempotent response.
+#[derive(Debug, Clone)]
+pub struct IdempotentResponse {
+    /// Hash of the request that produced it.
+    pub request_hash: String,
+    /// Encoded response.
+    pub response: Vec<u8>,
+}
+
+/// A durable store of everything the platform knows.
+pub trait Store: Send + Sync + 'static {
+    /// Runs `work` in one serialisable transaction, committed durably only if it returns Ok.
+    fn transact(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()>;
+    /// The newest grant-event sequence number, updated after each commit that added events.
+    fn event_watch(&self) -> watch::Receiver<i64>;
+    /// Installation secret that keys per-partner pseudonyms.
+    fn pseudonym_key(&self) -> &str;
+}
+
+/// Runs `work` in one transaction of `store` and returns its value.
+pub fn transact<R>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R>,
+) -> StoreResult<R> {
+    let mut work = Some(work);
+    let mut output = None;
+    store.transact(&mut |repo| {
+        if let Some(work) = work.take() {
+            output = Some(work(repo)?);
+        }
+        Ok(())
+    })?;
+    output.ok_or_else(|| ApiError::Storage("transaction body did not run".into()))
+}
+
+/// The operations available inside a transaction.
+pub trait Repo {
+    // Users, sessions and friends.
+    /// Adds a user; `AlreadyExists` if the name is taken.
+    fn insert_user(&mut self, user: &User, now_ms: i64) -> StoreResult<()>;
+    /// A user by account name.
+    fn user_by_name(&mut self, name: &str) -> StoreResult<Option<User>>;
+    /// A user by id.
+    fn user_by_id(&mut self, id: &str) -> StoreResult<Option<User>>;
+    /// Sets the "hide from others' apps" opt-out.
+    fn set_hide_from_others_apps(&mut self, user_id: &str, hide: bool) -> StoreResult<()>;
+    /// Records a session by its token hash.
+    fn insert_session(
+        &mut self,
+        token_hash: &str,
+        user_id: &str,
+        expires_ms: i64,
+    ) -> StoreResult<()>;
+    /// The user of an unexpired session.
+    fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>>;
+    /// Makes two users friends (both ways).
+    fn add_friendship(&mut self, a: &str, b: &str) -> StoreResult<()>;
+    /// Whether two users are friends.
+    fn are_friends(&mut self, a: &str, b: &str) -> StoreResult<bool>;
+    /// A page of a user's friends.
+    fn friends(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>>;
+
+    // Threads and messages.
+    /// Adds a thread with its participants.
+    fn insert_thread(&mut self, thread: &Thread) -> StoreResult<()>;
+    /// A thread with its participants.
+    fn thread(&mut self, id: &str) -> StoreResult<Option<Thread>>;
+    /// A page of the threads `user_id` is in, narrowed by `filter`.
+    fn threads_of(
+        &mut self,
+        user_id: &str,
+        filter: &ThreadFilter,
+        page: Page,
+    ) -> StoreResult<Paged<Thread>>;
+    /// Adds a message.
+    fn insert_message(&mut self, message: &Message) -> StoreResult<()>;
+    /// A message with its author's opt-out.
+    fn message(&mut self, id: &str) -> StoreResult<Option<MessageRow>>;
+    /// A page of a thread's messages created at or after `since_ms`, oldest first.
+    fn messages(
+        &mut self,
+        thread_id: &str,
+        since_ms: i64,
+        page: Page,
+    ) -> StoreResult<Paged<MessageRow>>;
+    /// Deletes a message.
+    fn delete_message(&mut self, id: &str) -> StoreResult<()>;
+
+    // Partners and features.
+    /// Adds a partner; `AlreadyExists` if the id is taken.
+    fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()>;
+    /// A partner.
+    fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>>;
+    /// Marks a partner suspended.
+    fn suspend_partner(&mut self, id: &str) -> StoreResult<()>;
+    /// Adds a feature; `AlreadyExists` if the name is taken for the partner.
+    fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()>;
+    /// A feature.
+    fn feature(&mut self, partner_id: &str, name: &str) -> StoreResult<Option<Feature>>;
+    /// A partner's features.
+    fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>>;
+    /// Marks a feature retired.
+    fn retire_feature(&mut self, partner_id: &str, name: &str) -> StoreResult<()>;
+
+    // Access requests.
+    /// Adds a request.
+    fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()>;
+    /// A request.
+    fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>>;
+    /// A user's pending requests.
+    fn pending_requests(&mut self, user_id: &str) -> StoreResult<Vec<AccessRequest>>;
+    /// Moves a request on, linking its grant if approved.
+    fn set_request_status(
+        &mut self,
+        id: &str,
+        status: RequestStatus,
+        grant_id: Option<&str>,
+    ) -> StoreResult<()>;
+
+    // Grants.
+    /// Adds a grant (without a token).
+    fn insert_grant(&mut self, grant: &Grant) -> StoreResult<()>;
+    /// Binds a token hash to a grant.
+    fn set_grant_token(&mut self, grant_id: &str, token_hash: &str) -> StoreResult<()>;
+    /// A grant.
+    fn grant(&mut self, id: &str) -> StoreResult<Option<Grant>>;
+    /// The grant a token hash belongs to (ended grants have no token).
+    fn grant_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Grant>>;
+    /// A partner's grants, newest first.
+    fn grants_of_partner(&mut self, partner_id: &str, active_only: bool)
+    -> StoreResult<Vec<Grant>>;
+    /// A user's grants, newest first.
+    fn grants_of_user(&mut self, user_id: &str) -> StoreResult<Vec<Grant>>;
+    /// Active grants of any of these users.
+    fn active_grants_of_users(&mut self, user_ids: &[String]) -> StoreResult<Vec<Grant>>;
+    /// Active grants of a feature, or of every feature of the partner when `feature` is None.
+    fn active_grants_of(
+        &mut self,
+        partner_id: &str,
+        feature: Option<&str>,
+    ) -> StoreResult<Vec<Grant>>;
+    /// Active grants past `not_after` or unused since `idle_before_ms`.
+    fn grants_due_to_end(&mut self, now_ms: i64, idle_before_ms: i64) -> StoreResult<Vec<Grant>>;
+    /// All grants (for the access review).
+    fn all_grants(&mut self) -> StoreResult<Vec<Grant>>;
+    /// Ends a grant: new state, end time, token forgotten.
+    fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()>;
+    /// Records a use of the grant for `scope`.
+    fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()>;
+    /// Scopes of the grant used at least once.
+    fn used_scopes(&mut self, id: &str) -> StoreResult<ScopeSet>;
+    /// Records the partner's deletion attestation.
+    fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()>;
+
+    // Grant events.
+    /// Appends an event for the grant's partner.
+    fn push_event(&mut self, grant: &Grant, kind: GrantEventKind, now_ms: i64) -> StoreResult<i64>;
+    /// A partner's events after `after_seq`, oldest first.
+    fn events_after(
+        &mut self,
+        partner_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<GrantEvent>>;
+
+    // Audit.
+    /// Appends a record to the chain.
+    fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<AuditRecord>;
+    /// Records after `after_seq`, in order.
+    fn audit_records(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    /// Records about one user's data after `after_seq`.
+    fn audit_records_of_user(
+        &mut self,
+        user_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>>;
+    /// One record.
+    fn audit_record(&mut self, seq: i64) -> StoreResult<Option<AuditRecord>>;
+    /// The last record.
+    fn audit_head(&mut self) -> StoreResult<Option<AuditRecord>>;
+
+    // Idempotency.
+    /// The response stored under a partner's key.
+    fn idempotent_response(
+        &mut self,
+        partner_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>>;
+    /// Stores a response under a partner's key.
+    fn save_idempotent_response(
+        &mut self,
+        partner_id: &str,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()>;
+}

@@ -1,0 +1,846 @@
+//! The embedded SQLite store: one connection in WAL mode with `synchronous=FULL`, so a
+//! commit is on disk before the call that made it returns.
+
+use super::migrations::MIGRATIONS;
+use super::{IdempotentResponse, MessageRow, Page, Paged, Repo, Store, StoreResult, ThreadFilter};
+use crate::audit::record_hash;
+use crate::error::{ApiError, Reason};
+use crate::model::{
+    AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
+    Message, Partner, RequestStatus, Scope, ScopeSet, Thread, User,
+};
+use consent_proto::platform::v1::GrantEventKind;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::Mutex;
+use tokio::sync::watch;
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    events: watch::Sender<i64>,
+    pseudonym_key: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        let pseudonym_key = match conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'pseudonym_key'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+        {
+            Some(key) => key,
+            None => {
+                let key = crate::secret::new_secret();
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('pseudonym_key', ?1)",
+                    [&key],
+                )?;
+                key
+            }
+        };
+        let last_event: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM grant_events", [], |r| {
+                r.get(0)
+            })?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            events: watch::Sender::new(last_event),
+            pseudonym_key,
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn transact(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| ApiError::Storage("store lock poisoned".into()))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut repo = SqliteRepo {
+            tx: &tx,
+            last_event: None,
+        };
+        work(&mut repo)?;
+        let last_event = repo.last_event;
+        tx.commit()?;
+        if let Some(seq) = last_event {
+            self.events.send_replace(seq);
+        }
+        Ok(())
+    }
+
+    fn event_watch(&self) -> watch::Receiver<i64> {
+        self.events.subscribe()
+    }
+
+    fn pseudonym_key(&self) -> &str {
+        &self.pseudonym_key
+    }
+}
+
+struct SqliteRepo<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    last_event: Option<i64>,
+}
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn insert_or_exists(result: rusqlite::Result<usize>, what: String) -> StoreResult<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => {
+            Err(ApiError::AlreadyExists(Reason::AlreadyExists, what))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn join_ids(ids: &[String]) -> String {
+    ids.join(",")
+}
+
+fn split_ids(text: String) -> Vec<String> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        text.split(',').map(str::to_string).collect()
+    }
+}
+
+const USER_COLUMNS: &str = "id, name, display_name, password_hash, hide_from_others_apps";
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        display_name: r.get(2)?,
+        password_hash: r.get(3)?,
+        hide_from_others_apps: r.get(4)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "m.seq, m.id, m.thread_id, m.sender_id, m.body, m.created_ms, m.sent_by_partner, u.hide_from_others_apps";
+fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, MessageRow)> {
+    Ok((
+        r.get(0)?,
+        MessageRow {
+            message: Message {
+                id: r.get(1)?,
+                thread_id: r.get(2)?,
+                sender_id: r.get(3)?,
+                body: r.get(4)?,
+                created_ms: r.get(5)?,
+                sent_by_partner: r.get(6)?,
+            },
+            sender_hides: r.get(7)?,
+        },
+    ))
+}
+
+const FEATURE_COLUMNS: &str = "partner_id, name, description, scopes, retired";
+fn feature_row(r: &Row<'_>) -> rusqlite::Result<Feature> {
+    Ok(Feature {
+        partner_id: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        scopes: ScopeSet::from_bits(r.get(3)?),
+        retired: r.get(4)?,
+    })
+}
+
+const REQUEST_COLUMNS: &str = "id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms";
+fn request_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
+    Ok(AccessRequest {
+        id: r.get(0)?,
+        partner_id: r.get(1)?,
+        feature: r.get(2)?,
+        user_id: r.get(3)?,
+        coverage: Coverage::from_i32(r.get(4)?).unwrap_or(Coverage::Listed),
+        thread_ids: split_ids(r.get(5)?),
+        include_history: r.get(6)?,
+        purpose: r.get(7)?,
+        status: RequestStatus::try_from(r.get::<_, i32>(8)?).unwrap_or(RequestStatus::Denied),
+        grant_id: r.get(9)?,
+        created_ms: r.get(10)?,
+    })
+}
+
+const GRANT_COLUMNS: &str = "id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms";
+fn grant_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        partner_id: r.get(2)?,
+        feature: r.get(3)?,
+        scopes: ScopeSet::from_bits(r.get(4)?),
+        // Unknown stored values fail closed: no threads, and an ended state.
+        coverage: Coverage::from_i32(r.get(5)?).unwrap_or(Coverage::Listed),
+        thread_ids: split_ids(r.get(6)?),
+        include_history: r.get(7)?,
+        created_ms: r.get(8)?,
+        not_after_ms: r.get(9)?,
+        last_used_ms: r.get(10)?,
+        state: GrantState::from_i32(r.get(11)?).unwrap_or(GrantState::Revoked),
+        ended_ms: r.get(12)?,
+        attested_ms: r.get(13)?,
+    })
+}
+
+const AUDIT_COLUMNS: &str = "seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash";
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        at_ms: r.get(1)?,
+        entry: AuditEntry {
+            partner_id: r.get(2)?,
+            user_id: r.get(3)?,
+            grant_id: r.get(4)?,
+            method: r.get(5)?,
+            resource: r.get(6)?,
+            decision: r.get(7)?,
+            reason: r.get(8)?,
+        },
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
+fn limit(page: Page) -> i64 {
+    i64::try_from(page.limit).unwrap_or(i64::MAX)
+}
+
+impl SqliteRepo<'_> {
+    fn participants(&self, thread_id: &str) -> StoreResult<Vec<String>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT user_id FROM thread_participants WHERE thread_id = ?1 ORDER BY user_id",
+        )?;
+        let rows = stmt.query_map([thread_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn thread_with_participants(
+        &self,
+        row: (i64, String, String, Option<String>, i64),
+    ) -> StoreResult<(i64, Thread)> {
+        let (seq, id, title, started_by_partner, created_ms) = row;
+        let participants = self.participants(&id)?;
+        Ok((
+            seq,
+            Thread {
+                id,
+                title,
+                started_by_partner,
+                created_ms,
+                participants,
+            },
+        ))
+    }
+
+    fn grants_where(
+        &self,
+        condition: &str,
+        args: impl rusqlite::Params,
+    ) -> StoreResult<Vec<Grant>> {
+        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition}");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, grant_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit_where(
+        &self,
+        condition: &str,
+        args: impl rusqlite::Params,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE {condition}");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, audit_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+impl Repo for SqliteRepo<'_> {
+    fn insert_user(&mut self, user: &User, now_ms: i64) -> StoreResult<()> {
+        let result = self.tx.execute(
+            "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![user.id, user.name, user.display_name, user.password_hash, user.hide_from_others_apps, now_ms],
+        );
+        insert_or_exists(result, format!("user name {} is taken", user.name))
+    }
+
+    fn user_by_name(&mut self, name: &str) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
+        Ok(self.tx.query_row(&sql, [name], user_row).optional()?)
+    }
+
+    fn user_by_id(&mut self, id: &str) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+        Ok(self.tx.query_row(&sql, [id], user_row).optional()?)
+    }
+
+    fn set_hide_from_others_apps(&mut self, user_id: &str, hide: bool) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE users SET hide_from_others_apps = ?2 WHERE id = ?1",
+            params![user_id, hide],
+        )?;
+        Ok(())
+    }
+
+    fn insert_session(
+        &mut self,
+        token_hash: &str,
+        user_id: &str,
+        expires_ms: i64,
+    ) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO sessions (token_hash, user_id, expires_ms) VALUES (?1, ?2, ?3)",
+            params![token_hash, user_id, expires_ms],
+        )?;
+        Ok(())
+    }
+
+    fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_ms > ?2",
+                params![token_hash, now_ms],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn add_friendship(&mut self, a: &str, b: &str) -> StoreResult<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO friends (user_id, friend_id) VALUES (?1, ?2)")?;
+        stmt.execute([a, b])?;
+        stmt.execute([b, a])?;
+        Ok(())
+    }
+
+    fn are_friends(&mut self, a: &str, b: &str) -> StoreResult<bool> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2",
+                [a, b],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn friends(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>> {
+        let sql = format!(
+            "SELECT u.rowid, {} FROM friends f JOIN users u ON u.id = f.friend_id \
+             WHERE f.user_id = ?1 AND u.rowid > ?2 ORDER BY u.rowid LIMIT ?3",
+            USER_COLUMNS
+                .split(", ")
+                .map(|c| format!("u.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
+            Ok((
+                r.get(0)?,
+                User {
+                    id: r.get(1)?,
+                    name: r.get(2)?,
+                    display_name: r.get(3)?,
+                    password_hash: r.get(4)?,
+                    hide_from_others_apps: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn insert_thread(&mut self, thread: &Thread) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO threads (id, title, started_by_partner, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![thread.id, thread.title, thread.started_by_partner, thread.created_ms],
+        )?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO thread_participants (thread_id, user_id) VALUES (?1, ?2)",
+        )?;
+        for user_id in &thread.participants {
+            stmt.execute([&thread.id, user_id])?;
+        }
+        Ok(())
+    }
+
+    fn thread(&mut self, id: &str) -> StoreResult<Option<Thread>> {
+        let row = self
+            .tx
+            .query_row(
+                "SELECT seq, id, title, started_by_partner, created_ms FROM threads WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        row.map(|row| self.thread_with_participants(row).map(|(_, t)| t))
+            .transpose()
+    }
+
+    fn threads_of(
+        &mut self,
+        user_id: &str,
+        filter: &ThreadFilter,
+        page: Page,
+    ) -> StoreResult<Paged<Thread>> {
+        let (condition, arg) = match filter {
+            ThreadFilter::All => ("?4 = ''", String::new()),
+            ThreadFilter::Ids(ids) => (
+                "instr(',' || ?4 || ',', ',' || t.id || ',') > 0",
+                join_ids(ids),
+            ),
+            ThreadFilter::StartedBy(partner) => ("t.started_by_partner = ?4", partner.clone()),
+        };
+        let sql = format!(
+            "SELECT t.seq, t.id, t.title, t.started_by_partner, t.created_ms FROM threads t \
+             JOIN thread_participants p ON p.thread_id = t.id \
+             WHERE p.user_id = ?1 AND t.seq > ?2 AND {condition} ORDER BY t.seq LIMIT ?3"
+        );
+        let rows: Vec<(i64, String, String, Option<String>, i64)> = {
+            let mut stmt = self.tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![user_id, page.after, limit(page), arg], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        rows.into_iter()
+            .map(|row| self.thread_with_participants(row))
+            .collect()
+    }
+
+    fn insert_message(&mut self, message: &Message) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO messages (id, thread_id, sender_id, body, created_ms, sent_by_partner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![message.id, message.thread_id, message.sender_id, message.body, message.created_ms, message.sent_by_partner],
+        )?;
+        Ok(())
+    }
+
+    fn message(&mut self, id: &str) -> StoreResult<Option<MessageRow>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ?1"
+        );
+        Ok(self
+            .tx
+            .query_row(&sql, [id], message_row)
+            .optional()?
+            .map(|(_, row)| row))
+    }
+
+    fn messages(
+        &mut self,
+        thread_id: &str,
+        since_ms: i64,
+        page: Page,
+    ) -> StoreResult<Paged<MessageRow>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+             WHERE m.thread_id = ?1 AND m.seq > ?2 AND m.created_ms >= ?3 ORDER BY m.seq LIMIT ?4"
+        );
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![thread_id, page.after, since_ms, limit(page)],
+            message_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delete_message(&mut self, id: &str) -> StoreResult<()> {
+        self.tx
+            .execute("DELETE FROM messages WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
+        let result = self.tx.execute(
+            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, now_ms],
+        );
+        insert_or_exists(
+            result,
+            format!("partner {} is already registered", partner.id),
+        )
+    }
+
+    fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Partner {
+                        id: r.get(0)?,
+                        display_name: r.get(1)?,
+                        allowed_scopes: ScopeSet::from_bits(r.get(2)?),
+                        suspended: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn suspend_partner(&mut self, id: &str) -> StoreResult<()> {
+        self.tx
+            .execute("UPDATE partners SET suspended = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()> {
+        let result = self.tx.execute(
+            "INSERT INTO features (partner_id, name, description, scopes, retired) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![feature.partner_id, feature.name, feature.description, feature.scopes.bits(), feature.retired],
+        );
+        insert_or_exists(result, format!("feature {} already exists", feature.name))
+    }
+
+    fn feature(&mut self, partner_id: &str, name: &str) -> StoreResult<Option<Feature>> {
+        let sql =
+            format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 AND name = ?2");
+        Ok(self
+            .tx
+            .query_row(&sql, [partner_id, name], feature_row)
+            .optional()?)
+    }
+
+    fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>> {
+        let sql =
+            format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 ORDER BY name");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map([partner_id], feature_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn retire_feature(&mut self, partner_id: &str, name: &str) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE features SET retired = 1 WHERE partner_id = ?1 AND name = ?2",
+            [partner_id, name],
+        )?;
+        Ok(())
+    }
+
+    fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO access_requests (id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                request.id, request.partner_id, request.feature, request.user_id,
+                request.coverage.to_i32(), join_ids(&request.thread_ids), request.include_history,
+                request.purpose, request.status as i32, request.grant_id, request.created_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM access_requests WHERE id = ?1");
+        Ok(self.tx.query_row(&sql, [id], request_row).optional()?)
+    }
+
+    fn pending_requests(&mut self, user_id: &str) -> StoreResult<Vec<AccessRequest>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 ORDER BY created_ms, id"
+        );
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![user_id, RequestStatus::Pending as i32], request_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn set_request_status(
+        &mut self,
+        id: &str,
+        status: RequestStatus,
+        grant_id: Option<&str>,
+    ) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE access_requests SET status = ?2, grant_id = COALESCE(?3, grant_id) WHERE id = ?1",
+            params![id, status as i32, grant_id],
+        )?;
+        Ok(())
+    }
+
+    fn insert_grant(&mut self, g: &Grant) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO grants (id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                g.id, g.user_id, g.partner_id, g.feature, g.scopes.bits(), g.coverage.to_i32(),
+                join_ids(&g.thread_ids), g.include_history, g.created_ms, g.not_after_ms,
+                g.last_used_ms, g.state.to_i32(), g.ended_ms, g.attested_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_grant_token(&mut self, grant_id: &str, token_hash: &str) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE grants SET token_hash = ?2 WHERE id = ?1",
+            [grant_id, token_hash],
+        )?;
+        Ok(())
+    }
+
+    fn grant(&mut self, id: &str) -> StoreResult<Option<Grant>> {
+        Ok(self.grants_where("id = ?1", [id])?.into_iter().next())
+    }
+
+    fn grant_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Grant>> {
+        Ok(self
+            .grants_where("token_hash = ?1", [token_hash])?
+            .into_iter()
+            .next())
+    }
+
+    fn grants_of_partner(
+        &mut self,
+        partner_id: &str,
+        active_only: bool,
+    ) -> StoreResult<Vec<Grant>> {
+        let active = GrantState::Active.to_i32();
+        self.grants_where(
+            "partner_id = ?1 AND (?2 = 0 OR state = ?3) ORDER BY created_ms DESC, id",
+            params![partner_id, active_only, active],
+        )
+    }
+
+    fn grants_of_user(&mut self, user_id: &str) -> StoreResult<Vec<Grant>> {
+        self.grants_where("user_id = ?1 ORDER BY created_ms DESC, id", [user_id])
+    }
+
+    fn active_grants_of_users(&mut self, user_ids: &[String]) -> StoreResult<Vec<Grant>> {
+        self.grants_where(
+            "instr(',' || ?1 || ',', ',' || user_id || ',') > 0 AND state = ?2 ORDER BY created_ms, id",
+            params![join_ids(user_ids), GrantState::Active.to_i32()],
+        )
+    }
+
+    fn active_grants_of(
+        &mut self,
+        partner_id: &str,
+        feature: Option<&str>,
+    ) -> StoreResult<Vec<Grant>> {
+        self.grants_where(
+            "partner_id = ?1 AND (?2 IS NULL OR feature = ?2) AND state = ?3",
+            params![partner_id, feature, GrantState::Active.to_i32()],
+        )
+    }
+
+    fn grants_due_to_end(&mut self, now_ms: i64, idle_before_ms: i64) -> StoreResult<Vec<Grant>> {
+        self.grants_where(
+            "state = ?1 AND (not_after_ms <= ?2 OR COALESCE(last_used_ms, created_ms) <= ?3)",
+            params![GrantState::Active.to_i32(), now_ms, idle_before_ms],
+        )
+    }
+
+    fn all_grants(&mut self) -> StoreResult<Vec<Grant>> {
+        self.grants_where("1 = 1 ORDER BY created_ms, id", [])
+    }
+
+    fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE grants SET state = ?2, ended_ms = ?3, token_hash = NULL WHERE id = ?1 AND state = ?4",
+            params![id, state.to_i32(), now_ms, GrantState::Active.to_i32()],
+        )?;
+        Ok(())
+    }
+
+    fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE grants SET last_used_ms = ?2 WHERE id = ?1",
+            params![id, now_ms],
+        )?;
+        self.tx.execute(
+            "INSERT INTO grant_scope_use (grant_id, scope, last_used_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (grant_id, scope) DO UPDATE SET last_used_ms = excluded.last_used_ms",
+            params![id, ScopeSet::of(&[scope]).bits(), now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn used_scopes(&mut self, id: &str) -> StoreResult<ScopeSet> {
+        let bits: i64 = self.tx.query_row(
+            "SELECT COALESCE(SUM(scope), 0) FROM grant_scope_use WHERE grant_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        Ok(ScopeSet::from_bits(bits))
+    }
+
+    fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE grants SET attested_ms = COALESCE(attested_ms, ?2) WHERE id = ?1",
+            params![id, now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn push_event(&mut self, grant: &Grant, kind: GrantEventKind, now_ms: i64) -> StoreResult<i64> {
+        self.tx.execute(
+            "INSERT INTO grant_events (partner_id, grant_id, user_id, kind, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![grant.partner_id, grant.id, grant.user_id, kind as i32, now_ms],
+        )?;
+        let seq = self.tx.last_insert_rowid();
+        self.last_event = Some(seq);
+        Ok(seq)
+    }
+
+    fn events_after(
+        &mut self,
+        partner_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<GrantEvent>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
+             WHERE partner_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                partner_id,
+                after_seq,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(GrantEvent {
+                    seq: r.get(0)?,
+                    partner_id: r.get(1)?,
+                    grant_id: r.get(2)?,
+                    user_id: r.get(3)?,
+                    kind: GrantEventKind::try_from(r.get::<_, i32>(4)?)
+                        .unwrap_or(GrantEventKind::Unspecified),
+                    at_ms: r.get(5)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<AuditRecord> {
+        let (last_seq, prev_hash) = self
+            .tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, String::new()));
+        let seq = last_seq + 1;
+        let hash = record_hash(seq, now_ms, entry, &prev_hash);
+        self.tx.execute(
+            "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                seq, now_ms, entry.partner_id, entry.user_id, entry.grant_id, entry.method,
+                entry.resource, entry.decision, entry.reason, prev_hash, hash
+            ],
+        )?;
+        Ok(AuditRecord {
+            seq,
+            at_ms: now_ms,
+            entry: entry.clone(),
+            prev_hash,
+            hash,
+        })
+    }
+
+    fn audit_records(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        self.audit_where(
+            "seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+    }
+
+    fn audit_records_of_user(
+        &mut self,
+        user_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.audit_where(
+            "user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            params![user_id, after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+    }
+
+    fn audit_record(&mut self, seq: i64) -> StoreResult<Option<AuditRecord>> {
+        Ok(self.audit_where("seq = ?1", [seq])?.into_iter().next())
+    }
+
+    fn audit_head(&mut self) -> StoreResult<Option<AuditRecord>> {
+        Ok(self
+            .audit_where("1 = 1 ORDER BY seq DESC LIMIT 1", [])?
+            .into_iter()
+            .next())
+    }
+
+    fn idempotent_response(
+        &mut self,
+        partner_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT request_hash, response FROM idempotency WHERE partner_id = ?1 AND key = ?2",
+                [partner_id, key],
+                |r| {
+                    Ok(IdempotentResponse {
+                        request_hash: r.get(0)?,
+                        response: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn save_idempotent_response(
+        &mut self,
+        partner_id: &str,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO idempotency (partner_id, key, request_hash, response) VALUES (?1, ?2, ?3, ?4)",
+            params![partner_id, key, response.request_hash, response.response],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! TLS termination with rustls, done here rather than by tonic's built-in TLS because
+//! tonic's cannot honour CRLs, reload certificates, or hand us the peer identity once per
+//! connection. Each listener accepts TCP, runs the TLS 1.3 handshake under a timeout in its
+//! own task (a stalled client delays no one), reads the client identity, and yields
+//! [`TlsConnection`]s to `Server::serve_with_incoming_shutdown`.
+
+use crate::identity::{ConnectionInfo, principal_from_certificate};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ServerConfig, version::TLS13};
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+/// A TLS configuration failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("reading {path}: {source}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A file held no certificate.
+    #[error("{0} holds no certificate")]
+    Empty(PathBuf),
+    /// rustls refused the configuration.
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The files a listener's TLS is built from; read again on every reload.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA that client certificates must chain to; `None` for server-auth-only TLS.
+    pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM), checked for every client certificate.
+    pub crls: Vec<PathBuf>,
+}
+
+fn pem_error(path: &std::path::Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError {
+    let path = path.to_path_buf();
+    move |source| TlsError::Pem { path, source }
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_error(path))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error(path))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty(path.to_path_buf()));
+    }
+    Ok(certs)
+}
+
+fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds a TLS 1.3-only server configuration from `files`, requiring a client certificate
+/// chained to `client_ca` (with CRLs enforced, and stale CRLs refused) when one is set.
+pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    let certs = read_certificates(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(pem_error(&files.key))?;
+    let builder =
+        ServerConfig::builder_with_provider(crypto()).with_protocol_versions(&[&TLS13])?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certificates(ca)? {
+                roots.add(cert)?;
+            }
+            let mut crls = Vec::new();
+            for path in &files.crls {
+                for crl in
+                    CertificateRevocationListDer::pem_file_iter(path).map_err(pem_error(path))?
+                {
+                    crls.push(crl.map_err(pem_error(path))?);
+                }
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto())
+                .with_crls(crls)
+                .enforce_revocation_expiration()
+                .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// A listener's TLS configuration, replaceable at run time (certificates and CRLs reload
+/// without a restart; connections already open keep the configuration they started with).
+#[derive(Debug)]
+pub struct ReloadableTls {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ReloadableTls {
+    /// Loads the files once.
+    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        let config = Arc::new(server_config(&files)?);
+        Ok(ReloadableTls {
+            files,
+            current: RwLock::new(config),
+        })
+    }
+
+    /// Reads the files again; on error the previous configuration stays in force.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = Arc::new(server_config(&self.files)?);
+        if let Ok(mut current) = self.current.write() {
+            *current = config;
+        }
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        let config = match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        TlsAcceptor::from(config)
+    }
+}
+
+/// An established TLS connection and what the edge learned about its peer.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    info: ConnectionInfo,
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections on `listener` and yields those whose handshake completes within
+/// `handshake_timeout`. Failed handshakes (no or bad certificate, wrong protocol version)
+/// are logged and dropped; they never reach the gRPC server.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ReloadableTls>,
+    handshake_timeout: Duration,
+    trust_domain: String,
+) -> ReceiverStream<io::Result<TlsConnection>> {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote_addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if sender.is_closed() {
+                break;
+            }
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tls.acceptor();
+            let sender = sender.clone();
+            let trust_domain = trust_domain.clone();
+            tokio::spawn(async move {
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::info!(%remote_addr, %error, "tls handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%remote_addr, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                let principal = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|leaf| principal_from_certificate(leaf, &trust_domain));
+                let info = ConnectionInfo {
+                    remote_addr: Some(remote_addr),
+                    principal,
+                };
+                let _ = sender.send(Ok(TlsConnection { stream, info })).await;
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
+}

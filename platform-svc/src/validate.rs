@@ -1,0 +1,218 @@
+//! Request validation: every string, id, page and enum a client sends is checked here, and
+//! a bad one becomes `INVALID_ARGUMENT` naming the field.
+
+use crate::error::ApiError;
+use crate::model::{Coverage, Scope, ScopeSet};
+use crate::store::Page;
+
+/// Default page size.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// Largest page size.
+pub const MAX_PAGE_SIZE: i32 = 100;
+/// Largest message body, in bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+type Checked<T> = Result<T, ApiError>;
+
+/// Whether `s` is a name: 1 to 64 of a-z, 0-9, '_', '-', '.'.
+pub fn is_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        })
+}
+
+/// A partner id, feature or operator name.
+pub fn name<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
+    if is_name(value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be 1 to 64 of a-z, 0-9, '_', '-', '.'",
+        ))
+    }
+}
+
+/// An account name: 3 to 32 of a-z, 0-9, '_', '-', '.'.
+pub fn user_name<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
+    if (3..=32).contains(&value.len()) && is_name(value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be 3 to 32 of a-z, 0-9, '_', '-', '.'",
+        ))
+    }
+}
+
+/// An opaque id the platform issued: 1 to 64 of A-Z, a-z, 0-9, '_', '-'.
+pub fn id<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
+    let ok = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(value)
+    } else if value.is_empty() {
+        Err(ApiError::invalid(field, "is required"))
+    } else {
+        Err(ApiError::invalid(field, "is not a valid id"))
+    }
+}
+
+/// A list of ids, between `min` and `max` long, without duplicates.
+pub fn ids(field: &str, values: &[String], min: usize, max: usize) -> Checked<Vec<String>> {
+    if values.len() < min || values.len() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("must hold {min} to {max} ids"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        id(&format!("{field}[{index}]"), value)?;
+        if out.contains(value) {
+            return Err(ApiError::invalid(
+                format!("{field}[{index}]"),
+                "is a duplicate",
+            ));
+        }
+        out.push(value.clone());
+    }
+    Ok(out)
+}
+
+/// Free text: 1 to `max` bytes, no control characters other than newline and tab.
+pub fn text<'a>(field: &str, value: &'a str, max: usize) -> Checked<&'a str> {
+    if value.trim().is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    if value.len() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(value)
+}
+
+/// A message body.
+pub fn body<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
+    text(field, value, MAX_BODY_BYTES)
+}
+
+/// A password: 8 to 256 bytes.
+pub fn password<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
+    if (8..=256).contains(&value.len()) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(field, "must be 8 to 256 bytes"))
+    }
+}
+
+/// An idempotency key: 1 to 128 of A-Z, a-z, 0-9, '_', '-', '.', ':'.
+pub fn idempotency_key<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
+    let ok = (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be 1 to 128 of A-Z, a-z, 0-9, '_', '-', '.', ':'",
+        ))
+    }
+}
+
+/// A page size and token.
+pub fn page(page_size: i32, page_token: &str) -> Checked<Page> {
+    if !(0..=MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(ApiError::invalid(
+            "page_size",
+            format!("must be 0 to {MAX_PAGE_SIZE}"),
+        ));
+    }
+    let limit = if page_size == 0 {
+        DEFAULT_PAGE_SIZE
+    } else {
+        usize::try_from(page_size).unwrap_or(DEFAULT_PAGE_SIZE)
+    };
+    Ok(Page {
+        after: page_cursor(page_token)?,
+        limit,
+    })
+}
+
+/// Decodes a page token ("" = from the start).
+pub fn page_cursor(page_token: &str) -> Checked<i64> {
+    if page_token.is_empty() {
+        return Ok(0);
+    }
+    page_token
+        .strip_prefix("c")
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::invalid("page_token", "is not a token this service issued"))
+}
+
+/// The token for the page after the row with `cursor`, or "" when the page was not full.
+pub fn next_page_token(cursor: Option<i64>, rows: usize, page: Page) -> String {
+    match cursor {
+        Some(cursor) if rows == page.limit => format!("c{cursor}"),
+        _ => String::new(),
+    }
+}
+
+/// A non-empty set of known scopes.
+pub fn scopes(field: &str, values: &[i32]) -> Checked<ScopeSet> {
+    let mut set = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let scope = Scope::from_proto(*value).ok_or_else(|| {
+            ApiError::invalid(format!("{field}[{index}]"), "is not a known scope")
+        })?;
+        set.push(scope);
+    }
+    Ok(ScopeSet::of(&set))
+}
+
+/// A known thread coverage.
+pub fn coverage(field: &str, value: i32) -> Checked<Coverage> {
+    Coverage::from_i32(value).ok_or_else(|| ApiError::invalid(field, "must be a known coverage"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_bounds_and_tokens() {
+        assert_eq!(page(0, "").unwrap().limit, DEFAULT_PAGE_SIZE);
+        assert!(page(101, "").is_err());
+        assert!(page(-1, "").is_err());
+        assert_eq!(page(5, "c42").unwrap().after, 42);
+        for bad in ["42", "c", "c-1", "cx", "c99999999999999999999"] {
+            assert!(page(5, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_rules() {
+        assert!(body("body", "").is_err());
+        assert!(body("body", "   ").is_err());
+        assert!(body("body", "a\u{0}b").is_err());
+        assert!(body("body", &"x".repeat(MAX_BODY_BYTES + 1)).is_err());
+        assert!(body("body", "hello\nthere").is_ok());
+    }
+}
