@@ -51,6 +51,7 @@ pub enum StartError {
 pub struct BoundPlatform {
     config: PlatformConfig,
     platform: Platform,
+    stop: watch::Sender<bool>,
     partner: (TcpListener, Arc<ReloadableTls>),
     operator: (TcpListener, Arc<ReloadableTls>),
     user: (TcpListener, Arc<ReloadableTls>),
@@ -71,10 +72,12 @@ impl BoundPlatform {
     /// Opens the store, loads certificates and binds every listener.
     pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database)?);
+        let (stop, stopping) = watch::channel(false);
         let platform = Platform {
             store,
             clock,
             limits: Limits::from(&config.policy),
+            stopping,
         };
         let t = &config.tls;
         let files = |client_ca: Option<&std::path::Path>| TlsFiles {
@@ -98,6 +101,7 @@ impl BoundPlatform {
             ),
             user: (TcpListener::bind(config.listen.user).await?, user_tls),
             platform,
+            stop,
             config,
         })
     }
@@ -134,16 +138,17 @@ impl BoundPlatform {
         let BoundPlatform {
             config,
             platform,
+            stop,
             partner,
             operator,
             user,
         } = self;
         let limits = &config.limits;
         let max = limits.max_message_bytes;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = stop.subscribe();
         tokio::spawn(async move {
             shutdown.await;
-            let _ = stop_tx.send(true);
+            let _ = stop.send(true);
         });
 
         let partner_routes = {

@@ -1,1 +1,461 @@
-//! support
+//! Shared test support: a platform started in-process on 127.0.0.1 port 0 with real TLS,
+//! certificates made with rcgen at test time, authenticated clients for each surface, and
+//! a seeded scenario (partners, users, friendships, a thread) that tests build on.
+
+use consent_proto::platform::v1 as pb;
+use pb::account_client::AccountClient;
+use pb::consent_client::ConsentClient;
+use pb::messaging_client::MessagingClient;
+use pb::partner_admin_client::PartnerAdminClient;
+use platform_svc::clock::Clock;
+use platform_svc::config::PlatformConfig;
+use platform_svc::pki::{DevPki, IssuedCertificate};
+use platform_svc::server::{BoundAddrs, BoundPlatform};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+/// Trust domain of test certificates.
+pub const TRUST_DOMAIN: &str = "consent.test";
+/// Partners in the dev PKI; "rogue" has a certificate but is never registered.
+pub const PARTNERS: &[&str] = &["music", "video", "bank", "rogue"];
+
+/// A running platform and everything needed to talk to it.
+pub struct TestPlatform {
+    /// Where the database and certificates live.
+    pub dir: tempfile::TempDir,
+    /// The PKI the platform trusts.
+    pub pki: DevPki,
+    /// Bound addresses.
+    pub addrs: BoundAddrs,
+    /// The platform's clock (advance it to reach deadlines).
+    pub clock: Arc<Clock>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestPlatform {
+    /// Makes a PKI and starts the platform with the default policy.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestPlatform::start`], letting the test adjust the configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut PlatformConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let partners: Vec<String> = PARTNERS.iter().map(|p| p.to_string()).collect();
+        let pki = DevPki::generate(TRUST_DOMAIN, "ops", &partners).expect("dev pki");
+        pki.write_to(dir.path()).expect("write pki");
+        let mut config = PlatformConfig::from_toml(&config_toml(dir.path())).expect("config");
+        adjust(&mut config);
+        let clock = Arc::new(Clock::default());
+        let bound = BoundPlatform::bind(config, clock.clone())
+            .await
+            .expect("bind");
+        let addrs = bound.addrs().expect("addrs");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            bound
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+        });
+        TestPlatform {
+            dir,
+            pki,
+            addrs,
+            clock,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// The database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("platform.db")
+    }
+
+    /// Stops the servers and waits for them.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+    }
+
+    fn partner_cert(&self, id: &str) -> &IssuedCertificate {
+        &self
+            .pki
+            .partners
+            .iter()
+            .find(|(p, _)| p == id)
+            .expect("partner in pki")
+            .1
+    }
+
+    /// A channel to `addr` presenting `identity` (or none), trusting the test CA.
+    pub async fn channel(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&IssuedCertificate>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.pki.ca.cert_pem()))
+            .domain_name("localhost");
+        if let Some(cert) = identity {
+            tls = tls.identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem));
+        }
+        Channel::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(tls)?
+            .connect()
+            .await
+    }
+
+    /// The operator's admin client.
+    pub async fn operator(&self) -> PartnerAdminClient<Channel> {
+        PartnerAdminClient::new(
+            self.channel(self.addrs.operator, Some(&self.pki.operator))
+                .await
+                .expect("operator channel"),
+        )
+    }
+
+    /// A partner's messaging and consent clients over one mTLS channel.
+    pub async fn partner(&self, id: &str) -> Partner {
+        let channel = self
+            .channel(self.addrs.partner, Some(self.partner_cert(id)))
+            .await
+            .expect("partner channel");
+        Partner {
+            messaging: MessagingClient::new(channel.clone()),
+            consent: ConsentClient::new(channel),
+        }
+    }
+
+    /// The platform's own client, server-authenticated TLS only.
+    pub async fn account(&self) -> AccountClient<Channel> {
+        AccountClient::new(
+            self.channel(self.addrs.user, None)
+                .await
+                .expect("user channel"),
+        )
+    }
+}
+
+impl Drop for TestPlatform {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn config_toml(dir: &Path) -> String {
+    let p = |name: &str| dir.join(name).display().to_string();
+    format!(
+        r#"
+trust_domain = "{TRUST_DOMAIN}"
+database = "{db}"
+[listen]
+partner = "127.0.0.1:0"
+operator = "127.0.0.1:0"
+user = "127.0.0.1:0"
+[tls]
+cert = "{cert}"
+key = "{key}"
+partner_ca = "{ca}"
+operator_ca = "{ca}"
+crls = ["{crl}"]
+[policy]
+sweep_interval_secs = 3600
+"#,
+        db = p("platform.db"),
+        cert = p("platform.pem"),
+        key = p("platform-key.pem"),
+        ca = p("ca.pem"),
+        crl = p("crl.pem"),
+    )
+}
+
+/// A partner's clients.
+pub struct Partner {
+    /// Messaging surface.
+    pub messaging: MessagingClient<Channel>,
+    /// Consent surface.
+    pub consent: ConsentClient<Channel>,
+}
+
+/// A request carrying `Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// Asserts a status has `code` and, in its `ErrorInfo`, `reason`.
+#[track_caller]
+pub fn assert_refused(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
+    assert_eq!(info.domain, "consent.platform");
+}
+
+/// Asserts `INVALID_ARGUMENT` with a field violation naming `field`.
+#[track_caller]
+pub fn assert_invalid_field(status: &Status, field: &str) {
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "unexpected status: {status:?}"
+    );
+    let details = status.get_error_details();
+    let bad = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    assert!(
+        bad.field_violations.iter().any(|v| v.field == field),
+        "no violation for {field} in {status:?}"
+    );
+}
+
+fn scopes(list: &[pb::Scope]) -> Vec<i32> {
+    list.iter().map(|s| *s as i32).collect()
+}
+
+/// A signed-in user.
+#[derive(Clone, Debug)]
+pub struct User {
+    /// Account name.
+    pub name: String,
+    /// User id.
+    pub id: String,
+    /// Session token.
+    pub session: String,
+}
+
+/// The seeded world most tests start from.
+pub struct Scenario {
+    /// The platform.
+    pub platform: TestPlatform,
+    /// alice: the user who connects apps.
+    pub alice: User,
+    /// bob: alice's friend.
+    pub bob: User,
+    /// carol: alice's friend who opts out of others' apps.
+    pub carol: User,
+    /// A thread alice started on the platform with bob and carol, with one message from
+    /// before any grant.
+    pub family_thread: String,
+    /// The message alice wrote there before any grant.
+    pub old_message: String,
+}
+
+/// music: read, write, delete on threads it starts; video: write + friends.read;
+/// bank: write only.
+pub async fn register_partners(platform: &TestPlatform) {
+    use pb::Scope::*;
+    let mut operator = platform.operator().await;
+    let feature = |name: &str, list: &[pb::Scope]| pb::Feature {
+        name: name.into(),
+        description: format!("the {name} feature"),
+        scopes: scopes(list),
+        retired: false,
+    };
+    for (id, name, allowed, features) in [
+        (
+            "music",
+            "Music App",
+            vec![ThreadsRead, MessagesRead, MessagesWrite, MessagesDelete],
+            vec![
+                feature(
+                    "share-tracks",
+                    &[ThreadsRead, MessagesRead, MessagesWrite, MessagesDelete],
+                ),
+                feature("listening-party", &[MessagesRead]),
+            ],
+        ),
+        (
+            "video",
+            "Video App",
+            vec![MessagesWrite, FriendsRead],
+            vec![feature("recommend", &[MessagesWrite, FriendsRead])],
+        ),
+        (
+            "bank",
+            "Bank",
+            vec![MessagesWrite],
+            vec![feature("receipts", &[MessagesWrite])],
+        ),
+    ] {
+        operator
+            .register_partner(pb::RegisterPartnerRequest {
+                partner_id: id.into(),
+                display_name: name.into(),
+                allowed_scopes: scopes(&allowed),
+                features,
+            })
+            .await
+            .expect("register partner");
+    }
+}
+
+impl Scenario {
+    /// Starts a platform, registers the partners and seeds users and a thread.
+    pub async fn new() -> Self {
+        Self::with_platform(TestPlatform::start().await).await
+    }
+
+    /// Seeds `platform`.
+    pub async fn with_platform(platform: TestPlatform) -> Self {
+        register_partners(&platform).await;
+        let mut account = platform.account().await;
+        let mut users = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            users.push(sign_up(&mut account, name).await);
+        }
+        let (alice, bob, carol) = (users[0].clone(), users[1].clone(), users[2].clone());
+        for friend in ["bob", "carol"] {
+            account
+                .add_friend(bearer(
+                    pb::AddFriendRequest {
+                        user_name: friend.into(),
+                    },
+                    &alice.session,
+                ))
+                .await
+                .expect("add friend");
+        }
+        let thread = account
+            .create_thread(bearer(
+                pb::CreateThreadRequest {
+                    participant_ids: vec![bob.id.clone(), carol.id.clone()],
+                    title: "family".into(),
+                },
+                &alice.session,
+            ))
+            .await
+            .expect("create thread")
+            .into_inner();
+        let old = account
+            .send_message(bearer(
+                pb::AccountSendMessageRequest {
+                    thread_id: thread.thread_id.clone(),
+                    body: "dinner at 7?".into(),
+                },
+                &alice.session,
+            ))
+            .await
+            .expect("send")
+            .into_inner();
+        Scenario {
+            platform,
+            alice,
+            bob,
+            carol,
+            family_thread: thread.thread_id,
+            old_message: old.message_id,
+        }
+    }
+
+    /// `partner` asks `user` for `feature`; the user approves with `approve`; the partner
+    /// exchanges the request. Returns the grant token and grant.
+    pub async fn grant(
+        &self,
+        partner: &mut Partner,
+        user: &User,
+        feature: &str,
+        coverage: pb::ThreadCoverage,
+        thread_ids: Vec<String>,
+        approve: pb::ApproveRequestRequest,
+    ) -> (String, pb::Grant) {
+        let request = partner
+            .consent
+            .request_access(pb::RequestAccessRequest {
+                user_name: user.name.clone(),
+                feature: feature.into(),
+                coverage: coverage as i32,
+                thread_ids,
+                include_history: true,
+                purpose: "to test".into(),
+            })
+            .await
+            .expect("request access")
+            .into_inner();
+        let mut account = self.platform.account().await;
+        account
+            .approve_request(bearer(
+                pb::ApproveRequestRequest {
+                    request_id: request.request_id.clone(),
+                    ..approve
+                },
+                &user.session,
+            ))
+            .await
+            .expect("approve");
+        let exchanged = partner
+            .consent
+            .exchange_request(pb::ExchangeRequestRequest {
+                request_id: request.request_id,
+            })
+            .await
+            .expect("exchange")
+            .into_inner();
+        assert!(exchanged.grant_token.starts_with("pgt_"));
+        (exchanged.grant_token, exchanged.grant.expect("grant"))
+    }
+
+    /// A grant of music's share-tracks on threads music starts, for alice.
+    pub async fn music_grant(&self, music: &mut Partner) -> (String, pb::Grant) {
+        self.grant(
+            music,
+            &self.alice,
+            "share-tracks",
+            pb::ThreadCoverage::PartnerStartedThreads,
+            vec![],
+            Default::default(),
+        )
+        .await
+    }
+}
+
+/// Signs up `name` (password "correct horse") and signs in.
+pub async fn sign_up(account: &mut AccountClient<Channel>, name: &str) -> User {
+    let password = "correct horse".to_string();
+    account
+        .sign_up(pb::SignUpRequest {
+            user_name: name.into(),
+            display_name: name.to_uppercase(),
+            password: password.clone(),
+        })
+        .await
+        .expect("sign up");
+    let session = account
+        .sign_in(pb::SignInRequest {
+            user_name: name.into(),
+            password,
+        })
+        .await
+        .expect("sign in")
+        .into_inner();
+    User {
+        name: name.into(),
+        id: session.user_id,
+        session: session.session_token,
+    }
+}

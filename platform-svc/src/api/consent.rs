@@ -228,6 +228,7 @@ async fn stream_events(
     sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
 ) {
     let mut changes = platform.store.event_watch();
+    let mut stopping = platform.stopping.clone();
     loop {
         let partner = partner_id.clone();
         let batch = platform
@@ -253,6 +254,7 @@ async fn stream_events(
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(EVENT_POLL) => {},
             () = sender.closed() => return,
+            _ = stopping.wait_for(|stopped| *stopped) => return,
         }
     }
 }

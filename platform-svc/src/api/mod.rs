@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::model::{Grant, GrantState};
 use crate::store::{Repo, Store, StoreResult, transact};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Lifetimes and windows in milliseconds, derived once from [`Policy`].
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +53,8 @@ pub struct Platform {
     pub clock: Arc<Clock>,
     /// Policy in milliseconds.
     pub limits: Limits,
+    /// Becomes true when the server starts shutting down; long-lived streams end then.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Platform {

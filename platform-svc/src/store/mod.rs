@@ -176,7 +176,7 @@ pub trait Repo {
     fn set_grant_token(&mut self, grant_id: &str, token_hash: &str) -> StoreResult<()>;
     /// A grant.
     fn grant(&mut self, id: &str) -> StoreResult<Option<Grant>>;
-    /// The grant a token hash belongs to (ended grants have no token).
+    /// The grant a token hash belongs to, active or ended.
     fn grant_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Grant>>;
     /// A partner's grants, newest first.
     fn grants_of_partner(&mut self, partner_id: &str, active_only: bool)
@@ -195,7 +195,7 @@ pub trait Repo {
     fn grants_due_to_end(&mut self, now_ms: i64, idle_before_ms: i64) -> StoreResult<Vec<Grant>>;
     /// All grants (for the access review).
     fn all_grants(&mut self) -> StoreResult<Vec<Grant>>;
-    /// Ends a grant: new state, end time, token forgotten.
+    /// Ends a grant: new state and end time (the token hash stays, so that later use is refused with the reason).
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()>;
     /// Records a use of the grant for `scope`.
     fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()>;

@@ -675,7 +675,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()> {
         self.tx.execute(
-            "UPDATE grants SET state = ?2, ended_ms = ?3, token_hash = NULL WHERE id = ?1 AND state = ?4",
+            "UPDATE grants SET state = ?2, ended_ms = ?3 WHERE id = ?1 AND state = ?4",
             params![id, state.to_i32(), now_ms, GrantState::Active.to_i32()],
         )?;
         Ok(())

@@ -1,0 +1,108 @@
+//! The audit chain verifies, and tampering with the stored records is detected at the
+//! first bad record; truncation is caught against an exported checkpoint.
+
+use consent_proto::platform::v1 as pb;
+use end_to_end::{Scenario, bearer};
+
+async fn busy_scenario() -> Scenario {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    for _ in 0..3 {
+        music
+            .messaging
+            .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
+            .await
+            .unwrap();
+    }
+    music
+        .messaging
+        .list_friends(bearer(pb::ListFriendsRequest::default(), &token))
+        .await
+        .unwrap_err();
+    s
+}
+
+fn tamper(s: &Scenario, sql: &str) {
+    let db = rusqlite::Connection::open(s.platform.database()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let changed = db.execute(sql, []).unwrap();
+    assert!(changed > 0, "tampering changed nothing: {sql}");
+}
+
+async fn verify(s: &Scenario, checkpoint: Option<(u64, String)>) -> pb::VerifyAuditResponse {
+    let (checkpoint_seq, checkpoint_hash) = checkpoint.unwrap_or_default();
+    s.platform
+        .operator()
+        .await
+        .verify_audit(pb::VerifyAuditRequest {
+            checkpoint_seq,
+            checkpoint_hash,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn an_untouched_chain_verifies_and_an_edited_record_is_named() {
+    let s = busy_scenario().await;
+    let clean = verify(&s, None).await;
+    assert!(clean.ok, "{clean:?}");
+    assert!(clean.records_checked >= 6);
+
+    tamper(
+        &s,
+        "UPDATE audit SET decision = 'allow' WHERE reason = 'SCOPE_MISSING'",
+    );
+    let seq: u64 = rusqlite::Connection::open(s.platform.database())
+        .unwrap()
+        .query_row(
+            "SELECT seq FROM audit WHERE reason = 'SCOPE_MISSING'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let tampered = verify(&s, None).await;
+    assert!(!tampered.ok);
+    assert_eq!(tampered.first_bad_seq, seq);
+}
+
+#[tokio::test]
+async fn deleted_and_truncated_records_are_caught() {
+    let s = busy_scenario().await;
+    let export = s
+        .platform
+        .operator()
+        .await
+        .export_audit(pb::ExportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(export.records.last().unwrap().seq, export.head_seq);
+
+    tamper(&s, "DELETE FROM audit WHERE seq = 3");
+    let deleted = verify(&s, None).await;
+    assert_eq!(deleted.first_bad_seq, 3);
+
+    let s = busy_scenario().await;
+    let export = s
+        .platform
+        .operator()
+        .await
+        .export_audit(pb::ExportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let checkpoint = (export.head_seq, export.head_hash.clone());
+    tamper(
+        &s,
+        &format!("DELETE FROM audit WHERE seq >= {}", export.head_seq - 1),
+    );
+    let truncated = verify(&s, Some(checkpoint)).await;
+    assert!(
+        !truncated.ok,
+        "truncation must be caught against the checkpoint"
+    );
+    assert_eq!(truncated.first_bad_seq, export.head_seq);
+}

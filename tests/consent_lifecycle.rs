@@ -1,0 +1,333 @@
+//! The whole consent lifecycle over real mutual TLS: request, approve, exchange, act within
+//! the grant, events, revoke, attest deletion, and the user's access log.
+
+use consent_proto::platform::v1 as pb;
+use end_to_end::{Scenario, assert_refused, bearer};
+use tonic::Code;
+
+#[tokio::test]
+async fn a_grant_lives_from_request_to_attested_deletion() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut account = s.platform.account().await;
+
+    // The partner asks; the user sees the request in the platform's own client.
+    let asked = music
+        .consent
+        .request_access(pb::RequestAccessRequest {
+            user_name: "alice".into(),
+            feature: "share-tracks".into(),
+            coverage: pb::ThreadCoverage::PartnerStartedThreads as i32,
+            thread_ids: vec![],
+            include_history: false,
+            purpose: "share tracks with friends".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pending = account
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &s.alice.session))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.requests.len(), 1);
+    assert_eq!(pending.requests[0].partner_name, "Music App");
+
+    // Before approval the exchange says PENDING and hands out nothing.
+    let early = music
+        .consent
+        .exchange_request(pb::ExchangeRequestRequest {
+            request_id: asked.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(early.status, pb::RequestStatus::Pending as i32);
+    assert!(early.grant_token.is_empty());
+
+    // Alice approves fewer scopes than asked: no delete.
+    let receipt = account
+        .approve_request(bearer(
+            pb::ApproveRequestRequest {
+                request_id: asked.request_id.clone(),
+                scopes: vec![
+                    pb::Scope::ThreadsRead as i32,
+                    pb::Scope::MessagesRead as i32,
+                    pb::Scope::MessagesWrite as i32,
+                ],
+                lifetime_days: 30,
+                ..Default::default()
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        receipt.scopes_refused,
+        vec![pb::Scope::MessagesDelete as i32]
+    );
+    assert!(receipt.summary.contains("Music App"));
+
+    // The token is handed out exactly once.
+    let exchanged = music
+        .consent
+        .exchange_request(pb::ExchangeRequestRequest {
+            request_id: asked.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = exchanged.grant_token;
+    assert!(token.starts_with("pgt_"));
+    let again = music
+        .consent
+        .exchange_request(pb::ExchangeRequestRequest {
+            request_id: asked.request_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.status, pb::RequestStatus::Exchanged as i32);
+    assert!(again.grant_token.is_empty());
+
+    // The partner starts a thread with bob and reads bob's reply; bob is a pseudonym.
+    let started = music
+        .messaging
+        .start_thread(bearer(
+            pb::StartThreadRequest {
+                participant_ids: vec![s.bob.id.clone()],
+                title: "tracks".into(),
+                body: "listen to this".into(),
+                idempotency_key: "start-1".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let thread = started.thread.unwrap();
+    assert!(thread.participants.contains(&s.alice.id));
+    assert!(
+        !thread.participants.contains(&s.bob.id),
+        "bob must appear as a pseudonym"
+    );
+    account
+        .send_message(bearer(
+            pb::AccountSendMessageRequest {
+                thread_id: thread.thread_id.clone(),
+                body: "love it".into(),
+            },
+            &s.bob.session,
+        ))
+        .await
+        .unwrap();
+    let read = music
+        .messaging
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: thread.thread_id.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.messages.len(), 2);
+    assert_eq!(read.messages[1].body, "love it");
+    assert!(read.messages[1].sender.starts_with("anon_"));
+
+    // Delete was not approved.
+    let refused = music
+        .messaging
+        .delete_message(bearer(
+            pb::DeleteMessageRequest {
+                message_id: started.message.unwrap().message_id,
+                idempotency_key: "del-1".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::PermissionDenied, "SCOPE_MISSING");
+
+    // The partner sees its grant; the user sees which apps read the thread.
+    let grants = music
+        .consent
+        .introspect_grants(pb::IntrospectGrantsRequest { active_only: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grants.grants.len(), 1);
+    let grant_id = grants.grants[0].grant_id.clone();
+    let apps = account
+        .list_thread_apps(bearer(
+            pb::ListThreadAppsRequest {
+                thread_id: thread.thread_id.clone(),
+            },
+            &s.bob.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(apps.apps.len(), 1);
+    assert!(!apps.apps[0].granted_by_me);
+
+    // Events: approval (narrowed), then revocation, seen by a watcher opened beforehand.
+    let mut events = music
+        .consent
+        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.message().await.unwrap().unwrap();
+    assert_eq!(first.kind, pb::GrantEventKind::GrantNarrowed as i32);
+    account
+        .revoke_grant(bearer(
+            pb::RevokeGrantRequest {
+                grant_id: grant_id.clone(),
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap();
+    let revoked = events.message().await.unwrap().unwrap();
+    assert_eq!(revoked.kind, pb::GrantEventKind::GrantRevoked as i32);
+    assert!(revoked.deletion_required);
+    assert!(revoked.sequence > first.sequence);
+
+    // The very next call is refused, and the partner attests deletion.
+    let after = music
+        .messaging
+        .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&after, Code::PermissionDenied, "GRANT_REVOKED");
+    let attested = music
+        .consent
+        .attest_deletion(pb::AttestDeletionRequest {
+            grant_id: grant_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(attested.deletion_attested_at.is_some());
+
+    // A watcher that reconnects from sequence 0 catches up on everything.
+    let mut replay = music
+        .consent
+        .watch_grant_events(pb::WatchGrantEventsRequest {
+            after_sequence: first.sequence,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        replay.message().await.unwrap().unwrap().sequence,
+        revoked.sequence
+    );
+
+    // Alice reads who touched her data: allowed and denied calls alike.
+    let log = account
+        .read_access_log(bearer(
+            pb::ReadAccessLogRequest {
+                page_size: 100,
+                page_token: String::new(),
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        log.records
+            .iter()
+            .any(|r| r.method.ends_with("/ListMessages") && r.decision == "allow")
+    );
+    assert!(
+        log.records
+            .iter()
+            .any(|r| r.reason == "GRANT_REVOKED" && r.decision == "deny")
+    );
+    assert!(log.records.iter().all(|r| r.user_id == s.alice.id));
+
+    s.platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn redaction_pseudonyms_and_forward_only_history() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut account = s.platform.account().await;
+    account
+        .set_privacy(bearer(
+            pb::SetPrivacyRequest {
+                hide_from_others_apps: true,
+            },
+            &s.carol.session,
+        ))
+        .await
+        .unwrap();
+    account
+        .send_message(bearer(
+            pb::AccountSendMessageRequest {
+                thread_id: s.family_thread.clone(),
+                body: "secret".into(),
+            },
+            &s.carol.session,
+        ))
+        .await
+        .unwrap();
+    let (token, _) = s
+        .grant(
+            &mut music,
+            &s.alice,
+            "listening-party",
+            pb::ThreadCoverage::ListedThreads,
+            vec![s.family_thread.clone()],
+            pb::ApproveRequestRequest {
+                include_history: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let messages = music
+        .messaging
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(messages.len(), 2, "history was approved: both messages");
+    let carol = &messages[1];
+    assert!(carol.redacted);
+    assert!(carol.body.is_empty());
+    assert!(carol.sender.starts_with("anon_"));
+    assert_eq!(
+        messages[0].sender, s.alice.id,
+        "the granting user is shown as herself"
+    );
+    assert_eq!(messages[0].body, "dinner at 7?");
+
+    // Another partner sees a different pseudonym for the same person.
+    let apps = account
+        .list_thread_apps(bearer(
+            pb::ListThreadAppsRequest {
+                thread_id: s.family_thread.clone(),
+            },
+            &s.carol.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(apps.apps.len(), 1);
+    assert!(apps.apps[0].my_messages_redacted);
+    s.platform.shutdown().await;
+}

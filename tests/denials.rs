@@ -1,0 +1,678 @@
+//! One test per refusal: each asserts the gRPC code and the `ErrorInfo` reason.
+
+use consent_proto::platform::v1 as pb;
+use end_to_end::{Scenario, assert_invalid_field, assert_refused, bearer};
+use platform_svc::clock::DAY_MS;
+use tonic::Code;
+
+fn list_threads() -> pb::ListThreadsRequest {
+    pb::ListThreadsRequest::default()
+}
+
+#[tokio::test]
+async fn scope_missing() {
+    let s = Scenario::new().await;
+    let mut video = s.platform.partner("video").await;
+    let (token, _) = s
+        .grant(
+            &mut video,
+            &s.alice,
+            "recommend",
+            pb::ThreadCoverage::AllThreads,
+            vec![],
+            Default::default(),
+        )
+        .await;
+    let err = video
+        .messaging
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "SCOPE_MISSING");
+    let friends = video
+        .messaging
+        .list_friends(bearer(pb::ListFriendsRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(friends.friends.len(), 2, "friends.read works where granted");
+}
+
+#[tokio::test]
+async fn grant_expired_and_its_event() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let approve = pb::ApproveRequestRequest {
+        lifetime_days: 1,
+        ..Default::default()
+    };
+    let (token, grant) = s
+        .grant(
+            &mut music,
+            &s.alice,
+            "share-tracks",
+            pb::ThreadCoverage::PartnerStartedThreads,
+            vec![],
+            approve,
+        )
+        .await;
+    s.platform.clock.advance_ms(2 * DAY_MS);
+    let err = music
+        .messaging
+        .list_threads(bearer(list_threads(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "GRANT_EXPIRED");
+    let mut events = music
+        .consent
+        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    events.message().await.unwrap().unwrap();
+    let expired = events.message().await.unwrap().unwrap();
+    assert_eq!(expired.kind, pb::GrantEventKind::GrantExpired as i32);
+    assert_eq!(expired.grant_id, grant.grant_id);
+}
+
+#[tokio::test]
+async fn grant_lapsed_after_inactivity() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    s.platform.clock.advance_ms(31 * DAY_MS);
+    let err = music
+        .messaging
+        .list_threads(bearer(list_threads(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "GRANT_LAPSED");
+}
+
+#[tokio::test]
+async fn feature_retired_ends_grants_before_returning() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    music
+        .messaging
+        .list_threads(bearer(list_threads(), &token))
+        .await
+        .unwrap();
+    let retired = s
+        .platform
+        .operator()
+        .await
+        .retire_feature(pb::RetireFeatureRequest {
+            partner_id: "music".into(),
+            feature: "share-tracks".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retired.grants_ended, 1);
+    let err = music
+        .messaging
+        .list_threads(bearer(list_threads(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "FEATURE_RETIRED");
+    let err = music
+        .consent
+        .request_access(pb::RequestAccessRequest {
+            user_name: "bob".into(),
+            feature: "share-tracks".into(),
+            coverage: pb::ThreadCoverage::AllThreads as i32,
+            purpose: "again".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::FailedPrecondition, "FEATURE_NOT_ACTIVE");
+}
+
+#[tokio::test]
+async fn partner_suspended() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    let suspended = s
+        .platform
+        .operator()
+        .await
+        .suspend_partner(pb::SuspendPartnerRequest {
+            partner_id: "music".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(suspended.into_inner().grants_ended, 1);
+    let err = music
+        .messaging
+        .list_threads(bearer(list_threads(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "PARTNER_SUSPENDED");
+    let err = music
+        .consent
+        .introspect_grants(pb::IntrospectGrantsRequest::default())
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "PARTNER_SUSPENDED");
+}
+
+#[tokio::test]
+async fn thread_not_covered() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    let err = music
+        .messaging
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "THREAD_NOT_COVERED");
+    let threads = music
+        .messaging
+        .list_threads(bearer(list_threads(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        threads.threads.is_empty(),
+        "a thread the partner did not start is not listed"
+    );
+}
+
+#[tokio::test]
+async fn history_not_granted() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let approve = pb::ApproveRequestRequest {
+        include_history: false,
+        ..Default::default()
+    };
+    let (token, _) = s
+        .grant(
+            &mut music,
+            &s.alice,
+            "listening-party",
+            pb::ThreadCoverage::ListedThreads,
+            vec![s.family_thread.clone()],
+            approve,
+        )
+        .await;
+    let err = music
+        .messaging
+        .get_message(bearer(
+            pb::GetMessageRequest {
+                message_id: s.old_message.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "HISTORY_NOT_GRANTED");
+    let listed = music
+        .messaging
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.messages.is_empty(),
+        "older messages are left out of lists"
+    );
+}
+
+#[tokio::test]
+async fn not_own_message() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    let started = music
+        .messaging
+        .start_thread(bearer(
+            pb::StartThreadRequest {
+                participant_ids: vec![s.bob.id.clone()],
+                title: "t".into(),
+                body: "hi".into(),
+                idempotency_key: "k1".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let thread_id = started.thread.unwrap().thread_id;
+    let reply = s
+        .platform
+        .account()
+        .await
+        .send_message(bearer(
+            pb::AccountSendMessageRequest {
+                thread_id,
+                body: "bob's".into(),
+            },
+            &s.bob.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = music
+        .messaging
+        .delete_message(bearer(
+            pb::DeleteMessageRequest {
+                message_id: reply.message_id,
+                idempotency_key: "d1".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "NOT_OWN_MESSAGE");
+    let own = started.message.unwrap().message_id;
+    let deleted = music
+        .messaging
+        .delete_message(bearer(
+            pb::DeleteMessageRequest {
+                message_id: own.clone(),
+                idempotency_key: "d2".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.message_id, own);
+}
+
+#[tokio::test]
+async fn token_partner_mismatch_is_refused_and_audited() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut video = s.platform.partner("video").await;
+    let (music_token, _) = s.music_grant(&mut music).await;
+    let (video_token, _) = s
+        .grant(
+            &mut video,
+            &s.alice,
+            "recommend",
+            pb::ThreadCoverage::AllThreads,
+            vec![],
+            Default::default(),
+        )
+        .await;
+    let err = video
+        .messaging
+        .list_threads(bearer(list_threads(), &music_token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "TOKEN_PARTNER_MISMATCH");
+    let err = music
+        .messaging
+        .list_friends(bearer(pb::ListFriendsRequest::default(), &video_token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "TOKEN_PARTNER_MISMATCH");
+    let log = s
+        .platform
+        .account()
+        .await
+        .read_access_log(bearer(
+            pb::ReadAccessLogRequest {
+                page_size: 100,
+                ..Default::default()
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let misuse: Vec<_> = log
+        .records
+        .iter()
+        .filter(|r| r.reason == "TOKEN_PARTNER_MISMATCH")
+        .collect();
+    assert_eq!(misuse.len(), 2);
+    assert!(misuse.iter().any(|r| r.partner_id == "video"));
+}
+
+#[tokio::test]
+async fn grant_released() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, grant) = s.music_grant(&mut music).await;
+    let released = music
+        .consent
+        .release_grant(pb::ReleaseGrantRequest {
+            grant_id: grant.grant_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released.state, pb::GrantState::Released as i32);
+    let err = music
+        .messaging
+        .list_threads(bearer(list_threads(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "GRANT_RELEASED");
+}
+
+#[tokio::test]
+async fn missing_malformed_oversized_and_unknown_tokens() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let err = music
+        .messaging
+        .list_threads(list_threads())
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "TOKEN_MISSING");
+    let unknown = format!("pgt_{}", "A".repeat(43));
+    for token in ["", "nonsense", &"x".repeat(10 * 1024), &unknown] {
+        let err = music
+            .messaging
+            .list_threads(bearer(list_threads(), token))
+            .await
+            .unwrap_err();
+        assert_refused(&err, Code::Unauthenticated, "TOKEN_INVALID");
+    }
+}
+
+#[tokio::test]
+async fn unregistered_partner_and_wrong_surface_identities() {
+    let s = Scenario::new().await;
+    let mut rogue = s.platform.partner("rogue").await;
+    let err = rogue
+        .consent
+        .introspect_grants(pb::IntrospectGrantsRequest::default())
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "PARTNER_UNKNOWN");
+
+    let operator_on_partner = s
+        .platform
+        .channel(s.platform.addrs.partner, Some(&s.platform.pki.operator))
+        .await
+        .unwrap();
+    let err = pb::consent_client::ConsentClient::new(operator_on_partner)
+        .introspect_grants(pb::IntrospectGrantsRequest::default())
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "WRONG_IDENTITY");
+
+    let music_cert = &s
+        .platform
+        .pki
+        .partners
+        .iter()
+        .find(|(p, _)| p == "music")
+        .unwrap()
+        .1;
+    let partner_on_operator = s
+        .platform
+        .channel(s.platform.addrs.operator, Some(music_cert))
+        .await
+        .unwrap();
+    let err = pb::partner_admin_client::PartnerAdminClient::new(partner_on_operator)
+        .suspend_partner(pb::SuspendPartnerRequest {
+            partner_id: "video".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "WRONG_IDENTITY");
+}
+
+#[tokio::test]
+async fn idempotent_sends() {
+    let s = Scenario::new().await;
+    let mut bank = s.platform.partner("bank").await;
+    let (token, _) = s
+        .grant(
+            &mut bank,
+            &s.alice,
+            "receipts",
+            pb::ThreadCoverage::ListedThreads,
+            vec![s.family_thread.clone()],
+            Default::default(),
+        )
+        .await;
+    let send = |body: &str| pb::SendMessageRequest {
+        thread_id: s.family_thread.clone(),
+        body: body.into(),
+        idempotency_key: "receipt-42".into(),
+    };
+    let first = bank
+        .messaging
+        .send_message(bearer(send("paid 10"), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..3 {
+        let retry = bank
+            .messaging
+            .send_message(bearer(send("paid 10"), &token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retry.message_id, first.message_id);
+    }
+    let err = bank
+        .messaging
+        .send_message(bearer(send("paid 99"), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED");
+    let all = s
+        .platform
+        .account()
+        .await
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                ..Default::default()
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        all.messages.iter().filter(|m| m.body == "paid 10").count(),
+        1
+    );
+    // The bank may not read what it sent.
+    let err = bank
+        .messaging
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "SCOPE_MISSING");
+}
+
+#[tokio::test]
+async fn registration_refuses_scopes_the_partner_may_not_have() {
+    let s = Scenario::new().await;
+    let err = s
+        .platform
+        .operator()
+        .await
+        .register_feature(pb::RegisterFeatureRequest {
+            partner_id: "bank".into(),
+            feature: Some(pb::Feature {
+                name: "snoop".into(),
+                description: "read everything".into(),
+                scopes: vec![pb::Scope::MessagesRead as i32],
+                retired: false,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "feature.scopes");
+}
+
+#[tokio::test]
+async fn a_user_cannot_approve_more_than_asked() {
+    let s = Scenario::new().await;
+    let mut video = s.platform.partner("video").await;
+    let request = video
+        .consent
+        .request_access(pb::RequestAccessRequest {
+            user_name: "alice".into(),
+            feature: "recommend".into(),
+            coverage: pb::ThreadCoverage::AllThreads as i32,
+            purpose: "recommend videos".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = s
+        .platform
+        .account()
+        .await
+        .approve_request(bearer(
+            pb::ApproveRequestRequest {
+                request_id: request.request_id,
+                scopes: vec![pb::Scope::MessagesRead as i32],
+                ..Default::default()
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "scopes");
+}
+
+#[tokio::test]
+async fn invalid_input_names_the_field() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s
+        .grant(
+            &mut music,
+            &s.alice,
+            "listening-party",
+            pb::ThreadCoverage::ListedThreads,
+            vec![s.family_thread.clone()],
+            Default::default(),
+        )
+        .await;
+    let list = |thread_id: &str, page_size: i32, page_token: &str| {
+        bearer(
+            pb::ListMessagesRequest {
+                thread_id: thread_id.into(),
+                page_size,
+                page_token: page_token.into(),
+            },
+            &token,
+        )
+    };
+    let err = music
+        .messaging
+        .list_messages(list(&s.family_thread, 101, ""))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "page_size");
+    let err = music
+        .messaging
+        .list_messages(list(&s.family_thread, 10, "garbage"))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "page_token");
+    let err = music
+        .messaging
+        .list_messages(list("../etc/passwd", 10, ""))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "thread_id");
+    let err = music
+        .messaging
+        .list_messages(list("", 10, ""))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "thread_id");
+    let err = music
+        .messaging
+        .list_messages(list("thr_doesnotexist", 10, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let mut account = s.platform.account().await;
+    for (body, field) in [("", "body"), (&"x".repeat(5000) as &str, "body")] {
+        let err = account
+            .send_message(bearer(
+                pb::AccountSendMessageRequest {
+                    thread_id: s.family_thread.clone(),
+                    body: body.into(),
+                },
+                &s.alice.session,
+            ))
+            .await
+            .unwrap_err();
+        assert_invalid_field(&err, field);
+    }
+    let err = account
+        .sign_up(pb::SignUpRequest {
+            user_name: "Bad Name!".into(),
+            display_name: "x".into(),
+            password: "long enough".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "user_name");
+}
+
+#[tokio::test]
+async fn sessions_and_credentials() {
+    let s = Scenario::new().await;
+    let mut account = s.platform.account().await;
+    let err = account
+        .list_grants(pb::ListGrantsRequest {})
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "SESSION_INVALID");
+    let err = account
+        .sign_in(pb::SignInRequest {
+            user_name: "alice".into(),
+            password: "wrong password".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "BAD_CREDENTIALS");
+    let err = account
+        .sign_up(pb::SignUpRequest {
+            user_name: "alice".into(),
+            display_name: "again".into(),
+            password: "long enough".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::AlreadyExists, "ALREADY_EXISTS");
+}
