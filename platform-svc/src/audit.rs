@@ -123,14 +123,13 @@ mod tests {
                     ..Default::default()
                 };
                 let hash = record_hash(seq, seq * 10, &entry, &prev);
-                let record = AuditRecord {
+                AuditRecord {
                     seq,
                     at_ms: seq * 10,
                     entry,
                     prev_hash: std::mem::replace(&mut prev, hash.clone()),
                     hash,
-                };
-                record
+                }
             })
             .collect()
     }

@@ -130,11 +130,11 @@ pub fn is_inactive(grant: &Grant, now_ms: i64, policy: &LifetimePolicy) -> bool 
 /// Whether the grant covers `thread` (which must include the granting user).
 pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), ApiError> {
     use crate::model::Coverage;
-    let member = thread.participants.iter().any(|p| *p == grant.user_id);
+    let member = thread.participants.contains(&grant.user_id);
     let covered = member
         && match grant.coverage {
             Coverage::All => true,
-            Coverage::Listed => grant.thread_ids.iter().any(|t| *t == thread.id),
+            Coverage::Listed => grant.thread_ids.contains(&thread.id),
             Coverage::PartnerStarted => {
                 thread.started_by_partner.as_deref() == Some(grant.partner_id.as_str())
             }

@@ -1,6 +1,14 @@
 //! The contracts of the consented partner messaging system: generated protobuf types,
 //! tonic clients and servers, and the encoded descriptor set that reflection serves.
 
+// The generated docs are the .proto comments, written for protobuf readers: they show
+// placeholders such as `<token>` and bare URIs that rustdoc would take for HTML or links.
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links
+)]
+
 /// The platform's surfaces: messaging and consent (partners), account (users),
 /// partner admin (operators).
 pub mod platform {

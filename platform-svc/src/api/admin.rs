@@ -296,7 +296,7 @@ impl PartnerAdmin for AdminService {
         &self,
         request: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<pb::ExportAuditResponse>, Status> {
-        let r = request.get_ref().clone();
+        let r = *request.get_ref();
         let after = i64::try_from(r.after_seq)
             .map_err(|_| Status::from(ApiError::invalid("after_seq", "is out of range")))?;
         let limit = match r.limit {

@@ -1,5 +1,5 @@
 //! The gRPC surfaces. Each handler validates its request, then runs one store transaction
-//! through [`Platform`]; partner calls go through [`partner_call::PartnerCall`], which
+//! through [`Platform`]; partner calls go through `partner_call::PartnerCall`, which
 //! resolves the grant, applies [`crate::consent`], and appends the audit record in the same
 //! transaction, so the record is durable before any data is returned.
 
