@@ -1,0 +1,399 @@
+//! `consent.partner.v1.PartnerApp`: what the partner's front ends call. Grant tokens stay
+//! here; front ends name users by their platform account name.
+
+use crate::config::PartnerConfig;
+use crate::error::PartnerError;
+use crate::outbox::{self, Delivery};
+use crate::platform::{PlatformClient, with_token};
+use crate::store::{self, CachedMessage, PartnerStore, Share};
+use consent_proto::partner::v1 as api;
+use consent_proto::platform::v1 as pb;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+/// The partner API.
+#[derive(Debug, Clone)]
+pub struct PartnerApp {
+    config: Arc<PartnerConfig>,
+    store: PartnerStore,
+    client: PlatformClient,
+    outbox_wake: Arc<Notify>,
+}
+
+impl PartnerApp {
+    /// Serves with `store` and `client`; `outbox_wake` nudges the outbox worker.
+    pub fn new(
+        config: Arc<PartnerConfig>,
+        store: PartnerStore,
+        client: PlatformClient,
+        outbox_wake: Arc<Notify>,
+    ) -> Self {
+        PartnerApp {
+            config,
+            store,
+            client,
+            outbox_wake,
+        }
+    }
+
+    fn share_title(&self) -> String {
+        format!("{} share", self.config.display_name)
+    }
+
+    /// The user's token, if connected.
+    async fn token(&self, user_name: &str) -> Result<String, PartnerError> {
+        let name = user_name.to_string();
+        let connection = self
+            .store
+            .run(move |tx| store::connection(tx, &name))
+            .await?;
+        connection
+            .and_then(|c| c.token)
+            .ok_or_else(|| PartnerError::NotConnected(user_name.to_string()))
+    }
+}
+
+fn user_name(value: &str) -> Result<&str, PartnerError> {
+    if value.is_empty() || value.len() > 64 {
+        return Err(PartnerError::Invalid {
+            field: "user_name",
+            description: "must be 1 to 64 characters",
+        });
+    }
+    Ok(value)
+}
+
+fn new_share_id() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+    format!("shr_{}", hex::encode(bytes))
+}
+
+fn share_response(share: &Share, status: &str) -> api::ShareResponse {
+    api::ShareResponse {
+        share_id: share.share_id.clone(),
+        status: status.to_string(),
+        message_id: share.message_id.clone(),
+        thread_id: share.delivered_thread_id.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl api::partner_app_server::PartnerApp for PartnerApp {
+    async fn connect_user(
+        &self,
+        request: Request<api::ConnectUserRequest>,
+    ) -> Result<Response<api::ConnectUserResponse>, Status> {
+        let r = request.into_inner();
+        let name = user_name(&r.user_name)?.to_string();
+        let feature = &self.config.feature;
+        let coverage = pb::ThreadCoverage::from_str_name(&feature.coverage)
+            .unwrap_or(pb::ThreadCoverage::Unspecified);
+        let asked = self
+            .client
+            .consent
+            .clone()
+            .request_access(pb::RequestAccessRequest {
+                user_name: name.clone(),
+                feature: feature.name.clone(),
+                coverage: coverage as i32,
+                thread_ids: r.thread_ids,
+                include_history: feature.include_history,
+                purpose: feature.purpose.clone(),
+            })
+            .await
+            .map_err(PartnerError::from)?
+            .into_inner();
+        let request_id = asked.request_id.clone();
+        let stored_name = name.clone();
+        self.store
+            .run(move |tx| store::put_pending(tx, &stored_name, &request_id))
+            .await
+            .map_err(PartnerError::from)?;
+        Ok(Response::new(api::ConnectUserResponse {
+            instructions: format!(
+                "{name}: open the platform's app and approve {} for '{}' ({})",
+                self.config.display_name, feature.name, feature.purpose
+            ),
+            request_id: asked.request_id,
+        }))
+    }
+
+    async fn connection_status(
+        &self,
+        request: Request<api::ConnectionStatusRequest>,
+    ) -> Result<Response<api::ConnectionStatusResponse>, Status> {
+        let name = user_name(&request.get_ref().user_name)?.to_string();
+        let lookup = name.clone();
+        let connection = self
+            .store
+            .run(move |tx| store::connection(tx, &lookup))
+            .await
+            .map_err(PartnerError::from)?;
+        let Some(connection) = connection else {
+            return Ok(Response::new(api::ConnectionStatusResponse {
+                status: "NOT_CONNECTED".into(),
+                ..Default::default()
+            }));
+        };
+        let mut status = connection.status.clone();
+        let mut grant = None;
+        if status == "PENDING" {
+            let exchanged = self
+                .client
+                .consent
+                .clone()
+                .exchange_request(pb::ExchangeRequestRequest {
+                    request_id: connection.request_id.clone(),
+                })
+                .await
+                .map_err(PartnerError::from)?
+                .into_inner();
+            grant = exchanged.grant.clone();
+            let (new_status, token) = match pb::RequestStatus::try_from(exchanged.status) {
+                Ok(pb::RequestStatus::Approved) => ("CONNECTED", Some(exchanged.grant_token)),
+                Ok(pb::RequestStatus::Denied) => ("DENIED", None),
+                Ok(pb::RequestStatus::Exchanged) => ("ENDED", None),
+                _ => ("PENDING", None),
+            };
+            status = new_status.to_string();
+            let grant_id = grant.as_ref().map(|g| g.grant_id.clone());
+            let stored = status.clone();
+            self.store
+                .run(move |tx| {
+                    store::set_connection(tx, &name, &stored, grant_id.as_deref(), token.as_deref())
+                })
+                .await
+                .map_err(PartnerError::from)?;
+        } else if status == "CONNECTED" {
+            let grants = self
+                .client
+                .consent
+                .clone()
+                .introspect_grants(pb::IntrospectGrantsRequest { active_only: false })
+                .await
+                .map_err(PartnerError::from)?
+                .into_inner();
+            grant = grants
+                .grants
+                .into_iter()
+                .find(|g| Some(&g.grant_id) == connection.grant_id.as_ref());
+        }
+        let scopes = grant
+            .as_ref()
+            .map(|g| {
+                g.scopes
+                    .iter()
+                    .filter_map(|s| pb::Scope::try_from(*s).ok())
+                    .map(|s| s.as_str_name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(api::ConnectionStatusResponse {
+            status,
+            scopes,
+            not_after: grant.and_then(|g| g.not_after),
+        }))
+    }
+
+    async fn list_friends(
+        &self,
+        request: Request<api::ListFriendsRequest>,
+    ) -> Result<Response<api::ListFriendsResponse>, Status> {
+        let name = user_name(&request.get_ref().user_name)?;
+        let token = self.token(name).await?;
+        let friends = self
+            .client
+            .messaging
+            .clone()
+            .list_friends(with_token(
+                pb::ListFriendsRequest {
+                    page_size: 100,
+                    page_token: String::new(),
+                },
+                &token,
+            ))
+            .await
+            .map_err(PartnerError::from)?
+            .into_inner();
+        Ok(Response::new(api::ListFriendsResponse {
+            friends: friends
+                .friends
+                .into_iter()
+                .map(|f| api::Friend {
+                    user_id: f.user_id,
+                    display_name: f.display_name,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn share(
+        &self,
+        request: Request<api::ShareRequest>,
+    ) -> Result<Response<api::ShareResponse>, Status> {
+        let r = request.into_inner();
+        let name = user_name(&r.user_name)?.to_string();
+        if r.body.is_empty() || r.body.len() > 4096 {
+            return Err(PartnerError::Invalid {
+                field: "body",
+                description: "must be 1 to 4096 bytes",
+            }
+            .into());
+        }
+        if r.client_key.is_empty() || r.client_key.len() > 64 {
+            return Err(PartnerError::Invalid {
+                field: "client_key",
+                description: "must be 1 to 64 characters",
+            }
+            .into());
+        }
+        if r.thread_id.is_empty() == r.friend_id.is_empty() {
+            return Err(PartnerError::Invalid {
+                field: "thread_id",
+                description: "give either thread_id or friend_id",
+            }
+            .into());
+        }
+        self.token(&name).await?;
+        let share = Share {
+            share_id: new_share_id(),
+            user_name: name,
+            thread_id: r.thread_id,
+            friend_id: r.friend_id,
+            body: r.body,
+            status: "QUEUED".into(),
+            message_id: String::new(),
+            delivered_thread_id: String::new(),
+            error: String::new(),
+        };
+        let client_key = r.client_key;
+        let share = self
+            .store
+            .run(move |tx| store::enqueue_share(tx, &share, &client_key))
+            .await
+            .map_err(PartnerError::from)?;
+        match outbox::deliver(
+            &self.store,
+            &self.client,
+            &self.share_title(),
+            &share.share_id,
+        )
+        .await?
+        {
+            Delivery::Delivered(share) => Ok(Response::new(share_response(&share, "DELIVERED"))),
+            Delivery::Queued(share) => {
+                self.outbox_wake.notify_one();
+                Ok(Response::new(share_response(&share, "QUEUED")))
+            }
+        }
+    }
+
+    async fn inbox(
+        &self,
+        request: Request<api::InboxRequest>,
+    ) -> Result<Response<api::InboxResponse>, Status> {
+        let r = request.into_inner();
+        let name = user_name(&r.user_name)?.to_string();
+        let token = self.token(&name).await?;
+        let listed = self
+            .client
+            .messaging
+            .clone()
+            .list_messages(with_token(
+                pb::ListMessagesRequest {
+                    thread_id: r.thread_id,
+                    page_size: 100,
+                    page_token: String::new(),
+                },
+                &token,
+            ))
+            .await
+            .map_err(PartnerError::from)?
+            .into_inner();
+        let cached: Vec<CachedMessage> = listed
+            .messages
+            .iter()
+            .map(|m| CachedMessage {
+                message_id: m.message_id.clone(),
+                thread_id: m.thread_id.clone(),
+                sender: m.sender.clone(),
+                body: m.body.clone(),
+                redacted: m.redacted,
+            })
+            .collect();
+        let messages = cached
+            .iter()
+            .map(|m| api::InboxMessage {
+                message_id: m.message_id.clone(),
+                sender: m.sender.clone(),
+                body: m.body.clone(),
+                redacted: m.redacted,
+            })
+            .collect();
+        self.store
+            .run(move |tx| store::cache_messages(tx, &name, &cached))
+            .await
+            .map_err(PartnerError::from)?;
+        Ok(Response::new(api::InboxResponse { messages }))
+    }
+
+    async fn unsend(
+        &self,
+        request: Request<api::UnsendRequest>,
+    ) -> Result<Response<api::UnsendResponse>, Status> {
+        let r = request.into_inner();
+        let token = self.token(user_name(&r.user_name)?).await?;
+        let deleted = self
+            .client
+            .messaging
+            .clone()
+            .delete_message(with_token(
+                pb::DeleteMessageRequest {
+                    idempotency_key: format!("unsend-{}", r.message_id),
+                    message_id: r.message_id,
+                },
+                &token,
+            ))
+            .await
+            .map_err(PartnerError::from)?
+            .into_inner();
+        Ok(Response::new(api::UnsendResponse {
+            message_id: deleted.message_id,
+        }))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<api::DisconnectRequest>,
+    ) -> Result<Response<api::DisconnectResponse>, Status> {
+        let name = user_name(&request.get_ref().user_name)?.to_string();
+        let lookup = name.clone();
+        let connection = self
+            .store
+            .run(move |tx| store::connection(tx, &lookup))
+            .await
+            .map_err(PartnerError::from)?;
+        let Some(grant_id) = connection.and_then(|c| c.grant_id) else {
+            return Ok(Response::new(api::DisconnectResponse { released: false }));
+        };
+        let mut consent = self.client.consent.clone();
+        consent
+            .release_grant(pb::ReleaseGrantRequest {
+                grant_id: grant_id.clone(),
+            })
+            .await
+            .map_err(PartnerError::from)?;
+        let purge_id = grant_id.clone();
+        self.store
+            .run(move |tx| store::purge_grant(tx, &purge_id))
+            .await
+            .map_err(PartnerError::from)?;
+        consent
+            .attest_deletion(pb::AttestDeletionRequest { grant_id })
+            .await
+            .map_err(PartnerError::from)?;
+        Ok(Response::new(api::DisconnectResponse { released: true }))
+    }
+}

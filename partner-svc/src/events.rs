@@ -1,0 +1,74 @@
+//! Follows the partner's grant events. When a grant ends, the user's token and cached data
+//! are deleted and the deletion is attested to the platform before the event counts as
+//! applied; the cursor is stored after that, so a reconnect resumes after the last applied
+//! event and replays the rest (deleting twice finds nothing; attesting twice is accepted).
+
+use crate::platform::PlatformClient;
+use crate::store::{self, PartnerStore};
+use consent_proto::platform::v1 as pb;
+use std::time::Duration;
+
+async fn apply(
+    store: &PartnerStore,
+    client: &PlatformClient,
+    event: &pb::GrantEvent,
+) -> Result<(), String> {
+    let seq = i64::try_from(event.sequence).map_err(|e| e.to_string())?;
+    if event.deletion_required {
+        let grant_id = event.grant_id.clone();
+        let purged = store
+            .run(move |tx| store::purge_grant(tx, &grant_id))
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .consent
+            .clone()
+            .attest_deletion(pb::AttestDeletionRequest {
+                grant_id: event.grant_id.clone(),
+            })
+            .await
+            .map_err(|s| s.to_string())?;
+        tracing::info!(grant = %event.grant_id, user = ?purged, kind = event.kind, "grant ended: user data deleted and attested");
+    }
+    store
+        .run(move |tx| store::set_event_cursor(tx, seq))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Watches grant events until the process ends, reconnecting with backoff.
+pub async fn run_watcher(store: PartnerStore, client: PlatformClient) {
+    const MIN: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(5);
+    let mut backoff = MIN;
+    loop {
+        let after = store.run(store::event_cursor).await.unwrap_or(0);
+        let request = pb::WatchGrantEventsRequest {
+            after_sequence: u64::try_from(after).unwrap_or(0),
+        };
+        match client.consent.clone().watch_grant_events(request).await {
+            Ok(response) => {
+                backoff = MIN;
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(event)) => {
+                            if let Err(error) = apply(&store, &client, &event).await {
+                                tracing::warn!(%error, seq = event.sequence, "could not apply grant event; will retry");
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::info!(%status, "grant event stream ended");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status) => tracing::info!(code = ?status.code(), "grant event stream unavailable"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX);
+    }
+}

@@ -1,0 +1,326 @@
+//! The partner's own store (SQLite, WAL, `synchronous=FULL`): each user's connection and
+//! grant token, the outbox of shares, cached messages, and the grant-event cursor.
+//! Tokens are kept because the partner must present them; they are never logged.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[error("partner store: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user's connection to this partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConnection {
+    /// Platform account name.
+    pub user_name: String,
+    /// Platform access request.
+    pub request_id: String,
+    /// Grant, once collected.
+    pub grant_id: Option<String>,
+    /// Grant token, once collected.
+    pub token: Option<String>,
+    /// PENDING, CONNECTED, DENIED or ENDED.
+    pub status: String,
+}
+
+/// An entry of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// Id, also the platform idempotency key.
+    pub share_id: String,
+    /// Platform account name of the sender.
+    pub user_name: String,
+    /// Target thread, or "" to start one with `friend_id`.
+    pub thread_id: String,
+    /// Friend for a new thread.
+    pub friend_id: String,
+    /// Body.
+    pub body: String,
+    /// QUEUED, DELIVERED or FAILED.
+    pub status: String,
+    /// Platform message id once delivered.
+    pub message_id: String,
+    /// Thread delivered into.
+    pub delivered_thread_id: String,
+    /// Why delivery failed for good.
+    pub error: String,
+}
+
+/// The partner's store.
+#[derive(Debug, Clone)]
+pub struct PartnerStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS connections (
+    user_name TEXT PRIMARY KEY, request_id TEXT NOT NULL, grant_id TEXT, token TEXT,
+    status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    share_id TEXT PRIMARY KEY, user_name TEXT NOT NULL, client_key TEXT NOT NULL,
+    thread_id TEXT NOT NULL, friend_id TEXT NOT NULL, body TEXT NOT NULL,
+    status TEXT NOT NULL, message_id TEXT NOT NULL DEFAULT '',
+    delivered_thread_id TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL, UNIQUE (user_name, client_key));
+CREATE TABLE IF NOT EXISTS cached_messages (
+    user_name TEXT NOT NULL, message_id TEXT NOT NULL, thread_id TEXT NOT NULL,
+    sender TEXT NOT NULL, body TEXT NOT NULL, redacted INTEGER NOT NULL,
+    PRIMARY KEY (user_name, message_id));
+CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_event INTEGER NOT NULL);
+INSERT OR IGNORE INTO cursor (id, last_event) VALUES (1, 0);
+"#;
+
+const SHARE_COLUMNS: &str = "share_id, user_name, thread_id, friend_id, body, status, message_id, delivered_thread_id, error";
+
+fn share_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
+    Ok(Share {
+        share_id: r.get(0)?,
+        user_name: r.get(1)?,
+        thread_id: r.get(2)?,
+        friend_id: r.get(3)?,
+        body: r.get(4)?,
+        status: r.get(5)?,
+        message_id: r.get(6)?,
+        delivered_thread_id: r.get(7)?,
+        error: r.get(8)?,
+    })
+}
+
+impl PartnerStore {
+    /// Opens (creating) the store at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(PartnerStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `work` on the connection in one transaction, on the blocking pool.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = match conn.lock() {
+                Ok(conn) => conn,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let result = work(&tx)?;
+            tx.commit()?;
+            Ok(result)
+        })
+        .await
+        .map_err(|e| StoreError(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?
+    }
+}
+
+/// Reads a user's connection.
+pub fn connection(
+    tx: &rusqlite::Transaction<'_>,
+    user_name: &str,
+) -> rusqlite::Result<Option<UserConnection>> {
+    tx.query_row(
+        "SELECT user_name, request_id, grant_id, token, status FROM connections WHERE user_name = ?1",
+        [user_name],
+        |r| {
+            Ok(UserConnection {
+                user_name: r.get(0)?,
+                request_id: r.get(1)?,
+                grant_id: r.get(2)?,
+                token: r.get(3)?,
+                status: r.get(4)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Starts (or restarts) a pending connection.
+pub fn put_pending(
+    tx: &rusqlite::Transaction<'_>,
+    user_name: &str,
+    request_id: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO connections (user_name, request_id, status) VALUES (?1, ?2, 'PENDING') \
+         ON CONFLICT (user_name) DO UPDATE SET request_id = excluded.request_id, grant_id = NULL, token = NULL, status = 'PENDING'",
+        [user_name, request_id],
+    )?;
+    Ok(())
+}
+
+/// Records the outcome of polling a request.
+pub fn set_connection(
+    tx: &rusqlite::Transaction<'_>,
+    user_name: &str,
+    status: &str,
+    grant_id: Option<&str>,
+    token: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE connections SET status = ?2, grant_id = COALESCE(?3, grant_id), token = COALESCE(?4, token) WHERE user_name = ?1",
+        params![user_name, status, grant_id, token],
+    )?;
+    Ok(())
+}
+
+/// Forgets everything held for the user of `grant_id`: token and cached messages. Returns
+/// the user name if the grant was known.
+pub fn purge_grant(
+    tx: &rusqlite::Transaction<'_>,
+    grant_id: &str,
+) -> rusqlite::Result<Option<String>> {
+    let user: Option<String> = tx
+        .query_row(
+            "SELECT user_name FROM connections WHERE grant_id = ?1",
+            [grant_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(user) = &user {
+        tx.execute(
+            "UPDATE connections SET token = NULL, status = 'ENDED' WHERE user_name = ?1",
+            [user],
+        )?;
+        tx.execute("DELETE FROM cached_messages WHERE user_name = ?1", [user])?;
+    }
+    Ok(user)
+}
+
+/// Adds a share to the outbox, or returns the one already there for the same client key.
+pub fn enqueue_share(
+    tx: &rusqlite::Transaction<'_>,
+    share: &Share,
+    client_key: &str,
+) -> rusqlite::Result<Share> {
+    tx.execute(
+        "INSERT OR IGNORE INTO outbox (share_id, user_name, client_key, thread_id, friend_id, body, status, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'QUEUED', COALESCE((SELECT MAX(seq) FROM outbox), 0) + 1)",
+        params![share.share_id, share.user_name, client_key, share.thread_id, share.friend_id, share.body],
+    )?;
+    tx.query_row(
+        &format!("SELECT {SHARE_COLUMNS} FROM outbox WHERE user_name = ?1 AND client_key = ?2"),
+        [&share.user_name, client_key],
+        share_row,
+    )
+}
+
+/// A share by id.
+pub fn share(tx: &rusqlite::Transaction<'_>, share_id: &str) -> rusqlite::Result<Option<Share>> {
+    tx.query_row(
+        &format!("SELECT {SHARE_COLUMNS} FROM outbox WHERE share_id = ?1"),
+        [share_id],
+        share_row,
+    )
+    .optional()
+}
+
+/// Queued shares, oldest first.
+pub fn queued_shares(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<Share>> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {SHARE_COLUMNS} FROM outbox WHERE status = 'QUEUED' ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map([], share_row)?;
+    rows.collect()
+}
+
+/// Marks a share delivered.
+pub fn mark_delivered(
+    tx: &rusqlite::Transaction<'_>,
+    share_id: &str,
+    message_id: &str,
+    thread_id: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE outbox SET status = 'DELIVERED', message_id = ?2, delivered_thread_id = ?3 WHERE share_id = ?1",
+        [share_id, message_id, thread_id],
+    )?;
+    Ok(())
+}
+
+/// Marks a share failed for good.
+pub fn mark_failed(
+    tx: &rusqlite::Transaction<'_>,
+    share_id: &str,
+    error: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE outbox SET status = 'FAILED', error = ?2 WHERE share_id = ?1",
+        [share_id, error],
+    )?;
+    Ok(())
+}
+
+/// A cached message.
+#[derive(Debug, Clone)]
+pub struct CachedMessage {
+    /// Platform message id.
+    pub message_id: String,
+    /// Thread.
+    pub thread_id: String,
+    /// Author as the platform showed it.
+    pub sender: String,
+    /// Body.
+    pub body: String,
+    /// Redacted by the platform.
+    pub redacted: bool,
+}
+
+/// Caches messages read for a user.
+pub fn cache_messages(
+    tx: &rusqlite::Transaction<'_>,
+    user_name: &str,
+    messages: &[CachedMessage],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO cached_messages (user_name, message_id, thread_id, sender, body, redacted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for m in messages {
+        stmt.execute(params![
+            user_name,
+            m.message_id,
+            m.thread_id,
+            m.sender,
+            m.body,
+            m.redacted
+        ])?;
+    }
+    Ok(())
+}
+
+/// How many messages are cached for a user.
+pub fn cached_count(tx: &rusqlite::Transaction<'_>, user_name: &str) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "SELECT COUNT(*) FROM cached_messages WHERE user_name = ?1",
+        [user_name],
+        |r| r.get(0),
+    )
+}
+
+/// The last grant event applied.
+pub fn event_cursor(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+    tx.query_row("SELECT last_event FROM cursor WHERE id = 1", [], |r| {
+        r.get(0)
+    })
+}
+
+/// Records the last grant event applied (in the transaction that applied it).
+pub fn set_event_cursor(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE cursor SET last_event = MAX(last_event, ?1) WHERE id = 1",
+        [seq],
+    )?;
+    Ok(())
+}
