@@ -19,6 +19,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
+pub mod processes;
+
 /// Trust domain of test certificates.
 pub const TRUST_DOMAIN: &str = "consent.test";
 /// Partners in the dev PKI; "rogue" has a certificate but is never registered.

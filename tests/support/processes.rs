@@ -1,0 +1,302 @@
+//! Real processes: the `platform-svc` and `partner-svc` binaries started on free loopback
+//! ports with a development PKI in a work directory, waited on until their health checks
+//! answer over TLS, and killed when dropped, so that no process outlives its owner.
+
+use consent_proto::partner::v1::partner_app_client::PartnerAppClient;
+use platform_svc::pki::DevPki;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// Trust domain of the process harness's PKI.
+pub const TRUST_DOMAIN: &str = "consent.local";
+/// The partners of the shipped profiles.
+pub const PROFILES: &[&str] = &["music", "video", "bank"];
+
+/// The shipped partner profile for `id`.
+pub fn profile(id: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../partner-svc/profiles")
+        .join(format!("{id}.toml"))
+}
+
+/// Builds the service binaries once per test process (`cargo test` builds only test
+/// harnesses of the service crates), with the profile the tests were built with.
+pub fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "platform-svc",
+            "-p",
+            "partner-svc",
+        ]);
+        if bin_dir().ends_with("release") {
+            command.arg("--release");
+        }
+        let status = command.status().expect("run cargo build");
+        assert!(status.success(), "building the service binaries failed");
+    });
+}
+
+/// The directory holding this build's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A child process killed on drop.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(program: &str, args: &[String], log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(bin_dir().join(program))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        Process { child, log }
+    }
+
+    /// Kills it at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A work directory with a development PKI for the platform, an operator and every profile.
+#[derive(Debug)]
+pub struct WorkDir {
+    /// The directory.
+    pub path: PathBuf,
+}
+
+impl WorkDir {
+    /// Makes the PKI in `path/dev-pki`.
+    pub fn new(path: &Path) -> Self {
+        let partners: Vec<String> = PROFILES.iter().map(|p| p.to_string()).collect();
+        DevPki::generate(TRUST_DOMAIN, "ops", &partners)
+            .expect("dev pki")
+            .write_to(&path.join("dev-pki"))
+            .expect("write pki");
+        WorkDir {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// A file of the PKI.
+    pub fn pki(&self, name: &str) -> PathBuf {
+        self.path.join("dev-pki").join(name)
+    }
+
+    /// A TLS channel trusting the dev CA, presenting `identity` (a PKI file stem such as
+    /// "operator" or "partner-music") if given.
+    pub async fn channel(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&str>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let read = |name: String| std::fs::read(self.pki(&name)).expect("pki file");
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+            .domain_name("localhost");
+        if let Some(stem) = identity {
+            tls = tls.identity(Identity::from_pem(
+                read(format!("{stem}.pem")),
+                read(format!("{stem}-key.pem")),
+            ));
+        }
+        Channel::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+    }
+
+    /// Waits until `service` on `addr` reports SERVING.
+    pub async fn wait_healthy(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&str>,
+        service: &str,
+        process: &Process,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(channel) = self.channel(addr, identity).await {
+                let request = HealthCheckRequest {
+                    service: service.into(),
+                };
+                if let Ok(response) = HealthClient::new(channel).check(request).await
+                    && response.into_inner().status == 1
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} on {addr} did not become healthy; see {}",
+                process.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Ports of the platform's three listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct PlatformPorts {
+    /// Partner surface.
+    pub partner: SocketAddr,
+    /// Operator surface.
+    pub operator: SocketAddr,
+    /// User surface.
+    pub user: SocketAddr,
+}
+
+impl PlatformPorts {
+    /// Three free loopback ports.
+    pub fn free() -> Self {
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        PlatformPorts {
+            partner: addr(free_port()),
+            operator: addr(free_port()),
+            user: addr(free_port()),
+        }
+    }
+}
+
+/// Starts `platform-svc` with its database in the work directory; waits until healthy.
+pub async fn start_platform(work: &WorkDir, ports: PlatformPorts) -> Process {
+    let config = work.path.join("platform.toml");
+    let p = |name: &str| work.pki(name).display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"{TRUST_DOMAIN}\"\ndatabase = \"{db}\"\n\
+             [listen]\npartner = \"{}\"\noperator = \"{}\"\nuser = \"{}\"\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\npartner_ca = \"{ca}\"\noperator_ca = \"{ca}\"\ncrls = [\"{}\"]\n\
+             [policy]\nsweep_interval_secs = 1\n",
+            ports.partner,
+            ports.operator,
+            ports.user,
+            p("platform.pem"),
+            p("platform-key.pem"),
+            p("crl.pem"),
+            db = work.path.join("platform.db").display(),
+            ca = p("ca.pem"),
+        ),
+    )
+    .expect("platform config");
+    let process = Process::spawn(
+        "platform-svc",
+        &[
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        work.path.join("platform.log"),
+    );
+    work.wait_healthy(
+        ports.operator,
+        Some("operator"),
+        "consent.platform.v1.PartnerAdmin",
+        &process,
+    )
+    .await;
+    process
+}
+
+/// A running partner.
+#[derive(Debug)]
+pub struct PartnerProcess {
+    /// The process.
+    pub process: Process,
+    /// Its API address.
+    pub addr: SocketAddr,
+    /// Its own database.
+    pub database: PathBuf,
+}
+
+/// Starts `partner-svc` with the shipped profile of `id`, pointed at the platform.
+pub async fn start_partner(work: &WorkDir, id: &str, platform: SocketAddr) -> PartnerProcess {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let database = work.path.join(format!("{id}.db"));
+    let args: Vec<String> = vec![
+        "--config".into(),
+        profile(id).display().to_string(),
+        "--listen".into(),
+        addr.to_string(),
+        "--database".into(),
+        database.display().to_string(),
+        "--platform-address".into(),
+        format!("https://{platform}"),
+        "--platform-ca".into(),
+        work.pki("ca.pem").display().to_string(),
+        "--tls-cert".into(),
+        work.pki(&format!("partner-{id}.pem")).display().to_string(),
+        "--tls-key".into(),
+        work.pki(&format!("partner-{id}-key.pem"))
+            .display()
+            .to_string(),
+    ];
+    let process = Process::spawn("partner-svc", &args, work.path.join(format!("{id}.log")));
+    work.wait_healthy(addr, None, "consent.partner.v1.PartnerApp", &process)
+        .await;
+    PartnerProcess {
+        process,
+        addr,
+        database,
+    }
+}
+
+impl PartnerProcess {
+    /// A client of its API.
+    pub async fn client(&self, work: &WorkDir) -> PartnerAppClient<Channel> {
+        PartnerAppClient::new(
+            work.channel(self.addr, None)
+                .await
+                .expect("partner api channel"),
+        )
+    }
+}
