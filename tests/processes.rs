@@ -1,0 +1,315 @@
+//! End-to-end over real processes: the `platform-svc` and `partner-svc` binaries, talking
+//! mutual TLS on loopback. A platform restart in the middle of sending loses and
+//! duplicates nothing; a revocation reaches the partner, even one that was down when it
+//! happened, and the user's data there is gone.
+
+use consent_proto::partner::v1 as app;
+use consent_proto::platform::v1 as pb;
+use end_to_end::processes::{
+    PartnerProcess, PlatformPorts, WorkDir, ensure_built, start_partner, start_platform,
+};
+use end_to_end::{User, bearer, sign_up};
+use pb::account_client::AccountClient;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+struct World {
+    work: WorkDir,
+    ports: PlatformPorts,
+    account: AccountClient<Channel>,
+    alice: User,
+    bob: User,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> (World, end_to_end::processes::Process) {
+    ensure_built();
+    let dir = tempfile::tempdir().unwrap();
+    let work = WorkDir::new(dir.path());
+    let ports = PlatformPorts::free();
+    let platform = start_platform(&work, ports).await;
+    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
+        work.channel(ports.operator, Some("operator"))
+            .await
+            .unwrap(),
+    );
+    let scopes = [
+        pb::Scope::ThreadsRead,
+        pb::Scope::MessagesRead,
+        pb::Scope::MessagesWrite,
+    ]
+    .map(|s| s as i32)
+    .to_vec();
+    operator
+        .register_partner(pb::RegisterPartnerRequest {
+            partner_id: "music".into(),
+            display_name: "Music App".into(),
+            allowed_scopes: scopes.clone(),
+            features: vec![pb::Feature {
+                name: "share-tracks".into(),
+                description: "share".into(),
+                scopes,
+                retired: false,
+            }],
+        })
+        .await
+        .unwrap();
+    let mut account = AccountClient::new(work.channel(ports.user, None).await.unwrap());
+    let alice = sign_up(&mut account, "alice").await;
+    let bob = sign_up(&mut account, "bob").await;
+    account
+        .add_friend(bearer(
+            pb::AddFriendRequest {
+                user_name: "bob".into(),
+            },
+            &alice.session,
+        ))
+        .await
+        .unwrap();
+    (
+        World {
+            work,
+            ports,
+            account,
+            alice,
+            bob,
+            _dir: dir,
+        },
+        platform,
+    )
+}
+
+async fn connect_alice(
+    w: &mut World,
+    music: &PartnerProcess,
+) -> app::partner_app_client::PartnerAppClient<Channel> {
+    let mut client = music.client(&w.work).await;
+    client
+        .connect_user(app::ConnectUserRequest {
+            user_name: "alice".into(),
+            thread_ids: vec![],
+        })
+        .await
+        .unwrap();
+    let pending = w
+        .account
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &w.alice.session))
+        .await
+        .unwrap()
+        .into_inner();
+    let request_id = pending.requests[0].request_id.clone();
+    w.account
+        .approve_request(bearer(
+            pb::ApproveRequestRequest {
+                request_id,
+                ..Default::default()
+            },
+            &w.alice.session,
+        ))
+        .await
+        .unwrap();
+    let status = client
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, "CONNECTED");
+    client
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn partner_db(music: &PartnerProcess) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(&music.database).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db
+}
+
+#[tokio::test]
+async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly_once() {
+    let (mut w, mut platform) = world().await;
+    let music = start_partner(&w.work, "music", w.ports.partner).await;
+    let mut client = connect_alice(&mut w, &music).await;
+    let first = client
+        .share(app::ShareRequest {
+            user_name: "alice".into(),
+            friend_id: w.bob.id.clone(),
+            body: "track 1".into(),
+            client_key: "k1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.status, "DELIVERED");
+
+    platform.kill();
+    let mut queued = Vec::new();
+    for n in 0..5 {
+        let share = app::ShareRequest {
+            user_name: "alice".into(),
+            thread_id: first.thread_id.clone(),
+            body: format!("while down {n}"),
+            client_key: format!("down-{n}"),
+            ..Default::default()
+        };
+        let accepted = client.share(share.clone()).await.unwrap().into_inner();
+        assert_eq!(
+            accepted.status, "QUEUED",
+            "the platform is down: the share must wait in the outbox"
+        );
+        let retried = client.share(share).await.unwrap().into_inner();
+        assert_eq!(
+            retried.share_id, accepted.share_id,
+            "a front-end retry names the same share"
+        );
+        queued.push(accepted.share_id);
+    }
+
+    let _platform = start_platform(&w.work, w.ports).await;
+    let thread = first.thread_id.clone();
+    let session = w.alice.session.clone();
+    let mut account = w.account.clone();
+    let listing = async |account: &mut AccountClient<Channel>| {
+        account
+            .list_messages(bearer(
+                pb::ListMessagesRequest {
+                    thread_id: thread.clone(),
+                    page_size: 100,
+                    page_token: String::new(),
+                },
+                &session,
+            ))
+            .await
+            .map(|r| r.into_inner().messages)
+            .unwrap_or_default()
+    };
+    eventually("delivery of the queued shares", async || {
+        listing(&mut account).await.len() == 6
+    })
+    .await;
+    let messages = listing(&mut account).await;
+    for n in 0..5 {
+        let body = format!("while down {n}");
+        assert_eq!(
+            messages.iter().filter(|m| m.body == body).count(),
+            1,
+            "{body} must be delivered exactly once"
+        );
+    }
+    let db = partner_db(&music);
+    let delivered: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'DELIVERED'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(delivered, 6);
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
+    let (mut w, _platform) = world().await;
+    let mut music = start_partner(&w.work, "music", w.ports.partner).await;
+    let mut client = connect_alice(&mut w, &music).await;
+    let shared = client
+        .share(app::ShareRequest {
+            user_name: "alice".into(),
+            friend_id: w.bob.id.clone(),
+            body: "track".into(),
+            client_key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let inbox = client
+        .inbox(app::InboxRequest {
+            user_name: "alice".into(),
+            thread_id: shared.thread_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inbox.messages.len(), 1);
+    let held = |music: &PartnerProcess| {
+        let db = partner_db(music);
+        let token: Option<String> = db
+            .query_row(
+                "SELECT token FROM connections WHERE user_name = 'alice'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let cached: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM cached_messages WHERE user_name = 'alice'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (token.is_some(), cached)
+    };
+    assert_eq!(held(&music), (true, 1));
+
+    // The partner is down when alice revokes; it catches up when it comes back.
+    music.process.kill();
+    let grants = w
+        .account
+        .list_grants(bearer(pb::ListGrantsRequest {}, &w.alice.session))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    w.account
+        .revoke_grant(bearer(
+            pb::RevokeGrantRequest {
+                grant_id: grants[0].grant_id.clone(),
+            },
+            &w.alice.session,
+        ))
+        .await
+        .unwrap();
+    let music = PartnerProcess {
+        database: music.database.clone(),
+        ..start_partner(&w.work, "music", w.ports.partner).await
+    };
+    eventually("the partner's purge", async || held(&music) == (false, 0)).await;
+    let session = w.alice.session.clone();
+    let mut account = w.account.clone();
+    eventually("the deletion attestation", async || {
+        let grants = account
+            .list_grants(bearer(pb::ListGrantsRequest {}, &session))
+            .await
+            .unwrap()
+            .into_inner()
+            .grants;
+        grants[0].deletion_attested_at.is_some()
+    })
+    .await;
+    let mut client = music.client(&w.work).await;
+    let refused = client
+        .inbox(app::InboxRequest {
+            user_name: "alice".into(),
+            thread_id: shared.thread_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "the partner holds nothing for alice any more"
+    );
+}
