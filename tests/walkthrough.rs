@@ -295,6 +295,7 @@ async fn attested(account: &mut AccountClient<Channel>, user: &User, partner_id:
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    ensure_built();
     let dir = tempfile::tempdir().expect("work directory");
     let mut story = Story::default();
     run(&mut story, dir.path()).await;

@@ -24,8 +24,8 @@ pub fn profile(id: &str) -> PathBuf {
         .join(format!("{id}.toml"))
 }
 
-/// Builds the service binaries once per test process (`cargo test` builds only test
-/// harnesses of the service crates), with the profile the tests were built with.
+/// Builds the service binaries once per process, with the profile this program was built
+/// with (`cargo test` and `cargo run` build only their own package's targets).
 pub fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
