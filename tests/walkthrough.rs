@@ -6,7 +6,7 @@
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::processes::{
-    PROFILES, PlatformPorts, WorkDir, profile, start_partner, start_platform,
+    PROFILES, PlatformPorts, WorkDir, ensure_built, profile, start_partner, start_platform,
 };
 use end_to_end::{User, bearer, sign_up};
 use partner_svc::config::PartnerConfig;
