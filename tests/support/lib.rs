@@ -20,6 +20,7 @@ use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 pub mod processes;
+pub mod story;
 
 /// Trust domain of test certificates.
 pub const TRUST_DOMAIN: &str = "consent.test";

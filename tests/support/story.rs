@@ -1,0 +1,855 @@
+//! The story the walkthrough tells, against any running stack: processes on loopback or
+//! the compose stack in containers. Every step says what each side did and whether it was
+//! allowed or refused, and counts what did not behave as told.
+
+use crate::{User, bearer, sign_up};
+use consent_proto::partner::v1 as app;
+use consent_proto::platform::v1 as pb;
+use partner_svc::config::PartnerConfig;
+use pb::account_client::AccountClient;
+use pb::partner_admin_client::PartnerAdminClient;
+use platform_svc::model::Scope;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::processes::{PROFILES, WorkDir, profile};
+
+/// What a partner holds for a user, read from its own store.
+pub trait PartnerData {
+    /// The user's grant token, if the partner still holds one.
+    fn token(&self, user: &str) -> Option<String>;
+    /// How many of the user's messages the partner caches.
+    fn cached_messages(&self, user: &str) -> i64;
+}
+
+/// A partner store file on this machine.
+pub struct LocalStore(pub std::path::PathBuf);
+
+impl PartnerData for LocalStore {
+    fn token(&self, user: &str) -> Option<String> {
+        let db = rusqlite::Connection::open(&self.0).ok()?;
+        db.query_row(
+            "SELECT token FROM connections WHERE user_name = ?1",
+            [user],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .ok()
+        .flatten()
+    }
+    fn cached_messages(&self, user: &str) -> i64 {
+        rusqlite::Connection::open(&self.0)
+            .and_then(|db| {
+                db.query_row(
+                    "SELECT COUNT(*) FROM cached_messages WHERE user_name = ?1",
+                    [user],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap_or(-1)
+    }
+}
+
+/// Where the running stack is.
+pub struct Stack<'a> {
+    /// The PKI, for channels.
+    pub work: &'a WorkDir,
+    /// The platform's partner listener.
+    pub partner: SocketAddr,
+    /// The platform's operator listener.
+    pub operator: SocketAddr,
+    /// The platform's user listener.
+    pub user: SocketAddr,
+    /// Each partner's API address and store, as (id, addr, store).
+    pub partners: Vec<(&'static str, SocketAddr, Box<dyn PartnerData + 'a>)>,
+}
+
+impl Stack<'_> {
+    fn partner(&self, id: &str) -> (SocketAddr, &dyn PartnerData) {
+        let (_, addr, data) = self
+            .partners
+            .iter()
+            .find(|(p, _, _)| *p == id)
+            .expect("partner in stack");
+        (*addr, data.as_ref())
+    }
+}
+
+/// Registers every shipped profile with the platform, as the operator.
+pub async fn register_profiles(story: &mut Story, operator: &mut PartnerAdminClient<Channel>) {
+    register(story, operator).await
+}
+
+/// Counts what behaved as told and what did not.
+#[derive(Default)]
+pub struct Story {
+    /// Steps told.
+    pub steps: u32,
+    /// Steps that did not behave as told.
+    pub failures: u32,
+}
+
+impl Story {
+    /// Starts an act.
+    pub fn act(&self, title: &str) {
+        println!("\n== {title}");
+    }
+    /// Prints what a side did.
+    pub fn note(&self, text: &str) {
+        println!("   {text}");
+    }
+    /// A step that must succeed.
+    pub fn check<T>(&mut self, what: &str, result: Result<T, Status>) -> Option<T> {
+        self.steps += 1;
+        match result {
+            Ok(value) => {
+                println!("   ok       {what}");
+                Some(value)
+            }
+            Err(status) => {
+                self.failures += 1;
+                println!(
+                    "   FAILED   {what}: {:?} {}",
+                    status.code(),
+                    status.message()
+                );
+                None
+            }
+        }
+    }
+    /// A fact that must hold.
+    pub fn expect(&mut self, what: &str, holds: bool) {
+        self.check(
+            what,
+            if holds {
+                Ok(())
+            } else {
+                Err(Status::unknown("did not hold"))
+            },
+        );
+    }
+    /// A step that must be refused with `code` and `reason`.
+    pub fn refused<T>(&mut self, what: &str, result: Result<T, Status>, code: Code, reason: &str) {
+        self.steps += 1;
+        match result {
+            Err(status) => {
+                let got = status
+                    .get_error_details()
+                    .error_info()
+                    .map(|i| i.reason.clone())
+                    .unwrap_or_default();
+                if status.code() == code && got == reason {
+                    println!("   refused  {what}: {code:?} {reason}");
+                } else {
+                    self.failures += 1;
+                    println!(
+                        "   FAILED   {what}: expected {code:?} {reason}, got {:?} {got} ({})",
+                        status.code(),
+                        status.message()
+                    );
+                }
+            }
+            Ok(_) => {
+                self.failures += 1;
+                println!("   FAILED   {what}: expected {code:?} {reason}, but it was allowed");
+            }
+        }
+    }
+}
+
+fn scope_values(names: &[String]) -> Vec<i32> {
+    names
+        .iter()
+        .filter_map(|n| Scope::ALL.into_iter().find(|s| s.name() == n))
+        .map(|s| s.to_proto() as i32)
+        .collect()
+}
+
+fn names(scopes: &[i32]) -> String {
+    scopes
+        .iter()
+        .filter_map(|s| Scope::from_proto(*s))
+        .map(Scope::name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn register(story: &mut Story, operator: &mut PartnerAdminClient<Channel>) {
+    for id in PROFILES {
+        let config =
+            PartnerConfig::from_toml(&std::fs::read_to_string(profile(id)).expect("profile"))
+                .expect("profile toml");
+        let scopes = scope_values(&config.feature.scopes);
+        let mut features = vec![pb::Feature {
+            name: config.feature.name.clone(),
+            description: config.feature.purpose.clone(),
+            scopes: scopes.clone(),
+            retired: false,
+        }];
+        if *id == "music" {
+            features.push(pb::Feature {
+                name: "listening-party".into(),
+                description: "Show what friends say in a chosen thread during a listening party"
+                    .into(),
+                scopes: vec![pb::Scope::MessagesRead as i32],
+                retired: false,
+            });
+        }
+        let request = pb::RegisterPartnerRequest {
+            partner_id: config.partner_id.clone(),
+            display_name: config.display_name.clone(),
+            allowed_scopes: scopes,
+            features,
+        };
+        story.check(
+            &format!(
+                "operator registers {} ({}) allowed: {}",
+                config.display_name,
+                id,
+                config.feature.scopes.join(", ")
+            ),
+            operator.register_partner(request).await,
+        );
+    }
+}
+
+/// The user approves the pending request of `partner_name`, optionally narrowing scopes.
+async fn approve(
+    story: &mut Story,
+    account: &mut AccountClient<Channel>,
+    user: &User,
+    partner_name: &str,
+    scopes: Vec<i32>,
+) -> Option<pb::ConsentReceipt> {
+    let pending = account
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &user.session))
+        .await
+        .ok()?
+        .into_inner();
+    let request = pending
+        .requests
+        .into_iter()
+        .find(|r| r.partner_name == partner_name)?;
+    story.note(&format!(
+        "[platform app] {} sees: {} asks for '{}' ({}) — {}",
+        user.name,
+        partner_name,
+        request.feature,
+        names(&request.scopes),
+        request.purpose
+    ));
+    let receipt = story.check(
+        &format!("{} approves {partner_name}", user.name),
+        account
+            .approve_request(bearer(
+                pb::ApproveRequestRequest {
+                    request_id: request.request_id,
+                    scopes,
+                    ..Default::default()
+                },
+                &user.session,
+            ))
+            .await
+            .map(|r| r.into_inner()),
+    )?;
+    story.note(&format!("[receipt] {}", receipt.summary));
+    if !receipt.scopes_refused.is_empty() {
+        story.note(&format!(
+            "[receipt] refused by {}: {}",
+            user.name,
+            names(&receipt.scopes_refused)
+        ));
+    }
+    Some(receipt)
+}
+
+async fn connect(
+    story: &mut Story,
+    partner: &mut app::partner_app_client::PartnerAppClient<Channel>,
+    account: &mut AccountClient<Channel>,
+    user: &User,
+    partner_name: &str,
+    thread_ids: Vec<String>,
+    scopes: Vec<i32>,
+) {
+    let asked = partner
+        .connect_user(app::ConnectUserRequest {
+            user_name: user.name.clone(),
+            thread_ids,
+        })
+        .await
+        .map(|r| r.into_inner());
+    if let Some(asked) = story.check(
+        &format!("{partner_name} asks {} for access", user.name),
+        asked,
+    ) {
+        story.note(&format!("[{partner_name}] {}", asked.instructions));
+    }
+    approve(story, account, user, partner_name, scopes).await;
+    let status = partner
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: user.name.clone(),
+        })
+        .await
+        .map(|r| r.into_inner());
+    if let Some(status) = story.check(
+        &format!("{partner_name} collects the grant for {}", user.name),
+        status,
+    ) {
+        story.note(&format!(
+            "[{partner_name}] {}: {} with {}",
+            user.name,
+            status.status,
+            status.scopes.join(", ")
+        ));
+        story.expect(
+            &format!("{partner_name} is connected for {}", user.name),
+            status.status == "CONNECTED",
+        );
+    }
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Result<(), Status> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Status::deadline_exceeded(format!(
+        "{what} did not happen within 15 s"
+    )))
+}
+
+async fn attested(account: &mut AccountClient<Channel>, user: &User, partner_id: &str) -> bool {
+    let Ok(grants) = account
+        .list_grants(bearer(pb::ListGrantsRequest {}, &user.session))
+        .await
+    else {
+        return false;
+    };
+    let mine: Vec<_> = grants
+        .into_inner()
+        .grants
+        .into_iter()
+        .filter(|g| g.partner_id == partner_id && g.feature != "listening-party")
+        .collect();
+    !mine.is_empty() && mine.iter().all(|g| g.deletion_attested_at.is_some())
+}
+
+/// Tells the story against `stack` (the platform and partners already running).
+pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
+    let work = stack.work;
+    let mut operator = PartnerAdminClient::new(
+        work.channel(stack.operator, Some("operator"))
+            .await
+            .expect("operator"),
+    );
+    let (music_addr, music_data) = stack.partner("music");
+    let (video_addr, _) = stack.partner("video");
+    let (bank_addr, bank_data) = stack.partner("bank");
+    let client = async |addr| {
+        app::partner_app_client::PartnerAppClient::new(
+            work.channel(addr, None).await.expect("partner channel"),
+        )
+    };
+    let (mut music, mut video, mut bank) = (
+        client(music_addr).await,
+        client(video_addr).await,
+        client(bank_addr).await,
+    );
+
+    let mut account = AccountClient::new(work.channel(stack.user, None).await.expect("account"));
+    let alice = sign_up(&mut account, "alice").await;
+    let bob = sign_up(&mut account, "bob").await;
+    let carol = sign_up(&mut account, "carol").await;
+    for friend in ["bob", "carol"] {
+        account
+            .add_friend(bearer(
+                pb::AddFriendRequest {
+                    user_name: friend.into(),
+                },
+                &alice.session,
+            ))
+            .await
+            .expect("friend");
+    }
+    let family = account
+        .create_thread(bearer(
+            pb::CreateThreadRequest {
+                participant_ids: vec![bob.id.clone(), carol.id.clone()],
+                title: "family".into(),
+            },
+            &alice.session,
+        ))
+        .await
+        .expect("thread")
+        .into_inner()
+        .thread_id;
+    let say =
+        async |account: &mut AccountClient<Channel>, user: &User, thread: &str, body: &str| {
+            account
+                .send_message(bearer(
+                    pb::AccountSendMessageRequest {
+                        thread_id: thread.into(),
+                        body: body.into(),
+                    },
+                    &user.session,
+                ))
+                .await
+                .expect("send")
+                .into_inner()
+        };
+    let old = say(&mut account, &alice, &family, "Dinner at 7?").await;
+    say(&mut account, &carol, &family, "I'll bring dessert").await;
+    story.note("seeded users alice, bob, carol; alice's friends bob and carol; a 'family' thread with two messages");
+
+    story.act("1. Users approve, in the platform's own app (bob narrows the scopes)");
+    let all = Vec::new();
+    connect(
+        story,
+        &mut music,
+        &mut account,
+        &alice,
+        "Music App",
+        vec![],
+        all.clone(),
+    )
+    .await;
+    let narrowed = vec![
+        pb::Scope::ThreadsRead as i32,
+        pb::Scope::MessagesRead as i32,
+        pb::Scope::MessagesWrite as i32,
+    ];
+    connect(
+        story,
+        &mut music,
+        &mut account,
+        &bob,
+        "Music App",
+        vec![],
+        narrowed,
+    )
+    .await;
+    connect(
+        story,
+        &mut video,
+        &mut account,
+        &alice,
+        "Video App",
+        vec![],
+        all.clone(),
+    )
+    .await;
+    connect(
+        story,
+        &mut bank,
+        &mut account,
+        &alice,
+        "Bank",
+        vec![family.clone()],
+        all.clone(),
+    )
+    .await;
+
+    story.act("2. Each partner acts within its grant");
+    let shared = story.check(
+        "music app shares a track from alice with bob (a thread the app starts)",
+        music
+            .share(app::ShareRequest {
+                user_name: "alice".into(),
+                friend_id: bob.id.clone(),
+                body: "Now playing: Blue in Green".into(),
+                client_key: "track-1".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner()),
+    );
+    let music_thread = shared
+        .as_ref()
+        .map(|s| s.thread_id.clone())
+        .unwrap_or_default();
+    say(&mut account, &bob, &music_thread, "Love this one").await;
+    if let Some(inbox) = story.check(
+        "music app reads the reply in the thread it started",
+        music
+            .inbox(app::InboxRequest {
+                user_name: "alice".into(),
+                thread_id: music_thread.clone(),
+            })
+            .await
+            .map(|r| r.into_inner()),
+    ) {
+        for m in &inbox.messages {
+            story.note(&format!("[music app sees] {}: {}", m.sender, m.body));
+        }
+        story.expect(
+            "bob appears to the music app only as a pseudonym",
+            inbox
+                .messages
+                .iter()
+                .any(|m| m.sender.starts_with("anon_") && m.body == "Love this one"),
+        );
+    }
+    if let Some(share) = &shared {
+        story.check(
+            "music app unsends alice's share",
+            music
+                .unsend(app::UnsendRequest {
+                    user_name: "alice".into(),
+                    message_id: share.message_id.clone(),
+                })
+                .await,
+        );
+    }
+    if let Some(friends) = story.check(
+        "video app lists alice's friends (friends.read)",
+        video
+            .list_friends(app::ListFriendsRequest {
+                user_name: "alice".into(),
+            })
+            .await
+            .map(|r| r.into_inner()),
+    ) {
+        story.note(&format!(
+            "[video app sees] friends: {}",
+            friends
+                .friends
+                .iter()
+                .map(|f| f.display_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    story.check(
+        "video app recommends a video to carol",
+        video
+            .share(app::ShareRequest {
+                user_name: "alice".into(),
+                friend_id: carol.id.clone(),
+                body: "Watch: a documentary on Miles Davis".into(),
+                client_key: "rec-1".into(),
+                ..Default::default()
+            })
+            .await,
+    );
+    let receipt = story.check(
+        "bank sends a transfer receipt into the family thread",
+        bank.share(app::ShareRequest {
+            user_name: "alice".into(),
+            thread_id: family.clone(),
+            body: "Receipt: you sent Bob 20.00 EUR".into(),
+            client_key: "tx-1".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner()),
+    );
+
+    story.act("3. Forbidden acts are refused, with their reason");
+    story.refused(
+        "video app tries to read the family thread",
+        video
+            .inbox(app::InboxRequest {
+                user_name: "alice".into(),
+                thread_id: family.clone(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "SCOPE_MISSING",
+    );
+    if let Some(receipt) = &receipt {
+        story.refused(
+            "bank tries to delete its receipt",
+            bank.unsend(app::UnsendRequest {
+                user_name: "alice".into(),
+                message_id: receipt.message_id.clone(),
+            })
+            .await,
+            Code::PermissionDenied,
+            "SCOPE_MISSING",
+        );
+    }
+    story.refused(
+        "music app tries to read a thread it did not start",
+        music
+            .inbox(app::InboxRequest {
+                user_name: "alice".into(),
+                thread_id: family.clone(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "THREAD_NOT_COVERED",
+    );
+    let stolen = music_data.token("alice").unwrap_or_default();
+    let video_direct = work
+        .channel(stack.partner, Some("partner-video"))
+        .await
+        .expect("video channel");
+    story.refused(
+        "video app presents alice's music-app token (leaked from the music app's database)",
+        pb::messaging_client::MessagingClient::new(video_direct)
+            .list_threads(bearer(pb::ListThreadsRequest::default(), &stolen))
+            .await,
+        Code::PermissionDenied,
+        "TOKEN_PARTNER_MISMATCH",
+    );
+    let music_direct = work
+        .channel(stack.partner, Some("partner-music"))
+        .await
+        .expect("music channel");
+    let mut music_consent = pb::consent_client::ConsentClient::new(music_direct.clone());
+    let mut music_messaging = pb::messaging_client::MessagingClient::new(music_direct);
+    let party = music_consent
+        .request_access(pb::RequestAccessRequest {
+            user_name: "alice".into(),
+            feature: "listening-party".into(),
+            coverage: pb::ThreadCoverage::ListedThreads as i32,
+            thread_ids: vec![family.clone()],
+            include_history: false,
+            purpose: "Show the family thread during a listening party".into(),
+        })
+        .await
+        .expect("request listening party")
+        .into_inner();
+    approve(story, &mut account, &alice, "Music App", vec![]).await;
+    let party_token = music_consent
+        .exchange_request(pb::ExchangeRequestRequest {
+            request_id: party.request_id,
+        })
+        .await
+        .expect("exchange")
+        .into_inner()
+        .grant_token;
+    story.refused(
+        "music app (listening-party, no history) reads alice's message from before the grant",
+        music_messaging
+            .get_message(bearer(
+                pb::GetMessageRequest {
+                    message_id: old.message_id.clone(),
+                },
+                &party_token,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "HISTORY_NOT_GRANTED",
+    );
+
+    story.act("4. Other participants: pseudonyms, opt-out, and who can read a thread");
+    story.check(
+        "carol opts out of being shown to apps that others use",
+        account
+            .set_privacy(bearer(
+                pb::SetPrivacyRequest {
+                    hide_from_others_apps: true,
+                },
+                &carol.session,
+            ))
+            .await,
+    );
+    say(&mut account, &alice, &family, "Bring the kids").await;
+    say(
+        &mut account,
+        &carol,
+        &family,
+        "My new address is 12 Elm Street",
+    )
+    .await;
+    if let Some(listed) = story.check(
+        "music app (listening-party) reads the family thread",
+        music_messaging
+            .list_messages(bearer(
+                pb::ListMessagesRequest {
+                    thread_id: family.clone(),
+                    ..Default::default()
+                },
+                &party_token,
+            ))
+            .await
+            .map(|r| r.into_inner()),
+    ) {
+        for m in &listed.messages {
+            story.note(&format!(
+                "[music app sees] {}: {}",
+                m.sender,
+                if m.redacted {
+                    "(redacted)".to_string()
+                } else {
+                    m.body.clone()
+                }
+            ));
+        }
+        story.expect(
+            "only messages after the grant are shown",
+            listed.messages.len() == 2,
+        );
+        story.expect(
+            "carol's message is redacted",
+            listed
+                .messages
+                .iter()
+                .any(|m| m.redacted && m.body.is_empty()),
+        );
+    }
+    if let Some(apps) = story.check(
+        "bob asks which apps can read the family thread",
+        account
+            .list_thread_apps(bearer(
+                pb::ListThreadAppsRequest {
+                    thread_id: family.clone(),
+                },
+                &bob.session,
+            ))
+            .await
+            .map(|r| r.into_inner()),
+    ) {
+        for a in &apps.apps {
+            story.note(&format!(
+                "[platform app shows bob] {} ('{}'), granted by {}",
+                a.partner_name,
+                a.feature,
+                if a.granted_by_me {
+                    "you"
+                } else {
+                    "another participant"
+                }
+            ));
+        }
+        story.expect(
+            "bob sees the music app's listening party",
+            apps.apps
+                .iter()
+                .any(|a| a.partner_id == "music" && !a.granted_by_me),
+        );
+    }
+
+    story.act("5. The music app's feature is retired: its grants end at once");
+    let alice_music_token = music_data.token("alice").unwrap_or_default();
+    if let Some(retired) = story.check(
+        "operator retires the music app's 'share-tracks'",
+        operator
+            .retire_feature(pb::RetireFeatureRequest {
+                partner_id: "music".into(),
+                feature: "share-tracks".into(),
+            })
+            .await
+            .map(|r| r.into_inner()),
+    ) {
+        story.note(&format!(
+            "[operator] grants ended: {}",
+            retired.grants_ended
+        ));
+    }
+    story.refused(
+        "the music app's next call with alice's grant",
+        music_messaging
+            .list_threads(bearer(
+                pb::ListThreadsRequest::default(),
+                &alice_music_token,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "FEATURE_RETIRED",
+    );
+    story.check(
+        "music app deletes alice's and bob's tokens and cached messages, and attests it",
+        wait_until("music purge", async || {
+            music_data.token("alice").is_none()
+                && music_data.token("bob").is_none()
+                && music_data.cached_messages("alice") == 0
+                && attested(&mut account.clone(), &alice, "music").await
+        })
+        .await,
+    );
+
+    story.act("6. alice revokes the bank; the bank purges and attests; alice reads her access log");
+    let grants = account
+        .list_grants(bearer(pb::ListGrantsRequest {}, &alice.session))
+        .await
+        .expect("grants")
+        .into_inner()
+        .grants;
+    let bank_grant = grants
+        .iter()
+        .find(|g| g.partner_id == "bank")
+        .map(|g| g.grant_id.clone())
+        .unwrap_or_default();
+    story.check(
+        "alice revokes the bank's grant",
+        account
+            .revoke_grant(bearer(
+                pb::RevokeGrantRequest {
+                    grant_id: bank_grant,
+                },
+                &alice.session,
+            ))
+            .await,
+    );
+    story.check(
+        "bank deletes alice's token and attests the deletion",
+        wait_until("bank purge", async || {
+            bank_data.token("alice").is_none()
+                && attested(&mut account.clone(), &alice, "bank").await
+        })
+        .await,
+    );
+    let again = bank
+        .share(app::ShareRequest {
+            user_name: "alice".into(),
+            thread_id: family.clone(),
+            body: "Receipt: 5.00 EUR".into(),
+            client_key: "tx-2".into(),
+            ..Default::default()
+        })
+        .await;
+    story.expect("the bank can no longer send for alice", again.is_err());
+    if let Some(log) = story.check(
+        "alice reads the access log of her data",
+        account
+            .read_access_log(bearer(
+                pb::ReadAccessLogRequest {
+                    page_size: 100,
+                    page_token: String::new(),
+                },
+                &alice.session,
+            ))
+            .await
+            .map(|r| r.into_inner()),
+    ) {
+        let denied: Vec<_> = log
+            .records
+            .iter()
+            .filter(|r| r.decision == "deny")
+            .collect();
+        story.note(&format!(
+            "[platform app shows alice] {} records about her data, {} refused:",
+            log.records.len(),
+            denied.len()
+        ));
+        for r in denied {
+            story.note(&format!(
+                "    {} {} → {}",
+                r.partner_id,
+                r.method.rsplit('/').next().unwrap_or_default(),
+                r.reason
+            ));
+        }
+    }
+    if let Some(verified) = story.check(
+        "operator verifies the audit chain",
+        operator
+            .verify_audit(pb::VerifyAuditRequest::default())
+            .await
+            .map(|r| r.into_inner()),
+    ) {
+        story.note(&format!(
+            "[operator] {} records checked",
+            verified.records_checked
+        ));
+        story.expect("the audit chain is intact", verified.ok);
+    }
+}
