@@ -1,5 +1,6 @@
 //! The partner's client of the platform: one lazily connected mTLS channel (it reconnects
-//! by itself when the platform comes back) carrying the messaging and consent clients.
+//! by itself when the platform comes back, and HTTP/2 keepalives notice a cut network)
+//! carrying the messaging and consent clients.
 
 use crate::config::PartnerConfig;
 use consent_proto::platform::v1::consent_client::ConsentClient;
@@ -45,6 +46,10 @@ impl PlatformClient {
         let channel = Endpoint::from_shared(config.platform.address.clone())?
             .tls_config(tls)?
             .connect_timeout(Duration::from_secs(2))
+            // Keepalives notice a silently cut network, so the event stream reconnects.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(PlatformClient {

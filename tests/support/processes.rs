@@ -153,15 +153,15 @@ impl WorkDir {
             .await
     }
 
-    /// Waits until `service` on `addr` reports SERVING.
+    /// Waits until `service` on `addr` reports SERVING; `logs` says where to look if not.
     pub async fn wait_healthy(
         &self,
         addr: SocketAddr,
         identity: Option<&str>,
         service: &str,
-        process: &Process,
+        logs: &str,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(channel) = self.channel(addr, identity).await {
                 let request = HealthCheckRequest {
@@ -175,8 +175,7 @@ impl WorkDir {
             }
             assert!(
                 Instant::now() < deadline,
-                "{service} on {addr} did not become healthy; see {}",
-                process.log.display()
+                "{service} on {addr} did not become healthy; see {logs}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -241,7 +240,7 @@ pub async fn start_platform(work: &WorkDir, ports: PlatformPorts) -> Process {
         ports.operator,
         Some("operator"),
         "consent.platform.v1.PartnerAdmin",
-        &process,
+        &process.log.display().to_string(),
     )
     .await;
     process
@@ -281,8 +280,13 @@ pub async fn start_partner(work: &WorkDir, id: &str, platform: SocketAddr) -> Pa
             .to_string(),
     ];
     let process = Process::spawn("partner-svc", &args, work.path.join(format!("{id}.log")));
-    work.wait_healthy(addr, None, "consent.partner.v1.PartnerApp", &process)
-        .await;
+    work.wait_healthy(
+        addr,
+        None,
+        "consent.partner.v1.PartnerApp",
+        &process.log.display().to_string(),
+    )
+    .await;
     PartnerProcess {
         process,
         addr,

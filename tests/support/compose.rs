@@ -1,0 +1,254 @@
+//! The compose stack as a test fixture: images built once from this checkout
+//! (`deploy/build-images`), a fresh PKI, free host ports and a project name of its own, so
+//! stacks of parallel tests never meet; `docker-compose down -v` on drop removes
+//! containers, networks and volumes even when the test failed.
+
+use crate::processes::WorkDir;
+use crate::story::PartnerData;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Whether Docker can be used here. Under CI (the `CI` variable set) its absence is a
+/// failure, not a reason to skip.
+pub fn docker_available() -> bool {
+    let usable = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    assert!(
+        usable || std::env::var_os("CI").is_none(),
+        "CI is set but Docker or docker-compose is not usable"
+    );
+    if !usable {
+        eprintln!("docker is not usable here: containerised tests have nothing to run against");
+    }
+    usable
+}
+
+fn build_images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(repo().join("deploy/build-images"))
+            .status()
+            .expect("run deploy/build-images");
+        assert!(status.success(), "building the images failed");
+    });
+}
+
+/// A running compose project.
+pub struct ComposeStack {
+    project: String,
+    env: Vec<(String, String)>,
+    /// The PKI mounted into the containers.
+    pub work: WorkDir,
+    /// Platform partner listener on the host.
+    pub partner: SocketAddr,
+    /// Platform operator listener on the host.
+    pub operator: SocketAddr,
+    /// Platform user listener on the host.
+    pub user: SocketAddr,
+    /// Partner APIs on the host, by service name.
+    pub partners: Vec<(&'static str, SocketAddr)>,
+    _dir: tempfile::TempDir,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl ComposeStack {
+    /// Builds the images (once), starts a project named after `name`, and waits until every
+    /// service is healthy.
+    pub async fn up(name: &str) -> Self {
+        build_images();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let work = WorkDir::new(dir.path());
+        let port = crate::processes::free_port;
+        let (partner, operator, user) = (loopback(port()), loopback(port()), loopback(port()));
+        let partners = vec![
+            ("music", loopback(port())),
+            ("video", loopback(port())),
+            ("bank", loopback(port())),
+        ];
+        let mut env = vec![
+            (
+                "PKI_DIR".to_string(),
+                work.path.join("dev-pki").display().to_string(),
+            ),
+            ("PLATFORM_PARTNER_PORT".into(), partner.port().to_string()),
+            ("PLATFORM_OPERATOR_PORT".into(), operator.port().to_string()),
+            ("PLATFORM_USER_PORT".into(), user.port().to_string()),
+        ];
+        for (service, addr) in &partners {
+            env.push((
+                format!("{}_PORT", service.to_uppercase()),
+                addr.port().to_string(),
+            ));
+        }
+        let stack = ComposeStack {
+            project: format!("consent-{name}-{}", std::process::id()),
+            env,
+            work,
+            partner,
+            operator,
+            user,
+            partners,
+            _dir: dir,
+        };
+        stack.compose(&["up", "-d"]);
+        stack
+            .work
+            .wait_healthy(
+                operator,
+                Some("operator"),
+                "consent.platform.v1.PartnerAdmin",
+                "docker logs",
+            )
+            .await;
+        for (_, addr) in &stack.partners {
+            stack
+                .work
+                .wait_healthy(*addr, None, "consent.partner.v1.PartnerApp", "docker logs")
+                .await;
+        }
+        stack
+    }
+
+    /// Runs `docker-compose` on this project; panics with its output if it fails.
+    pub fn compose(&self, args: &[&str]) -> Output {
+        let output = Command::new("docker-compose")
+            .current_dir(repo())
+            .args(["-p", &self.project, "-f", "compose.yaml"])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run docker-compose");
+        assert!(
+            output.status.success(),
+            "docker-compose {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// The container id of `service`.
+    pub fn container(&self, service: &str) -> String {
+        String::from_utf8_lossy(&self.compose(&["ps", "-q", service]).stdout)
+            .trim()
+            .to_string()
+    }
+
+    /// The project's network.
+    pub fn network(&self) -> String {
+        format!("{}_consent", self.project.replace('.', ""))
+    }
+
+    /// Runs `docker` with `args`; panics with its output if it fails.
+    pub fn docker(&self, args: &[&str]) {
+        let output = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("run docker");
+        assert!(
+            output.status.success(),
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The host address of a partner's API.
+    pub fn partner_addr(&self, service: &str) -> SocketAddr {
+        self.partners
+            .iter()
+            .find(|(s, _)| *s == service)
+            .expect("partner service")
+            .1
+    }
+
+    /// Reads a partner's store out of its container.
+    pub fn partner_store(&self, service: &str) -> ContainerStore {
+        ContainerStore {
+            container: self.container(service),
+        }
+    }
+}
+
+impl Drop for ComposeStack {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .current_dir(repo())
+            .args([
+                "-p",
+                &self.project,
+                "-f",
+                "compose.yaml",
+                "down",
+                "-v",
+                "--remove-orphans",
+                "--timeout",
+                "3",
+            ])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output();
+    }
+}
+
+/// A partner store inside a container, copied out (with its WAL) for each read.
+pub struct ContainerStore {
+    container: String,
+}
+
+impl ContainerStore {
+    fn query<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Option<T> {
+        let copy = tempfile::tempdir().ok()?;
+        let copied = Command::new("docker")
+            .args([
+                "cp",
+                &format!("{}:/data/.", self.container),
+                &copy.path().display().to_string(),
+            ])
+            .output()
+            .ok()?;
+        if !copied.status.success() {
+            return None;
+        }
+        let db = rusqlite::Connection::open(copy.path().join("partner.db")).ok()?;
+        read(&db).ok()
+    }
+}
+
+impl PartnerData for ContainerStore {
+    fn token(&self, user: &str) -> Option<String> {
+        self.query(|db| {
+            db.query_row(
+                "SELECT token FROM connections WHERE user_name = ?1",
+                [user],
+                |r| r.get::<_, Option<String>>(0),
+            )
+        })
+        .flatten()
+    }
+    fn cached_messages(&self, user: &str) -> i64 {
+        self.query(|db| {
+            db.query_row(
+                "SELECT COUNT(*) FROM cached_messages WHERE user_name = ?1",
+                [user],
+                |r| r.get(0),
+            )
+        })
+        .unwrap_or(-1)
+    }
+}
