@@ -167,3 +167,139 @@ async fn every_listener_serves_health_and_reflection() {
 fn tokio_stream_once<T: Send + 'static>(item: T) -> impl tonic::IntoStreamingRequest<Message = T> {
     tokio_stream::once(item)
 }
+
+async fn introspect(
+    platform: &TestPlatform,
+    cert: &platform_svc::pki::IssuedCertificate,
+) -> Result<(), tonic::Status> {
+    let channel = platform
+        .channel(platform.addrs.partner, Some(cert))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    pb::consent_client::ConsentClient::new(channel)
+        .introspect_grants(pb::IntrospectGrantsRequest::default())
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn revocation_lists_apply_on_reload_and_a_stale_list_fails_closed() {
+    let platform = TestPlatform::start().await;
+    register_partners(&platform).await;
+    let revoked = platform.pki.ca.issue(&music_leaf(950)).unwrap();
+    let kept = platform.pki.ca.issue(&music_leaf(951)).unwrap();
+    introspect(&platform, &revoked)
+        .await
+        .expect("not yet revoked");
+
+    // Revoke serial 950 and reload without a restart.
+    let crl = platform
+        .pki
+        .ca
+        .crl(&[950], OffsetDateTime::now_utc() + Duration::days(7))
+        .unwrap();
+    std::fs::write(platform.dir.path().join("crl.pem"), crl).unwrap();
+    (platform.reload_tls)().expect("reload");
+    assert_partner_refuses(&platform, Some(&revoked)).await;
+    introspect(&platform, &kept)
+        .await
+        .expect("other certificates still work");
+
+    // A broken file is refused by the reload; the configuration in force stays.
+    std::fs::write(platform.dir.path().join("crl.pem"), "not a crl").unwrap();
+    assert!((platform.reload_tls)().is_err());
+    introspect(&platform, &kept)
+        .await
+        .expect("previous configuration stays in force");
+    assert_partner_refuses(&platform, Some(&revoked)).await;
+
+    // A CRL past its next update fails closed: nobody is let in on stale revocation data.
+    let stale = platform
+        .pki
+        .ca
+        .crl(&[], OffsetDateTime::now_utc() - Duration::minutes(30))
+        .unwrap();
+    std::fs::write(platform.dir.path().join("crl.pem"), stale).unwrap();
+    (platform.reload_tls)().expect("reload");
+    assert_partner_refuses(&platform, Some(&kept)).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_offering_only_tls_1_2_is_refused() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let platform = TestPlatform::start().await;
+    let music = &platform
+        .pki
+        .partners
+        .iter()
+        .find(|(p, _)| p == "music")
+        .unwrap()
+        .1;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(platform.pki.ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(music.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(music.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    for addr in [
+        platform.addrs.partner,
+        platform.addrs.operator,
+        platform.addrs.user,
+    ] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config.clone()));
+        let handshake = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await;
+        assert!(
+            handshake.is_err(),
+            "a TLS 1.2 handshake with {addr} must fail"
+        );
+    }
+    platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partner_over_its_rate_is_refused_and_the_others_are_not() {
+    let platform = TestPlatform::start_with(|config| {
+        config.limits.partner_requests_per_second = 1;
+        config.limits.partner_burst = 5;
+    })
+    .await;
+    register_partners(&platform).await;
+    let mut music = platform.partner("music").await;
+    let mut video = platform.partner("video").await;
+    let mut limited = 0;
+    for _ in 0..20 {
+        if let Err(status) = music
+            .consent
+            .introspect_grants(pb::IntrospectGrantsRequest::default())
+            .await
+        {
+            end_to_end::assert_refused(&status, Code::ResourceExhausted, "RATE_LIMITED");
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 14,
+        "music made 20 calls with a burst of 5: {limited} were limited"
+    );
+    for _ in 0..5 {
+        video
+            .consent
+            .introspect_grants(pb::IntrospectGrantsRequest::default())
+            .await
+            .expect("another partner is unaffected");
+    }
+    platform.shutdown().await;
+}

@@ -101,6 +101,10 @@ pub struct TransportLimits {
     pub handshake_timeout_ms: u64,
     /// Milliseconds a unary request may take.
     pub request_timeout_ms: u64,
+    /// Requests per second each partner may make, sustained.
+    pub partner_requests_per_second: u32,
+    /// Requests each partner may make at once above the sustained rate.
+    pub partner_burst: u32,
 }
 
 impl Default for TransportLimits {
@@ -113,6 +117,8 @@ impl Default for TransportLimits {
             max_message_bytes: 256 * 1024,
             handshake_timeout_ms: 5_000,
             request_timeout_ms: 30_000,
+            partner_requests_per_second: 500,
+            partner_burst: 1000,
         }
     }
 }

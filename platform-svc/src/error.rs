@@ -59,6 +59,8 @@ pub enum Reason {
     FeatureNotActive,
     /// The other users are not all friends of the user.
     NotAFriend,
+    /// The partner is over its request rate.
+    RateLimited,
 }
 
 impl Reason {
@@ -89,6 +91,7 @@ impl Reason {
             Reason::GrantStillActive => "GRANT_STILL_ACTIVE",
             Reason::FeatureNotActive => "FEATURE_NOT_ACTIVE",
             Reason::NotAFriend => "NOT_A_FRIEND",
+            Reason::RateLimited => "RATE_LIMITED",
         }
     }
 }
@@ -119,6 +122,9 @@ pub enum ApiError {
     /// The system is not in a state where the call can proceed.
     #[error("{1}")]
     FailedPrecondition(Reason, String),
+    /// The caller is over a limit.
+    #[error("{1}")]
+    ResourceExhausted(Reason, String),
     /// The store failed; nothing of the call was committed.
     #[error("storage failure: {0}")]
     Storage(String),
@@ -158,7 +164,8 @@ impl ApiError {
             ApiError::Unauthenticated(r, _)
             | ApiError::PermissionDenied(r, _)
             | ApiError::AlreadyExists(r, _)
-            | ApiError::FailedPrecondition(r, _) => r.as_str(),
+            | ApiError::FailedPrecondition(r, _)
+            | ApiError::ResourceExhausted(r, _) => r.as_str(),
             ApiError::NotFound { .. } => "NOT_FOUND",
             ApiError::Storage(_) => "INTERNAL",
         }
@@ -191,6 +198,7 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(reason, _) => info(Code::PermissionDenied, reason),
             ApiError::AlreadyExists(reason, _) => info(Code::AlreadyExists, reason),
             ApiError::FailedPrecondition(reason, _) => info(Code::FailedPrecondition, reason),
+            ApiError::ResourceExhausted(reason, _) => info(Code::ResourceExhausted, reason),
             ApiError::NotFound { kind, ref id } => Status::with_error_details(
                 Code::NotFound,
                 message.clone(),

@@ -5,7 +5,10 @@
 //! typed request extension. Nothing a client sends in metadata can claim an identity.
 
 use crate::error::{ApiError, Reason};
+use crate::rate_limit::PartnerRateLimiter;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use tonic::service::Interceptor;
 use tonic::{Request, Status};
 use x509_parser::extensions::GeneralName;
 
@@ -85,14 +88,34 @@ fn wrong_identity(surface: &str) -> Status {
     .into()
 }
 
-/// Edge interceptor of the partner surface: admits partner certificates only.
-pub fn require_partner(mut request: Request<()>) -> Result<Request<()>, Status> {
-    match principal_of(&request).cloned() {
-        Some(Principal::Partner(id)) => {
-            request.extensions_mut().insert(id);
-            Ok(request)
+/// Edge interceptor of the partner surface: admits partner certificates only, each partner
+/// within its request rate.
+#[derive(Debug, Clone)]
+pub struct PartnerEdge {
+    limiter: Arc<PartnerRateLimiter>,
+}
+
+impl PartnerEdge {
+    /// Admits partners within the limits of `limiter`.
+    pub fn new(limiter: Arc<PartnerRateLimiter>) -> Self {
+        PartnerEdge { limiter }
+    }
+}
+
+impl Interceptor for PartnerEdge {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(Principal::Partner(id)) = principal_of(&request).cloned() else {
+            return Err(wrong_identity("partner"));
+        };
+        if !self.limiter.try_acquire(&id.0) {
+            return Err(ApiError::ResourceExhausted(
+                Reason::RateLimited,
+                format!("partner {} is over its request rate", id.0),
+            )
+            .into());
         }
-        _ => Err(wrong_identity("partner")),
+        request.extensions_mut().insert(id);
+        Ok(request)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod identity;
 pub mod model;
 pub mod pki;
+pub mod rate_limit;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -9,7 +9,8 @@ use crate::api::messaging::MessagingService;
 use crate::api::{Limits, Platform};
 use crate::clock::Clock;
 use crate::config::{PlatformConfig, TransportLimits};
-use crate::identity::{require_operator, require_partner};
+use crate::identity::{PartnerEdge, require_operator};
+use crate::rate_limit::PartnerRateLimiter;
 use crate::store::{SqliteStore, Store};
 use crate::tls::{self, ReloadableTls, TlsFiles};
 use consent_proto::platform::v1::account_server::AccountServer;
@@ -158,15 +159,18 @@ impl BoundPlatform {
             let consent = ConsentServer::new(ConsentService::new(platform.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
+            let edge = PartnerEdge::new(Arc::new(PartnerRateLimiter::new(
+                limits.partner_requests_per_second,
+                limits.partner_burst,
+            )));
             let mut routes = Routes::builder();
             routes
                 .add_service(tonic::service::interceptor::InterceptedService::new(
                     messaging,
-                    require_partner,
+                    edge.clone(),
                 ))
                 .add_service(tonic::service::interceptor::InterceptedService::new(
-                    consent,
-                    require_partner,
+                    consent, edge,
                 ));
             with_probes(
                 routes,

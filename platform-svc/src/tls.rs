@@ -35,9 +35,12 @@ pub enum TlsError {
         /// Why.
         source: rustls::pki_types::pem::Error,
     },
-    /// A file held no certificate.
+    /// A certificate file held no certificate.
     #[error("{0} holds no certificate")]
-    Empty(PathBuf),
+    NoCertificate(PathBuf),
+    /// A CRL file held no CRL.
+    #[error("{0} holds no certificate revocation list")]
+    NoCrl(PathBuf),
     /// rustls refused the configuration.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
@@ -71,9 +74,24 @@ pub fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'s
         .collect::<Result<Vec<_>, _>>()
         .map_err(pem_error(path))?;
     if certs.is_empty() {
-        return Err(TlsError::Empty(path.to_path_buf()));
+        return Err(TlsError::NoCertificate(path.to_path_buf()));
     }
     Ok(certs)
+}
+
+/// Reads every CRL in a PEM file; a file without one is an error, since accepting it would
+/// silently switch revocation off.
+fn read_crls(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(pem_error(path))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error(path))?;
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl(path.to_path_buf()));
+    }
+    Ok(crls)
 }
 
 fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
@@ -95,11 +113,7 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
             }
             let mut crls = Vec::new();
             for path in &files.crls {
-                for crl in
-                    CertificateRevocationListDer::pem_file_iter(path).map_err(pem_error(path))?
-                {
-                    crls.push(crl.map_err(pem_error(path))?);
-                }
+                crls.extend(read_crls(path)?);
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto())
                 .with_crls(crls)

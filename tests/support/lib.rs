@@ -38,6 +38,8 @@ pub struct TestPlatform {
     pub addrs: BoundAddrs,
     /// The platform's clock (advance it to reach deadlines).
     pub clock: Arc<Clock>,
+    /// Re-reads certificates and CRLs, as SIGHUP does for the binary.
+    pub reload_tls: Box<dyn Fn() -> Result<(), platform_svc::tls::TlsError> + Send + Sync>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -61,6 +63,7 @@ impl TestPlatform {
             .await
             .expect("bind");
         let addrs = bound.addrs().expect("addrs");
+        let reload_tls = Box::new(bound.tls_reloader());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             bound
@@ -75,6 +78,7 @@ impl TestPlatform {
             pki,
             addrs,
             clock,
+            reload_tls,
             stop: Some(stop),
             server: Some(server),
         }
