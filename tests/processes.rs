@@ -8,6 +8,7 @@ use consent_proto::platform::v1 as pb;
 use end_to_end::processes::{
     PartnerProcess, PlatformPorts, WorkDir, ensure_built, start_partner, start_platform,
 };
+use end_to_end::story::{ProcessStack, Story, tell};
 use end_to_end::{User, bearer, sign_up};
 use pb::account_client::AccountClient;
 use std::time::{Duration, Instant};
@@ -311,5 +312,32 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         refused.code(),
         tonic::Code::FailedPrecondition,
         "the partner holds nothing for alice any more"
+    );
+}
+
+#[tokio::test]
+async fn no_token_ever_appears_in_the_logs_of_a_full_scenario() {
+    ensure_built();
+    let dir = tempfile::tempdir().unwrap();
+    let mut story = Story::default();
+    let stack = ProcessStack::start(&mut story, dir.path()).await;
+    tell(&mut story, &stack.view()).await;
+    assert_eq!(story.failures, 0);
+    let logs = stack.stop();
+    let mut partner_calls_logged = 0;
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        partner_calls_logged += text.lines().filter(|l| l.contains("partner call")).count();
+        for prefix in ["pgt_", "pst_"] {
+            assert!(
+                !text.contains(prefix),
+                "{} contains a token ({prefix}…)",
+                log.display()
+            );
+        }
+    }
+    assert!(
+        partner_calls_logged >= 20,
+        "every partner call is logged at debug: {partner_calls_logged} found"
     );
 }

@@ -81,7 +81,7 @@ impl Process {
         let err = out.try_clone().expect("log file");
         let child = Command::new(bin_dir().join(program))
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,platform_svc=debug,partner_svc=debug")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -853,3 +853,77 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         story.expect("the audit chain is intact", verified.ok);
     }
 }
+
+/// The platform and every profile as processes on loopback, registered and healthy.
+pub struct ProcessStack {
+    /// The work directory with the PKI, databases and logs.
+    pub work: WorkDir,
+    /// The platform's listeners.
+    pub ports: crate::processes::PlatformPorts,
+    platform: crate::processes::Process,
+    partners: Vec<(&'static str, crate::processes::PartnerProcess)>,
+}
+
+impl ProcessStack {
+    /// Makes the PKI in `dir`, starts the platform, registers every profile as the operator,
+    /// and starts the partners, telling `story` what it does.
+    pub async fn start(story: &mut Story, dir: &std::path::Path) -> Self {
+        use crate::processes::{PlatformPorts, start_partner, start_platform};
+        story.act("Setting up: a development PKI, the platform and three partners as separate processes over mTLS");
+        let work = WorkDir::new(dir);
+        let ports = PlatformPorts::free();
+        let platform = start_platform(&work, ports).await;
+        story.note(&format!(
+            "platform: partners {} · operators {} · users {}",
+            ports.partner, ports.operator, ports.user
+        ));
+        let mut operator = PartnerAdminClient::new(
+            work.channel(ports.operator, Some("operator"))
+                .await
+                .expect("operator"),
+        );
+        register(story, &mut operator).await;
+        let mut partners = Vec::new();
+        for id in PROFILES {
+            let partner = start_partner(&work, id, ports.partner).await;
+            story.note(&format!("partner {id}: {}", partner.addr));
+            partners.push((*id, partner));
+        }
+        ProcessStack {
+            work,
+            ports,
+            platform,
+            partners,
+        }
+    }
+
+    /// The stack as the story sees it.
+    pub fn view(&self) -> Stack<'_> {
+        Stack {
+            work: &self.work,
+            partner: self.ports.partner,
+            operator: self.ports.operator,
+            user: self.ports.user,
+            partners: self
+                .partners
+                .iter()
+                .map(|(id, p)| {
+                    (
+                        *id,
+                        p.addr,
+                        Box::new(LocalStore(p.database.clone())) as Box<dyn PartnerData>,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Stops every process and returns their log files.
+    pub fn stop(self) -> Vec<std::path::PathBuf> {
+        let mut logs = vec![self.platform.log.clone()];
+        logs.extend(self.partners.iter().map(|(_, p)| p.process.log.clone()));
+        drop(self.partners);
+        drop(self.platform);
+        logs
+    }
+}
