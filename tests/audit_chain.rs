@@ -106,3 +106,25 @@ async fn deleted_and_truncated_records_are_caught() {
     );
     assert_eq!(truncated.first_bad_seq, export.head_seq);
 }
+
+#[tokio::test]
+async fn a_flipped_byte_and_swapped_records_are_named() {
+    let s = busy_scenario().await;
+    // One byte of one record changes: "/consent…" becomes "/Consent…".
+    tamper(
+        &s,
+        "UPDATE audit SET method = '/C' || substr(method, 3) WHERE seq = 5",
+    );
+    let flipped = verify(&s, None).await;
+    assert!(!flipped.ok);
+    assert_eq!(flipped.first_bad_seq, 5);
+
+    let s = busy_scenario().await;
+    // Records 3 and 4 trade places (their sequence numbers are swapped).
+    tamper(&s, "UPDATE audit SET seq = -3 WHERE seq = 3");
+    tamper(&s, "UPDATE audit SET seq = 3 WHERE seq = 4");
+    tamper(&s, "UPDATE audit SET seq = 4 WHERE seq = -3");
+    let swapped = verify(&s, None).await;
+    assert!(!swapped.ok);
+    assert_eq!(swapped.first_bad_seq, 3);
+}
