@@ -9,22 +9,15 @@ use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::compose::{ComposeStack, docker_available};
 use end_to_end::story::{PartnerData, Stack, Story, register_profiles, tell};
+use end_to_end::world::eventually;
 use end_to_end::{User, bearer, sign_up};
 use pb::account_client::AccountClient;
 use pb::partner_admin_client::PartnerAdminClient;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::Channel;
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+/// Containers restart and reconnect more slowly than processes.
+const WAIT: Duration = Duration::from_secs(90);
 
 /// A stack with every profile registered and alice (friends with bob) signed up.
 struct Seeded {
@@ -235,7 +228,7 @@ async fn stopping_the_platform_while_partners_send_delivers_every_accepted_share
     );
 
     let expected = accepted.len() + 1;
-    eventually("delivery of every accepted share", async || {
+    eventually("delivery of every accepted share", WAIT, async || {
         s.messages(&thread).await.len() >= expected
     })
     .await;
@@ -401,13 +394,13 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
     s.stack.docker(&[
         "network", "connect", "--alias", "music", &network, &container,
     ]);
-    eventually("the partner's purge after reconnecting", async || {
+    eventually("the partner's purge after reconnecting", WAIT, async || {
         store.token("alice").is_none() && store.cached_messages("alice") == 0
     })
     .await;
     let session = s.alice.session.clone();
     let mut account = s.account.clone();
-    eventually("the deletion attestation", async || {
+    eventually("the deletion attestation", WAIT, async || {
         let grants = account
             .list_grants(bearer(pb::ListGrantsRequest {}, &session))
             .await

@@ -5,137 +5,15 @@
 
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
-use end_to_end::processes::{
-    PartnerProcess, PlatformPorts, WorkDir, ensure_built, start_partner, start_platform,
-};
+use end_to_end::bearer;
+use end_to_end::processes::{PartnerProcess, ensure_built, start_partner, start_platform};
 use end_to_end::story::{ProcessStack, Story, tell};
-use end_to_end::{User, bearer, sign_up};
+use end_to_end::world::{connect_alice, eventually, partner_db, world};
 use pb::account_client::AccountClient;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::Channel;
 
-struct World {
-    work: WorkDir,
-    ports: PlatformPorts,
-    account: AccountClient<Channel>,
-    alice: User,
-    bob: User,
-    _dir: tempfile::TempDir,
-}
-
-async fn world() -> (World, end_to_end::processes::Process) {
-    ensure_built();
-    let dir = tempfile::tempdir().unwrap();
-    let work = WorkDir::new(dir.path());
-    let ports = PlatformPorts::free();
-    let platform = start_platform(&work, ports).await;
-    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
-        work.channel(ports.operator, Some("operator"))
-            .await
-            .unwrap(),
-    );
-    let scopes = [
-        pb::Scope::ThreadsRead,
-        pb::Scope::MessagesRead,
-        pb::Scope::MessagesWrite,
-    ]
-    .map(|s| s as i32)
-    .to_vec();
-    operator
-        .register_partner(pb::RegisterPartnerRequest {
-            partner_id: "music".into(),
-            display_name: "Music App".into(),
-            allowed_scopes: scopes.clone(),
-            features: vec![pb::Feature {
-                name: "share-tracks".into(),
-                description: "share".into(),
-                scopes,
-                retired: false,
-            }],
-        })
-        .await
-        .unwrap();
-    let mut account = AccountClient::new(work.channel(ports.user, None).await.unwrap());
-    let alice = sign_up(&mut account, "alice").await;
-    let bob = sign_up(&mut account, "bob").await;
-    account
-        .add_friend(bearer(
-            pb::AddFriendRequest {
-                user_name: "bob".into(),
-            },
-            &alice.session,
-        ))
-        .await
-        .unwrap();
-    (
-        World {
-            work,
-            ports,
-            account,
-            alice,
-            bob,
-            _dir: dir,
-        },
-        platform,
-    )
-}
-
-async fn connect_alice(
-    w: &mut World,
-    music: &PartnerProcess,
-) -> app::partner_app_client::PartnerAppClient<Channel> {
-    let mut client = music.client(&w.work).await;
-    client
-        .connect_user(app::ConnectUserRequest {
-            user_name: "alice".into(),
-            thread_ids: vec![],
-        })
-        .await
-        .unwrap();
-    let pending = w
-        .account
-        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &w.alice.session))
-        .await
-        .unwrap()
-        .into_inner();
-    let request_id = pending.requests[0].request_id.clone();
-    w.account
-        .approve_request(bearer(
-            pb::ApproveRequestRequest {
-                request_id,
-                ..Default::default()
-            },
-            &w.alice.session,
-        ))
-        .await
-        .unwrap();
-    let status = client
-        .connection_status(app::ConnectionStatusRequest {
-            user_name: "alice".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.status, "CONNECTED");
-    client
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn partner_db(music: &PartnerProcess) -> rusqlite::Connection {
-    let db = rusqlite::Connection::open(&music.database).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly_once() {
@@ -196,7 +74,7 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
             .map(|r| r.into_inner().messages)
             .unwrap_or_default()
     };
-    eventually("delivery of the queued shares", async || {
+    eventually("delivery of the queued shares", WAIT, async || {
         listing(&mut account).await.len() == 6
     })
     .await;
@@ -287,10 +165,13 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         database: music.database.clone(),
         ..start_partner(&w.work, "music", w.ports.partner).await
     };
-    eventually("the partner's purge", async || held(&music) == (false, 0)).await;
+    eventually("the partner's purge", WAIT, async || {
+        held(&music) == (false, 0)
+    })
+    .await;
     let session = w.alice.session.clone();
     let mut account = w.account.clone();
-    eventually("the deletion attestation", async || {
+    eventually("the deletion attestation", WAIT, async || {
         let grants = account
             .list_grants(bearer(pb::ListGrantsRequest {}, &session))
             .await

@@ -22,6 +22,7 @@ use tonic_types::StatusExt;
 pub mod compose;
 pub mod processes;
 pub mod story;
+pub mod world;
 
 /// Trust domain of test certificates.
 pub const TRUST_DOMAIN: &str = "consent.test";

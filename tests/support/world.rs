@@ -1,0 +1,145 @@
+//! A platform process with the music partner registered and alice (friends with bob)
+//! signed up: the starting point of the process-level tests.
+
+use crate::processes::{
+    PartnerProcess, PlatformPorts, Process, WorkDir, ensure_built, start_platform,
+};
+use crate::{User, bearer, sign_up};
+use consent_proto::partner::v1 as app;
+use consent_proto::platform::v1 as pb;
+use pb::account_client::AccountClient;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// The seeded world.
+pub struct World {
+    /// PKI and files.
+    pub work: WorkDir,
+    /// The platform's listeners.
+    pub ports: PlatformPorts,
+    /// The platform's own client.
+    pub account: AccountClient<Channel>,
+    /// The user who connects apps.
+    pub alice: User,
+    /// Her friend.
+    pub bob: User,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the platform, registers music, signs up alice and bob.
+pub async fn world() -> (World, Process) {
+    ensure_built();
+    let dir = tempfile::tempdir().unwrap();
+    let work = WorkDir::new(dir.path());
+    let ports = PlatformPorts::free();
+    let platform = start_platform(&work, ports).await;
+    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
+        work.channel(ports.operator, Some("operator"))
+            .await
+            .unwrap(),
+    );
+    let scopes = [
+        pb::Scope::ThreadsRead,
+        pb::Scope::MessagesRead,
+        pb::Scope::MessagesWrite,
+    ]
+    .map(|s| s as i32)
+    .to_vec();
+    operator
+        .register_partner(pb::RegisterPartnerRequest {
+            partner_id: "music".into(),
+            display_name: "Music App".into(),
+            allowed_scopes: scopes.clone(),
+            features: vec![pb::Feature {
+                name: "share-tracks".into(),
+                description: "share".into(),
+                scopes,
+                retired: false,
+            }],
+        })
+        .await
+        .unwrap();
+    let mut account = AccountClient::new(work.channel(ports.user, None).await.unwrap());
+    let alice = sign_up(&mut account, "alice").await;
+    let bob = sign_up(&mut account, "bob").await;
+    account
+        .add_friend(bearer(
+            pb::AddFriendRequest {
+                user_name: "bob".into(),
+            },
+            &alice.session,
+        ))
+        .await
+        .unwrap();
+    (
+        World {
+            work,
+            ports,
+            account,
+            alice,
+            bob,
+            _dir: dir,
+        },
+        platform,
+    )
+}
+
+/// alice connects the music partner, approving everything it asks.
+pub async fn connect_alice(
+    w: &mut World,
+    music: &PartnerProcess,
+) -> app::partner_app_client::PartnerAppClient<Channel> {
+    let mut client = music.client(&w.work).await;
+    client
+        .connect_user(app::ConnectUserRequest {
+            user_name: "alice".into(),
+            thread_ids: vec![],
+        })
+        .await
+        .unwrap();
+    let pending = w
+        .account
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &w.alice.session))
+        .await
+        .unwrap()
+        .into_inner();
+    let request_id = pending.requests[0].request_id.clone();
+    w.account
+        .approve_request(bearer(
+            pb::ApproveRequestRequest {
+                request_id,
+                ..Default::default()
+            },
+            &w.alice.session,
+        ))
+        .await
+        .unwrap();
+    let status = client
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, "CONNECTED");
+    client
+}
+
+/// Waits until `check` holds, at most `within`.
+pub async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A connection to a partner's store.
+pub fn partner_db(music: &PartnerProcess) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(&music.database).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db
+}
