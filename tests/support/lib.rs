@@ -21,6 +21,7 @@ use tonic_types::StatusExt;
 
 pub mod compose;
 pub mod processes;
+pub mod raw_h2;
 pub mod story;
 pub mod world;
 
