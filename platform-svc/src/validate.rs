@@ -167,10 +167,11 @@ pub fn page_cursor(page_token: &str) -> Checked<i64> {
         .ok_or_else(|| ApiError::invalid("page_token", "is not a token this service issued"))
 }
 
-/// The token for the page after the row with `cursor`, or "" when the page was not full.
-pub fn next_page_token(cursor: Option<i64>, rows: usize, page: Page) -> String {
-    match cursor {
-        Some(cursor) if rows == page.limit => format!("c{cursor}"),
+/// The token for the page after `rows` (each with its cursor), or "" when the page was
+/// not full.
+pub fn next_page_token<T>(rows: &[T], cursor: impl Fn(&T) -> i64, page: Page) -> String {
+    match rows.last() {
+        Some(last) if rows.len() == page.limit => format!("c{}", cursor(last)),
         _ => String::new(),
     }
 }

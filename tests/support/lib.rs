@@ -335,51 +335,14 @@ impl Scenario {
     pub async fn with_platform(platform: TestPlatform) -> Self {
         register_partners(&platform).await;
         let mut account = platform.account().await;
-        let mut users = Vec::new();
-        for name in ["alice", "bob", "carol"] {
-            users.push(sign_up(&mut account, name).await);
-        }
-        let (alice, bob, carol) = (users[0].clone(), users[1].clone(), users[2].clone());
-        for friend in ["bob", "carol"] {
-            account
-                .add_friend(bearer(
-                    pb::AddFriendRequest {
-                        user_name: friend.into(),
-                    },
-                    &alice.session,
-                ))
-                .await
-                .expect("add friend");
-        }
-        let thread = account
-            .create_thread(bearer(
-                pb::CreateThreadRequest {
-                    participant_ids: vec![bob.id.clone(), carol.id.clone()],
-                    title: "family".into(),
-                },
-                &alice.session,
-            ))
-            .await
-            .expect("create thread")
-            .into_inner();
-        let old = account
-            .send_message(bearer(
-                pb::AccountSendMessageRequest {
-                    thread_id: thread.thread_id.clone(),
-                    body: "dinner at 7?".into(),
-                },
-                &alice.session,
-            ))
-            .await
-            .expect("send")
-            .into_inner();
+        let family = seed_family(&mut account).await;
         Scenario {
             platform,
-            alice,
-            bob,
-            carol,
-            family_thread: thread.thread_id,
-            old_message: old.message_id,
+            alice: family.alice,
+            bob: family.bob,
+            carol: family.carol,
+            family_thread: family.thread_id,
+            old_message: family.first_message,
         }
     }
 
@@ -467,5 +430,69 @@ pub async fn sign_up(account: &mut AccountClient<Channel>, name: &str) -> User {
         name: name.into(),
         id: session.user_id,
         session: session.session_token,
+    }
+}
+
+/// Three users and their thread, as most scenarios start.
+pub struct Family {
+    /// alice, friends with bob and carol.
+    pub alice: User,
+    /// bob.
+    pub bob: User,
+    /// carol.
+    pub carol: User,
+    /// A "family" thread of the three that alice started.
+    pub thread_id: String,
+    /// alice's first message there, sent before any grant.
+    pub first_message: String,
+}
+
+/// Signs up alice, bob and carol, befriends them with alice, and starts the family thread
+/// with alice's "dinner at 7?".
+pub async fn seed_family(account: &mut AccountClient<Channel>) -> Family {
+    let alice = sign_up(account, "alice").await;
+    let bob = sign_up(account, "bob").await;
+    let carol = sign_up(account, "carol").await;
+    for friend in ["bob", "carol"] {
+        account
+            .add_friend(bearer(
+                pb::AddFriendRequest {
+                    user_name: friend.into(),
+                },
+                &alice.session,
+            ))
+            .await
+            .expect("add friend");
+    }
+    let thread_id = account
+        .create_thread(bearer(
+            pb::CreateThreadRequest {
+                participant_ids: vec![bob.id.clone(), carol.id.clone()],
+                title: "family".into(),
+            },
+            &alice.session,
+        ))
+        .await
+        .expect("create thread")
+        .into_inner()
+        .thread_id;
+    let first_message = account
+        .send_message(bearer(
+            pb::AccountSendMessageRequest {
+                thread_id: thread_id.clone(),
+                body: "dinner at 7?".into(),
+            },
+            &alice.session,
+        ))
+        .await
+        .expect("send")
+        .into_inner()
+        .message_id;
+    Family {
+        alice,
+        bob,
+        carol,
+        thread_id,
+        first_message,
     }
 }

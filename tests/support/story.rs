@@ -2,7 +2,7 @@
 //! the compose stack in containers. Every step says what each side did and whether it was
 //! allowed or refused, and counts what did not behave as told.
 
-use crate::{User, bearer, sign_up};
+use crate::{User, bearer};
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use partner_svc::config::PartnerConfig;
@@ -363,32 +363,13 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     );
 
     let mut account = AccountClient::new(work.channel(stack.user, None).await.expect("account"));
-    let alice = sign_up(&mut account, "alice").await;
-    let bob = sign_up(&mut account, "bob").await;
-    let carol = sign_up(&mut account, "carol").await;
-    for friend in ["bob", "carol"] {
-        account
-            .add_friend(bearer(
-                pb::AddFriendRequest {
-                    user_name: friend.into(),
-                },
-                &alice.session,
-            ))
-            .await
-            .expect("friend");
-    }
-    let family = account
-        .create_thread(bearer(
-            pb::CreateThreadRequest {
-                participant_ids: vec![bob.id.clone(), carol.id.clone()],
-                title: "family".into(),
-            },
-            &alice.session,
-        ))
-        .await
-        .expect("thread")
-        .into_inner()
-        .thread_id;
+    let crate::Family {
+        alice,
+        bob,
+        carol,
+        thread_id: family,
+        first_message,
+    } = crate::seed_family(&mut account).await;
     let say =
         async |account: &mut AccountClient<Channel>, user: &User, thread: &str, body: &str| {
             account
@@ -403,7 +384,6 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
                 .expect("send")
                 .into_inner()
         };
-    let old = say(&mut account, &alice, &family, "Dinner at 7?").await;
     say(&mut account, &carol, &family, "I'll bring dessert").await;
     story.note("seeded users alice, bob, carol; alice's friends bob and carol; a 'family' thread with two messages");
 
@@ -630,7 +610,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         music_messaging
             .get_message(bearer(
                 pb::GetMessageRequest {
-                    message_id: old.message_id.clone(),
+                    message_id: first_message.clone(),
                 },
                 &party_token,
             ))

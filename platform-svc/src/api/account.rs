@@ -291,11 +291,7 @@ impl Account for AccountService {
             let rows = repo.threads_of(&user.id, &ThreadFilter::All, page)?;
             Ok(pb::ListThreadsResponse {
                 threads: rows.iter().map(|(_, t)| convert::thread(t)).collect(),
-                next_page_token: validate::next_page_token(
-                    rows.last().map(|(c, _)| *c),
-                    rows.len(),
-                    page,
-                ),
+                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
             })
         })
         .await
@@ -316,11 +312,7 @@ impl Account for AccountService {
                     .iter()
                     .map(|(_, row)| convert::message(&row.message))
                     .collect(),
-                next_page_token: validate::next_page_token(
-                    rows.last().map(|(c, _)| *c),
-                    rows.len(),
-                    page,
-                ),
+                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
             })
         })
         .await
@@ -535,9 +527,8 @@ impl Account for AccountService {
         let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
         self.as_user(&request, move |repo, user, _| {
             let records = repo.audit_records_of_user(&user.id, page.after, page.limit)?;
-            let last = records.last().map(|r| r.seq);
             Ok(pb::ReadAccessLogResponse {
-                next_page_token: validate::next_page_token(last, records.len(), page),
+                next_page_token: validate::next_page_token(&records, |r| r.seq, page),
                 records: records.iter().map(convert::audit_record).collect(),
             })
         })

@@ -90,11 +90,7 @@ impl Messaging for MessagingService {
             }
             Ok(pb::ListThreadsResponse {
                 threads,
-                next_page_token: validate::next_page_token(
-                    rows.last().map(|(c, _)| *c),
-                    rows.len(),
-                    page,
-                ),
+                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
             })
         })
         .await
@@ -125,11 +121,7 @@ impl Messaging for MessagingService {
                 .collect();
             Ok(pb::ListMessagesResponse {
                 messages,
-                next_page_token: validate::next_page_token(
-                    rows.last().map(|(c, _)| *c),
-                    rows.len(),
-                    page,
-                ),
+                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
             })
         })
         .await
@@ -285,11 +277,7 @@ impl Messaging for MessagingService {
                         display_name: u.display_name.clone(),
                     })
                     .collect(),
-                next_page_token: validate::next_page_token(
-                    rows.last().map(|(c, _)| *c),
-                    rows.len(),
-                    page,
-                ),
+                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
             })
         })
         .await
