@@ -49,7 +49,7 @@ fn world() -> &'static World {
             new_token(SESSION_TOKEN_PREFIX),
         );
         let (grant_hash, session_hash) = (hash_token(&grant_token), hash_token(&session_token));
-        transact(&store, |repo| {
+        transact(&store, move |repo| {
             let all = ScopeSet::of(&Scope::ALL);
             repo.insert_partner(
                 &Partner {

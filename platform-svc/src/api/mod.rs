@@ -13,9 +13,8 @@ mod partner_call;
 use crate::clock::{Clock, DAY_MS};
 use crate::config::Policy;
 use crate::consent::LifetimePolicy;
-use crate::error::ApiError;
 use crate::model::{Grant, GrantState};
-use crate::store::{Repo, Store, StoreResult, transact};
+use crate::store::{Repo, Store, StoreResult, execute};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -66,16 +65,13 @@ impl std::fmt::Debug for Platform {
 }
 
 impl Platform {
-    /// Runs `work` in one store transaction on the blocking pool, with the current time.
+    /// Runs `work` in a store transaction with the current time; returns once committed.
     pub async fn run<R: Send + 'static>(
         &self,
         work: impl FnOnce(&mut dyn Repo, i64) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
-        let store = self.store.clone();
         let now_ms = self.clock.now_ms();
-        tokio::task::spawn_blocking(move || transact(store.as_ref(), |repo| work(repo, now_ms)))
-            .await
-            .map_err(|e| ApiError::Storage(format!("store task failed: {e}")))?
+        execute(self.store.as_ref(), move |repo| work(repo, now_ms)).await
     }
 
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an

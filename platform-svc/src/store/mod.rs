@@ -1,6 +1,11 @@
 //! Storage behind a narrow interface. Handlers see only [`Repo`]'s typed operations inside
 //! one transaction, never SQL, so another backend (PostgreSQL for replicas) implements
 //! [`Store`] and [`Repo`] without touching them.
+//!
+//! Work reaches the store as [`Job`]s. The store may run many jobs in one transaction
+//! (group commit: one fsync for a whole batch), each in a savepoint of its own so that a
+//! failing job takes only its own writes back; a job learns its result only once the
+//! batch is durably committed.
 
 mod migrations;
 mod sqlite;
@@ -59,30 +64,94 @@ pub struct IdempotentResponse {
     pub response: Vec<u8>,
 }
 
+/// One unit of work: it runs inside a transaction, then hears how the commit went.
+pub trait Job: Send {
+    /// Runs against the store; returns false when its writes must be taken back.
+    fn run(&mut self, repo: &mut dyn Repo) -> bool;
+    /// Called once the transaction it ran in is durably committed, or failed to commit.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
 /// A durable store of everything the platform knows.
 pub trait Store: Send + Sync + 'static {
-    /// Runs `work` in one serialisable transaction, committed durably only if it returns Ok.
-    fn transact(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()>;
+    /// Queues `job`; it runs in a later transaction and finishes after that commits.
+    fn submit(&self, job: Box<dyn Job>);
     /// The newest grant-event sequence number, updated after each commit that added events.
     fn event_watch(&self) -> watch::Receiver<i64>;
     /// Installation secret that keys per-partner pseudonyms.
     fn pseudonym_key(&self) -> &str;
 }
 
-/// Runs `work` in one transaction of `store` and returns its value.
-pub fn transact<R>(
+/// A closure as a [`Job`], delivering its output through `reply` once committed.
+struct Pending<F, R> {
+    work: Option<F>,
+    output: Option<StoreResult<R>>,
+    reply: Box<dyn FnOnce(StoreResult<R>) + Send>,
+}
+
+impl<F, R> Job for Pending<F, R>
+where
+    F: FnOnce(&mut dyn Repo) -> StoreResult<R> + Send,
+    R: Send,
+{
+    fn run(&mut self, repo: &mut dyn Repo) -> bool {
+        let output = match self.work.take() {
+            Some(work) => work(repo),
+            None => Err(ApiError::Storage("job ran twice".into())),
+        };
+        let keep = output.is_ok();
+        self.output = Some(output);
+        keep
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let result = match (self.output, committed) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(e)) => Err(ApiError::Storage(e)),
+            (None, Ok(())) => Err(ApiError::Storage("job did not run".into())),
+        };
+        (self.reply)(result);
+    }
+}
+
+fn pending<R: Send + 'static>(
+    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
+    reply: impl FnOnce(StoreResult<R>) + Send + 'static,
+) -> Box<dyn Job> {
+    Box::new(Pending {
+        work: Some(work),
+        output: None,
+        reply: Box::new(reply),
+    })
+}
+
+/// Runs `work` in one of the store's transactions and returns its value once committed.
+pub async fn execute<R: Send + 'static>(
     store: &dyn Store,
-    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R>,
+    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
 ) -> StoreResult<R> {
-    let mut work = Some(work);
-    let mut output = None;
-    store.transact(&mut |repo| {
-        if let Some(work) = work.take() {
-            output = Some(work(repo)?);
-        }
-        Ok(())
-    })?;
-    output.ok_or_else(|| ApiError::Storage("transaction body did not run".into()))
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    store.submit(pending(work, move |result| {
+        let _ = sender.send(result);
+    }));
+    receiver
+        .await
+        .map_err(|_| ApiError::Storage("the store stopped".into()))?
+}
+
+/// Like [`execute`], blocking the calling thread (for code outside the async runtime).
+pub fn transact<R: Send + 'static>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
+) -> StoreResult<R> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    store.submit(pending(work, move |result| {
+        let _ = sender.send(result);
+    }));
+    receiver
+        .recv()
+        .map_err(|_| ApiError::Storage("the store stopped".into()))?
 }
 
 /// The operations available inside a transaction.

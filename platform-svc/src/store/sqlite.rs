@@ -1,8 +1,12 @@
-//! The embedded SQLite store: one connection in WAL mode with `synchronous=FULL`, so a
-//! commit is on disk before the call that made it returns.
+//! The embedded SQLite store: one connection in WAL mode with `synchronous=FULL`, owned by
+//! a writer thread that runs queued jobs in batches — one transaction and one fsync per
+//! batch, a savepoint per job — so a commit is on disk before any job of it returns, and
+//! concurrent calls share the cost of the fsync instead of queueing behind each other's.
 
 use super::migrations::MIGRATIONS;
-use super::{IdempotentResponse, MessageRow, Page, Paged, Repo, Store, StoreResult, ThreadFilter};
+use super::{
+    IdempotentResponse, Job, MessageRow, Page, Paged, Repo, Store, StoreResult, ThreadFilter,
+};
 use crate::audit::record_hash;
 use crate::error::{ApiError, Reason};
 use crate::model::{
@@ -10,14 +14,17 @@ use crate::model::{
     Message, Partner, RequestStatus, Scope, ScopeSet, Thread, User,
 };
 use consent_proto::platform::v1::GrantEventKind;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::mpsc;
 use tokio::sync::watch;
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 256;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
     events: watch::Sender<i64>,
     pseudonym_key: String,
 }
@@ -59,12 +66,69 @@ impl SqliteStore {
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM grant_events", [], |r| {
                 r.get(0)
             })?;
+        let events = watch::Sender::new(last_event);
+        let (jobs, queue) = mpsc::channel();
+        let writer_events = events.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_batches(&conn, &queue, &writer_events))
+            .map_err(|e| ApiError::Storage(format!("starting the writer: {e}")))?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            events: watch::Sender::new(last_event),
+            jobs,
+            events,
             pseudonym_key,
         })
     }
+}
+
+/// The writer thread: takes every job waiting, runs them in one transaction, commits once,
+/// then tells each job. Ends when the store is dropped.
+fn write_batches(
+    conn: &Connection,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+    events: &watch::Sender<i64>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut last_event = None;
+        let committed = run_batch(conn, &mut batch, &mut last_event).map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        } else if let Some(seq) = last_event {
+            events.send_replace(seq);
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn run_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    last_event: &mut Option<i64>,
+) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT job")?;
+        let mut repo = SqliteRepo {
+            conn,
+            last_event: None,
+        };
+        if job.run(&mut repo) {
+            conn.execute_batch("RELEASE job")?;
+            *last_event = repo.last_event.or(*last_event);
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        }
+    }
+    conn.execute_batch("COMMIT")
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -79,23 +143,10 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 }
 
 impl Store for SqliteStore {
-    fn transact(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| ApiError::Storage("store lock poisoned".into()))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut repo = SqliteRepo {
-            tx: &tx,
-            last_event: None,
-        };
-        work(&mut repo)?;
-        let last_event = repo.last_event;
-        tx.commit()?;
-        if let Some(seq) = last_event {
-            self.events.send_replace(seq);
+    fn submit(&self, job: Box<dyn Job>) {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
+            job.finish(Err("the store's writer stopped".into()));
         }
-        Ok(())
     }
 
     fn event_watch(&self) -> watch::Receiver<i64> {
@@ -108,7 +159,7 @@ impl Store for SqliteStore {
 }
 
 struct SqliteRepo<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    conn: &'a Connection,
     last_event: Option<i64>,
 }
 
@@ -241,7 +292,7 @@ fn limit(page: Page) -> i64 {
 
 impl SqliteRepo<'_> {
     fn participants(&self, thread_id: &str) -> StoreResult<Vec<String>> {
-        let mut stmt = self.tx.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT user_id FROM thread_participants WHERE thread_id = ?1 ORDER BY user_id",
         )?;
         let rows = stmt.query_map([thread_id], |r| r.get(0))?;
@@ -272,7 +323,7 @@ impl SqliteRepo<'_> {
         args: impl rusqlite::Params,
     ) -> StoreResult<Vec<Grant>> {
         let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition}");
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, grant_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -283,7 +334,7 @@ impl SqliteRepo<'_> {
         args: impl rusqlite::Params,
     ) -> StoreResult<Vec<AuditRecord>> {
         let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE {condition}");
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, audit_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -291,7 +342,7 @@ impl SqliteRepo<'_> {
 
 impl Repo for SqliteRepo<'_> {
     fn insert_user(&mut self, user: &User, now_ms: i64) -> StoreResult<()> {
-        let result = self.tx.execute(
+        let result = self.conn.execute(
             "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![user.id, user.name, user.display_name, user.password_hash, user.hide_from_others_apps, now_ms],
         );
@@ -300,16 +351,16 @@ impl Repo for SqliteRepo<'_> {
 
     fn user_by_name(&mut self, name: &str) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
-        Ok(self.tx.query_row(&sql, [name], user_row).optional()?)
+        Ok(self.conn.query_row(&sql, [name], user_row).optional()?)
     }
 
     fn user_by_id(&mut self, id: &str) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
-        Ok(self.tx.query_row(&sql, [id], user_row).optional()?)
+        Ok(self.conn.query_row(&sql, [id], user_row).optional()?)
     }
 
     fn set_hide_from_others_apps(&mut self, user_id: &str, hide: bool) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE users SET hide_from_others_apps = ?2 WHERE id = ?1",
             params![user_id, hide],
         )?;
@@ -322,7 +373,7 @@ impl Repo for SqliteRepo<'_> {
         user_id: &str,
         expires_ms: i64,
     ) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_ms) VALUES (?1, ?2, ?3)",
             params![token_hash, user_id, expires_ms],
         )?;
@@ -331,7 +382,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 "SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_ms > ?2",
                 params![token_hash, now_ms],
@@ -342,7 +393,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn add_friendship(&mut self, a: &str, b: &str) -> StoreResult<()> {
         let mut stmt = self
-            .tx
+            .conn
             .prepare_cached("INSERT OR IGNORE INTO friends (user_id, friend_id) VALUES (?1, ?2)")?;
         stmt.execute([a, b])?;
         stmt.execute([b, a])?;
@@ -351,7 +402,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn are_friends(&mut self, a: &str, b: &str) -> StoreResult<bool> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2",
                 [a, b],
@@ -371,7 +422,7 @@ impl Repo for SqliteRepo<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
             Ok((
                 r.get(0)?,
@@ -388,11 +439,11 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_thread(&mut self, thread: &Thread) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO threads (id, title, started_by_partner, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![thread.id, thread.title, thread.started_by_partner, thread.created_ms],
         )?;
-        let mut stmt = self.tx.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO thread_participants (thread_id, user_id) VALUES (?1, ?2)",
         )?;
         for user_id in &thread.participants {
@@ -403,7 +454,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn thread(&mut self, id: &str) -> StoreResult<Option<Thread>> {
         let row = self
-            .tx
+            .conn
             .query_row(
                 "SELECT seq, id, title, started_by_partner, created_ms FROM threads WHERE id = ?1",
                 [id],
@@ -434,7 +485,7 @@ impl Repo for SqliteRepo<'_> {
              WHERE p.user_id = ?1 AND t.seq > ?2 AND {condition} ORDER BY t.seq LIMIT ?3"
         );
         let rows: Vec<(i64, String, String, Option<String>, i64)> = {
-            let mut stmt = self.tx.prepare_cached(&sql)?;
+            let mut stmt = self.conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![user_id, page.after, limit(page), arg], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?;
@@ -446,7 +497,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_message(&mut self, message: &Message) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO messages (id, thread_id, sender_id, body, created_ms, sent_by_partner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![message.id, message.thread_id, message.sender_id, message.body, message.created_ms, message.sent_by_partner],
         )?;
@@ -458,7 +509,7 @@ impl Repo for SqliteRepo<'_> {
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ?1"
         );
         Ok(self
-            .tx
+            .conn
             .query_row(&sql, [id], message_row)
             .optional()?
             .map(|(_, row)| row))
@@ -474,7 +525,7 @@ impl Repo for SqliteRepo<'_> {
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
              WHERE m.thread_id = ?1 AND m.seq > ?2 AND m.created_ms >= ?3 ORDER BY m.seq LIMIT ?4"
         );
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
             params![thread_id, page.after, since_ms, limit(page)],
             message_row,
@@ -483,13 +534,13 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn delete_message(&mut self, id: &str) -> StoreResult<()> {
-        self.tx
+        self.conn
             .execute("DELETE FROM messages WHERE id = ?1", [id])?;
         Ok(())
     }
 
     fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
-        let result = self.tx.execute(
+        let result = self.conn.execute(
             "INSERT INTO partners (id, display_name, allowed_scopes, suspended, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, now_ms],
         );
@@ -501,7 +552,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
                 [id],
@@ -518,13 +569,13 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn suspend_partner(&mut self, id: &str) -> StoreResult<()> {
-        self.tx
+        self.conn
             .execute("UPDATE partners SET suspended = 1 WHERE id = ?1", [id])?;
         Ok(())
     }
 
     fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()> {
-        let result = self.tx.execute(
+        let result = self.conn.execute(
             "INSERT INTO features (partner_id, name, description, scopes, retired) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![feature.partner_id, feature.name, feature.description, feature.scopes.bits(), feature.retired],
         );
@@ -535,7 +586,7 @@ impl Repo for SqliteRepo<'_> {
         let sql =
             format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 AND name = ?2");
         Ok(self
-            .tx
+            .conn
             .query_row(&sql, [partner_id, name], feature_row)
             .optional()?)
     }
@@ -543,13 +594,13 @@ impl Repo for SqliteRepo<'_> {
     fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>> {
         let sql =
             format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 ORDER BY name");
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([partner_id], feature_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn retire_feature(&mut self, partner_id: &str, name: &str) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE features SET retired = 1 WHERE partner_id = ?1 AND name = ?2",
             [partner_id, name],
         )?;
@@ -557,7 +608,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO access_requests (id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
@@ -571,14 +622,14 @@ impl Repo for SqliteRepo<'_> {
 
     fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>> {
         let sql = format!("SELECT {REQUEST_COLUMNS} FROM access_requests WHERE id = ?1");
-        Ok(self.tx.query_row(&sql, [id], request_row).optional()?)
+        Ok(self.conn.query_row(&sql, [id], request_row).optional()?)
     }
 
     fn pending_requests(&mut self, user_id: &str) -> StoreResult<Vec<AccessRequest>> {
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 ORDER BY created_ms, id"
         );
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![user_id, RequestStatus::Pending as i32], request_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -589,7 +640,7 @@ impl Repo for SqliteRepo<'_> {
         status: RequestStatus,
         grant_id: Option<&str>,
     ) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE access_requests SET status = ?2, grant_id = COALESCE(?3, grant_id) WHERE id = ?1",
             params![id, status as i32, grant_id],
         )?;
@@ -597,7 +648,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_grant(&mut self, g: &Grant) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO grants (id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
@@ -610,7 +661,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn set_grant_token(&mut self, grant_id: &str, token_hash: &str) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE grants SET token_hash = ?2 WHERE id = ?1",
             [grant_id, token_hash],
         )?;
@@ -674,7 +725,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE grants SET state = ?2, ended_ms = ?3 WHERE id = ?1 AND state = ?4",
             params![id, state.to_i32(), now_ms, GrantState::Active.to_i32()],
         )?;
@@ -682,11 +733,11 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE grants SET last_used_ms = ?2 WHERE id = ?1",
             params![id, now_ms],
         )?;
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO grant_scope_use (grant_id, scope, last_used_ms) VALUES (?1, ?2, ?3) \
              ON CONFLICT (grant_id, scope) DO UPDATE SET last_used_ms = excluded.last_used_ms",
             params![id, ScopeSet::of(&[scope]).bits(), now_ms],
@@ -695,7 +746,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn used_scopes(&mut self, id: &str) -> StoreResult<ScopeSet> {
-        let bits: i64 = self.tx.query_row(
+        let bits: i64 = self.conn.query_row(
             "SELECT COALESCE(SUM(scope), 0) FROM grant_scope_use WHERE grant_id = ?1",
             [id],
             |r| r.get(0),
@@ -704,7 +755,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE grants SET attested_ms = COALESCE(attested_ms, ?2) WHERE id = ?1",
             params![id, now_ms],
         )?;
@@ -712,11 +763,11 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn push_event(&mut self, grant: &Grant, kind: GrantEventKind, now_ms: i64) -> StoreResult<i64> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO grant_events (partner_id, grant_id, user_id, kind, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![grant.partner_id, grant.id, grant.user_id, kind as i32, now_ms],
         )?;
-        let seq = self.tx.last_insert_rowid();
+        let seq = self.conn.last_insert_rowid();
         self.last_event = Some(seq);
         Ok(seq)
     }
@@ -727,7 +778,7 @@ impl Repo for SqliteRepo<'_> {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<GrantEvent>> {
-        let mut stmt = self.tx.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
              WHERE partner_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
@@ -754,7 +805,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<AuditRecord> {
         let (last_seq, prev_hash) = self
-            .tx
+            .conn
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
@@ -764,7 +815,7 @@ impl Repo for SqliteRepo<'_> {
             .unwrap_or((0, String::new()));
         let seq = last_seq + 1;
         let hash = record_hash(seq, now_ms, entry, &prev_hash);
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
@@ -817,7 +868,7 @@ impl Repo for SqliteRepo<'_> {
         key: &str,
     ) -> StoreResult<Option<IdempotentResponse>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 "SELECT request_hash, response FROM idempotency WHERE partner_id = ?1 AND key = ?2",
                 [partner_id, key],
@@ -837,7 +888,7 @@ impl Repo for SqliteRepo<'_> {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO idempotency (partner_id, key, request_hash, response) VALUES (?1, ?2, ?3, ?4)",
             params![partner_id, key, response.request_hash, response.response],
         )?;
