@@ -244,8 +244,9 @@ impl BoundPlatform {
     }
 }
 
-/// The gRPC server with every HTTP/2 limit set explicitly.
-fn transport(limits: &TransportLimits) -> Server {
+/// The gRPC server with every HTTP/2 limit set explicitly (the benchmark's baseline
+/// serves with it too).
+pub fn transport(limits: &TransportLimits) -> Server {
     Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))

@@ -76,7 +76,8 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(program: &str, args: &[String], log: PathBuf) -> Self {
+    /// Starts `program` from this build's binaries with `args`, its output in `log`.
+    pub fn spawn(program: &str, args: &[String], log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(bin_dir().join(program))
@@ -88,6 +89,11 @@ impl Process {
             .spawn()
             .unwrap_or_else(|e| panic!("start {program}: {e}"));
         Process { child, log }
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills it at once (SIGKILL) and reaps it.

@@ -1,0 +1,417 @@
+//! `bench`: what consent enforcement costs, measured against a baseline served by the same
+//! stack in the same run. The platform runs as its own process; the baseline is a bare echo
+//! service behind the platform's own mutual TLS and limits, returning as many bytes as each
+//! measured call. Writes a Markdown table and a JSON file, and says for each goal whether
+//! it is met. `--quick` runs every measurement briefly (for CI); figures are not asserted.
+
+mod echo;
+mod load;
+mod report;
+
+use consent_proto::bench::v1::{EchoRequest, echo_client::EchoClient};
+use consent_proto::platform::v1 as pb;
+use end_to_end::processes::{
+    PlatformPorts, Process, WorkDir, ensure_built, free_port, start_platform,
+};
+use end_to_end::{bearer, seed_family};
+use load::Figures;
+use pb::messaging_client::MessagingClient;
+use prost::Message;
+use report::{Report, Row};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Concurrency levels measured.
+const CONCURRENCY: [usize; 3] = [1, 32, 128];
+/// Connections every level is spread over.
+const CONNECTIONS: usize = 8;
+
+struct Settings {
+    point: Duration,
+    quick: bool,
+    out: PathBuf,
+}
+
+fn settings() -> Settings {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| PathBuf::from("bench-results"), PathBuf::from);
+    Settings {
+        point: if quick {
+            Duration::from_millis(700)
+        } else {
+            Duration::from_secs(5)
+        },
+        quick,
+        out,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if args.get(1).map(String::as_str) == Some("serve-echo") {
+        let (pki, addr) = (
+            PathBuf::from(&args[2]),
+            args[3].parse().expect("echo address"),
+        );
+        runtime.block_on(echo::serve(&pki, addr));
+        return;
+    }
+    ensure_built();
+    let settings = settings();
+    let report = runtime.block_on(measure_all(&settings));
+    std::fs::create_dir_all(&settings.out).expect("output directory");
+    let markdown = report.markdown();
+    std::fs::write(settings.out.join("results.md"), &markdown).expect("write results.md");
+    std::fs::write(settings.out.join("results.json"), report.json()).expect("write results.json");
+    println!("{markdown}");
+    println!("written to {}", settings.out.display());
+}
+
+/// Everything a measured platform needs: its process, channels and a grant.
+pub struct Target {
+    platform: Process,
+    partner: SocketAddr,
+    partner_channels: Vec<Channel>,
+    token: String,
+    thread_id: String,
+}
+
+async fn start_echo(work: &WorkDir) -> (Process, Vec<EchoClient<Channel>>) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let args = vec![
+        "serve-echo".into(),
+        work.pki("").display().to_string(),
+        addr.to_string(),
+    ];
+    let process = Process::spawn("bench", &args, work.path.join("echo.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(channel) = work.channel(addr, Some("partner-music")).await
+            && EchoClient::new(channel)
+                .echo(EchoRequest { response_bytes: 1 })
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the echo baseline did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(EchoClient::new(
+            work.channel(addr, Some("partner-music"))
+                .await
+                .expect("echo channel"),
+        ));
+    }
+    (process, clients)
+}
+
+pub(crate) async fn partner_channels(work: &WorkDir, addr: SocketAddr) -> Vec<Channel> {
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(
+            work.channel(addr, Some("partner-music"))
+                .await
+                .expect("partner channel"),
+        );
+    }
+    channels
+}
+
+/// Starts a platform on `work`, registers the music partner, seeds a thread of 40 messages
+/// of about 200 bytes, and obtains a grant without `friends.read`.
+async fn small_target(work: &WorkDir) -> Target {
+    let ports = PlatformPorts::free();
+    let platform = start_platform(work, ports).await;
+    let scopes: Vec<i32> = [
+        pb::Scope::ThreadsRead,
+        pb::Scope::MessagesRead,
+        pb::Scope::MessagesWrite,
+    ]
+    .map(|s| s as i32)
+    .to_vec();
+    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
+        work.channel(ports.operator, Some("operator"))
+            .await
+            .expect("operator"),
+    );
+    operator
+        .register_partner(pb::RegisterPartnerRequest {
+            partner_id: "music".into(),
+            display_name: "Music".into(),
+            allowed_scopes: scopes.clone(),
+            features: vec![pb::Feature {
+                name: "share".into(),
+                description: "share".into(),
+                scopes,
+                retired: false,
+            }],
+        })
+        .await
+        .expect("register");
+    let mut account = pb::account_client::AccountClient::new(
+        work.channel(ports.user, None).await.expect("account"),
+    );
+    let family = seed_family(&mut account).await;
+    for n in 1..40 {
+        let body = format!(
+            "{n:03} {}",
+            "a reasonably long message about dinner plans ".repeat(4)
+        );
+        account
+            .send_message(bearer(
+                pb::AccountSendMessageRequest {
+                    thread_id: family.thread_id.clone(),
+                    body,
+                },
+                &family.alice.session,
+            ))
+            .await
+            .expect("seed message");
+    }
+    let channels = partner_channels(work, ports.partner).await;
+    let mut consent = pb::consent_client::ConsentClient::new(channels[0].clone());
+    let asked = consent
+        .request_access(pb::RequestAccessRequest {
+            user_name: "alice".into(),
+            feature: "share".into(),
+            coverage: pb::ThreadCoverage::AllThreads as i32,
+            include_history: true,
+            purpose: "benchmark".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("request")
+        .into_inner();
+    account
+        .approve_request(bearer(
+            pb::ApproveRequestRequest {
+                request_id: asked.request_id.clone(),
+                include_history: true,
+                ..Default::default()
+            },
+            &family.alice.session,
+        ))
+        .await
+        .expect("approve");
+    let token = consent
+        .exchange_request(pb::ExchangeRequestRequest {
+            request_id: asked.request_id,
+        })
+        .await
+        .expect("exchange")
+        .into_inner()
+        .grant_token;
+    Target {
+        platform,
+        partner: ports.partner,
+        partner_channels: channels,
+        token,
+        thread_id: family.thread_id,
+    }
+}
+
+fn read_request(target: &Target) -> pb::ListMessagesRequest {
+    pb::ListMessagesRequest {
+        thread_id: target.thread_id.clone(),
+        page_size: 20,
+        page_token: String::new(),
+    }
+}
+
+async fn measure_read(target: &Target, concurrency: usize, point: Duration) -> Figures {
+    let clients: Vec<_> = target
+        .partner_channels
+        .iter()
+        .cloned()
+        .map(MessagingClient::new)
+        .collect();
+    let (token, request) = (target.token.clone(), read_request(target));
+    load::run(
+        &clients,
+        concurrency,
+        point,
+        target.platform.id(),
+        move |mut client, _, _| {
+            let (token, request) = (token.clone(), request.clone());
+            async move {
+                client
+                    .list_messages(bearer(request, &token))
+                    .await
+                    .is_ok_and(|r| r.get_ref().messages.len() == 20)
+            }
+        },
+    )
+    .await
+}
+
+async fn measure_echo(
+    clients: &[EchoClient<Channel>],
+    pid: u32,
+    bytes: usize,
+    concurrency: usize,
+    point: Duration,
+) -> Figures {
+    let response_bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+    load::run(clients, concurrency, point, pid, move |mut client, _, _| async move {
+        client.echo(EchoRequest { response_bytes }).await.is_ok()
+    })
+    .await
+}
+
+async fn measure_all(settings: &Settings) -> Report {
+    let dir = tempfile::tempdir().expect("work directory");
+    let work = WorkDir::new(dir.path());
+    let target = small_target(&work).await;
+    let (echo, echo_clients) = start_echo(&work).await;
+    let point = settings.point;
+    let mut report = Report::new(settings.quick);
+
+    let mut sample = MessagingClient::new(target.partner_channels[0].clone());
+    let read_bytes = sample
+        .list_messages(bearer(read_request(&target), &target.token))
+        .await
+        .expect("sample read")
+        .into_inner()
+        .encoded_len();
+    let send = |key: String| pb::SendMessageRequest {
+        thread_id: target.thread_id.clone(),
+        body: "x".repeat(200),
+        idempotency_key: key,
+    };
+    let send_bytes = sample
+        .send_message(bearer(send("sample".into()), &target.token))
+        .await
+        .expect("sample send")
+        .into_inner()
+        .encoded_len();
+    let denied = sample
+        .list_friends(bearer(pb::ListFriendsRequest::default(), &target.token))
+        .await
+        .expect_err("denied sample");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    for concurrency in CONCURRENCY {
+        let baseline = measure_echo(&echo_clients, echo.id(), read_bytes, concurrency, point).await;
+        let read = measure_read(&target, concurrency, point).await;
+        report.row(Row::new(
+            "authorized read (20 × ~200 B)",
+            concurrency,
+            read,
+            baseline,
+        ));
+
+        let baseline = measure_echo(&echo_clients, echo.id(), send_bytes, concurrency, point).await;
+        let clients: Vec<_> = target
+            .partner_channels
+            .iter()
+            .cloned()
+            .map(MessagingClient::new)
+            .collect();
+        let (token, thread) = (target.token.clone(), target.thread_id.clone());
+        let sent = load::run(
+            &clients,
+            concurrency,
+            point,
+            target.platform.id(),
+            move |mut client, task, n| {
+                let request = pb::SendMessageRequest {
+                    thread_id: thread.clone(),
+                    body: "x".repeat(200),
+                    idempotency_key: format!("c{concurrency}-t{task}-{n}"),
+                };
+                let token = token.clone();
+                async move { client.send_message(bearer(request, &token)).await.is_ok() }
+            },
+        )
+        .await;
+        report.row(Row::new(
+            "authorized durable send",
+            concurrency,
+            sent,
+            baseline,
+        ));
+
+        let baseline = measure_echo(&echo_clients, echo.id(), 0, concurrency, point).await;
+        let token = target.token.clone();
+        let denied = load::run(
+            &clients,
+            concurrency,
+            point,
+            target.platform.id(),
+            move |mut client, _, _| {
+                let token = token.clone();
+                async move {
+                    client
+                        .list_friends(bearer(pb::ListFriendsRequest::default(), &token))
+                        .await
+                        .is_err_and(|s| s.code() == tonic::Code::PermissionDenied)
+                }
+            },
+        )
+        .await;
+        report.row(Row::new(
+            "denied call (scope missing)",
+            concurrency,
+            denied,
+            baseline,
+        ));
+    }
+
+    report.decision = Some(report::decision_latency(if settings.quick {
+        50_000
+    } else {
+        500_000
+    }));
+    report.fsync_commits_per_second = Some(report::fsync_rate(
+        dir.path(),
+        if settings.quick {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        },
+    ));
+    let handshake_time = if settings.quick {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(3)
+    };
+    report.handshakes = Some(report::handshakes(&work, target.partner, handshake_time).await);
+    report.platform_peak_rss_mib = load::peak_rss_mib(target.platform.id());
+    drop(target);
+    drop(echo);
+
+    let scale_dir = tempfile::tempdir().expect("scale directory");
+    let scale = report::scale_target(scale_dir.path(), settings.quick).await;
+    let small_read_32 = report
+        .rows
+        .iter()
+        .find(|r| r.measure.starts_with("authorized read") && r.concurrency == 32)
+        .map(|r| r.figures.requests_per_second);
+    let figures = measure_read(&scale.target, 32, point).await;
+    report.scale = Some(report::Scale {
+        users: scale.users,
+        messages: scale.messages,
+        grants: scale.grants,
+        figures,
+        small_requests_per_second: small_read_32.unwrap_or(0.0),
+    });
+    report.platform_peak_rss_mib = report
+        .platform_peak_rss_mib
+        .max(load::peak_rss_mib(scale.target.platform.id()));
+    report.evaluate();
+    report
+}

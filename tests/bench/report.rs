@@ -1,0 +1,567 @@
+//! The benchmark's other measurements (the consent decision alone, the disk's single-commit
+//! fsync rate, new mTLS connections per second, the large dataset), the goals, and the
+//! Markdown and JSON output.
+
+use crate::load::Figures;
+use crate::{CONNECTIONS, Target, partner_channels};
+use end_to_end::processes::{PlatformPorts, WorkDir, start_platform};
+use hdrhistogram::Histogram;
+use platform_svc::clock::Clock;
+use platform_svc::consent::{GrantContext, LifetimePolicy, authorize};
+use platform_svc::model::{
+    Coverage, Feature, Grant, GrantState, Message, Partner, Scope, ScopeSet, Thread, User,
+};
+use platform_svc::secret::{GRANT_TOKEN_PREFIX, hash_token, new_token};
+use platform_svc::store::{SqliteStore, transact};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One measured call at one concurrency, with its baseline.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// What was measured.
+    pub measure: String,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// The platform's figures.
+    pub figures: Figures,
+    /// The echo baseline's figures, same response size, same concurrency.
+    pub baseline: Figures,
+}
+
+impl Row {
+    pub fn new(measure: &str, concurrency: usize, figures: Figures, baseline: Figures) -> Self {
+        Row {
+            measure: measure.into(),
+            concurrency,
+            figures,
+            baseline,
+        }
+    }
+    fn ratio(&self) -> f64 {
+        self.figures.requests_per_second / self.baseline.requests_per_second.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// The consent decision alone.
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    /// Decisions timed.
+    pub samples: u64,
+    /// Median, nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile, nanoseconds.
+    pub p99_ns: u64,
+}
+
+/// New mTLS connections per second.
+#[derive(Debug, Serialize)]
+pub struct Handshakes {
+    /// Full handshakes per second.
+    pub full_per_second: f64,
+    /// Handshakes per second with session resumption offered.
+    pub resumed_per_second: f64,
+    /// Of those, the fraction actually resumed.
+    pub resumed_fraction: f64,
+}
+
+/// The authorized read on a large dataset.
+#[derive(Debug, Serialize)]
+pub struct Scale {
+    /// Users preloaded.
+    pub users: u64,
+    /// Messages preloaded.
+    pub messages: u64,
+    /// Grants preloaded.
+    pub grants: u64,
+    /// The read at 32 in flight.
+    pub figures: Figures,
+    /// The same read on the small dataset.
+    pub small_requests_per_second: f64,
+}
+
+/// A goal and whether this run met it.
+#[derive(Debug, Serialize)]
+pub struct Goal {
+    /// The goal.
+    pub goal: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether it holds.
+    pub met: bool,
+}
+
+/// Everything measured in one run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// A short run (CI) rather than a full one.
+    pub quick: bool,
+    /// CPUs of this machine.
+    pub cpus: usize,
+    /// Per-call rows.
+    pub rows: Vec<Row>,
+    /// The consent decision alone.
+    pub decision: Option<Decision>,
+    /// Single-commit fsync rate of this disk.
+    pub fsync_commits_per_second: Option<f64>,
+    /// New connections per second.
+    pub handshakes: Option<Handshakes>,
+    /// The large dataset.
+    pub scale: Option<Scale>,
+    /// Platform peak RSS over the run, MiB.
+    pub platform_peak_rss_mib: f64,
+    /// The goals.
+    pub goals: Vec<Goal>,
+}
+
+impl Report {
+    pub fn new(quick: bool) -> Self {
+        Report {
+            quick,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            rows: Vec::new(),
+            decision: None,
+            fsync_commits_per_second: None,
+            handshakes: None,
+            scale: None,
+            platform_peak_rss_mib: 0.0,
+            goals: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, row: Row) {
+        println!(
+            "{:<32} {:>4} in flight: {:>9.0} req/s (baseline {:>9.0}), p99 {:>7} µs (baseline {:>7} µs)",
+            row.measure,
+            row.concurrency,
+            row.figures.requests_per_second,
+            row.baseline.requests_per_second,
+            row.figures.p99_us,
+            row.baseline.p99_us
+        );
+        self.rows.push(row);
+    }
+
+    fn find(&self, prefix: &str, concurrency: usize) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.measure.starts_with(prefix) && r.concurrency == concurrency)
+    }
+
+    /// Decides every goal from the figures.
+    pub fn evaluate(&mut self) {
+        let mut goals = Vec::new();
+        if let Some(read) = self.find("authorized read", 32) {
+            let p99_ratio = read.figures.p99_us as f64 / read.baseline.p99_us.max(1) as f64;
+            goals.push(Goal {
+                goal: "authorized read ≥ 0.5× echo req/s at 32 in flight, p99 ≤ 2× echo p99".into(),
+                measured: format!("{:.2}× req/s, p99 {:.2}×", read.ratio(), p99_ratio),
+                met: read.ratio() >= 0.5 && p99_ratio <= 2.0,
+            });
+        }
+        if let Some(denied) = self.find("denied", 32) {
+            goals.push(Goal {
+                goal: "denied call ≥ 0.8× echo req/s (32 in flight)".into(),
+                measured: format!("{:.2}×", denied.ratio()),
+                met: denied.ratio() >= 0.8,
+            });
+        }
+        if let Some(fsync) = self.fsync_commits_per_second {
+            let best = self
+                .rows
+                .iter()
+                .filter(|r| r.measure.contains("send"))
+                .map(|r| r.figures.requests_per_second)
+                .fold(0.0, f64::max);
+            goals.push(Goal {
+                goal: "durable send ≥ 5× the single-commit fsync rate".into(),
+                measured: format!(
+                    "{:.0} sends/s vs {:.0} commits/s = {:.1}×",
+                    best,
+                    fsync,
+                    best / fsync.max(1.0)
+                ),
+                met: best >= 5.0 * fsync,
+            });
+        }
+        if let Some(decision) = &self.decision {
+            goals.push(Goal {
+                goal: "consent decision p99 ≤ 50 µs".into(),
+                measured: format!("{:.2} µs", decision.p99_ns as f64 / 1000.0),
+                met: decision.p99_ns <= 50_000,
+            });
+        }
+        if let Some(scale) = &self.scale {
+            let ratio =
+                scale.figures.requests_per_second / scale.small_requests_per_second.max(1.0);
+            goals.push(Goal {
+                goal: format!(
+                    "read at {} messages / {} grants ≥ 0.8× the small dataset",
+                    scale.messages, scale.grants
+                ),
+                measured: format!("{ratio:.2}×"),
+                met: ratio >= 0.8,
+            });
+        }
+        goals.push(Goal {
+            goal: "platform peak RSS under load ≤ 64 MiB".into(),
+            measured: format!("{:.1} MiB", self.platform_peak_rss_mib),
+            met: self.platform_peak_rss_mib <= 64.0,
+        });
+        self.goals = goals;
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes")
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = format!(
+            "Benchmark ({} run, {} CPUs, {} connections per measurement). Baseline: a bare echo service behind the same mTLS stack returning the same number of bytes.\n\n",
+            if self.quick { "quick" } else { "full" },
+            self.cpus,
+            CONNECTIONS
+        );
+        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | server CPU (cores) | server peak RSS MiB | echo req/s | echo p99 µs | req/s vs echo |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in &self.rows {
+            let f = &r.figures;
+            md.push_str(&format!(
+                "| {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {:.0} | {} | {:.2}× |\n",
+                r.measure,
+                r.concurrency,
+                f.requests_per_second,
+                f.p50_us,
+                f.p99_us,
+                f.p999_us,
+                f.server_cpu_cores,
+                f.server_peak_rss_mib,
+                r.baseline.requests_per_second,
+                r.baseline.p99_us,
+                r.ratio()
+            ));
+        }
+        md.push('\n');
+        if let Some(d) = &self.decision {
+            md.push_str(&format!(
+                "- consent decision alone: p50 {} ns, p99 {} ns over {} decisions\n",
+                d.p50_ns, d.p99_ns, d.samples
+            ));
+        }
+        if let Some(fsync) = self.fsync_commits_per_second {
+            md.push_str(&format!("- single-commit fsync rate of this disk (SQLite WAL, synchronous=FULL, one row per commit): {fsync:.0} commits/s\n"));
+        }
+        if let Some(h) = &self.handshakes {
+            md.push_str(&format!(
+                "- new mTLS connections: {:.0}/s full handshakes, {:.0}/s with resumption ({:.0}% resumed)\n",
+                h.full_per_second, h.resumed_per_second, h.resumed_fraction * 100.0
+            ));
+        }
+        if let Some(s) = &self.scale {
+            md.push_str(&format!(
+                "- authorized read at 32 in flight with {} users, {} messages, {} grants preloaded: {:.0} req/s, p99 {} µs (small dataset: {:.0} req/s)\n",
+                s.users, s.messages, s.grants, s.figures.requests_per_second, s.figures.p99_us, s.small_requests_per_second
+            ));
+        }
+        md.push_str(&format!(
+            "- platform peak RSS over the run: {:.1} MiB\n\n| goal | measured | |\n|---|---|---|\n",
+            self.platform_peak_rss_mib
+        ));
+        for g in &self.goals {
+            md.push_str(&format!(
+                "| {} | {} | {} |\n",
+                g.goal,
+                g.measured,
+                if g.met { "met" } else { "not met" }
+            ));
+        }
+        md
+    }
+}
+
+fn fixture() -> (Grant, Partner, Feature) {
+    let grant = Grant {
+        id: "grt_1".into(),
+        user_id: "usr_a".into(),
+        partner_id: "music".into(),
+        feature: "share".into(),
+        scopes: ScopeSet::of(&[Scope::MessagesRead, Scope::ThreadsRead]),
+        coverage: Coverage::All,
+        thread_ids: vec![],
+        include_history: false,
+        created_ms: 1,
+        not_after_ms: i64::MAX,
+        last_used_ms: None,
+        state: GrantState::Active,
+        ended_ms: None,
+        attested_ms: None,
+    };
+    let partner = Partner {
+        id: "music".into(),
+        display_name: "Music".into(),
+        allowed_scopes: ScopeSet::of(&Scope::ALL),
+        suspended: false,
+    };
+    let feature = Feature {
+        partner_id: "music".into(),
+        name: "share".into(),
+        description: String::new(),
+        scopes: grant.scopes,
+        retired: false,
+    };
+    (grant, partner, feature)
+}
+
+/// Times the consent decision alone, `samples` times.
+pub fn decision_latency(samples: u64) -> Decision {
+    let (grant, partner, feature) = fixture();
+    let policy = LifetimePolicy {
+        max_lifetime_ms: i64::MAX,
+        inactivity_lapse_ms: i64::MAX,
+    };
+    let clock = Clock::default();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("histogram");
+    for n in 0..samples {
+        let ctx = GrantContext {
+            caller_partner_id: "music",
+            grant: &grant,
+            partner: &partner,
+            feature: &feature,
+        };
+        let scope = if n % 2 == 0 {
+            Scope::MessagesRead
+        } else {
+            Scope::FriendsRead
+        };
+        let started = Instant::now();
+        let outcome = authorize(&ctx, scope, clock.now_ms(), &policy);
+        let nanos = u64::try_from(started.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        std::hint::black_box(outcome.is_ok());
+        let _ = histogram.record(nanos.min(1_000_000_000));
+    }
+    Decision {
+        samples,
+        p50_ns: histogram.value_at_quantile(0.5),
+        p99_ns: histogram.value_at_quantile(0.99),
+    }
+}
+
+/// Commits per second of one row per transaction, WAL and `synchronous=FULL`, in `dir`.
+pub fn fsync_rate(dir: &Path, duration: Duration) -> f64 {
+    let db = rusqlite::Connection::open(dir.join("fsync.db")).expect("fsync db");
+    db.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    db.pragma_update(None, "synchronous", "FULL").expect("full");
+    db.execute_batch("CREATE TABLE t (x INTEGER)")
+        .expect("table");
+    let started = Instant::now();
+    let mut commits = 0u64;
+    while started.elapsed() < duration {
+        db.execute("INSERT INTO t (x) VALUES (?1)", [commits])
+            .expect("commit");
+        commits += 1;
+    }
+    commits as f64 / started.elapsed().as_secs_f64()
+}
+
+/// New mTLS connections per second to `addr`, without and with session resumption.
+pub async fn handshakes(work: &WorkDir, addr: SocketAddr, duration: Duration) -> Handshakes {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::AsyncReadExt;
+    let read = |name: &str| std::fs::read(work.pki(name)).expect("pki file");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&read("ca.pem")).expect("ca"))
+        .expect("root");
+    let config = |resume: bool| {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(&read("partner-music.pem")).expect("cert")],
+            PrivateKeyDer::from_pem_slice(&read("partner-music-key.pem")).expect("key"),
+        )
+        .expect("client auth");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        if !resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
+    let mut rates = Vec::new();
+    let mut resumed_fraction = 0.0;
+    for resume in [false, true] {
+        let connector = config(resume);
+        let started = Instant::now();
+        let (mut done, mut resumed) = (0u64, 0u64);
+        while started.elapsed() < duration {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut tls = connector
+                .connect(ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("handshake");
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                resumed += 1;
+            }
+            // Read the server's first bytes so that its session tickets are taken in.
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_millis(50), tls.read(&mut byte)).await;
+            done += 1;
+        }
+        rates.push(done as f64 / started.elapsed().as_secs_f64());
+        if resume {
+            resumed_fraction = resumed as f64 / done.max(1) as f64;
+        }
+    }
+    Handshakes {
+        full_per_second: rates[0],
+        resumed_per_second: rates[1],
+        resumed_fraction,
+    }
+}
+
+/// A platform on a preloaded large dataset.
+pub struct ScaleTarget {
+    pub target: Target,
+    pub users: u64,
+    pub messages: u64,
+    pub grants: u64,
+}
+
+/// Preloads users, threads, messages and grants straight into a new database, then starts
+/// the platform on it with a grant for alice's 40-message thread.
+pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
+    let (users, messages, grants): (u64, u64, u64) = if quick {
+        (10_000, 100_000, 10_000)
+    } else {
+        (100_000, 1_000_000, 100_000)
+    };
+    let work = WorkDir::new(dir);
+    let token = new_token(GRANT_TOKEN_PREFIX);
+    let now = Clock::default().now_ms();
+    let started = Instant::now();
+    {
+        let store = SqliteStore::open(&dir.join("platform.db")).expect("scale store");
+        let (_, partner, feature) = fixture();
+        let feature = Feature {
+            scopes: ScopeSet::of(&[
+                Scope::ThreadsRead,
+                Scope::MessagesRead,
+                Scope::MessagesWrite,
+            ]),
+            ..feature
+        };
+        transact(&store, move |repo| {
+            repo.insert_partner(&partner, now)?;
+            repo.insert_feature(&feature)
+        })
+        .expect("partner");
+        const CHUNK: u64 = 20_000;
+        let user = |i: u64| format!("usr_{i:08}");
+        for start in (0..users).step_by(CHUNK as usize) {
+            transact(&store, move |repo| {
+                for i in start..(start + CHUNK).min(users) {
+                    let id = user(i);
+                    repo.insert_user(
+                        &User {
+                            id: id.clone(),
+                            name: format!("user{i}"),
+                            display_name: id,
+                            password_hash: "x".into(),
+                            hide_from_others_apps: false,
+                        },
+                        now,
+                    )?;
+                }
+                Ok(())
+            })
+            .expect("users");
+        }
+        // Threads once every user exists: each joins a user and the next one.
+        for start in (0..users).step_by(CHUNK as usize) {
+            transact(&store, move |repo| {
+                for i in start..(start + CHUNK).min(users) {
+                    repo.insert_thread(&Thread {
+                        id: format!("thr_{i:08}"),
+                        title: "t".into(),
+                        started_by_partner: None,
+                        created_ms: now,
+                        participants: vec![user(i), user((i + 1) % users)],
+                    })?;
+                }
+                Ok(())
+            })
+            .expect("threads");
+        }
+        for start in (0..messages).step_by(CHUNK as usize) {
+            transact(&store, move |repo| {
+                for m in start..(start + CHUNK).min(messages) {
+                    // alice (user 0) has 40 messages in her thread; the rest spread over all threads.
+                    let thread = if m < 40 { 0 } else { m % users };
+                    repo.insert_message(&Message {
+                        id: format!("msg_{m:010}"),
+                        thread_id: format!("thr_{thread:08}"),
+                        sender_id: user(thread),
+                        body: format!(
+                            "{m:010} {}",
+                            "a reasonably long message about dinner plans ".repeat(4)
+                        ),
+                        created_ms: now - 1,
+                        sent_by_partner: None,
+                    })?;
+                }
+                Ok(())
+            })
+            .expect("messages");
+        }
+        let token_hash = hash_token(&token);
+        for start in (0..grants).step_by(CHUNK as usize) {
+            let token_hash = token_hash.clone();
+            transact(&store, move |repo| {
+                for g in start..(start + CHUNK).min(grants) {
+                    let (grant, _, _) = fixture();
+                    let grant = Grant {
+                        id: format!("grt_{g:08}"),
+                        user_id: user(g % users),
+                        include_history: true,
+                        created_ms: now,
+                        not_after_ms: now + 86_400_000,
+                        ..grant
+                    };
+                    repo.insert_grant(&grant)?;
+                    if g == 0 {
+                        repo.set_grant_token(&grant.id, &token_hash)?;
+                    }
+                }
+                Ok(())
+            })
+            .expect("grants");
+        }
+    }
+    println!(
+        "preloaded {users} users, {messages} messages, {grants} grants in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let ports = PlatformPorts::free();
+    let platform = start_platform(&work, ports).await;
+    let partner_channels = partner_channels(&work, ports.partner).await;
+    ScaleTarget {
+        target: Target {
+            platform,
+            partner: ports.partner,
+            partner_channels,
+            token,
+            thread_id: "thr_00000000".into(),
+        },
+        users,
+        messages,
+        grants,
+    }
+}
