@@ -14,6 +14,7 @@ pub mod consent;
 pub mod error;
 pub mod identity;
 pub mod model;
+pub mod password;
 pub mod pki;
 pub mod rate_limit;
 pub mod secret;

@@ -196,7 +196,8 @@ impl BoundPlatform {
             with_probes(routes, &["consent.platform.v1.PartnerAdmin"]).await?
         };
         let user_routes = {
-            let account = AccountServer::new(AccountService::new(platform.clone()))
+            let passwords = crate::password::PasswordHasher::start()?;
+            let account = AccountServer::new(AccountService::new(platform.clone(), passwords))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
             let mut routes = Routes::builder();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// A measured point.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Figures {
-    /// Calls completed per second.
+    /// Calls that ended as expected, per second.
     pub requests_per_second: f64,
     /// Median latency, microseconds.
     pub p50_us: u64,
@@ -41,6 +41,11 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of the line; counting from the state field (3), 11 and 12.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Restarts a process's peak-RSS mark, so that later readings cover only what follows.
+pub fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
 /// Peak resident set size of a process, MiB.

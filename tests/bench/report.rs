@@ -3,8 +3,8 @@
 //! Markdown and JSON output.
 
 use crate::load::Figures;
-use crate::{CONNECTIONS, Target, partner_channels};
-use end_to_end::processes::{PlatformPorts, WorkDir, start_platform};
+use crate::{CONNECTIONS, Target, UNLIMITED, partner_channels};
+use end_to_end::processes::{PlatformPorts, WorkDir, start_platform_with};
 use hdrhistogram::Histogram;
 use platform_svc::clock::Clock;
 use platform_svc::consent::{GrantContext, LifetimePolicy, authorize};
@@ -225,17 +225,18 @@ impl Report {
             self.cpus,
             CONNECTIONS
         );
-        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | server CPU (cores) | server peak RSS MiB | echo req/s | echo p99 µs | req/s vs echo |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server peak RSS MiB | echo req/s | echo p99 µs | req/s vs echo |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let f = &r.figures;
             md.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {:.0} | {} | {:.2}× |\n",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.1} | {:.0} | {} | {:.2}× |\n",
                 r.measure,
                 r.concurrency,
                 f.requests_per_second,
                 f.p50_us,
                 f.p99_us,
                 f.p999_us,
+                f.errors,
                 f.server_cpu_cores,
                 f.server_peak_rss_mib,
                 r.baseline.requests_per_second,
@@ -550,7 +551,8 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
         started.elapsed().as_secs_f64()
     );
     let ports = PlatformPorts::free();
-    let platform = start_platform(&work, ports).await;
+    let platform = start_platform_with(&work, ports, UNLIMITED).await;
+    crate::load::reset_peak_rss(platform.id());
     let partner_channels = partner_channels(&work, ports.partner).await;
     ScaleTarget {
         target: Target {

@@ -213,6 +213,11 @@ impl PlatformPorts {
 
 /// Starts `platform-svc` with its database in the work directory; waits until healthy.
 pub async fn start_platform(work: &WorkDir, ports: PlatformPorts) -> Process {
+    start_platform_with(work, ports, "").await
+}
+
+/// Like [`start_platform`], appending `extra` (TOML sections) to its configuration.
+pub async fn start_platform_with(work: &WorkDir, ports: PlatformPorts, extra: &str) -> Process {
     let config = work.path.join("platform.toml");
     let p = |name: &str| work.pki(name).display().to_string();
     std::fs::write(
@@ -221,7 +226,7 @@ pub async fn start_platform(work: &WorkDir, ports: PlatformPorts) -> Process {
             "trust_domain = \"{TRUST_DOMAIN}\"\ndatabase = \"{db}\"\n\
              [listen]\npartner = \"{}\"\noperator = \"{}\"\nuser = \"{}\"\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\npartner_ca = \"{ca}\"\noperator_ca = \"{ca}\"\ncrls = [\"{}\"]\n\
-             [policy]\nsweep_interval_secs = 1\n",
+             [policy]\nsweep_interval_secs = 1\n{extra}",
             ports.partner,
             ports.operator,
             ports.user,

@@ -123,7 +123,10 @@ fn world() -> &'static World {
                 .expect("runtime"),
             messaging: MessagingService::new(platform.clone()),
             consent: ConsentService::new(platform.clone()),
-            account: AccountService::new(platform.clone()),
+            account: AccountService::new(
+                platform.clone(),
+                platform_svc::password::PasswordHasher::start().expect("hasher"),
+            ),
             admin: AdminService::new(platform, "consent.local".into()),
             grant_token,
             session_token,

@@ -8,11 +8,10 @@ use crate::error::{ApiError, Reason};
 use crate::model::{
     AuditEntry, Coverage, Grant, GrantState, RequestStatus, Scope, ScopeSet, Thread, User,
 };
+use crate::password::PasswordHasher;
 use crate::secret::{SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_token};
 use crate::store::{Repo, StoreResult, ThreadFilter};
 use crate::{clock::timestamp, consent, validate};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use consent_proto::platform::v1 as pb;
 use pb::GrantEventKind;
 use pb::account_server::Account;
@@ -28,12 +27,16 @@ macro_rules! method {
 #[derive(Debug, Clone)]
 pub struct AccountService {
     platform: Platform,
+    passwords: PasswordHasher,
 }
 
 impl AccountService {
-    /// Serves `platform`.
-    pub fn new(platform: Platform) -> Self {
-        AccountService { platform }
+    /// Serves `platform`, hashing passwords with `passwords`.
+    pub fn new(platform: Platform, passwords: PasswordHasher) -> Self {
+        AccountService {
+            platform,
+            passwords,
+        }
     }
 
     /// Runs `work` for the signed-in user of `request`'s session token.
@@ -68,23 +71,6 @@ fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> StoreR
         .session_user(&hash_token(token), now_ms)?
         .ok_or_else(invalid)?;
     repo.user_by_id(&user_id)?.ok_or_else(invalid)
-}
-
-fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt = SaltString::encode_b64(&crate::secret::random_bytes::<16>())
-        .map_err(|e| ApiError::Storage(format!("password salt: {e}")))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| ApiError::Storage(format!("password hashing: {e}")))
-}
-
-fn password_matches(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|hash| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok()
-    })
 }
 
 fn member_thread(repo: &mut dyn Repo, user: &User, thread_id: &str) -> StoreResult<Thread> {
@@ -145,9 +131,7 @@ impl Account for AccountService {
         validate::user_name("user_name", &r.user_name)?;
         validate::text("display_name", &r.display_name, 64)?;
         validate::password("password", &r.password)?;
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&r.password))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let password_hash = self.passwords.hash(r.password).await?;
         let user = User {
             id: new_id("usr"),
             name: r.user_name,
@@ -185,10 +169,7 @@ impl Account for AccountService {
         };
         let user = user.ok_or_else(bad)?;
         let stored = user.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || password_matches(&r.password, &stored))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if !ok {
+        if !self.passwords.verify(r.password, stored).await {
             return Err(bad());
         }
         let session_ms = self.platform.limits.session_ms;

@@ -43,6 +43,8 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every statement the repository runs stays prepared.
+        conn.set_prepared_statement_cache_capacity(256);
         migrate(&mut conn)?;
         let pseudonym_key = match conn
             .query_row(
@@ -114,21 +116,23 @@ fn run_batch(
     batch: &mut [Box<dyn Job>],
     last_event: &mut Option<i64>,
 ) -> rusqlite::Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
+    run("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        conn.execute_batch("SAVEPOINT job")?;
+        run("SAVEPOINT job")?;
         let mut repo = SqliteRepo {
             conn,
             last_event: None,
         };
         if job.run(&mut repo) {
-            conn.execute_batch("RELEASE job")?;
+            run("RELEASE job")?;
             *last_event = repo.last_event.or(*last_event);
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            run("ROLLBACK TO job")?;
+            run("RELEASE job")?;
         }
     }
-    conn.execute_batch("COMMIT")
+    run("COMMIT")
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -291,6 +295,20 @@ fn limit(page: Page) -> i64 {
 }
 
 impl SqliteRepo<'_> {
+    /// Runs one statement, prepared once and cached.
+    fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
+    /// Reads one row with a statement prepared once and cached.
+    fn query_row<T, P, F>(&self, sql: &str, params: P, row: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.prepare_cached(sql)?.query_row(params, row)
+    }
+
     fn participants(&self, thread_id: &str) -> StoreResult<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT user_id FROM thread_participants WHERE thread_id = ?1 ORDER BY user_id",
@@ -342,7 +360,7 @@ impl SqliteRepo<'_> {
 
 impl Repo for SqliteRepo<'_> {
     fn insert_user(&mut self, user: &User, now_ms: i64) -> StoreResult<()> {
-        let result = self.conn.execute(
+        let result = self.execute(
             "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![user.id, user.name, user.display_name, user.password_hash, user.hide_from_others_apps, now_ms],
         );
@@ -351,16 +369,16 @@ impl Repo for SqliteRepo<'_> {
 
     fn user_by_name(&mut self, name: &str) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
-        Ok(self.conn.query_row(&sql, [name], user_row).optional()?)
+        Ok(self.query_row(&sql, [name], user_row).optional()?)
     }
 
     fn user_by_id(&mut self, id: &str) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
-        Ok(self.conn.query_row(&sql, [id], user_row).optional()?)
+        Ok(self.query_row(&sql, [id], user_row).optional()?)
     }
 
     fn set_hide_from_others_apps(&mut self, user_id: &str, hide: bool) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "UPDATE users SET hide_from_others_apps = ?2 WHERE id = ?1",
             params![user_id, hide],
         )?;
@@ -373,7 +391,7 @@ impl Repo for SqliteRepo<'_> {
         user_id: &str,
         expires_ms: i64,
     ) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_ms) VALUES (?1, ?2, ?3)",
             params![token_hash, user_id, expires_ms],
         )?;
@@ -382,7 +400,6 @@ impl Repo for SqliteRepo<'_> {
 
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
         Ok(self
-            .conn
             .query_row(
                 "SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_ms > ?2",
                 params![token_hash, now_ms],
@@ -402,7 +419,6 @@ impl Repo for SqliteRepo<'_> {
 
     fn are_friends(&mut self, a: &str, b: &str) -> StoreResult<bool> {
         Ok(self
-            .conn
             .query_row(
                 "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2",
                 [a, b],
@@ -439,7 +455,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_thread(&mut self, thread: &Thread) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "INSERT INTO threads (id, title, started_by_partner, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![thread.id, thread.title, thread.started_by_partner, thread.created_ms],
         )?;
@@ -454,7 +470,6 @@ impl Repo for SqliteRepo<'_> {
 
     fn thread(&mut self, id: &str) -> StoreResult<Option<Thread>> {
         let row = self
-            .conn
             .query_row(
                 "SELECT seq, id, title, started_by_partner, created_ms FROM threads WHERE id = ?1",
                 [id],
@@ -497,7 +512,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_message(&mut self, message: &Message) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "INSERT INTO messages (id, thread_id, sender_id, body, created_ms, sent_by_partner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![message.id, message.thread_id, message.sender_id, message.body, message.created_ms, message.sent_by_partner],
         )?;
@@ -509,7 +524,6 @@ impl Repo for SqliteRepo<'_> {
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ?1"
         );
         Ok(self
-            .conn
             .query_row(&sql, [id], message_row)
             .optional()?
             .map(|(_, row)| row))
@@ -540,7 +554,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
-        let result = self.conn.execute(
+        let result = self.execute(
             "INSERT INTO partners (id, display_name, allowed_scopes, suspended, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, now_ms],
         );
@@ -552,7 +566,6 @@ impl Repo for SqliteRepo<'_> {
 
     fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>> {
         Ok(self
-            .conn
             .query_row(
                 "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
                 [id],
@@ -575,7 +588,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()> {
-        let result = self.conn.execute(
+        let result = self.execute(
             "INSERT INTO features (partner_id, name, description, scopes, retired) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![feature.partner_id, feature.name, feature.description, feature.scopes.bits(), feature.retired],
         );
@@ -586,7 +599,6 @@ impl Repo for SqliteRepo<'_> {
         let sql =
             format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 AND name = ?2");
         Ok(self
-            .conn
             .query_row(&sql, [partner_id, name], feature_row)
             .optional()?)
     }
@@ -600,7 +612,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn retire_feature(&mut self, partner_id: &str, name: &str) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "UPDATE features SET retired = 1 WHERE partner_id = ?1 AND name = ?2",
             [partner_id, name],
         )?;
@@ -608,7 +620,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "INSERT INTO access_requests (id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
@@ -622,7 +634,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>> {
         let sql = format!("SELECT {REQUEST_COLUMNS} FROM access_requests WHERE id = ?1");
-        Ok(self.conn.query_row(&sql, [id], request_row).optional()?)
+        Ok(self.query_row(&sql, [id], request_row).optional()?)
     }
 
     fn pending_requests(&mut self, user_id: &str) -> StoreResult<Vec<AccessRequest>> {
@@ -640,7 +652,7 @@ impl Repo for SqliteRepo<'_> {
         status: RequestStatus,
         grant_id: Option<&str>,
     ) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "UPDATE access_requests SET status = ?2, grant_id = COALESCE(?3, grant_id) WHERE id = ?1",
             params![id, status as i32, grant_id],
         )?;
@@ -648,7 +660,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn insert_grant(&mut self, g: &Grant) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "INSERT INTO grants (id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
@@ -661,7 +673,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn set_grant_token(&mut self, grant_id: &str, token_hash: &str) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "UPDATE grants SET token_hash = ?2 WHERE id = ?1",
             [grant_id, token_hash],
         )?;
@@ -725,7 +737,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "UPDATE grants SET state = ?2, ended_ms = ?3 WHERE id = ?1 AND state = ?4",
             params![id, state.to_i32(), now_ms, GrantState::Active.to_i32()],
         )?;
@@ -733,11 +745,11 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "UPDATE grants SET last_used_ms = ?2 WHERE id = ?1",
             params![id, now_ms],
         )?;
-        self.conn.execute(
+        self.execute(
             "INSERT INTO grant_scope_use (grant_id, scope, last_used_ms) VALUES (?1, ?2, ?3) \
              ON CONFLICT (grant_id, scope) DO UPDATE SET last_used_ms = excluded.last_used_ms",
             params![id, ScopeSet::of(&[scope]).bits(), now_ms],
@@ -746,7 +758,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn used_scopes(&mut self, id: &str) -> StoreResult<ScopeSet> {
-        let bits: i64 = self.conn.query_row(
+        let bits: i64 = self.query_row(
             "SELECT COALESCE(SUM(scope), 0) FROM grant_scope_use WHERE grant_id = ?1",
             [id],
             |r| r.get(0),
@@ -755,7 +767,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "UPDATE grants SET attested_ms = COALESCE(attested_ms, ?2) WHERE id = ?1",
             params![id, now_ms],
         )?;
@@ -763,7 +775,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn push_event(&mut self, grant: &Grant, kind: GrantEventKind, now_ms: i64) -> StoreResult<i64> {
-        self.conn.execute(
+        self.execute(
             "INSERT INTO grant_events (partner_id, grant_id, user_id, kind, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![grant.partner_id, grant.id, grant.user_id, kind as i32, now_ms],
         )?;
@@ -805,7 +817,6 @@ impl Repo for SqliteRepo<'_> {
 
     fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<AuditRecord> {
         let (last_seq, prev_hash) = self
-            .conn
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
@@ -815,7 +826,7 @@ impl Repo for SqliteRepo<'_> {
             .unwrap_or((0, String::new()));
         let seq = last_seq + 1;
         let hash = record_hash(seq, now_ms, entry, &prev_hash);
-        self.conn.execute(
+        self.execute(
             "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
@@ -868,7 +879,6 @@ impl Repo for SqliteRepo<'_> {
         key: &str,
     ) -> StoreResult<Option<IdempotentResponse>> {
         Ok(self
-            .conn
             .query_row(
                 "SELECT request_hash, response FROM idempotency WHERE partner_id = ?1 AND key = ?2",
                 [partner_id, key],
@@ -888,7 +898,7 @@ impl Repo for SqliteRepo<'_> {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()> {
-        self.conn.execute(
+        self.execute(
             "INSERT INTO idempotency (partner_id, key, request_hash, response) VALUES (?1, ?2, ?3, ?4)",
             params![partner_id, key, response.request_hash, response.response],
         )?;
