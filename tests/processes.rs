@@ -222,3 +222,23 @@ async fn no_token_ever_appears_in_the_logs_of_a_full_scenario() {
         "every partner call is logged at debug: {partner_calls_logged} found"
     );
 }
+
+#[tokio::test]
+async fn the_partner_api_refuses_tls_1_2() {
+    let (w, _platform) = world().await;
+    let music = start_partner(&w.work, "music", w.ports.partner).await;
+    let ca = std::fs::read_to_string(w.work.pki("ca.pem")).unwrap();
+    assert!(
+        !end_to_end::tls12_handshake(music.addr, &ca, None).await,
+        "TLS 1.2 must be refused"
+    );
+    // The same listener completes TLS 1.3 and serves.
+    let status = music
+        .client(&w.work)
+        .await
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: "alice".into(),
+        })
+        .await;
+    assert_eq!(status.unwrap().into_inner().status, "NOT_CONNECTED");
+}

@@ -227,8 +227,6 @@ async fn revocation_lists_apply_on_reload_and_a_stale_list_fails_closed() {
 
 #[tokio::test]
 async fn a_client_offering_only_tls_1_2_is_refused() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let platform = TestPlatform::start().await;
     let music = &platform
         .pki
@@ -237,34 +235,18 @@ async fn a_client_offering_only_tls_1_2_is_refused() {
         .find(|(p, _)| p == "music")
         .unwrap()
         .1;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(platform.pki.ca.cert_pem().as_bytes()).unwrap())
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(music.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(music.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
     for addr in [
         platform.addrs.partner,
         platform.addrs.operator,
         platform.addrs.user,
     ] {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config.clone()));
-        let handshake = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await;
-        assert!(
-            handshake.is_err(),
-            "a TLS 1.2 handshake with {addr} must fail"
-        );
+        let accepted = end_to_end::tls12_handshake(
+            addr,
+            platform.pki.ca.cert_pem(),
+            Some((&music.cert_pem, &music.key_pem)),
+        )
+        .await;
+        assert!(!accepted, "a TLS 1.2 handshake with {addr} must fail");
     }
     platform.shutdown().await;
 }

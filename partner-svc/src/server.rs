@@ -1,18 +1,20 @@
 //! Starts a partner: store, platform client, outbox worker, event watcher, and the API
-//! (with health and reflection) over TLS with the partner's certificate.
+//! (with health and reflection) over TLS 1.3 with the partner's certificate, terminated by
+//! the same code as the platform's listeners.
 
 use crate::api::PartnerApp;
 use crate::config::PartnerConfig;
 use crate::platform::PlatformClient;
 use crate::store::PartnerStore;
 use consent_proto::partner::v1::partner_app_server::PartnerAppServer;
+use platform_svc::config::TransportLimits;
+use platform_svc::server::transport;
+use platform_svc::tls::{ReloadableTls, TlsFiles, incoming};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 /// Largest message the partner API accepts.
@@ -55,21 +57,23 @@ pub async fn run(
     let app = PartnerAppServer::new(PartnerApp::new(config.clone(), store, client, wake))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let identity = Identity::from_pem(
-        std::fs::read(&config.tls.cert)?,
-        std::fs::read(&config.tls.key)?,
-    );
-    let result = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity))?
-        .max_concurrent_streams(128)
-        .http2_max_local_error_reset_streams(Some(256))
-        .http2_max_pending_accept_reset_streams(Some(64))
-        .timeout(Duration::from_secs(30))
+    // The platform's own TLS termination: TLS 1.3 only, handshakes under a timeout, the same
+    // HTTP/2 limits. Front ends authenticate to the partner by its own means, not certificates.
+    let limits = TransportLimits::default();
+    let tls = Arc::new(ReloadableTls::load(TlsFiles {
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+        client_ca: None,
+        crls: Vec::new(),
+    })?);
+    let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
+    let connections = incoming(listener, tls, handshake_timeout, String::new());
+    let result = transport(&limits)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(app)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(connections, shutdown)
         .await;
     outbox.abort();
     watcher.abort();
