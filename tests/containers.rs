@@ -9,7 +9,7 @@ use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::compose::{ComposeStack, docker_available};
 use end_to_end::story::{PartnerData, Stack, Story, register_profiles, tell};
-use end_to_end::world::eventually;
+use end_to_end::world::{connect_user, eventually};
 use end_to_end::{User, bearer, sign_up};
 use pb::account_client::AccountClient;
 use pb::partner_admin_client::PartnerAdminClient;
@@ -79,42 +79,7 @@ impl Seeded {
         thread_ids: Vec<String>,
     ) -> app::partner_app_client::PartnerAppClient<Channel> {
         let mut partner = self.partner(service).await;
-        partner
-            .connect_user(app::ConnectUserRequest {
-                user_name: "alice".into(),
-                thread_ids,
-            })
-            .await
-            .unwrap();
-        let pending = self
-            .account
-            .list_pending_requests(bearer(
-                pb::ListPendingRequestsRequest {},
-                &self.alice.session,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        for request in pending.requests {
-            self.account
-                .approve_request(bearer(
-                    pb::ApproveRequestRequest {
-                        request_id: request.request_id,
-                        ..Default::default()
-                    },
-                    &self.alice.session,
-                ))
-                .await
-                .unwrap();
-        }
-        let status = partner
-            .connection_status(app::ConnectionStatusRequest {
-                user_name: "alice".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(status.status, "CONNECTED");
+        connect_user(&mut partner, &mut self.account, &self.alice, thread_ids).await;
         partner
     }
 

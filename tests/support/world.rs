@@ -90,39 +90,49 @@ pub async fn connect_alice(
     music: &PartnerProcess,
 ) -> app::partner_app_client::PartnerAppClient<Channel> {
     let mut client = music.client(&w.work).await;
+    connect_user(&mut client, &mut w.account, &w.alice, vec![]).await;
     client
+}
+
+/// `user` connects the partner behind `partner` and approves, in the platform's app,
+/// everything pending; the partner then reports the user connected.
+pub async fn connect_user(
+    partner: &mut app::partner_app_client::PartnerAppClient<Channel>,
+    account: &mut AccountClient<Channel>,
+    user: &User,
+    thread_ids: Vec<String>,
+) {
+    let name = user.name.clone();
+    partner
         .connect_user(app::ConnectUserRequest {
-            user_name: "alice".into(),
-            thread_ids: vec![],
+            user_name: name.clone(),
+            thread_ids,
         })
         .await
         .unwrap();
-    let pending = w
-        .account
-        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &w.alice.session))
+    let pending = account
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &user.session))
         .await
         .unwrap()
         .into_inner();
-    let request_id = pending.requests[0].request_id.clone();
-    w.account
-        .approve_request(bearer(
-            pb::ApproveRequestRequest {
-                request_id,
-                ..Default::default()
-            },
-            &w.alice.session,
-        ))
-        .await
-        .unwrap();
-    let status = client
-        .connection_status(app::ConnectionStatusRequest {
-            user_name: "alice".into(),
-        })
+    for request in pending.requests {
+        account
+            .approve_request(bearer(
+                pb::ApproveRequestRequest {
+                    request_id: request.request_id,
+                    ..Default::default()
+                },
+                &user.session,
+            ))
+            .await
+            .unwrap();
+    }
+    let status = partner
+        .connection_status(app::ConnectionStatusRequest { user_name: name })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(status.status, "CONNECTED");
-    client
 }
 
 /// Waits until `check` holds, at most `within`.
