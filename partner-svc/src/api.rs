@@ -41,14 +41,22 @@ impl PartnerApp {
         format!("{} share", self.config.display_name)
     }
 
-    /// The user's token, if connected.
-    async fn token(&self, user_name: &str) -> Result<String, PartnerError> {
+    /// The user's connection as this partner's store holds it.
+    async fn connection(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<store::UserConnection>, PartnerError> {
         let name = user_name.to_string();
-        let connection = self
+        Ok(self
             .store
             .run(move |tx| store::connection(tx, &name))
-            .await?;
-        connection
+            .await?)
+    }
+
+    /// The user's token, if connected.
+    async fn token(&self, user_name: &str) -> Result<String, PartnerError> {
+        self.connection(user_name)
+            .await?
             .and_then(|c| c.token)
             .ok_or_else(|| PartnerError::NotConnected(user_name.to_string()))
     }
@@ -125,12 +133,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         request: Request<api::ConnectionStatusRequest>,
     ) -> Result<Response<api::ConnectionStatusResponse>, Status> {
         let name = user_name(&request.get_ref().user_name)?.to_string();
-        let lookup = name.clone();
-        let connection = self
-            .store
-            .run(move |tx| store::connection(tx, &lookup))
-            .await
-            .map_err(PartnerError::from)?;
+        let connection = self.connection(&name).await?;
         let Some(connection) = connection else {
             return Ok(Response::new(api::ConnectionStatusResponse {
                 status: "NOT_CONNECTED".into(),
@@ -369,12 +372,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         request: Request<api::DisconnectRequest>,
     ) -> Result<Response<api::DisconnectResponse>, Status> {
         let name = user_name(&request.get_ref().user_name)?.to_string();
-        let lookup = name.clone();
-        let connection = self
-            .store
-            .run(move |tx| store::connection(tx, &lookup))
-            .await
-            .map_err(PartnerError::from)?;
+        let connection = self.connection(&name).await?;
         let Some(grant_id) = connection.and_then(|c| c.grant_id) else {
             return Ok(Response::new(api::DisconnectResponse { released: false }));
         };
