@@ -9,7 +9,7 @@ use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::compose::{ComposeStack, docker_available};
 use end_to_end::story::{PartnerData, Stack, Story, register_profiles, tell};
-use end_to_end::world::{connect_user, eventually};
+use end_to_end::world::{connect_user, eventually, wait_for_deletion_attestation};
 use end_to_end::{User, bearer, sign_up};
 use pb::account_client::AccountClient;
 use pb::partner_admin_client::PartnerAdminClient;
@@ -363,18 +363,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
         store.token("alice").is_none() && store.cached_messages("alice") == 0
     })
     .await;
-    let session = s.alice.session.clone();
-    let mut account = s.account.clone();
-    eventually("the deletion attestation", WAIT, async || {
-        let grants = account
-            .list_grants(bearer(pb::ListGrantsRequest {}, &session))
-            .await
-            .unwrap()
-            .into_inner()
-            .grants;
-        grants[0].deletion_attested_at.is_some()
-    })
-    .await;
+    wait_for_deletion_attestation(&s.account, &s.alice, WAIT).await;
 }
 
 #[tokio::test]

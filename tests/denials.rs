@@ -420,14 +420,7 @@ async fn unregistered_partner_and_wrong_surface_identities() {
         .unwrap_err();
     assert_refused(&err, Code::Unauthenticated, "WRONG_IDENTITY");
 
-    let music_cert = &s
-        .platform
-        .pki
-        .partners
-        .iter()
-        .find(|(p, _)| p == "music")
-        .unwrap()
-        .1;
+    let music_cert = s.platform.partner_cert("music");
     let partner_on_operator = s
         .platform
         .channel(s.platform.addrs.operator, Some(music_cert))

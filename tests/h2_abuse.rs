@@ -87,13 +87,7 @@ impl Healthy {
 }
 
 async fn attacker(platform: &TestPlatform) -> RawH2 {
-    let music = &platform
-        .pki
-        .partners
-        .iter()
-        .find(|(p, _)| p == "music")
-        .unwrap()
-        .1;
+    let music = platform.partner_cert("music");
     RawH2::connect(
         platform.addrs.partner,
         platform.pki.ca.cert_pem(),

@@ -8,7 +8,9 @@ use consent_proto::platform::v1 as pb;
 use end_to_end::bearer;
 use end_to_end::processes::{PartnerProcess, ensure_built, start_partner, start_platform};
 use end_to_end::story::{ProcessStack, Story, tell};
-use end_to_end::world::{connect_alice, eventually, partner_db, world};
+use end_to_end::world::{
+    connect_alice, eventually, partner_db, wait_for_deletion_attestation, world,
+};
 use pb::account_client::AccountClient;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -169,18 +171,7 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         held(&music) == (false, 0)
     })
     .await;
-    let session = w.alice.session.clone();
-    let mut account = w.account.clone();
-    eventually("the deletion attestation", WAIT, async || {
-        let grants = account
-            .list_grants(bearer(pb::ListGrantsRequest {}, &session))
-            .await
-            .unwrap()
-            .into_inner()
-            .grants;
-        grants[0].deletion_attested_at.is_some()
-    })
-    .await;
+    wait_for_deletion_attestation(&w.account, &w.alice, WAIT).await;
     let mut client = music.client(&w.work).await;
     let refused = client
         .inbox(app::InboxRequest {

@@ -86,13 +86,7 @@ async fn bad_client_certificates_never_reach_a_handler() {
 #[tokio::test]
 async fn every_listener_serves_health_and_reflection() {
     let platform = TestPlatform::start().await;
-    let music = &platform
-        .pki
-        .partners
-        .iter()
-        .find(|(p, _)| p == "music")
-        .unwrap()
-        .1;
+    let music = platform.partner_cert("music");
     let listeners = [
         (
             platform.addrs.partner,
@@ -228,13 +222,7 @@ async fn revocation_lists_apply_on_reload_and_a_stale_list_fails_closed() {
 #[tokio::test]
 async fn a_client_offering_only_tls_1_2_is_refused() {
     let platform = TestPlatform::start().await;
-    let music = &platform
-        .pki
-        .partners
-        .iter()
-        .find(|(p, _)| p == "music")
-        .unwrap()
-        .1;
+    let music = platform.partner_cert("music");
     for addr in [
         platform.addrs.partner,
         platform.addrs.operator,

@@ -101,7 +101,8 @@ impl TestPlatform {
         }
     }
 
-    fn partner_cert(&self, id: &str) -> &IssuedCertificate {
+    /// The certificate of partner `id` in the test PKI.
+    pub fn partner_cert(&self, id: &str) -> &IssuedCertificate {
         &self
             .pki
             .partners

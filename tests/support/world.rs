@@ -153,3 +153,22 @@ pub fn partner_db(music: &PartnerProcess) -> rusqlite::Connection {
     db.busy_timeout(Duration::from_secs(5)).unwrap();
     db
 }
+
+/// Waits until `user`'s first grant shows the partner's deletion attestation.
+pub async fn wait_for_deletion_attestation(
+    account: &AccountClient<Channel>,
+    user: &User,
+    within: Duration,
+) {
+    let mut account = account.clone();
+    eventually("the deletion attestation", within, async || {
+        let grants = account
+            .list_grants(bearer(pb::ListGrantsRequest {}, &user.session))
+            .await
+            .unwrap()
+            .into_inner()
+            .grants;
+        grants[0].deletion_attested_at.is_some()
+    })
+    .await;
+}
