@@ -2,6 +2,10 @@
 //! a writer thread that runs queued jobs in batches — one transaction and one fsync per
 //! batch, a savepoint per job — so a commit is on disk before any job of it returns, and
 //! concurrent calls share the cost of the fsync instead of queueing behind each other's.
+//!
+//! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
+//! plans the statement anew on every use, since the value may change the plan, and that
+//! costs more than running it.
 
 use super::migrations::MIGRATIONS;
 use super::{
@@ -431,7 +435,7 @@ impl Repo for SqliteRepo<'_> {
     fn friends(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>> {
         let sql = format!(
             "SELECT u.rowid, {} FROM friends f JOIN users u ON u.id = f.friend_id \
-             WHERE f.user_id = ?1 AND u.rowid > ?2 ORDER BY u.rowid LIMIT ?3",
+             WHERE f.user_id = ?1 AND u.rowid > ?2 ORDER BY u.rowid LIMIT CAST(?3 AS INTEGER)",
             USER_COLUMNS
                 .split(", ")
                 .map(|c| format!("u.{c}"))
@@ -497,7 +501,7 @@ impl Repo for SqliteRepo<'_> {
         let sql = format!(
             "SELECT t.seq, t.id, t.title, t.started_by_partner, t.created_ms FROM threads t \
              JOIN thread_participants p ON p.thread_id = t.id \
-             WHERE p.user_id = ?1 AND t.seq > ?2 AND {condition} ORDER BY t.seq LIMIT ?3"
+             WHERE p.user_id = ?1 AND t.seq > ?2 AND {condition} ORDER BY t.seq LIMIT CAST(?3 AS INTEGER)"
         );
         let rows: Vec<(i64, String, String, Option<String>, i64)> = {
             let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -537,7 +541,7 @@ impl Repo for SqliteRepo<'_> {
     ) -> StoreResult<Paged<MessageRow>> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
-             WHERE m.thread_id = ?1 AND m.seq > ?2 AND m.created_ms >= ?3 ORDER BY m.seq LIMIT ?4"
+             WHERE m.thread_id = ?1 AND m.seq > ?2 AND m.created_ms >= ?3 ORDER BY m.seq LIMIT CAST(?4 AS INTEGER)"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
@@ -792,7 +796,7 @@ impl Repo for SqliteRepo<'_> {
     ) -> StoreResult<Vec<GrantEvent>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
-             WHERE partner_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+             WHERE partner_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
         )?;
         let rows = stmt.query_map(
             params![
@@ -845,7 +849,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn audit_records(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         self.audit_where(
-            "seq > ?1 ORDER BY seq LIMIT ?2",
+            "seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)",
             params![after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }
@@ -857,7 +861,7 @@ impl Repo for SqliteRepo<'_> {
         limit: usize,
     ) -> StoreResult<Vec<AuditRecord>> {
         self.audit_where(
-            "user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
             params![user_id, after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }
