@@ -30,6 +30,8 @@ const CONNECTIONS: usize = 8;
 /// The benchmark measures consent enforcement, not the per-partner rate limiter.
 pub const UNLIMITED: &str =
     "[limits]\npartner_requests_per_second = 100000000\npartner_burst = 100000000\n";
+/// The platform logs as it does by default, not per call as in tests.
+pub const PLATFORM_LOG: &str = "info";
 
 struct Settings {
     point: Duration,
@@ -97,7 +99,7 @@ async fn start_echo(work: &WorkDir) -> (Process, Vec<EchoClient<Channel>>) {
         work.pki("").display().to_string(),
         addr.to_string(),
     ];
-    let process = Process::spawn("bench", &args, work.path.join("echo.log"));
+    let process = Process::spawn_logging("bench", &args, work.path.join("echo.log"), PLATFORM_LOG);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(channel) = work.channel(addr, Some("partner-music")).await
@@ -138,7 +140,7 @@ pub(crate) async fn partner_channels(work: &WorkDir, addr: SocketAddr) -> Vec<Ch
 /// of about 200 bytes, and obtains a grant without `friends.read`.
 async fn small_target(work: &WorkDir) -> Target {
     let ports = PlatformPorts::free();
-    let platform = start_platform_with(work, ports, UNLIMITED).await;
+    let platform = start_platform_with(work, ports, UNLIMITED, PLATFORM_LOG).await;
     let scopes: Vec<i32> = [
         pb::Scope::ThreadsRead,
         pb::Scope::MessagesRead,

@@ -551,7 +551,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
         started.elapsed().as_secs_f64()
     );
     let ports = PlatformPorts::free();
-    let platform = start_platform_with(&work, ports, UNLIMITED).await;
+    let platform = start_platform_with(&work, ports, UNLIMITED, crate::PLATFORM_LOG).await;
     crate::load::reset_peak_rss(platform.id());
     let partner_channels = partner_channels(&work, ports.partner).await;
     ScaleTarget {

@@ -67,6 +67,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Log filter (`RUST_LOG` syntax) of the processes tests start: our crates at debug, to
+/// diagnose a failure from its log.
+pub const TEST_LOG: &str = "info,platform_svc=debug,partner_svc=debug";
+
 /// A child process killed on drop.
 #[derive(Debug)]
 pub struct Process {
@@ -78,11 +82,16 @@ pub struct Process {
 impl Process {
     /// Starts `program` from this build's binaries with `args`, its output in `log`.
     pub fn spawn(program: &str, args: &[String], log: PathBuf) -> Self {
+        Self::spawn_logging(program, args, log, TEST_LOG)
+    }
+
+    /// Like [`Process::spawn`], logging at `log_filter` (`RUST_LOG` syntax).
+    pub fn spawn_logging(program: &str, args: &[String], log: PathBuf, log_filter: &str) -> Self {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(bin_dir().join(program))
             .args(args)
-            .env("RUST_LOG", "info,platform_svc=debug,partner_svc=debug")
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -213,11 +222,17 @@ impl PlatformPorts {
 
 /// Starts `platform-svc` with its database in the work directory; waits until healthy.
 pub async fn start_platform(work: &WorkDir, ports: PlatformPorts) -> Process {
-    start_platform_with(work, ports, "").await
+    start_platform_with(work, ports, "", TEST_LOG).await
 }
 
-/// Like [`start_platform`], appending `extra` (TOML sections) to its configuration.
-pub async fn start_platform_with(work: &WorkDir, ports: PlatformPorts, extra: &str) -> Process {
+/// Like [`start_platform`], appending `extra` (TOML sections) to its configuration and
+/// logging at `log_filter` (`RUST_LOG` syntax).
+pub async fn start_platform_with(
+    work: &WorkDir,
+    ports: PlatformPorts,
+    extra: &str,
+    log_filter: &str,
+) -> Process {
     let config = work.path.join("platform.toml");
     let p = |name: &str| work.pki(name).display().to_string();
     std::fs::write(
@@ -238,7 +253,7 @@ pub async fn start_platform_with(work: &WorkDir, ports: PlatformPorts, extra: &s
         ),
     )
     .expect("platform config");
-    let process = Process::spawn(
+    let process = Process::spawn_logging(
         "platform-svc",
         &[
             "serve".into(),
@@ -246,6 +261,7 @@ pub async fn start_platform_with(work: &WorkDir, ports: PlatformPorts, extra: &s
             config.display().to_string(),
         ],
         work.path.join("platform.log"),
+        log_filter,
     );
     work.wait_healthy(
         ports.operator,
