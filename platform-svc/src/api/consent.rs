@@ -150,7 +150,7 @@ impl Consent for ConsentService {
     ) -> Result<Response<pb::IntrospectGrantsResponse>, Status> {
         let call = PartnerCall::new(&request, method!("IntrospectGrants"));
         let r = request.into_inner();
-        call.run(&self.platform, move |tx| {
+        call.read(&self.platform, move |tx| {
             let grants = tx.repo.grants_of_partner(&tx.partner.id, r.active_only)?;
             Ok(pb::IntrospectGrantsResponse {
                 grants: grants.iter().map(convert::grant).collect(),

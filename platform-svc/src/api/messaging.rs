@@ -1,5 +1,6 @@
 //! The messaging surface for partners: every call needs a grant token of the calling
-//! partner and exactly one scope.
+//! partner and exactly one scope. Listing and getting only read, so they run beside the
+//! store's writer; sending, starting threads and deleting run on it.
 
 use super::Platform;
 use super::convert;
@@ -74,7 +75,7 @@ impl Messaging for MessagingService {
     ) -> Result<Response<pb::ListThreadsResponse>, Status> {
         let call = PartnerCall::new(&request, method!("ListThreads"));
         let r = request.into_inner();
-        call.run(&self.platform, move |tx| {
+        call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::ThreadsRead)?;
             let page = validate::page(r.page_size, &r.page_token)?;
             let rows = tx
@@ -103,7 +104,7 @@ impl Messaging for MessagingService {
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let call = PartnerCall::new(&request, method!("ListMessages"));
         let r = request.into_inner();
-        call.run(&self.platform, move |tx| {
+        call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesRead)?;
             let thread_id = validate::id("thread_id", &r.thread_id)?;
             let page = validate::page(r.page_size, &r.page_token)?;
@@ -134,7 +135,7 @@ impl Messaging for MessagingService {
     ) -> Result<Response<pb::Message>, Status> {
         let call = PartnerCall::new(&request, method!("GetMessage"));
         let r = request.into_inner();
-        call.run(&self.platform, move |tx| {
+        call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesRead)?;
             let message_id = validate::id("message_id", &r.message_id)?;
             tx.touches(message_id);
@@ -265,7 +266,7 @@ impl Messaging for MessagingService {
     ) -> Result<Response<pb::ListFriendsResponse>, Status> {
         let call = PartnerCall::new(&request, method!("ListFriends"));
         let r = request.into_inner();
-        call.run(&self.platform, move |tx| {
+        call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::FriendsRead)?;
             let page = validate::page(r.page_size, &r.page_token)?;
             let rows = tx.repo.friends(&grant.user_id, page)?;

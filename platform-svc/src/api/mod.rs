@@ -1,7 +1,7 @@
 //! The gRPC surfaces. Each handler validates its request, then runs one store transaction
 //! through [`Platform`]; partner calls go through `partner_call::PartnerCall`, which
-//! resolves the grant, applies [`crate::consent`], and appends the audit record in the same
-//! transaction, so the record is durable before any data is returned.
+//! resolves the grant, applies [`crate::consent`], and appends the audit record in the
+//! transaction that records the call, so the record is durable before any data is returned.
 
 pub mod account;
 pub mod admin;

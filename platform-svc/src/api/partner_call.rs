@@ -4,17 +4,25 @@
 //! (allowed or denied, with the reason) is appended in the same transaction as the call's
 //! effects, so nothing is returned before its record is durable.
 //!
+//! Calls that change data run whole on the store's writer ([`PartnerCall::run`]). Calls
+//! that only read ([`PartnerCall::read`]) decide and read on a snapshot beside the writer,
+//! then hand the writer only what must be written: the grant's use and the audit record.
+//! The writer first checks that the grant and partner are still active, so a revocation
+//! committed while the read was in flight still refuses it, and the audit chain never
+//! shows an allowed use after the revocation that ended it.
+//!
 //! Operations check everything before they write: the only writes a refused call leaves
 //! are the audit record and, where a rule says the grant ends now, that ending.
 
-use super::{Platform, end_grant};
+use super::{Limits, Platform, end_grant};
 use crate::consent::{self, GrantContext};
 use crate::error::{ApiError, Reason};
 use crate::identity::PartnerId;
-use crate::model::{AuditEntry, Grant, Partner, Scope};
+use crate::model::{AuditEntry, Grant, GrantState, Partner, Scope};
 use crate::secret::{GRANT_TOKEN_PREFIX, hash_token, is_well_formed};
-use crate::store::{IdempotentResponse, Repo, StoreResult};
+use crate::store::{self, IdempotentResponse, Repo, StoreResult};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use tonic::{Request, Status};
 
 /// Who is calling which method, with which token: read from the request at the edge.
@@ -23,6 +31,28 @@ pub struct PartnerCall {
     partner_id: String,
     method: &'static str,
     token: Option<String>,
+}
+
+/// What a call leaves for the writer besides its own effects.
+#[derive(Debug, Default)]
+struct Effects {
+    audit: AuditEntry,
+    /// The grant used and for which scope, once authorized.
+    used: Option<(String, Scope)>,
+    /// A grant a rule says has ended, and how.
+    ending: Option<(String, GrantState)>,
+}
+
+/// One attempt at a call: its result and what the writer must record for it.
+struct Attempt<R> {
+    result: Result<R, ApiError>,
+    effects: Effects,
+}
+
+/// An attempt made on a snapshot, at `now_ms`.
+struct Snapshot<R> {
+    now_ms: i64,
+    attempt: Attempt<R>,
 }
 
 impl PartnerCall {
@@ -39,7 +69,7 @@ impl PartnerCall {
         }
     }
 
-    /// Runs `op` as this partner and audits the outcome.
+    /// Runs `op` as this partner on the writer and audits the outcome.
     pub async fn run<R: Send + 'static>(
         self,
         platform: &Platform,
@@ -49,48 +79,142 @@ impl PartnerCall {
         let pseudonym_key = platform.store.pseudonym_key().to_string();
         let outcome = platform
             .run(move |repo, now_ms| {
-                let mut audit = AuditEntry {
-                    partner_id: self.partner_id.clone(),
-                    method: self.method.to_string(),
-                    ..AuditEntry::default()
-                };
-                let mut used = None;
-                let result = match active_partner(repo, &self.partner_id) {
-                    Ok(partner) => {
-                        let mut tx = PartnerTx {
-                            repo: &mut *repo,
-                            now_ms,
-                            partner,
-                            token: self.token.as_deref(),
-                            audit: &mut audit,
-                            used: &mut used,
-                            limits,
-                            pseudonym_key: &pseudonym_key,
-                        };
-                        op(&mut tx)
-                    }
-                    Err(e) => Err(e),
-                };
-                if let (Ok(_), Some((grant_id, scope))) = (&result, &used) {
-                    repo.touch_grant(grant_id, *scope, now_ms)?;
-                }
-                match &result {
-                    Ok(_) => audit.decision = "allow".into(),
-                    Err(e) => {
-                        audit.decision = "deny".into();
-                        audit.reason = e.audit_reason().into();
-                    }
-                }
-                repo.append_audit(&audit, now_ms)?;
-                tracing::debug!(method = self.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
-                Ok(result)
+                let attempt = self.attempt(repo, now_ms, limits, &pseudonym_key, op);
+                settle(repo, now_ms, attempt)
             })
             .await;
         match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) | Err(e) => Err(e.into()),
+            Ok(result) => result.map_err(Into::into),
+            Err(e) => Err(e.into()),
         }
     }
+
+    /// Runs `op`, which must only read, as this partner on a snapshot beside the writer,
+    /// then has the writer record the grant's use and the audit record. If the grant or
+    /// partner ended while `op` ran, the call is decided again on the writer.
+    pub async fn read<R: Send + 'static>(
+        self,
+        platform: &Platform,
+        op: impl Fn(&mut PartnerTx<'_>) -> Result<R, ApiError> + Send + Sync + 'static,
+    ) -> Result<R, Status> {
+        let op = Arc::new(op);
+        let snapshot = self.on_snapshot(platform, op.as_ref())?;
+        self.settle_snapshot(platform, snapshot, op).await
+    }
+
+    /// Decides and reads on a snapshot of committed data.
+    fn on_snapshot<R>(
+        &self,
+        platform: &Platform,
+        op: &dyn Fn(&mut PartnerTx<'_>) -> Result<R, ApiError>,
+    ) -> StoreResult<Snapshot<R>> {
+        let now_ms = platform.clock.now_ms();
+        let pseudonym_key = platform.store.pseudonym_key();
+        store::read(platform.store.as_ref(), |repo| {
+            let attempt = self.attempt(repo, now_ms, platform.limits, pseudonym_key, op);
+            Ok(Snapshot { now_ms, attempt })
+        })
+    }
+
+    /// Records a snapshot's outcome on the writer, or decides again there if what allowed
+    /// it has ended since.
+    async fn settle_snapshot<R: Send + 'static>(
+        self,
+        platform: &Platform,
+        snapshot: Snapshot<R>,
+        op: Arc<impl Fn(&mut PartnerTx<'_>) -> Result<R, ApiError> + Send + Sync + 'static>,
+    ) -> Result<R, Status> {
+        let caller = self.partner_id.clone();
+        let Snapshot { now_ms, attempt } = snapshot;
+        let settled = store::execute(platform.store.as_ref(), move |repo| {
+            if attempt.result.is_ok() && !still_active(repo, &caller, &attempt.effects)? {
+                return Ok(None);
+            }
+            settle(repo, now_ms, attempt).map(Some)
+        })
+        .await?;
+        match settled {
+            Some(result) => result.map_err(Into::into),
+            None => self.run(platform, move |tx| op(tx)).await,
+        }
+    }
+
+    fn attempt<R>(
+        &self,
+        repo: &mut dyn Repo,
+        now_ms: i64,
+        limits: Limits,
+        pseudonym_key: &str,
+        op: impl FnOnce(&mut PartnerTx<'_>) -> Result<R, ApiError>,
+    ) -> Attempt<R> {
+        let mut effects = Effects {
+            audit: AuditEntry {
+                partner_id: self.partner_id.clone(),
+                method: self.method.to_string(),
+                ..AuditEntry::default()
+            },
+            ..Effects::default()
+        };
+        let result = active_partner(repo, &self.partner_id).and_then(|partner| {
+            op(&mut PartnerTx {
+                repo,
+                now_ms,
+                partner,
+                token: self.token.as_deref(),
+                effects: &mut effects,
+                limits,
+                pseudonym_key,
+            })
+        });
+        Attempt { result, effects }
+    }
+}
+
+/// Whether the partner and the grant a snapshot allowed are both still active.
+fn still_active(repo: &mut dyn Repo, caller: &str, effects: &Effects) -> StoreResult<bool> {
+    if repo.partner(caller)?.is_none_or(|p| p.suspended) {
+        return Ok(false);
+    }
+    Ok(match &effects.used {
+        Some((grant_id, _)) => repo
+            .grant(grant_id)?
+            .is_some_and(|g| g.state == GrantState::Active),
+        None => true,
+    })
+}
+
+/// Writes what an attempt leaves besides its own effects: a grant's ending, the grant's
+/// use, and the audit record of the outcome.
+fn settle<R>(
+    repo: &mut dyn Repo,
+    now_ms: i64,
+    attempt: Attempt<R>,
+) -> StoreResult<Result<R, ApiError>> {
+    let Attempt {
+        result,
+        mut effects,
+    } = attempt;
+    if let Some((grant_id, state)) = &effects.ending
+        && let Some(grant) = repo.grant(grant_id)?
+    {
+        end_grant(repo, &grant, *state, now_ms)?;
+    }
+    match &result {
+        Ok(_) => {
+            if let Some((grant_id, scope)) = &effects.used {
+                repo.touch_grant(grant_id, *scope, now_ms)?;
+            }
+            effects.audit.decision = "allow".into();
+        }
+        Err(e) => {
+            effects.audit.decision = "deny".into();
+            effects.audit.reason = e.audit_reason().into();
+        }
+    }
+    repo.append_audit(&effects.audit, now_ms)?;
+    let audit = &effects.audit;
+    tracing::debug!(method = %audit.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
+    Ok(result)
 }
 
 fn active_partner(repo: &mut dyn Repo, partner_id: &str) -> Result<Partner, ApiError> {
@@ -116,15 +240,14 @@ pub struct PartnerTx<'a> {
     /// The calling partner, registered and active.
     pub partner: Partner,
     token: Option<&'a str>,
-    audit: &'a mut AuditEntry,
-    used: &'a mut Option<(String, Scope)>,
-    limits: super::Limits,
+    effects: &'a mut Effects,
+    limits: Limits,
     pseudonym_key: &'a str,
 }
 
 impl PartnerTx<'_> {
     /// Resolves the bearer token to a grant that permits `scope` now. Records the grant
-    /// and user in the audit entry; ends the grant if a rule says it ended.
+    /// and user in the audit entry, and the grant's ending if a rule says it ended.
     pub fn authorize(&mut self, scope: Scope) -> Result<Grant, ApiError> {
         let token = self.token.ok_or_else(|| {
             ApiError::Unauthenticated(
@@ -147,8 +270,8 @@ impl PartnerTx<'_> {
                     "grant token is unknown or ended".into(),
                 )
             })?;
-        self.audit.grant_id.clone_from(&grant.id);
-        self.audit.user_id.clone_from(&grant.user_id);
+        self.effects.audit.grant_id.clone_from(&grant.id);
+        self.effects.audit.user_id.clone_from(&grant.user_id);
         let owner = match self.repo.partner(&grant.partner_id)? {
             Some(owner) => owner,
             None => return Err(ApiError::Storage("grant of an unknown partner".into())),
@@ -168,31 +291,31 @@ impl PartnerTx<'_> {
                 tracing::warn!(caller = %self.partner.id, owner = %grant.partner_id, grant = %grant.id, "grant token presented by another partner");
             }
             if let Some(state) = denial.ends_grant {
-                end_grant(self.repo, &grant, state, self.now_ms)?;
+                self.effects.ending = Some((grant.id.clone(), state));
             }
             return Err(denial.error);
         }
-        *self.used = Some((grant.id.clone(), scope));
+        self.effects.used = Some((grant.id.clone(), scope));
         Ok(grant)
     }
 
     /// Adds a resource id to the audit record.
     pub fn touches(&mut self, resource: &str) {
-        if !self.audit.resource.is_empty() {
-            self.audit.resource.push(',');
+        if !self.effects.audit.resource.is_empty() {
+            self.effects.audit.resource.push(',');
         }
-        self.audit.resource.push_str(resource);
+        self.effects.audit.resource.push_str(resource);
     }
 
     /// Names the user concerned when no grant does (consent calls).
     pub fn concerns_user(&mut self, user_id: &str) {
-        self.audit.user_id = user_id.to_string();
+        self.effects.audit.user_id = user_id.to_string();
     }
 
     /// Names the grant concerned when no token does (consent calls).
     pub fn concerns_grant(&mut self, grant: &Grant) {
-        self.audit.grant_id.clone_from(&grant.id);
-        self.audit.user_id.clone_from(&grant.user_id);
+        self.effects.audit.grant_id.clone_from(&grant.id);
+        self.effects.audit.user_id.clone_from(&grant.user_id);
     }
 
     /// The key for per-partner pseudonyms.
@@ -210,7 +333,7 @@ impl PartnerTx<'_> {
     ) -> Result<M, ApiError> {
         let request_hash = hex::encode(
             Sha256::new()
-                .chain_update(self.audit.method.as_bytes())
+                .chain_update(self.effects.audit.method.as_bytes())
                 .chain_update(request.encode_to_vec())
                 .finalize(),
         );
@@ -243,5 +366,155 @@ pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> StoreResult<Grant> {
             Ok(grant)
         }
         _ => Err(ApiError::not_found("grant", grant_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Policy;
+    use crate::model::{Coverage, Feature, ScopeSet, User};
+    use crate::secret::new_token;
+    use crate::store::{SqliteStore, Store, execute};
+
+    /// A platform with one partner, one user and one active grant; returns its token.
+    async fn platform_with_grant(dir: &std::path::Path) -> (Platform, String) {
+        let store = SqliteStore::open(&dir.join("platform.db")).unwrap();
+        let token = new_token(GRANT_TOKEN_PREFIX);
+        let token_hash = hash_token(&token);
+        let clock = Arc::new(Clock::default());
+        let now_ms = clock.now_ms();
+        execute(&store, move |repo| {
+            let scopes = ScopeSet::of(&[Scope::ThreadsRead]);
+            repo.insert_partner(
+                &Partner {
+                    id: "music".into(),
+                    display_name: "Music".into(),
+                    allowed_scopes: scopes,
+                    suspended: false,
+                },
+                0,
+            )?;
+            repo.insert_feature(&Feature {
+                partner_id: "music".into(),
+                name: "share".into(),
+                description: "share".into(),
+                scopes,
+                retired: false,
+            })?;
+            repo.insert_user(
+                &User {
+                    id: "usr_a".into(),
+                    name: "alice".into(),
+                    display_name: "Alice".into(),
+                    password_hash: "x".into(),
+                    hide_from_others_apps: false,
+                },
+                0,
+            )?;
+            repo.insert_grant(&Grant {
+                id: "grt_1".into(),
+                user_id: "usr_a".into(),
+                partner_id: "music".into(),
+                feature: "share".into(),
+                scopes,
+                coverage: Coverage::All,
+                thread_ids: vec![],
+                include_history: true,
+                created_ms: now_ms,
+                not_after_ms: i64::MAX,
+                last_used_ms: None,
+                state: GrantState::Active,
+                ended_ms: None,
+                attested_ms: None,
+            })?;
+            repo.set_grant_token("grt_1", &token_hash)
+        })
+        .await
+        .unwrap();
+        let (_, stopping) = tokio::sync::watch::channel(false);
+        let platform = Platform {
+            store: Arc::new(store) as Arc<dyn Store>,
+            clock,
+            limits: Limits::from(&Policy::default()),
+            stopping,
+        };
+        (platform, token)
+    }
+
+    fn call(token: &str) -> PartnerCall {
+        PartnerCall {
+            partner_id: "music".into(),
+            method: "/test/Read",
+            token: Some(token.into()),
+        }
+    }
+
+    fn audit_decisions(platform: &Platform) -> Vec<(String, String)> {
+        store::read(platform.store.as_ref(), |repo| {
+            Ok(repo
+                .audit_records(0, 100)?
+                .into_iter()
+                .map(|r| (r.entry.decision, r.entry.reason))
+                .collect())
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_revocation_committed_during_a_read_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        let op = Arc::new(|tx: &mut PartnerTx<'_>| tx.authorize(Scope::ThreadsRead).map(|g| g.id));
+
+        let snapshot = call(&token).on_snapshot(&platform, op.as_ref()).unwrap();
+        assert!(snapshot.attempt.result.is_ok(), "the snapshot allowed it");
+        let now_ms = platform.clock.now_ms();
+        execute(platform.store.as_ref(), move |repo| {
+            repo.end_grant("grt_1", GrantState::Revoked, now_ms)
+        })
+        .await
+        .unwrap();
+        let refused = call(&token)
+            .settle_snapshot(&platform, snapshot, op)
+            .await
+            .unwrap_err();
+
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            audit_decisions(&platform),
+            [("deny".to_string(), "GRANT_REVOKED".to_string())],
+            "one record, the refusal"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_snapshot_is_settled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        let read = call(&token)
+            .read(&platform, |tx| {
+                tx.authorize(Scope::ThreadsRead).map(|g| g.id)
+            })
+            .await
+            .unwrap();
+        assert_eq!(read, "grt_1");
+        assert_eq!(
+            audit_decisions(&platform),
+            [("allow".to_string(), String::new())]
+        );
+        let used = store::read(platform.store.as_ref(), |repo| repo.used_scopes("grt_1")).unwrap();
+        assert!(used.contains(Scope::ThreadsRead), "the use is recorded");
+    }
+
+    #[test]
+    fn a_snapshot_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
+        let written = store::read(&store, |repo| {
+            repo.end_grant("grt_1", GrantState::Revoked, 0)
+        });
+        assert!(written.is_err(), "a read-only snapshot refuses writes");
     }
 }

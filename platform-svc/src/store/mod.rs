@@ -6,6 +6,9 @@
 //! (group commit: one fsync for a whole batch), each in a savepoint of its own so that a
 //! failing job takes only its own writes back; a job learns its result only once the
 //! batch is durably committed.
+//!
+//! Reads that change nothing can instead run on a snapshot beside the writer
+//! ([`Store::read`]): they see only committed, durable data and never wait for a batch.
 
 mod migrations;
 mod sqlite;
@@ -76,6 +79,9 @@ pub trait Job: Send {
 pub trait Store: Send + Sync + 'static {
     /// Queues `job`; it runs in a later transaction and finishes after that commits.
     fn submit(&self, job: Box<dyn Job>);
+    /// Runs `work` now, on the calling thread, against a read-only snapshot of committed
+    /// data; any write it attempts fails.
+    fn read(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()>;
     /// The newest grant-event sequence number, updated after each commit that added events.
     fn event_watch(&self) -> watch::Receiver<i64>;
     /// Installation secret that keys per-partner pseudonyms.
@@ -138,6 +144,24 @@ pub async fn execute<R: Send + 'static>(
     receiver
         .await
         .map_err(|_| ApiError::Storage("the store stopped".into()))?
+}
+
+/// Runs read-only `work` on a snapshot of committed data, beside the writer (see
+/// [`Store::read`]).
+pub fn read<R>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R>,
+) -> StoreResult<R> {
+    let mut work = Some(work);
+    let mut output = None;
+    store.read(&mut |repo| {
+        let work = work
+            .take()
+            .ok_or_else(|| ApiError::Storage("read ran twice".into()))?;
+        output = Some(work(repo)?);
+        Ok(())
+    })?;
+    output.ok_or_else(|| ApiError::Storage("read did not run".into()))
 }
 
 /// Like [`execute`], blocking the calling thread (for code outside the async runtime).

@@ -3,6 +3,10 @@
 //! batch, a savepoint per job — so a commit is on disk before any job of it returns, and
 //! concurrent calls share the cost of the fsync instead of queueing behind each other's.
 //!
+//! Reads run beside it on read-only connections from a small pool, each in a transaction of
+//! its own: WAL gives them a snapshot of what is committed, and a commit becomes visible
+//! only once it is on disk.
+//!
 //! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
 //! plans the statement anew on every use, since the value may change the plan, and that
 //! costs more than running it.
@@ -18,17 +22,23 @@ use crate::model::{
     Message, Partner, RequestStatus, Scope, ScopeSet, Thread, User,
 };
 use consent_proto::platform::v1::GrantEventKind;
-use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::path::Path;
-use std::sync::mpsc;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, mpsc};
 use tokio::sync::watch;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 256;
+/// Most idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+/// Statements kept prepared per connection.
+const STATEMENT_CACHE: usize = 256;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
     events: watch::Sender<i64>,
     pseudonym_key: String,
 }
@@ -48,7 +58,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Every statement the repository runs stays prepared.
-        conn.set_prepared_statement_cache_capacity(256);
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn)?;
         let pseudonym_key = match conn
             .query_row(
@@ -81,9 +91,38 @@ impl SqliteStore {
             .map_err(|e| ApiError::Storage(format!("starting the writer: {e}")))?;
         Ok(SqliteStore {
             jobs,
+            path: path.to_path_buf(),
+            readers: Mutex::new(Vec::new()),
             events,
             pseudonym_key,
         })
+    }
+}
+
+impl SqliteStore {
+    fn reader(&self) -> rusqlite::Result<Connection> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        if let Some(conn) = idle {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    fn return_reader(&self, conn: Connection) {
+        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
     }
 }
 
@@ -155,6 +194,23 @@ impl Store for SqliteStore {
         if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             job.finish(Err("the store's writer stopped".into()));
         }
+    }
+
+    fn read(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()> {
+        let conn = self.reader()?;
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        let output = work(&mut SqliteRepo {
+            conn: &conn,
+            last_event: None,
+        });
+        // Ending the transaction releases the snapshot.
+        let ended = conn.prepare_cached("COMMIT")?.execute([]);
+        if ended.is_ok() {
+            self.return_reader(conn);
+        }
+        output?;
+        ended?;
+        Ok(())
     }
 
     fn event_watch(&self) -> watch::Receiver<i64> {
