@@ -29,6 +29,8 @@ use tokio::sync::watch;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 256;
+/// How long a batch smaller than the last waits for more jobs: about one fsync here.
+const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_micros(100);
 /// Most idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 /// Statements kept prepared per connection.
@@ -128,19 +130,24 @@ impl SqliteStore {
 
 /// The writer thread: takes every job waiting, runs them in one transaction, commits once,
 /// then tells each job. Ends when the store is dropped.
+///
+/// When fewer jobs are waiting than the last batch held, more calls are probably on their
+/// way: the writer gives them [`GATHER_WINDOW`] to join this commit rather than each paying
+/// for an fsync of its own. A lone caller never waits, since its last batch held one job.
 fn write_batches(
     conn: &Connection,
     queue: &mpsc::Receiver<Box<dyn Job>>,
     events: &watch::Sender<i64>,
 ) {
+    let mut expected = 1;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        take_waiting(queue, &mut batch);
+        if batch.len() < expected {
+            std::thread::sleep(GATHER_WINDOW);
+            take_waiting(queue, &mut batch);
         }
+        expected = batch.len();
         let mut last_event = None;
         let committed = run_batch(conn, &mut batch, &mut last_event).map_err(|e| e.to_string());
         if committed.is_err() {
@@ -150,6 +157,15 @@ fn write_batches(
         }
         for job in batch {
             job.finish(committed.clone());
+        }
+    }
+}
+
+fn take_waiting(queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }
