@@ -38,10 +38,23 @@ pub struct PartnerCall {
 struct Effects {
     audit: AuditEntry,
     /// The grant used and for which scope, once authorized.
-    used: Option<(String, Scope)>,
+    used: Option<GrantUse>,
     /// A grant a rule says has ended, and how.
     ending: Option<(String, GrantState)>,
 }
+
+/// A use of a grant for a scope.
+#[derive(Debug)]
+struct GrantUse {
+    grant_id: String,
+    scope: Scope,
+    /// False when the grant already shows this scope used and a last use within
+    /// [`USE_RESOLUTION_MS`]: writing the use again would change nothing anyone reads.
+    record: bool,
+}
+
+/// A grant's last use is kept to this resolution; its expiry by inactivity is counted in days.
+const USE_RESOLUTION_MS: i64 = 1000;
 
 /// One attempt at a call: its result and what the writer must record for it.
 struct Attempt<R> {
@@ -176,8 +189,8 @@ fn still_active(repo: &mut dyn Repo, caller: &str, effects: &Effects) -> StoreRe
         return Ok(false);
     }
     Ok(match &effects.used {
-        Some((grant_id, _)) => repo
-            .grant(grant_id)?
+        Some(used) => repo
+            .grant(&used.grant_id)?
             .is_some_and(|g| g.state == GrantState::Active),
         None => true,
     })
@@ -201,8 +214,8 @@ fn settle<R>(
     }
     match &result {
         Ok(_) => {
-            if let Some((grant_id, scope)) = &effects.used {
-                repo.touch_grant(grant_id, *scope, now_ms)?;
+            if let Some(used) = effects.used.as_ref().filter(|u| u.record) {
+                repo.touch_grant(&used.grant_id, used.scope, now_ms)?;
             }
             effects.audit.decision = "allow".into();
         }
@@ -295,7 +308,14 @@ impl PartnerTx<'_> {
             }
             return Err(denial.error);
         }
-        self.effects.used = Some((grant.id.clone(), scope));
+        let recent = grant
+            .last_used_ms
+            .is_some_and(|last| self.now_ms - last < USE_RESOLUTION_MS);
+        self.effects.used = Some(GrantUse {
+            grant_id: grant.id.clone(),
+            scope,
+            record: !recent || !self.repo.used_scopes(&grant.id)?.contains(scope),
+        });
         Ok(grant)
     }
 
@@ -386,7 +406,7 @@ mod tests {
         let clock = Arc::new(Clock::default());
         let now_ms = clock.now_ms();
         execute(&store, move |repo| {
-            let scopes = ScopeSet::of(&[Scope::ThreadsRead]);
+            let scopes = ScopeSet::of(&[Scope::ThreadsRead, Scope::MessagesRead]);
             repo.insert_partner(
                 &Partner {
                     id: "music".into(),
@@ -506,6 +526,41 @@ mod tests {
         );
         let used = store::read(platform.store.as_ref(), |repo| repo.used_scopes("grt_1")).unwrap();
         assert!(used.contains(Scope::ThreadsRead), "the use is recorded");
+    }
+
+    #[tokio::test]
+    async fn uses_are_kept_to_the_second_and_every_scope_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        let use_grant =
+            |scope| call(&token).read(&platform, move |tx| tx.authorize(scope).map(drop));
+        let last_used = || {
+            store::read(platform.store.as_ref(), |repo| {
+                Ok(repo.grant("grt_1")?.and_then(|g| g.last_used_ms))
+            })
+            .unwrap()
+        };
+
+        use_grant(Scope::ThreadsRead).await.unwrap();
+        let first = last_used().expect("the first use is recorded");
+        use_grant(Scope::ThreadsRead).await.unwrap();
+        assert_eq!(
+            last_used(),
+            Some(first),
+            "a repeat within the second is not written"
+        );
+        use_grant(Scope::MessagesRead).await.unwrap();
+        let used = store::read(platform.store.as_ref(), |repo| repo.used_scopes("grt_1")).unwrap();
+        assert!(
+            used.contains(Scope::MessagesRead),
+            "a new scope is recorded at once"
+        );
+        platform.clock.advance_ms(2 * USE_RESOLUTION_MS);
+        use_grant(Scope::ThreadsRead).await.unwrap();
+        assert!(
+            last_used().unwrap() >= first + 2 * USE_RESOLUTION_MS,
+            "a use after the resolution is written"
+        );
     }
 
     #[test]
