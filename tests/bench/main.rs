@@ -383,14 +383,13 @@ async fn measure_all(settings: &Settings) -> Report {
     } else {
         500_000
     }));
-    report.fsync_commits_per_second = Some(report::fsync_rate(
-        dir.path(),
-        if settings.quick {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(2)
-        },
-    ));
+    let disk_time = if settings.quick {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(2)
+    };
+    report.fsync_commits_per_second = Some(report::fsync_rate(dir.path(), disk_time));
+    report.group_commit = Some(report::group_commit_rate(dir.path(), 128, disk_time).await);
     let handshake_time = if settings.quick {
         Duration::from_millis(500)
     } else {
