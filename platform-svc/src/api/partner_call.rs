@@ -285,9 +285,14 @@ impl PartnerTx<'_> {
             })?;
         self.effects.audit.grant_id.clone_from(&grant.id);
         self.effects.audit.user_id.clone_from(&grant.user_id);
-        let owner = match self.repo.partner(&grant.partner_id)? {
-            Some(owner) => owner,
-            None => return Err(ApiError::Storage("grant of an unknown partner".into())),
+        // Usually the caller owns the grant and is already loaded.
+        let owner = if grant.partner_id == self.partner.id {
+            self.partner.clone()
+        } else {
+            match self.repo.partner(&grant.partner_id)? {
+                Some(owner) => owner,
+                None => return Err(ApiError::Storage("grant of an unknown partner".into())),
+            }
         };
         let feature = self
             .repo
