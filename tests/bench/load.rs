@@ -25,6 +25,13 @@ pub struct Figures {
     pub errors: u64,
 }
 
+impl Figures {
+    /// Server CPU time per call that ended as expected, microseconds.
+    pub fn cpu_us_per_call(&self) -> f64 {
+        self.server_cpu_cores * 1e6 / self.requests_per_second.max(1.0)
+    }
+}
+
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

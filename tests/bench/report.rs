@@ -236,11 +236,11 @@ impl Report {
             self.cpus,
             CONNECTIONS
         );
-        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server peak RSS MiB | echo req/s | echo p99 µs | req/s vs echo |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server CPU µs per call | server peak RSS MiB | echo req/s | echo p99 µs | echo CPU µs per call | req/s vs echo |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let f = &r.figures;
             md.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.1} | {:.0} | {} | {:.2}× |\n",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {:.2}× |\n",
                 r.measure,
                 r.concurrency,
                 f.requests_per_second,
@@ -249,9 +249,11 @@ impl Report {
                 f.p999_us,
                 f.errors,
                 f.server_cpu_cores,
+                f.cpu_us_per_call(),
                 f.server_peak_rss_mib,
                 r.baseline.requests_per_second,
                 r.baseline.p99_us,
+                r.baseline.cpu_us_per_call(),
                 r.ratio()
             ));
         }
