@@ -9,7 +9,9 @@ use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::compose::{ComposeStack, docker_available};
 use end_to_end::story::{PartnerData, Stack, Story, register_profiles, tell};
-use end_to_end::world::{connect_user, eventually, wait_for_deletion_attestation};
+use end_to_end::world::{
+    connect_user, eventually, share_in_thread, share_with_friend, wait_for_deletion_attestation,
+};
 use end_to_end::{User, bearer, sign_up};
 use pb::account_client::AccountClient;
 use pb::partner_admin_client::PartnerAdminClient;
@@ -148,13 +150,7 @@ async fn stopping_the_platform_while_partners_send_delivers_every_accepted_share
     let mut s = seeded("stop").await;
     let mut music = s.connect_alice("music", vec![]).await;
     let first = music
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            friend_id: s.bob.id.clone(),
-            body: "share 0".into(),
-            client_key: "k0".into(),
-            ..Default::default()
-        })
+        .share(share_with_friend("alice", &s.bob.id, "share 0", "k0"))
         .await
         .unwrap()
         .into_inner();
@@ -167,13 +163,8 @@ async fn stopping_the_platform_while_partners_send_delivers_every_accepted_share
         tokio::spawn(async move {
             let mut accepted = Vec::new();
             for n in 1..=40 {
-                let share = app::ShareRequest {
-                    user_name: "alice".into(),
-                    thread_id: thread.clone(),
-                    body: format!("share {n}"),
-                    client_key: format!("k{n}"),
-                    ..Default::default()
-                };
+                let share =
+                    share_in_thread("alice", &thread, &format!("share {n}"), &format!("k{n}"));
                 if let Ok(response) = music.share(share).await {
                     accepted.push((n, response.into_inner().status));
                 }
@@ -240,13 +231,7 @@ async fn restarting_the_platform_keeps_its_data_and_audit_chain() {
         .thread_id;
     let mut bank = s.connect_alice("bank", vec![thread.clone()]).await;
     let receipt = bank
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            thread_id: thread.clone(),
-            body: "receipt".into(),
-            client_key: "r1".into(),
-            ..Default::default()
-        })
+        .share(share_in_thread("alice", &thread, "receipt", "r1"))
         .await
         .unwrap()
         .into_inner();
@@ -312,13 +297,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
     let mut s = seeded("netcut").await;
     let mut music = s.connect_alice("music", vec![]).await;
     let shared = music
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            friend_id: s.bob.id.clone(),
-            body: "track".into(),
-            client_key: "k".into(),
-            ..Default::default()
-        })
+        .share(share_with_friend("alice", &s.bob.id, "track", "k"))
         .await
         .unwrap()
         .into_inner();
@@ -383,13 +362,7 @@ async fn killing_one_partner_leaves_the_others_serving() {
         .into_inner();
     assert_eq!(friends.friends.len(), 1);
     let sent = video
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            friend_id: s.bob.id.clone(),
-            body: "watch this".into(),
-            client_key: "v1".into(),
-            ..Default::default()
-        })
+        .share(share_with_friend("alice", &s.bob.id, "watch this", "v1"))
         .await
         .unwrap()
         .into_inner();

@@ -4,11 +4,12 @@
 //! `integrity_check` is ok, and at the end the audit chain verifies and every acknowledged
 //! share has been delivered exactly once.
 
-use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::bearer;
 use end_to_end::processes::{start_partner, start_platform};
-use end_to_end::world::{World, connect_alice, eventually, world};
+use end_to_end::world::{
+    World, connect_alice, eventually, share_in_thread, share_with_friend, world,
+};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -191,13 +192,7 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
     let mut music = start_partner(&w.work, "music", w.ports.partner).await;
     let mut client = connect_alice(&mut w, &music).await;
     let first = client
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            friend_id: w.bob.id.clone(),
-            body: "first".into(),
-            client_key: "first".into(),
-            ..Default::default()
-        })
+        .share(share_with_friend("alice", &w.bob.id, "first", "first"))
         .await
         .unwrap()
         .into_inner();
@@ -213,13 +208,7 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
                 let mut acked = Vec::new();
                 for n in 0.. {
                     let key = format!("r{round}-w{writer}-{n}");
-                    let share = app::ShareRequest {
-                        user_name: "alice".into(),
-                        thread_id: thread.clone(),
-                        body: key.clone(),
-                        client_key: key.clone(),
-                        ..Default::default()
-                    };
+                    let share = share_in_thread("alice", &thread, &key, &key);
                     match client.share(share).await {
                         Ok(response) => acked.push((key, response.into_inner().share_id)),
                         Err(_) => return acked,

@@ -9,7 +9,8 @@ use end_to_end::bearer;
 use end_to_end::processes::{PartnerProcess, ensure_built, start_partner, start_platform};
 use end_to_end::story::{ProcessStack, Story, tell};
 use end_to_end::world::{
-    connect_alice, eventually, partner_db, wait_for_deletion_attestation, world,
+    connect_alice, eventually, partner_db, share_in_thread, share_with_friend,
+    wait_for_deletion_attestation, world,
 };
 use pb::account_client::AccountClient;
 use std::time::Duration;
@@ -23,13 +24,7 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
     let music = start_partner(&w.work, "music", w.ports.partner).await;
     let mut client = connect_alice(&mut w, &music).await;
     let first = client
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            friend_id: w.bob.id.clone(),
-            body: "track 1".into(),
-            client_key: "k1".into(),
-            ..Default::default()
-        })
+        .share(share_with_friend("alice", &w.bob.id, "track 1", "k1"))
         .await
         .unwrap()
         .into_inner();
@@ -38,13 +33,12 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
     platform.kill();
     let mut queued = Vec::new();
     for n in 0..5 {
-        let share = app::ShareRequest {
-            user_name: "alice".into(),
-            thread_id: first.thread_id.clone(),
-            body: format!("while down {n}"),
-            client_key: format!("down-{n}"),
-            ..Default::default()
-        };
+        let share = share_in_thread(
+            "alice",
+            &first.thread_id,
+            &format!("while down {n}"),
+            &format!("down-{n}"),
+        );
         let accepted = client.share(share.clone()).await.unwrap().into_inner();
         assert_eq!(
             accepted.status, "QUEUED",
@@ -106,13 +100,7 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
     let mut music = start_partner(&w.work, "music", w.ports.partner).await;
     let mut client = connect_alice(&mut w, &music).await;
     let shared = client
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            friend_id: w.bob.id.clone(),
-            body: "track".into(),
-            client_key: "k".into(),
-            ..Default::default()
-        })
+        .share(share_with_friend("alice", &w.bob.id, "track", "k"))
         .await
         .unwrap()
         .into_inner();

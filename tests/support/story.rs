@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::processes::{PROFILES, WorkDir, profile};
+use crate::world::{share_in_thread, share_with_friend};
 
 /// What a partner holds for a user, read from its own store.
 pub trait PartnerData {
@@ -439,13 +440,12 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     let shared = story.check(
         "music app shares a track from alice with bob (a thread the app starts)",
         music
-            .share(app::ShareRequest {
-                user_name: "alice".into(),
-                friend_id: bob.id.clone(),
-                body: "Now playing: Blue in Green".into(),
-                client_key: "track-1".into(),
-                ..Default::default()
-            })
+            .share(share_with_friend(
+                "alice",
+                &bob.id,
+                "Now playing: Blue in Green",
+                "track-1",
+            ))
             .await
             .map(|r| r.into_inner()),
     );
@@ -508,24 +508,22 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     story.check(
         "video app recommends a video to carol",
         video
-            .share(app::ShareRequest {
-                user_name: "alice".into(),
-                friend_id: carol.id.clone(),
-                body: "Watch: a documentary on Miles Davis".into(),
-                client_key: "rec-1".into(),
-                ..Default::default()
-            })
+            .share(share_with_friend(
+                "alice",
+                &carol.id,
+                "Watch: a documentary on Miles Davis",
+                "rec-1",
+            ))
             .await,
     );
     let receipt = story.check(
         "bank sends a transfer receipt into the family thread",
-        bank.share(app::ShareRequest {
-            user_name: "alice".into(),
-            thread_id: family.clone(),
-            body: "Receipt: you sent Bob 20.00 EUR".into(),
-            client_key: "tx-1".into(),
-            ..Default::default()
-        })
+        bank.share(share_in_thread(
+            "alice",
+            &family,
+            "Receipt: you sent Bob 20.00 EUR",
+            "tx-1",
+        ))
         .await
         .map(|r| r.into_inner()),
     );
@@ -778,13 +776,12 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         .await,
     );
     let again = bank
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            thread_id: family.clone(),
-            body: "Receipt: 5.00 EUR".into(),
-            client_key: "tx-2".into(),
-            ..Default::default()
-        })
+        .share(share_in_thread(
+            "alice",
+            &family,
+            "Receipt: 5.00 EUR",
+            "tx-2",
+        ))
         .await;
     story.expect("the bank can no longer send for alice", again.is_err());
     if let Some(log) = story.check(

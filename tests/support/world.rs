@@ -172,3 +172,35 @@ pub async fn wait_for_deletion_attestation(
     })
     .await;
 }
+
+/// A share from `user` that starts a thread with `friend_id`.
+pub fn share_with_friend(
+    user: &str,
+    friend_id: &str,
+    body: &str,
+    client_key: &str,
+) -> app::ShareRequest {
+    app::ShareRequest {
+        user_name: user.into(),
+        friend_id: friend_id.into(),
+        body: body.into(),
+        client_key: client_key.into(),
+        ..Default::default()
+    }
+}
+
+/// A share from `user` into an existing thread.
+pub fn share_in_thread(
+    user: &str,
+    thread_id: &str,
+    body: &str,
+    client_key: &str,
+) -> app::ShareRequest {
+    app::ShareRequest {
+        user_name: user.into(),
+        thread_id: thread_id.into(),
+        body: body.into(),
+        client_key: client_key.into(),
+        ..Default::default()
+    }
+}
