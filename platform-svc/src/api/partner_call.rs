@@ -568,6 +568,34 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn snapshots_see_every_committed_change_to_what_authorizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        let token_hash = hash_token(&token);
+        let seen = || {
+            store::read(platform.store.as_ref(), |repo| {
+                let partner = repo.partner("music")?.unwrap();
+                let feature = repo.feature("music", "share")?.unwrap();
+                let grant = repo.grant_by_token(&token_hash)?.unwrap();
+                Ok((partner.suspended, feature.retired, grant.state))
+            })
+            .unwrap()
+        };
+        let before = (false, false, GrantState::Active);
+        assert_eq!(seen(), before, "read from the store");
+        assert_eq!(seen(), before, "read again, from the cache");
+
+        execute(platform.store.as_ref(), |repo| {
+            repo.suspend_partner("music")?;
+            repo.retire_feature("music", "share")?;
+            repo.end_grant("grt_1", GrantState::Revoked, 1)
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen(), (true, true, GrantState::Revoked));
+    }
+
     #[test]
     fn a_snapshot_cannot_write() {
         let dir = tempfile::tempdir().unwrap();

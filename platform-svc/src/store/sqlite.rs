@@ -5,12 +5,14 @@
 //!
 //! Reads run beside it on read-only connections from a small pool, each in a transaction of
 //! its own: WAL gives them a snapshot of what is committed, and a commit becomes visible
-//! only once it is on disk.
+//! only once it is on disk. They look up partners, features, grants by token and used
+//! scopes through the [`AuthCache`], which the writer keeps coherent with its commits.
 //!
 //! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
 //! plans the statement anew on every use, since the value may change the plan, and that
 //! costs more than running it.
 
+use super::auth_cache::{AuthCache, Changed};
 use super::migrations::MIGRATIONS;
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, Repo, Store, StoreResult, ThreadFilter,
@@ -24,7 +26,7 @@ use crate::model::{
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use tokio::sync::watch;
 
 /// Most jobs committed together.
@@ -41,6 +43,7 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Box<dyn Job>>,
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
+    cache: Arc<AuthCache>,
     events: watch::Sender<i64>,
     pseudonym_key: String,
 }
@@ -87,14 +90,17 @@ impl SqliteStore {
         let events = watch::Sender::new(last_event);
         let (jobs, queue) = mpsc::channel();
         let writer_events = events.clone();
+        let cache = Arc::new(AuthCache::default());
+        let writer_cache = Arc::clone(&cache);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_batches(&conn, &queue, &writer_events))
+            .spawn(move || write_batches(&conn, &queue, &writer_events, &writer_cache))
             .map_err(|e| ApiError::Storage(format!("starting the writer: {e}")))?;
         Ok(SqliteStore {
             jobs,
             path: path.to_path_buf(),
             readers: Mutex::new(Vec::new()),
+            cache,
             events,
             pseudonym_key,
         })
@@ -129,7 +135,8 @@ impl SqliteStore {
 }
 
 /// The writer thread: takes every job waiting, runs them in one transaction, commits once,
-/// then tells each job. Ends when the store is dropped.
+/// drops the cached rows the batch changed, then tells each job. Ends when the store is
+/// dropped.
 ///
 /// When fewer jobs are waiting than the last batch held, more calls are probably on their
 /// way: the writer gives them [`GATHER_WINDOW`] to join this commit rather than each paying
@@ -138,6 +145,7 @@ fn write_batches(
     conn: &Connection,
     queue: &mpsc::Receiver<Box<dyn Job>>,
     events: &watch::Sender<i64>,
+    cache: &AuthCache,
 ) {
     let mut expected = 1;
     while let Ok(first) = queue.recv() {
@@ -149,12 +157,15 @@ fn write_batches(
         }
         expected = batch.len();
         let mut last_event = None;
-        let committed = run_batch(conn, &mut batch, &mut last_event).map_err(|e| e.to_string());
+        let mut changed = Vec::new();
+        let committed =
+            run_batch(conn, &mut batch, &mut last_event, &mut changed).map_err(|e| e.to_string());
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         } else if let Some(seq) = last_event {
             events.send_replace(seq);
         }
+        cache.forget(&changed);
         for job in batch {
             job.finish(committed.clone());
         }
@@ -174,6 +185,7 @@ fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn Job>],
     last_event: &mut Option<i64>,
+    changed: &mut Vec<Changed>,
 ) -> rusqlite::Result<()> {
     let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
     run("BEGIN IMMEDIATE")?;
@@ -182,6 +194,7 @@ fn run_batch(
         let mut repo = SqliteRepo {
             conn,
             last_event: None,
+            cache: Cache::Writer(&mut *changed),
         };
         if job.run(&mut repo) {
             run("RELEASE job")?;
@@ -213,11 +226,14 @@ impl Store for SqliteStore {
     }
 
     fn read(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()> {
+        // Read before the snapshot begins, at the transaction's first read.
+        let generation = self.cache.generation();
         let conn = self.reader()?;
         conn.prepare_cached("BEGIN")?.execute([])?;
         let output = work(&mut SqliteRepo {
             conn: &conn,
             last_event: None,
+            cache: Cache::Snapshot(&self.cache, generation),
         });
         // Ending the transaction releases the snapshot.
         let ended = conn.prepare_cached("COMMIT")?.execute([]);
@@ -241,6 +257,16 @@ impl Store for SqliteStore {
 struct SqliteRepo<'a> {
     conn: &'a Connection,
     last_event: Option<i64>,
+    cache: Cache<'a>,
+}
+
+/// How a repository meets the [`AuthCache`].
+enum Cache<'a> {
+    /// On the writer: reads exactly what its transaction sees, and notes the cached rows
+    /// it changes, for the cache to drop once they are committed.
+    Writer(&'a mut Vec<Changed>),
+    /// On a snapshot begun at a generation: reads through the cache and fills it.
+    Snapshot(&'a AuthCache, u64),
 }
 
 fn is_unique_violation(err: &rusqlite::Error) -> bool {
@@ -371,6 +397,34 @@ fn limit(page: Page) -> i64 {
 }
 
 impl SqliteRepo<'_> {
+    /// On the writer, notes that a cached row changed.
+    fn changed(&mut self, row: Changed) {
+        if let Cache::Writer(changed) = &mut self.cache {
+            changed.push(row);
+        }
+    }
+
+    /// On a snapshot, answers from the cache when it can, and fills it on a miss.
+    fn through_cache<T>(
+        &self,
+        cached: impl FnOnce(&AuthCache) -> Option<T>,
+        query: impl FnOnce(&Self) -> StoreResult<Option<T>>,
+        fill: impl FnOnce(&AuthCache, u64, &T),
+    ) -> StoreResult<Option<T>> {
+        let (cache, generation) = match &self.cache {
+            Cache::Snapshot(cache, generation) => (*cache, *generation),
+            Cache::Writer(_) => return query(self),
+        };
+        if let Some(hit) = cached(cache) {
+            return Ok(Some(hit));
+        }
+        let row = query(self)?;
+        if let Some(row) = &row {
+            fill(cache, generation, row);
+        }
+        Ok(row)
+    }
+
     /// Runs one statement, prepared once and cached.
     fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
         self.conn.prepare_cached(sql)?.execute(params)
@@ -641,25 +695,32 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>> {
-        Ok(self
-            .query_row(
-                "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(Partner {
-                        id: r.get(0)?,
-                        display_name: r.get(1)?,
-                        allowed_scopes: ScopeSet::from_bits(r.get(2)?),
-                        suspended: r.get(3)?,
-                    })
-                },
-            )
-            .optional()?)
+        self.through_cache(
+            |cache| cache.partner(id),
+            |repo| {
+                Ok(repo
+                    .query_row(
+                        "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
+                        [id],
+                        |r| {
+                            Ok(Partner {
+                                id: r.get(0)?,
+                                display_name: r.get(1)?,
+                                allowed_scopes: ScopeSet::from_bits(r.get(2)?),
+                                suspended: r.get(3)?,
+                            })
+                        },
+                    )
+                    .optional()?)
+            },
+            AuthCache::fill_partner,
+        )
     }
 
     fn suspend_partner(&mut self, id: &str) -> StoreResult<()> {
         self.conn
             .execute("UPDATE partners SET suspended = 1 WHERE id = ?1", [id])?;
+        self.changed(Changed::Partner(id.into()));
         Ok(())
     }
 
@@ -672,11 +733,18 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn feature(&mut self, partner_id: &str, name: &str) -> StoreResult<Option<Feature>> {
-        let sql =
-            format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 AND name = ?2");
-        Ok(self
-            .query_row(&sql, [partner_id, name], feature_row)
-            .optional()?)
+        self.through_cache(
+            |cache| cache.feature(partner_id, name),
+            |repo| {
+                let sql = format!(
+                    "SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 AND name = ?2"
+                );
+                Ok(repo
+                    .query_row(&sql, [partner_id, name], feature_row)
+                    .optional()?)
+            },
+            AuthCache::fill_feature,
+        )
     }
 
     fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>> {
@@ -692,6 +760,7 @@ impl Repo for SqliteRepo<'_> {
             "UPDATE features SET retired = 1 WHERE partner_id = ?1 AND name = ?2",
             [partner_id, name],
         )?;
+        self.changed(Changed::Feature(partner_id.into(), name.into()));
         Ok(())
     }
 
@@ -753,6 +822,7 @@ impl Repo for SqliteRepo<'_> {
             "UPDATE grants SET token_hash = ?2 WHERE id = ?1",
             [grant_id, token_hash],
         )?;
+        self.changed(Changed::GrantToken(grant_id.into()));
         Ok(())
     }
 
@@ -761,10 +831,16 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn grant_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Grant>> {
-        Ok(self
-            .grants_where("token_hash = ?1", [token_hash])?
-            .into_iter()
-            .next())
+        self.through_cache(
+            |cache| cache.grant_by_token(token_hash),
+            |repo| {
+                Ok(repo
+                    .grants_where("token_hash = ?1", [token_hash])?
+                    .into_iter()
+                    .next())
+            },
+            |cache, generation, grant| cache.fill_grant(generation, token_hash, grant),
+        )
     }
 
     fn grants_of_partner(
@@ -817,6 +893,7 @@ impl Repo for SqliteRepo<'_> {
             "UPDATE grants SET state = ?2, ended_ms = ?3 WHERE id = ?1 AND state = ?4",
             params![id, state.to_i32(), now_ms, GrantState::Active.to_i32()],
         )?;
+        self.changed(Changed::Grant(id.into()));
         Ok(())
     }
 
@@ -830,16 +907,24 @@ impl Repo for SqliteRepo<'_> {
              ON CONFLICT (grant_id, scope) DO UPDATE SET last_used_ms = excluded.last_used_ms",
             params![id, ScopeSet::of(&[scope]).bits(), now_ms],
         )?;
+        self.changed(Changed::Grant(id.into()));
         Ok(())
     }
 
     fn used_scopes(&mut self, id: &str) -> StoreResult<ScopeSet> {
-        let bits: i64 = self.query_row(
-            "SELECT COALESCE(SUM(scope), 0) FROM grant_scope_use WHERE grant_id = ?1",
-            [id],
-            |r| r.get(0),
+        let used = self.through_cache(
+            |cache| cache.used_scopes(id),
+            |repo| {
+                let bits: i64 = repo.query_row(
+                    "SELECT COALESCE(SUM(scope), 0) FROM grant_scope_use WHERE grant_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?;
+                Ok(Some(ScopeSet::from_bits(bits)))
+            },
+            |cache, generation, used| cache.fill_used_scopes(generation, id, *used),
         )?;
-        Ok(ScopeSet::from_bits(bits))
+        Ok(used.unwrap_or_default())
     }
 
     fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {
@@ -847,6 +932,7 @@ impl Repo for SqliteRepo<'_> {
             "UPDATE grants SET attested_ms = COALESCE(attested_ms, ?2) WHERE id = ?1",
             params![id, now_ms],
         )?;
+        self.changed(Changed::Grant(id.into()));
         Ok(())
     }
 
