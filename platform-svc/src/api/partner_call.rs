@@ -596,6 +596,22 @@ mod tests {
         assert_eq!(seen(), (true, true, GrantState::Revoked));
     }
 
+    #[tokio::test]
+    async fn the_writer_sees_its_own_changes_to_what_authorizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        let token_hash = hash_token(&token);
+        let seen = execute(platform.store.as_ref(), move |repo| {
+            let before = repo.grant_by_token(&token_hash)?.unwrap().state;
+            repo.end_grant("grt_1", GrantState::Revoked, 1)?;
+            let after = repo.grant_by_token(&token_hash)?.unwrap().state;
+            Ok((before, after))
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, (GrantState::Active, GrantState::Revoked));
+    }
+
     #[test]
     fn a_snapshot_cannot_write() {
         let dir = tempfile::tempdir().unwrap();

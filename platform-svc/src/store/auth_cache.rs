@@ -1,6 +1,6 @@
 //! The rows that authorize a partner call — the partner, the grant behind a token, the
-//! grant's feature and the scopes it has used — kept in memory for reads on a snapshot, so
-//! that most calls authorize without SQL.
+//! grant's feature and the scopes it has used — kept in memory, so that most calls
+//! authorize without SQL.
 //!
 //! Only the writer changes these rows. It notes which ones a batch touched and, once the
 //! batch has committed and before any job of it hears so, drops them and moves the
@@ -8,7 +8,8 @@
 //! since before the snapshot began, so a row read before a commit never outlives that
 //! commit in the cache. Between a commit and the drop a reader may still see the row as it
 //! was, as a snapshot begun a moment earlier would; what a snapshot allows is re-checked
-//! on the writer before it is recorded.
+//! on the writer before it is recorded. The writer itself, which sees every commit as it
+//! makes it, reads through the cache only until its batch changes one of these rows.
 //!
 //! The cache is bounded: a map that is full is emptied before the next entry goes in.
 

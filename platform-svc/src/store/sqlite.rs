@@ -158,8 +158,8 @@ fn write_batches(
         expected = batch.len();
         let mut last_event = None;
         let mut changed = Vec::new();
-        let committed =
-            run_batch(conn, &mut batch, &mut last_event, &mut changed).map_err(|e| e.to_string());
+        let committed = run_batch(conn, &mut batch, &mut last_event, cache, &mut changed)
+            .map_err(|e| e.to_string());
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         } else if let Some(seq) = last_event {
@@ -185,6 +185,7 @@ fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn Job>],
     last_event: &mut Option<i64>,
+    cache: &AuthCache,
     changed: &mut Vec<Changed>,
 ) -> rusqlite::Result<()> {
     let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
@@ -194,7 +195,7 @@ fn run_batch(
         let mut repo = SqliteRepo {
             conn,
             last_event: None,
-            cache: Cache::Writer(&mut *changed),
+            cache: Cache::Writer(cache, &mut *changed),
         };
         if job.run(&mut repo) {
             run("RELEASE job")?;
@@ -262,9 +263,11 @@ struct SqliteRepo<'a> {
 
 /// How a repository meets the [`AuthCache`].
 enum Cache<'a> {
-    /// On the writer: reads exactly what its transaction sees, and notes the cached rows
-    /// it changes, for the cache to drop once they are committed.
-    Writer(&'a mut Vec<Changed>),
+    /// On the writer, with the cached rows its batch has changed so far, for the cache to
+    /// drop once they are committed. The cache holds what is committed, which is what the
+    /// writer sees until its batch changes a cached row; from then on the batch reads
+    /// only its own transaction.
+    Writer(&'a AuthCache, &'a mut Vec<Changed>),
     /// On a snapshot begun at a generation: reads through the cache and fills it.
     Snapshot(&'a AuthCache, u64),
 }
@@ -399,12 +402,12 @@ fn limit(page: Page) -> i64 {
 impl SqliteRepo<'_> {
     /// On the writer, notes that a cached row changed.
     fn changed(&mut self, row: Changed) {
-        if let Cache::Writer(changed) = &mut self.cache {
+        if let Cache::Writer(_, changed) = &mut self.cache {
             changed.push(row);
         }
     }
 
-    /// On a snapshot, answers from the cache when it can, and fills it on a miss.
+    /// Answers from the cache when it can, and fills it on a miss.
     fn through_cache<T>(
         &self,
         cached: impl FnOnce(&AuthCache) -> Option<T>,
@@ -413,7 +416,8 @@ impl SqliteRepo<'_> {
     ) -> StoreResult<Option<T>> {
         let (cache, generation) = match &self.cache {
             Cache::Snapshot(cache, generation) => (*cache, *generation),
-            Cache::Writer(_) => return query(self),
+            Cache::Writer(cache, changed) if changed.is_empty() => (*cache, cache.generation()),
+            Cache::Writer(..) => return query(self),
         };
         if let Some(hit) = cached(cache) {
             return Ok(Some(hit));
