@@ -3,7 +3,7 @@
 //! second, the large dataset), the goals, and the Markdown and JSON output.
 
 use crate::load::Figures;
-use crate::{CONNECTIONS, Target, UNLIMITED, partner_channels};
+use crate::{CONNECTIONS, ROUNDS, Target, UNLIMITED, partner_channels};
 use end_to_end::processes::{PlatformPorts, WorkDir, start_platform_with};
 use hdrhistogram::Histogram;
 use platform_svc::clock::Clock;
@@ -20,7 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One measured call at one concurrency, with its baseline.
+/// One measured call at one concurrency, with its baseline: the round with the median
+/// ratio to the baseline, and every round's ratio.
 #[derive(Debug, Serialize)]
 pub struct Row {
     /// What was measured.
@@ -31,20 +32,31 @@ pub struct Row {
     pub figures: Figures,
     /// The echo baseline's figures, same response size, same concurrency.
     pub baseline: Figures,
+    /// Each round's req/s over its baseline's, lowest first.
+    pub round_ratios: Vec<f64>,
 }
 
 impl Row {
-    pub fn new(measure: &str, concurrency: usize, figures: Figures, baseline: Figures) -> Self {
+    /// The row of `rounds`, each the platform's figures and then the baseline's.
+    pub fn new(measure: &str, concurrency: usize, mut rounds: Vec<(Figures, Figures)>) -> Self {
+        rounds.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+        let round_ratios = rounds.iter().map(ratio).collect();
+        let (figures, baseline) = rounds.swap_remove(rounds.len() / 2);
         Row {
             measure: measure.into(),
             concurrency,
             figures,
             baseline,
+            round_ratios,
         }
     }
     fn ratio(&self) -> f64 {
-        self.figures.requests_per_second / self.baseline.requests_per_second.max(f64::MIN_POSITIVE)
+        self.round_ratios[self.round_ratios.len() / 2]
     }
+}
+
+fn ratio((figures, baseline): &(Figures, Figures)) -> f64 {
+    figures.requests_per_second / baseline.requests_per_second.max(f64::MIN_POSITIVE)
 }
 
 /// The consent decision alone.
@@ -231,16 +243,19 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "Benchmark ({} run, {} CPUs, {} connections per measurement). Baseline: a bare echo service behind the same mTLS stack returning the same number of bytes.\n\n",
+            "Benchmark ({} run, {} CPUs, {} connections per measurement). Baseline: a bare echo service behind the same mTLS stack returning the same number of bytes. Each point is measured in {} rounds, each right after its baseline; shown is the round with the median ratio, with the lowest and highest ratio in brackets.\n\n",
             if self.quick { "quick" } else { "full" },
             self.cpus,
-            CONNECTIONS
+            CONNECTIONS,
+            ROUNDS
         );
-        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server CPU µs per call | server peak RSS MiB | echo req/s | echo p99 µs | echo CPU µs per call | req/s vs echo |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server CPU µs per call | server peak RSS MiB | echo req/s | echo p99 µs | echo CPU µs per call | req/s vs echo (rounds) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let f = &r.figures;
+            let lowest = r.round_ratios.first().copied().unwrap_or_default();
+            let highest = r.round_ratios.last().copied().unwrap_or_default();
             md.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {:.2}× |\n",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {:.2}× ({:.2}–{:.2}) |\n",
                 r.measure,
                 r.concurrency,
                 f.requests_per_second,
@@ -254,7 +269,9 @@ impl Report {
                 r.baseline.requests_per_second,
                 r.baseline.p99_us,
                 r.baseline.cpu_us_per_call(),
-                r.ratio()
+                r.ratio(),
+                lowest,
+                highest
             ));
         }
         md.push('\n');
