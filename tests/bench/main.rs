@@ -96,6 +96,17 @@ pub struct Target {
     thread_id: String,
 }
 
+impl Target {
+    /// A messaging client on each of the partner's connections.
+    fn messaging_clients(&self) -> Vec<MessagingClient<Channel>> {
+        self.partner_channels
+            .iter()
+            .cloned()
+            .map(MessagingClient::new)
+            .collect()
+    }
+}
+
 async fn start_echo(work: &WorkDir) -> (Process, Vec<EchoClient<Channel>>) {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let args = vec![
@@ -242,12 +253,7 @@ fn read_request(target: &Target) -> pb::ListMessagesRequest {
 }
 
 async fn measure_read(target: &Target, concurrency: usize, point: Duration) -> Figures {
-    let clients: Vec<_> = target
-        .partner_channels
-        .iter()
-        .cloned()
-        .map(MessagingClient::new)
-        .collect();
+    let clients = target.messaging_clients();
     let (token, request) = (target.token.clone(), read_request(target));
     load::run(
         &clients,
@@ -329,12 +335,7 @@ async fn measure_all(settings: &Settings) -> Report {
         .expect_err("denied sample");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 
-    let clients: Vec<_> = target
-        .partner_channels
-        .iter()
-        .cloned()
-        .map(MessagingClient::new)
-        .collect();
+    let clients = target.messaging_clients();
     let pid = target.platform.id();
     // Every send carries an idempotency key of its own, across rounds too.
     let send_rounds = AtomicUsize::new(0);
