@@ -612,6 +612,30 @@ mod tests {
         assert_eq!(seen, (GrantState::Active, GrantState::Revoked));
     }
 
+    #[tokio::test]
+    async fn a_row_the_writer_added_and_took_back_is_never_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, _) = platform_with_grant(dir.path()).await;
+        let failed = execute(platform.store.as_ref(), |repo| {
+            let video = Partner {
+                id: "video".into(),
+                display_name: "Video".into(),
+                allowed_scopes: ScopeSet::default(),
+                suspended: false,
+            };
+            repo.insert_partner(&video, 0)?;
+            assert!(
+                repo.partner("video")?.is_some(),
+                "the batch sees its own row"
+            );
+            Err::<(), _>(ApiError::Storage("taken back".into()))
+        })
+        .await;
+        assert!(failed.is_err());
+        let seen = store::read(platform.store.as_ref(), |repo| repo.partner("video")).unwrap();
+        assert!(seen.is_none(), "a row never committed is not served");
+    }
+
     #[test]
     fn a_snapshot_cannot_write() {
         let dir = tempfile::tempdir().unwrap();

@@ -20,14 +20,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// Most entries each map holds.
 const MAX_ENTRIES: usize = 4096;
 
-/// A cached row the writer changed.
+/// A cached row the writer added or changed. An added row counts too: until it commits,
+/// the writer must not offer it to the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changed {
     /// A partner, by id.
     Partner(String),
     /// A feature, by partner id and name.
     Feature(String, String),
-    /// A grant's state, last use or attestation, by id.
+    /// A grant, its state, last use or attestation, by id.
     Grant(String),
     /// The token bound to a grant, by grant id.
     GrantToken(String),

@@ -692,6 +692,7 @@ impl Repo for SqliteRepo<'_> {
             "INSERT INTO partners (id, display_name, allowed_scopes, suspended, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, now_ms],
         );
+        self.changed(Changed::Partner(partner.id.clone()));
         insert_or_exists(
             result,
             format!("partner {} is already registered", partner.id),
@@ -733,6 +734,10 @@ impl Repo for SqliteRepo<'_> {
             "INSERT INTO features (partner_id, name, description, scopes, retired) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![feature.partner_id, feature.name, feature.description, feature.scopes.bits(), feature.retired],
         );
+        self.changed(Changed::Feature(
+            feature.partner_id.clone(),
+            feature.name.clone(),
+        ));
         insert_or_exists(result, format!("feature {} already exists", feature.name))
     }
 
@@ -818,6 +823,7 @@ impl Repo for SqliteRepo<'_> {
                 g.last_used_ms, g.state.to_i32(), g.ended_ms, g.attested_ms
             ],
         )?;
+        self.changed(Changed::Grant(g.id.clone()));
         Ok(())
     }
 
