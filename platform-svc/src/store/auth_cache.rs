@@ -22,7 +22,7 @@ const MAX_ENTRIES: usize = 4096;
 
 /// A cached row the writer added or changed. An added row counts too: until it commits,
 /// the writer must not offer it to the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Changed {
     /// A partner, by id.
     Partner(String),
