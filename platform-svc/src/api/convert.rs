@@ -64,19 +64,18 @@ pub fn message(m: &Message) -> pb::Message {
 }
 
 /// A message as the partner of `grant` may see it: pseudonymous author, redacted body if
-/// the author opted out of others' apps.
-pub fn message_for_partner(row: &MessageRow, g: &Grant, key: &str) -> pb::Message {
-    let m = &row.message;
+/// the author opted out of others' apps. Takes the row, so the body is moved, not copied.
+pub fn message_for_partner(row: MessageRow, g: &Grant, key: &str) -> pb::Message {
+    let m = row.message;
     let redacted = must_redact(g, &m.sender_id, row.sender_hides);
     pb::Message {
+        message_id: m.id,
+        thread_id: m.thread_id,
         sender: present_user(g, &m.sender_id, key),
-        body: if redacted {
-            String::new()
-        } else {
-            m.body.clone()
-        },
+        body: if redacted { String::new() } else { m.body },
         redacted,
-        ..message(m)
+        created_at: Some(timestamp(m.created_ms)),
+        sent_by_partner: m.sent_by_partner.unwrap_or_default(),
     }
 }
 

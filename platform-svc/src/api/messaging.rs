@@ -115,14 +115,15 @@ impl Messaging for MessagingService {
                 grant.created_ms
             };
             let rows = tx.repo.messages(thread_id, since_ms, page)?;
-            let key = tx.pseudonym_key().to_string();
+            let next_page_token = validate::next_page_token(&rows, |(cursor, _)| *cursor, page);
+            let key = tx.pseudonym_key();
             let messages = rows
-                .iter()
-                .map(|(_, row)| convert::message_for_partner(row, &grant, &key))
+                .into_iter()
+                .map(|(_, row)| convert::message_for_partner(row, &grant, key))
                 .collect();
             Ok(pb::ListMessagesResponse {
                 messages,
-                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
+                next_page_token,
             })
         })
         .await
@@ -146,7 +147,7 @@ impl Messaging for MessagingService {
             covered_thread(tx, &grant, &row.message.thread_id)?;
             may_read(&grant, &row.message)?;
             Ok(convert::message_for_partner(
-                &row,
+                row,
                 &grant,
                 tx.pseudonym_key(),
             ))
