@@ -399,9 +399,9 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::config::Policy;
-    use crate::model::{Coverage, Feature, ScopeSet, User};
+    use crate::model::{Coverage, Feature, Message, ScopeSet, Thread, User};
     use crate::secret::new_token;
-    use crate::store::{SqliteStore, Store, execute};
+    use crate::store::{Page, SqliteStore, Store, execute};
 
     /// A platform with one partner, one user and one active grant; returns its token.
     async fn platform_with_grant(dir: &std::path::Path) -> (Platform, String) {
@@ -568,32 +568,81 @@ mod tests {
         );
     }
 
+    fn thread(id: &str) -> Thread {
+        Thread {
+            id: id.into(),
+            title: "t".into(),
+            started_by_partner: None,
+            created_ms: 0,
+            participants: vec!["usr_a".into()],
+        }
+    }
+
     #[tokio::test]
-    async fn snapshots_see_every_committed_change_to_what_authorizes() {
+    async fn snapshots_see_every_committed_change_to_what_decides_a_call() {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
+        execute(platform.store.as_ref(), |repo| {
+            repo.insert_thread(&thread("thr_1"))?;
+            repo.insert_message(&Message {
+                id: "msg_1".into(),
+                thread_id: "thr_1".into(),
+                sender_id: "usr_a".into(),
+                body: "hi".into(),
+                created_ms: 0,
+                sent_by_partner: None,
+            })
+        })
+        .await
+        .unwrap();
         let token_hash = hash_token(&token);
         let seen = || {
             store::read(platform.store.as_ref(), |repo| {
                 let partner = repo.partner("music")?.unwrap();
                 let feature = repo.feature("music", "share")?.unwrap();
-                let grant = repo.grant_by_token(&token_hash)?.unwrap();
-                Ok((partner.suspended, feature.retired, grant.state))
+                let by_token = repo.grant_by_token(&token_hash)?.unwrap();
+                let by_id = repo.grant("grt_1")?.unwrap();
+                let message = repo.message("msg_1")?.unwrap();
+                let page = repo.messages(
+                    "thr_1",
+                    i64::MIN,
+                    Page {
+                        after: 0,
+                        limit: 10,
+                    },
+                )?;
+                Ok((
+                    (partner.suspended, feature.retired),
+                    (by_token.state, by_id.state),
+                    (message.sender_hides, page[0].1.sender_hides),
+                ))
             })
             .unwrap()
         };
-        let before = (false, false, GrantState::Active);
+        let before = (
+            (false, false),
+            (GrantState::Active, GrantState::Active),
+            (false, false),
+        );
         assert_eq!(seen(), before, "read from the store");
         assert_eq!(seen(), before, "read again, from the cache");
 
         execute(platform.store.as_ref(), |repo| {
             repo.suspend_partner("music")?;
             repo.retire_feature("music", "share")?;
-            repo.end_grant("grt_1", GrantState::Revoked, 1)
+            repo.end_grant("grt_1", GrantState::Revoked, 1)?;
+            repo.set_hide_from_others_apps("usr_a", true)
         })
         .await
         .unwrap();
-        assert_eq!(seen(), (true, true, GrantState::Revoked));
+        assert_eq!(
+            seen(),
+            (
+                (true, true),
+                (GrantState::Revoked, GrantState::Revoked),
+                (true, true),
+            )
+        );
     }
 
     #[tokio::test]
@@ -634,6 +683,19 @@ mod tests {
         assert!(failed.is_err());
         let seen = store::read(platform.store.as_ref(), |repo| repo.partner("video")).unwrap();
         assert!(seen.is_none(), "a row never committed is not served");
+
+        let failed = execute(platform.store.as_ref(), |repo| {
+            repo.insert_thread(&thread("thr_2"))?;
+            assert!(
+                repo.thread("thr_2")?.is_some(),
+                "the batch sees its own row"
+            );
+            Err::<(), _>(ApiError::Storage("taken back".into()))
+        })
+        .await;
+        assert!(failed.is_err());
+        let seen = store::read(platform.store.as_ref(), |repo| repo.thread("thr_2")).unwrap();
+        assert!(seen.is_none(), "a thread never committed is not served");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The rows that authorize a partner call — the partner, the grant behind a token, the
-//! grant's feature and the scopes it has used — kept in memory, so that most calls
-//! authorize without SQL.
+//! The rows that decide a partner call — the partner, the grant behind a token, the
+//! grant's feature and the scopes it has used, the thread and its participants, and
+//! whether a message's author opted out of others' apps — kept in memory, so that most
+//! calls are decided without SQL.
 //!
 //! Only the writer changes these rows. It notes which ones a batch touched and, once the
 //! batch has committed and before any job of it hears so, drops them and moves the
@@ -13,7 +14,7 @@
 //!
 //! The cache is bounded: a map that is full is emptied before the next entry goes in.
 
-use crate::model::{Feature, Grant, Partner, ScopeSet};
+use crate::model::{Feature, Grant, Partner, ScopeSet, Thread};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -32,6 +33,10 @@ pub enum Changed {
     Grant(String),
     /// The token bound to a grant, by grant id.
     GrantToken(String),
+    /// A thread, by id. Threads do not change once made; only a new one is noted.
+    Thread(String),
+    /// A user's opt-out from others' apps, by user id.
+    User(String),
 }
 
 /// The cache shared by the writer and the snapshots.
@@ -49,6 +54,9 @@ struct State {
     tokens: HashMap<String, String>,
     grants: HashMap<String, Grant>,
     used_scopes: HashMap<String, ScopeSet>,
+    threads: HashMap<String, Thread>,
+    /// User id to whether the user hides their messages from others' apps.
+    hides: HashMap<String, bool>,
 }
 
 impl AuthCache {
@@ -82,6 +90,8 @@ impl AuthCache {
                     state.tokens.retain(|_, grant| grant != id);
                     state.grants.remove(id);
                 }
+                Changed::Thread(id) => drop(state.threads.remove(id)),
+                Changed::User(id) => drop(state.hides.remove(id)),
             }
         }
     }
@@ -106,6 +116,21 @@ impl AuthCache {
         state.grants.get(id).cloned()
     }
 
+    /// A cached grant, by id.
+    pub fn grant(&self, id: &str) -> Option<Grant> {
+        self.state().grants.get(id).cloned()
+    }
+
+    /// A cached thread.
+    pub fn thread(&self, id: &str) -> Option<Thread> {
+        self.state().threads.get(id).cloned()
+    }
+
+    /// Whether a user hides their messages from others' apps, if cached.
+    pub fn hides(&self, user_id: &str) -> Option<bool> {
+        self.state().hides.get(user_id).copied()
+    }
+
     /// The cached scopes a grant has used.
     pub fn used_scopes(&self, grant_id: &str) -> Option<ScopeSet> {
         self.state().used_scopes.get(grant_id).copied()
@@ -127,16 +152,35 @@ impl AuthCache {
     }
 
     /// Keeps the grant a token hash resolved to in a snapshot begun at `generation`.
-    pub fn fill_grant(&self, generation: u64, token_hash: &str, grant: &Grant) {
+    pub fn fill_grant_of_token(&self, generation: u64, token_hash: &str, grant: &Grant) {
         self.fill(generation, |state| {
-            if state.tokens.len() >= MAX_ENTRIES || state.grants.len() >= MAX_ENTRIES {
-                state.tokens.clear();
-                state.grants.clear();
-            }
+            state.make_room_for_grant();
             state
                 .tokens
                 .insert(token_hash.to_string(), grant.id.clone());
             state.grants.insert(grant.id.clone(), grant.clone());
+        });
+    }
+
+    /// Keeps a grant read by id in a snapshot begun at `generation`.
+    pub fn fill_grant(&self, generation: u64, grant: &Grant) {
+        self.fill(generation, |state| {
+            state.make_room_for_grant();
+            state.grants.insert(grant.id.clone(), grant.clone());
+        });
+    }
+
+    /// Keeps a thread read in a snapshot begun at `generation`.
+    pub fn fill_thread(&self, generation: u64, thread: &Thread) {
+        self.fill(generation, |state| {
+            insert_bounded(&mut state.threads, thread.id.clone(), thread.clone());
+        });
+    }
+
+    /// Keeps a user's opt-out read in a snapshot begun at `generation`.
+    pub fn fill_hides(&self, generation: u64, user_id: &str, hides: bool) {
+        self.fill(generation, |state| {
+            insert_bounded(&mut state.hides, user_id.to_string(), hides);
         });
     }
 
@@ -151,6 +195,16 @@ impl AuthCache {
         let mut state = self.state();
         if state.generation == generation {
             insert(&mut state);
+        }
+    }
+}
+
+impl State {
+    /// Tokens point at grants, so the two maps are emptied together.
+    fn make_room_for_grant(&mut self) {
+        if self.tokens.len() >= MAX_ENTRIES || self.grants.len() >= MAX_ENTRIES {
+            self.tokens.clear();
+            self.grants.clear();
         }
     }
 }
@@ -211,7 +265,7 @@ mod tests {
     fn a_committed_change_drops_the_row() {
         let cache = AuthCache::default();
         let generation = cache.generation();
-        cache.fill_grant(generation, "hash", &grant("grt_1", GrantState::Active));
+        cache.fill_grant_of_token(generation, "hash", &grant("grt_1", GrantState::Active));
         cache.fill_used_scopes(generation, "grt_1", ScopeSet::default());
         assert!(cache.grant_by_token("hash").is_some());
         cache.forget(&[Changed::Grant("grt_1".into())]);
@@ -223,13 +277,13 @@ mod tests {
     #[test]
     fn a_new_token_unbinds_the_old_one() {
         let cache = AuthCache::default();
-        cache.fill_grant(
+        cache.fill_grant_of_token(
             cache.generation(),
             "old",
             &grant("grt_1", GrantState::Active),
         );
         cache.forget(&[Changed::GrantToken("grt_1".into())]);
-        cache.fill_grant(
+        cache.fill_grant_of_token(
             cache.generation(),
             "new",
             &grant("grt_1", GrantState::Active),

@@ -9,7 +9,7 @@
 //!
 //! Reads that change nothing can instead run on a snapshot beside the writer
 //! ([`Store::read`]): they see only committed, durable data and never wait for a batch.
-//! The rows that authorize a partner call are kept in memory for them (`auth_cache`).
+//! The rows that decide a partner call are kept in memory for them (`auth_cache`).
 
 mod auth_cache;
 mod migrations;

@@ -309,20 +309,17 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "m.seq, m.id, m.thread_id, m.sender_id, m.body, m.created_ms, m.sent_by_partner, u.hide_from_others_apps";
-fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, MessageRow)> {
+const MESSAGE_COLUMNS: &str = "seq, id, thread_id, sender_id, body, created_ms, sent_by_partner";
+fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, Message)> {
     Ok((
         r.get(0)?,
-        MessageRow {
-            message: Message {
-                id: r.get(1)?,
-                thread_id: r.get(2)?,
-                sender_id: r.get(3)?,
-                body: r.get(4)?,
-                created_ms: r.get(5)?,
-                sent_by_partner: r.get(6)?,
-            },
-            sender_hides: r.get(7)?,
+        Message {
+            id: r.get(1)?,
+            thread_id: r.get(2)?,
+            sender_id: r.get(3)?,
+            body: r.get(4)?,
+            created_ms: r.get(5)?,
+            sent_by_partner: r.get(6)?,
         },
     ))
 }
@@ -429,6 +426,28 @@ impl SqliteRepo<'_> {
         Ok(row)
     }
 
+    /// A message with whether its author hides their messages from others' apps. An
+    /// author the store does not know is taken to hide them.
+    fn with_sender_opt_out(&self, message: Message) -> StoreResult<MessageRow> {
+        let hides = self.through_cache(
+            |cache| cache.hides(&message.sender_id),
+            |repo| {
+                Ok(repo
+                    .query_row(
+                        "SELECT hide_from_others_apps FROM users WHERE id = ?1",
+                        [&message.sender_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            },
+            |cache, generation, hides| cache.fill_hides(generation, &message.sender_id, *hides),
+        )?;
+        Ok(MessageRow {
+            message,
+            sender_hides: hides.unwrap_or(true),
+        })
+    }
+
     /// Runs one statement, prepared once and cached.
     fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
         self.conn.prepare_cached(sql)?.execute(params)
@@ -498,6 +517,7 @@ impl Repo for SqliteRepo<'_> {
             "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![user.id, user.name, user.display_name, user.password_hash, user.hide_from_others_apps, now_ms],
         );
+        self.changed(Changed::User(user.id.clone()));
         insert_or_exists(result, format!("user name {} is taken", user.name))
     }
 
@@ -516,6 +536,7 @@ impl Repo for SqliteRepo<'_> {
             "UPDATE users SET hide_from_others_apps = ?2 WHERE id = ?1",
             params![user_id, hide],
         )?;
+        self.changed(Changed::User(user_id.to_string()));
         Ok(())
     }
 
@@ -599,19 +620,26 @@ impl Repo for SqliteRepo<'_> {
         for user_id in &thread.participants {
             stmt.execute([&thread.id, user_id])?;
         }
+        self.changed(Changed::Thread(thread.id.clone()));
         Ok(())
     }
 
     fn thread(&mut self, id: &str) -> StoreResult<Option<Thread>> {
-        let row = self
-            .query_row(
-                "SELECT seq, id, title, started_by_partner, created_ms FROM threads WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        row.map(|row| self.thread_with_participants(row).map(|(_, t)| t))
-            .transpose()
+        self.through_cache(
+            |cache| cache.thread(id),
+            |repo| {
+                let row = repo
+                    .query_row(
+                        "SELECT seq, id, title, started_by_partner, created_ms FROM threads WHERE id = ?1",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()?;
+                row.map(|row| repo.thread_with_participants(row).map(|(_, t)| t))
+                    .transpose()
+            },
+            AuthCache::fill_thread,
+        )
     }
 
     fn threads_of(
@@ -654,13 +682,11 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn message(&mut self, id: &str) -> StoreResult<Option<MessageRow>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ?1"
-        );
-        Ok(self
-            .query_row(&sql, [id], message_row)
-            .optional()?
-            .map(|(_, row)| row))
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+        let message = self.query_row(&sql, [id], message_row).optional()?;
+        message
+            .map(|(_, message)| self.with_sender_opt_out(message))
+            .transpose()
     }
 
     fn messages(
@@ -670,15 +696,21 @@ impl Repo for SqliteRepo<'_> {
         page: Page,
     ) -> StoreResult<Paged<MessageRow>> {
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
-             WHERE m.thread_id = ?1 AND m.seq > ?2 AND m.created_ms >= ?3 ORDER BY m.seq LIMIT CAST(?4 AS INTEGER)"
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE thread_id = ?1 AND seq > ?2 AND created_ms >= ?3 ORDER BY seq LIMIT CAST(?4 AS INTEGER)"
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![thread_id, page.after, since_ms, limit(page)],
-            message_row,
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let messages: Vec<(i64, Message)> = {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![thread_id, page.after, since_ms, limit(page)],
+                message_row,
+            )?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        messages
+            .into_iter()
+            .map(|(seq, message)| Ok((seq, self.with_sender_opt_out(message)?)))
+            .collect()
     }
 
     fn delete_message(&mut self, id: &str) -> StoreResult<()> {
@@ -837,7 +869,11 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn grant(&mut self, id: &str) -> StoreResult<Option<Grant>> {
-        Ok(self.grants_where("id = ?1", [id])?.into_iter().next())
+        self.through_cache(
+            |cache| cache.grant(id),
+            |repo| Ok(repo.grants_where("id = ?1", [id])?.into_iter().next()),
+            AuthCache::fill_grant,
+        )
     }
 
     fn grant_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Grant>> {
@@ -849,7 +885,7 @@ impl Repo for SqliteRepo<'_> {
                     .into_iter()
                     .next())
             },
-            |cache, generation, grant| cache.fill_grant(generation, token_hash, grant),
+            |cache, generation, grant| cache.fill_grant_of_token(generation, token_hash, grant),
         )
     }
 
