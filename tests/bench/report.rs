@@ -2,16 +2,18 @@
 //! fsync rate and what the store's group commit makes of it, new mTLS connections per
 //! second, the large dataset), the goals, and the Markdown and JSON output.
 
+#[path = "../../platform-svc/benches/decision_inputs/mod.rs"]
+mod decision_inputs;
+
 use crate::load::Figures;
 use crate::{CONNECTIONS, ROUNDS, Target, UNLIMITED, partner_channels};
+use decision_inputs::decision_inputs;
 use end_to_end::processes::{PlatformPorts, WorkDir, start_platform_with};
 use hdrhistogram::Histogram;
 use platform_svc::clock::Clock;
-use platform_svc::consent::{GrantContext, LifetimePolicy, authorize};
+use platform_svc::consent::{GrantContext, authorize};
 use platform_svc::model::AuditEntry;
-use platform_svc::model::{
-    Coverage, Feature, Grant, GrantState, Message, Partner, Scope, ScopeSet, Thread, User,
-};
+use platform_svc::model::{Feature, Grant, Message, Scope, ScopeSet, Thread, User};
 use platform_svc::secret::{GRANT_TOKEN_PREFIX, hash_token, new_token};
 use platform_svc::store::{SqliteStore, execute, transact};
 use serde::Serialize;
@@ -315,46 +317,9 @@ impl Report {
     }
 }
 
-fn fixture() -> (Grant, Partner, Feature) {
-    let grant = Grant {
-        id: "grt_1".into(),
-        user_id: "usr_a".into(),
-        partner_id: "music".into(),
-        feature: "share".into(),
-        scopes: ScopeSet::of(&[Scope::MessagesRead, Scope::ThreadsRead]),
-        coverage: Coverage::All,
-        thread_ids: vec![],
-        include_history: false,
-        created_ms: 1,
-        not_after_ms: i64::MAX,
-        last_used_ms: None,
-        state: GrantState::Active,
-        ended_ms: None,
-        attested_ms: None,
-    };
-    let partner = Partner {
-        id: "music".into(),
-        display_name: "Music".into(),
-        allowed_scopes: ScopeSet::of(&Scope::ALL),
-        suspended: false,
-    };
-    let feature = Feature {
-        partner_id: "music".into(),
-        name: "share".into(),
-        description: String::new(),
-        scopes: grant.scopes,
-        retired: false,
-    };
-    (grant, partner, feature)
-}
-
 /// Times the consent decision alone, `samples` times.
 pub fn decision_latency(samples: u64) -> Decision {
-    let (grant, partner, feature) = fixture();
-    let policy = LifetimePolicy {
-        max_lifetime_ms: i64::MAX,
-        inactivity_lapse_ms: i64::MAX,
-    };
+    let (grant, partner, feature, policy) = decision_inputs();
     let clock = Clock::default();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("histogram");
     for n in 0..samples {
@@ -524,7 +489,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
     let started = Instant::now();
     {
         let store = SqliteStore::open(&dir.join("platform.db")).expect("scale store");
-        let (_, partner, feature) = fixture();
+        let (_, partner, feature, _) = decision_inputs();
         let feature = Feature {
             scopes: ScopeSet::of(&[
                 Scope::ThreadsRead,
@@ -601,7 +566,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
             let token_hash = token_hash.clone();
             transact(&store, move |repo| {
                 for g in start..(start + CHUNK).min(grants) {
-                    let (grant, _, _) = fixture();
+                    let (grant, _, _, _) = decision_inputs();
                     let grant = Grant {
                         id: format!("grt_{g:08}"),
                         user_id: user(g % users),
