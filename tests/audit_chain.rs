@@ -13,11 +13,7 @@ async fn busy_scenario() -> Scenario {
     let mut music = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music).await;
     for _ in 0..3 {
-        music
-            .messaging
-            .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
-            .await
-            .unwrap();
+        music.list_threads(&token).await.unwrap();
     }
     music
         .messaging
@@ -167,11 +163,7 @@ async fn reads_racing_a_revocation_leave_no_allowed_use_after_it() {
         ))
         .await
         .unwrap();
-    let after = music
-        .messaging
-        .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
-        .await
-        .unwrap_err();
+    let after = music.list_threads(&token).await.unwrap_err();
     assert_refused(&after, Code::PermissionDenied, "GRANT_REVOKED");
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);

@@ -123,17 +123,9 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
         .await
         .unwrap();
     let read = music
-        .messaging
-        .list_messages(bearer(
-            pb::ListMessagesRequest {
-                thread_id: thread.thread_id.clone(),
-                ..Default::default()
-            },
-            &token,
-        ))
+        .list_messages(&thread.thread_id, &token)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(read.messages.len(), 2);
     assert_eq!(read.messages[1].body, "love it");
     assert!(read.messages[1].sender.starts_with("anon_"));
@@ -198,11 +190,7 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
     assert!(revoked.sequence > first.sequence);
 
     // The very next call is refused, and the partner attests deletion.
-    let after = music
-        .messaging
-        .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
-        .await
-        .unwrap_err();
+    let after = music.list_threads(&token).await.unwrap_err();
     assert_refused(&after, Code::PermissionDenied, "GRANT_REVOKED");
     let attested = music
         .consent
@@ -293,17 +281,9 @@ async fn redaction_pseudonyms_and_forward_only_history() {
         )
         .await;
     let messages = music
-        .messaging
-        .list_messages(bearer(
-            pb::ListMessagesRequest {
-                thread_id: s.family_thread.clone(),
-                ..Default::default()
-            },
-            &token,
-        ))
+        .list_messages(&s.family_thread, &token)
         .await
         .unwrap()
-        .into_inner()
         .messages;
     assert_eq!(messages.len(), 2, "history was approved: both messages");
     let carol = &messages[1];

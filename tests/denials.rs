@@ -24,14 +24,7 @@ async fn scope_missing() {
         )
         .await;
     let err = video
-        .messaging
-        .list_messages(bearer(
-            pb::ListMessagesRequest {
-                thread_id: s.family_thread.clone(),
-                ..Default::default()
-            },
-            &token,
-        ))
+        .list_messages(&s.family_thread, &token)
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "SCOPE_MISSING");
@@ -63,11 +56,7 @@ async fn grant_expired_and_its_event() {
         )
         .await;
     s.platform.clock.advance_ms(2 * DAY_MS);
-    let err = music
-        .messaging
-        .list_threads(bearer(list_threads(), &token))
-        .await
-        .unwrap_err();
+    let err = music.list_threads(&token).await.unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "GRANT_EXPIRED");
     let mut events = music
         .consent
@@ -87,11 +76,7 @@ async fn grant_lapsed_after_inactivity() {
     let mut music = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music).await;
     s.platform.clock.advance_ms(31 * DAY_MS);
-    let err = music
-        .messaging
-        .list_threads(bearer(list_threads(), &token))
-        .await
-        .unwrap_err();
+    let err = music.list_threads(&token).await.unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "GRANT_LAPSED");
 }
 
@@ -100,11 +85,7 @@ async fn feature_retired_ends_grants_before_returning() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music).await;
-    music
-        .messaging
-        .list_threads(bearer(list_threads(), &token))
-        .await
-        .unwrap();
+    music.list_threads(&token).await.unwrap();
     let retired = s
         .platform
         .operator()
@@ -117,11 +98,7 @@ async fn feature_retired_ends_grants_before_returning() {
         .unwrap()
         .into_inner();
     assert_eq!(retired.grants_ended, 1);
-    let err = music
-        .messaging
-        .list_threads(bearer(list_threads(), &token))
-        .await
-        .unwrap_err();
+    let err = music.list_threads(&token).await.unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "FEATURE_RETIRED");
     let err = music
         .consent
@@ -152,11 +129,7 @@ async fn partner_suspended() {
         .await
         .unwrap();
     assert_eq!(suspended.into_inner().grants_ended, 1);
-    let err = music
-        .messaging
-        .list_threads(bearer(list_threads(), &token))
-        .await
-        .unwrap_err();
+    let err = music.list_threads(&token).await.unwrap_err();
     assert_refused(&err, Code::Unauthenticated, "PARTNER_SUSPENDED");
     let err = music
         .consent
@@ -172,23 +145,11 @@ async fn thread_not_covered() {
     let mut music = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music).await;
     let err = music
-        .messaging
-        .list_messages(bearer(
-            pb::ListMessagesRequest {
-                thread_id: s.family_thread.clone(),
-                ..Default::default()
-            },
-            &token,
-        ))
+        .list_messages(&s.family_thread, &token)
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "THREAD_NOT_COVERED");
-    let threads = music
-        .messaging
-        .list_threads(bearer(list_threads(), &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let threads = music.list_threads(&token).await.unwrap();
     assert!(
         threads.threads.is_empty(),
         "a thread the partner did not start is not listed"
@@ -224,18 +185,7 @@ async fn history_not_granted() {
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "HISTORY_NOT_GRANTED");
-    let listed = music
-        .messaging
-        .list_messages(bearer(
-            pb::ListMessagesRequest {
-                thread_id: s.family_thread.clone(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = music.list_messages(&s.family_thread, &token).await.unwrap();
     assert!(
         listed.messages.is_empty(),
         "older messages are left out of lists"
@@ -320,11 +270,7 @@ async fn token_partner_mismatch_is_refused_and_audited() {
             Default::default(),
         )
         .await;
-    let err = video
-        .messaging
-        .list_threads(bearer(list_threads(), &music_token))
-        .await
-        .unwrap_err();
+    let err = video.list_threads(&music_token).await.unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "TOKEN_PARTNER_MISMATCH");
     let err = music
         .messaging
@@ -369,11 +315,7 @@ async fn grant_released() {
         .unwrap()
         .into_inner();
     assert_eq!(released.state, pb::GrantState::Released as i32);
-    let err = music
-        .messaging
-        .list_threads(bearer(list_threads(), &token))
-        .await
-        .unwrap_err();
+    let err = music.list_threads(&token).await.unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "GRANT_RELEASED");
 }
 
@@ -389,11 +331,7 @@ async fn missing_malformed_oversized_and_unknown_tokens() {
     assert_refused(&err, Code::Unauthenticated, "TOKEN_MISSING");
     let unknown = format!("pgt_{}", "A".repeat(43));
     for token in ["", "nonsense", &"x".repeat(10 * 1024), &unknown] {
-        let err = music
-            .messaging
-            .list_threads(bearer(list_threads(), token))
-            .await
-            .unwrap_err();
+        let err = music.list_threads(token).await.unwrap_err();
         assert_refused(&err, Code::Unauthenticated, "TOKEN_INVALID");
     }
 }
@@ -495,14 +433,7 @@ async fn idempotent_sends() {
     );
     // The bank may not read what it sent.
     let err = bank
-        .messaging
-        .list_messages(bearer(
-            pb::ListMessagesRequest {
-                thread_id: s.family_thread.clone(),
-                ..Default::default()
-            },
-            &token,
-        ))
+        .list_messages(&s.family_thread, &token)
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "SCOPE_MISSING");

@@ -205,6 +205,32 @@ pub struct Partner {
     pub consent: ConsentClient<Channel>,
 }
 
+impl Partner {
+    /// Lists the threads the grant behind `token` covers, first page.
+    pub async fn list_threads(&mut self, token: &str) -> Result<pb::ListThreadsResponse, Status> {
+        self.messaging
+            .list_threads(bearer(pb::ListThreadsRequest::default(), token))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Lists the first page of a thread's messages with the grant behind `token`.
+    pub async fn list_messages(
+        &mut self,
+        thread_id: &str,
+        token: &str,
+    ) -> Result<pb::ListMessagesResponse, Status> {
+        let request = pb::ListMessagesRequest {
+            thread_id: thread_id.into(),
+            ..Default::default()
+        };
+        self.messaging
+            .list_messages(bearer(request, token))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
 /// A request carrying `Bearer <token>`.
 pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
