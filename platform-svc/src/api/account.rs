@@ -9,7 +9,9 @@ use crate::model::{
     AuditEntry, Coverage, Grant, GrantState, RequestStatus, Scope, ScopeSet, Thread, User,
 };
 use crate::password::PasswordHasher;
-use crate::secret::{SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_token};
+use crate::secret::{
+    SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
+};
 use crate::store::{Repo, StoreResult, ThreadFilter};
 use crate::{clock::timestamp, consent, validate};
 use consent_proto::platform::v1 as pb;
@@ -250,7 +252,7 @@ impl Account for AccountService {
         self.as_user(&request, move |repo, user, now_ms| {
             member_thread(repo, user, &r.thread_id)?;
             let message = crate::model::Message {
-                id: new_id("msg"),
+                id: new_ordered_id("msg", now_ms),
                 thread_id: r.thread_id,
                 sender_id: user.id.clone(),
                 body: r.body,

@@ -8,7 +8,7 @@ use super::partner_call::{PartnerCall, PartnerTx};
 use crate::consent::{covers_thread, may_delete, may_read};
 use crate::error::{ApiError, Reason};
 use crate::model::{Coverage, Grant, Message, Scope, Thread};
-use crate::secret::new_id;
+use crate::secret::{new_id, new_ordered_id};
 use crate::store::ThreadFilter;
 use crate::validate;
 use consent_proto::platform::v1 as pb;
@@ -58,7 +58,7 @@ fn thread_filter(grant: &Grant) -> ThreadFilter {
 
 fn new_message(tx: &PartnerTx<'_>, grant: &Grant, thread_id: &str, body: &str) -> Message {
     Message {
-        id: new_id("msg"),
+        id: new_ordered_id("msg", tx.now_ms),
         thread_id: thread_id.to_string(),
         sender_id: grant.user_id.clone(),
         body: body.to_string(),
