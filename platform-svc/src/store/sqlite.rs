@@ -5,8 +5,9 @@
 //!
 //! Reads run beside it on read-only connections from a small pool, each in a transaction of
 //! its own: WAL gives them a snapshot of what is committed, and a commit becomes visible
-//! only once it is on disk. They look up partners, features, grants by token and used
-//! scopes through the [`AuthCache`], which the writer keeps coherent with its commits.
+//! only once it is on disk. They look up partners, features, grants, used scopes, threads
+//! and authors' opt-outs through the [`AuthCache`], which the writer keeps coherent with
+//! its commits.
 //!
 //! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
 //! plans the statement anew on every use, since the value may change the plan, and that
