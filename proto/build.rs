@@ -24,8 +24,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;
-    // The benchmark's baseline, compiled apart so that it stays out of the descriptor set.
-    tonic_prost_build::configure()
-        .compile_fds(protox::compile(["consent/bench/v1/echo.proto"], ["."])?)?;
     Ok(())
 }

@@ -26,14 +26,6 @@ pub mod partner {
     }
 }
 
-/// The benchmark's baseline echo service (not part of the system).
-pub mod bench {
-    /// Version 1.
-    pub mod v1 {
-        tonic::include_proto!("consent.bench.v1");
-    }
-}
-
 /// Encoded `FileDescriptorSet` of every contract, for `grpc.reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));

@@ -19,6 +19,8 @@ pub struct Figures {
     pub p999_us: u64,
     /// Server CPU used, in cores (CPU seconds per wall second).
     pub server_cpu_cores: f64,
+    /// The load generator's own CPU time per call, microseconds.
+    pub client_cpu_us_per_call: f64,
     /// Server peak resident memory so far, MiB.
     pub server_peak_rss_mib: f64,
     /// Calls that did not end as expected.
@@ -81,6 +83,7 @@ where
     Fut: Future<Output = bool> + Send,
 {
     let cpu_before = cpu_seconds(server_pid);
+    let own_cpu_before = cpu_seconds(std::process::id());
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -114,12 +117,15 @@ where
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let calls = histogram.len() as f64;
     Figures {
-        requests_per_second: histogram.len() as f64 / elapsed,
+        requests_per_second: (calls - errors as f64) / elapsed,
         p50_us: histogram.value_at_quantile(0.5),
         p99_us: histogram.value_at_quantile(0.99),
         p999_us: histogram.value_at_quantile(0.999),
         server_cpu_cores: (cpu_seconds(server_pid) - cpu_before) / elapsed,
+        client_cpu_us_per_call: (cpu_seconds(std::process::id()) - own_cpu_before) * 1e6
+            / calls.max(1.0),
         server_peak_rss_mib: peak_rss_mib(server_pid),
         errors,
     }

@@ -8,18 +8,18 @@ mod echo;
 mod load;
 mod report;
 
-use consent_proto::bench::v1::{EchoRequest, echo_client::EchoClient};
 use consent_proto::platform::v1 as pb;
+use echo::Replies;
 use end_to_end::processes::{
     PlatformPorts, Process, WorkDir, ensure_built, free_port, start_platform_with,
 };
 use end_to_end::{bearer, seed_family};
 use load::Figures;
 use pb::messaging_client::MessagingClient;
-use prost::Message;
 use report::{Report, Row};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -69,11 +69,12 @@ fn main() {
         .build()
         .expect("runtime");
     if args.get(1).map(String::as_str) == Some("serve-echo") {
-        let (pki, addr) = (
+        let (pki, addr, replies) = (
             PathBuf::from(&args[2]),
             args[3].parse().expect("echo address"),
+            PathBuf::from(&args[4]),
         );
-        runtime.block_on(echo::serve(&pki, addr));
+        runtime.block_on(echo::serve(&pki, addr, &replies));
         return;
     }
     ensure_built();
@@ -97,46 +98,61 @@ pub struct Target {
 }
 
 impl Target {
-    /// A messaging client on each of the partner's connections.
-    fn messaging_clients(&self) -> Vec<MessagingClient<Channel>> {
-        self.partner_channels
-            .iter()
-            .cloned()
-            .map(MessagingClient::new)
-            .collect()
+    /// The platform, with a messaging client on each of the partner's connections.
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            clients: self
+                .partner_channels
+                .iter()
+                .cloned()
+                .map(MessagingClient::new)
+                .collect(),
+            pid: self.platform.id(),
+        }
+    }
+
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            token: self.token.as_str().into(),
+            thread_id: self.thread_id.as_str().into(),
+        }
     }
 }
 
-async fn start_echo(work: &WorkDir) -> (Process, Vec<EchoClient<Channel>>) {
+/// Starts the baseline, replaying `replies`, with a client on each of its connections.
+async fn start_echo(work: &WorkDir, replies: &Replies) -> (Process, Endpoint) {
+    let replies_dir = work.path.join("replies");
+    replies.save(&replies_dir);
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let args = vec![
         "serve-echo".into(),
         work.pki("").display().to_string(),
         addr.to_string(),
+        replies_dir.display().to_string(),
     ];
     let process = Process::spawn_logging("bench", &args, work.path.join("echo.log"), PLATFORM_LOG);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(channel) = work.channel(addr, Some("partner-music")).await
-            && EchoClient::new(channel)
-                .echo(EchoRequest { response_bytes: 1 })
+            && MessagingClient::new(channel)
+                .list_friends(pb::ListFriendsRequest::default())
                 .await
-                .is_ok()
+                .is_err_and(|s| s.code() == tonic::Code::PermissionDenied)
         {
             break;
         }
         assert!(Instant::now() < deadline, "the echo baseline did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        clients.push(EchoClient::new(
-            work.channel(addr, Some("partner-music"))
-                .await
-                .expect("echo channel"),
-        ));
-    }
-    (process, clients)
+    let endpoint = Endpoint {
+        clients: partner_channels(work, addr)
+            .await
+            .into_iter()
+            .map(MessagingClient::new)
+            .collect(),
+        pid: process.id(),
+    };
+    (process, endpoint)
 }
 
 pub(crate) async fn partner_channels(work: &WorkDir, addr: SocketAddr) -> Vec<Channel> {
@@ -244,46 +260,101 @@ async fn small_target(work: &WorkDir) -> Target {
     }
 }
 
-fn read_request(target: &Target) -> pb::ListMessagesRequest {
+fn read_request(thread_id: &str) -> pb::ListMessagesRequest {
     pb::ListMessagesRequest {
-        thread_id: target.thread_id.clone(),
+        thread_id: thread_id.into(),
         page_size: 20,
         page_token: String::new(),
     }
 }
 
-async fn measure_read(target: &Target, concurrency: usize, point: Duration) -> Figures {
-    let clients = target.messaging_clients();
-    let (token, request) = (target.token.clone(), read_request(target));
-    load::run(
-        &clients,
-        concurrency,
-        point,
-        target.platform.id(),
-        move |mut client, _, _| {
-            let (token, request) = (token.clone(), request.clone());
-            async move {
-                client
-                    .list_messages(bearer(request, &token))
-                    .await
-                    .is_ok_and(|r| r.get_ref().messages.len() == 20)
-            }
-        },
-    )
-    .await
+fn send_request(thread_id: &str, idempotency_key: String) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        thread_id: thread_id.into(),
+        body: "x".repeat(200),
+        idempotency_key,
+    }
 }
 
-async fn measure_echo(
-    clients: &[EchoClient<Channel>],
+/// The calls measured, each sent the same way to the platform and to the baseline.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Read,
+    Send,
+    Denied,
+}
+
+impl Call {
+    fn label(self) -> &'static str {
+        match self {
+            Call::Read => "authorized read (20 × ~200 B)",
+            Call::Send => "authorized durable send",
+            Call::Denied => "denied call (scope missing)",
+        }
+    }
+}
+
+/// A server under load: the platform or the baseline.
+struct Endpoint {
+    clients: Vec<MessagingClient<Channel>>,
     pid: u32,
-    bytes: usize,
+}
+
+/// What every call carries: the grant token and the thread.
+#[derive(Clone)]
+struct Credentials {
+    token: Arc<str>,
+    thread_id: Arc<str>,
+}
+
+/// Makes one call; whether it ended as the platform's reply to such a call does. A send's
+/// idempotency key is made of the round, the task and the call's number within it.
+async fn call_once(
+    mut client: MessagingClient<Channel>,
+    call: Call,
+    with: &Credentials,
+    (round, task, n): (usize, usize, u64),
+) -> bool {
+    let (token, thread_id) = (with.token.as_ref(), with.thread_id.as_ref());
+    match call {
+        Call::Read => client
+            .list_messages(bearer(read_request(thread_id), token))
+            .await
+            .is_ok_and(|r| r.get_ref().messages.len() == 20),
+        Call::Send => {
+            let key = format!("r{round}-t{task}-{n}");
+            client
+                .send_message(bearer(send_request(thread_id, key), token))
+                .await
+                .is_ok()
+        }
+        Call::Denied => client
+            .list_friends(bearer(pb::ListFriendsRequest::default(), token))
+            .await
+            .is_err_and(|s| s.code() == tonic::Code::PermissionDenied),
+    }
+}
+
+/// Keeps `concurrency` calls of `call` in flight on `endpoint` for `point`.
+async fn measure(
+    endpoint: &Endpoint,
+    call: Call,
+    with: &Credentials,
+    round: usize,
     concurrency: usize,
     point: Duration,
 ) -> Figures {
-    let response_bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-    load::run(clients, concurrency, point, pid, move |mut client, _, _| async move {
-        client.echo(EchoRequest { response_bytes }).await.is_ok()
-    })
+    let with = with.clone();
+    load::run(
+        &endpoint.clients,
+        concurrency,
+        point,
+        endpoint.pid,
+        move |client, task, n| {
+            let with = with.clone();
+            async move { call_once(client, call, &with, (round, task, n)).await }
+        },
+    )
     .await
 }
 
@@ -305,96 +376,34 @@ async fn measure_all(settings: &Settings) -> Report {
     let dir = tempfile::tempdir().expect("work directory");
     let work = WorkDir::new(dir.path());
     let target = small_target(&work).await;
-    let (echo, echo_clients) = start_echo(&work).await;
-    let point = settings.point;
-    let mut report = Report::new(settings.quick);
-
-    let mut sample = MessagingClient::new(target.partner_channels[0].clone());
-    let read_bytes = sample
-        .list_messages(bearer(read_request(&target), &target.token))
-        .await
-        .expect("sample read")
-        .into_inner()
-        .encoded_len();
-    let send = |key: String| pb::SendMessageRequest {
-        thread_id: target.thread_id.clone(),
-        body: "x".repeat(200),
-        idempotency_key: key,
-    };
-    let send_bytes = sample
-        .send_message(bearer(send("sample".into()), &target.token))
-        .await
-        .expect("sample send")
-        .into_inner()
-        .encoded_len();
+    let with = target.credentials();
+    let replies = Replies::record(
+        &mut MessagingClient::new(target.partner_channels[0].clone()),
+        read_request(&target.thread_id),
+        send_request(&target.thread_id, "sample".into()),
+        &target.token,
+    )
+    .await;
     // Setup (password hashing among it) is not load: peak RSS counts from here.
     load::reset_peak_rss(target.platform.id());
-    let denied = sample
-        .list_friends(bearer(pb::ListFriendsRequest::default(), &target.token))
-        .await
-        .expect_err("denied sample");
-    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-
-    let clients = target.messaging_clients();
-    let pid = target.platform.id();
+    let (echo_process, echo) = start_echo(&work, &replies).await;
+    let platform = target.endpoint();
+    let point = settings.point;
+    let mut report = Report::new(settings.quick);
     // Every send carries an idempotency key of its own, across rounds too.
-    let send_rounds = AtomicUsize::new(0);
+    let rounds_begun = AtomicUsize::new(0);
     for concurrency in CONCURRENCY {
-        let read = rounds(
-            || measure_echo(&echo_clients, echo.id(), read_bytes, concurrency, point),
-            || measure_read(&target, concurrency, point),
-        )
-        .await;
-        report.row(Row::new("authorized read (20 × ~200 B)", concurrency, read));
-
-        let sent = rounds(
-            || measure_echo(&echo_clients, echo.id(), send_bytes, concurrency, point),
-            || {
-                let (token, thread) = (target.token.clone(), target.thread_id.clone());
-                let round = send_rounds.fetch_add(1, Ordering::Relaxed);
-                load::run(
-                    &clients,
-                    concurrency,
-                    point,
-                    pid,
-                    move |mut client, task, n| {
-                        let request = pb::SendMessageRequest {
-                            thread_id: thread.clone(),
-                            body: "x".repeat(200),
-                            idempotency_key: format!("r{round}-t{task}-{n}"),
-                        };
-                        let token = token.clone();
-                        async move { client.send_message(bearer(request, &token)).await.is_ok() }
-                    },
-                )
-            },
-        )
-        .await;
-        report.row(Row::new("authorized durable send", concurrency, sent));
-
-        let denied = rounds(
-            || measure_echo(&echo_clients, echo.id(), 0, concurrency, point),
-            || {
-                let token = target.token.clone();
-                load::run(
-                    &clients,
-                    concurrency,
-                    point,
-                    pid,
-                    move |mut client, _, _| {
-                        let token = token.clone();
-                        async move {
-                            client
-                                .list_friends(bearer(pb::ListFriendsRequest::default(), &token))
-                                .await
-                                .is_err_and(|s| s.code() == tonic::Code::PermissionDenied)
-                        }
-                    },
-                )
-            },
-        )
-        .await;
-        report.row(Row::new("denied call (scope missing)", concurrency, denied));
+        for call in [Call::Read, Call::Send, Call::Denied] {
+            let measured = rounds(
+                || measure(&echo, call, &with, 0, concurrency, point),
+                || {
+                    let round = rounds_begun.fetch_add(1, Ordering::Relaxed);
+                    measure(&platform, call, &with, round, concurrency, point)
+                },
+            )
+            .await;
+            report.row(Row::new(call.label(), concurrency, measured));
+        }
     }
 
     report.decision = Some(report::decision_latency(if settings.quick {
@@ -417,7 +426,7 @@ async fn measure_all(settings: &Settings) -> Report {
     report.handshakes = Some(report::handshakes(&work, target.partner, handshake_time).await);
     report.platform_peak_rss_mib = load::peak_rss_mib(target.platform.id());
     drop(target);
-    drop(echo);
+    drop(echo_process);
 
     let scale_dir = tempfile::tempdir().expect("scale directory");
     let scale = report::scale_target(scale_dir.path(), settings.quick).await;
@@ -426,7 +435,15 @@ async fn measure_all(settings: &Settings) -> Report {
         .iter()
         .find(|r| r.measure.starts_with("authorized read") && r.concurrency == 32)
         .map(|r| r.figures.requests_per_second);
-    let figures = measure_read(&scale.target, 32, point).await;
+    let figures = measure(
+        &scale.target.endpoint(),
+        Call::Read,
+        &scale.target.credentials(),
+        0,
+        32,
+        point,
+    )
+    .await;
     report.scale = Some(report::Scale {
         users: scale.users,
         messages: scale.messages,

@@ -32,7 +32,7 @@ pub struct Row {
     pub concurrency: usize,
     /// The platform's figures.
     pub figures: Figures,
-    /// The echo baseline's figures, same response size, same concurrency.
+    /// The echo baseline's figures: the same calls and replies, at the same concurrency.
     pub baseline: Figures,
     /// Each round's req/s over its baseline's, lowest first.
     pub round_ratios: Vec<f64>,
@@ -245,19 +245,19 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "Benchmark ({} run, {} CPUs, {} connections per measurement). Baseline: a bare echo service behind the same mTLS stack returning the same number of bytes. Each point is measured in {} rounds, each right after its baseline; shown is the round with the median ratio, with the lowest and highest ratio in brackets.\n\n",
+            "Benchmark ({} run, {} CPUs, {} connections per measurement). Baseline: a bare echo service behind the same mTLS stack answering each call with the platform's own reply to it, recorded before the run. Each point is measured in {} rounds, each right after its baseline; shown is the round with the median ratio, with the lowest and highest ratio in brackets.\n\n",
             if self.quick { "quick" } else { "full" },
             self.cpus,
             CONNECTIONS,
             ROUNDS
         );
-        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server CPU µs per call | server peak RSS MiB | echo req/s | echo p99 µs | echo CPU µs per call | req/s vs echo (rounds) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server CPU µs per call | load generator CPU µs per call | server peak RSS MiB | echo req/s | echo p99 µs | echo CPU µs per call | echo's load generator CPU µs per call | req/s vs echo (rounds) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let f = &r.figures;
             let lowest = r.round_ratios.first().copied().unwrap_or_default();
             let highest = r.round_ratios.last().copied().unwrap_or_default();
             md.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {:.2}× ({:.2}–{:.2}) |\n",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {:.0} | {:.2}× ({:.2}–{:.2}) |\n",
                 r.measure,
                 r.concurrency,
                 f.requests_per_second,
@@ -267,10 +267,12 @@ impl Report {
                 f.errors,
                 f.server_cpu_cores,
                 f.cpu_us_per_call(),
+                f.client_cpu_us_per_call,
                 f.server_peak_rss_mib,
                 r.baseline.requests_per_second,
                 r.baseline.p99_us,
                 r.baseline.cpu_us_per_call(),
+                r.baseline.client_cpu_us_per_call,
                 r.ratio(),
                 lowest,
                 highest
