@@ -100,15 +100,7 @@ pub struct Target {
 impl Target {
     /// The platform, with a messaging client on each of the partner's connections.
     fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            clients: self
-                .partner_channels
-                .iter()
-                .cloned()
-                .map(MessagingClient::new)
-                .collect(),
-            pid: self.platform.id(),
-        }
+        Endpoint::new(self.partner_channels.clone(), self.platform.id())
     }
 
     fn credentials(&self) -> Credentials {
@@ -144,14 +136,7 @@ async fn start_echo(work: &WorkDir, replies: &Replies) -> (Process, Endpoint) {
         assert!(Instant::now() < deadline, "the echo baseline did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let endpoint = Endpoint {
-        clients: partner_channels(work, addr)
-            .await
-            .into_iter()
-            .map(MessagingClient::new)
-            .collect(),
-        pid: process.id(),
-    };
+    let endpoint = Endpoint::new(partner_channels(work, addr).await, process.id());
     (process, endpoint)
 }
 
@@ -298,6 +283,16 @@ impl Call {
 struct Endpoint {
     clients: Vec<MessagingClient<Channel>>,
     pid: u32,
+}
+
+impl Endpoint {
+    /// A messaging client on each of `channels`, to the server process `pid`.
+    fn new(channels: Vec<Channel>, pid: u32) -> Self {
+        Endpoint {
+            clients: channels.into_iter().map(MessagingClient::new).collect(),
+            pid,
+        }
+    }
 }
 
 /// What every call carries: the grant token and the thread.
