@@ -74,12 +74,7 @@ impl BoundPlatform {
     pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database)?);
         let (stop, stopping) = watch::channel(false);
-        let platform = Platform {
-            store,
-            clock,
-            limits: Limits::from(&config.policy),
-            stopping,
-        };
+        let platform = Platform::new(store, clock, Limits::from(&config.policy), stopping);
         let t = &config.tls;
         let files = |client_ca: Option<&std::path::Path>| TlsFiles {
             cert: t.cert.clone(),
@@ -241,6 +236,7 @@ impl BoundPlatform {
             }
         }
         sweeper.abort();
+        platform.flush().await;
         result
     }
 }

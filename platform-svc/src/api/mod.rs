@@ -2,6 +2,8 @@
 //! through [`Platform`]; partner calls go through `partner_call::PartnerCall`, which
 //! resolves the grant, applies [`crate::consent`], and appends the audit record in the
 //! transaction that records the call, so the record is durable before any data is returned.
+//! A refusal returns no data: its record may commit just after the reply
+//! ([`Platform::run_unawaited`]).
 
 pub mod account;
 pub mod admin;
@@ -14,9 +16,13 @@ use crate::clock::{Clock, DAY_MS};
 use crate::config::Policy;
 use crate::consent::LifetimePolicy;
 use crate::model::{Grant, GrantState};
-use crate::store::{Repo, Store, StoreResult, execute};
+use crate::store::{Repo, Store, StoreResult, enqueue, execute};
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+
+/// Most jobs queued by [`Platform::run_unawaited`] and not yet committed; beyond that the
+/// next caller waits for room, so a flood of refusals cannot grow the queue without bound.
+const MAX_UNAWAITED: u32 = 4096;
 
 /// Lifetimes and windows in milliseconds, derived once from [`Policy`].
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +60,8 @@ pub struct Platform {
     pub limits: Limits,
     /// Becomes true when the server starts shutting down; long-lived streams end then.
     pub stopping: watch::Receiver<bool>,
+    /// Room for jobs queued without their caller waiting.
+    unawaited: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -65,6 +73,43 @@ impl std::fmt::Debug for Platform {
 }
 
 impl Platform {
+    /// The platform over `store`, with time from `clock`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<Clock>,
+        limits: Limits,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Platform {
+            store,
+            clock,
+            limits,
+            stopping,
+            unawaited: Arc::new(Semaphore::new(MAX_UNAWAITED as usize)),
+        }
+    }
+
+    /// Queues `work` to commit with the writer's next batch and returns without waiting for
+    /// it: for writes that nothing returned to the caller depends on. A failure to commit is
+    /// logged. [`Platform::flush`] waits for them all.
+    pub async fn run_unawaited(
+        &self,
+        work: impl FnOnce(&mut dyn Repo) -> StoreResult<()> + Send + 'static,
+    ) {
+        let room = Arc::clone(&self.unawaited).acquire_owned().await;
+        enqueue(self.store.as_ref(), work, move |result| {
+            drop(room);
+            if let Err(error) = result {
+                tracing::error!(%error, "a write queued without waiting did not commit");
+            }
+        });
+    }
+
+    /// Waits until every job queued by [`Platform::run_unawaited`] so far has committed.
+    pub async fn flush(&self) {
+        let _all = self.unawaited.acquire_many(MAX_UNAWAITED).await;
+    }
+
     /// Runs `work` in a store transaction with the current time; returns once committed.
     pub async fn run<R: Send + 'static>(
         &self,

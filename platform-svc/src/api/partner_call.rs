@@ -2,7 +2,7 @@
 //! suspended; a grant token, when the RPC needs one, must resolve to an active grant bound
 //! to that partner and pass every consent rule. Whatever the outcome, an audit record
 //! (allowed or denied, with the reason) is appended in the same transaction as the call's
-//! effects, so nothing is returned before its record is durable.
+//! effects, so no data is returned before its record is durable.
 //!
 //! Calls that change data run whole on the store's writer ([`PartnerCall::run`]). Calls
 //! that only read ([`PartnerCall::read`]) decide and read on a snapshot beside the writer,
@@ -10,6 +10,11 @@
 //! The writer first checks that the grant and partner are still active, so a revocation
 //! committed while the read was in flight still refuses it, and the audit chain never
 //! shows an allowed use after the revocation that ended it.
+//!
+//! A read the snapshot refuses returns no data, so its reply does not wait for the commit
+//! of its record, which the writer's next batch carries. Whatever is read after the reply
+//! through the writer (the access log, the audit export) comes after that record in the
+//! writer's queue and sees it.
 //!
 //! Operations check everything before they write: the only writes a refused call leaves
 //! are the audit record and, where a rule says the grant ends now, that ending.
@@ -139,6 +144,23 @@ impl PartnerCall {
     ) -> Result<R, Status> {
         let caller = self.partner_id.clone();
         let Snapshot { now_ms, attempt } = snapshot;
+        let Attempt {
+            result,
+            mut effects,
+        } = attempt;
+        let result = match result {
+            // A refusal returns no data, so its reply need not wait for its record; one
+            // that ends a grant waits, since the grant must end before the call returns.
+            Err(error) if effects.ending.is_none() => {
+                effects.decide(Err(&error));
+                platform
+                    .run_unawaited(move |repo| record(repo, now_ms, &effects))
+                    .await;
+                return Err(error.into());
+            }
+            result => result,
+        };
+        let attempt = Attempt { result, effects };
         let settled = store::execute(platform.store.as_ref(), move |repo| {
             if attempt.result.is_ok() && !still_active(repo, &caller, &attempt.effects)? {
                 return Ok(None);
@@ -196,8 +218,21 @@ fn still_active(repo: &mut dyn Repo, caller: &str, effects: &Effects) -> StoreRe
     })
 }
 
-/// Writes what an attempt leaves besides its own effects: a grant's ending, the grant's
-/// use, and the audit record of the outcome.
+impl Effects {
+    /// Fills in the audit record's decision; a refused call leaves no use of its grant.
+    fn decide(&mut self, outcome: Result<(), &ApiError>) {
+        match outcome {
+            Ok(()) => self.audit.decision = "allow".into(),
+            Err(e) => {
+                self.audit.decision = "deny".into();
+                self.audit.reason = e.audit_reason().into();
+                self.used = None;
+            }
+        }
+    }
+}
+
+/// Decides an attempt's audit record and writes what it leaves besides its own effects.
 fn settle<R>(
     repo: &mut dyn Repo,
     now_ms: i64,
@@ -207,27 +242,25 @@ fn settle<R>(
         result,
         mut effects,
     } = attempt;
+    effects.decide(result.as_ref().map(drop));
+    record(repo, now_ms, &effects)?;
+    Ok(result)
+}
+
+/// Writes a decided call's grant ending, its grant's use and its audit record.
+fn record(repo: &mut dyn Repo, now_ms: i64, effects: &Effects) -> StoreResult<()> {
     if let Some((grant_id, state)) = &effects.ending
         && let Some(grant) = repo.grant(grant_id)?
     {
         end_grant(repo, &grant, *state, now_ms)?;
     }
-    match &result {
-        Ok(_) => {
-            if let Some(used) = effects.used.as_ref().filter(|u| u.record) {
-                repo.touch_grant(&used.grant_id, used.scope, now_ms)?;
-            }
-            effects.audit.decision = "allow".into();
-        }
-        Err(e) => {
-            effects.audit.decision = "deny".into();
-            effects.audit.reason = e.audit_reason().into();
-        }
+    if let Some(used) = effects.used.as_ref().filter(|u| u.record) {
+        repo.touch_grant(&used.grant_id, used.scope, now_ms)?;
     }
     repo.append_audit(&effects.audit, now_ms)?;
     let audit = &effects.audit;
     tracing::debug!(method = %audit.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
-    Ok(result)
+    Ok(())
 }
 
 fn active_partner(repo: &mut dyn Repo, partner_id: &str) -> Result<Partner, ApiError> {
@@ -401,7 +434,8 @@ mod tests {
     use crate::config::Policy;
     use crate::model::{Coverage, Feature, Message, ScopeSet, Thread, User};
     use crate::secret::new_token;
-    use crate::store::{Page, SqliteStore, Store, execute};
+    use crate::store::{Page, SqliteStore, enqueue, execute};
+    use std::time::Duration;
 
     /// A platform with one partner, one user and one active grant; returns its token.
     async fn platform_with_grant(dir: &std::path::Path) -> (Platform, String) {
@@ -459,12 +493,12 @@ mod tests {
         .await
         .unwrap();
         let (_, stopping) = tokio::sync::watch::channel(false);
-        let platform = Platform {
-            store: Arc::new(store) as Arc<dyn Store>,
+        let platform = Platform::new(
+            Arc::new(store),
             clock,
-            limits: Limits::from(&Policy::default()),
+            Limits::from(&Policy::default()),
             stopping,
-        };
+        );
         (platform, token)
     }
 
@@ -566,6 +600,74 @@ mod tests {
             last_used().unwrap() >= first + 2 * USE_RESOLUTION_MS,
             "a use after the resolution is written"
         );
+    }
+
+    /// Keeps the store's writer busy until the returned sender is dropped.
+    fn hold_writer(platform: &Platform) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        enqueue(
+            platform.store.as_ref(),
+            move |_| {
+                let _ = held.recv();
+                Ok(())
+            },
+            drop,
+        );
+        release
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_answered_without_waiting_for_its_record_to_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        let release = hold_writer(&platform);
+
+        let answer = call(&token).read(&platform, |tx| tx.authorize(Scope::FriendsRead).map(drop));
+        let refused = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("answered while the writer is busy")
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(audit_decisions(&platform).is_empty(), "not committed yet");
+        let flushed = tokio::time::timeout(Duration::from_millis(300), platform.flush()).await;
+        assert!(flushed.is_err(), "a flush waits for the queued record");
+
+        drop(release);
+        platform.flush().await;
+        assert_eq!(
+            audit_decisions(&platform),
+            [("deny".to_string(), "SCOPE_MISSING".to_string())],
+            "committed with the writer's next batch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_ends_its_grant_waits_for_the_ending_to_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        platform.clock.advance_ms(10 * 365 * crate::clock::DAY_MS);
+        let release = hold_writer(&platform);
+
+        let caller = platform.clone();
+        let mut answer = tokio::spawn(async move {
+            call(&token)
+                .read(&caller, |tx| tx.authorize(Scope::ThreadsRead).map(drop))
+                .await
+        });
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut answer).await;
+        assert!(early.is_err(), "no answer before the grant's end commits");
+
+        drop(release);
+        let refused = answer.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            audit_decisions(&platform),
+            [("deny".to_string(), "GRANT_LAPSED".to_string())]
+        );
+        let state = store::read(platform.store.as_ref(), |repo| {
+            Ok(repo.grant("grt_1")?.map(|g| g.state))
+        });
+        assert_eq!(state.unwrap(), Some(GrantState::Lapsed));
     }
 
     fn thread(id: &str) -> Thread {

@@ -134,15 +134,25 @@ fn pending<R: Send + 'static>(
     })
 }
 
+/// Queues `work` to run in one of the store's transactions and returns at once; `done`
+/// hears its value once committed.
+pub fn enqueue<R: Send + 'static>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
+    done: impl FnOnce(StoreResult<R>) + Send + 'static,
+) {
+    store.submit(pending(work, done));
+}
+
 /// Runs `work` in one of the store's transactions and returns its value once committed.
 pub async fn execute<R: Send + 'static>(
     store: &dyn Store,
     work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
 ) -> StoreResult<R> {
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    store.submit(pending(work, move |result| {
+    enqueue(store, work, move |result| {
         let _ = sender.send(result);
-    }));
+    });
     receiver
         .await
         .map_err(|_| ApiError::Storage("the store stopped".into()))?
@@ -172,9 +182,9 @@ pub fn transact<R: Send + 'static>(
     work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
 ) -> StoreResult<R> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    store.submit(pending(work, move |result| {
+    enqueue(store, work, move |result| {
         let _ = sender.send(result);
-    }));
+    });
     receiver
         .recv()
         .map_err(|_| ApiError::Storage("the store stopped".into()))?
