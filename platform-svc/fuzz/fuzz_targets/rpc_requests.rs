@@ -22,7 +22,7 @@ use platform_svc::model::{
     Coverage, Feature, Grant, GrantState, Partner, Scope, ScopeSet, Thread, User,
 };
 use platform_svc::secret::{GRANT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, hash_token, new_token};
-use platform_svc::store::{SqliteStore, Store, transact};
+use platform_svc::store::{SqliteStore, transact};
 use prost::Message;
 use std::sync::{Arc, OnceLock};
 use tonic::Request;
@@ -109,12 +109,12 @@ fn world() -> &'static World {
         })
         .expect("seed");
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let platform = Platform {
-            store: Arc::new(store) as Arc<dyn Store>,
-            clock: Arc::new(Clock::default()),
-            limits: Limits::from(&Policy::default()),
+        let platform = Platform::new(
+            Arc::new(store),
+            Arc::new(Clock::default()),
+            Limits::from(&Policy::default()),
             stopping,
-        };
+        );
         World {
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
