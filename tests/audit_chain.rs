@@ -1,11 +1,14 @@
 //! The audit chain verifies, and tampering with the stored records is detected at the
 //! first bad record; truncation is caught against an exported checkpoint. Reads that race a
-//! revocation never leave an allowed use after it in the chain.
+//! revocation never leave an allowed use after it in the chain. A refusal is answered
+//! before its record commits, and the platform does not stop before it has.
 
 use consent_proto::platform::v1 as pb;
 use end_to_end::{Scenario, assert_refused, bearer};
+use platform_svc::store::{self, enqueue};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 use tonic::Code;
 
 async fn busy_scenario() -> Scenario {
@@ -211,4 +214,47 @@ async fn reads_racing_a_revocation_leave_no_allowed_use_after_it() {
         later.iter().all(|(_, _, reason)| reason == "GRANT_REVOKED"),
         "every later record is a refusal for the revocation"
     );
+}
+
+#[tokio::test]
+async fn a_shutdown_waits_for_the_records_of_refusals_already_answered() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    let platform_store = Arc::clone(&s.platform.store);
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    enqueue(
+        platform_store.as_ref(),
+        move |_| {
+            let _ = held.recv();
+            Ok(())
+        },
+        drop,
+    );
+
+    let refused = music
+        .messaging
+        .list_friends(bearer(pb::ListFriendsRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::PermissionDenied, "SCOPE_MISSING");
+    drop(music);
+    let mut stopping = tokio::spawn(s.platform.shutdown());
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut stopping).await;
+    assert!(
+        early.is_err(),
+        "the platform stopped before the refusal's record committed"
+    );
+
+    drop(release);
+    stopping.await.unwrap();
+    let recorded = store::read(platform_store.as_ref(), |repo| {
+        Ok(repo
+            .audit_records(0, 1000)?
+            .into_iter()
+            .filter(|r| r.entry.reason == "SCOPE_MISSING")
+            .count())
+    })
+    .unwrap();
+    assert_eq!(recorded, 1, "the refusal is in the chain");
 }

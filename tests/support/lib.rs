@@ -11,6 +11,7 @@ use platform_svc::clock::Clock;
 use platform_svc::config::PlatformConfig;
 use platform_svc::pki::{DevPki, IssuedCertificate};
 use platform_svc::server::{BoundAddrs, BoundPlatform};
+use platform_svc::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct TestPlatform {
     pub clock: Arc<Clock>,
     /// Re-reads certificates and CRLs, as SIGHUP does for the binary.
     pub reload_tls: Box<dyn Fn() -> Result<(), platform_svc::tls::TlsError> + Send + Sync>,
+    /// The platform's store, for tests that must hold up its writer.
+    pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -66,6 +69,7 @@ impl TestPlatform {
             .expect("bind");
         let addrs = bound.addrs().expect("addrs");
         let reload_tls = Box::new(bound.tls_reloader());
+        let store = Arc::clone(&bound.platform().store);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             bound
@@ -81,6 +85,7 @@ impl TestPlatform {
             addrs,
             clock,
             reload_tls,
+            store,
             stop: Some(stop),
             server: Some(server),
         }
