@@ -436,6 +436,7 @@ mod tests {
     use crate::secret::new_token;
     use crate::store::{Page, SqliteStore, enqueue, execute};
     use std::time::Duration;
+    use tonic_types::StatusExt;
 
     /// A platform with one partner, one user and one active grant; returns its token.
     async fn platform_with_grant(dir: &std::path::Path) -> (Platform, String) {
@@ -540,7 +541,7 @@ mod tests {
             .await
             .unwrap_err();
 
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_refused(&refused, "GRANT_REVOKED");
         assert_eq!(
             audit_decisions(&platform),
             [("deny".to_string(), "GRANT_REVOKED".to_string())],
@@ -602,6 +603,16 @@ mod tests {
         );
     }
 
+    fn assert_refused(status: &Status, reason: &str) {
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        let info = status.get_error_details().error_info().cloned();
+        assert_eq!(
+            info.map(|i| i.reason).as_deref(),
+            Some(reason),
+            "{status:?}"
+        );
+    }
+
     /// Keeps the store's writer busy until the returned sender is dropped.
     fn hold_writer(platform: &Platform) -> std::sync::mpsc::Sender<()> {
         let (release, held) = std::sync::mpsc::channel::<()>();
@@ -627,7 +638,7 @@ mod tests {
             .await
             .expect("answered while the writer is busy")
             .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_refused(&refused, "SCOPE_MISSING");
         assert!(audit_decisions(&platform).is_empty(), "not committed yet");
         let flushed = tokio::time::timeout(Duration::from_millis(300), platform.flush()).await;
         assert!(flushed.is_err(), "a flush waits for the queued record");
@@ -659,7 +670,7 @@ mod tests {
 
         drop(release);
         let refused = answer.await.unwrap().unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_refused(&refused, "GRANT_LAPSED");
         assert_eq!(
             audit_decisions(&platform),
             [("deny".to_string(), "GRANT_LAPSED".to_string())]
