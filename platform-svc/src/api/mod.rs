@@ -16,7 +16,7 @@ use crate::clock::{Clock, DAY_MS};
 use crate::config::Policy;
 use crate::consent::LifetimePolicy;
 use crate::model::{Grant, GrantState};
-use crate::store::{Repo, Store, StoreResult, enqueue, execute};
+use crate::store::{Repo, Store, StoreResult, enqueue_unawaited, execute};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
 
@@ -89,7 +89,7 @@ impl Platform {
         }
     }
 
-    /// Queues `work` to commit with the writer's next batch and returns without waiting for
+    /// Queues `work` to commit within a few milliseconds and returns without waiting for
     /// it: for writes that nothing returned to the caller depends on. A failure to commit is
     /// logged. [`Platform::flush`] waits for them all.
     pub async fn run_unawaited(
@@ -97,7 +97,7 @@ impl Platform {
         work: impl FnOnce(&mut dyn Repo) -> StoreResult<()> + Send + 'static,
     ) {
         let room = Arc::clone(&self.unawaited).acquire_owned().await;
-        enqueue(self.store.as_ref(), work, move |result| {
+        enqueue_unawaited(self.store.as_ref(), work, move |result| {
             drop(room);
             if let Err(error) = result {
                 tracing::error!(%error, "a write queued without waiting did not commit");

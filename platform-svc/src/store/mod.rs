@@ -5,7 +5,8 @@
 //! Work reaches the store as [`Job`]s. The store may run many jobs in one transaction
 //! (group commit: one fsync for a whole batch), each in a savepoint of its own so that a
 //! failing job takes only its own writes back; a job learns its result only once the
-//! batch is durably committed.
+//! batch is durably committed. A job nobody waits for ([`enqueue_unawaited`]) may have its
+//! commit held back a little, to share it with the jobs that come after it.
 //!
 //! Reads that change nothing can instead run on a snapshot beside the writer
 //! ([`Store::read`]): they see only committed, durable data and never wait for a batch.
@@ -75,6 +76,11 @@ pub trait Job: Send {
     fn run(&mut self, repo: &mut dyn Repo) -> bool;
     /// Called once the transaction it ran in is durably committed, or failed to commit.
     fn finish(self: Box<Self>, committed: Result<(), String>);
+    /// Whether a caller waits for [`Job::finish`]; when none of a batch's callers does, the
+    /// store may leave the transaction open for later jobs before it commits.
+    fn awaited(&self) -> bool {
+        true
+    }
 }
 
 /// A durable store of everything the platform knows.
@@ -95,6 +101,7 @@ struct Pending<F, R> {
     work: Option<F>,
     output: Option<StoreResult<R>>,
     reply: Box<dyn FnOnce(StoreResult<R>) + Send>,
+    awaited: bool,
 }
 
 impl<F, R> Job for Pending<F, R>
@@ -121,16 +128,22 @@ where
         };
         (self.reply)(result);
     }
+
+    fn awaited(&self) -> bool {
+        self.awaited
+    }
 }
 
 fn pending<R: Send + 'static>(
     work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
     reply: impl FnOnce(StoreResult<R>) + Send + 'static,
+    awaited: bool,
 ) -> Box<dyn Job> {
     Box::new(Pending {
         work: Some(work),
         output: None,
         reply: Box::new(reply),
+        awaited,
     })
 }
 
@@ -141,7 +154,17 @@ pub fn enqueue<R: Send + 'static>(
     work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
     done: impl FnOnce(StoreResult<R>) + Send + 'static,
 ) {
-    store.submit(pending(work, done));
+    store.submit(pending(work, done, true));
+}
+
+/// Like [`enqueue`], for work whose caller does not wait for `done`: its commit may be held
+/// back a little, so that it shares one with the jobs that follow (see [`Job::awaited`]).
+pub fn enqueue_unawaited<R: Send + 'static>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
+    done: impl FnOnce(StoreResult<R>) + Send + 'static,
+) {
+    store.submit(pending(work, done, false));
 }
 
 /// Runs `work` in one of the store's transactions and returns its value once committed.
