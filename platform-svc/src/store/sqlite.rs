@@ -2,6 +2,8 @@
 //! a writer thread that runs queued jobs in batches — one transaction and one fsync per
 //! batch, a savepoint per job — so a commit is on disk before any job of it returns, and
 //! concurrent calls share the cost of the fsync instead of queueing behind each other's.
+//! Batches that nobody waits for share a transaction with the batches after them, for a
+//! few milliseconds at most.
 //!
 //! Reads run beside it on read-only connections from a small pool, each in a transaction of
 //! its own: WAL gives them a snapshot of what is committed, and a commit becomes visible
@@ -162,19 +164,15 @@ fn write_batches(
         let next = match &open {
             None => queue.recv().ok(),
             Some(tx) => {
-                // Jobs gather while the writer sleeps, rather than each waking it.
-                std::thread::sleep(
-                    GATHER_WINDOW.min(tx.deadline.saturating_duration_since(Instant::now())),
-                );
-                match queue.try_recv() {
+                match queue.recv_timeout(tx.deadline.saturating_duration_since(Instant::now())) {
                     Ok(job) => Some(job),
-                    Err(mpsc::TryRecvError::Empty) => {
-                        if let Some(tx) = open.take_if(|tx| tx.due()) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some(tx) = open.take() {
                             tx.end(conn, Ok(()), events, cache);
                         }
                         continue;
                     }
-                    Err(mpsc::TryRecvError::Disconnected) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
                 }
             }
         };
