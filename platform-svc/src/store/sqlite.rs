@@ -1206,7 +1206,7 @@ impl Repo for SqliteRepo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{enqueue_unawaited, read, transact};
+    use crate::store::{enqueue, enqueue_unawaited, read, transact};
 
     fn refusal(reason: &str) -> AuditEntry {
         AuditEntry {
@@ -1227,6 +1227,18 @@ mod tests {
                 let _ = done.send(result);
             },
         );
+        outcome
+    }
+
+    /// Queues `work` as a job someone waits for; the receiver hears how it went.
+    fn queue<R: Send + 'static>(
+        store: &SqliteStore,
+        work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
+    ) -> mpsc::Receiver<StoreResult<R>> {
+        let (done, outcome) = mpsc::channel();
+        enqueue(store, work, move |result| {
+            let _ = done.send(result);
+        });
         outcome
     }
 
@@ -1283,5 +1295,67 @@ mod tests {
         assert!(matches!(committed, Ok(Ok(()))), "{committed:?}");
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(committed_reasons(&reopened), ["LAST"]);
+    }
+
+    #[test]
+    fn a_failing_job_takes_back_its_own_writes_and_nothing_of_the_jobs_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
+        let ids: Vec<String> = (0..1000).map(|n| format!("usr_{n:04}")).collect();
+        let users = ids.clone();
+        transact(&store, move |repo| {
+            for id in users {
+                let user = User {
+                    id: id.clone(),
+                    name: id,
+                    display_name: "d".repeat(100),
+                    password_hash: String::new(),
+                    hide_from_others_apps: false,
+                };
+                repo.insert_user(&user, 0)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+
+        // Queued behind a job that holds the writer, the next three share a transaction.
+        let (release, held) = mpsc::channel::<()>();
+        let holding = queue(&store, move |_| {
+            held.recv().map_err(|e| ApiError::Storage(e.to_string()))
+        });
+        let before = queue(&store, |repo| repo.append_audit(&refusal("BEFORE"), 0));
+        let every = ids.clone();
+        let failing = queue(&store, move |repo| {
+            // Changes every page of the users table: its savepoint keeps over 100 KiB.
+            for id in &every {
+                repo.set_hide_from_others_apps(id, true)?;
+            }
+            repo.append_audit(&refusal("TAKEN BACK"), 0)?;
+            Err::<(), _>(ApiError::Storage("the job failed".into()))
+        });
+        let after = queue(&store, |repo| repo.append_audit(&refusal("AFTER"), 0));
+        release.send(()).unwrap();
+
+        let wait = Duration::from_secs(10);
+        assert!(matches!(holding.recv_timeout(wait), Ok(Ok(()))));
+        assert!(matches!(before.recv_timeout(wait), Ok(Ok(_))));
+        assert!(matches!(
+            failing.recv_timeout(wait),
+            Ok(Err(ApiError::Storage(_)))
+        ));
+        assert!(matches!(after.recv_timeout(wait), Ok(Ok(_))));
+        assert_eq!(committed_reasons(&store), ["BEFORE", "AFTER"]);
+        let hidden = read(&store, |repo| {
+            let mut hidden = 0;
+            for id in &ids {
+                hidden += usize::from(
+                    repo.user_by_id(id)?
+                        .is_some_and(|u| u.hide_from_others_apps),
+                );
+            }
+            Ok(hidden)
+        })
+        .unwrap();
+        assert_eq!(hidden, 0, "no user keeps the failed job's change");
     }
 }
