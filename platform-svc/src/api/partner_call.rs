@@ -434,7 +434,7 @@ mod tests {
     use crate::config::Policy;
     use crate::model::{Coverage, Feature, Message, ScopeSet, Thread, User};
     use crate::secret::new_token;
-    use crate::store::{Page, SqliteStore, enqueue, execute};
+    use crate::store::{Page, SqliteStore, execute, hold_writer};
     use std::time::Duration;
     use tonic_types::StatusExt;
 
@@ -613,25 +613,11 @@ mod tests {
         );
     }
 
-    /// Keeps the store's writer busy until the returned sender is dropped.
-    fn hold_writer(platform: &Platform) -> std::sync::mpsc::Sender<()> {
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        enqueue(
-            platform.store.as_ref(),
-            move |_| {
-                let _ = held.recv();
-                Ok(())
-            },
-            drop,
-        );
-        release
-    }
-
     #[tokio::test]
     async fn a_refusal_is_answered_without_waiting_for_its_record_to_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
-        let release = hold_writer(&platform);
+        let release = hold_writer(platform.store.as_ref());
 
         let answer = call(&token).read(&platform, |tx| tx.authorize(Scope::FriendsRead).map(drop));
         let refused = tokio::time::timeout(Duration::from_secs(10), answer)
@@ -657,7 +643,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
         platform.clock.advance_ms(10 * 365 * crate::clock::DAY_MS);
-        let release = hold_writer(&platform);
+        let release = hold_writer(platform.store.as_ref());
 
         let caller = platform.clone();
         let mut answer = tokio::spawn(async move {

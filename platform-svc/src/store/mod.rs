@@ -167,6 +167,22 @@ pub fn enqueue_unawaited<R: Send + 'static>(
     store.submit(pending(work, done, false));
 }
 
+/// Keeps the store's writer busy until the returned sender is sent to or dropped, so that
+/// the jobs queued meanwhile wait, and then share one transaction.
+#[cfg(test)]
+pub(crate) fn hold_writer(store: &dyn Store) -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    enqueue(
+        store,
+        move |_| {
+            let _ = held.recv();
+            Ok(())
+        },
+        drop,
+    );
+    release
+}
+
 /// Runs `work` in one of the store's transactions and returns its value once committed.
 pub async fn execute<R: Send + 'static>(
     store: &dyn Store,

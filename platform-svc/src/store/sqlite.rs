@@ -1206,7 +1206,7 @@ impl Repo for SqliteRepo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{enqueue, enqueue_unawaited, read, transact};
+    use crate::store::{enqueue, enqueue_unawaited, hold_writer, read, transact};
 
     fn refusal(reason: &str) -> AuditEntry {
         AuditEntry {
@@ -1318,11 +1318,8 @@ mod tests {
         })
         .unwrap();
 
-        // Queued behind a job that holds the writer, the next three share a transaction.
-        let (release, held) = mpsc::channel::<()>();
-        let holding = queue(&store, move |_| {
-            held.recv().map_err(|e| ApiError::Storage(e.to_string()))
-        });
+        // Queued while the writer is held, the next three share a transaction.
+        let release = hold_writer(&store);
         let before = queue(&store, |repo| repo.append_audit(&refusal("BEFORE"), 0));
         let every = ids.clone();
         let failing = queue(&store, move |repo| {
@@ -1337,7 +1334,6 @@ mod tests {
         release.send(()).unwrap();
 
         let wait = Duration::from_secs(10);
-        assert!(matches!(holding.recv_timeout(wait), Ok(Ok(()))));
         assert!(matches!(before.recv_timeout(wait), Ok(Ok(_))));
         assert!(matches!(
             failing.recv_timeout(wait),
