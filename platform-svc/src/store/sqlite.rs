@@ -1216,16 +1216,26 @@ mod tests {
         }
     }
 
+    /// What a queued job is told, and the receiver that hears it.
+    fn reply<R: Send + 'static>() -> (
+        impl FnOnce(StoreResult<R>) + Send + 'static,
+        mpsc::Receiver<StoreResult<R>>,
+    ) {
+        let (done, outcome) = mpsc::channel();
+        let tell = move |result| {
+            let _ = done.send(result);
+        };
+        (tell, outcome)
+    }
+
     /// Queues a record nobody waits for; the receiver hears how its commit went.
     fn record_unawaited(store: &SqliteStore, reason: &str) -> mpsc::Receiver<StoreResult<()>> {
-        let (done, outcome) = mpsc::channel();
         let entry = refusal(reason);
+        let (tell, outcome) = reply();
         enqueue_unawaited(
             store,
             move |repo| repo.append_audit(&entry, 0).map(drop),
-            move |result| {
-                let _ = done.send(result);
-            },
+            tell,
         );
         outcome
     }
@@ -1235,10 +1245,8 @@ mod tests {
         store: &SqliteStore,
         work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
     ) -> mpsc::Receiver<StoreResult<R>> {
-        let (done, outcome) = mpsc::channel();
-        enqueue(store, work, move |result| {
-            let _ = done.send(result);
-        });
+        let (tell, outcome) = reply();
+        enqueue(store, work, tell);
         outcome
     }
 
