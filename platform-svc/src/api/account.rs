@@ -103,7 +103,7 @@ fn record(
         decision: "allow".into(),
         reason: String::new(),
     };
-    repo.append_audit(&entry, now_ms).map(drop)
+    repo.append_audit(&entry, now_ms)
 }
 
 fn receipt_summary(partner_name: &str, grant: &Grant) -> String {

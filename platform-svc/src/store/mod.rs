@@ -361,7 +361,7 @@ pub trait Repo {
 
     // Audit.
     /// Appends a record to the chain.
-    fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<AuditRecord>;
+    fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
     /// Records after `after_seq`, in order.
     fn audit_records(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
     /// Records about one user's data after `after_seq`.

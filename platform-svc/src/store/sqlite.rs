@@ -220,6 +220,9 @@ struct Transaction {
     last_event: Option<i64>,
     /// Whether a caller waits for one of its jobs: then it commits after their batch.
     awaited: bool,
+    /// The audit chain's head once a job of it has appended a record, so that the next
+    /// record need not read it back.
+    chain_head: Option<ChainHead>,
     /// When it commits at the latest.
     deadline: Instant,
 }
@@ -231,6 +234,7 @@ impl Transaction {
             changed: Vec::new(),
             last_event: None,
             awaited: false,
+            chain_head: None,
             deadline: Instant::now() + MAX_DEFERRAL,
         }
     }
@@ -256,11 +260,13 @@ impl Transaction {
                 conn,
                 last_event: None,
                 cache: Cache::Writer(cache, &mut self.changed),
+                chain_head: Some(&mut self.chain_head),
             };
             if job.run(&mut repo) {
                 run("RELEASE job")?;
                 self.last_event = repo.last_event.or(self.last_event);
             } else {
+                self.chain_head = None;
                 run("ROLLBACK TO job")?;
                 run("RELEASE job")?;
             }
@@ -324,6 +330,7 @@ impl Store for SqliteStore {
             conn: &conn,
             last_event: None,
             cache: Cache::Snapshot(&self.cache, generation),
+            chain_head: None,
         });
         // Ending the transaction releases the snapshot.
         let ended = conn.prepare_cached("COMMIT")?.execute([]);
@@ -348,6 +355,16 @@ struct SqliteRepo<'a> {
     conn: &'a Connection,
     last_event: Option<i64>,
     cache: Cache<'a>,
+    /// On the writer, its transaction's record of the audit chain's head (empty until a
+    /// job appends, and again once a job is rolled back); `None` on a snapshot.
+    chain_head: Option<&'a mut Option<ChainHead>>,
+}
+
+/// The newest record of the audit chain: what the next record follows.
+#[derive(Debug, Default)]
+struct ChainHead {
+    seq: i64,
+    hash: String,
 }
 
 /// How a repository meets the [`AuthCache`].
@@ -1112,32 +1129,39 @@ impl Repo for SqliteRepo<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<AuditRecord> {
-        let (last_seq, prev_hash) = self
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()?
-            .unwrap_or((0, String::new()));
-        let seq = last_seq + 1;
-        let hash = record_hash(seq, now_ms, entry, &prev_hash);
+    fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
+        // Taken, not copied: if the insert fails, the next record reads the head back.
+        let known = self.chain_head.as_deref_mut().and_then(Option::take);
+        let prev = match known {
+            Some(head) => head,
+            None => self
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(ChainHead {
+                            seq: r.get(0)?,
+                            hash: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()?
+                .unwrap_or_default(),
+        };
+        let seq = prev.seq + 1;
+        let hash = record_hash(seq, now_ms, entry, &prev.hash);
         self.execute(
             "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 seq, now_ms, entry.partner_id, entry.user_id, entry.grant_id, entry.method,
-                entry.resource, entry.decision, entry.reason, prev_hash, hash
+                entry.resource, entry.decision, entry.reason, prev.hash, hash
             ],
         )?;
-        Ok(AuditRecord {
-            seq,
-            at_ms: now_ms,
-            entry: entry.clone(),
-            prev_hash,
-            hash,
-        })
+        if let Some(head) = self.chain_head.as_deref_mut() {
+            *head = Some(ChainHead { seq, hash });
+        }
+        Ok(())
     }
 
     fn audit_records(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
@@ -1206,6 +1230,7 @@ impl Repo for SqliteRepo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::ChainVerifier;
     use crate::store::{enqueue, enqueue_unawaited, hold_writer, read, transact};
 
     fn refusal(reason: &str) -> AuditEntry {
@@ -1232,11 +1257,7 @@ mod tests {
     fn record_unawaited(store: &SqliteStore, reason: &str) -> mpsc::Receiver<StoreResult<()>> {
         let entry = refusal(reason);
         let (tell, outcome) = reply();
-        enqueue_unawaited(
-            store,
-            move |repo| repo.append_audit(&entry, 0).map(drop),
-            tell,
-        );
+        enqueue_unawaited(store, move |repo| repo.append_audit(&entry, 0), tell);
         outcome
     }
 
@@ -1250,12 +1271,19 @@ mod tests {
         outcome
     }
 
+    /// The reasons of the committed audit records, in order, once their chain verifies.
     fn committed_reasons(store: &SqliteStore) -> Vec<String> {
-        read(store, |repo| repo.audit_records(0, 100))
-            .unwrap()
-            .into_iter()
-            .map(|r| r.entry.reason)
-            .collect()
+        let records = read(store, |repo| repo.audit_records(0, 100)).unwrap();
+        let mut chain = ChainVerifier::new();
+        for record in &records {
+            chain.push(record);
+        }
+        assert_eq!(
+            chain.finish().first_bad,
+            None,
+            "the committed chain verifies"
+        );
+        records.into_iter().map(|r| r.entry.reason).collect()
     }
 
     #[test]
