@@ -3,6 +3,8 @@
 //! service behind the platform's own mutual TLS and limits, returning as many bytes as each
 //! measured call. Writes a Markdown table and a JSON file, and says for each goal whether
 //! it is met. `--quick` runs every measurement briefly (for CI); figures are not asserted.
+//! `--only CALL` (read, send or denied) and `--in-flight N`, each repeatable, measure only
+//! those points and nothing else, for profiling one of them.
 
 mod echo;
 mod load;
@@ -41,16 +43,40 @@ struct Settings {
     point: Duration,
     quick: bool,
     out: PathBuf,
+    /// The calls measured.
+    calls: Vec<Call>,
+    /// The concurrency levels measured.
+    in_flight: Vec<usize>,
+    /// Whether every point and every other measurement runs (no `--only`, no `--in-flight`).
+    everything: bool,
 }
 
 fn settings() -> Settings {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
+    let values = |flag: &str| -> Vec<&str> {
+        args.windows(2)
+            .filter(|pair| pair[0] == flag)
+            .map(|pair| pair[1].as_str())
+            .collect()
+    };
+    let out = values("--out")
+        .first()
         .map_or_else(|| PathBuf::from("bench-results"), PathBuf::from);
+    let calls: Vec<Call> = values("--only")
+        .into_iter()
+        .map(|name| {
+            Call::named(name)
+                .unwrap_or_else(|| panic!("--only takes read, send or denied, not {name}"))
+        })
+        .collect();
+    let in_flight: Vec<usize> = values("--in-flight")
+        .into_iter()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("--in-flight takes a number, not {n}"))
+        })
+        .collect();
     Settings {
         point: if quick {
             Duration::from_millis(700)
@@ -59,6 +85,17 @@ fn settings() -> Settings {
         },
         quick,
         out,
+        everything: calls.is_empty() && in_flight.is_empty(),
+        calls: if calls.is_empty() {
+            Call::ALL.to_vec()
+        } else {
+            calls
+        },
+        in_flight: if in_flight.is_empty() {
+            CONCURRENCY.to_vec()
+        } else {
+            in_flight
+        },
     }
 }
 
@@ -270,6 +307,14 @@ enum Call {
 }
 
 impl Call {
+    const ALL: [Call; 3] = [Call::Read, Call::Send, Call::Denied];
+
+    fn named(name: &str) -> Option<Call> {
+        Call::ALL
+            .into_iter()
+            .find(|call| format!("{call:?}").eq_ignore_ascii_case(name))
+    }
+
     fn label(self) -> &'static str {
         match self {
             Call::Read => "authorized read (20 × ~200 B)",
@@ -387,8 +432,8 @@ async fn measure_all(settings: &Settings) -> Report {
     let mut report = Report::new(settings.quick);
     // Every send carries an idempotency key of its own, across rounds too.
     let rounds_begun = AtomicUsize::new(0);
-    for concurrency in CONCURRENCY {
-        for call in [Call::Read, Call::Send, Call::Denied] {
+    for &concurrency in &settings.in_flight {
+        for &call in &settings.calls {
             let measured = rounds(
                 || measure(&echo, call, &with, 0, concurrency, point),
                 || {
@@ -399,6 +444,11 @@ async fn measure_all(settings: &Settings) -> Report {
             .await;
             report.row(Row::new(call.label(), concurrency, measured));
         }
+    }
+    if !settings.everything {
+        report.platform_peak_rss_mib = load::peak_rss_mib(target.platform.id());
+        report.evaluate();
+        return report;
     }
 
     report.decision = Some(report::decision_latency(if settings.quick {
