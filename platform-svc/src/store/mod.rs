@@ -13,6 +13,7 @@
 //! The rows that decide a partner call are kept in memory for them (`auth_cache`).
 
 mod auth_cache;
+mod inbox;
 mod migrations;
 mod sqlite;
 

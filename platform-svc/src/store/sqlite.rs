@@ -16,6 +16,7 @@
 //! costs more than running it.
 
 use super::auth_cache::{AuthCache, Changed};
+use super::inbox::{Inbox, Woken};
 use super::migrations::MIGRATIONS;
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, Repo, Store, StoreResult, ThreadFilter,
@@ -29,7 +30,7 @@ use crate::model::{
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -46,7 +47,7 @@ const STATEMENT_CACHE: usize = 256;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    inbox: Arc<Inbox>,
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<AuthCache>,
@@ -98,22 +99,33 @@ impl SqliteStore {
                 r.get(0)
             })?;
         let events = watch::Sender::new(last_event);
-        let (jobs, queue) = mpsc::channel();
+        let inbox = Arc::new(Inbox::default());
+        let writer_inbox = Arc::clone(&inbox);
         let writer_events = events.clone();
         let cache = Arc::new(AuthCache::default());
         let writer_cache = Arc::clone(&cache);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_batches(&conn, &queue, &writer_events, &writer_cache))
+            .spawn(move || {
+                let _close = CloseOnExit(&writer_inbox);
+                write_batches(&conn, &writer_inbox, &writer_events, &writer_cache);
+            })
             .map_err(|e| ApiError::Storage(format!("starting the writer: {e}")))?;
         Ok(SqliteStore {
-            jobs,
+            inbox,
             path: path.to_path_buf(),
             readers: Mutex::new(Vec::new()),
             cache,
             events,
             pseudonym_key,
         })
+    }
+}
+
+impl Drop for SqliteStore {
+    /// The writer commits what it holds and ends.
+    fn drop(&mut self) {
+        self.inbox.close();
     }
 }
 
@@ -154,44 +166,33 @@ impl SqliteStore {
 ///
 /// A batch that no caller waits for (see [`Job::awaited`]) leaves its transaction open for
 /// the next ones, for up to [`MAX_DEFERRAL`] or [`MAX_BATCH`] jobs, or until a job someone
-/// waits for joins it: a flood of such jobs then pays for one commit every few
-/// milliseconds instead of one per batch.
-fn write_batches(
-    conn: &Connection,
-    queue: &mpsc::Receiver<Box<dyn Job>>,
-    events: &watch::Sender<i64>,
-    cache: &AuthCache,
-) {
+/// waits for joins it: a flood of such jobs then pays for one commit, and one wake-up of
+/// the writer, every few milliseconds instead of one per batch.
+fn write_batches(conn: &Connection, inbox: &Inbox, events: &watch::Sender<i64>, cache: &AuthCache) {
     let mut expected = 1;
     let mut open: Option<Transaction> = None;
     loop {
-        let next = match &open {
-            None => queue.recv().ok(),
-            Some(tx) => {
-                match queue.recv_timeout(tx.deadline.saturating_duration_since(Instant::now())) {
-                    Ok(job) => Some(job),
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Some(tx) = open.take() {
-                            tx.end(conn, Ok(()), events, cache);
-                        }
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                }
-            }
-        };
-        let Some(first) = next else { break };
-        let mut batch = vec![first];
-        take_waiting(queue, &mut batch);
+        let deferring = open
+            .as_ref()
+            .map(|tx| (tx.deadline, MAX_BATCH.saturating_sub(tx.jobs.len())));
+        if inbox.wait(deferring) == Woken::Closed {
+            break;
+        }
+        let mut batch = Vec::new();
+        inbox.take(&mut batch, MAX_BATCH);
         let awaited = batch.iter().any(|job| job.awaited());
         if awaited && batch.len() < expected {
             std::thread::sleep(GATHER_WINDOW);
-            take_waiting(queue, &mut batch);
+            inbox.take(&mut batch, MAX_BATCH);
         }
-        expected = batch.len();
-        let tx = open.get_or_insert_with(Transaction::new);
-        let ran = tx.run(conn, batch, cache);
-        if ran.is_err() || tx.due() {
+        let ran = if batch.is_empty() {
+            Ok(())
+        } else {
+            expected = batch.len();
+            open.get_or_insert_with(Transaction::new)
+                .run(conn, batch, cache)
+        };
+        if ran.is_err() || open.as_ref().is_some_and(Transaction::due) {
             if let Some(tx) = open.take() {
                 tx.end(conn, ran, events, cache);
             }
@@ -202,11 +203,17 @@ fn write_batches(
     }
 }
 
-fn take_waiting(queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
-    while batch.len() < MAX_BATCH {
-        match queue.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
+/// Closes the inbox when the writer ends, however it ends (a panic too), and fails the
+/// jobs left in it, so that no caller waits for a writer that is gone.
+struct CloseOnExit<'a>(&'a Inbox);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+        let mut left = Vec::new();
+        self.0.take(&mut left, usize::MAX);
+        for job in left {
+            job.finish(Err("the store's writer stopped".into()));
         }
     }
 }
@@ -316,7 +323,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 impl Store for SqliteStore {
     fn submit(&self, job: Box<dyn Job>) {
-        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
+        if let Err(job) = self.inbox.push(job) {
             job.finish(Err("the store's writer stopped".into()));
         }
     }
@@ -1232,6 +1239,7 @@ mod tests {
     use super::*;
     use crate::audit::ChainVerifier;
     use crate::store::{enqueue, enqueue_unawaited, hold_writer, read, transact};
+    use std::sync::mpsc;
 
     fn refusal(reason: &str) -> AuditEntry {
         AuditEntry {
