@@ -9,7 +9,8 @@
 //! its own: WAL gives them a snapshot of what is committed, and a commit becomes visible
 //! only once it is on disk. They look up partners, features, grants, used scopes, threads
 //! and authors' opt-outs through the [`AuthCache`], which the writer keeps coherent with
-//! its commits.
+//! its commits; a read takes a connection and begins its transaction only at its first
+//! query, so one the cache answers whole (most refusals) touches no connection at all.
 //!
 //! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
 //! plans the statement anew on every use, since the value may change the plan, and that
@@ -29,6 +30,7 @@ use crate::model::{
 };
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -264,7 +266,7 @@ impl Transaction {
         for job in &mut self.jobs[first..] {
             run("SAVEPOINT job")?;
             let mut repo = SqliteRepo {
-                conn,
+                conn: Conn::Writer(conn),
                 last_event: None,
                 cache: Cache::Writer(cache, &mut self.changed),
                 chain_head: Some(&mut self.chain_head),
@@ -331,19 +333,24 @@ impl Store for SqliteStore {
     fn read(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()> {
         // Read before the snapshot begins, at the transaction's first read.
         let generation = self.cache.generation();
-        let conn = self.reader()?;
-        conn.prepare_cached("BEGIN")?.execute([])?;
+        let snapshot = OnceCell::new();
         let output = work(&mut SqliteRepo {
-            conn: &conn,
+            conn: Conn::Snapshot(self, &snapshot),
             last_event: None,
             cache: Cache::Snapshot(&self.cache, generation),
             chain_head: None,
         });
-        // Ending the transaction releases the snapshot.
-        let ended = conn.prepare_cached("COMMIT")?.execute([]);
-        if ended.is_ok() {
-            self.return_reader(conn);
-        }
+        // Ending the transaction, if one began, releases the snapshot.
+        let ended = match snapshot.into_inner() {
+            Some(conn) => {
+                let ended = conn.prepare_cached("COMMIT")?.execute([]);
+                if ended.is_ok() {
+                    self.return_reader(conn);
+                }
+                ended.map(drop)
+            }
+            None => Ok(()),
+        };
         output?;
         ended?;
         Ok(())
@@ -359,12 +366,21 @@ impl Store for SqliteStore {
 }
 
 struct SqliteRepo<'a> {
-    conn: &'a Connection,
+    conn: Conn<'a>,
     last_event: Option<i64>,
     cache: Cache<'a>,
     /// On the writer, its transaction's record of the audit chain's head (empty until a
     /// job appends, and again once a job is rolled back); `None` on a snapshot.
     chain_head: Option<&'a mut Option<ChainHead>>,
+}
+
+/// The connection a repository reads and writes through.
+enum Conn<'a> {
+    /// The writer's, inside its transaction.
+    Writer(&'a Connection),
+    /// A read connection, taken from the store's pool with its read transaction begun at
+    /// the first query: a call the [`AuthCache`] answers whole touches no connection.
+    Snapshot(&'a SqliteStore, &'a OnceCell<Connection>),
 }
 
 /// The newest record of the audit chain: what the next record follows.
@@ -510,6 +526,20 @@ fn limit(page: Page) -> i64 {
 }
 
 impl SqliteRepo<'_> {
+    /// The connection, beginning a snapshot's read transaction at its first use.
+    fn conn(&self) -> rusqlite::Result<&Connection> {
+        let (store, begun) = match &self.conn {
+            Conn::Writer(conn) => return Ok(conn),
+            Conn::Snapshot(store, begun) => (store, begun),
+        };
+        if let Some(conn) = begun.get() {
+            return Ok(conn);
+        }
+        let conn = store.reader()?;
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(begun.get_or_init(|| conn))
+    }
+
     /// On the writer, notes that a cached row changed.
     fn changed(&mut self, row: Changed) {
         if let Cache::Writer(_, changed) = &mut self.cache {
@@ -563,7 +593,7 @@ impl SqliteRepo<'_> {
 
     /// Runs one statement, prepared once and cached.
     fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        self.conn.prepare_cached(sql)?.execute(params)
+        self.conn()?.prepare_cached(sql)?.execute(params)
     }
 
     /// Reads one row with a statement prepared once and cached.
@@ -572,11 +602,11 @@ impl SqliteRepo<'_> {
         P: rusqlite::Params,
         F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
     {
-        self.conn.prepare_cached(sql)?.query_row(params, row)
+        self.conn()?.prepare_cached(sql)?.query_row(params, row)
     }
 
     fn participants(&self, thread_id: &str) -> StoreResult<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT user_id FROM thread_participants WHERE thread_id = ?1 ORDER BY user_id",
         )?;
         let rows = stmt.query_map([thread_id], |r| r.get(0))?;
@@ -607,7 +637,7 @@ impl SqliteRepo<'_> {
         args: impl rusqlite::Params,
     ) -> StoreResult<Vec<Grant>> {
         let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition}");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.conn()?.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, grant_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -618,7 +648,7 @@ impl SqliteRepo<'_> {
         args: impl rusqlite::Params,
     ) -> StoreResult<Vec<AuditRecord>> {
         let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE {condition}");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.conn()?.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, audit_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -678,7 +708,7 @@ impl Repo for SqliteRepo<'_> {
 
     fn add_friendship(&mut self, a: &str, b: &str) -> StoreResult<()> {
         let mut stmt = self
-            .conn
+            .conn()?
             .prepare_cached("INSERT OR IGNORE INTO friends (user_id, friend_id) VALUES (?1, ?2)")?;
         stmt.execute([a, b])?;
         stmt.execute([b, a])?;
@@ -706,7 +736,7 @@ impl Repo for SqliteRepo<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.conn()?.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
             Ok((
                 r.get(0)?,
@@ -727,11 +757,13 @@ impl Repo for SqliteRepo<'_> {
             "INSERT INTO threads (id, title, started_by_partner, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![thread.id, thread.title, thread.started_by_partner, thread.created_ms],
         )?;
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO thread_participants (thread_id, user_id) VALUES (?1, ?2)",
-        )?;
-        for user_id in &thread.participants {
-            stmt.execute([&thread.id, user_id])?;
+        {
+            let mut stmt = self.conn()?.prepare_cached(
+                "INSERT OR IGNORE INTO thread_participants (thread_id, user_id) VALUES (?1, ?2)",
+            )?;
+            for user_id in &thread.participants {
+                stmt.execute([&thread.id, user_id])?;
+            }
         }
         self.changed(Changed::Thread(thread.id.clone()));
         Ok(())
@@ -775,7 +807,7 @@ impl Repo for SqliteRepo<'_> {
              WHERE p.user_id = ?1 AND t.seq > ?2 AND {condition} ORDER BY t.seq LIMIT CAST(?3 AS INTEGER)"
         );
         let rows: Vec<(i64, String, String, Option<String>, i64)> = {
-            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut stmt = self.conn()?.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![user_id, page.after, limit(page), arg], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?;
@@ -813,7 +845,7 @@ impl Repo for SqliteRepo<'_> {
              WHERE thread_id = ?1 AND seq > ?2 AND created_ms >= ?3 ORDER BY seq LIMIT CAST(?4 AS INTEGER)"
         );
         let messages: Vec<(i64, Message)> = {
-            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut stmt = self.conn()?.prepare_cached(&sql)?;
             let rows = stmt.query_map(
                 params![thread_id, page.after, since_ms, limit(page)],
                 message_row,
@@ -827,7 +859,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn delete_message(&mut self, id: &str) -> StoreResult<()> {
-        self.conn
+        self.conn()?
             .execute("DELETE FROM messages WHERE id = ?1", [id])?;
         Ok(())
     }
@@ -868,7 +900,7 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn suspend_partner(&mut self, id: &str) -> StoreResult<()> {
-        self.conn
+        self.conn()?
             .execute("UPDATE partners SET suspended = 1 WHERE id = ?1", [id])?;
         self.changed(Changed::Partner(id.into()));
         Ok(())
@@ -904,7 +936,7 @@ impl Repo for SqliteRepo<'_> {
     fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>> {
         let sql =
             format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 ORDER BY name");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.conn()?.prepare_cached(&sql)?;
         let rows = stmt.query_map([partner_id], feature_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -940,7 +972,7 @@ impl Repo for SqliteRepo<'_> {
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 ORDER BY created_ms, id"
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.conn()?.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![user_id, RequestStatus::Pending as i32], request_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -1100,7 +1132,7 @@ impl Repo for SqliteRepo<'_> {
             "INSERT INTO grant_events (partner_id, grant_id, user_id, kind, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![grant.partner_id, grant.id, grant.user_id, kind as i32, now_ms],
         )?;
-        let seq = self.conn.last_insert_rowid();
+        let seq = self.conn()?.last_insert_rowid();
         self.last_event = Some(seq);
         Ok(seq)
     }
@@ -1111,7 +1143,7 @@ impl Repo for SqliteRepo<'_> {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<GrantEvent>> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
              WHERE partner_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
         )?;
