@@ -207,28 +207,27 @@ mod tests {
         assert_eq!(batch.len(), 1, "the job waits in the inbox for the writer");
     }
 
-    #[test]
-    fn a_deferring_writer_wakes_for_a_job_someone_waits_for() {
+    /// With a job nobody waits for queued, `next` wakes a writer deferring with room for
+    /// `full` jobs long before its deadline.
+    fn a_deferring_writer_wakes_for(next: Box<dyn Job>, full: usize) {
         let inbox = Arc::new(Inbox::default());
         assert!(inbox.push(job(false)).is_ok());
         let begun = Instant::now();
-        let pusher = push_later(&inbox, job(true));
+        let pusher = push_later(&inbox, next);
 
-        assert_eq!(inbox.wait(Some((begun + LONG, 8))), Woken::Jobs);
+        assert_eq!(inbox.wait(Some((begun + LONG, full))), Woken::Jobs);
         assert!(begun.elapsed() < LONG);
         pusher.join().unwrap();
     }
 
     #[test]
-    fn a_deferring_writer_wakes_for_a_full_batch() {
-        let inbox = Arc::new(Inbox::default());
-        assert!(inbox.push(job(false)).is_ok());
-        let begun = Instant::now();
-        let pusher = push_later(&inbox, job(false));
+    fn a_deferring_writer_wakes_for_a_job_someone_waits_for() {
+        a_deferring_writer_wakes_for(job(true), 8);
+    }
 
-        assert_eq!(inbox.wait(Some((begun + LONG, 2))), Woken::Jobs);
-        assert!(begun.elapsed() < LONG);
-        pusher.join().unwrap();
+    #[test]
+    fn a_deferring_writer_wakes_for_a_full_batch() {
+        a_deferring_writer_wakes_for(job(false), 2);
     }
 
     #[test]
