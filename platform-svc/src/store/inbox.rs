@@ -52,6 +52,16 @@ pub(super) enum Woken {
     Closed,
 }
 
+impl State {
+    /// Whether a writer sleeping until `until` must act now.
+    fn ready(&self, until: Until) -> bool {
+        match until {
+            Until::AnyJob => !self.jobs.is_empty(),
+            Until::AwaitedJob { full } => self.awaited > 0 || self.jobs.len() >= full,
+        }
+    }
+}
+
 impl Inbox {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -66,12 +76,7 @@ impl Inbox {
         }
         state.awaited += usize::from(job.awaited());
         state.jobs.push_back(job);
-        let wake = match state.sleeping {
-            None => false,
-            Some(Until::AnyJob) => true,
-            Some(Until::AwaitedJob { full }) => state.awaited > 0 || state.jobs.len() >= full,
-        };
-        if wake {
+        if state.sleeping.is_some_and(|until| state.ready(until)) {
             // Woken once: later jobs need not wake it again.
             state.sleeping = None;
             drop(state);
@@ -90,13 +95,10 @@ impl Inbox {
     /// make a full batch), until a job someone waits for is queued, a full batch has
     /// gathered or the deadline passes.
     pub(super) fn wait(&self, deferring: Option<(Instant, usize)>) -> Woken {
+        let until = deferring.map_or(Until::AnyJob, |(_, full)| Until::AwaitedJob { full });
         let mut state = self.state();
         loop {
-            let ready = match deferring {
-                None => !state.jobs.is_empty(),
-                Some((_, full)) => state.awaited > 0 || state.jobs.len() >= full,
-            };
-            if ready {
+            if state.ready(until) {
                 return Woken::Jobs;
             }
             if state.closed {
@@ -106,26 +108,26 @@ impl Inbox {
                     Woken::Jobs
                 };
             }
-            match deferring {
-                None => {
-                    state.sleeping = Some(Until::AnyJob);
-                    state = self
-                        .woken
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                Some((deadline, full)) => {
-                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                        return Woken::Deadline;
-                    };
-                    state.sleeping = Some(Until::AwaitedJob { full });
-                    state = self
-                        .woken
+            let left = match deferring {
+                None => None,
+                Some((deadline, _)) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) => Some(left),
+                    None => return Woken::Deadline,
+                },
+            };
+            state.sleeping = Some(until);
+            state = match left {
+                None => self
+                    .woken
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(left) => {
+                    self.woken
                         .wait_timeout(state, left)
                         .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                        .0
                 }
-            }
+            };
             state.sleeping = None;
         }
     }
