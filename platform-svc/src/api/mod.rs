@@ -3,7 +3,7 @@
 //! resolves the grant, applies [`crate::consent`], and appends the audit record in the
 //! transaction that records the call, so the record is durable before any data is returned.
 //! A refusal returns no data: its record may commit just after the reply
-//! ([`Platform::run_unawaited`]).
+//! ([`Platform::record_unawaited`]).
 
 pub mod account;
 pub mod admin;
@@ -15,13 +15,15 @@ mod partner_call;
 use crate::clock::{Clock, DAY_MS};
 use crate::config::Policy;
 use crate::consent::LifetimePolicy;
+use crate::model::AuditEntry;
 use crate::model::{Grant, GrantState};
-use crate::store::{Repo, Store, StoreResult, enqueue_unawaited, execute};
+use crate::store::{Repo, Store, StoreResult, append_unawaited, execute};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
 
-/// Most jobs queued by [`Platform::run_unawaited`] and not yet committed; beyond that the
-/// next caller waits for room, so a flood of refusals cannot grow the queue without bound.
+/// Most records queued by [`Platform::record_unawaited`] and not yet committed; beyond that
+/// the next caller waits for room, so a flood of refusals cannot grow the queue without
+/// bound.
 const MAX_UNAWAITED: u32 = 4096;
 
 /// Lifetimes and windows in milliseconds, derived once from [`Policy`].
@@ -89,23 +91,21 @@ impl Platform {
         }
     }
 
-    /// Queues `work` to commit within a few milliseconds and returns without waiting for
-    /// it: for writes that nothing returned to the caller depends on. A failure to commit is
-    /// logged. [`Platform::flush`] waits for them all.
-    pub async fn run_unawaited(
-        &self,
-        work: impl FnOnce(&mut dyn Repo) -> StoreResult<()> + Send + 'static,
-    ) {
+    /// Queues an audit record to commit within a few milliseconds and returns without
+    /// waiting for it: for the record of a call that returns nothing it depends on (a
+    /// refusal). A failure to commit is logged. [`Platform::flush`] waits for them all.
+    pub async fn record_unawaited(&self, entry: AuditEntry, now_ms: i64) {
         let room = Arc::clone(&self.unawaited).acquire_owned().await;
-        enqueue_unawaited(self.store.as_ref(), work, move |result| {
+        append_unawaited(self.store.as_ref(), entry, now_ms, move |result| {
             drop(room);
             if let Err(error) = result {
-                tracing::error!(%error, "a write queued without waiting did not commit");
+                tracing::error!(%error, "an audit record queued without waiting did not commit");
             }
         });
     }
 
-    /// Waits until every job queued by [`Platform::run_unawaited`] so far has committed.
+    /// Waits until every record queued by [`Platform::record_unawaited`] so far has
+    /// committed.
     pub async fn flush(&self) {
         let _all = self.unawaited.acquire_many(MAX_UNAWAITED).await;
     }

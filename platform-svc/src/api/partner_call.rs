@@ -152,10 +152,10 @@ impl PartnerCall {
             // A refusal returns no data, so its reply need not wait for its record; one
             // that ends a grant waits, since the grant must end before the call returns.
             Err(error) if effects.ending.is_none() => {
+                // Refused, it leaves no use of its grant: its record is all it writes.
                 effects.decide(Err(&error));
-                platform
-                    .run_unawaited(move |repo| record(repo, now_ms, &effects))
-                    .await;
+                log_decided(&effects.audit);
+                platform.record_unawaited(effects.audit, now_ms).await;
                 return Err(error.into());
             }
             result => result,
@@ -258,9 +258,12 @@ fn record(repo: &mut dyn Repo, now_ms: i64, effects: &Effects) -> StoreResult<()
         repo.touch_grant(&used.grant_id, used.scope, now_ms)?;
     }
     repo.append_audit(&effects.audit, now_ms)?;
-    let audit = &effects.audit;
-    tracing::debug!(method = %audit.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
+    log_decided(&effects.audit);
     Ok(())
+}
+
+fn log_decided(audit: &AuditEntry) {
+    tracing::debug!(method = %audit.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
 }
 
 fn active_partner(repo: &mut dyn Repo, partner_id: &str) -> Result<Partner, ApiError> {

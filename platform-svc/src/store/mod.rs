@@ -5,8 +5,9 @@
 //! Work reaches the store as [`Job`]s. The store may run many jobs in one transaction
 //! (group commit: one fsync for a whole batch), each in a savepoint of its own so that a
 //! failing job takes only its own writes back; a job learns its result only once the
-//! batch is durably committed. A job nobody waits for ([`enqueue_unawaited`]) may have its
-//! commit held back a little, to share it with the jobs that come after it.
+//! batch is durably committed. An audit record nobody waits for ([`append_unawaited`]) may
+//! have its commit held back a little, to share it with the jobs that come after it, and
+//! runs without a savepoint of its own: it is a single insert.
 //!
 //! Reads that change nothing can instead run on a snapshot beside the writer
 //! ([`Store::read`]): they see only committed, durable data and never wait for a batch.
@@ -82,6 +83,11 @@ pub trait Job: Send {
     fn awaited(&self) -> bool {
         true
     }
+    /// Whether the job writes with a single statement, which the database takes back by
+    /// itself when it fails: such a job needs no savepoint of its own.
+    fn single_write(&self) -> bool {
+        false
+    }
 }
 
 /// A durable store of everything the platform knows.
@@ -102,7 +108,16 @@ struct Pending<F, R> {
     work: Option<F>,
     output: Option<StoreResult<R>>,
     reply: Box<dyn FnOnce(StoreResult<R>) + Send>,
-    awaited: bool,
+    kind: Kind,
+}
+
+/// What the store may do with a queued closure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Its caller waits for the commit.
+    Awaited,
+    /// An audit record nobody waits for, appended with a single insert.
+    UnawaitedRecord,
 }
 
 impl<F, R> Job for Pending<F, R>
@@ -131,20 +146,24 @@ where
     }
 
     fn awaited(&self) -> bool {
-        self.awaited
+        self.kind == Kind::Awaited
+    }
+
+    fn single_write(&self) -> bool {
+        self.kind == Kind::UnawaitedRecord
     }
 }
 
 fn pending<R: Send + 'static>(
     work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
     reply: impl FnOnce(StoreResult<R>) + Send + 'static,
-    awaited: bool,
+    kind: Kind,
 ) -> Box<dyn Job> {
     Box::new(Pending {
         work: Some(work),
         output: None,
         reply: Box::new(reply),
-        awaited,
+        kind,
     })
 }
 
@@ -155,17 +174,20 @@ pub fn enqueue<R: Send + 'static>(
     work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
     done: impl FnOnce(StoreResult<R>) + Send + 'static,
 ) {
-    store.submit(pending(work, done, true));
+    store.submit(pending(work, done, Kind::Awaited));
 }
 
-/// Like [`enqueue`], for work whose caller does not wait for `done`: its commit may be held
-/// back a little, so that it shares one with the jobs that follow (see [`Job::awaited`]).
-pub fn enqueue_unawaited<R: Send + 'static>(
+/// Queues an audit record whose caller does not wait for `done`: its commit may be held
+/// back a little, so that it shares one with the jobs that follow (see [`Job::awaited`]),
+/// and, a single insert, it needs no savepoint (see [`Job::single_write`]).
+pub fn append_unawaited(
     store: &dyn Store,
-    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
-    done: impl FnOnce(StoreResult<R>) + Send + 'static,
+    entry: AuditEntry,
+    now_ms: i64,
+    done: impl FnOnce(StoreResult<()>) + Send + 'static,
 ) {
-    store.submit(pending(work, done, false));
+    let append = move |repo: &mut dyn Repo| repo.append_audit(&entry, now_ms);
+    store.submit(pending(append, done, Kind::UnawaitedRecord));
 }
 
 /// Keeps the store's writer busy until the returned sender is sent to or dropped, so that
@@ -361,7 +383,8 @@ pub trait Repo {
     ) -> StoreResult<Vec<GrantEvent>>;
 
     // Audit.
-    /// Appends a record to the chain.
+    /// Appends a record to the chain, writing with a single statement (an unawaited record
+    /// runs without a savepoint: see [`Job::single_write`]).
     fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
     /// Records after `after_seq`, in order.
     fn audit_records(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;

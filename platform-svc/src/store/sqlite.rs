@@ -248,8 +248,9 @@ impl Transaction {
         }
     }
 
-    /// Runs `batch`, each job in a savepoint of its own, beginning the transaction first if
-    /// this is its first batch.
+    /// Runs `batch`, beginning the transaction first if this is its first batch. Each job
+    /// runs in a savepoint of its own, so that a failing one takes back only its own writes,
+    /// unless it writes with a single statement, which SQLite takes back by itself.
     fn run(
         &mut self,
         conn: &Connection,
@@ -264,7 +265,10 @@ impl Transaction {
             run("BEGIN IMMEDIATE")?;
         }
         for job in &mut self.jobs[first..] {
-            run("SAVEPOINT job")?;
+            let savepoint = !job.single_write();
+            if savepoint {
+                run("SAVEPOINT job")?;
+            }
             let mut repo = SqliteRepo {
                 conn: Conn::Writer(conn),
                 last_event: None,
@@ -272,12 +276,23 @@ impl Transaction {
                 chain_head: Some(&mut self.chain_head),
             };
             if job.run(&mut repo) {
-                run("RELEASE job")?;
+                if savepoint {
+                    run("RELEASE job")?;
+                }
                 self.last_event = repo.last_event.or(self.last_event);
-            } else {
-                self.chain_head = None;
+                continue;
+            }
+            self.chain_head = None;
+            if savepoint {
                 run("ROLLBACK TO job")?;
                 run("RELEASE job")?;
+            } else if conn.is_autocommit() {
+                // Some failures (a full disk, an I/O error) make SQLite roll back the whole
+                // transaction, not only the statement: then no job of it may commit.
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the transaction was rolled back".into()),
+                ));
             }
         }
         Ok(())
@@ -1270,7 +1285,7 @@ impl Repo for SqliteRepo<'_> {
 mod tests {
     use super::*;
     use crate::audit::ChainVerifier;
-    use crate::store::{enqueue, enqueue_unawaited, hold_writer, read, transact};
+    use crate::store::{append_unawaited, enqueue, hold_writer, read, transact};
     use std::sync::mpsc;
 
     fn refusal(reason: &str) -> AuditEntry {
@@ -1295,9 +1310,8 @@ mod tests {
 
     /// Queues a record nobody waits for; the receiver hears how its commit went.
     fn record_unawaited(store: &SqliteStore, reason: &str) -> mpsc::Receiver<StoreResult<()>> {
-        let entry = refusal(reason);
         let (tell, outcome) = reply();
-        enqueue_unawaited(store, move |repo| repo.append_audit(&entry, 0), tell);
+        append_unawaited(store, refusal(reason), 0, tell);
         outcome
     }
 
@@ -1371,6 +1385,32 @@ mod tests {
         assert!(matches!(committed, Ok(Ok(()))), "{committed:?}");
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(committed_reasons(&reopened), ["LAST"]);
+    }
+
+    #[test]
+    fn records_nobody_waits_for_outlive_a_failing_job_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
+
+        // Queued while the writer is held, the next three share a transaction; the two
+        // records run without a savepoint of their own.
+        let release = hold_writer(&store);
+        let before = record_unawaited(&store, "BEFORE");
+        let failing = queue(&store, |repo| {
+            repo.append_audit(&refusal("TAKEN BACK"), 0)?;
+            Err::<(), _>(ApiError::Storage("the job failed".into()))
+        });
+        let after = record_unawaited(&store, "AFTER");
+        release.send(()).unwrap();
+
+        let wait = Duration::from_secs(10);
+        assert!(matches!(before.recv_timeout(wait), Ok(Ok(()))));
+        assert!(matches!(
+            failing.recv_timeout(wait),
+            Ok(Err(ApiError::Storage(_)))
+        ));
+        assert!(matches!(after.recv_timeout(wait), Ok(Ok(()))));
+        assert_eq!(committed_reasons(&store), ["BEFORE", "AFTER"]);
     }
 
     #[test]
