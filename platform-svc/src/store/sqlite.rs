@@ -214,10 +214,13 @@ impl Drop for CloseOnExit<'_> {
         self.0.close();
         let mut left = Vec::new();
         self.0.take(&mut left, usize::MAX);
-        for job in left {
-            job.finish(Err("the store's writer stopped".into()));
-        }
+        left.into_iter().for_each(writer_stopped);
     }
+}
+
+/// Tells a job that no writer will run it.
+fn writer_stopped(job: Box<dyn Job>) {
+    job.finish(Err("the store's writer stopped".into()));
 }
 
 /// The writer's transaction: the jobs run in it so far, each to hear how it ends.
@@ -341,7 +344,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 impl Store for SqliteStore {
     fn submit(&self, job: Box<dyn Job>) {
         if let Err(job) = self.inbox.push(job) {
-            job.finish(Err("the store's writer stopped".into()));
+            writer_stopped(job);
         }
     }
 
