@@ -1,7 +1,7 @@
 //! `bench`: what consent enforcement costs, measured against a baseline served by the same
 //! stack in the same run. The platform runs as its own process; the baseline is a bare echo
-//! service behind the platform's own mutual TLS and limits, returning as many bytes as each
-//! measured call. Writes a Markdown table and a JSON file, and says for each goal whether
+//! service behind the platform's own mutual TLS and limits, answering each measured call
+//! with the platform's own reply to it. Writes a Markdown table and a JSON file, and says for each goal whether
 //! it is met. `--quick` runs every measurement briefly (for CI); figures are not asserted.
 //! `--only CALL` (read, send or denied) and `--in-flight N`, each repeatable, measure only
 //! those points and nothing else, for profiling one of them.
@@ -10,6 +10,7 @@ mod echo;
 mod load;
 mod report;
 
+use clap::{Parser, Subcommand, ValueEnum};
 use consent_proto::platform::v1 as pb;
 use echo::Replies;
 use end_to_end::processes::{
@@ -20,6 +21,7 @@ use load::Figures;
 use pb::messaging_client::MessagingClient;
 use report::{Report, Row};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +41,39 @@ pub const UNLIMITED: &str =
 /// The platform logs as it does by default, not per call as in tests.
 pub const PLATFORM_LOG: &str = "info";
 
+/// What consent enforcement costs, measured against a bare echo service behind the same
+/// mTLS stack, in the same run.
+#[derive(Parser)]
+struct Args {
+    /// Run every measurement for a moment (for CI); figures are not asserted.
+    #[arg(long)]
+    quick: bool,
+    /// Where results.md and results.json are written.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// Measure only this call (repeatable); then only the chosen points are measured.
+    #[arg(long = "only", value_enum, value_name = "CALL")]
+    calls: Vec<Call>,
+    /// Measure only with this many calls in flight (repeatable); then only the chosen
+    /// points are measured.
+    #[arg(long = "in-flight", value_name = "N")]
+    in_flight: Vec<NonZeroUsize>,
+    #[command(subcommand)]
+    echo: Option<EchoCommand>,
+}
+
+/// The baseline runs as a process of its own, started by the benchmark.
+#[derive(Subcommand)]
+enum EchoCommand {
+    /// Serves the recorded replies with the PKI in `pki` on `addr`.
+    #[command(name = "serve-echo", hide = true)]
+    Serve {
+        pki: PathBuf,
+        addr: SocketAddr,
+        replies: PathBuf,
+    },
+}
+
 struct Settings {
     point: Duration,
     quick: bool,
@@ -51,71 +86,43 @@ struct Settings {
     everything: bool,
 }
 
-fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let values = |flag: &str| -> Vec<&str> {
-        args.windows(2)
-            .filter(|pair| pair[0] == flag)
-            .map(|pair| pair[1].as_str())
-            .collect()
-    };
-    let out = values("--out")
-        .first()
-        .map_or_else(|| PathBuf::from("bench-results"), PathBuf::from);
-    let calls: Vec<Call> = values("--only")
-        .into_iter()
-        .map(|name| {
-            Call::named(name)
-                .unwrap_or_else(|| panic!("--only takes read, send or denied, not {name}"))
-        })
-        .collect();
-    let in_flight: Vec<usize> = values("--in-flight")
-        .into_iter()
-        .map(|n| {
-            n.parse()
-                .unwrap_or_else(|_| panic!("--in-flight takes a number, not {n}"))
-        })
-        .collect();
-    Settings {
-        point: if quick {
-            Duration::from_millis(700)
-        } else {
-            Duration::from_secs(5)
-        },
-        quick,
-        out,
-        everything: calls.is_empty() && in_flight.is_empty(),
-        calls: if calls.is_empty() {
-            Call::ALL.to_vec()
-        } else {
-            calls
-        },
-        in_flight: if in_flight.is_empty() {
-            CONCURRENCY.to_vec()
-        } else {
-            in_flight
-        },
+impl From<Args> for Settings {
+    fn from(args: Args) -> Self {
+        Settings {
+            point: if args.quick {
+                Duration::from_millis(700)
+            } else {
+                Duration::from_secs(5)
+            },
+            quick: args.quick,
+            out: args.out,
+            everything: args.calls.is_empty() && args.in_flight.is_empty(),
+            calls: if args.calls.is_empty() {
+                Call::value_variants().to_vec()
+            } else {
+                args.calls
+            },
+            in_flight: if args.in_flight.is_empty() {
+                CONCURRENCY.to_vec()
+            } else {
+                args.in_flight.into_iter().map(NonZeroUsize::get).collect()
+            },
+        }
     }
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if args.get(1).map(String::as_str) == Some("serve-echo") {
-        let (pki, addr, replies) = (
-            PathBuf::from(&args[2]),
-            args[3].parse().expect("echo address"),
-            PathBuf::from(&args[4]),
-        );
-        runtime.block_on(echo::serve(&pki, addr, &replies));
+    if let Some(EchoCommand::Serve { pki, addr, replies }) = &args.echo {
+        runtime.block_on(echo::serve(pki, *addr, replies));
         return;
     }
     ensure_built();
-    let settings = settings();
+    let settings = Settings::from(args);
     let report = runtime.block_on(measure_all(&settings));
     std::fs::create_dir_all(&settings.out).expect("output directory");
     let markdown = report.markdown();
@@ -299,7 +306,7 @@ fn send_request(thread_id: &str, idempotency_key: String) -> pb::SendMessageRequ
 }
 
 /// The calls measured, each sent the same way to the platform and to the baseline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum Call {
     Read,
     Send,
@@ -307,14 +314,6 @@ enum Call {
 }
 
 impl Call {
-    const ALL: [Call; 3] = [Call::Read, Call::Send, Call::Denied];
-
-    fn named(name: &str) -> Option<Call> {
-        Call::ALL
-            .into_iter()
-            .find(|call| format!("{call:?}").eq_ignore_ascii_case(name))
-    }
-
     fn label(self) -> &'static str {
         match self {
             Call::Read => "authorized read (20 × ~200 B)",
