@@ -1,8 +1,9 @@
 //! `bench`: what consent enforcement costs, measured against a baseline served by the same
 //! stack in the same run. The platform runs as its own process; the baseline is a bare echo
 //! service behind the platform's own mutual TLS and limits, answering each measured call
-//! with the platform's own reply to it. Writes a Markdown table and a JSON file, and says for each goal whether
-//! it is met. `--quick` runs every measurement briefly (for CI); figures are not asserted.
+//! with the platform's own reply to it. Writes a Markdown table and a JSON file, and says
+//! for each goal whether it is met. `--quick` runs every measurement briefly (for CI);
+//! figures are not asserted.
 //! `--only CALL` (read, send or denied) and `--in-flight N`, each repeatable, measure only
 //! those points and nothing else, for profiling one of them.
 
