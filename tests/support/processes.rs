@@ -4,10 +4,11 @@
 
 use consent_proto::partner::v1::partner_app_client::PartnerAppClient;
 use platform_svc::pki::DevPki;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -59,12 +60,22 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// A port free at the time of asking.
+/// A loopback port free at the time of asking and never handed out before in this process.
+/// The port is released before its user binds it, so without the record two tests running
+/// side by side could be given the same one, and the second server (or Docker's port
+/// mapping) would fail to bind it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Log filter (`RUST_LOG` syntax) of the processes tests start: our crates at debug, to
