@@ -26,7 +26,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
 
 /// Concurrency levels measured.
@@ -348,7 +348,8 @@ struct Credentials {
 }
 
 /// Makes one call; whether it ended as the platform's reply to such a call does. A send's
-/// idempotency key is made of the round, the task and the call's number within it.
+/// idempotency key begins with the time, as the partner service's share ids do, followed
+/// by the round, the task and the call's number within it.
 async fn call_once(
     mut client: MessagingClient<Channel>,
     call: Call,
@@ -362,7 +363,10 @@ async fn call_once(
             .await
             .is_ok_and(|r| r.get_ref().messages.len() == 20),
         Call::Send => {
-            let key = format!("r{round}-t{task}-{n}");
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let key = format!("{now_ms:012x}-r{round}-t{task}-{n}");
             client
                 .send_message(bearer(send_request(thread_id, key), token))
                 .await
