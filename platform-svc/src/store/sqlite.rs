@@ -71,7 +71,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // A job's savepoint keeps its copies of the pages it changes in memory up to 1 MiB
+        // A job's savepoint keeps its copies of the pages it changes in memory up to 124 KiB
         // (`LIBSQLITE3_FLAGS` in `.cargo/config.toml`).
         // Every statement the repository runs stays prepared.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -1418,7 +1418,7 @@ mod tests {
     fn a_failing_job_takes_back_its_own_writes_and_nothing_of_the_jobs_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
-        let ids: Vec<String> = (0..1000).map(|n| format!("usr_{n:04}")).collect();
+        let ids: Vec<String> = (0..8000).map(|n| format!("usr_{n:04}")).collect();
         let users = ids.clone();
         transact(&store, move |repo| {
             for id in users {
@@ -1440,7 +1440,8 @@ mod tests {
         let before = queue(&store, |repo| repo.append_audit(&refusal("BEFORE"), 0));
         let every = ids.clone();
         let failing = queue(&store, move |repo| {
-            // Changes every page of the users table: its savepoint keeps over 100 KiB.
+            // Changes every page of the users table: its savepoint's copy of them, over
+            // 1 MiB, outgrows the buffer SQLite keeps it in, and moves to a file.
             for id in &every {
                 repo.set_hide_from_others_apps(id, true)?;
             }
