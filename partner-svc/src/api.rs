@@ -77,9 +77,7 @@ fn user_name(value: &str) -> Result<&str, PartnerError> {
 /// one end: a commit of many sends writes one page of it rather than a page at random for
 /// each.
 fn new_share_id() -> String {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = platform_svc::clock::Clock::default().now_ms();
     platform_svc::secret::new_ordered_id("shr", now_ms)
 }
 

@@ -20,13 +20,14 @@ use end_to_end::processes::{
 use end_to_end::{bearer, seed_family};
 use load::Figures;
 use pb::messaging_client::MessagingClient;
+use platform_svc::clock::Clock;
 use report::{Report, Row};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 /// Concurrency levels measured.
@@ -363,9 +364,7 @@ async fn call_once(
             .await
             .is_ok_and(|r| r.get_ref().messages.len() == 20),
         Call::Send => {
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
+            let now_ms = Clock::default().now_ms();
             let key = format!("{now_ms:012x}-r{round}-t{task}-{n}");
             client
                 .send_message(bearer(send_request(thread_id, key), token))
