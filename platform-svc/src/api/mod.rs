@@ -90,9 +90,9 @@ impl Platform {
         }
     }
 
-    /// Queues an audit record to commit within a few milliseconds and returns without
-    /// waiting for it: for the record of a call that returns nothing it depends on (a
-    /// refusal). A failure to commit is logged. [`Platform::flush`] waits for them all.
+    /// Queues an audit record to commit within 10 ms and returns without waiting for it:
+    /// for the record of a call that returns nothing it depends on (a refusal). A failure
+    /// to commit is logged. [`Platform::flush`] waits for them all.
     pub async fn record_unawaited(&self, entry: AuditEntry, now_ms: i64) {
         let room = Arc::clone(&self.unawaited).acquire_owned().await;
         append_unawaited(self.store.as_ref(), entry, now_ms, move |result| {

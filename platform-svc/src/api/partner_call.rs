@@ -12,9 +12,9 @@
 //! shows an allowed use after the revocation that ended it.
 //!
 //! A read the snapshot refuses returns no data, so its reply does not wait for the commit
-//! of its record, which the writer commits within a few milliseconds. Whatever is read
-//! after the reply through the writer (the access log, the audit export) comes after that
-//! record in the writer's queue and sees it.
+//! of its record, which the writer commits within 10 ms. Whatever is read after the reply
+//! through the writer (the access log, the audit export) comes after that record in the
+//! writer's queue and sees it.
 //!
 //! Operations check everything before they write: the only writes a refused call leaves
 //! are the audit record and, where a rule says the grant ends now, that ending.

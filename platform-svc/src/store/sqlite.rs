@@ -2,8 +2,8 @@
 //! a writer thread that runs queued jobs in batches — one transaction and one fsync per
 //! batch, a savepoint per job — so a commit is on disk before any job of it returns, and
 //! concurrent calls share the cost of the fsync instead of queueing behind each other's.
-//! Batches that nobody waits for share a transaction with the batches after them, for a
-//! few milliseconds at most.
+//! Batches that nobody waits for share a transaction with the batches after them, for
+//! 10 ms at most.
 //!
 //! Reads run beside it on read-only connections from a small pool, each in a transaction of
 //! its own: WAL gives them a snapshot of what is committed, and a commit becomes visible
@@ -41,7 +41,7 @@ const MAX_BATCH: usize = 256;
 /// How long a batch smaller than the last waits for more jobs: about one fsync here.
 const GATHER_WINDOW: Duration = Duration::from_micros(100);
 /// How long a transaction that no caller waits for stays open for later jobs.
-const MAX_DEFERRAL: Duration = Duration::from_millis(2);
+const MAX_DEFERRAL: Duration = Duration::from_millis(10);
 /// Most idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 /// Statements kept prepared per connection.
