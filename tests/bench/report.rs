@@ -56,10 +56,12 @@ impl Row {
     fn ratio(&self) -> f64 {
         self.round_ratios[self.round_ratios.len() / 2]
     }
+
     /// The lowest and the highest round's ratio.
     fn ratio_range(&self) -> (f64, f64) {
-        let first = self.round_ratios.first().copied().unwrap_or_default();
-        (first, self.round_ratios.last().copied().unwrap_or_default())
+        let lowest = self.round_ratios.first().copied().unwrap_or_default();
+        let highest = self.round_ratios.last().copied().unwrap_or_default();
+        (lowest, highest)
     }
 }
 
