@@ -255,17 +255,19 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
+        let (build, caveat) = if self.optimized {
+            ("release", "")
+        } else {
+            (
+                "debug",
+                "A debug build's figures only show that each measurement runs: the goals are for a release build. ",
+            )
+        };
         let mut md = format!(
-            "Benchmark ({} run, {} build, {} CPUs, {} connections per measurement). {}Baseline: a bare echo service behind the same mTLS stack answering each call with the platform's own reply to it, recorded before the run. Each point is measured in {} rounds, each right after its baseline; shown is the round with the median ratio, with the lowest and highest ratio in brackets.\n\n",
+            "Benchmark ({} run, {build} build, {} CPUs, {} connections per measurement). {caveat}Baseline: a bare echo service behind the same mTLS stack answering each call with the platform's own reply to it, recorded before the run. Each point is measured in {} rounds, each right after its baseline; shown is the round with the median ratio, with the lowest and highest ratio in brackets.\n\n",
             if self.quick { "quick" } else { "full" },
-            if self.optimized { "release" } else { "debug" },
             self.cpus,
             CONNECTIONS,
-            if self.optimized {
-                ""
-            } else {
-                "A debug build's figures only show that each measurement runs: the goals are for a release build. "
-            },
             ROUNDS
         );
         md.push_str("| call | in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU (cores) | server CPU µs per call | load generator CPU µs per call | server peak RSS MiB | echo req/s | echo p99 µs | echo CPU µs per call | echo's load generator CPU µs per call | req/s vs echo (rounds) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
