@@ -4,8 +4,8 @@
 //! before its record commits, and the platform does not stop before it has.
 
 use consent_proto::platform::v1 as pb;
+use consent_store::{StoreError, enqueue, read};
 use end_to_end::{Scenario, assert_refused, bearer};
-use platform_svc::store::{self, enqueue};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -217,7 +217,7 @@ async fn reads_racing_a_revocation_leave_no_allowed_use_after_it() {
 }
 
 #[tokio::test]
-async fn a_shutdown_waits_for_the_records_of_refusals_already_answered() {
+async fn a_refusal_is_answered_only_once_its_record_is_durable() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music).await;
@@ -227,34 +227,35 @@ async fn a_shutdown_waits_for_the_records_of_refusals_already_answered() {
         platform_store.as_ref(),
         move |_| {
             let _ = held.recv();
-            Ok(())
+            Ok::<_, StoreError>(())
         },
         drop,
     );
 
-    let refused = music
-        .messaging
-        .list_friends(bearer(pb::ListFriendsRequest::default(), &token))
-        .await
-        .unwrap_err();
-    assert_refused(&refused, Code::PermissionDenied, "SCOPE_MISSING");
-    drop(music);
-    let mut stopping = tokio::spawn(s.platform.shutdown());
-    let early = tokio::time::timeout(Duration::from_millis(500), &mut stopping).await;
+    let mut answer = tokio::spawn(async move {
+        music
+            .messaging
+            .list_friends(bearer(pb::ListFriendsRequest::default(), &token))
+            .await
+    });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut answer).await;
     assert!(
         early.is_err(),
-        "the platform stopped before the refusal's record committed"
+        "the refusal was answered before its record could commit"
     );
 
     drop(release);
-    stopping.await.unwrap();
-    let recorded = store::read(platform_store.as_ref(), |repo| {
-        Ok(repo
-            .audit_records(0, 1000)?
-            .into_iter()
-            .filter(|r| r.entry.reason == "SCOPE_MISSING")
-            .count())
+    let refused = answer.await.unwrap().unwrap_err();
+    assert_refused(&refused, Code::PermissionDenied, "SCOPE_MISSING");
+    let recorded = read(&platform_store, |repo| {
+        Ok::<_, StoreError>(
+            repo.audit_records(0, 1000)?
+                .into_iter()
+                .filter(|r| r.entry.reason == "SCOPE_MISSING")
+                .count(),
+        )
     })
+    .await
     .unwrap();
     assert_eq!(recorded, 1, "the refusal is in the chain");
 }

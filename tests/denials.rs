@@ -1,8 +1,8 @@
 //! One test per refusal: each asserts the gRPC code and the `ErrorInfo` reason.
 
+use consent_core::clock::DAY_MS;
 use consent_proto::platform::v1 as pb;
 use end_to_end::{Scenario, assert_invalid_field, assert_refused, bearer};
-use platform_svc::clock::DAY_MS;
 use tonic::Code;
 
 fn list_threads() -> pb::ListThreadsRequest {

@@ -2,9 +2,9 @@
 //! health and both reflection versions.
 
 use consent_proto::platform::v1 as pb;
+use consent_tls::pki::{CertificateAuthority, LeafSpec};
+use consent_tls::principal::partner_spiffe_id;
 use end_to_end::{TRUST_DOMAIN, TestPlatform, register_partners};
-use platform_svc::identity::partner_spiffe_id;
-use platform_svc::pki::{CertificateAuthority, LeafSpec};
 use time::{Duration, OffsetDateTime};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -13,7 +13,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 /// Calls the partner surface with `identity`; the call must not succeed.
 async fn assert_partner_refuses(
     platform: &TestPlatform,
-    identity: Option<&platform_svc::pki::IssuedCertificate>,
+    identity: Option<&consent_tls::pki::IssuedCertificate>,
 ) {
     let outcome = match platform.channel(platform.addrs.partner, identity).await {
         Err(_) => return,
@@ -164,7 +164,7 @@ fn tokio_stream_once<T: Send + 'static>(item: T) -> impl tonic::IntoStreamingReq
 
 async fn introspect(
     platform: &TestPlatform,
-    cert: &platform_svc::pki::IssuedCertificate,
+    cert: &consent_tls::pki::IssuedCertificate,
 ) -> Result<(), tonic::Status> {
     let channel = platform
         .channel(platform.addrs.partner, Some(cert))

@@ -77,8 +77,8 @@ fn user_name(value: &str) -> Result<&str, PartnerError> {
 /// one end: a commit of many sends writes one page of it rather than a page at random for
 /// each.
 fn new_share_id() -> String {
-    let now_ms = platform_svc::clock::Clock::default().now_ms();
-    platform_svc::secret::new_ordered_id("shr", now_ms)
+    let now_ms = consent_core::clock::Clock::default().now_ms();
+    consent_core::secret::new_ordered_id("shr", now_ms)
 }
 
 fn share_response(share: &Share, status: &str) -> api::ShareResponse {

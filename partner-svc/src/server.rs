@@ -7,9 +7,9 @@ use crate::config::PartnerConfig;
 use crate::platform::PlatformClient;
 use crate::store::PartnerStore;
 use consent_proto::partner::v1::partner_app_server::PartnerAppServer;
-use platform_svc::config::TransportLimits;
-use platform_svc::server::transport;
-use platform_svc::tls::{ReloadableTls, TlsFiles, incoming};
+use consent_tls::termination::{ReloadableTls, TlsFiles, incoming};
+use consent_tls::transport::TransportLimits;
+use consent_tls::transport::transport;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +67,7 @@ pub async fn run(
         crls: Vec::new(),
     })?);
     let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
-    let connections = incoming(listener, tls, handshake_timeout, String::new());
+    let connections = incoming(listener, tls, handshake_timeout, None);
     let result = transport(&limits)
         .add_service(health)
         .add_service(reflection_v1)

@@ -1,100 +1,14 @@
 //! Every failure a platform RPC can end in, and the one place where failures become
 //! gRPC statuses with `google.rpc` rich details (`ErrorInfo`, `BadRequest`, `ResourceInfo`).
 
+use consent_core::denial::{Denied, Reason, Refusal};
+use consent_store::StoreError;
 use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 /// The `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "consent.platform";
-
-/// Why a call was refused: the `ErrorInfo.reason` a client can branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// The grant does not include the scope the RPC needs.
-    ScopeMissing,
-    /// The user revoked the grant.
-    GrantRevoked,
-    /// The grant passed its `not_after`.
-    GrantExpired,
-    /// The grant was unused for longer than the inactivity limit.
-    GrantLapsed,
-    /// The partner released the grant.
-    GrantReleased,
-    /// The grant's feature was retired.
-    FeatureRetired,
-    /// The partner is suspended.
-    PartnerSuspended,
-    /// The certificate's partner is not registered.
-    PartnerUnknown,
-    /// The thread is outside the grant's coverage.
-    ThreadNotCovered,
-    /// The message predates the grant and history was not approved.
-    HistoryNotGranted,
-    /// Only messages the granting user wrote may be deleted.
-    NotOwnMessage,
-    /// The grant token was issued to another partner.
-    TokenPartnerMismatch,
-    /// No grant token was sent.
-    TokenMissing,
-    /// The grant token is malformed or unknown.
-    TokenInvalid,
-    /// No session token was sent, or it is unknown or expired.
-    SessionInvalid,
-    /// Wrong user name or password.
-    BadCredentials,
-    /// The client certificate does not carry an identity for this surface.
-    WrongIdentity,
-    /// A scope the partner's registration does not allow.
-    ScopeNotAllowed,
-    /// The idempotency key was used before with a different request.
-    IdempotencyKeyReused,
-    /// The thing already exists.
-    AlreadyExists,
-    /// The access request is no longer pending.
-    RequestNotPending,
-    /// The grant is still active, so there is no deletion to attest.
-    GrantStillActive,
-    /// The feature is retired.
-    FeatureNotActive,
-    /// The other users are not all friends of the user.
-    NotAFriend,
-    /// The partner is over its request rate.
-    RateLimited,
-}
-
-impl Reason {
-    /// The `ErrorInfo.reason` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::ScopeMissing => "SCOPE_MISSING",
-            Reason::GrantRevoked => "GRANT_REVOKED",
-            Reason::GrantExpired => "GRANT_EXPIRED",
-            Reason::GrantLapsed => "GRANT_LAPSED",
-            Reason::GrantReleased => "GRANT_RELEASED",
-            Reason::FeatureRetired => "FEATURE_RETIRED",
-            Reason::PartnerSuspended => "PARTNER_SUSPENDED",
-            Reason::PartnerUnknown => "PARTNER_UNKNOWN",
-            Reason::ThreadNotCovered => "THREAD_NOT_COVERED",
-            Reason::HistoryNotGranted => "HISTORY_NOT_GRANTED",
-            Reason::NotOwnMessage => "NOT_OWN_MESSAGE",
-            Reason::TokenPartnerMismatch => "TOKEN_PARTNER_MISMATCH",
-            Reason::TokenMissing => "TOKEN_MISSING",
-            Reason::TokenInvalid => "TOKEN_INVALID",
-            Reason::SessionInvalid => "SESSION_INVALID",
-            Reason::BadCredentials => "BAD_CREDENTIALS",
-            Reason::WrongIdentity => "WRONG_IDENTITY",
-            Reason::ScopeNotAllowed => "SCOPE_NOT_ALLOWED",
-            Reason::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Reason::AlreadyExists => "ALREADY_EXISTS",
-            Reason::RequestNotPending => "REQUEST_NOT_PENDING",
-            Reason::GrantStillActive => "GRANT_STILL_ACTIVE",
-            Reason::FeatureNotActive => "FEATURE_NOT_ACTIVE",
-            Reason::NotAFriend => "NOT_A_FRIEND",
-            Reason::RateLimited => "RATE_LIMITED",
-        }
-    }
-}
 
 /// A failed RPC, before it becomes a [`Status`].
 #[derive(Debug, thiserror::Error)]
@@ -172,9 +86,38 @@ impl ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::Storage(e.to_string())
+/// Result of a platform operation.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(what) => ApiError::AlreadyExists(Reason::AlreadyExists, what),
+            StoreError::Failed(detail) => ApiError::Storage(detail),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        ApiError::PermissionDenied(denied.reason, denied.message)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Denied(d) => ApiError::PermissionDenied(d.reason, d.message),
+            Refusal::Unauthenticated(d) => ApiError::Unauthenticated(d.reason, d.message),
+            Refusal::Precondition(d) => ApiError::FailedPrecondition(d.reason, d.message),
+            Refusal::NotFound { kind, id } => ApiError::NotFound { kind, id },
+            Refusal::Invalid(violations) => ApiError::InvalidArgument(
+                violations
+                    .into_iter()
+                    .map(|v| FieldViolation::new(v.field, v.description))
+                    .collect(),
+            ),
+        }
     }
 }
 

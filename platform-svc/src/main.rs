@@ -1,9 +1,9 @@
 //! `platform-svc`: serve the platform, or make a development PKI.
 
 use clap::{Parser, Subcommand};
-use platform_svc::clock::Clock;
+use consent_core::clock::Clock;
+use consent_tls::pki::DevPki;
 use platform_svc::config::PlatformConfig;
-use platform_svc::pki::DevPki;
 use platform_svc::server::BoundPlatform;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -105,7 +105,8 @@ impl Engine {
             |e: argon2::password_hash::Error| ApiError::Storage(format!("password hashing: {e}"));
         let params = Params::DEFAULT;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let salt = SaltString::encode_b64(&crate::secret::random_bytes::<16>()).map_err(failed)?;
+        let salt =
+            SaltString::encode_b64(&consent_core::secret::random_bytes::<16>()).map_err(failed)?;
         let output = self
             .compute(
                 &argon,

@@ -1,5 +1,5 @@
-//! Assembles the three listeners. Each one terminates its own TLS ([`crate::tls`]), admits
-//! one kind of principal at its edge ([`crate::identity`]), and serves health and both
+//! Assembles the three listeners. Each one terminates its own TLS ([`consent_tls::termination`]), admits
+//! one kind of principal at its edge ([`crate::edge`]), and serves health and both
 //! reflection versions beside its own services, with HTTP/2 and message limits set.
 
 use crate::api::account::AccountService;
@@ -7,16 +7,17 @@ use crate::api::admin::AdminService;
 use crate::api::consent::ConsentService;
 use crate::api::messaging::MessagingService;
 use crate::api::{Limits, Platform};
-use crate::clock::Clock;
-use crate::config::{PlatformConfig, TransportLimits};
-use crate::identity::{PartnerEdge, require_operator};
+use crate::config::PlatformConfig;
+use crate::edge::{PartnerEdge, require_operator};
 use crate::rate_limit::PartnerRateLimiter;
-use crate::store::{SqliteStore, Store};
-use crate::tls::{self, ReloadableTls, TlsFiles};
+use consent_core::clock::Clock;
 use consent_proto::platform::v1::account_server::AccountServer;
 use consent_proto::platform::v1::consent_server::ConsentServer;
 use consent_proto::platform::v1::messaging_server::MessagingServer;
 use consent_proto::platform::v1::partner_admin_server::PartnerAdminServer;
+use consent_store::{SqliteStore, Store};
+use consent_tls::termination::{self, ReloadableTls, TlsFiles};
+use consent_tls::transport::transport;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +25,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 /// A start-up failure.
@@ -32,10 +32,10 @@ use tonic_health::ServingStatus;
 pub enum StartError {
     /// TLS files.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] termination::TlsError),
     /// The store.
     #[error("store: {0}")]
-    Store(#[from] crate::error::ApiError),
+    Store(#[from] consent_store::StoreError),
     /// Binding or serving.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -117,7 +117,9 @@ impl BoundPlatform {
     }
 
     /// Re-reads certificates and CRLs of every listener.
-    pub fn tls_reloader(&self) -> impl Fn() -> Result<(), tls::TlsError> + Send + Sync + 'static {
+    pub fn tls_reloader(
+        &self,
+    ) -> impl Fn() -> Result<(), termination::TlsError> + Send + Sync + 'static {
         let all = [
             self.partner.1.clone(),
             self.operator.1.clone(),
@@ -211,11 +213,11 @@ impl BoundPlatform {
         ];
         let mut tasks = Vec::new();
         for ((listener, tls), routes) in listeners {
-            let incoming = tls::incoming(
+            let incoming = termination::incoming(
                 listener,
                 tls,
                 Duration::from_millis(limits.handshake_timeout_ms),
-                config.trust_domain.clone(),
+                Some(config.trust_domain.clone()),
             );
             let mut stop = stop_rx.clone();
             let server = transport(limits).add_routes(routes);
@@ -236,23 +238,8 @@ impl BoundPlatform {
             }
         }
         sweeper.abort();
-        platform.flush().await;
         result
     }
-}
-
-/// The gRPC server with every HTTP/2 limit set explicitly (the benchmark's baseline
-/// serves with it too).
-pub fn transport(limits: &TransportLimits) -> Server {
-    Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
-        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
-        .http2_max_header_list_size(limits.max_header_list_bytes)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .timeout(Duration::from_millis(limits.request_timeout_ms))
-        .tcp_nodelay(true)
 }
 
 /// Adds `grpc.health.v1` (each service marked serving) and reflection v1 and v1alpha.

@@ -2,8 +2,8 @@
 //! a bad one becomes `INVALID_ARGUMENT` naming the field.
 
 use crate::error::ApiError;
-use crate::model::{Coverage, Scope, ScopeSet};
-use crate::store::Page;
+use consent_core::model::{Coverage, Scope, ScopeSet};
+use consent_store::Page;
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: usize = 20;

@@ -9,10 +9,10 @@
 //! is what the platform does with the call.
 
 use consent_proto::platform::v1 as pb;
+use consent_tls::termination::{ReloadableTls, TlsFiles, incoming};
+use consent_tls::transport::TransportLimits;
 use pb::messaging_client::MessagingClient;
 use pb::messaging_server::{Messaging, MessagingServer};
-use platform_svc::config::TransportLimits;
-use platform_svc::tls::{ReloadableTls, TlsFiles, incoming};
 use prost::Message;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -184,12 +184,12 @@ pub async fn serve(pki: &Path, addr: SocketAddr, replies: &Path) {
         listener,
         tls,
         Duration::from_millis(limits.handshake_timeout_ms),
-        "consent.local".into(),
+        Some("consent.local".into()),
     );
     let service = MessagingServer::new(Replay::from(Replies::load(replies)))
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
-    platform_svc::server::transport(&limits)
+    consent_tls::transport::transport(&limits)
         .add_service(service)
         .serve_with_incoming(connections)
         .await

@@ -12,6 +12,7 @@ mod load;
 mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use consent_core::clock::Clock;
 use consent_proto::platform::v1 as pb;
 use echo::Replies;
 use end_to_end::processes::{
@@ -20,7 +21,6 @@ use end_to_end::processes::{
 use end_to_end::{bearer, seed_family};
 use load::Figures;
 use pb::messaging_client::MessagingClient;
-use platform_svc::clock::Clock;
 use report::{Report, Row};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;

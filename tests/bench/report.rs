@@ -2,20 +2,20 @@
 //! fsync rate and what the store's group commit makes of it, new mTLS connections per
 //! second, the large dataset), the goals, and the Markdown and JSON output.
 
-#[path = "../../platform-svc/benches/decision_inputs/mod.rs"]
+#[path = "../../crates/consent-core/benches/decision_inputs/mod.rs"]
 mod decision_inputs;
 
 use crate::load::Figures;
 use crate::{CONNECTIONS, ROUNDS, Target, UNLIMITED, partner_channels};
+use consent_core::clock::Clock;
+use consent_core::model::AuditEntry;
+use consent_core::model::{Feature, Grant, Message, Scope, ScopeSet, Thread, User};
+use consent_core::rules::{GrantContext, authorize};
+use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_token};
+use consent_store::{SqliteStore, execute, transact};
 use decision_inputs::decision_inputs;
 use end_to_end::processes::{PlatformPorts, WorkDir, start_platform_with};
 use hdrhistogram::Histogram;
-use platform_svc::clock::Clock;
-use platform_svc::consent::{GrantContext, authorize};
-use platform_svc::model::AuditEntry;
-use platform_svc::model::{Feature, Grant, Message, Scope, ScopeSet, Thread, User};
-use platform_svc::secret::{GRANT_TOKEN_PREFIX, hash_token, new_token};
-use platform_svc::store::{SqliteStore, execute, transact};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -55,6 +55,12 @@ impl Row {
     }
     fn ratio(&self) -> f64 {
         self.round_ratios[self.round_ratios.len() / 2]
+    }
+
+    /// The median round's ratio, with the lowest and the highest.
+    fn ratio_with_spread(&self) -> String {
+        let (lowest, highest) = self.ratio_range();
+        format!("{:.2}× (rounds {lowest:.2}–{highest:.2}×)", self.ratio())
     }
 
     /// The lowest and the highest round's ratio.
@@ -185,41 +191,25 @@ impl Report {
             let p99_ratio = read.figures.p99_us as f64 / read.baseline.p99_us.max(1) as f64;
             goals.push(Goal {
                 goal: "authorized read ≥ 0.5× echo req/s at 32 in flight, p99 ≤ 2× echo p99".into(),
-                measured: format!("{:.2}× req/s, p99 {:.2}×", read.ratio(), p99_ratio),
+                measured: format!("{}, p99 {p99_ratio:.2}×", read.ratio_with_spread()),
                 met: read.ratio() >= 0.5 && p99_ratio <= 2.0,
             });
         }
         if let Some(denied) = self.find("denied", 32) {
             goals.push(Goal {
-                goal: "denied call ≥ 0.8× echo req/s (32 in flight)".into(),
-                measured: format!("{:.2}×", denied.ratio()),
-                met: denied.ratio() >= 0.8,
+                goal: "denied call ≥ 0.7× echo req/s at 32 in flight (each refusal waits for its record)".into(),
+                measured: denied.ratio_with_spread(),
+                met: denied.ratio() >= 0.7,
             });
         }
-        if let Some(fsync) = self.fsync_commits_per_second {
-            let best = self
-                .rows
-                .iter()
-                .filter(|r| r.measure.contains("send"))
-                .map(|r| r.figures.requests_per_second)
-                .fold(0.0, f64::max);
-            let store_alone = self.group_commit.as_ref().map_or(String::new(), |g| {
-                format!(
-                    " (the store's group commit alone: {:.0} appends/s = {:.1}×)",
-                    g.appends_per_second,
-                    g.appends_per_second / fsync.max(1.0)
-                )
-            });
-            goals.push(Goal {
-                goal: "durable send ≥ 5× the single-commit fsync rate".into(),
-                measured: format!(
-                    "{:.0} sends/s vs {:.0} commits/s = {:.1}×{store_alone}",
-                    best,
-                    fsync,
-                    best / fsync.max(1.0)
-                ),
-                met: best >= 5.0 * fsync,
-            });
+        for in_flight in [32, 128] {
+            if let Some(send) = self.find("authorized durable send", in_flight) {
+                goals.push(Goal {
+                    goal: format!("durable send ≥ 0.5× echo req/s at {in_flight} in flight"),
+                    measured: send.ratio_with_spread(),
+                    met: send.ratio() >= 0.5,
+                });
+            }
         }
         if let Some(decision) = &self.decision {
             goals.push(Goal {
@@ -307,7 +297,13 @@ impl Report {
             md.push_str(&format!("- single-commit fsync rate of this disk (SQLite WAL, synchronous=FULL, one row per commit): {fsync:.0} commits/s\n"));
         }
         if let Some(g) = &self.group_commit {
-            md.push_str(&format!("- the store's group commit, {} callers each waiting for its own durable audit append: {:.0} appends/s\n", g.writers, g.appends_per_second));
+            let multiple = self.fsync_commits_per_second.map_or(String::new(), |f| {
+                format!(
+                    " = {:.1}× the single-commit rate",
+                    g.appends_per_second / f.max(1.0)
+                )
+            });
+            md.push_str(&format!("- the store's group commit, {} callers each waiting for its own durable audit append: {:.0} appends/s{multiple}\n", g.writers, g.appends_per_second));
         }
         if let Some(h) = &self.handshakes {
             md.push_str(&format!(
@@ -541,7 +537,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                         now,
                     )?;
                 }
-                Ok(())
+                Ok::<_, consent_store::StoreError>(())
             })
             .expect("users");
         }
@@ -557,7 +553,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                         participants: vec![user(i), user((i + 1) % users)],
                     })?;
                 }
-                Ok(())
+                Ok::<_, consent_store::StoreError>(())
             })
             .expect("threads");
         }
@@ -578,7 +574,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                         sent_by_partner: None,
                     })?;
                 }
-                Ok(())
+                Ok::<_, consent_store::StoreError>(())
             })
             .expect("messages");
         }
@@ -601,7 +597,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                         repo.set_grant_token(&grant.id, &token_hash)?;
                     }
                 }
-                Ok(())
+                Ok::<_, consent_store::StoreError>(())
             })
             .expect("grants");
         }

@@ -2,16 +2,16 @@
 //! certificates made with rcgen at test time, authenticated clients for each surface, and
 //! a seeded scenario (partners, users, friendships, a thread) that tests build on.
 
+use consent_core::clock::Clock;
 use consent_proto::platform::v1 as pb;
+use consent_store::Store;
+use consent_tls::pki::{DevPki, IssuedCertificate};
 use pb::account_client::AccountClient;
 use pb::consent_client::ConsentClient;
 use pb::messaging_client::MessagingClient;
 use pb::partner_admin_client::PartnerAdminClient;
-use platform_svc::clock::Clock;
 use platform_svc::config::PlatformConfig;
-use platform_svc::pki::{DevPki, IssuedCertificate};
 use platform_svc::server::{BoundAddrs, BoundPlatform};
-use platform_svc::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub struct TestPlatform {
     /// The platform's clock (advance it to reach deadlines).
     pub clock: Arc<Clock>,
     /// Re-reads certificates and CRLs, as SIGHUP does for the binary.
-    pub reload_tls: Box<dyn Fn() -> Result<(), platform_svc::tls::TlsError> + Send + Sync>,
+    pub reload_tls: Box<dyn Fn() -> Result<(), consent_tls::termination::TlsError> + Send + Sync>,
     /// The platform's store, for tests that must hold up its writer.
     pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,

@@ -3,7 +3,7 @@
 //! answer over TLS, and killed when dropped, so that no process outlives its owner.
 
 use consent_proto::partner::v1::partner_app_client::PartnerAppClient;
-use platform_svc::pki::DevPki;
+use consent_tls::pki::DevPki;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

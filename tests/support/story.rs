@@ -3,12 +3,12 @@
 //! allowed or refused, and counts what did not behave as told.
 
 use crate::{User, bearer};
+use consent_core::model::Scope;
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use partner_svc::config::PartnerConfig;
 use pb::account_client::AccountClient;
 use pb::partner_admin_client::PartnerAdminClient;
-use platform_svc::model::Scope;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;

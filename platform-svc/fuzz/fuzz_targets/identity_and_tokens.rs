@@ -4,11 +4,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use platform_svc::identity::{
+use consent_tls::principal::{
     Principal, operator_spiffe_id, partner_spiffe_id, principal_from_certificate,
     principal_from_uri,
 };
-use platform_svc::secret::{GRANT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, hash_token, is_well_formed};
+use consent_core::secret::{GRANT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, hash_token, is_well_formed};
 use platform_svc::validate;
 
 const TRUST_DOMAIN: &str = "consent.local";

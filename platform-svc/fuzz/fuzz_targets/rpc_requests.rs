@@ -15,14 +15,14 @@ use platform_svc::api::admin::AdminService;
 use platform_svc::api::consent::ConsentService;
 use platform_svc::api::messaging::MessagingService;
 use platform_svc::api::{Limits, Platform};
-use platform_svc::clock::Clock;
+use consent_core::clock::Clock;
 use platform_svc::config::Policy;
-use platform_svc::identity::{OperatorName, PartnerId};
-use platform_svc::model::{
+use consent_tls::principal::{OperatorName, PartnerId};
+use consent_core::model::{
     Coverage, Feature, Grant, GrantState, Partner, Scope, ScopeSet, Thread, User,
 };
-use platform_svc::secret::{GRANT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, hash_token, new_token};
-use platform_svc::store::{SqliteStore, transact};
+use consent_core::secret::{GRANT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, hash_token, new_token};
+use consent_store::{SqliteStore, transact};
 use prost::Message;
 use std::sync::{Arc, OnceLock};
 use tonic::Request;

@@ -4,17 +4,21 @@
 //! thread, and opt out of being shown to apps that others use.
 
 use super::{Platform, convert, end_grant};
-use crate::error::{ApiError, Reason};
-use crate::model::{
-    AuditEntry, Coverage, Grant, GrantState, RequestStatus, Scope, ScopeSet, Thread, User,
-};
+use crate::error::{ApiError, ApiResult};
 use crate::password::PasswordHasher;
-use crate::secret::{
+use crate::validate;
+use consent_core::approval::{self, Choice};
+use consent_core::clock::timestamp;
+use consent_core::denial::Reason;
+use consent_core::model::{
+    AuditEntry, Coverage, Grant, GrantState, RequestStatus, Scope, Thread, User,
+};
+use consent_core::rules;
+use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
 };
-use crate::store::{Repo, StoreResult, ThreadFilter};
-use crate::{clock::timestamp, consent, validate};
 use consent_proto::platform::v1 as pb;
+use consent_store::{Repo, ThreadFilter};
 use pb::GrantEventKind;
 use pb::account_server::Account;
 use tonic::{Request, Response, Status};
@@ -45,7 +49,7 @@ impl AccountService {
     async fn as_user<T, R: Send + 'static>(
         &self,
         request: &Request<T>,
-        work: impl FnOnce(&mut dyn Repo, &User, i64) -> StoreResult<R> + Send + 'static,
+        work: impl FnOnce(&mut dyn Repo, &User, i64) -> ApiResult<R> + Send + 'static,
     ) -> Result<Response<R>, Status> {
         let token = super::bearer_token(request);
         self.platform
@@ -59,7 +63,7 @@ impl AccountService {
     }
 }
 
-fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> StoreResult<User> {
+fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> ApiResult<User> {
     let invalid = || {
         ApiError::Unauthenticated(
             Reason::SessionInvalid,
@@ -75,13 +79,13 @@ fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> StoreR
     repo.user_by_id(&user_id)?.ok_or_else(invalid)
 }
 
-fn member_thread(repo: &mut dyn Repo, user: &User, thread_id: &str) -> StoreResult<Thread> {
+fn member_thread(repo: &mut dyn Repo, user: &User, thread_id: &str) -> ApiResult<Thread> {
     repo.thread(thread_id)?
         .filter(|t| t.participants.contains(&user.id))
         .ok_or_else(|| ApiError::not_found("thread", thread_id))
 }
 
-fn own_grant(repo: &mut dyn Repo, user: &User, grant_id: &str) -> StoreResult<Grant> {
+fn own_grant(repo: &mut dyn Repo, user: &User, grant_id: &str) -> ApiResult<Grant> {
     repo.grant(grant_id)?
         .filter(|g| g.user_id == user.id)
         .ok_or_else(|| ApiError::not_found("grant", grant_id))
@@ -93,7 +97,7 @@ fn record(
     method: &str,
     grant: &Grant,
     resource: &str,
-) -> StoreResult<()> {
+) -> ApiResult<()> {
     let entry = AuditEntry {
         partner_id: grant.partner_id.clone(),
         user_id: grant.user_id.clone(),
@@ -103,7 +107,7 @@ fn record(
         decision: "allow".into(),
         reason: String::new(),
     };
-    repo.append_audit(&entry, now_ms)
+    Ok(repo.append_audit(&entry, now_ms)?)
 }
 
 fn receipt_summary(partner_name: &str, grant: &Grant) -> String {
@@ -161,7 +165,7 @@ impl Account for AccountService {
         let name = r.user_name.clone();
         let user = self
             .platform
-            .run(move |repo, _| repo.user_by_name(&name))
+            .run(move |repo, _| Ok(repo.user_by_name(&name)?))
             .await?;
         let bad = || {
             Status::from(ApiError::Unauthenticated(
@@ -251,7 +255,7 @@ impl Account for AccountService {
         validate::body("body", &r.body)?;
         self.as_user(&request, move |repo, user, now_ms| {
             member_thread(repo, user, &r.thread_id)?;
-            let message = crate::model::Message {
+            let message = consent_core::model::Message {
                 id: new_ordered_id("msg", now_ms),
                 thread_id: r.thread_id,
                 sender_id: user.id.clone(),
@@ -327,114 +331,60 @@ impl Account for AccountService {
         validate::id("request_id", &r.request_id)?;
         let chosen_scopes = validate::scopes("scopes", &r.scopes)?;
         let chosen_threads = validate::ids("thread_ids", &r.thread_ids, 0, 100)?;
-        let max_lifetime_ms = self.platform.limits.lifetime.max_lifetime_ms;
+        let policy = self.platform.limits.lifetime;
         self.as_user(&request, move |repo, user, now_ms| {
             let access = repo
                 .request(&r.request_id)?
                 .filter(|a| a.user_id == user.id)
                 .ok_or_else(|| ApiError::not_found("access request", &r.request_id))?;
-            if access.status != RequestStatus::Pending {
-                return Err(ApiError::FailedPrecondition(
-                    Reason::RequestNotPending,
-                    "the request was already decided".into(),
-                ));
-            }
-            let partner = repo
-                .partner(&access.partner_id)?
-                .filter(|p| !p.suspended)
-                .ok_or_else(|| {
-                    ApiError::FailedPrecondition(
-                        Reason::PartnerSuspended,
-                        "the partner is suspended".into(),
-                    )
-                })?;
-            let feature = repo
-                .feature(&access.partner_id, &access.feature)?
-                .filter(|f| !f.retired)
-                .ok_or_else(|| {
-                    ApiError::FailedPrecondition(
-                        Reason::FeatureNotActive,
-                        "the feature was retired".into(),
-                    )
-                })?;
-            let asked = ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits());
-            let scopes = if chosen_scopes.is_empty() {
-                asked
-            } else {
-                chosen_scopes
+            let partner = repo.partner(&access.partner_id)?;
+            let feature = repo.feature(&access.partner_id, &access.feature)?;
+            let choice = Choice {
+                scopes: chosen_scopes,
+                thread_ids: chosen_threads,
+                lifetime_days: r.lifetime_days,
+                include_history: r.include_history,
             };
-            if !scopes.is_subset_of(asked) {
-                return Err(ApiError::invalid(
-                    "scopes",
-                    format!("may only include scopes asked for: {}", asked.names()),
-                ));
-            }
-            let thread_ids = if chosen_threads.is_empty() {
-                access.thread_ids.clone()
-            } else if access.coverage != Coverage::Listed {
-                return Err(ApiError::invalid(
-                    "thread_ids",
-                    "only a request for listed threads can be narrowed to threads",
-                ));
-            } else if let Some(extra) = chosen_threads
-                .iter()
-                .find(|t| !access.thread_ids.contains(t))
-            {
-                return Err(ApiError::invalid(
-                    "thread_ids",
-                    format!("{extra} was not asked for"),
-                ));
-            } else {
-                chosen_threads
-            };
-            let lifetime_ms = match i64::from(r.lifetime_days) * crate::clock::DAY_MS {
-                0 => max_lifetime_ms,
-                ms if ms > max_lifetime_ms => {
-                    return Err(ApiError::invalid(
-                        "lifetime_days",
-                        format!(
-                            "must be at most {} days",
-                            max_lifetime_ms / crate::clock::DAY_MS
-                        ),
-                    ));
-                }
-                ms => ms,
-            };
-            let include_history = access.include_history && r.include_history;
+            let approved = approval::approve(
+                &access,
+                partner.as_ref(),
+                feature.as_ref(),
+                choice,
+                now_ms,
+                &policy,
+            )?;
             let grant = Grant {
                 id: new_id("grt"),
                 user_id: user.id.clone(),
-                partner_id: partner.id.clone(),
-                feature: feature.name.clone(),
-                scopes,
+                partner_id: access.partner_id.clone(),
+                feature: access.feature.clone(),
+                scopes: approved.scopes,
                 coverage: access.coverage,
-                thread_ids,
-                include_history,
+                thread_ids: approved.thread_ids,
+                include_history: approved.include_history,
                 created_ms: now_ms,
-                not_after_ms: now_ms + lifetime_ms,
+                not_after_ms: approved.not_after_ms,
                 last_used_ms: None,
                 state: GrantState::Active,
                 ended_ms: None,
                 attested_ms: None,
             };
-            let narrowed = scopes != asked
-                || grant.thread_ids.len() < access.thread_ids.len()
-                || include_history != access.include_history;
             repo.insert_grant(&grant)?;
             repo.set_request_status(&access.id, RequestStatus::Approved, Some(&grant.id))?;
-            let kind = if narrowed {
+            let kind = if approved.narrowed {
                 GrantEventKind::GrantNarrowed
             } else {
                 GrantEventKind::GrantApproved
             };
             repo.push_event(&grant, kind, now_ms)?;
             record(repo, now_ms, method!("ApproveRequest"), &grant, &access.id)?;
+            let partner_name = partner.map(|p| p.display_name).unwrap_or_default();
             Ok(pb::ConsentReceipt {
                 receipt_id: new_id("rcp"),
-                summary: receipt_summary(&partner.display_name, &grant),
+                summary: receipt_summary(&partner_name, &grant),
                 grant: Some(convert::grant(&grant)),
-                partner_name: partner.display_name,
-                scopes_refused: asked.minus(scopes).to_proto(),
+                partner_name,
+                scopes_refused: approved.refused.to_proto(),
             })
         })
         .await
@@ -529,7 +479,7 @@ impl Account for AccountService {
             let mut apps = Vec::new();
             for grant in repo.active_grants_of_users(&thread.participants)? {
                 if !grant.scopes.contains(Scope::MessagesRead)
-                    || consent::covers_thread(&grant, &thread).is_err()
+                    || rules::covers_thread(&grant, &thread).is_err()
                 {
                     continue;
                 }
@@ -543,10 +493,10 @@ impl Account for AccountService {
                     partner_name,
                     feature: grant.feature.clone(),
                     granted_by_me,
-                    my_messages_redacted: consent::must_redact(
+                    my_messages_redacted: rules::must_redact(
                         &grant,
                         &user.id,
-                        user.hide_from_others_apps,
+                        Some(user.hide_from_others_apps),
                     ),
                 });
             }

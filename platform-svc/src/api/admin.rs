@@ -3,13 +3,16 @@
 //! transaction, so they are in force before the RPC returns.
 
 use super::{Platform, convert, end_grants_of};
-use crate::audit::ChainVerifier;
-use crate::error::{ApiError, Reason};
-use crate::identity::{OperatorName, partner_spiffe_id};
-use crate::model::{AuditEntry, Feature, GrantState, Partner, ScopeSet};
-use crate::store::{Repo, StoreResult};
-use crate::{clock::timestamp, validate};
+use crate::error::ApiError;
+use crate::error::ApiResult;
+use crate::validate;
+use consent_core::audit::ChainVerifier;
+use consent_core::clock::timestamp;
+use consent_core::denial::Reason;
+use consent_core::model::{AuditEntry, Feature, GrantState, Partner, ScopeSet};
 use consent_proto::platform::v1 as pb;
+use consent_store::Repo;
+use consent_tls::principal::{OperatorName, partner_spiffe_id};
 use pb::partner_admin_server::PartnerAdmin;
 use tonic::{Request, Response, Status};
 
@@ -36,7 +39,7 @@ impl AdminService {
         &self,
         request: &Request<T>,
         method: &'static str,
-        work: impl FnOnce(&mut dyn Repo, i64) -> StoreResult<(R, String)> + Send + 'static,
+        work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<(R, String)> + Send + 'static,
     ) -> Result<Response<R>, Status> {
         let operator = request
             .extensions()
@@ -60,7 +63,7 @@ impl AdminService {
             .map_err(Status::from)
     }
 
-    fn partner_view(&self, repo: &mut dyn Repo, id: &str) -> StoreResult<pb::Partner> {
+    fn partner_view(&self, repo: &mut dyn Repo, id: &str) -> ApiResult<pb::Partner> {
         let partner = repo
             .partner(id)?
             .ok_or_else(|| ApiError::not_found("partner", id))?;
@@ -244,7 +247,7 @@ impl PartnerAdmin for AdminService {
         let attestation_due_ms = self.platform.limits.attestation_due_ms;
         self.run(&request, method!("AccessReview"), move |repo, now_ms| {
             let mut findings = Vec::new();
-            let dormant_ms = dormant_days * crate::clock::DAY_MS;
+            let dormant_ms = dormant_days * consent_core::clock::DAY_MS;
             for grant in repo.all_grants()? {
                 let finding = |kind: &str, scope: pb::Scope, detail: String| pb::ReviewFinding {
                     kind: kind.into(),

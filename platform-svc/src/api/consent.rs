@@ -5,10 +5,12 @@ use super::Platform;
 use super::convert;
 use super::end_grant;
 use super::partner_call::{PartnerCall, own_grant};
-use crate::error::{ApiError, Reason};
-use crate::model::{AccessRequest, Coverage, GrantState, RequestStatus};
-use crate::secret::{GRANT_TOKEN_PREFIX, hash_token, new_id, new_token};
+use crate::error::{ApiError, ApiResult};
 use crate::validate;
+use consent_core::approval;
+use consent_core::denial::Reason;
+use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
+use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_id, new_token};
 use consent_proto::platform::v1 as pb;
 use pb::consent_server::Consent;
 use std::time::Duration;
@@ -66,24 +68,11 @@ impl Consent for ConsentService {
                 .repo
                 .feature(&tx.partner.id, feature_name)?
                 .ok_or_else(|| ApiError::not_found("feature", feature_name))?;
-            if feature.retired {
-                return Err(ApiError::FailedPrecondition(
-                    Reason::FeatureNotActive,
-                    format!("feature {feature_name} is retired"),
-                ));
-            }
-            for (index, thread_id) in thread_ids.iter().enumerate() {
-                let member = tx
-                    .repo
-                    .thread(thread_id)?
-                    .is_some_and(|t| t.participants.contains(&user.id));
-                if !member {
-                    return Err(ApiError::not_found(
-                        "thread",
-                        format!("thread_ids[{index}] {thread_id}"),
-                    ));
-                }
-            }
+            let listed = thread_ids
+                .iter()
+                .map(|id| Ok((id.as_str(), tx.repo.thread(id)?)))
+                .collect::<ApiResult<Vec<_>>>()?;
+            approval::may_request(&user.id, &feature, &listed)?;
             let access = AccessRequest {
                 id: new_id("req"),
                 partner_id: tx.partner.id.clone(),
@@ -232,7 +221,7 @@ async fn stream_events(
     loop {
         let partner = partner_id.clone();
         let batch = platform
-            .run(move |repo, _| repo.events_after(&partner, after, EVENT_BATCH))
+            .run(move |repo, _| Ok(repo.events_after(&partner, after, EVENT_BATCH)?))
             .await;
         let events = match batch {
             Ok(events) => events,

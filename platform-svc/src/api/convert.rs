@@ -1,12 +1,12 @@
 //! Domain types to wire types.
 
-use crate::clock::timestamp;
-use crate::consent::{must_redact, present_user};
-use crate::model::{
+use consent_core::clock::timestamp;
+use consent_core::model::{
     AccessRequest, AuditRecord, Feature, Grant, GrantEvent, Message, Partner, Thread,
 };
-use crate::store::MessageRow;
+use consent_core::rules::{must_redact, present_user};
 use consent_proto::platform::v1 as pb;
+use consent_store::MessageRow;
 
 pub fn grant(g: &Grant) -> pb::Grant {
     pb::Grant {

@@ -5,13 +5,15 @@
 use super::Platform;
 use super::convert;
 use super::partner_call::{PartnerCall, PartnerTx};
-use crate::consent::{covers_thread, may_delete, may_read};
-use crate::error::{ApiError, Reason};
-use crate::model::{Coverage, Grant, Message, Scope, Thread};
-use crate::secret::{new_id, new_ordered_id};
-use crate::store::ThreadFilter;
+use crate::error::ApiError;
 use crate::validate;
+use consent_core::model::{Coverage, Grant, Message, Scope, Thread};
+use consent_core::rules::{
+    covers_thread, history_starts_ms, may_delete, may_read, may_start_thread_with,
+};
+use consent_core::secret::{new_id, new_ordered_id};
 use consent_proto::platform::v1 as pb;
+use consent_store::ThreadFilter;
 use pb::messaging_server::Messaging;
 use tonic::{Request, Response, Status};
 
@@ -109,12 +111,9 @@ impl Messaging for MessagingService {
             let thread_id = validate::id("thread_id", &r.thread_id)?;
             let page = validate::page(r.page_size, &r.page_token)?;
             covered_thread(tx, &grant, thread_id)?;
-            let since_ms = if grant.include_history {
-                i64::MIN
-            } else {
-                grant.created_ms
-            };
-            let rows = tx.repo.messages(thread_id, since_ms, page)?;
+            let rows = tx
+                .repo
+                .messages(thread_id, history_starts_ms(&grant), page)?;
             let next_page_token = validate::next_page_token(&rows, |(cursor, _)| *cursor, page);
             let key = tx.pseudonym_key();
             let messages = rows
@@ -191,14 +190,11 @@ impl Messaging for MessagingService {
             let title = validate::text("title", &r.title, 128)?;
             let body = validate::body("body", &r.body)?;
             let key = validate::idempotency_key("idempotency_key", &r.idempotency_key)?;
-            for (index, friend) in participants.iter().enumerate() {
-                if !tx.repo.are_friends(&grant.user_id, friend)? {
-                    return Err(ApiError::denied(
-                        Reason::NotAFriend,
-                        format!("participant_ids[{index}] is not a friend of the user"),
-                    ));
-                }
-            }
+            let is_friend = participants
+                .iter()
+                .map(|p| tx.repo.are_friends(&grant.user_id, p))
+                .collect::<Result<Vec<_>, _>>()?;
+            may_start_thread_with(&is_friend)?;
             tx.idempotent(key, &r, |tx| {
                 let mut members = vec![grant.user_id.clone()];
                 members.extend(participants.iter().cloned());

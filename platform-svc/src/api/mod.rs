@@ -1,9 +1,8 @@
 //! The gRPC surfaces. Each handler validates its request, then runs one store transaction
 //! through [`Platform`]; partner calls go through `partner_call::PartnerCall`, which
-//! resolves the grant, applies [`crate::consent`], and appends the audit record in the
-//! transaction that records the call, so the record is durable before any data is returned.
-//! A refusal returns no data: its record may commit just after the reply
-//! ([`Platform::record_unawaited`]).
+//! resolves the grant, applies the rules of [`consent_core::rules`], and appends the audit
+//! record in the transaction that records the call, so that no reply, allowed or refused,
+//! leaves before its record is durable.
 
 pub mod account;
 pub mod admin;
@@ -12,18 +11,14 @@ mod convert;
 pub mod messaging;
 mod partner_call;
 
-use crate::clock::{Clock, DAY_MS};
 use crate::config::Policy;
-use crate::consent::LifetimePolicy;
-use crate::model::{AuditEntry, Grant, GrantState};
-use crate::store::{Repo, Store, StoreResult, append_unawaited, execute};
+use crate::error::ApiResult;
+use consent_core::clock::{Clock, DAY_MS};
+use consent_core::model::{Grant, GrantState};
+use consent_core::rules::LifetimePolicy;
+use consent_store::{Repo, Store, StoreResult, execute};
 use std::sync::Arc;
-use tokio::sync::{Semaphore, watch};
-
-/// Most records queued by [`Platform::record_unawaited`] and not yet committed; beyond that
-/// the next caller waits for room, so a flood of refusals cannot grow the queue without
-/// bound.
-const MAX_UNAWAITED: u32 = 4096;
+use tokio::sync::watch;
 
 /// Lifetimes and windows in milliseconds, derived once from [`Policy`].
 #[derive(Debug, Clone, Copy)]
@@ -61,8 +56,6 @@ pub struct Platform {
     pub limits: Limits,
     /// Becomes true when the server starts shutting down; long-lived streams end then.
     pub stopping: watch::Receiver<bool>,
-    /// Room for jobs queued without their caller waiting.
-    unawaited: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -86,41 +79,21 @@ impl Platform {
             clock,
             limits,
             stopping,
-            unawaited: Arc::new(Semaphore::new(MAX_UNAWAITED as usize)),
         }
-    }
-
-    /// Queues an audit record to commit within 10 ms and returns without waiting for it:
-    /// for the record of a call that returns nothing it depends on (a refusal). A failure
-    /// to commit is logged. [`Platform::flush`] waits for them all.
-    pub async fn record_unawaited(&self, entry: AuditEntry, now_ms: i64) {
-        let room = Arc::clone(&self.unawaited).acquire_owned().await;
-        append_unawaited(self.store.as_ref(), entry, now_ms, move |result| {
-            drop(room);
-            if let Err(error) = result {
-                tracing::error!(%error, "an audit record queued without waiting did not commit");
-            }
-        });
-    }
-
-    /// Waits until every record queued by [`Platform::record_unawaited`] so far has
-    /// committed.
-    pub async fn flush(&self) {
-        let _all = self.unawaited.acquire_many(MAX_UNAWAITED).await;
     }
 
     /// Runs `work` in a store transaction with the current time; returns once committed.
     pub async fn run<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut dyn Repo, i64) -> StoreResult<R> + Send + 'static,
-    ) -> StoreResult<R> {
+        work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<R> + Send + 'static,
+    ) -> ApiResult<R> {
         let now_ms = self.clock.now_ms();
         execute(self.store.as_ref(), move |repo| work(repo, now_ms)).await
     }
 
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
     /// event for each; returns how many ended.
-    pub async fn sweep_grants(&self) -> StoreResult<usize> {
+    pub async fn sweep_grants(&self) -> ApiResult<usize> {
         let lapse_ms = self.limits.lifetime.inactivity_lapse_ms;
         self.run(move |repo, now_ms| {
             let due = repo.grants_due_to_end(now_ms, now_ms - lapse_ms)?;

@@ -1,37 +1,40 @@
-//! One audited partner call. The partner on the connection must be registered and not
-//! suspended; a grant token, when the RPC needs one, must resolve to an active grant bound
-//! to that partner and pass every consent rule. Whatever the outcome, an audit record
-//! (allowed or denied, with the reason) is appended in the same transaction as the call's
-//! effects, so no data is returned before its record is durable.
+//! One audited partner call, on one rule: **decide → act → append the audit record →
+//! commit → reply**. No reply, allowed or refused, leaves before its record is durable.
 //!
-//! Calls that change data run whole on the store's writer ([`PartnerCall::run`]). Calls
-//! that only read ([`PartnerCall::read`]) decide and read on a snapshot beside the writer,
-//! then hand the writer only what must be written: the grant's use and the audit record.
-//! The writer first checks that the grant and partner are still active, so a revocation
-//! committed while the read was in flight still refuses it, and the audit chain never
-//! shows an allowed use after the revocation that ended it.
+//! The partner on the connection must be registered and not suspended; a grant token, when
+//! the RPC needs one, must resolve to an active grant bound to that partner and pass every
+//! rule of [`consent_core::rules`]. Whatever the outcome, the call's audit record (allowed
+//! or denied, with the reason) is appended in the same transaction as the call's effects.
 //!
-//! A read the snapshot refuses returns no data, so its reply does not wait for the commit
-//! of its record, which the writer commits within 10 ms. Whatever is read after the reply
-//! through the writer (the access log, the audit export) comes after that record in the
-//! writer's queue and sees it.
+//! There are two ways through, one per kind of call:
+//!
+//! - A call that changes data ([`PartnerCall::run`]) runs whole on the store's writer, in
+//!   one transaction: decide, act, record.
+//! - A call that only reads ([`PartnerCall::read`]) decides and reads on a snapshot of
+//!   committed data beside the writer, so reads do not queue behind writes. Then, in one
+//!   transaction on the writer, it records the grant's use and its audit record, and
+//!   replies only once that commits. Before it records an allowed read, the writer checks
+//!   that the grant and partner are still active: if a revocation committed while the read
+//!   was in flight, the call is decided again on the writer (and refused), so the audit
+//!   chain never shows an allowed use after the revocation that ended it.
 //!
 //! Operations check everything before they write: the only writes a refused call leaves
-//! are the audit record and, where a rule says the grant ends now, that ending.
+//! are its audit record and, where a rule says the grant ends now, that ending.
 
 use super::{Limits, Platform, end_grant};
-use crate::consent::{self, GrantContext};
-use crate::error::{ApiError, Reason};
-use crate::identity::PartnerId;
-use crate::model::{AuditEntry, Grant, GrantState, Partner, Scope};
-use crate::secret::{GRANT_TOKEN_PREFIX, hash_token, is_well_formed};
-use crate::store::{self, IdempotentResponse, Repo, StoreResult};
+use crate::error::{ApiError, ApiResult};
+use consent_core::denial::Reason;
+use consent_core::model::{AuditEntry, Grant, GrantState, Partner, Scope};
+use consent_core::rules::{self, GrantContext};
+use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, is_well_formed};
+use consent_store::{self as store, IdempotentResponse, Repo, StoreResult};
+use consent_tls::principal::PartnerId;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tonic::{Request, Status};
 
 /// Who is calling which method, with which token: read from the request at the edge.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PartnerCall {
     partner_id: String,
     method: &'static str,
@@ -63,7 +66,7 @@ const USE_RESOLUTION_MS: i64 = 1000;
 
 /// One attempt at a call: its result and what the writer must record for it.
 struct Attempt<R> {
-    result: Result<R, ApiError>,
+    result: ApiResult<R>,
     effects: Effects,
 }
 
@@ -91,14 +94,14 @@ impl PartnerCall {
     pub async fn run<R: Send + 'static>(
         self,
         platform: &Platform,
-        op: impl FnOnce(&mut PartnerTx<'_>) -> Result<R, ApiError> + Send + 'static,
+        op: impl FnOnce(&mut PartnerTx<'_>) -> ApiResult<R> + Send + 'static,
     ) -> Result<R, Status> {
         let limits = platform.limits;
         let pseudonym_key = platform.store.pseudonym_key().to_string();
         let outcome = platform
             .run(move |repo, now_ms| {
                 let attempt = self.attempt(repo, now_ms, limits, &pseudonym_key, op);
-                settle(repo, now_ms, attempt)
+                Ok(settle(repo, now_ms, attempt)?)
             })
             .await;
         match outcome {
@@ -108,30 +111,34 @@ impl PartnerCall {
     }
 
     /// Runs `op`, which must only read, as this partner on a snapshot beside the writer,
-    /// then has the writer record the grant's use and the audit record. If the grant or
-    /// partner ended while `op` ran, the call is decided again on the writer.
+    /// then has the writer record the grant's use and the audit record, and replies once
+    /// they are committed. If the grant or partner ended while `op` ran, the call is
+    /// decided again on the writer.
     pub async fn read<R: Send + 'static>(
         self,
         platform: &Platform,
-        op: impl Fn(&mut PartnerTx<'_>) -> Result<R, ApiError> + Send + Sync + 'static,
+        op: impl Fn(&mut PartnerTx<'_>) -> ApiResult<R> + Send + Sync + 'static,
     ) -> Result<R, Status> {
         let op = Arc::new(op);
-        let snapshot = self.on_snapshot(platform, op.as_ref())?;
+        let snapshot = self.on_snapshot(platform, Arc::clone(&op)).await?;
         self.settle_snapshot(platform, snapshot, op).await
     }
 
     /// Decides and reads on a snapshot of committed data.
-    fn on_snapshot<R>(
+    async fn on_snapshot<R: Send + 'static>(
         &self,
         platform: &Platform,
-        op: &dyn Fn(&mut PartnerTx<'_>) -> Result<R, ApiError>,
-    ) -> StoreResult<Snapshot<R>> {
+        op: Arc<impl Fn(&mut PartnerTx<'_>) -> ApiResult<R> + Send + Sync + 'static>,
+    ) -> ApiResult<Snapshot<R>> {
         let now_ms = platform.clock.now_ms();
-        let pseudonym_key = platform.store.pseudonym_key();
-        store::read(platform.store.as_ref(), |repo| {
-            let attempt = self.attempt(repo, now_ms, platform.limits, pseudonym_key, op);
+        let limits = platform.limits;
+        let pseudonym_key = platform.store.pseudonym_key().to_string();
+        let call = self.clone();
+        store::read(&platform.store, move |repo| {
+            let attempt = call.attempt(repo, now_ms, limits, &pseudonym_key, op.as_ref());
             Ok(Snapshot { now_ms, attempt })
         })
+        .await
     }
 
     /// Records a snapshot's outcome on the writer, or decides again there if what allowed
@@ -140,37 +147,21 @@ impl PartnerCall {
         self,
         platform: &Platform,
         snapshot: Snapshot<R>,
-        op: Arc<impl Fn(&mut PartnerTx<'_>) -> Result<R, ApiError> + Send + Sync + 'static>,
+        op: Arc<impl Fn(&mut PartnerTx<'_>) -> ApiResult<R> + Send + Sync + 'static>,
     ) -> Result<R, Status> {
         let caller = self.partner_id.clone();
         let Snapshot { now_ms, attempt } = snapshot;
-        let Attempt {
-            result,
-            mut effects,
-        } = attempt;
-        let result = match result {
-            // A refusal returns no data, so its reply need not wait for its record; one
-            // that ends a grant waits, since the grant must end before the call returns.
-            Err(error) if effects.ending.is_none() => {
-                // Refused, it leaves no use of its grant: its record is all it writes.
-                effects.decide(Err(&error));
-                log_decided(&effects.audit);
-                platform.record_unawaited(effects.audit, now_ms).await;
-                return Err(error.into());
-            }
-            result => result,
-        };
-        let attempt = Attempt { result, effects };
         let settled = store::execute(platform.store.as_ref(), move |repo| {
             if attempt.result.is_ok() && !still_active(repo, &caller, &attempt.effects)? {
                 return Ok(None);
             }
             settle(repo, now_ms, attempt).map(Some)
         })
-        .await?;
+        .await;
         match settled {
-            Some(result) => result.map_err(Into::into),
-            None => self.run(platform, move |tx| op(tx)).await,
+            Ok(Some(result)) => result.map_err(Into::into),
+            Ok(None) => self.run(platform, move |tx| op(tx)).await,
+            Err(e) => Err(ApiError::from(e).into()),
         }
     }
 
@@ -180,7 +171,7 @@ impl PartnerCall {
         now_ms: i64,
         limits: Limits,
         pseudonym_key: &str,
-        op: impl FnOnce(&mut PartnerTx<'_>) -> Result<R, ApiError>,
+        op: impl FnOnce(&mut PartnerTx<'_>) -> ApiResult<R>,
     ) -> Attempt<R> {
         let mut effects = Effects {
             audit: AuditEntry {
@@ -233,11 +224,7 @@ impl Effects {
 }
 
 /// Decides an attempt's audit record and writes what it leaves besides its own effects.
-fn settle<R>(
-    repo: &mut dyn Repo,
-    now_ms: i64,
-    attempt: Attempt<R>,
-) -> StoreResult<Result<R, ApiError>> {
+fn settle<R>(repo: &mut dyn Repo, now_ms: i64, attempt: Attempt<R>) -> StoreResult<ApiResult<R>> {
     let Attempt {
         result,
         mut effects,
@@ -266,18 +253,9 @@ fn log_decided(audit: &AuditEntry) {
     tracing::debug!(method = %audit.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
 }
 
-fn active_partner(repo: &mut dyn Repo, partner_id: &str) -> Result<Partner, ApiError> {
-    match repo.partner(partner_id)? {
-        None => Err(ApiError::Unauthenticated(
-            Reason::PartnerUnknown,
-            format!("partner {partner_id} is not registered"),
-        )),
-        Some(p) if p.suspended => Err(ApiError::Unauthenticated(
-            Reason::PartnerSuspended,
-            format!("partner {partner_id} is suspended"),
-        )),
-        Some(p) => Ok(p),
-    }
+fn active_partner(repo: &mut dyn Repo, partner_id: &str) -> ApiResult<Partner> {
+    let partner = repo.partner(partner_id)?;
+    Ok(rules::partner_may_call(partner_id, partner)?)
 }
 
 /// The inside of a partner call's transaction.
@@ -340,14 +318,14 @@ impl PartnerTx<'_> {
             partner: &owner,
             feature: &feature,
         };
-        if let Err(denial) = consent::authorize(&ctx, scope, self.now_ms, &self.limits.lifetime) {
-            if denial.error.audit_reason() == Reason::TokenPartnerMismatch.as_str() {
+        if let Err(denial) = rules::authorize(&ctx, scope, self.now_ms, &self.limits.lifetime) {
+            if denial.denied.reason == Reason::TokenPartnerMismatch {
                 tracing::warn!(caller = %self.partner.id, owner = %grant.partner_id, grant = %grant.id, "grant token presented by another partner");
             }
             if let Some(state) = denial.ends_grant {
                 self.effects.ending = Some((grant.id.clone(), state));
             }
-            return Err(denial.error);
+            return Err(denial.denied.into());
         }
         let recent = grant
             .last_used_ms
@@ -420,7 +398,7 @@ impl PartnerTx<'_> {
 }
 
 /// Reads a partner-owned grant by id; another partner's grant is reported as not found.
-pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> StoreResult<Grant> {
+pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> ApiResult<Grant> {
     match tx.repo.grant(grant_id)? {
         Some(grant) if grant.partner_id == tx.partner.id => {
             tx.concerns_grant(&grant);
@@ -433,11 +411,11 @@ pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> StoreResult<Grant> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
     use crate::config::Policy;
-    use crate::model::{Coverage, Feature, Message, ScopeSet, Thread, User};
-    use crate::secret::new_token;
-    use crate::store::{Page, SqliteStore, execute, hold_writer};
+    use consent_core::clock::Clock;
+    use consent_core::model::{Coverage, Feature, ScopeSet, User};
+    use consent_core::secret::new_token;
+    use consent_store::{SqliteStore, StoreError, enqueue, execute, read_blocking};
     use std::time::Duration;
     use tonic_types::StatusExt;
 
@@ -515,12 +493,13 @@ mod tests {
     }
 
     fn audit_decisions(platform: &Platform) -> Vec<(String, String)> {
-        store::read(platform.store.as_ref(), |repo| {
-            Ok(repo
-                .audit_records(0, 100)?
-                .into_iter()
-                .map(|r| (r.entry.decision, r.entry.reason))
-                .collect())
+        read_blocking(platform.store.as_ref(), |repo| {
+            Ok::<_, StoreError>(
+                repo.audit_records(0, 100)?
+                    .into_iter()
+                    .map(|r| (r.entry.decision, r.entry.reason))
+                    .collect(),
+            )
         })
         .unwrap()
     }
@@ -531,7 +510,10 @@ mod tests {
         let (platform, token) = platform_with_grant(dir.path()).await;
         let op = Arc::new(|tx: &mut PartnerTx<'_>| tx.authorize(Scope::ThreadsRead).map(|g| g.id));
 
-        let snapshot = call(&token).on_snapshot(&platform, op.as_ref()).unwrap();
+        let snapshot = call(&token)
+            .on_snapshot(&platform, Arc::clone(&op))
+            .await
+            .unwrap();
         assert!(snapshot.attempt.result.is_ok(), "the snapshot allowed it");
         let now_ms = platform.clock.now_ms();
         execute(platform.store.as_ref(), move |repo| {
@@ -567,7 +549,8 @@ mod tests {
             audit_decisions(&platform),
             [("allow".to_string(), String::new())]
         );
-        let used = store::read(platform.store.as_ref(), |repo| repo.used_scopes("grt_1")).unwrap();
+        let used =
+            read_blocking(platform.store.as_ref(), |repo| repo.used_scopes("grt_1")).unwrap();
         assert!(used.contains(Scope::ThreadsRead), "the use is recorded");
     }
 
@@ -578,8 +561,8 @@ mod tests {
         let use_grant =
             |scope| call(&token).read(&platform, move |tx| tx.authorize(scope).map(drop));
         let last_used = || {
-            store::read(platform.store.as_ref(), |repo| {
-                Ok(repo.grant("grt_1")?.and_then(|g| g.last_used_ms))
+            read_blocking(platform.store.as_ref(), |repo| {
+                Ok::<_, StoreError>(repo.grant("grt_1")?.and_then(|g| g.last_used_ms))
             })
             .unwrap()
         };
@@ -593,7 +576,8 @@ mod tests {
             "a repeat within the second is not written"
         );
         use_grant(Scope::MessagesRead).await.unwrap();
-        let used = store::read(platform.store.as_ref(), |repo| repo.used_scopes("grt_1")).unwrap();
+        let used =
+            read_blocking(platform.store.as_ref(), |repo| repo.used_scopes("grt_1")).unwrap();
         assert!(
             used.contains(Scope::MessagesRead),
             "a new scope is recorded at once"
@@ -616,28 +600,43 @@ mod tests {
         );
     }
 
+    /// Keeps the store's writer busy until the returned sender is sent to or dropped.
+    fn hold_writer(platform: &Platform) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        enqueue(
+            platform.store.as_ref(),
+            move |_| {
+                let _ = held.recv();
+                Ok::<_, StoreError>(())
+            },
+            drop,
+        );
+        release
+    }
+
     #[tokio::test]
-    async fn a_refusal_is_answered_without_waiting_for_its_record_to_commit() {
+    async fn a_refusal_is_answered_only_once_its_record_is_committed() {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
-        let release = hold_writer(platform.store.as_ref());
+        let release = hold_writer(&platform);
 
-        let answer = call(&token).read(&platform, |tx| tx.authorize(Scope::FriendsRead).map(drop));
-        let refused = tokio::time::timeout(Duration::from_secs(10), answer)
-            .await
-            .expect("answered while the writer is busy")
-            .unwrap_err();
-        assert_refused(&refused, "SCOPE_MISSING");
+        let caller = platform.clone();
+        let mut answer = tokio::spawn(async move {
+            call(&token)
+                .read(&caller, |tx| tx.authorize(Scope::FriendsRead).map(drop))
+                .await
+        });
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut answer).await;
+        assert!(early.is_err(), "no answer while its record cannot commit");
         assert!(audit_decisions(&platform).is_empty(), "not committed yet");
-        let flushed = tokio::time::timeout(Duration::from_millis(300), platform.flush()).await;
-        assert!(flushed.is_err(), "a flush waits for the queued record");
 
         drop(release);
-        platform.flush().await;
+        let refused = answer.await.unwrap().unwrap_err();
+        assert_refused(&refused, "SCOPE_MISSING");
         assert_eq!(
             audit_decisions(&platform),
             [("deny".to_string(), "SCOPE_MISSING".to_string())],
-            "committed once the writer is free"
+            "the record was committed before the answer"
         );
     }
 
@@ -645,8 +644,10 @@ mod tests {
     async fn a_refusal_that_ends_its_grant_waits_for_the_ending_to_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
-        platform.clock.advance_ms(10 * 365 * crate::clock::DAY_MS);
-        let release = hold_writer(platform.store.as_ref());
+        platform
+            .clock
+            .advance_ms(10 * 365 * consent_core::clock::DAY_MS);
+        let release = hold_writer(&platform);
 
         let caller = platform.clone();
         let mut answer = tokio::spawn(async move {
@@ -664,149 +665,9 @@ mod tests {
             audit_decisions(&platform),
             [("deny".to_string(), "GRANT_LAPSED".to_string())]
         );
-        let state = store::read(platform.store.as_ref(), |repo| {
-            Ok(repo.grant("grt_1")?.map(|g| g.state))
+        let state = read_blocking(platform.store.as_ref(), |repo| {
+            Ok::<_, StoreError>(repo.grant("grt_1")?.map(|g| g.state))
         });
         assert_eq!(state.unwrap(), Some(GrantState::Lapsed));
-    }
-
-    fn thread(id: &str) -> Thread {
-        Thread {
-            id: id.into(),
-            title: "t".into(),
-            started_by_partner: None,
-            created_ms: 0,
-            participants: vec!["usr_a".into()],
-        }
-    }
-
-    #[tokio::test]
-    async fn snapshots_see_every_committed_change_to_what_decides_a_call() {
-        let dir = tempfile::tempdir().unwrap();
-        let (platform, token) = platform_with_grant(dir.path()).await;
-        execute(platform.store.as_ref(), |repo| {
-            repo.insert_thread(&thread("thr_1"))?;
-            repo.insert_message(&Message {
-                id: "msg_1".into(),
-                thread_id: "thr_1".into(),
-                sender_id: "usr_a".into(),
-                body: "hi".into(),
-                created_ms: 0,
-                sent_by_partner: None,
-            })
-        })
-        .await
-        .unwrap();
-        let token_hash = hash_token(&token);
-        let seen = || {
-            store::read(platform.store.as_ref(), |repo| {
-                let partner = repo.partner("music")?.unwrap();
-                let feature = repo.feature("music", "share")?.unwrap();
-                let by_token = repo.grant_by_token(&token_hash)?.unwrap();
-                let by_id = repo.grant("grt_1")?.unwrap();
-                let message = repo.message("msg_1")?.unwrap();
-                let page = repo.messages(
-                    "thr_1",
-                    i64::MIN,
-                    Page {
-                        after: 0,
-                        limit: 10,
-                    },
-                )?;
-                Ok((
-                    (partner.suspended, feature.retired),
-                    (by_token.state, by_id.state),
-                    (message.sender_hides, page[0].1.sender_hides),
-                ))
-            })
-            .unwrap()
-        };
-        let before = (
-            (false, false),
-            (GrantState::Active, GrantState::Active),
-            (false, false),
-        );
-        assert_eq!(seen(), before, "read from the store");
-        assert_eq!(seen(), before, "read again, from the cache");
-
-        execute(platform.store.as_ref(), |repo| {
-            repo.suspend_partner("music")?;
-            repo.retire_feature("music", "share")?;
-            repo.end_grant("grt_1", GrantState::Revoked, 1)?;
-            repo.set_hide_from_others_apps("usr_a", true)
-        })
-        .await
-        .unwrap();
-        assert_eq!(
-            seen(),
-            (
-                (true, true),
-                (GrantState::Revoked, GrantState::Revoked),
-                (true, true),
-            )
-        );
-    }
-
-    #[tokio::test]
-    async fn the_writer_sees_its_own_changes_to_what_authorizes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (platform, token) = platform_with_grant(dir.path()).await;
-        let token_hash = hash_token(&token);
-        let seen = execute(platform.store.as_ref(), move |repo| {
-            let before = repo.grant_by_token(&token_hash)?.unwrap().state;
-            repo.end_grant("grt_1", GrantState::Revoked, 1)?;
-            let after = repo.grant_by_token(&token_hash)?.unwrap().state;
-            Ok((before, after))
-        })
-        .await
-        .unwrap();
-        assert_eq!(seen, (GrantState::Active, GrantState::Revoked));
-    }
-
-    #[tokio::test]
-    async fn a_row_the_writer_added_and_took_back_is_never_cached() {
-        let dir = tempfile::tempdir().unwrap();
-        let (platform, _) = platform_with_grant(dir.path()).await;
-        let failed = execute(platform.store.as_ref(), |repo| {
-            let video = Partner {
-                id: "video".into(),
-                display_name: "Video".into(),
-                allowed_scopes: ScopeSet::default(),
-                suspended: false,
-            };
-            repo.insert_partner(&video, 0)?;
-            assert!(
-                repo.partner("video")?.is_some(),
-                "the batch sees its own row"
-            );
-            Err::<(), _>(ApiError::Storage("taken back".into()))
-        })
-        .await;
-        assert!(failed.is_err());
-        let seen = store::read(platform.store.as_ref(), |repo| repo.partner("video")).unwrap();
-        assert!(seen.is_none(), "a row never committed is not served");
-
-        let failed = execute(platform.store.as_ref(), |repo| {
-            repo.insert_thread(&thread("thr_2"))?;
-            assert!(
-                repo.thread("thr_2")?.is_some(),
-                "the batch sees its own row"
-            );
-            Err::<(), _>(ApiError::Storage("taken back".into()))
-        })
-        .await;
-        assert!(failed.is_err());
-        let seen = store::read(platform.store.as_ref(), |repo| repo.thread("thr_2")).unwrap();
-        assert!(seen.is_none(), "a thread never committed is not served");
-    }
-
-    #[test]
-    fn a_snapshot_cannot_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
-        let written = store::read(&store, |repo| {
-            repo.end_grant("grt_1", GrantState::Revoked, 0)
-        });
-        assert!(written.is_err(), "a read-only snapshot refuses writes");
     }
 }

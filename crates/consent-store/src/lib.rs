@@ -1,35 +1,50 @@
-//! Storage behind a narrow interface. Handlers see only [`Repo`]'s typed operations inside
-//! one transaction, never SQL, so another backend (PostgreSQL for replicas) implements
-//! [`Store`] and [`Repo`] without touching them.
+//! The platform's store: the interface the services write against, and its SQLite backend.
 //!
-//! Work reaches the store as [`Job`]s. The store may run many jobs in one transaction
-//! (group commit: one fsync for a whole batch), each in a savepoint of its own so that a
-//! failing job takes only its own writes back; a job learns its result only once the
-//! batch is durably committed. An audit record nobody waits for ([`append_unawaited`]) may
-//! have its commit held back a little, to share it with the jobs that come after it, and
-//! runs without a savepoint of its own: it is a single insert.
+//! Handlers never see SQL. They hand the store a closure over [`Repo`], the typed
+//! operations available inside one transaction, and get its value back once the
+//! transaction is durably committed ([`execute`]), or run a closure that only reads on a
+//! snapshot of committed data ([`read`]). Failures come back as [`StoreError`]; turning
+//! them into gRPC statuses is the services' business.
 //!
-//! Reads that change nothing can instead run on a snapshot beside the writer
-//! ([`Store::read`]): they see only committed, durable data and never wait for a batch.
-//! The rows that decide a partner call are kept in memory for them (`auth_cache`).
+//! Nothing here blocks an async runtime thread: [`execute`] waits on a channel, and
+//! [`read`] runs its closure on tokio's blocking pool.
+//!
+//! **A second backend** (PostgreSQL, for several replicas) implements [`Store`] and
+//! [`Repo`] and nothing else: `submit` runs each queued [`Job`] in a transaction (one
+//! job per transaction, or several, each in a savepoint, as SQLite does here) and calls
+//! [`Job::finish`] once that transaction committed or failed; `read_blocking` runs its
+//! closure in a read-only transaction; `event_watch` is advanced after each commit that
+//! added grant events (across replicas, from `LISTEN`/`NOTIFY` or polling the event
+//! table). Its `Repo` turns its driver's errors into [`StoreError`] where it is written,
+//! as [`sqlite`](SqliteStore) does. No handler changes for it.
 
-mod auth_cache;
-mod inbox;
 mod migrations;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::error::ApiError;
-use crate::model::{
+use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
     Partner, RequestStatus, Scope, ScopeSet, Thread, User,
 };
 use consent_proto::platform::v1::GrantEventKind;
+use std::sync::Arc;
 use tokio::sync::watch;
 
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A row with the same key exists already; the message says which.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The database failed or could not be reached: nothing of the transaction was
+    /// committed.
+    #[error("storage failure: {0}")]
+    Failed(String),
+}
+
 /// Result of a store operation.
-pub type StoreResult<T> = Result<T, ApiError>;
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A page request: rows after `after` (an opaque cursor), at most `limit`.
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +74,8 @@ pub enum ThreadFilter {
 pub struct MessageRow {
     /// The message.
     pub message: Message,
-    /// The author's opt-out.
-    pub sender_hides: bool,
+    /// The author's opt-out; `None` when the store does not know the author.
+    pub sender_hides: Option<bool>,
 }
 
 /// A stored idempotent response.
@@ -77,17 +92,7 @@ pub trait Job: Send {
     /// Runs against the store; returns false when its writes must be taken back.
     fn run(&mut self, repo: &mut dyn Repo) -> bool;
     /// Called once the transaction it ran in is durably committed, or failed to commit.
-    fn finish(self: Box<Self>, committed: Result<(), String>);
-    /// Whether a caller waits for [`Job::finish`]; when none of a batch's callers does, the
-    /// store may leave the transaction open for later jobs before it commits.
-    fn awaited(&self) -> bool {
-        true
-    }
-    /// Whether the job writes with a single statement, which the database takes back by
-    /// itself when it fails: such a job needs no savepoint of its own.
-    fn single_write(&self) -> bool {
-        false
-    }
+    fn finish(self: Box<Self>, committed: StoreResult<()>);
 }
 
 /// A durable store of everything the platform knows.
@@ -95,8 +100,11 @@ pub trait Store: Send + Sync + 'static {
     /// Queues `job`; it runs in a later transaction and finishes after that commits.
     fn submit(&self, job: Box<dyn Job>);
     /// Runs `work` now, on the calling thread, against a read-only snapshot of committed
-    /// data; any write it attempts fails.
-    fn read(&self, work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>) -> StoreResult<()>;
+    /// data; any write it attempts fails. It blocks on I/O: async code calls [`read`].
+    fn read_blocking(
+        &self,
+        work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>,
+    ) -> StoreResult<()>;
     /// The newest grant-event sequence number, updated after each commit that added events.
     fn event_watch(&self) -> watch::Receiver<i64>;
     /// Installation secret that keys per-partner pseudonyms.
@@ -104,152 +112,124 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A closure as a [`Job`], delivering its output through `reply` once committed.
-struct Pending<F, R> {
+struct Pending<F, R, E> {
     work: Option<F>,
-    output: Option<StoreResult<R>>,
-    reply: Box<dyn FnOnce(StoreResult<R>) + Send>,
-    kind: Kind,
+    output: Option<Result<R, E>>,
+    reply: Box<dyn FnOnce(Result<R, E>) + Send>,
 }
 
-/// What the store may do with a queued closure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Its caller waits for the commit.
-    Awaited,
-    /// An audit record nobody waits for, appended with a single insert.
-    UnawaitedRecord,
-}
-
-impl<F, R> Job for Pending<F, R>
+impl<F, R, E> Job for Pending<F, R, E>
 where
-    F: FnOnce(&mut dyn Repo) -> StoreResult<R> + Send,
+    F: FnOnce(&mut dyn Repo) -> Result<R, E> + Send,
     R: Send,
+    E: From<StoreError> + Send,
 {
     fn run(&mut self, repo: &mut dyn Repo) -> bool {
         let output = match self.work.take() {
             Some(work) => work(repo),
-            None => Err(ApiError::Storage("job ran twice".into())),
+            None => Err(StoreError::Failed("job ran twice".into()).into()),
         };
         let keep = output.is_ok();
         self.output = Some(output);
         keep
     }
 
-    fn finish(self: Box<Self>, committed: Result<(), String>) {
+    fn finish(self: Box<Self>, committed: StoreResult<()>) {
         let result = match (self.output, committed) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(value)), Ok(())) => Ok(value),
-            (_, Err(e)) => Err(ApiError::Storage(e)),
-            (None, Ok(())) => Err(ApiError::Storage("job did not run".into())),
+            (_, Err(e)) => Err(e.into()),
+            (None, Ok(())) => Err(StoreError::Failed("job did not run".into()).into()),
         };
         (self.reply)(result);
     }
-
-    fn awaited(&self) -> bool {
-        self.kind == Kind::Awaited
-    }
-
-    fn single_write(&self) -> bool {
-        self.kind == Kind::UnawaitedRecord
-    }
-}
-
-fn pending<R: Send + 'static>(
-    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
-    reply: impl FnOnce(StoreResult<R>) + Send + 'static,
-    kind: Kind,
-) -> Box<dyn Job> {
-    Box::new(Pending {
-        work: Some(work),
-        output: None,
-        reply: Box::new(reply),
-        kind,
-    })
 }
 
 /// Queues `work` to run in one of the store's transactions and returns at once; `done`
 /// hears its value once committed.
-pub fn enqueue<R: Send + 'static>(
+pub fn enqueue<R, E>(
     store: &dyn Store,
-    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
-    done: impl FnOnce(StoreResult<R>) + Send + 'static,
-) {
-    store.submit(pending(work, done, Kind::Awaited));
-}
-
-/// Queues an audit record whose caller does not wait for `done`: its commit may be held
-/// back a little, so that it shares one with the jobs that follow (see [`Job::awaited`]),
-/// and, a single insert, it needs no savepoint (see [`Job::single_write`]).
-pub fn append_unawaited(
-    store: &dyn Store,
-    entry: AuditEntry,
-    now_ms: i64,
-    done: impl FnOnce(StoreResult<()>) + Send + 'static,
-) {
-    let append = move |repo: &mut dyn Repo| repo.append_audit(&entry, now_ms);
-    store.submit(pending(append, done, Kind::UnawaitedRecord));
-}
-
-/// Keeps the store's writer busy until the returned sender is sent to or dropped, so that
-/// the jobs queued meanwhile wait, and then share one transaction.
-#[cfg(test)]
-pub(crate) fn hold_writer(store: &dyn Store) -> std::sync::mpsc::Sender<()> {
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    enqueue(
-        store,
-        move |_| {
-            let _ = held.recv();
-            Ok(())
-        },
-        drop,
-    );
-    release
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
+    done: impl FnOnce(Result<R, E>) + Send + 'static,
+) where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    store.submit(Box::new(Pending {
+        work: Some(work),
+        output: None,
+        reply: Box::new(done),
+    }));
 }
 
 /// Runs `work` in one of the store's transactions and returns its value once committed.
-pub async fn execute<R: Send + 'static>(
+pub async fn execute<R, E>(
     store: &dyn Store,
-    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
-) -> StoreResult<R> {
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
+) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
     let (sender, receiver) = tokio::sync::oneshot::channel();
     enqueue(store, work, move |result| {
         let _ = sender.send(result);
     });
     receiver
         .await
-        .map_err(|_| ApiError::Storage("the store stopped".into()))?
-}
-
-/// Runs read-only `work` on a snapshot of committed data, beside the writer (see
-/// [`Store::read`]).
-pub fn read<R>(
-    store: &dyn Store,
-    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R>,
-) -> StoreResult<R> {
-    let mut work = Some(work);
-    let mut output = None;
-    store.read(&mut |repo| {
-        let work = work
-            .take()
-            .ok_or_else(|| ApiError::Storage("read ran twice".into()))?;
-        output = Some(work(repo)?);
-        Ok(())
-    })?;
-    output.ok_or_else(|| ApiError::Storage("read did not run".into()))
+        .map_err(|_| StoreError::Failed("the store stopped".into()))?
 }
 
 /// Like [`execute`], blocking the calling thread (for code outside the async runtime).
-pub fn transact<R: Send + 'static>(
+pub fn transact<R, E>(
     store: &dyn Store,
-    work: impl FnOnce(&mut dyn Repo) -> StoreResult<R> + Send + 'static,
-) -> StoreResult<R> {
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
+) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
     let (sender, receiver) = std::sync::mpsc::channel();
     enqueue(store, work, move |result| {
         let _ = sender.send(result);
     });
     receiver
         .recv()
-        .map_err(|_| ApiError::Storage("the store stopped".into()))?
+        .map_err(|_| StoreError::Failed("the store stopped".into()))?
+}
+
+/// Runs read-only `work` on a snapshot of committed data, on tokio's blocking pool.
+pub async fn read<R, E>(
+    store: &Arc<dyn Store>,
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
+) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || read_blocking(store.as_ref(), work))
+        .await
+        .map_err(|e| StoreError::Failed(format!("a read did not finish: {e}")))?
+}
+
+/// Runs read-only `work` on a snapshot of committed data, on the calling thread.
+pub fn read_blocking<R, E>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E>,
+) -> Result<R, E>
+where
+    E: From<StoreError>,
+{
+    let mut work = Some(work);
+    let mut output = None;
+    store.read_blocking(&mut |repo| {
+        if let Some(work) = work.take() {
+            output = Some(work(repo));
+        }
+        Ok(())
+    })?;
+    output.unwrap_or_else(|| Err(StoreError::Failed("the read did not run".into()).into()))
 }
 
 /// The operations available inside a transaction.
@@ -362,7 +342,8 @@ pub trait Repo {
     fn grants_due_to_end(&mut self, now_ms: i64, idle_before_ms: i64) -> StoreResult<Vec<Grant>>;
     /// All grants (for the access review).
     fn all_grants(&mut self) -> StoreResult<Vec<Grant>>;
-    /// Ends a grant: new state and end time (the token hash stays, so that later use is refused with the reason).
+    /// Ends a grant: new state and end time (the token hash stays, so that later use is
+    /// refused with the reason).
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()>;
     /// Records a use of the grant for `scope`.
     fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()>;
@@ -383,8 +364,7 @@ pub trait Repo {
     ) -> StoreResult<Vec<GrantEvent>>;
 
     // Audit.
-    /// Appends a record to the chain, writing with a single statement (an unawaited record
-    /// runs without a savepoint: see [`Job::single_write`]).
+    /// Appends a record to the chain, after the current head.
     fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
     /// Records after `after_seq`, in order.
     fn audit_records(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;

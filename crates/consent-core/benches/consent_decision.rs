@@ -1,12 +1,12 @@
-//! The consent decision alone: `consent::authorize` for an allowed and a refused call
-//! (`cargo bench -p platform-svc`). The end-to-end benchmark reports its p99 as well.
+//! The consent decision alone: `rules::authorize` for an allowed and a refused call
+//! (`cargo bench -p consent-core`). The end-to-end benchmark reports its p99 as well.
 
 mod decision_inputs;
 
+use consent_core::model::Scope;
+use consent_core::rules::{GrantContext, authorize};
 use criterion::{Criterion, criterion_group, criterion_main};
 use decision_inputs::decision_inputs;
-use platform_svc::consent::{GrantContext, authorize};
-use platform_svc::model::Scope;
 use std::hint::black_box;
 
 fn decision(c: &mut Criterion) {

@@ -1,8 +1,8 @@
-//! Consent enforcement: every rule that decides whether a partner call may touch a
-//! user's data lives here, as pure functions of the grant, the partner, the feature,
-//! the resource and the time. Handlers call these and nothing else decides.
+//! Consent enforcement: the rules that decide whether a partner call may touch a user's
+//! data, as pure functions of the grant, the partner, the feature, the resource and the
+//! time. Handlers call these and nothing else decides.
 
-use crate::error::{ApiError, Reason};
+use crate::denial::{Denied, Reason, Refusal};
 use crate::model::{Feature, Grant, GrantState, Message, Partner, Scope, Thread};
 use sha2::{Digest, Sha256};
 
@@ -19,7 +19,7 @@ pub struct LifetimePolicy {
 #[derive(Debug)]
 pub struct Denial {
     /// Why.
-    pub error: ApiError,
+    pub denied: Denied,
     /// With expiry or lapse: the grant ends now, in this state.
     pub ends_grant: Option<GrantState>,
 }
@@ -27,7 +27,7 @@ pub struct Denial {
 impl Denial {
     fn new(reason: Reason, message: impl Into<String>) -> Self {
         Denial {
-            error: ApiError::denied(reason, message),
+            denied: Denied::new(reason, message),
             ends_grant: None,
         }
     }
@@ -128,7 +128,7 @@ pub fn is_inactive(grant: &Grant, now_ms: i64, policy: &LifetimePolicy) -> bool 
 }
 
 /// Whether the grant covers `thread` (which must include the granting user).
-pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), ApiError> {
+pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), Denied> {
     use crate::model::Coverage;
     let member = thread.participants.contains(&grant.user_id);
     let covered = member
@@ -142,24 +142,62 @@ pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), ApiError> {
     if covered {
         Ok(())
     } else {
-        Err(ApiError::denied(
+        Err(Denied::new(
             Reason::ThreadNotCovered,
             format!("thread {} is not covered by the grant", thread.id),
         ))
     }
 }
 
+/// Whether the partner on a connection may call at all: it must be registered and not
+/// suspended.
+pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Partner, Refusal> {
+    match partner {
+        None => Err(Refusal::Unauthenticated(Denied::new(
+            Reason::PartnerUnknown,
+            format!("partner {partner_id} is not registered"),
+        ))),
+        Some(p) if p.suspended => Err(Refusal::Unauthenticated(Denied::new(
+            Reason::PartnerSuspended,
+            format!("partner {partner_id} is suspended"),
+        ))),
+        Some(p) => Ok(p),
+    }
+}
+
+/// The creation time of the oldest message the grant may read: its own creation unless
+/// the user approved older history (the store may filter by it).
+pub fn history_starts_ms(grant: &Grant) -> i64 {
+    if grant.include_history {
+        i64::MIN
+    } else {
+        grant.created_ms
+    }
+}
+
 /// Whether a message's age lets the grant read it (forward-only unless history was approved).
 pub fn within_history(grant: &Grant, message: &Message) -> bool {
-    grant.include_history || message.created_ms >= grant.created_ms
+    message.created_ms >= history_starts_ms(grant)
+}
+
+/// A partner may start a thread only among the granting user's friends: `is_friend[i]`
+/// says whether the i-th participant asked for is one.
+pub fn may_start_thread_with(is_friend: &[bool]) -> Result<(), Denied> {
+    match is_friend.iter().position(|friend| !friend) {
+        Some(index) => Err(Denied::new(
+            Reason::NotAFriend,
+            format!("participant_ids[{index}] is not a friend of the user"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a message that predates the grant without approved history.
-pub fn may_read(grant: &Grant, message: &Message) -> Result<(), ApiError> {
+pub fn may_read(grant: &Grant, message: &Message) -> Result<(), Denied> {
     if within_history(grant, message) {
         Ok(())
     } else {
-        Err(ApiError::denied(
+        Err(Denied::new(
             Reason::HistoryNotGranted,
             "message predates the grant and history was not approved",
         ))
@@ -167,11 +205,11 @@ pub fn may_read(grant: &Grant, message: &Message) -> Result<(), ApiError> {
 }
 
 /// Refuses deleting a message the granting user did not write.
-pub fn may_delete(grant: &Grant, message: &Message) -> Result<(), ApiError> {
+pub fn may_delete(grant: &Grant, message: &Message) -> Result<(), Denied> {
     if message.sender_id == grant.user_id {
         Ok(())
     } else {
-        Err(ApiError::denied(
+        Err(Denied::new(
             Reason::NotOwnMessage,
             "only the granting user's own messages may be deleted",
         ))
@@ -201,9 +239,10 @@ pub fn pseudonym(key: &str, partner_id: &str, user_id: &str) -> String {
 }
 
 /// Whether a message must be redacted for the partner of `grant`: its author opted out of
-/// being shown to apps that others use, and the author is not the granting user.
-pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: bool) -> bool {
-    sender_hides && sender_id != grant.user_id
+/// being shown to apps that others use (an author the platform does not know, `None`, is
+/// taken to have opted out), and the author is not the granting user.
+pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: Option<bool>) -> bool {
+    sender_hides.unwrap_or(true) && sender_id != grant.user_id
 }
 
 #[cfg(test)]
@@ -253,7 +292,7 @@ mod tests {
         }
     }
     fn reason(d: Denial) -> &'static str {
-        d.error.audit_reason()
+        d.denied.reason.as_str()
     }
 
     #[test]
@@ -293,6 +332,34 @@ mod tests {
         };
         let denial = authorize(&ctx, Scope::MessagesRead, 2_000, &POLICY).unwrap_err();
         assert_eq!(reason(denial), "FEATURE_RETIRED");
+    }
+
+    #[test]
+    fn history_and_redaction_fail_closed() {
+        let g = grant();
+        let old = Message {
+            id: "msg_1".into(),
+            thread_id: "thr_1".into(),
+            sender_id: "usr_b".into(),
+            body: String::new(),
+            created_ms: g.created_ms - 1,
+            sent_by_partner: None,
+        };
+        assert!(may_read(&g, &old).is_err(), "older than the grant");
+        let with_history = Grant {
+            include_history: true,
+            ..grant()
+        };
+        assert!(may_read(&with_history, &old).is_ok());
+        assert!(must_redact(&g, "usr_b", None), "an unknown author hides");
+        assert!(
+            !must_redact(&g, "usr_a", Some(true)),
+            "the granting user's own"
+        );
+        assert_eq!(
+            may_start_thread_with(&[true, false]).unwrap_err().reason,
+            Reason::NotAFriend
+        );
     }
 
     #[test]

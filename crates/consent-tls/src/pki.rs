@@ -3,7 +3,7 @@
 //! partner's own API) and an empty CRL. `platform-svc dev-pki` writes it to a directory;
 //! tests use the same code to make valid, expired, revoked and foreign certificates.
 
-use crate::identity::{operator_spiffe_id, partner_spiffe_id};
+use crate::principal::{operator_spiffe_id, partner_spiffe_id};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,

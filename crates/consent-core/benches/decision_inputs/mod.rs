@@ -1,8 +1,8 @@
 //! What both measurements of the consent decision decide on: the criterion benchmark beside
 //! this file and the end-to-end `bench` (`tests/bench/report.rs`), which includes it.
 
-use platform_svc::consent::LifetimePolicy;
-use platform_svc::model::{Coverage, Feature, Grant, GrantState, Partner, Scope, ScopeSet};
+use consent_core::model::{Coverage, Feature, Grant, GrantState, Partner, Scope, ScopeSet};
+use consent_core::rules::LifetimePolicy;
 
 /// An active grant of `music`'s `share` feature for messages and threads, with a policy
 /// that never ends it.

@@ -4,7 +4,7 @@
 //! own task (a stalled client delays no one), reads the client identity, and yields
 //! [`TlsConnection`]s to `Server::serve_with_incoming_shutdown`.
 
-use crate::identity::{ConnectionInfo, principal_from_certificate};
+use crate::principal::{ConnectionInfo, principal_from_certificate};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -217,12 +217,14 @@ impl AsyncWrite for TlsConnection {
 
 /// Accepts connections on `listener` and yields those whose handshake completes within
 /// `handshake_timeout`. Failed handshakes (no or bad certificate, wrong protocol version)
-/// are logged and dropped; they never reach the gRPC server.
+/// are logged and dropped; they never reach the gRPC server. With a `trust_domain`, each
+/// connection carries the principal its client certificate names in that domain; without
+/// one (a listener that asks for no client certificate) it carries none.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ReloadableTls>,
     handshake_timeout: Duration,
-    trust_domain: String,
+    trust_domain: Option<String>,
 ) -> ReceiverStream<io::Result<TlsConnection>> {
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -255,12 +257,14 @@ pub fn incoming(
                             return;
                         }
                     };
-                let principal = stream
+                let leaf = stream
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|certs| certs.first())
-                    .and_then(|leaf| principal_from_certificate(leaf, &trust_domain));
+                    .and_then(|c| c.first());
+                let principal = leaf
+                    .zip(trust_domain.as_deref())
+                    .and_then(|(leaf, domain)| principal_from_certificate(leaf, domain));
                 let info = ConnectionInfo {
                     remote_addr: Some(remote_addr),
                     principal,

@@ -139,6 +139,11 @@ impl Coverage {
             Coverage::PartnerStarted => pb::ThreadCoverage::PartnerStartedThreads as i32,
         }
     }
+    /// From a stored value; an unknown one fails closed, as listed coverage (only the
+    /// threads stored with it).
+    pub fn from_stored(value: i32) -> Coverage {
+        Coverage::from_i32(value).unwrap_or(Coverage::Listed)
+    }
     /// From the stored or wire value.
     pub fn from_i32(value: i32) -> Option<Coverage> {
         match pb::ThreadCoverage::try_from(value).ok()? {
@@ -184,6 +189,10 @@ impl GrantState {
             GrantState::Suspended => pb::GrantState::Suspended,
             GrantState::Released => pb::GrantState::Released,
         }
+    }
+    /// From a stored value; an unknown one fails closed, as an ended (revoked) grant.
+    pub fn from_stored(value: i32) -> GrantState {
+        GrantState::from_i32(value).unwrap_or(GrantState::Revoked)
     }
     /// From the stored value.
     pub fn from_i32(value: i32) -> Option<GrantState> {
@@ -257,6 +266,11 @@ pub struct Feature {
 
 /// Status of an access request.
 pub use pb::RequestStatus;
+
+/// A request status from a stored value; an unknown one fails closed, as denied.
+pub fn request_status_from_stored(value: i32) -> RequestStatus {
+    RequestStatus::try_from(value).unwrap_or(RequestStatus::Denied)
+}
 
 /// A partner's request for access to a user's data.
 #[derive(Debug, Clone)]

@@ -1,15 +1,10 @@
 //! Who is on the other end of a connection. The client certificate's URI SAN
 //! (`spiffe://<trust-domain>/partner/<id>` or `…/operator/<name>`) is read once, when the
-//! TLS handshake completes, into a typed [`Principal`]; interceptors at the edge of each
-//! surface admit only the principal kind that surface serves, and handlers receive it as a
-//! typed request extension. Nothing a client sends in metadata can claim an identity.
+//! TLS handshake completes, into a typed [`Principal`] that tonic hands every request of
+//! the connection in its extensions ([`ConnectionInfo`]). Nothing a client sends in
+//! metadata can claim an identity.
 
-use crate::error::{ApiError, Reason};
-use crate::rate_limit::PartnerRateLimiter;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use tonic::service::Interceptor;
-use tonic::{Request, Status};
 use x509_parser::extensions::GeneralName;
 
 /// An authenticated peer.
@@ -52,7 +47,7 @@ pub fn operator_spiffe_id(trust_domain: &str, name: &str) -> String {
 pub fn principal_from_uri(uri: &str, trust_domain: &str) -> Option<Principal> {
     let path = uri.strip_prefix("spiffe://")?.strip_prefix(trust_domain)?;
     let (kind, name) = path.strip_prefix('/')?.split_once('/')?;
-    if !crate::validate::is_name(name) {
+    if !is_identity_segment(name) {
         return None;
     }
     match kind {
@@ -72,62 +67,11 @@ pub fn principal_from_certificate(der: &[u8], trust_domain: &str) -> Option<Prin
     })
 }
 
-fn principal_of<T>(request: &Request<T>) -> Option<&Principal> {
-    request
-        .extensions()
-        .get::<ConnectionInfo>()?
-        .principal
-        .as_ref()
-}
-
-fn wrong_identity(surface: &str) -> Status {
-    ApiError::Unauthenticated(
-        Reason::WrongIdentity,
-        format!("this surface serves {surface}s: present a {surface} certificate"),
-    )
-    .into()
-}
-
-/// Edge interceptor of the partner surface: admits partner certificates only, each partner
-/// within its request rate.
-#[derive(Debug, Clone)]
-pub struct PartnerEdge {
-    limiter: Arc<PartnerRateLimiter>,
-}
-
-impl PartnerEdge {
-    /// Admits partners within the limits of `limiter`.
-    pub fn new(limiter: Arc<PartnerRateLimiter>) -> Self {
-        PartnerEdge { limiter }
-    }
-}
-
-impl Interceptor for PartnerEdge {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(Principal::Partner(id)) = principal_of(&request).cloned() else {
-            return Err(wrong_identity("partner"));
-        };
-        if !self.limiter.try_acquire(&id.0) {
-            return Err(ApiError::ResourceExhausted(
-                Reason::RateLimited,
-                format!("partner {} is over its request rate", id.0),
-            )
-            .into());
-        }
-        request.extensions_mut().insert(id);
-        Ok(request)
-    }
-}
-
-/// Edge interceptor of the operator surface: admits operator certificates only.
-pub fn require_operator(mut request: Request<()>) -> Result<Request<()>, Status> {
-    match principal_of(&request).cloned() {
-        Some(Principal::Operator(name)) => {
-            request.extensions_mut().insert(name);
-            Ok(request)
-        }
-        _ => Err(wrong_identity("operator")),
-    }
+/// Whether a SPIFFE path segment is a name this system issues: 1 to 64 bytes of
+/// lowercase letters, digits, `_`, `-` and `.`.
+fn is_identity_segment(segment: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b);
+    !segment.is_empty() && segment.len() <= 64 && segment.bytes().all(allowed)
 }
 
 #[cfg(test)]

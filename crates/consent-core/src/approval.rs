@@ -1,0 +1,324 @@
+//! The rules of getting a grant: what a partner may ask a user for, and what the user's
+//! approval on the consent screen turns into. The user may approve fewer scopes, fewer
+//! threads, no history and a shorter lifetime than asked, never more; the lifetime is
+//! capped by operator policy.
+
+use crate::clock::DAY_MS;
+use crate::denial::{Denied, FieldViolation, Reason, Refusal};
+use crate::model::{AccessRequest, Coverage, Feature, Partner, RequestStatus, ScopeSet, Thread};
+use crate::rules::LifetimePolicy;
+
+/// Whether a partner may ask `user_id` for access to `feature` over the `listed` threads
+/// (each id with the thread it names, if any). A retired feature cannot be asked for; a
+/// listed thread must include the user, and one that does not is answered exactly as one
+/// that does not exist.
+pub fn may_request(
+    user_id: &str,
+    feature: &Feature,
+    listed: &[(&str, Option<Thread>)],
+) -> Result<(), Refusal> {
+    if feature.retired {
+        return Err(Refusal::Precondition(Denied::new(
+            Reason::FeatureNotActive,
+            format!("feature {} is retired", feature.name),
+        )));
+    }
+    for (index, (id, thread)) in listed.iter().enumerate() {
+        let member = thread
+            .as_ref()
+            .is_some_and(|t| t.participants.iter().any(|p| p == user_id));
+        if !member {
+            return Err(Refusal::NotFound {
+                kind: "thread",
+                id: format!("thread_ids[{index}] {id}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What the user chose on the consent screen; an empty set or list, or a lifetime of 0,
+/// means "as asked".
+#[derive(Debug, Clone, Default)]
+pub struct Choice {
+    /// Scopes approved.
+    pub scopes: ScopeSet,
+    /// Threads approved (listed coverage only).
+    pub thread_ids: Vec<String>,
+    /// Days the grant lasts.
+    pub lifetime_days: u32,
+    /// Whether older messages may be read.
+    pub include_history: bool,
+}
+
+/// The grant an approval makes, before it gets an id and a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// Scopes granted.
+    pub scopes: ScopeSet,
+    /// Scopes asked for and not granted.
+    pub refused: ScopeSet,
+    /// Threads covered (listed coverage).
+    pub thread_ids: Vec<String>,
+    /// Whether older messages may be read.
+    pub include_history: bool,
+    /// When the grant expires.
+    pub not_after_ms: i64,
+    /// Whether the user granted less than asked.
+    pub narrowed: bool,
+}
+
+/// Turns a user's approval of `access` into the grant it makes. The request must still be
+/// pending, its partner active and its feature not retired; every field the user chose
+/// beyond what was asked, or beyond policy, is named in one refusal.
+pub fn approve(
+    access: &AccessRequest,
+    partner: Option<&Partner>,
+    feature: Option<&Feature>,
+    choice: Choice,
+    now_ms: i64,
+    policy: &LifetimePolicy,
+) -> Result<Approved, Refusal> {
+    let precondition = |reason, message: &str| Refusal::Precondition(Denied::new(reason, message));
+    if access.status != RequestStatus::Pending {
+        return Err(precondition(
+            Reason::RequestNotPending,
+            "the request was already decided",
+        ));
+    }
+    let Some(partner) = partner.filter(|p| !p.suspended) else {
+        return Err(precondition(
+            Reason::PartnerSuspended,
+            "the partner is suspended",
+        ));
+    };
+    let Some(feature) = feature.filter(|f| !f.retired) else {
+        return Err(precondition(
+            Reason::FeatureNotActive,
+            "the feature was retired",
+        ));
+    };
+    let asked = ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits());
+    let mut violations = Vec::new();
+
+    let scopes = if choice.scopes.is_empty() {
+        asked
+    } else {
+        choice.scopes
+    };
+    if !scopes.is_subset_of(asked) {
+        violations.push(FieldViolation::new(
+            "scopes",
+            format!("may only include scopes asked for: {}", asked.names()),
+        ));
+    }
+
+    let thread_ids = if choice.thread_ids.is_empty() {
+        access.thread_ids.clone()
+    } else if access.coverage != Coverage::Listed {
+        violations.push(FieldViolation::new(
+            "thread_ids",
+            "only a request for listed threads can be narrowed to threads",
+        ));
+        Vec::new()
+    } else if let Some(extra) = choice
+        .thread_ids
+        .iter()
+        .find(|t| !access.thread_ids.contains(t))
+    {
+        violations.push(FieldViolation::new(
+            "thread_ids",
+            format!("{extra} was not asked for"),
+        ));
+        Vec::new()
+    } else {
+        choice.thread_ids
+    };
+
+    let lifetime_ms = match i64::from(choice.lifetime_days) * DAY_MS {
+        0 => policy.max_lifetime_ms,
+        ms if ms > policy.max_lifetime_ms => {
+            violations.push(FieldViolation::new(
+                "lifetime_days",
+                format!("must be at most {} days", policy.max_lifetime_ms / DAY_MS),
+            ));
+            0
+        }
+        ms => ms,
+    };
+
+    if !violations.is_empty() {
+        return Err(Refusal::Invalid(violations));
+    }
+    let include_history = access.include_history && choice.include_history;
+    Ok(Approved {
+        narrowed: scopes != asked
+            || thread_ids.len() < access.thread_ids.len()
+            || include_history != access.include_history,
+        refused: asked.minus(scopes),
+        scopes,
+        thread_ids,
+        include_history,
+        not_after_ms: now_ms + lifetime_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Scope;
+
+    const POLICY: LifetimePolicy = LifetimePolicy {
+        max_lifetime_ms: 90 * DAY_MS,
+        inactivity_lapse_ms: 30 * DAY_MS,
+    };
+
+    fn access() -> AccessRequest {
+        AccessRequest {
+            id: "req_1".into(),
+            partner_id: "files".into(),
+            feature: "share".into(),
+            user_id: "usr_a".into(),
+            coverage: Coverage::Listed,
+            thread_ids: vec!["thr_1".into(), "thr_2".into()],
+            include_history: true,
+            purpose: String::new(),
+            status: RequestStatus::Pending,
+            grant_id: None,
+            created_ms: 0,
+        }
+    }
+    fn partner() -> Partner {
+        Partner {
+            id: "files".into(),
+            display_name: "Files".into(),
+            allowed_scopes: ScopeSet::of(&[Scope::MessagesRead, Scope::MessagesWrite]),
+            suspended: false,
+        }
+    }
+    fn feature() -> Feature {
+        Feature {
+            partner_id: "files".into(),
+            name: "share".into(),
+            description: String::new(),
+            scopes: ScopeSet::of(&[
+                Scope::MessagesRead,
+                Scope::MessagesWrite,
+                Scope::FriendsRead,
+            ]),
+            retired: false,
+        }
+    }
+
+    #[test]
+    fn an_approval_as_asked_grants_what_both_feature_and_registration_allow() {
+        let (a, p, f) = (access(), partner(), feature());
+        let choice = Choice {
+            include_history: true,
+            ..Choice::default()
+        };
+        let approved = approve(&a, Some(&p), Some(&f), choice, 1_000, &POLICY).unwrap();
+        assert_eq!(
+            approved.scopes,
+            ScopeSet::of(&[Scope::MessagesRead, Scope::MessagesWrite]),
+            "friends.read is not in the registration"
+        );
+        assert!(!approved.narrowed);
+        assert_eq!(
+            approved.not_after_ms,
+            1_000 + 90 * DAY_MS,
+            "capped by policy"
+        );
+    }
+
+    #[test]
+    fn a_narrower_approval_is_marked_narrowed_and_names_what_was_refused() {
+        let (a, p, f) = (access(), partner(), feature());
+        let choice = Choice {
+            scopes: ScopeSet::of(&[Scope::MessagesWrite]),
+            thread_ids: vec!["thr_2".into()],
+            lifetime_days: 7,
+            include_history: false,
+        };
+        let approved = approve(&a, Some(&p), Some(&f), choice, 0, &POLICY).unwrap();
+        assert!(approved.narrowed);
+        assert_eq!(approved.refused, ScopeSet::of(&[Scope::MessagesRead]));
+        assert_eq!(approved.thread_ids, ["thr_2"]);
+        assert!(!approved.include_history);
+        assert_eq!(approved.not_after_ms, 7 * DAY_MS);
+    }
+
+    #[test]
+    fn every_field_chosen_beyond_the_request_or_policy_is_named() {
+        let (a, p, f) = (access(), partner(), feature());
+        let choice = Choice {
+            scopes: ScopeSet::of(&[Scope::FriendsRead]),
+            thread_ids: vec!["thr_9".into()],
+            lifetime_days: 365,
+            include_history: false,
+        };
+        let refused = approve(&a, Some(&p), Some(&f), choice, 0, &POLICY).unwrap_err();
+        let Refusal::Invalid(violations) = refused else {
+            panic!("{refused:?}");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["scopes", "thread_ids", "lifetime_days"]);
+    }
+
+    #[test]
+    fn a_decided_request_a_suspended_partner_or_a_retired_feature_cannot_be_approved() {
+        let (p, f) = (partner(), feature());
+        let decided = AccessRequest {
+            status: RequestStatus::Denied,
+            ..access()
+        };
+        let reason = |r: Refusal| match r {
+            Refusal::Precondition(d) => d.reason,
+            other => panic!("{other:?}"),
+        };
+        let refused = approve(&decided, Some(&p), Some(&f), Choice::default(), 0, &POLICY);
+        assert_eq!(reason(refused.unwrap_err()), Reason::RequestNotPending);
+        let suspended = Partner {
+            suspended: true,
+            ..partner()
+        };
+        let refused = approve(
+            &access(),
+            Some(&suspended),
+            Some(&f),
+            Choice::default(),
+            0,
+            &POLICY,
+        );
+        assert_eq!(reason(refused.unwrap_err()), Reason::PartnerSuspended);
+        let retired = Feature {
+            retired: true,
+            ..feature()
+        };
+        let refused = approve(
+            &access(),
+            Some(&p),
+            Some(&retired),
+            Choice::default(),
+            0,
+            &POLICY,
+        );
+        assert_eq!(reason(refused.unwrap_err()), Reason::FeatureNotActive);
+    }
+
+    #[test]
+    fn a_listed_thread_without_the_user_looks_like_no_thread() {
+        let thread = |participants: &[&str]| Thread {
+            id: "thr_1".into(),
+            title: String::new(),
+            started_by_partner: None,
+            created_ms: 0,
+            participants: participants.iter().map(|p| p.to_string()).collect(),
+        };
+        let f = feature();
+        assert!(may_request("usr_a", &f, &[("thr_1", Some(thread(&["usr_a"])))]).is_ok());
+        let absent = may_request("usr_a", &f, &[("thr_1", None)]).unwrap_err();
+        let foreign = may_request("usr_a", &f, &[("thr_1", Some(thread(&["usr_b"])))]).unwrap_err();
+        assert_eq!(absent, foreign, "no oracle for whether the thread exists");
+    }
+}

@@ -1,0 +1,156 @@
+//! Typed refusals: why a call was refused, as the `ErrorInfo.reason` a client branches on.
+//! The rules return a [`Denied`]; the services turn it into a gRPC status in one place.
+
+/// Why a call was refused: the `ErrorInfo.reason` a client can branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The grant does not include the scope the RPC needs.
+    ScopeMissing,
+    /// The user revoked the grant.
+    GrantRevoked,
+    /// The grant passed its `not_after`.
+    GrantExpired,
+    /// The grant was unused for longer than the inactivity limit.
+    GrantLapsed,
+    /// The partner released the grant.
+    GrantReleased,
+    /// The grant's feature was retired.
+    FeatureRetired,
+    /// The partner is suspended.
+    PartnerSuspended,
+    /// The certificate's partner is not registered.
+    PartnerUnknown,
+    /// The thread is outside the grant's coverage.
+    ThreadNotCovered,
+    /// The message predates the grant and history was not approved.
+    HistoryNotGranted,
+    /// Only messages the granting user wrote may be deleted.
+    NotOwnMessage,
+    /// The grant token was issued to another partner.
+    TokenPartnerMismatch,
+    /// No grant token was sent.
+    TokenMissing,
+    /// The grant token is malformed or unknown.
+    TokenInvalid,
+    /// No session token was sent, or it is unknown or expired.
+    SessionInvalid,
+    /// Wrong user name or password.
+    BadCredentials,
+    /// The client certificate does not carry an identity for this surface.
+    WrongIdentity,
+    /// A scope the partner's registration does not allow.
+    ScopeNotAllowed,
+    /// The idempotency key was used before with a different request.
+    IdempotencyKeyReused,
+    /// The thing already exists.
+    AlreadyExists,
+    /// The access request is no longer pending.
+    RequestNotPending,
+    /// The grant is still active, so there is no deletion to attest.
+    GrantStillActive,
+    /// The feature is retired.
+    FeatureNotActive,
+    /// The other users are not all friends of the user.
+    NotAFriend,
+    /// The partner is over its request rate.
+    RateLimited,
+}
+
+impl Reason {
+    /// The `ErrorInfo.reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ScopeMissing => "SCOPE_MISSING",
+            Reason::GrantRevoked => "GRANT_REVOKED",
+            Reason::GrantExpired => "GRANT_EXPIRED",
+            Reason::GrantLapsed => "GRANT_LAPSED",
+            Reason::GrantReleased => "GRANT_RELEASED",
+            Reason::FeatureRetired => "FEATURE_RETIRED",
+            Reason::PartnerSuspended => "PARTNER_SUSPENDED",
+            Reason::PartnerUnknown => "PARTNER_UNKNOWN",
+            Reason::ThreadNotCovered => "THREAD_NOT_COVERED",
+            Reason::HistoryNotGranted => "HISTORY_NOT_GRANTED",
+            Reason::NotOwnMessage => "NOT_OWN_MESSAGE",
+            Reason::TokenPartnerMismatch => "TOKEN_PARTNER_MISMATCH",
+            Reason::TokenMissing => "TOKEN_MISSING",
+            Reason::TokenInvalid => "TOKEN_INVALID",
+            Reason::SessionInvalid => "SESSION_INVALID",
+            Reason::BadCredentials => "BAD_CREDENTIALS",
+            Reason::WrongIdentity => "WRONG_IDENTITY",
+            Reason::ScopeNotAllowed => "SCOPE_NOT_ALLOWED",
+            Reason::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Reason::AlreadyExists => "ALREADY_EXISTS",
+            Reason::RequestNotPending => "REQUEST_NOT_PENDING",
+            Reason::GrantStillActive => "GRANT_STILL_ACTIVE",
+            Reason::FeatureNotActive => "FEATURE_NOT_ACTIVE",
+            Reason::NotAFriend => "NOT_A_FRIEND",
+            Reason::RateLimited => "RATE_LIMITED",
+        }
+    }
+}
+
+/// A refusal by a consent rule: the caller is known but may not do this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Why, for `ErrorInfo.reason` and the audit record.
+    pub reason: Reason,
+    /// What a person reading the status should know.
+    pub message: String,
+}
+
+impl Denied {
+    /// A refusal for `reason`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Denied {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// One bad field of a request, for `INVALID_ARGUMENT` with a `BadRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's name, as in the request message.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A bad `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Any answer but yes from a rule, each kind its own gRPC code in the services' one
+/// mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller may not do this (`PERMISSION_DENIED`).
+    Denied(Denied),
+    /// The caller is not, or no longer, someone this surface serves (`UNAUTHENTICATED`).
+    Unauthenticated(Denied),
+    /// The thing asked about is not in a state that allows it (`FAILED_PRECONDITION`).
+    Precondition(Denied),
+    /// The request names something the caller cannot see (`NOT_FOUND`); the same answer
+    /// as for something that does not exist.
+    NotFound {
+        /// The kind of thing, e.g. "thread".
+        kind: &'static str,
+        /// What the request named.
+        id: String,
+    },
+    /// These fields of the request are invalid (`INVALID_ARGUMENT`), every one of them.
+    Invalid(Vec<FieldViolation>),
+}
+
+impl From<Denied> for Refusal {
+    fn from(denied: Denied) -> Self {
+        Refusal::Denied(denied)
+    }
+}
