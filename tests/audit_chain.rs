@@ -4,7 +4,7 @@
 //! before its record commits, and the platform does not stop before it has.
 
 use consent_proto::platform::v1 as pb;
-use consent_store::{StoreError, enqueue, read};
+use consent_store::{StoreError, hold_writer, read};
 use end_to_end::{Scenario, assert_refused, bearer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -222,15 +222,7 @@ async fn a_refusal_is_answered_only_once_its_record_is_durable() {
     let mut music = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music).await;
     let platform_store = Arc::clone(&s.platform.store);
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    enqueue(
-        platform_store.as_ref(),
-        move |_| {
-            let _ = held.recv();
-            Ok::<_, StoreError>(())
-        },
-        drop,
-    );
+    let release = hold_writer(platform_store.as_ref());
 
     let mut answer = tokio::spawn(async move {
         music

@@ -58,11 +58,6 @@ impl ApiError {
         ApiError::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
-    /// A refusal with its reason.
-    pub fn denied(reason: Reason, message: impl Into<String>) -> Self {
-        ApiError::PermissionDenied(reason, message.into())
-    }
-
     /// A resource that does not exist.
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
         ApiError::NotFound {
@@ -107,7 +102,6 @@ impl From<Denied> for ApiError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
-            Refusal::Denied(d) => ApiError::PermissionDenied(d.reason, d.message),
             Refusal::Unauthenticated(d) => ApiError::Unauthenticated(d.reason, d.message),
             Refusal::Precondition(d) => ApiError::FailedPrecondition(d.reason, d.message),
             Refusal::NotFound { kind, id } => ApiError::NotFound { kind, id },

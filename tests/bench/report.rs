@@ -12,7 +12,7 @@ use consent_core::model::AuditEntry;
 use consent_core::model::{Feature, Grant, Message, Scope, ScopeSet, Thread, User};
 use consent_core::rules::{GrantContext, authorize};
 use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_token};
-use consent_store::{SqliteStore, execute, transact};
+use consent_store::{SqliteStore, execute};
 use decision_inputs::decision_inputs;
 use end_to_end::processes::{PlatformPorts, WorkDir, start_platform_with};
 use hdrhistogram::Histogram;
@@ -515,15 +515,16 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
             ]),
             ..feature
         };
-        transact(&store, move |repo| {
+        execute(&store, move |repo| {
             repo.insert_partner(&partner, now)?;
             repo.insert_feature(&feature)
         })
+        .await
         .expect("partner");
         const CHUNK: u64 = 20_000;
         let user = |i: u64| format!("usr_{i:08}");
         for start in (0..users).step_by(CHUNK as usize) {
-            transact(&store, move |repo| {
+            execute(&store, move |repo| {
                 for i in start..(start + CHUNK).min(users) {
                     let id = user(i);
                     repo.insert_user(
@@ -539,11 +540,12 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                 }
                 Ok::<_, consent_store::StoreError>(())
             })
+            .await
             .expect("users");
         }
         // Threads once every user exists: each joins a user and the next one.
         for start in (0..users).step_by(CHUNK as usize) {
-            transact(&store, move |repo| {
+            execute(&store, move |repo| {
                 for i in start..(start + CHUNK).min(users) {
                     repo.insert_thread(&Thread {
                         id: format!("thr_{i:08}"),
@@ -555,10 +557,11 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                 }
                 Ok::<_, consent_store::StoreError>(())
             })
+            .await
             .expect("threads");
         }
         for start in (0..messages).step_by(CHUNK as usize) {
-            transact(&store, move |repo| {
+            execute(&store, move |repo| {
                 for m in start..(start + CHUNK).min(messages) {
                     // alice (user 0) has 40 messages in her thread; the rest spread over all threads.
                     let thread = if m < 40 { 0 } else { m % users };
@@ -576,12 +579,13 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                 }
                 Ok::<_, consent_store::StoreError>(())
             })
+            .await
             .expect("messages");
         }
         let token_hash = hash_token(&token);
         for start in (0..grants).step_by(CHUNK as usize) {
             let token_hash = token_hash.clone();
-            transact(&store, move |repo| {
+            execute(&store, move |repo| {
                 for g in start..(start + CHUNK).min(grants) {
                     let (grant, _, _, _) = decision_inputs();
                     let grant = Grant {
@@ -599,6 +603,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                 }
                 Ok::<_, consent_store::StoreError>(())
             })
+            .await
             .expect("grants");
         }
     }

@@ -5,7 +5,9 @@
 
 use crate::clock::DAY_MS;
 use crate::denial::{Denied, FieldViolation, Reason, Refusal};
-use crate::model::{AccessRequest, Coverage, Feature, Partner, RequestStatus, ScopeSet, Thread};
+use crate::model::{
+    AccessRequest, Coverage, Feature, Grant, GrantState, Partner, RequestStatus, ScopeSet, Thread,
+};
 use crate::rules::LifetimePolicy;
 
 /// Whether a partner may ask `user_id` for access to `feature` over the `listed` threads
@@ -35,6 +37,24 @@ pub fn may_request(
         }
     }
     Ok(())
+}
+
+/// Whether the user may still decide (approve or deny) `access`: only while it is pending.
+pub fn may_decide(access: &AccessRequest) -> Result<(), Refusal> {
+    if access.status == RequestStatus::Pending {
+        Ok(())
+    } else {
+        Err(Refusal::Precondition(Denied::new(
+            Reason::RequestNotPending,
+            "the request was already decided",
+        )))
+    }
+}
+
+/// Whether exchanging an approved request issues its grant's token now: once, and only
+/// while the grant is active (a grant revoked before its exchange yields no token).
+pub fn may_issue_token(access: &AccessRequest, grant: Option<&Grant>) -> bool {
+    access.status == RequestStatus::Approved && grant.is_some_and(|g| g.state == GrantState::Active)
 }
 
 /// What the user chose on the consent screen; an empty set or list, or a lifetime of 0,
@@ -80,12 +100,7 @@ pub fn approve(
     policy: &LifetimePolicy,
 ) -> Result<Approved, Refusal> {
     let precondition = |reason, message: &str| Refusal::Precondition(Denied::new(reason, message));
-    if access.status != RequestStatus::Pending {
-        return Err(precondition(
-            Reason::RequestNotPending,
-            "the request was already decided",
-        ));
-    }
+    may_decide(access)?;
     let Some(partner) = partner.filter(|p| !p.suspended) else {
         return Err(precondition(
             Reason::PartnerSuspended,

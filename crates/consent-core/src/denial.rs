@@ -1,5 +1,6 @@
 //! Typed refusals: why a call was refused, as the `ErrorInfo.reason` a client branches on.
-//! The rules return a [`Denied`]; the services turn it into a gRPC status in one place.
+//! The rules return a [`Denied`] (the caller may not) or a [`Refusal`] (any other no); the
+//! services turn either into a gRPC status in one place.
 
 /// Why a call was refused: the `ErrorInfo.reason` a client can branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +128,10 @@ impl FieldViolation {
     }
 }
 
-/// Any answer but yes from a rule, each kind its own gRPC code in the services' one
-/// mapping.
+/// A rule's answer other than yes or a [`Denied`] (which is `PERMISSION_DENIED`): each
+/// kind its own gRPC code in the services' one mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The caller may not do this (`PERMISSION_DENIED`).
-    Denied(Denied),
     /// The caller is not, or no longer, someone this surface serves (`UNAUTHENTICATED`).
     Unauthenticated(Denied),
     /// The thing asked about is not in a state that allows it (`FAILED_PRECONDITION`).
@@ -147,10 +146,4 @@ pub enum Refusal {
     },
     /// These fields of the request are invalid (`INVALID_ARGUMENT`), every one of them.
     Invalid(Vec<FieldViolation>),
-}
-
-impl From<Denied> for Refusal {
-    fn from(denied: Denied) -> Self {
-        Refusal::Denied(denied)
-    }
 }

@@ -264,6 +264,17 @@ pub struct Feature {
     pub retired: bool,
 }
 
+/// Which of a user's threads to list.
+#[derive(Debug, Clone)]
+pub enum ThreadFilter {
+    /// All of them.
+    All,
+    /// Only these ids.
+    Ids(Vec<String>),
+    /// Only those started by this partner's app.
+    StartedBy(String),
+}
+
 /// Status of an access request.
 pub use pb::RequestStatus;
 

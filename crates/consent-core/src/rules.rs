@@ -2,8 +2,10 @@
 //! data, as pure functions of the grant, the partner, the feature, the resource and the
 //! time. Handlers call these and nothing else decides.
 
-use crate::denial::{Denied, Reason, Refusal};
-use crate::model::{Feature, Grant, GrantState, Message, Partner, Scope, Thread};
+use crate::denial::{Denied, FieldViolation, Reason, Refusal};
+use crate::model::{
+    Coverage, Feature, Grant, GrantState, Message, Partner, Scope, ScopeSet, Thread, ThreadFilter,
+};
 use sha2::{Digest, Sha256};
 
 /// Operator policy on grant lifetimes.
@@ -85,19 +87,22 @@ pub fn authorize(
             GrantState::Retired,
         ));
     }
-    if now_ms >= grant.not_after_ms {
-        return Err(Denial::ending(
-            Reason::GrantExpired,
-            "grant expired",
-            GrantState::Expired,
-        ));
-    }
-    if is_inactive(grant, now_ms, policy) {
-        return Err(Denial::ending(
-            Reason::GrantLapsed,
-            "grant lapsed after inactivity",
-            GrantState::Lapsed,
-        ));
+    match ending_due(grant, now_ms, policy) {
+        Some(GrantState::Expired) => {
+            return Err(Denial::ending(
+                Reason::GrantExpired,
+                "grant expired",
+                GrantState::Expired,
+            ));
+        }
+        Some(state) => {
+            return Err(Denial::ending(
+                Reason::GrantLapsed,
+                "grant lapsed after inactivity",
+                state,
+            ));
+        }
+        None => {}
     }
     if !grant.scopes.contains(required) {
         return Err(Denial::new(
@@ -121,15 +126,49 @@ pub fn ended_reason(state: GrantState) -> Option<Reason> {
     }
 }
 
-/// Whether an active grant has gone unused past the inactivity limit.
-pub fn is_inactive(grant: &Grant, now_ms: i64, policy: &LifetimePolicy) -> bool {
-    let last = grant.last_used_ms.unwrap_or(grant.created_ms);
-    now_ms - last >= policy.inactivity_lapse_ms
+/// How an active grant ends by time alone, if it must end now: expired past its
+/// `not_after`, or lapsed after going unused past the inactivity limit.
+pub fn ending_due(grant: &Grant, now_ms: i64, policy: &LifetimePolicy) -> Option<GrantState> {
+    if now_ms >= grant.not_after_ms {
+        Some(GrantState::Expired)
+    } else if idle_for(grant, now_ms) >= policy.inactivity_lapse_ms {
+        Some(GrantState::Lapsed)
+    } else {
+        None
+    }
+}
+
+/// Grants last used (or, never used, created) at or before this instant have lapsed: the
+/// bound a store filters by to find them.
+pub fn lapse_cutoff_ms(now_ms: i64, policy: &LifetimePolicy) -> i64 {
+    now_ms - policy.inactivity_lapse_ms
+}
+
+/// How long a grant has gone unused.
+fn idle_for(grant: &Grant, now_ms: i64) -> i64 {
+    now_ms - grant.last_used_ms.unwrap_or(grant.created_ms)
+}
+
+/// The access review's finding on an active grant: unused for `dormant_ms` or more.
+pub fn is_dormant(grant: &Grant, now_ms: i64, dormant_ms: i64) -> bool {
+    grant.state == GrantState::Active && idle_for(grant, now_ms) >= dormant_ms
+}
+
+/// Scopes a grant holds but has never used: the access review suggests dropping them.
+pub fn unused_scopes(grant: &Grant, used: ScopeSet) -> ScopeSet {
+    grant.scopes.minus(used)
+}
+
+/// Whether the partner of an ended grant is past due attesting that it deleted the user's
+/// data (`due_ms` after the grant ended).
+pub fn attestation_overdue(grant: &Grant, now_ms: i64, due_ms: i64) -> bool {
+    grant.state != GrantState::Active
+        && grant.attested_ms.is_none()
+        && grant.ended_ms.is_some_and(|ended| now_ms - ended >= due_ms)
 }
 
 /// Whether the grant covers `thread` (which must include the granting user).
 pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), Denied> {
-    use crate::model::Coverage;
     let member = thread.participants.contains(&grant.user_id);
     let covered = member
         && match grant.coverage {
@@ -165,6 +204,18 @@ pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Pa
     }
 }
 
+/// A user befriends someone else, never themselves.
+pub fn may_befriend(user_id: &str, friend_id: &str) -> Result<(), Refusal> {
+    if user_id == friend_id {
+        Err(Refusal::Invalid(vec![FieldViolation::new(
+            "user_name",
+            "is yourself",
+        )]))
+    } else {
+        Ok(())
+    }
+}
+
 /// The creation time of the oldest message the grant may read: its own creation unless
 /// the user approved older history (the store may filter by it).
 pub fn history_starts_ms(grant: &Grant) -> i64 {
@@ -175,13 +226,41 @@ pub fn history_starts_ms(grant: &Grant) -> i64 {
     }
 }
 
+/// Which of the granting user's threads the grant covers, as a store selects them (the
+/// same rule as [`covers_thread`]).
+pub fn covered_threads(grant: &Grant) -> ThreadFilter {
+    match grant.coverage {
+        Coverage::All => ThreadFilter::All,
+        Coverage::Listed => ThreadFilter::Ids(grant.thread_ids.clone()),
+        Coverage::PartnerStarted => ThreadFilter::StartedBy(grant.partner_id.clone()),
+    }
+}
+
+/// Whether the partner of `grant` can read the messages of `thread`: what a participant
+/// is shown when asking which apps can read a thread.
+pub fn can_read_thread(grant: &Grant, thread: &Thread) -> bool {
+    grant.scopes.contains(Scope::MessagesRead) && covers_thread(grant, thread).is_ok()
+}
+
+/// Whether a partner may attest that it deleted a grant's data: only once the grant ended.
+pub fn may_attest(grant: &Grant) -> Result<(), Refusal> {
+    if grant.state == GrantState::Active {
+        Err(Refusal::Precondition(Denied::new(
+            Reason::GrantStillActive,
+            "the grant is still active; release it first",
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether a message's age lets the grant read it (forward-only unless history was approved).
 pub fn within_history(grant: &Grant, message: &Message) -> bool {
     message.created_ms >= history_starts_ms(grant)
 }
 
-/// A partner may start a thread only among the granting user's friends: `is_friend[i]`
-/// says whether the i-th participant asked for is one.
+/// A thread is started (by the user, or by a partner for the granting user) only among
+/// the user's friends: `is_friend[i]` says whether the i-th participant asked for is one.
 pub fn may_start_thread_with(is_friend: &[bool]) -> Result<(), Denied> {
     match is_friend.iter().position(|friend| !friend) {
         Some(index) => Err(Denied::new(
@@ -248,7 +327,6 @@ pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: Option<bool>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Coverage, ScopeSet};
 
     const DAY: i64 = crate::clock::DAY_MS;
     const POLICY: LifetimePolicy = LifetimePolicy {

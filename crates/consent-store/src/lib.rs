@@ -25,7 +25,7 @@ pub use sqlite::SqliteStore;
 
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
-    Partner, RequestStatus, Scope, ScopeSet, Thread, User,
+    Partner, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
 };
 use consent_proto::platform::v1::GrantEventKind;
 use std::sync::Arc;
@@ -57,17 +57,6 @@ pub struct Page {
 
 /// Rows with their cursors.
 pub type Paged<T> = Vec<(i64, T)>;
-
-/// Which of a user's threads to list.
-#[derive(Debug, Clone)]
-pub enum ThreadFilter {
-    /// All of them.
-    All,
-    /// Only these ids.
-    Ids(Vec<String>),
-    /// Only those started by this partner's app.
-    StartedBy(String),
-}
 
 /// A message and whether its author hides their messages from others' apps.
 #[derive(Debug, Clone)]
@@ -162,11 +151,11 @@ pub fn enqueue<R, E>(
     }));
 }
 
-/// Runs `work` in one of the store's transactions and returns its value once committed.
-pub async fn execute<R, E>(
+/// Queues `work` and returns the receiver that hears its value once committed.
+fn submit<R, E>(
     store: &dyn Store,
     work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
-) -> Result<R, E>
+) -> tokio::sync::oneshot::Receiver<Result<R, E>>
 where
     R: Send + 'static,
     E: From<StoreError> + Send + 'static,
@@ -176,8 +165,22 @@ where
         let _ = sender.send(result);
     });
     receiver
-        .await
-        .map_err(|_| StoreError::Failed("the store stopped".into()))?
+}
+
+fn stopped() -> StoreError {
+    StoreError::Failed("the store stopped".into())
+}
+
+/// Runs `work` in one of the store's transactions and returns its value once committed.
+pub async fn execute<R, E>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
+) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    submit(store, work).await.map_err(|_| stopped())?
 }
 
 /// Like [`execute`], blocking the calling thread (for code outside the async runtime).
@@ -189,13 +192,24 @@ where
     R: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    enqueue(store, work, move |result| {
-        let _ = sender.send(result);
-    });
-    receiver
-        .recv()
-        .map_err(|_| StoreError::Failed("the store stopped".into()))?
+    submit(store, work).blocking_recv().map_err(|_| stopped())?
+}
+
+/// Keeps the store's writer busy until the returned sender is sent to or dropped, so that
+/// the jobs queued meanwhile wait, and then share one transaction: for tests that need to
+/// see what happens while a commit is pending.
+#[cfg(any(test, feature = "test-util"))]
+pub fn hold_writer(store: &dyn Store) -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    enqueue(
+        store,
+        move |_| {
+            let _ = held.recv();
+            Ok::<_, StoreError>(())
+        },
+        drop,
+    );
+    release
 }
 
 /// Runs read-only `work` on a snapshot of committed data, on tokio's blocking pool.

@@ -17,16 +17,17 @@
 use super::migrations::MIGRATIONS;
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, Repo, Store, StoreError, StoreResult,
-    ThreadFilter,
 };
 use consent_core::audit::record_hash;
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
-    Message, Partner, RequestStatus, Scope, ScopeSet, Thread, User, request_status_from_stored,
+    Message, Partner, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
+    request_status_from_stored,
 };
 use consent_core::secret::new_secret;
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, PoisonError};
@@ -155,7 +156,11 @@ fn write_batches(conn: &Connection, queue: &Receiver<Box<dyn Job>>, events: &wat
             }
             Err(error) => {
                 tracing::error!(%error, jobs = batch.len(), "a batch did not commit");
-                let _ = conn.execute_batch("ROLLBACK");
+                if !conn.is_autocommit() {
+                    if let Err(error) = conn.execute_batch("ROLLBACK") {
+                        tracing::error!(%error, "the batch could not be rolled back");
+                    }
+                }
             }
         }
         for job in batch {
@@ -165,7 +170,10 @@ fn write_batches(conn: &Connection, queue: &Receiver<Box<dyn Job>>, events: &wat
 }
 
 /// Runs each job of `batch` in a savepoint of its own inside one transaction, so that a
-/// failing job takes back only its own writes.
+/// failing job takes back only its own writes. A job that panics fails like one that
+/// returns an error, and the writer goes on. Some failures (a full disk, an I/O error)
+/// make SQLite roll back the whole transaction, not only the statement: then no job of
+/// the batch may commit.
 fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn Job>],
@@ -179,7 +187,14 @@ fn run_batch(
             conn,
             last_event: None,
         };
-        if job.run(&mut repo) {
+        let kept = catch_unwind(AssertUnwindSafe(|| job.run(&mut repo))).unwrap_or(false);
+        if conn.is_autocommit() {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the transaction was rolled back".into()),
+            ));
+        }
+        if kept {
             *last_event = repo.last_event.or(*last_event);
             run("RELEASE job")?;
         } else {
@@ -544,29 +559,25 @@ impl Repo for SqliteRepo<'_> {
             "INSERT INTO threads (id, title, started_by_partner, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![thread.id, thread.title, thread.started_by_partner, thread.created_ms],
         )?;
-        {
-            let mut stmt = self.conn.prepare_cached(
-                "INSERT OR IGNORE INTO thread_participants (thread_id, user_id) VALUES (?1, ?2)",
-            )?;
-            for user_id in &thread.participants {
-                stmt.execute([&thread.id, user_id])?;
-            }
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO thread_participants (thread_id, user_id) VALUES (?1, ?2)",
+        )?;
+        for user_id in &thread.participants {
+            stmt.execute([&thread.id, user_id])?;
         }
         Ok(())
     }
 
     fn thread(&mut self, id: &str) -> StoreResult<Option<Thread>> {
-        {
-            let row = self
-                    .query_row(
-                        "SELECT seq, id, title, started_by_partner, created_ms FROM threads WHERE id = ?1",
-                        [id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                    )
-                    .optional()?;
-            row.map(|row| self.thread_with_participants(row).map(|(_, t)| t))
-                .transpose()
-        }
+        let row = self
+            .query_row(
+                "SELECT seq, id, title, started_by_partner, created_ms FROM threads WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        row.map(|row| self.thread_with_participants(row).map(|(_, t)| t))
+            .transpose()
     }
 
     fn threads_of(
@@ -658,22 +669,20 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>> {
-        {
-            Ok(self
-                    .query_row(
-                        "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
-                        [id],
-                        |r| {
-                            Ok(Partner {
-                                id: r.get(0)?,
-                                display_name: r.get(1)?,
-                                allowed_scopes: ScopeSet::from_bits(r.get(2)?),
-                                suspended: r.get(3)?,
-                            })
-                        },
-                    )
-                    .optional()?)
-        }
+        Ok(self
+            .query_row(
+                "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Partner {
+                        id: r.get(0)?,
+                        display_name: r.get(1)?,
+                        allowed_scopes: ScopeSet::from_bits(r.get(2)?),
+                        suspended: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     fn suspend_partner(&mut self, id: &str) -> StoreResult<()> {
@@ -691,14 +700,11 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn feature(&mut self, partner_id: &str, name: &str) -> StoreResult<Option<Feature>> {
-        {
-            let sql = format!(
-                "SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 AND name = ?2"
-            );
-            Ok(self
-                .query_row(&sql, [partner_id, name], feature_row)
-                .optional()?)
-        }
+        let sql =
+            format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = ?1 AND name = ?2");
+        Ok(self
+            .query_row(&sql, [partner_id, name], feature_row)
+            .optional()?)
     }
 
     fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>> {
@@ -783,12 +789,10 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn grant_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Grant>> {
-        {
-            Ok(self
-                .grants_where("token_hash = ?1", [token_hash])?
-                .into_iter()
-                .next())
-        }
+        Ok(self
+            .grants_where("token_hash = ?1", [token_hash])?
+            .into_iter()
+            .next())
     }
 
     fn grants_of_partner(
@@ -1003,7 +1007,7 @@ impl Repo for SqliteRepo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{enqueue, read_blocking, transact};
+    use crate::{enqueue, hold_writer, read_blocking, transact};
     use consent_core::audit::ChainVerifier;
     use std::sync::mpsc;
 
@@ -1025,21 +1029,6 @@ mod tests {
             let _ = done.send(result);
         });
         outcome
-    }
-
-    /// Keeps the writer busy until the returned sender is sent to or dropped, so that the
-    /// jobs queued meanwhile wait, and then share one transaction.
-    fn hold_writer(store: &SqliteStore) -> mpsc::Sender<()> {
-        let (release, held) = mpsc::channel::<()>();
-        enqueue(
-            store,
-            move |_| {
-                let _ = held.recv();
-                Ok::<_, StoreError>(())
-            },
-            drop,
-        );
-        release
     }
 
     /// The reasons of the committed audit records, in order, once their chain verifies.

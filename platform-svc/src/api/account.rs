@@ -10,15 +10,13 @@ use crate::validate;
 use consent_core::approval::{self, Choice};
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
-use consent_core::model::{
-    AuditEntry, Coverage, Grant, GrantState, RequestStatus, Scope, Thread, User,
-};
+use consent_core::model::{AuditEntry, Coverage, Grant, GrantState, RequestStatus, Thread, User};
 use consent_core::rules;
 use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
 };
 use consent_proto::platform::v1 as pb;
-use consent_store::{Repo, ThreadFilter};
+use consent_store::Repo;
 use pb::GrantEventKind;
 use pb::account_server::Account;
 use tonic::{Request, Response, Status};
@@ -45,21 +43,37 @@ impl AccountService {
         }
     }
 
-    /// Runs `work` for the signed-in user of `request`'s session token.
+    /// Runs `work` on the store's writer for the signed-in user of `request`'s session
+    /// token.
     async fn as_user<T, R: Send + 'static>(
         &self,
         request: &Request<T>,
         work: impl FnOnce(&mut dyn Repo, &User, i64) -> ApiResult<R> + Send + 'static,
     ) -> Result<Response<R>, Status> {
-        let token = super::bearer_token(request);
-        self.platform
-            .run(move |repo, now_ms| {
-                let user = session_user(repo, token.as_deref(), now_ms)?;
-                work(repo, &user, now_ms)
-            })
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        let work = signed_in(super::bearer_token(request), work);
+        Ok(Response::new(self.platform.run(work).await?))
+    }
+
+    /// Runs read-only `work` for the signed-in user on a snapshot beside the writer, so
+    /// that a user's reads never queue behind partners' writes.
+    async fn as_reader<T, R: Send + 'static>(
+        &self,
+        request: &Request<T>,
+        work: impl FnOnce(&mut dyn Repo, &User, i64) -> ApiResult<R> + Send + 'static,
+    ) -> Result<Response<R>, Status> {
+        let work = signed_in(super::bearer_token(request), work);
+        Ok(Response::new(self.platform.read(work).await?))
+    }
+}
+
+/// `work` for the user whose session `token` names.
+fn signed_in<R>(
+    token: Option<String>,
+    work: impl FnOnce(&mut dyn Repo, &User, i64) -> ApiResult<R>,
+) -> impl FnOnce(&mut dyn Repo, i64) -> ApiResult<R> {
+    move |repo, now_ms| {
+        let user = session_user(repo, token.as_deref(), now_ms)?;
+        work(repo, &user, now_ms)
     }
 }
 
@@ -205,9 +219,7 @@ impl Account for AccountService {
             let friend = repo
                 .user_by_name(&name)?
                 .ok_or_else(|| ApiError::not_found("user", &name))?;
-            if friend.id == user.id {
-                return Err(ApiError::invalid("user_name", "is yourself"));
-            }
+            rules::may_befriend(&user.id, &friend.id)?;
             repo.add_friendship(&user.id, &friend.id)?;
             Ok(pb::AddFriendResponse { user_id: friend.id })
         })
@@ -222,14 +234,11 @@ impl Account for AccountService {
         let participants = validate::ids("participant_ids", &r.participant_ids, 1, 16)?;
         let title = validate::text("title", &r.title, 128)?.to_string();
         self.as_user(&request, move |repo, user, now_ms| {
-            for (index, friend) in participants.iter().enumerate() {
-                if !repo.are_friends(&user.id, friend)? {
-                    return Err(ApiError::invalid(
-                        format!("participant_ids[{index}]"),
-                        "is not a friend",
-                    ));
-                }
-            }
+            let is_friend = participants
+                .iter()
+                .map(|p| repo.are_friends(&user.id, p))
+                .collect::<Result<Vec<_>, _>>()?;
+            rules::may_start_thread_with(&is_friend)?;
             let mut members = vec![user.id.clone()];
             members.extend(participants);
             let thread = Thread {
@@ -274,8 +283,8 @@ impl Account for AccountService {
         request: Request<pb::ListThreadsRequest>,
     ) -> Result<Response<pb::ListThreadsResponse>, Status> {
         let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
-        self.as_user(&request, move |repo, user, _| {
-            let rows = repo.threads_of(&user.id, &ThreadFilter::All, page)?;
+        self.as_reader(&request, move |repo, user, _| {
+            let rows = repo.threads_of(&user.id, &consent_core::model::ThreadFilter::All, page)?;
             Ok(pb::ListThreadsResponse {
                 threads: rows.iter().map(|(_, t)| convert::thread(t)).collect(),
                 next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
@@ -291,7 +300,7 @@ impl Account for AccountService {
         let r = request.get_ref().clone();
         validate::id("thread_id", &r.thread_id)?;
         let page = validate::page(r.page_size, &r.page_token)?;
-        self.as_user(&request, move |repo, user, _| {
+        self.as_reader(&request, move |repo, user, _| {
             member_thread(repo, user, &r.thread_id)?;
             let rows = repo.messages(&r.thread_id, i64::MIN, page)?;
             Ok(pb::ListMessagesResponse {
@@ -309,7 +318,7 @@ impl Account for AccountService {
         &self,
         request: Request<pb::ListPendingRequestsRequest>,
     ) -> Result<Response<pb::ListPendingRequestsResponse>, Status> {
-        self.as_user(&request, move |repo, user, _| {
+        self.as_reader(&request, move |repo, user, _| {
             let mut requests = Vec::new();
             for access in repo.pending_requests(&user.id)? {
                 let partner = repo.partner(&access.partner_id)?;
@@ -401,12 +410,7 @@ impl Account for AccountService {
                 .request(&request_id)?
                 .filter(|a| a.user_id == user.id)
                 .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
-            if access.status != RequestStatus::Pending {
-                return Err(ApiError::FailedPrecondition(
-                    Reason::RequestNotPending,
-                    "the request was already decided".into(),
-                ));
-            }
+            approval::may_decide(&access)?;
             repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
             access.status = RequestStatus::Denied;
             let partner = repo
@@ -424,7 +428,7 @@ impl Account for AccountService {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        self.as_user(&request, move |repo, user, _| {
+        self.as_reader(&request, move |repo, user, _| {
             Ok(pb::ListGrantsResponse {
                 grants: repo
                     .grants_of_user(&user.id)?
@@ -458,7 +462,7 @@ impl Account for AccountService {
         request: Request<pb::ReadAccessLogRequest>,
     ) -> Result<Response<pb::ReadAccessLogResponse>, Status> {
         let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
-        self.as_user(&request, move |repo, user, _| {
+        self.as_reader(&request, move |repo, user, _| {
             let records = repo.audit_records_of_user(&user.id, page.after, page.limit)?;
             Ok(pb::ReadAccessLogResponse {
                 next_page_token: validate::next_page_token(&records, |r| r.seq, page),
@@ -474,13 +478,11 @@ impl Account for AccountService {
     ) -> Result<Response<pb::ListThreadAppsResponse>, Status> {
         let thread_id = request.get_ref().thread_id.clone();
         validate::id("thread_id", &thread_id)?;
-        self.as_user(&request, move |repo, user, _| {
+        self.as_reader(&request, move |repo, user, _| {
             let thread = member_thread(repo, user, &thread_id)?;
             let mut apps = Vec::new();
             for grant in repo.active_grants_of_users(&thread.participants)? {
-                if !grant.scopes.contains(Scope::MessagesRead)
-                    || rules::covers_thread(&grant, &thread).is_err()
-                {
+                if !rules::can_read_thread(&grant, &thread) {
                     continue;
                 }
                 let partner_name = repo

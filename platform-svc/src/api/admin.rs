@@ -10,6 +10,7 @@ use consent_core::audit::ChainVerifier;
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
 use consent_core::model::{AuditEntry, Feature, GrantState, Partner, ScopeSet};
+use consent_core::rules;
 use consent_proto::platform::v1 as pb;
 use consent_store::Repo;
 use consent_tls::principal::{OperatorName, partner_spiffe_id};
@@ -18,6 +19,25 @@ use tonic::{Request, Response, Status};
 
 /// Audit records read per store call while verifying or exporting.
 const AUDIT_BATCH: usize = 1000;
+
+/// The operator named by the request's certificate (put there by the edge).
+fn operator_of<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<OperatorName>()
+        .map(|o| o.0.clone())
+        .unwrap_or_default()
+}
+
+/// The audit record of an operator's call.
+fn operator_entry(method: &str, operator: &str, resource: &str) -> AuditEntry {
+    AuditEntry {
+        method: method.to_string(),
+        resource: format!("operator:{operator},{resource}"),
+        decision: "allow".into(),
+        ..AuditEntry::default()
+    }
+}
 
 /// The partner-admin service.
 #[derive(Debug, Clone)]
@@ -35,32 +55,42 @@ impl AdminService {
         }
     }
 
+    /// Runs `work` on the writer and appends the operator's audit record with it.
     async fn run<T, R: Send + 'static>(
         &self,
         request: &Request<T>,
         method: &'static str,
         work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<(R, String)> + Send + 'static,
     ) -> Result<Response<R>, Status> {
-        let operator = request
-            .extensions()
-            .get::<OperatorName>()
-            .map(|o| o.0.clone())
-            .unwrap_or_default();
+        let operator = operator_of(request);
         self.platform
             .run(move |repo, now_ms| {
                 let (response, resource) = work(repo, now_ms)?;
-                let entry = AuditEntry {
-                    method: method.to_string(),
-                    resource: format!("operator:{operator},{resource}"),
-                    decision: "allow".into(),
-                    ..AuditEntry::default()
-                };
-                repo.append_audit(&entry, now_ms)?;
+                repo.append_audit(&operator_entry(method, &operator, &resource), now_ms)?;
                 Ok(response)
             })
             .await
             .map(Response::new)
             .map_err(Status::from)
+    }
+
+    /// Runs read-only `work` on a snapshot beside the writer (a long read, such as
+    /// verifying the whole chain, holds up no partner call), then appends the operator's
+    /// audit record and replies once it is committed.
+    async fn read<T, R: Send + 'static>(
+        &self,
+        request: &Request<T>,
+        method: &'static str,
+        work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<(R, String)> + Send + 'static,
+    ) -> Result<Response<R>, Status> {
+        let operator = operator_of(request);
+        let (response, resource) = self.platform.read(work).await?;
+        self.platform
+            .run(move |repo, now_ms| {
+                Ok(repo.append_audit(&operator_entry(method, &operator, &resource), now_ms)?)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     fn partner_view(&self, repo: &mut dyn Repo, id: &str) -> ApiResult<pb::Partner> {
@@ -230,7 +260,7 @@ impl PartnerAdmin for AdminService {
         let partner_id = request.get_ref().partner_id.clone();
         validate::name("partner_id", &partner_id)?;
         let this = self.clone();
-        self.run(&request, method!("GetPartner"), move |repo, _| {
+        self.read(&request, method!("GetPartner"), move |repo, _| {
             Ok((this.partner_view(repo, &partner_id)?, partner_id))
         })
         .await
@@ -245,7 +275,7 @@ impl PartnerAdmin for AdminService {
             days => i64::from(days),
         };
         let attestation_due_ms = self.platform.limits.attestation_due_ms;
-        self.run(&request, method!("AccessReview"), move |repo, now_ms| {
+        self.read(&request, method!("AccessReview"), move |repo, now_ms| {
             let mut findings = Vec::new();
             let dormant_ms = dormant_days * consent_core::clock::DAY_MS;
             for grant in repo.all_grants()? {
@@ -257,26 +287,24 @@ impl PartnerAdmin for AdminService {
                     scope: scope as i32,
                     detail,
                 };
+                if rules::is_dormant(&grant, now_ms, dormant_ms) {
+                    findings.push(finding(
+                        "DORMANT_GRANT",
+                        pb::Scope::Unspecified,
+                        format!("unused for {dormant_days} days or more"),
+                    ));
+                }
                 if grant.state == GrantState::Active {
-                    let last = grant.last_used_ms.unwrap_or(grant.created_ms);
-                    if now_ms - last >= dormant_ms {
-                        findings.push(finding(
-                            "DORMANT_GRANT",
-                            pb::Scope::Unspecified,
-                            format!("unused for {dormant_days} days or more"),
-                        ));
-                    }
-                    for scope in grant.scopes.minus(repo.used_scopes(&grant.id)?).iter() {
+                    let used = repo.used_scopes(&grant.id)?;
+                    for scope in rules::unused_scopes(&grant, used).iter() {
                         findings.push(finding(
                             "UNUSED_SCOPE",
                             scope.to_proto(),
                             format!("{} granted but never used", scope.name()),
                         ));
                     }
-                } else if let Some(ended) = grant.ended_ms
-                    && grant.attested_ms.is_none()
-                    && now_ms - ended >= attestation_due_ms
-                {
+                }
+                if rules::attestation_overdue(&grant, now_ms, attestation_due_ms) {
                     findings.push(finding(
                         "DELETION_ATTESTATION_OVERDUE",
                         pb::Scope::Unspecified,
@@ -311,7 +339,7 @@ impl PartnerAdmin for AdminService {
                 );
             }
         };
-        self.run(&request, method!("ExportAudit"), move |repo, _| {
+        self.read(&request, method!("ExportAudit"), move |repo, _| {
             let records = repo.audit_records(after, limit)?;
             let head = repo.audit_head()?;
             Ok((
@@ -335,7 +363,7 @@ impl PartnerAdmin for AdminService {
         let r = request.get_ref().clone();
         let checkpoint = i64::try_from(r.checkpoint_seq)
             .map_err(|_| Status::from(ApiError::invalid("checkpoint_seq", "is out of range")))?;
-        self.run(&request, method!("VerifyAudit"), move |repo, _| {
+        self.read(&request, method!("VerifyAudit"), move |repo, _| {
             let mut verifier = ChainVerifier::new();
             let mut after = 0;
             loop {

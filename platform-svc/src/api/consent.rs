@@ -8,8 +8,8 @@ use super::partner_call::{PartnerCall, own_grant};
 use crate::error::{ApiError, ApiResult};
 use crate::validate;
 use consent_core::approval;
-use consent_core::denial::Reason;
 use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
+use consent_core::rules;
 use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_id, new_token};
 use consent_proto::platform::v1 as pb;
 use pb::consent_server::Consent;
@@ -119,7 +119,7 @@ impl Consent for ConsentService {
             };
             if let (RequestStatus::Approved, Some(grant)) = (access.status, &grant) {
                 tx.concerns_grant(grant);
-                if grant.state == GrantState::Active {
+                if approval::may_issue_token(&access, Some(grant)) {
                     let token = new_token(GRANT_TOKEN_PREFIX);
                     tx.repo.set_grant_token(&grant.id, &hash_token(&token))?;
                     response.grant_token = token;
@@ -173,10 +173,13 @@ impl Consent for ConsentService {
         request: Request<pb::WatchGrantEventsRequest>,
     ) -> Result<Response<Self::WatchGrantEventsStream>, Status> {
         let call = PartnerCall::new(&request, method!("WatchGrantEvents"));
-        let after = i64::try_from(request.get_ref().after_sequence)
-            .map_err(|_| Status::from(ApiError::invalid("after_sequence", "is out of range")))?;
-        let partner_id = call
-            .run(&self.platform, move |tx| Ok(tx.partner.id.clone()))
+        let after_sequence = request.get_ref().after_sequence;
+        let (partner_id, after) = call
+            .run(&self.platform, move |tx| {
+                let after = i64::try_from(after_sequence)
+                    .map_err(|_| ApiError::invalid("after_sequence", "is out of range"))?;
+                Ok((tx.partner.id.clone(), after))
+            })
             .await?;
         let (sender, receiver) = mpsc::channel(EVENT_BATCH);
         let platform = self.platform.clone();
@@ -193,12 +196,7 @@ impl Consent for ConsentService {
         call.run(&self.platform, move |tx| {
             let grant_id = validate::id("grant_id", &r.grant_id)?;
             let grant = own_grant(tx, grant_id)?;
-            if grant.state == GrantState::Active {
-                return Err(ApiError::FailedPrecondition(
-                    Reason::GrantStillActive,
-                    "the grant is still active; release it first".into(),
-                ));
-            }
+            rules::may_attest(&grant)?;
             tx.repo.attest_deletion(grant_id, tx.now_ms)?;
             let grant = own_grant(tx, grant_id)?;
             Ok(convert::grant(&grant))
@@ -209,7 +207,9 @@ impl Consent for ConsentService {
 }
 
 /// Sends the partner's events after `after`, then every new one, until the client goes
-/// away. The store is the source of truth; the watch channel only says when to look.
+/// away or the partner may no longer call (suspended, or its registration gone), which
+/// ends the stream with that refusal. The store is the source of truth; the watch channel
+/// only says when to look.
 async fn stream_events(
     platform: Platform,
     partner_id: String,
@@ -221,7 +221,10 @@ async fn stream_events(
     loop {
         let partner = partner_id.clone();
         let batch = platform
-            .run(move |repo, _| Ok(repo.events_after(&partner, after, EVENT_BATCH)?))
+            .read(move |repo, _| {
+                rules::partner_may_call(&partner, repo.partner(&partner)?)?;
+                Ok(repo.events_after(&partner, after, EVENT_BATCH)?)
+            })
             .await;
         let events = match batch {
             Ok(events) => events,

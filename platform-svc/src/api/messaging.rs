@@ -7,13 +7,12 @@ use super::convert;
 use super::partner_call::{PartnerCall, PartnerTx};
 use crate::error::ApiError;
 use crate::validate;
-use consent_core::model::{Coverage, Grant, Message, Scope, Thread};
+use consent_core::model::{Grant, Message, Scope, Thread};
 use consent_core::rules::{
-    covers_thread, history_starts_ms, may_delete, may_read, may_start_thread_with,
+    covered_threads, covers_thread, history_starts_ms, may_delete, may_read, may_start_thread_with,
 };
 use consent_core::secret::{new_id, new_ordered_id};
 use consent_proto::platform::v1 as pb;
-use consent_store::ThreadFilter;
 use pb::messaging_server::Messaging;
 use tonic::{Request, Response, Status};
 
@@ -50,14 +49,6 @@ fn covered_thread(
     Ok(thread)
 }
 
-fn thread_filter(grant: &Grant) -> ThreadFilter {
-    match grant.coverage {
-        Coverage::All => ThreadFilter::All,
-        Coverage::Listed => ThreadFilter::Ids(grant.thread_ids.clone()),
-        Coverage::PartnerStarted => ThreadFilter::StartedBy(grant.partner_id.clone()),
-    }
-}
-
 fn new_message(tx: &PartnerTx<'_>, grant: &Grant, thread_id: &str, body: &str) -> Message {
     Message {
         id: new_ordered_id("msg", tx.now_ms),
@@ -82,7 +73,7 @@ impl Messaging for MessagingService {
             let page = validate::page(r.page_size, &r.page_token)?;
             let rows = tx
                 .repo
-                .threads_of(&grant.user_id, &thread_filter(&grant), page)?;
+                .threads_of(&grant.user_id, &covered_threads(&grant), page)?;
             let key = tx.pseudonym_key().to_string();
             let threads = rows
                 .iter()

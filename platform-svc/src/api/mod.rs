@@ -15,7 +15,7 @@ use crate::config::Policy;
 use crate::error::ApiResult;
 use consent_core::clock::{Clock, DAY_MS};
 use consent_core::model::{Grant, GrantState};
-use consent_core::rules::LifetimePolicy;
+use consent_core::rules::{self, LifetimePolicy};
 use consent_store::{Repo, Store, StoreResult, execute};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -91,21 +91,31 @@ impl Platform {
         execute(self.store.as_ref(), move |repo| work(repo, now_ms)).await
     }
 
+    /// Runs read-only `work` with the current time on a snapshot of committed data, beside
+    /// the store's writer.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<R> + Send + 'static,
+    ) -> ApiResult<R> {
+        let now_ms = self.clock.now_ms();
+        consent_store::read(&self.store, move |repo| work(repo, now_ms)).await
+    }
+
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
     /// event for each; returns how many ended.
     pub async fn sweep_grants(&self) -> ApiResult<usize> {
-        let lapse_ms = self.limits.lifetime.inactivity_lapse_ms;
+        let policy = self.limits.lifetime;
         self.run(move |repo, now_ms| {
-            let due = repo.grants_due_to_end(now_ms, now_ms - lapse_ms)?;
-            for grant in &due {
-                let state = if now_ms >= grant.not_after_ms {
-                    GrantState::Expired
-                } else {
-                    GrantState::Lapsed
-                };
-                end_grant(repo, grant, state, now_ms)?;
+            let candidates =
+                repo.grants_due_to_end(now_ms, rules::lapse_cutoff_ms(now_ms, &policy))?;
+            let mut ended = 0;
+            for grant in &candidates {
+                if let Some(state) = rules::ending_due(grant, now_ms, &policy) {
+                    end_grant(repo, grant, state, now_ms)?;
+                    ended += 1;
+                }
             }
-            Ok(due.len())
+            Ok(ended)
         })
         .await
     }

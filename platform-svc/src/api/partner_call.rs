@@ -27,7 +27,7 @@ use consent_core::denial::Reason;
 use consent_core::model::{AuditEntry, Grant, GrantState, Partner, Scope};
 use consent_core::rules::{self, GrantContext};
 use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, is_well_formed};
-use consent_store::{self as store, IdempotentResponse, Repo, StoreResult};
+use consent_store::{self as store, IdempotentResponse, Repo, StoreError, StoreResult};
 use consent_tls::principal::PartnerId;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -224,11 +224,16 @@ impl Effects {
 }
 
 /// Decides an attempt's audit record and writes what it leaves besides its own effects.
+/// A call the store failed takes back everything it wrote: its transaction's job fails,
+/// and its caller hears `INTERNAL` with nothing of the call committed.
 fn settle<R>(repo: &mut dyn Repo, now_ms: i64, attempt: Attempt<R>) -> StoreResult<ApiResult<R>> {
     let Attempt {
         result,
         mut effects,
     } = attempt;
+    if let Err(ApiError::Storage(detail)) = result {
+        return Err(StoreError::Failed(detail));
+    }
     effects.decide(result.as_ref().map(drop));
     record(repo, now_ms, &effects)?;
     Ok(result)
@@ -415,7 +420,7 @@ mod tests {
     use consent_core::clock::Clock;
     use consent_core::model::{Coverage, Feature, ScopeSet, User};
     use consent_core::secret::new_token;
-    use consent_store::{SqliteStore, StoreError, enqueue, execute, read_blocking};
+    use consent_store::{SqliteStore, StoreError, execute, hold_writer, read_blocking};
     use std::time::Duration;
     use tonic_types::StatusExt;
 
@@ -600,25 +605,11 @@ mod tests {
         );
     }
 
-    /// Keeps the store's writer busy until the returned sender is sent to or dropped.
-    fn hold_writer(platform: &Platform) -> std::sync::mpsc::Sender<()> {
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        enqueue(
-            platform.store.as_ref(),
-            move |_| {
-                let _ = held.recv();
-                Ok::<_, StoreError>(())
-            },
-            drop,
-        );
-        release
-    }
-
     #[tokio::test]
     async fn a_refusal_is_answered_only_once_its_record_is_committed() {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
-        let release = hold_writer(&platform);
+        let release = hold_writer(platform.store.as_ref());
 
         let caller = platform.clone();
         let mut answer = tokio::spawn(async move {
@@ -647,7 +638,7 @@ mod tests {
         platform
             .clock
             .advance_ms(10 * 365 * consent_core::clock::DAY_MS);
-        let release = hold_writer(&platform);
+        let release = hold_writer(platform.store.as_ref());
 
         let caller = platform.clone();
         let mut answer = tokio::spawn(async move {
