@@ -140,6 +140,36 @@ async fn partner_suspended() {
 }
 
 #[tokio::test]
+async fn a_suspension_reaches_an_open_event_stream_and_then_ends_it() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (_, grant) = s.music_grant(&mut music).await;
+    let mut events = music
+        .consent
+        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let approved = events.message().await.unwrap().unwrap();
+    assert_eq!(approved.grant_id, grant.grant_id);
+
+    s.platform
+        .operator()
+        .await
+        .suspend_partner(pb::SuspendPartnerRequest {
+            partner_id: "music".into(),
+        })
+        .await
+        .unwrap();
+
+    let suspended = events.message().await.unwrap().unwrap();
+    assert_eq!(suspended.kind, pb::GrantEventKind::GrantSuspended as i32);
+    assert_eq!(suspended.grant_id, grant.grant_id);
+    let ended = events.message().await.unwrap_err();
+    assert_refused(&ended, Code::Unauthenticated, "PARTNER_SUSPENDED");
+}
+
+#[tokio::test]
 async fn thread_not_covered() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Each call allocates and frees many small buffers across threads; mimalloc does that
-/// with less CPU than the system allocator (see the README's benchmark).
+/// with less CPU than the system allocator (see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

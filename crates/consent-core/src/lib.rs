@@ -3,7 +3,8 @@
 //! Every decision about whether a partner or a user may do something is a pure function
 //! here, of the grant, the partner, the feature, the resource and the time ([`rules`]);
 //! the services load what a rule needs, call it, and act on its answer. A refusal is a
-//! typed [`denial::Denied`] with the `ErrorInfo` reason a client branches on. The audit
+//! typed [`denial::Denied`] or [`denial::Refusal`], with the `ErrorInfo` reason a client
+//! branches on. The audit
 //! chain's hashing and verification ([`audit`]) live here too, so that the store that
 //! appends records and the tools that verify them agree by construction.
 

@@ -207,8 +207,9 @@ impl Consent for ConsentService {
 }
 
 /// Sends the partner's events after `after`, then every new one, until the client goes
-/// away or the partner may no longer call (suspended, or its registration gone), which
-/// ends the stream with that refusal. The store is the source of truth; the watch channel
+/// away or the partner may no longer call (suspended, or its registration gone): then the
+/// events committed so far (those of the suspension itself, which ask it to delete what
+/// it holds) are sent, and the stream ends with that refusal. The store is the source of truth; the watch channel
 /// only says when to look.
 async fn stream_events(
     platform: Platform,
@@ -222,12 +223,13 @@ async fn stream_events(
         let partner = partner_id.clone();
         let batch = platform
             .read(move |repo, _| {
-                rules::partner_may_call(&partner, repo.partner(&partner)?)?;
-                Ok(repo.events_after(&partner, after, EVENT_BATCH)?)
+                let events = repo.events_after(&partner, after, EVENT_BATCH)?;
+                let may_call = rules::partner_may_call(&partner, repo.partner(&partner)?);
+                Ok((events, may_call))
             })
             .await;
-        let events = match batch {
-            Ok(events) => events,
+        let (events, may_call) = match batch {
+            Ok(batch) => batch,
             Err(e) => {
                 let _ = sender.send(Err(e.into())).await;
                 return;
@@ -238,6 +240,10 @@ async fn stream_events(
                 return;
             }
             after = event.seq;
+        }
+        if let Err(refusal) = may_call {
+            let _ = sender.send(Err(ApiError::from(refusal).into())).await;
+            return;
         }
         if events.len() == EVENT_BATCH {
             continue;

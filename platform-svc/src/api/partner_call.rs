@@ -1,5 +1,6 @@
 //! One audited partner call, on one rule: **decide → act → append the audit record →
-//! commit → reply**. No reply, allowed or refused, leaves before its record is durable.
+//! commit → reply**. No decision, allowed or refused, is answered before its record is
+//! durable; a call the store fails is answered `INTERNAL` with nothing of it committed.
 //!
 //! The partner on the connection must be registered and not suspended; a grant token, when
 //! the RPC needs one, must resolve to an active grant bound to that partner and pass every
