@@ -132,6 +132,24 @@ async fn every_listener_serves_health_and_reflection() {
             list.service.iter().any(|s| s.name == service),
             "{service} missing from v1alpha reflection"
         );
+        // The rich error details are described too, so that grpcurl prints a refusal's
+        // `ErrorInfo` and `BadRequest` as fields rather than as base64.
+        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(AlphaRequest::FileContainingSymbol(
+                "google.rpc.ErrorInfo".into(),
+            )),
+        };
+        let mut stream = V1Alpha::new(channel.clone())
+            .server_reflection_info(tokio_stream_once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let found = stream.message().await.unwrap().unwrap().message_response;
+        assert!(
+            matches!(found, Some(AlphaResponse::FileDescriptorResponse(_))),
+            "google.rpc.ErrorInfo missing from reflection on {service}: {found:?}"
+        );
 
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient as V1;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;

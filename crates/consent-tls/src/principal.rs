@@ -57,14 +57,25 @@ pub fn principal_from_uri(uri: &str, trust_domain: &str) -> Option<Principal> {
     }
 }
 
-/// The principal named by the first URI SAN of `trust_domain` in a DER certificate.
+/// The principal named by a DER certificate's URI SAN in `trust_domain`. A certificate
+/// must carry exactly one URI SAN, as SPIFFE requires: one that carries several names is
+/// taken as no one, since whichever name a verifier picked, the holder could claim to be
+/// another.
 pub fn principal_from_certificate(der: &[u8], trust_domain: &str) -> Option<Principal> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|name| match name {
-        GeneralName::URI(uri) => principal_from_uri(uri, trust_domain),
+    let mut uris = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) => principal_from_uri(uri, trust_domain),
         _ => None,
-    })
+    }
 }
 
 /// Whether a SPIFFE path segment is a name this system issues: 1 to 64 bytes of
@@ -103,6 +114,24 @@ mod tests {
         assert_eq!(
             principal_from_uri("spiffe://example.org/partner/a/b", "example.org"),
             None
+        );
+    }
+
+    #[test]
+    fn a_certificate_with_two_uri_names_is_no_one() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![
+            rcgen::SanType::URI("spiffe://example.org/partner/music".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://example.org/partner/bank".try_into().unwrap()),
+        ];
+        let two = params.self_signed(&key).unwrap();
+        assert_eq!(principal_from_certificate(two.der(), "example.org"), None);
+        params.subject_alt_names.pop();
+        let one = params.self_signed(&key).unwrap();
+        assert_eq!(
+            principal_from_certificate(one.der(), "example.org"),
+            Some(Principal::Partner(PartnerId("music".into())))
         );
     }
 }
