@@ -6,14 +6,14 @@
 //! snapshot of committed data ([`read`]). Failures come back as [`StoreError`]; turning
 //! them into gRPC statuses is the services' business.
 //!
-//! Nothing here blocks an async runtime thread: [`execute`] waits on a channel, and
-//! [`read`] runs its closure on tokio's blocking pool.
+//! Nothing here blocks an async runtime thread: [`execute`] and [`read`] hand their
+//! closure to the store's own threads and wait on a channel for its value.
 //!
 //! **A second backend** (PostgreSQL, for several replicas) implements [`Store`] and
 //! [`Repo`] and nothing else: `submit` runs each queued [`Job`] in a transaction (one
 //! job per transaction, or several, each in a savepoint, as SQLite does here) and calls
-//! [`Job::finish`] once that transaction committed or failed; `read_blocking` runs its
-//! closure in a read-only transaction; `event_watch` is advanced after each commit that
+//! [`Job::finish`] once that transaction committed or failed; `submit_read` runs each
+//! [`ReadJob`] in a read-only transaction; `event_watch` is advanced after each commit that
 //! added grant events (across replicas, from `LISTEN`/`NOTIFY` or polling the event
 //! table). Its `Repo` turns its driver's errors into [`StoreError`] where it is written,
 //! as [`sqlite`](SqliteStore) does. No handler changes for it.
@@ -84,16 +84,19 @@ pub trait Job: Send {
     fn finish(self: Box<Self>, committed: StoreResult<()>);
 }
 
+/// Work on a read-only snapshot of committed data.
+pub trait ReadJob: Send {
+    /// Runs against the snapshot, or hears why none could be had; any write it attempts
+    /// fails.
+    fn run(self: Box<Self>, snapshot: StoreResult<&mut dyn Repo>);
+}
+
 /// A durable store of everything the platform knows.
 pub trait Store: Send + Sync + 'static {
     /// Queues `job`; it runs in a later transaction and finishes after that commits.
     fn submit(&self, job: Box<dyn Job>);
-    /// Runs `work` now, on the calling thread, against a read-only snapshot of committed
-    /// data; any write it attempts fails. It blocks on I/O: async code calls [`read`].
-    fn read_blocking(
-        &self,
-        work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>,
-    ) -> StoreResult<()>;
+    /// Queues `job`; it runs soon on a snapshot of what is committed, beside the writer.
+    fn submit_read(&self, job: Box<dyn ReadJob>);
     /// The newest grant-event sequence number, updated after each commit that added events.
     fn event_watch(&self) -> watch::Receiver<i64>;
     /// Installation secret that keys per-partner pseudonyms.
@@ -212,7 +215,43 @@ pub fn hold_writer(store: &dyn Store) -> std::sync::mpsc::Sender<()> {
     release
 }
 
-/// Runs read-only `work` on a snapshot of committed data, on tokio's blocking pool.
+/// A closure as a [`ReadJob`], delivering its output through `reply`.
+struct PendingRead<F, R, E> {
+    work: F,
+    reply: Box<dyn FnOnce(Result<R, E>) + Send>,
+}
+
+impl<F, R, E> ReadJob for PendingRead<F, R, E>
+where
+    F: FnOnce(&mut dyn Repo) -> Result<R, E> + Send,
+    R: Send,
+    E: From<StoreError> + Send,
+{
+    fn run(self: Box<Self>, snapshot: StoreResult<&mut dyn Repo>) {
+        let output = match snapshot {
+            Ok(repo) => (self.work)(repo),
+            Err(e) => Err(e.into()),
+        };
+        (self.reply)(output);
+    }
+}
+
+/// Queues read-only `work` for a snapshot; `done` hears its value.
+fn submit_read<R, E>(
+    store: &dyn Store,
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
+    done: impl FnOnce(Result<R, E>) + Send + 'static,
+) where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    store.submit_read(Box::new(PendingRead {
+        work,
+        reply: Box::new(done),
+    }));
+}
+
+/// Runs read-only `work` on a snapshot of committed data, beside the writer.
 pub async fn read<R, E>(
     store: &Arc<dyn Store>,
     work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
@@ -221,29 +260,27 @@ where
     R: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || read_blocking(store.as_ref(), work))
-        .await
-        .map_err(|e| StoreError::Failed(format!("a read did not finish: {e}")))?
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    submit_read(store.as_ref(), work, move |result| {
+        let _ = sender.send(result);
+    });
+    receiver.await.map_err(|_| stopped())?
 }
 
-/// Runs read-only `work` on a snapshot of committed data, on the calling thread.
+/// Like [`read`], blocking the calling thread until the value is there.
 pub fn read_blocking<R, E>(
     store: &dyn Store,
-    work: impl FnOnce(&mut dyn Repo) -> Result<R, E>,
+    work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
 ) -> Result<R, E>
 where
-    E: From<StoreError>,
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
 {
-    let mut work = Some(work);
-    let mut output = None;
-    store.read_blocking(&mut |repo| {
-        if let Some(work) = work.take() {
-            output = Some(work(repo));
-        }
-        Ok(())
-    })?;
-    output.unwrap_or_else(|| Err(StoreError::Failed("the read did not run".into()).into()))
+    let (sender, receiver) = std::sync::mpsc::channel();
+    submit_read(store, work, move |result| {
+        let _ = sender.send(result);
+    });
+    receiver.recv().map_err(|_| stopped())?
 }
 
 /// The operations available inside a transaction.

@@ -16,7 +16,7 @@
 
 use super::migrations::MIGRATIONS;
 use super::{
-    IdempotentResponse, Job, MessageRow, Page, Paged, Repo, Store, StoreError, StoreResult,
+    IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
 };
 use consent_core::audit::record_hash;
 use consent_core::model::{
@@ -28,16 +28,17 @@ use consent_core::secret::new_secret;
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 256;
-/// Most idle read connections kept open.
-const MAX_IDLE_READERS: usize = 8;
+/// Reader threads, each with its read-only connection: enough to keep both cores busy
+/// while one reader waits on the disk.
+const READERS: usize = 4;
 /// Statements kept prepared per connection.
 const STATEMENT_CACHE: usize = 256;
 
@@ -50,8 +51,7 @@ impl From<rusqlite::Error> for StoreError {
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     jobs: Sender<Box<dyn Job>>,
-    path: PathBuf,
-    readers: Mutex<Vec<Connection>>,
+    reads: Sender<Box<dyn ReadJob>>,
     events: watch::Sender<i64>,
     pseudonym_key: String,
 }
@@ -98,41 +98,64 @@ impl SqliteStore {
         let events = watch::Sender::new(last_event);
         let (jobs, queue) = channel();
         let writer_events = events.clone();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || write_batches(&conn, &queue, &writer_events))
-            .map_err(|e| StoreError::Failed(format!("starting the writer: {e}")))?;
+        spawn("sqlite-writer", move || {
+            write_batches(&conn, &queue, &writer_events);
+        })?;
+        let (reads, read_queue) = channel();
+        let read_queue = Arc::new(Mutex::new(read_queue));
+        for n in 0..READERS {
+            let conn = open_reader(path)?;
+            let queue = Arc::clone(&read_queue);
+            spawn(&format!("sqlite-reader-{n}"), move || {
+                read_snapshots(&conn, &queue)
+            })?;
+        }
         Ok(SqliteStore {
             jobs,
-            path: path.to_path_buf(),
-            readers: Mutex::new(Vec::new()),
+            reads,
             events,
             pseudonym_key,
         })
     }
+}
 
-    fn reader(&self) -> rusqlite::Result<Connection> {
-        let idle = self
-            .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        if let Some(conn) = idle {
-            return Ok(conn);
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// A reader thread: takes the next read job from the shared queue and runs it in a read
+/// transaction of its own, until the store is dropped. A job that panics is dropped (its
+/// caller hears that it did not finish) and the reader goes on.
+fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) {
+    loop {
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = next else { return };
+        if let Err(error) = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
+            job.run(Err(error.into()));
+            continue;
         }
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(conn)
-    }
-
-    fn return_reader(&self, conn: Connection) {
-        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
+        let mut repo = SqliteRepo {
+            conn,
+            last_event: None,
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| job.run(Ok(&mut repo))));
+        // Ending the transaction releases the snapshot.
+        if let Err(error) = conn.execute_batch("COMMIT") {
+            tracing::error!(%error, "a read transaction did not end");
         }
     }
 }
@@ -225,20 +248,12 @@ impl Store for SqliteStore {
         }
     }
 
-    fn read_blocking(
-        &self,
-        work: &mut dyn FnMut(&mut dyn Repo) -> StoreResult<()>,
-    ) -> StoreResult<()> {
-        let conn = self.reader()?;
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        let output = work(&mut SqliteRepo {
-            conn: &conn,
-            last_event: None,
-        });
-        // Ending the transaction releases the snapshot.
-        conn.prepare_cached("COMMIT")?.execute([])?;
-        self.return_reader(conn);
-        output
+    fn submit_read(&self, job: Box<dyn ReadJob>) {
+        if let Err(unsent) = self.reads.send(job) {
+            unsent.0.run(Err(StoreError::Failed(
+                "the store's readers stopped".into(),
+            )));
+        }
     }
 
     fn event_watch(&self) -> watch::Receiver<i64> {
@@ -1122,7 +1137,7 @@ mod tests {
         ));
         assert!(matches!(after.recv_timeout(wait), Ok(Ok(_))));
         assert_eq!(committed_reasons(&store), ["BEFORE", "AFTER"]);
-        let hidden = read_blocking(&store, |repo| {
+        let hidden = read_blocking(&store, move |repo| {
             let mut hidden = 0;
             for id in &ids {
                 hidden += usize::from(
