@@ -72,7 +72,11 @@ pub struct BoundAddrs {
 impl BoundPlatform {
     /// Opens the store, loads certificates and binds every listener.
     pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database)?);
+        let path = config.database.clone();
+        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .map_err(std::io::Error::other)??;
+        let store: Arc<dyn Store> = Arc::new(opened);
         let (stop, stopping) = watch::channel(false);
         let platform = Platform::new(store, clock, Limits::from(&config.policy), stopping);
         let t = &config.tls;

@@ -6,6 +6,7 @@ use crate::denial::{Denied, FieldViolation, Reason, Refusal};
 use crate::model::{
     Coverage, Feature, Grant, GrantState, Message, Partner, Scope, ScopeSet, Thread, ThreadFilter,
 };
+use consent_proto::platform::v1::GrantEventKind;
 use sha2::{Digest, Sha256};
 
 /// Operator policy on grant lifetimes.
@@ -240,6 +241,33 @@ pub fn covered_threads(grant: &Grant) -> ThreadFilter {
 /// is shown when asking which apps can read a thread.
 pub fn can_read_thread(grant: &Grant, thread: &Thread) -> bool {
     grant.scopes.contains(Scope::MessagesRead) && covers_thread(grant, thread).is_ok()
+}
+
+/// A partner sees only its own grants: another partner's grant is answered exactly as one
+/// that does not exist.
+pub fn own_grant(partner_id: &str, grant_id: &str, grant: Option<Grant>) -> Result<Grant, Refusal> {
+    match grant {
+        Some(grant) if grant.partner_id == partner_id => Ok(grant),
+        _ => Err(Refusal::NotFound {
+            kind: "grant",
+            id: grant_id.to_string(),
+        }),
+    }
+}
+
+/// The scopes a feature declares beyond what its partner's registration allows: a
+/// registration with any is refused, so a partner can never be granted more.
+pub fn scopes_not_allowed(feature: ScopeSet, allowed: ScopeSet) -> ScopeSet {
+    feature.minus(allowed)
+}
+
+/// Whether a grant event tells the partner to delete what it holds of the user: every
+/// event but an approval (narrowed or not) ends the grant.
+pub fn requires_deletion(kind: GrantEventKind) -> bool {
+    !matches!(
+        kind,
+        GrantEventKind::GrantApproved | GrantEventKind::GrantNarrowed
+    )
 }
 
 /// Whether a partner may attest that it deleted a grant's data: only once the grant ended.

@@ -121,14 +121,12 @@ fn feature_from(
             "must name at least one scope",
         ));
     }
-    if !scopes.is_subset_of(allowed) {
+    let beyond = rules::scopes_not_allowed(scopes, allowed);
+    if !beyond.is_empty() {
         return Err(ApiError::InvalidArgument(vec![
             tonic_types::FieldViolation {
                 field: format!("{field}.scopes"),
-                description: format!(
-                    "{} not allowed for this partner",
-                    scopes.minus(allowed).names()
-                ),
+                description: format!("{} not allowed for this partner", beyond.names()),
                 reason: Reason::ScopeNotAllowed.as_str().into(),
                 localized_message: None,
             },

@@ -4,7 +4,7 @@ use consent_core::clock::timestamp;
 use consent_core::model::{
     AccessRequest, AuditRecord, Feature, Grant, GrantEvent, Message, Partner, Thread,
 };
-use consent_core::rules::{must_redact, present_user};
+use consent_core::rules::{must_redact, present_user, requires_deletion};
 use consent_proto::platform::v1 as pb;
 use consent_store::MessageRow;
 
@@ -101,14 +101,13 @@ pub fn access_request(
 }
 
 pub fn grant_event(e: &GrantEvent) -> pb::GrantEvent {
-    use pb::GrantEventKind as K;
     pb::GrantEvent {
         sequence: u64::try_from(e.seq).unwrap_or(0),
         kind: e.kind as i32,
         grant_id: e.grant_id.clone(),
         user_id: e.user_id.clone(),
         at: Some(timestamp(e.at_ms)),
-        deletion_required: !matches!(e.kind, K::GrantApproved | K::GrantNarrowed),
+        deletion_required: requires_deletion(e.kind),
     }
 }
 

@@ -405,13 +405,10 @@ impl PartnerTx<'_> {
 
 /// Reads a partner-owned grant by id; another partner's grant is reported as not found.
 pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> ApiResult<Grant> {
-    match tx.repo.grant(grant_id)? {
-        Some(grant) if grant.partner_id == tx.partner.id => {
-            tx.concerns_grant(&grant);
-            Ok(grant)
-        }
-        _ => Err(ApiError::not_found("grant", grant_id)),
-    }
+    let grant = tx.repo.grant(grant_id)?;
+    let grant = rules::own_grant(&tx.partner.id, grant_id, grant)?;
+    tx.concerns_grant(&grant);
+    Ok(grant)
 }
 
 #[cfg(test)]
