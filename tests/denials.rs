@@ -2,7 +2,7 @@
 
 use consent_core::clock::DAY_MS;
 use consent_proto::platform::v1 as pb;
-use end_to_end::{Scenario, assert_invalid_field, assert_refused, bearer};
+use end_to_end::{Scenario, assert_invalid_field, assert_invalid_fields, assert_refused, bearer};
 use tonic::Code;
 
 fn list_threads() -> pb::ListThreadsRequest {
@@ -577,6 +577,12 @@ async fn invalid_input_names_the_field() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    let err = music
+        .messaging
+        .list_messages(list("", 101, "garbage"))
+        .await
+        .unwrap_err();
+    assert_invalid_fields(&err, &["thread_id", "page_size", "page_token"]);
 
     let mut account = s.platform.account().await;
     for (body, field) in [("", "body"), (&"x".repeat(5000) as &str, "body")] {
@@ -601,6 +607,15 @@ async fn invalid_input_names_the_field() {
         .await
         .unwrap_err();
     assert_invalid_field(&err, "user_name");
+    let err = account
+        .sign_up(pb::SignUpRequest {
+            user_name: "Bad Name!".into(),
+            display_name: String::new(),
+            password: "short".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_fields(&err, &["user_name", "display_name", "password"]);
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 //! Request validation: every string, id, page and enum a client sends is checked here, and
-//! a bad one becomes `INVALID_ARGUMENT` naming the field.
+//! a bad one becomes `INVALID_ARGUMENT` naming the field. A handler checks all of a
+//! request's fields together with [`AllFields::all`], so that one `INVALID_ARGUMENT` names
+//! every bad field, not only the first.
 
 use crate::error::ApiError;
 use consent_core::model::{Coverage, Scope, ScopeSet};
 use consent_store::Page;
+use tonic_types::FieldViolation;
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -13,6 +16,47 @@ pub const MAX_PAGE_SIZE: i32 = 100;
 pub const MAX_BODY_BYTES: usize = 4096;
 
 type Checked<T> = Result<T, ApiError>;
+
+/// The checks of several fields of one request, each run whatever the others found.
+pub trait AllFields {
+    /// The checked values, in order.
+    type Values;
+    /// The values when every check passed; otherwise one `INVALID_ARGUMENT` naming every
+    /// bad field.
+    fn all(self) -> Checked<Self::Values>;
+}
+
+/// A check's value, or `None` with its field violations added to `violations`.
+fn keep<T>(checked: Checked<T>, violations: &mut Vec<FieldViolation>) -> Checked<Option<T>> {
+    match checked {
+        Ok(value) => Ok(Some(value)),
+        Err(ApiError::InvalidArgument(bad)) => {
+            violations.extend(bad);
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+macro_rules! all_fields {
+    ($($value:ident: $type:ident),+) => {
+        impl<$($type),+> AllFields for ($(Checked<$type>,)+) {
+            type Values = ($($type,)+);
+            fn all(self) -> Checked<Self::Values> {
+                let mut violations = Vec::new();
+                let ($($value,)+) = self;
+                $(let $value = keep($value, &mut violations)?;)+
+                match ($($value,)+) {
+                    ($(Some($value),)+) => Ok(($($value,)+)),
+                    _ => Err(ApiError::InvalidArgument(violations)),
+                }
+            }
+        }
+    };
+}
+all_fields!(a: A, b: B);
+all_fields!(a: A, b: B, c: C);
+all_fields!(a: A, b: B, c: C, d: D);
 
 /// Whether `s` is a name: 1 to 64 of a-z, 0-9, '_', '-', '.'.
 pub fn is_name(s: &str) -> bool {
@@ -138,21 +182,20 @@ pub fn idempotency_key<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
 
 /// A page size and token.
 pub fn page(page_size: i32, page_token: &str) -> Checked<Page> {
-    if !(0..=MAX_PAGE_SIZE).contains(&page_size) {
-        return Err(ApiError::invalid(
+    let (limit, after) = (page_limit(page_size), page_cursor(page_token)).all()?;
+    Ok(Page { after, limit })
+}
+
+/// A page size: 0 (the default) to [`MAX_PAGE_SIZE`].
+fn page_limit(page_size: i32) -> Checked<usize> {
+    match page_size {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        1..=MAX_PAGE_SIZE => Ok(usize::try_from(page_size).unwrap_or(DEFAULT_PAGE_SIZE)),
+        _ => Err(ApiError::invalid(
             "page_size",
             format!("must be 0 to {MAX_PAGE_SIZE}"),
-        ));
+        )),
     }
-    let limit = if page_size == 0 {
-        DEFAULT_PAGE_SIZE
-    } else {
-        usize::try_from(page_size).unwrap_or(DEFAULT_PAGE_SIZE)
-    };
-    Ok(Page {
-        after: page_cursor(page_token)?,
-        limit,
-    })
 }
 
 /// Decodes a page token ("" = from the start).
@@ -206,6 +249,22 @@ mod tests {
         for bad in ["42", "c", "c-1", "cx", "c99999999999999999999"] {
             assert!(page(5, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let err = (id("thread_id", ""), body("body", ""), page(101, "garbage"))
+            .all()
+            .unwrap_err();
+        let ApiError::InvalidArgument(violations) = err else {
+            panic!("{err:?}");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["thread_id", "body", "page_size", "page_token"]);
+        let (thread, text) = (id("thread_id", "thr_1"), body("body", "hi"))
+            .all()
+            .unwrap();
+        assert_eq!((thread, text), ("thr_1", "hi"));
     }
 
     #[test]

@@ -260,6 +260,24 @@ pub fn assert_refused(status: &Status, code: Code, reason: &str) {
 
 /// Asserts `INVALID_ARGUMENT` with a field violation naming `field`.
 #[track_caller]
+/// Asserts `INVALID_ARGUMENT` whose `BadRequest` names exactly `fields`, in order.
+pub fn assert_invalid_fields(status: &Status, fields: &[&str]) {
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "unexpected status: {status:?}"
+    );
+    let details = status.get_error_details();
+    let named: Vec<_> = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"))
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(named, fields, "{status:?}");
+}
+
 pub fn assert_invalid_field(status: &Status, field: &str) {
     assert_eq!(
         status.code(),

@@ -6,7 +6,7 @@
 use super::{Platform, convert, end_grant};
 use crate::error::{ApiError, ApiResult};
 use crate::password::PasswordHasher;
-use crate::validate;
+use crate::validate::{self, AllFields};
 use consent_core::approval::{self, Choice};
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
@@ -148,9 +148,12 @@ impl Account for AccountService {
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::SignUpResponse>, Status> {
         let r = request.into_inner();
-        validate::user_name("user_name", &r.user_name)?;
-        validate::text("display_name", &r.display_name, 64)?;
-        validate::password("password", &r.password)?;
+        (
+            validate::user_name("user_name", &r.user_name),
+            validate::text("display_name", &r.display_name, 64),
+            validate::password("password", &r.password),
+        )
+            .all()?;
         let password_hash = self.passwords.hash(r.password).await?;
         let user = User {
             id: new_id("usr"),
@@ -174,8 +177,11 @@ impl Account for AccountService {
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
         let r = request.into_inner();
-        validate::user_name("user_name", &r.user_name)?;
-        validate::password("password", &r.password)?;
+        (
+            validate::user_name("user_name", &r.user_name),
+            validate::password("password", &r.password),
+        )
+            .all()?;
         let name = r.user_name.clone();
         let user = self
             .platform
@@ -231,8 +237,12 @@ impl Account for AccountService {
         request: Request<pb::CreateThreadRequest>,
     ) -> Result<Response<pb::Thread>, Status> {
         let r = request.get_ref().clone();
-        let participants = validate::ids("participant_ids", &r.participant_ids, 1, 16)?;
-        let title = validate::text("title", &r.title, 128)?.to_string();
+        let (participants, title) = (
+            validate::ids("participant_ids", &r.participant_ids, 1, 16),
+            validate::text("title", &r.title, 128),
+        )
+            .all()?;
+        let title = title.to_string();
         self.as_user(&request, move |repo, user, now_ms| {
             let is_friend = participants
                 .iter()
@@ -260,8 +270,11 @@ impl Account for AccountService {
         request: Request<pb::AccountSendMessageRequest>,
     ) -> Result<Response<pb::Message>, Status> {
         let r = request.get_ref().clone();
-        validate::id("thread_id", &r.thread_id)?;
-        validate::body("body", &r.body)?;
+        (
+            validate::id("thread_id", &r.thread_id),
+            validate::body("body", &r.body),
+        )
+            .all()?;
         self.as_user(&request, move |repo, user, now_ms| {
             member_thread(repo, user, &r.thread_id)?;
             let message = consent_core::model::Message {
@@ -298,8 +311,11 @@ impl Account for AccountService {
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let r = request.get_ref().clone();
-        validate::id("thread_id", &r.thread_id)?;
-        let page = validate::page(r.page_size, &r.page_token)?;
+        let (_, page) = (
+            validate::id("thread_id", &r.thread_id),
+            validate::page(r.page_size, &r.page_token),
+        )
+            .all()?;
         self.as_reader(&request, move |repo, user, _| {
             member_thread(repo, user, &r.thread_id)?;
             let rows = repo.messages(&r.thread_id, i64::MIN, page)?;
@@ -337,9 +353,12 @@ impl Account for AccountService {
         request: Request<pb::ApproveRequestRequest>,
     ) -> Result<Response<pb::ConsentReceipt>, Status> {
         let r = request.get_ref().clone();
-        validate::id("request_id", &r.request_id)?;
-        let chosen_scopes = validate::scopes("scopes", &r.scopes)?;
-        let chosen_threads = validate::ids("thread_ids", &r.thread_ids, 0, 100)?;
+        let (_, chosen_scopes, chosen_threads) = (
+            validate::id("request_id", &r.request_id),
+            validate::scopes("scopes", &r.scopes),
+            validate::ids("thread_ids", &r.thread_ids, 0, 100),
+        )
+            .all()?;
         let policy = self.platform.limits.lifetime;
         self.as_user(&request, move |repo, user, now_ms| {
             let access = repo

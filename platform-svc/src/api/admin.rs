@@ -5,7 +5,7 @@
 use super::{Platform, convert, end_grants_of};
 use crate::error::ApiError;
 use crate::error::ApiResult;
-use crate::validate;
+use crate::validate::{self, AllFields};
 use consent_core::audit::ChainVerifier;
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
@@ -112,9 +112,12 @@ fn feature_from(
     allowed: ScopeSet,
     f: &pb::Feature,
 ) -> Result<Feature, ApiError> {
-    validate::name(&format!("{field}.name"), &f.name)?;
-    validate::text(&format!("{field}.description"), &f.description, 512)?;
-    let scopes = validate::scopes(&format!("{field}.scopes"), &f.scopes)?;
+    let (_, _, scopes) = (
+        validate::name(&format!("{field}.name"), &f.name),
+        validate::text(&format!("{field}.description"), &f.description, 512),
+        validate::scopes(&format!("{field}.scopes"), &f.scopes),
+    )
+        .all()?;
     if scopes.is_empty() {
         return Err(ApiError::invalid(
             format!("{field}.scopes"),
@@ -154,9 +157,12 @@ impl PartnerAdmin for AdminService {
         request: Request<pb::RegisterPartnerRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let r = request.get_ref().clone();
-        validate::name("partner_id", &r.partner_id)?;
-        validate::text("display_name", &r.display_name, 64)?;
-        let allowed = validate::scopes("allowed_scopes", &r.allowed_scopes)?;
+        let (_, _, allowed) = (
+            validate::name("partner_id", &r.partner_id),
+            validate::text("display_name", &r.display_name, 64),
+            validate::scopes("allowed_scopes", &r.allowed_scopes),
+        )
+            .all()?;
         if allowed.is_empty() {
             return Err(ApiError::invalid("allowed_scopes", "must name at least one scope").into());
         }
@@ -212,8 +218,11 @@ impl PartnerAdmin for AdminService {
         request: Request<pb::RetireFeatureRequest>,
     ) -> Result<Response<pb::RetireFeatureResponse>, Status> {
         let r = request.get_ref().clone();
-        validate::name("partner_id", &r.partner_id)?;
-        validate::name("feature", &r.feature)?;
+        (
+            validate::name("partner_id", &r.partner_id),
+            validate::name("feature", &r.feature),
+        )
+            .all()?;
         self.run(&request, method!("RetireFeature"), move |repo, now_ms| {
             repo.feature(&r.partner_id, &r.feature)?.ok_or_else(|| {
                 ApiError::not_found("feature", format!("{}/{}", r.partner_id, r.feature))

@@ -6,7 +6,7 @@ use super::convert;
 use super::end_grant;
 use super::partner_call::{PartnerCall, own_grant};
 use crate::error::{ApiError, ApiResult};
-use crate::validate;
+use crate::validate::{self, AllFields};
 use consent_core::approval;
 use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
 use consent_core::rules;
@@ -51,14 +51,21 @@ impl Consent for ConsentService {
         let call = PartnerCall::new(&request, method!("RequestAccess"));
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
-            let user_name = validate::user_name("user_name", &r.user_name)?;
-            let feature_name = validate::name("feature", &r.feature)?;
-            let coverage = validate::coverage("coverage", r.coverage)?;
+            let coverage = validate::coverage("coverage", r.coverage);
+            // Which threads may be listed depends on the coverage; with none known, the
+            // coverage's violation is the one to report.
             let thread_ids = match coverage {
-                Coverage::Listed => validate::ids("thread_ids", &r.thread_ids, 1, 100)?,
-                _ => validate::ids("thread_ids", &r.thread_ids, 0, 0)?,
+                Ok(Coverage::Listed) => validate::ids("thread_ids", &r.thread_ids, 1, 100),
+                Ok(_) => validate::ids("thread_ids", &r.thread_ids, 0, 0),
+                Err(_) => Ok(Vec::new()),
             };
-            let purpose = validate::text("purpose", &r.purpose, 512)?;
+            let (user_name, feature_name, (coverage, thread_ids), purpose) = (
+                validate::user_name("user_name", &r.user_name),
+                validate::name("feature", &r.feature),
+                (coverage, thread_ids).all(),
+                validate::text("purpose", &r.purpose, 512),
+            )
+                .all()?;
             let user = tx
                 .repo
                 .user_by_name(user_name)?

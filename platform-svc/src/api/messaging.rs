@@ -6,7 +6,7 @@ use super::Platform;
 use super::convert;
 use super::partner_call::{PartnerCall, PartnerTx};
 use crate::error::ApiError;
-use crate::validate;
+use crate::validate::{self, AllFields};
 use consent_core::model::{Grant, Message, Scope, Thread};
 use consent_core::rules::{
     covered_threads, covers_thread, history_starts_ms, may_delete, may_read, may_start_thread_with,
@@ -99,8 +99,11 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesRead)?;
-            let thread_id = validate::id("thread_id", &r.thread_id)?;
-            let page = validate::page(r.page_size, &r.page_token)?;
+            let (thread_id, page) = (
+                validate::id("thread_id", &r.thread_id),
+                validate::page(r.page_size, &r.page_token),
+            )
+                .all()?;
             covered_thread(tx, &grant, thread_id)?;
             let rows = tx
                 .repo
@@ -154,9 +157,12 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesWrite)?;
-            let thread_id = validate::id("thread_id", &r.thread_id)?;
-            let body = validate::body("body", &r.body)?;
-            let key = validate::idempotency_key("idempotency_key", &r.idempotency_key)?;
+            let (thread_id, body, key) = (
+                validate::id("thread_id", &r.thread_id),
+                validate::body("body", &r.body),
+                validate::idempotency_key("idempotency_key", &r.idempotency_key),
+            )
+                .all()?;
             covered_thread(tx, &grant, thread_id)?;
             tx.idempotent(key, &r, |tx| {
                 let message = new_message(tx, &grant, thread_id, body);
@@ -177,10 +183,13 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesWrite)?;
-            let participants = validate::ids("participant_ids", &r.participant_ids, 1, 16)?;
-            let title = validate::text("title", &r.title, 128)?;
-            let body = validate::body("body", &r.body)?;
-            let key = validate::idempotency_key("idempotency_key", &r.idempotency_key)?;
+            let (participants, title, body, key) = (
+                validate::ids("participant_ids", &r.participant_ids, 1, 16),
+                validate::text("title", &r.title, 128),
+                validate::body("body", &r.body),
+                validate::idempotency_key("idempotency_key", &r.idempotency_key),
+            )
+                .all()?;
             let is_friend = participants
                 .iter()
                 .map(|p| tx.repo.are_friends(&grant.user_id, p))
@@ -227,8 +236,11 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesDelete)?;
-            let message_id = validate::id("message_id", &r.message_id)?;
-            let key = validate::idempotency_key("idempotency_key", &r.idempotency_key)?;
+            let (message_id, key) = (
+                validate::id("message_id", &r.message_id),
+                validate::idempotency_key("idempotency_key", &r.idempotency_key),
+            )
+                .all()?;
             tx.touches(message_id);
             tx.idempotent(key, &r, |tx| {
                 let row = tx
