@@ -26,6 +26,7 @@ pub mod partner {
     }
 }
 
-/// Encoded `FileDescriptorSet` of every contract, for `grpc.reflection`.
+/// Encoded `FileDescriptorSet` of every contract and of `google.rpc`'s error details, for
+/// `grpc.reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));

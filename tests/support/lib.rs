@@ -258,9 +258,8 @@ pub fn assert_refused(status: &Status, code: Code, reason: &str) {
     assert_eq!(info.domain, "consent.platform");
 }
 
-/// Asserts `INVALID_ARGUMENT` with a field violation naming `field`.
-#[track_caller]
 /// Asserts `INVALID_ARGUMENT` whose `BadRequest` names exactly `fields`, in order.
+#[track_caller]
 pub fn assert_invalid_fields(status: &Status, fields: &[&str]) {
     assert_eq!(
         status.code(),
@@ -278,6 +277,8 @@ pub fn assert_invalid_fields(status: &Status, fields: &[&str]) {
     assert_eq!(named, fields, "{status:?}");
 }
 
+/// Asserts `INVALID_ARGUMENT` with a field violation naming `field`.
+#[track_caller]
 pub fn assert_invalid_field(status: &Status, field: &str) {
     assert_eq!(
         status.code(),

@@ -174,6 +174,11 @@ fn stopped() -> StoreError {
     StoreError::Failed("the store stopped".into())
 }
 
+/// A read whose job ended without an answer (it panicked, or the store stopped).
+fn unfinished() -> StoreError {
+    StoreError::Failed("a read did not finish".into())
+}
+
 /// Runs `work` in one of the store's transactions and returns its value once committed.
 pub async fn execute<R, E>(
     store: &dyn Store,
@@ -237,7 +242,7 @@ where
 }
 
 /// Queues read-only `work` for a snapshot; `done` hears its value.
-fn submit_read<R, E>(
+fn enqueue_read<R, E>(
     store: &dyn Store,
     work: impl FnOnce(&mut dyn Repo) -> Result<R, E> + Send + 'static,
     done: impl FnOnce(Result<R, E>) + Send + 'static,
@@ -261,10 +266,10 @@ where
     E: From<StoreError> + Send + 'static,
 {
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    submit_read(store.as_ref(), work, move |result| {
+    enqueue_read(store.as_ref(), work, move |result| {
         let _ = sender.send(result);
     });
-    receiver.await.map_err(|_| stopped())?
+    receiver.await.map_err(|_| unfinished())?
 }
 
 /// Like [`read`], blocking the calling thread until the value is there.
@@ -277,10 +282,10 @@ where
     E: From<StoreError> + Send + 'static,
 {
     let (sender, receiver) = std::sync::mpsc::channel();
-    submit_read(store, work, move |result| {
+    enqueue_read(store, work, move |result| {
         let _ = sender.send(result);
     });
-    receiver.recv().map_err(|_| stopped())?
+    receiver.recv().map_err(|_| unfinished())?
 }
 
 /// The operations available inside a transaction.

@@ -1,5 +1,5 @@
 //! The embedded SQLite store: one connection in WAL mode with `synchronous=FULL`, owned by
-//! a writer thread, and read-only connections beside it.
+//! a writer thread, and read-only connections beside it, each owned by a reader thread.
 //!
 //! **Writes: group commit.** The writer takes every job waiting in its queue (up to
 //! [`MAX_BATCH`]), runs them in one transaction, each in a savepoint of its own so that a
@@ -7,9 +7,9 @@
 //! While it commits, new jobs queue up and form the next batch, so concurrent calls share
 //! one fsync instead of queueing behind each other's; a lone call never waits for company.
 //!
-//! **Reads** run on read-only connections from a small pool, each in a transaction of its
-//! own: WAL gives them a snapshot of what is committed, and a commit becomes visible only
-//! once it is on disk.
+//! **Reads** run on [`READERS`] reader threads, each owning a read-only connection and
+//! taking read jobs from one queue, each job in a transaction of its own: WAL gives it a
+//! snapshot of what is committed, and a commit becomes visible only once it is on disk.
 //!
 //! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
 //! plans the statement anew on every use, since the value may change the plan.
@@ -119,6 +119,7 @@ impl SqliteStore {
     }
 }
 
+/// Starts the store's thread `name`.
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -127,6 +128,7 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
         .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
 }
 
+/// A read-only connection to the database at `path`.
 fn open_reader(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -144,7 +146,8 @@ fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) 
     loop {
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
-        if let Err(error) = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
+        let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
+        if let Err(error) = run("BEGIN") {
             job.run(Err(error.into()));
             continue;
         }
@@ -153,9 +156,13 @@ fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) 
             last_event: None,
         };
         let _ = catch_unwind(AssertUnwindSafe(|| job.run(Ok(&mut repo))));
-        // Ending the transaction releases the snapshot.
-        if let Err(error) = conn.execute_batch("COMMIT") {
+        // Ending the transaction releases the snapshot; a reader left inside one would
+        // refuse every later read and hold back the WAL's checkpoints.
+        if let Err(error) = run("COMMIT") {
             tracing::error!(%error, "a read transaction did not end");
+            if !conn.is_autocommit() {
+                let _ = run("ROLLBACK");
+            }
         }
     }
 }

@@ -52,12 +52,12 @@ impl Consent for ConsentService {
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let coverage = validate::coverage("coverage", r.coverage);
-            // Which threads may be listed depends on the coverage; with none known, the
-            // coverage's violation is the one to report.
+            // How many threads may be listed depends on the coverage; with none known,
+            // the ids are still checked as ids.
             let thread_ids = match coverage {
                 Ok(Coverage::Listed) => validate::ids("thread_ids", &r.thread_ids, 1, 100),
                 Ok(_) => validate::ids("thread_ids", &r.thread_ids, 0, 0),
-                Err(_) => Ok(Vec::new()),
+                Err(_) => validate::ids("thread_ids", &r.thread_ids, 0, 100),
             };
             let (user_name, feature_name, (coverage, thread_ids), purpose) = (
                 validate::user_name("user_name", &r.user_name),
