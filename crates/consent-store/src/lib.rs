@@ -386,8 +386,8 @@ pub trait Repo {
     -> StoreResult<Vec<Grant>>;
     /// A user's grants, newest first.
     fn grants_of_user(&mut self, user_id: &str) -> StoreResult<Vec<Grant>>;
-    /// Active grants of any of these users.
-    fn active_grants_of_users(&mut self, user_ids: &[String]) -> StoreResult<Vec<Grant>>;
+    /// Active grants of the participants of a thread.
+    fn active_grants_on_thread(&mut self, thread_id: &str) -> StoreResult<Vec<Grant>>;
     /// Active grants of a feature, or of every feature of the partner when `feature` is None.
     fn active_grants_of(
         &mut self,

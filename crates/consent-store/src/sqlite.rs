@@ -358,6 +358,11 @@ fn request_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
     })
 }
 
+/// The active grants of a thread's participants, found through the participants' index
+/// and the grants' index by user, not by a scan of every grant.
+const ACTIVE_GRANTS_ON_THREAD: &str = "user_id IN (SELECT user_id FROM thread_participants WHERE thread_id = ?1) \
+     AND state = ?2 ORDER BY created_ms, id";
+
 const GRANT_COLUMNS: &str = "id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms";
 fn grant_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
     Ok(Grant {
@@ -833,10 +838,10 @@ impl Repo for SqliteRepo<'_> {
         self.grants_where("user_id = ?1 ORDER BY created_ms DESC, id", [user_id])
     }
 
-    fn active_grants_of_users(&mut self, user_ids: &[String]) -> StoreResult<Vec<Grant>> {
+    fn active_grants_on_thread(&mut self, thread_id: &str) -> StoreResult<Vec<Grant>> {
         self.grants_where(
-            "instr(',' || ?1 || ',', ',' || user_id || ',') > 0 AND state = ?2 ORDER BY created_ms, id",
-            params![join_ids(user_ids), GrantState::Active.to_i32()],
+            ACTIVE_GRANTS_ON_THREAD,
+            params![thread_id, GrantState::Active.to_i32()],
         )
     }
 
@@ -1166,5 +1171,31 @@ mod tests {
             repo.end_grant("grt_1", GrantState::Revoked, 0)
         });
         assert!(written.is_err(), "a read-only snapshot refuses writes");
+    }
+
+    #[test]
+    fn the_apps_of_a_thread_are_found_through_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {GRANT_COLUMNS} FROM grants WHERE {ACTIVE_GRANTS_ON_THREAD}"
+        );
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(params!["thr_1", 0], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN grants")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter().any(|step| step.contains("grants_by_user")),
+            "{plan:?}"
+        );
     }
 }

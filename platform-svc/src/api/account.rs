@@ -500,7 +500,7 @@ impl Account for AccountService {
         self.as_reader(&request, move |repo, user, _| {
             let thread = member_thread(repo, user, &thread_id)?;
             let mut apps = Vec::new();
-            for grant in repo.active_grants_of_users(&thread.participants)? {
+            for grant in repo.active_grants_on_thread(&thread.id)? {
                 if !rules::can_read_thread(&grant, &thread) {
                     continue;
                 }
