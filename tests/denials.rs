@@ -443,6 +443,26 @@ async fn idempotent_sends() {
         .await
         .unwrap_err();
     assert_refused(&err, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED");
+
+    // A key belongs to its grant: under bob's grant the same key is a new request.
+    let (bob_token, _) = s
+        .grant(
+            &mut bank,
+            &s.bob,
+            "receipts",
+            pb::ThreadCoverage::ListedThreads,
+            vec![s.family_thread.clone()],
+            Default::default(),
+        )
+        .await;
+    let bobs = bank
+        .messaging
+        .send_message(bearer(send("bob paid 5"), &bob_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(bobs.message_id, first.message_id);
+
     let all = s
         .platform
         .account()
@@ -467,6 +487,16 @@ async fn idempotent_sends() {
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "SCOPE_MISSING");
+
+    // And it holds for a day: after that, the same key starts a new request.
+    s.platform.clock.advance_ms(25 * 60 * 60 * 1000);
+    let later = bank
+        .messaging
+        .send_message(bearer(send("paid 11"), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(later.message_id, first.message_id);
 }
 
 #[tokio::test]

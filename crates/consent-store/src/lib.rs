@@ -437,17 +437,21 @@ pub trait Repo {
     fn audit_head(&mut self) -> StoreResult<Option<AuditRecord>>;
 
     // Idempotency.
-    /// The response stored under a partner's key.
+    /// The response stored under a grant's key since `since_ms`.
     fn idempotent_response(
         &mut self,
-        partner_id: &str,
+        grant_id: &str,
         key: &str,
+        since_ms: i64,
     ) -> StoreResult<Option<IdempotentResponse>>;
-    /// Stores a response under a partner's key.
+    /// Stores a response under a grant's key, in place of any older one.
     fn save_idempotent_response(
         &mut self,
-        partner_id: &str,
+        grant_id: &str,
         key: &str,
         response: &IdempotentResponse,
+        now_ms: i64,
     ) -> StoreResult<()>;
+    /// Forgets the responses stored before `before_ms`; returns how many.
+    fn forget_idempotent_responses(&mut self, before_ms: i64) -> StoreResult<usize>;
 }

@@ -1,7 +1,8 @@
 //! Schema migrations, applied in order at start; `PRAGMA user_version` records the last one.
 
 /// Each entry is one migration; never edit a released one, append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, display_name TEXT NOT NULL,
@@ -62,4 +63,12 @@ CREATE INDEX audit_by_user ON audit(user_id, seq);
 CREATE TABLE idempotency (
     partner_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
     response BLOB NOT NULL, PRIMARY KEY (partner_id, key));
-"#];
+"#,
+    r#"
+DROP TABLE idempotency;
+CREATE TABLE idempotency (
+    grant_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
+    response BLOB NOT NULL, created_ms INTEGER NOT NULL, PRIMARY KEY (grant_id, key));
+CREATE INDEX idempotency_by_age ON idempotency(created_ms);
+"#,
+];

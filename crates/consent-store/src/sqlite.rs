@@ -1000,13 +1000,15 @@ impl Repo for SqliteRepo<'_> {
 
     fn idempotent_response(
         &mut self,
-        partner_id: &str,
+        grant_id: &str,
         key: &str,
+        since_ms: i64,
     ) -> StoreResult<Option<IdempotentResponse>> {
         Ok(self
             .query_row(
-                "SELECT request_hash, response FROM idempotency WHERE partner_id = ?1 AND key = ?2",
-                [partner_id, key],
+                "SELECT request_hash, response FROM idempotency \
+                 WHERE grant_id = ?1 AND key = ?2 AND created_ms >= ?3",
+                params![grant_id, key, since_ms],
                 |r| {
                     Ok(IdempotentResponse {
                         request_hash: r.get(0)?,
@@ -1019,15 +1021,22 @@ impl Repo for SqliteRepo<'_> {
 
     fn save_idempotent_response(
         &mut self,
-        partner_id: &str,
+        grant_id: &str,
         key: &str,
         response: &IdempotentResponse,
+        now_ms: i64,
     ) -> StoreResult<()> {
+        // A record past its window may still be there: the new one takes its place.
         self.execute(
-            "INSERT INTO idempotency (partner_id, key, request_hash, response) VALUES (?1, ?2, ?3, ?4)",
-            params![partner_id, key, response.request_hash, response.response],
+            "INSERT OR REPLACE INTO idempotency (grant_id, key, request_hash, response, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![grant_id, key, response.request_hash, response.response, now_ms],
         )?;
         Ok(())
+    }
+
+    fn forget_idempotent_responses(&mut self, before_ms: i64) -> StoreResult<usize> {
+        Ok(self.execute("DELETE FROM idempotency WHERE created_ms < ?1", [before_ms])?)
     }
 }
 

@@ -102,7 +102,8 @@ impl Platform {
     }
 
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
-    /// event for each; returns how many ended.
+    /// event for each, and forgets idempotency records past their window; returns how many
+    /// grants ended.
     pub async fn sweep_grants(&self) -> ApiResult<usize> {
         let policy = self.limits.lifetime;
         self.run(move |repo, now_ms| {
@@ -115,6 +116,7 @@ impl Platform {
                     ended += 1;
                 }
             }
+            repo.forget_idempotent_responses(now_ms - partner_call::IDEMPOTENCY_WINDOW_MS)?;
             Ok(ended)
         })
         .await

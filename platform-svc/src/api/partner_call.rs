@@ -62,6 +62,9 @@ struct GrantUse {
     record: bool,
 }
 
+/// How long a write's idempotency key holds: a retry within it returns the first result.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// A grant's last use is kept to this resolution; its expiry by inactivity is counted in days.
 const USE_RESOLUTION_MS: i64 = 1000;
 
@@ -368,8 +371,10 @@ impl PartnerTx<'_> {
         self.pseudonym_key
     }
 
-    /// Runs `make` once per idempotency key: a retry of the same request returns the stored
-    /// response; the same key with a different request is refused.
+    /// Runs `make` once per idempotency key of the call's grant within
+    /// [`IDEMPOTENCY_WINDOW_MS`]: a retry of the same request returns the stored response;
+    /// the same key with a different request is refused. Under another grant (another
+    /// user's token), or once the window has passed, the key starts a new request.
     pub fn idempotent<M: prost::Message + Default>(
         &mut self,
         key: &str,
@@ -382,7 +387,9 @@ impl PartnerTx<'_> {
                 .chain_update(request.encode_to_vec())
                 .finalize(),
         );
-        if let Some(stored) = self.repo.idempotent_response(&self.partner.id, key)? {
+        let grant_id = self.effects.audit.grant_id.clone();
+        let since_ms = self.now_ms - IDEMPOTENCY_WINDOW_MS;
+        if let Some(stored) = self.repo.idempotent_response(&grant_id, key, since_ms)? {
             if stored.request_hash != request_hash {
                 return Err(ApiError::AlreadyExists(
                     Reason::IdempotencyKeyReused,
@@ -398,7 +405,7 @@ impl PartnerTx<'_> {
             response: response.encode_to_vec(),
         };
         self.repo
-            .save_idempotent_response(&self.partner.id, key, &stored)?;
+            .save_idempotent_response(&grant_id, key, &stored, self.now_ms)?;
         Ok(response)
     }
 }
