@@ -146,8 +146,7 @@ fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) 
     loop {
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
-        let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
-        if let Err(error) = run("BEGIN") {
+        if let Err(error) = run(conn, "BEGIN") {
             job.run(Err(error.into()));
             continue;
         }
@@ -158,10 +157,10 @@ fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) 
         let _ = catch_unwind(AssertUnwindSafe(|| job.run(Ok(&mut repo))));
         // Ending the transaction releases the snapshot; a reader left inside one would
         // refuse every later read and hold back the WAL's checkpoints.
-        if let Err(error) = run("COMMIT") {
+        if let Err(error) = run(conn, "COMMIT") {
             tracing::error!(%error, "a read transaction did not end");
             if !conn.is_autocommit() {
-                let _ = run("ROLLBACK");
+                let _ = run(conn, "ROLLBACK");
             }
         }
     }
@@ -176,7 +175,7 @@ fn write_batches(conn: &Connection, queue: &Receiver<Box<dyn Job>>, events: &wat
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
         let mut last_event = None;
         let committed = run_batch(conn, &mut batch, &mut last_event)
-            .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop))
+            .and_then(|()| run(conn, "COMMIT"))
             .map_err(StoreError::from);
         match &committed {
             Ok(()) => {
@@ -187,7 +186,7 @@ fn write_batches(conn: &Connection, queue: &Receiver<Box<dyn Job>>, events: &wat
             Err(error) => {
                 tracing::error!(%error, jobs = batch.len(), "a batch did not commit");
                 if !conn.is_autocommit() {
-                    if let Err(error) = conn.execute_batch("ROLLBACK") {
+                    if let Err(error) = run(conn, "ROLLBACK") {
                         tracing::error!(%error, "the batch could not be rolled back");
                     }
                 }
@@ -209,10 +208,9 @@ fn run_batch(
     batch: &mut [Box<dyn Job>],
     last_event: &mut Option<i64>,
 ) -> rusqlite::Result<()> {
-    let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
-    run("BEGIN IMMEDIATE")?;
+    run(conn, "BEGIN IMMEDIATE")?;
     for job in batch {
-        run("SAVEPOINT job")?;
+        run(conn, "SAVEPOINT job")?;
         let mut repo = SqliteRepo {
             conn,
             last_event: None,
@@ -226,13 +224,19 @@ fn run_batch(
         }
         if kept {
             *last_event = repo.last_event.or(*last_event);
-            run("RELEASE job")?;
+            run(conn, "RELEASE job")?;
         } else {
-            run("ROLLBACK TO job")?;
-            run("RELEASE job")?;
+            run(conn, "ROLLBACK TO job")?;
+            run(conn, "RELEASE job")?;
         }
     }
     Ok(())
+}
+
+/// Runs a statement without parameters (a transaction's begin, end or savepoint),
+/// prepared once per connection.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {

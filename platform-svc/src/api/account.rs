@@ -244,11 +244,7 @@ impl Account for AccountService {
             .all()?;
         let title = title.to_string();
         self.as_user(&request, move |repo, user, now_ms| {
-            let is_friend = participants
-                .iter()
-                .map(|p| repo.are_friends(&user.id, p))
-                .collect::<Result<Vec<_>, _>>()?;
-            rules::may_start_thread_with(&is_friend)?;
+            super::friends_only(repo, &user.id, &participants)?;
             let mut members = vec![user.id.clone()];
             members.extend(participants);
             let thread = Thread {

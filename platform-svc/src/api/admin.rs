@@ -83,12 +83,8 @@ impl AdminService {
         method: &'static str,
         work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<(R, String)> + Send + 'static,
     ) -> Result<Response<R>, Status> {
-        let operator = operator_of(request);
         let (response, resource) = self.platform.read(work).await?;
-        self.platform
-            .run(move |repo, now_ms| {
-                Ok(repo.append_audit(&operator_entry(method, &operator, &resource), now_ms)?)
-            })
+        self.run(request, method, move |_, _| Ok(((), resource)))
             .await?;
         Ok(Response::new(response))
     }

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::validate::{self, AllFields};
 use consent_core::model::{Grant, Message, Scope, Thread};
 use consent_core::rules::{
-    covered_threads, covers_thread, history_starts_ms, may_delete, may_read, may_start_thread_with,
+    covered_threads, covers_thread, history_starts_ms, may_delete, may_read,
 };
 use consent_core::secret::{new_id, new_ordered_id};
 use consent_proto::platform::v1 as pb;
@@ -190,11 +190,7 @@ impl Messaging for MessagingService {
                 validate::idempotency_key("idempotency_key", &r.idempotency_key),
             )
                 .all()?;
-            let is_friend = participants
-                .iter()
-                .map(|p| tx.repo.are_friends(&grant.user_id, p))
-                .collect::<Result<Vec<_>, _>>()?;
-            may_start_thread_with(&is_friend)?;
+            super::friends_only(tx.repo, &grant.user_id, &participants)?;
             tx.idempotent(key, &r, |tx| {
                 let mut members = vec![grant.user_id.clone()];
                 members.extend(participants.iter().cloned());

@@ -152,6 +152,16 @@ pub fn end_grants_of(
     Ok(u32::try_from(grants.len()).unwrap_or(u32::MAX))
 }
 
+/// Refuses a new thread of `user_id` with anyone among `participants` who is not their
+/// friend (the core's rule, over the friendships the store holds).
+pub fn friends_only(repo: &mut dyn Repo, user_id: &str, participants: &[String]) -> ApiResult<()> {
+    let is_friend = participants
+        .iter()
+        .map(|p| repo.are_friends(user_id, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rules::may_start_thread_with(&is_friend)?)
+}
+
 /// Extracts `Bearer <token>` from the `authorization` metadata, if present and readable.
 pub fn bearer_token<T>(request: &tonic::Request<T>) -> Option<String> {
     let value = request.metadata().get("authorization")?.to_str().ok()?;
