@@ -25,6 +25,9 @@ pub struct PlatformConfig {
     /// Transport limits.
     #[serde(default)]
     pub limits: TransportLimits,
+    /// Sign-in throttling and the password-hashing queues.
+    #[serde(default)]
+    pub sign_in: SignInLimits,
 }
 
 /// Where each surface listens.
@@ -80,6 +83,38 @@ impl Default for Policy {
             attestation_due_hours: 72,
             session_hours: 12,
             sweep_interval_secs: 30,
+        }
+    }
+}
+
+/// Limits on the user surface's password work: sign-in throttling (see
+/// [`crate::sign_in_throttle`]) and the hashing queues (see [`crate::password`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignInLimits {
+    /// Failed sign-ins of one account name before its backoff starts.
+    pub account_failures: u32,
+    /// Failed sign-ins from one client address before its backoff starts.
+    pub address_failures: u32,
+    /// The first backoff, in seconds; it doubles with every further failure.
+    pub first_backoff_secs: u32,
+    /// The longest backoff, in seconds.
+    pub max_backoff_secs: u32,
+    /// Sign-ins that may wait for the hashing thread; beyond them, `RESOURCE_EXHAUSTED`.
+    pub pending_sign_ins: usize,
+    /// Sign-ups that may wait for the hashing thread; beyond them, `RESOURCE_EXHAUSTED`.
+    pub pending_sign_ups: usize,
+}
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        SignInLimits {
+            account_failures: 5,
+            address_failures: 20,
+            first_backoff_secs: 1,
+            max_backoff_secs: 900,
+            pending_sign_ins: 32,
+            pending_sign_ups: 8,
         }
     }
 }

@@ -14,4 +14,5 @@ pub mod error;
 pub mod password;
 pub mod rate_limit;
 pub mod server;
+pub mod sign_in_throttle;
 pub mod validate;

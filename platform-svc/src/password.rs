@@ -3,74 +3,213 @@
 //! running them one at a time keeps a flood of sign-ins from occupying the runtime's
 //! threads, and reusing the buffer keeps the process's memory flat (allocating it per hash
 //! left the allocator holding several copies, about 60 MiB).
+//!
+//! Work waits in two bounded queues, and the thread takes sign-ins (verifications) before
+//! sign-ups (new hashes), so a flood of sign-ups cannot keep people from signing in. A full
+//! queue refuses at once with `RESOURCE_EXHAUSTED` instead of queueing, and work whose
+//! caller has gone (a cancelled RPC) is dropped unstarted. A sign-in for an unknown user
+//! name is verified against a dummy hash with the same parameters, so it costs the same
+//! work as a known name and its answer takes as long.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use std::sync::mpsc;
+use consent_core::denial::Reason;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-enum Work {
-    Hash(String, oneshot::Sender<Result<String, ApiError>>),
-    Verify(String, String, oneshot::Sender<bool>),
+/// What unknown user names are verified against: a hash of nothing anyone knows, with the
+/// default parameters (a unit test checks they are the ones new hashes use).
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bm90IGEgcmVhbCBzYWx0$Tf2hIgRMt7qDL9OdH2ZJ8E5mzwvMIqCY8HgyZWxUVPg";
+
+/// How many requests may wait for the hashing thread, of each kind.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Sign-ins waiting to be verified.
+    pub sign_ins: usize,
+    /// Sign-ups waiting to be hashed.
+    pub sign_ups: usize,
+}
+
+struct Verify {
+    password: String,
+    stored: Option<String>,
+    reply: oneshot::Sender<bool>,
+}
+
+struct Hash {
+    password: String,
+    reply: oneshot::Sender<ApiResult<String>>,
+}
+
+#[derive(Default)]
+struct Queues {
+    sign_ins: VecDeque<Verify>,
+    sign_ups: VecDeque<Hash>,
+    closed: bool,
+}
+
+struct Shared {
+    limits: QueueLimits,
+    queues: Mutex<Queues>,
+    ready: Condvar,
+    computed: AtomicU64,
+}
+
+impl Shared {
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Closes the queues when the last [`PasswordHasher`] is dropped, which ends the thread.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.queues().closed = true;
+        self.0.ready.notify_all();
+    }
 }
 
 /// The hashing thread's handle.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PasswordHasher {
-    work: mpsc::Sender<Work>,
+    owner: Arc<Owner>,
 }
 
-impl std::fmt::Debug for Work {
+impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("password work")
+        f.write_str("PasswordHasher")
     }
+}
+
+fn busy() -> ApiError {
+    ApiError::ResourceExhausted(
+        Reason::PasswordQueueFull,
+        "too many sign-ins or sign-ups are waiting: try again shortly".into(),
+    )
+}
+
+fn stopped() -> ApiError {
+    ApiError::Storage("password hasher stopped".into())
 }
 
 impl PasswordHasher {
     /// Starts the hashing thread; it ends when the last handle is dropped.
-    pub fn start() -> std::io::Result<Self> {
-        let (work, queue) = mpsc::channel();
+    pub fn start(limits: QueueLimits) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            limits,
+            queues: Mutex::new(Queues::default()),
+            ready: Condvar::new(),
+            computed: AtomicU64::new(0),
+        });
+        let worker = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("password-hasher".into())
-            .spawn(move || {
-                let mut engine = Engine { blocks: Vec::new() };
-                for item in queue {
-                    match item {
-                        Work::Hash(password, reply) => {
-                            let _ = reply.send(engine.hash(&password));
-                        }
-                        Work::Verify(password, stored, reply) => {
-                            let _ = reply.send(engine.matches(&password, &stored));
-                        }
-                    }
-                }
-            })?;
-        Ok(PasswordHasher { work })
+            .spawn(move || work(&worker))?;
+        Ok(PasswordHasher {
+            owner: Arc::new(Owner(shared)),
+        })
     }
 
-    /// An Argon2id PHC string for `password`.
-    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.work
-            .send(Work::Hash(password, reply))
-            .map_err(|_| ApiError::Storage("password hasher stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| ApiError::Storage("password hasher stopped".into()))?
+    fn shared(&self) -> &Shared {
+        &self.owner.0
     }
 
-    /// Whether `password` matches the stored PHC string.
-    pub async fn verify(&self, password: String, stored: String) -> bool {
+    /// An Argon2id PHC string for `password`; refused at once when the sign-up queue is full.
+    pub async fn hash(&self, password: String) -> ApiResult<String> {
         let (reply, answer) = oneshot::channel();
-        if self
-            .work
-            .send(Work::Verify(password, stored, reply))
-            .is_err()
         {
-            return false;
+            let shared = self.shared();
+            let mut queues = shared.queues();
+            if queues.sign_ups.len() >= shared.limits.sign_ups {
+                return Err(busy());
+            }
+            queues.sign_ups.push_back(Hash { password, reply });
         }
-        answer.await.unwrap_or(false)
+        self.shared().ready.notify_one();
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Whether `password` matches the stored PHC string; with no stored string (an unknown
+    /// user name), the same work is done against a dummy hash and the answer is false.
+    /// Refused at once when the sign-in queue is full.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> ApiResult<bool> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let shared = self.shared();
+            let mut queues = shared.queues();
+            if queues.sign_ins.len() >= shared.limits.sign_ins {
+                return Err(busy());
+            }
+            queues.sign_ins.push_back(Verify {
+                password,
+                stored,
+                reply,
+            });
+        }
+        self.shared().ready.notify_one();
+        answer.await.map_err(|_| stopped())
+    }
+
+    /// How many Argon2 computations the thread has made.
+    pub fn computed(&self) -> u64 {
+        self.shared().computed.load(Ordering::Relaxed)
+    }
+}
+
+/// The next piece of work, sign-ins first; `None` once the queues are closed.
+fn next(shared: &Shared) -> Option<Result<Verify, Hash>> {
+    let mut queues = shared.queues();
+    loop {
+        if let Some(verify) = queues.sign_ins.pop_front() {
+            return Some(Ok(verify));
+        }
+        if let Some(hash) = queues.sign_ups.pop_front() {
+            return Some(Err(hash));
+        }
+        if queues.closed {
+            return None;
+        }
+        queues = shared
+            .ready
+            .wait(queues)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+}
+
+/// The hashing thread: takes work until the queues close, skipping work nobody awaits.
+fn work(shared: &Shared) {
+    let mut engine = Engine { blocks: Vec::new() };
+    while let Some(item) = next(shared) {
+        match item {
+            Ok(Verify {
+                password,
+                stored,
+                reply,
+            }) => {
+                if reply.is_closed() {
+                    continue;
+                }
+                let against = stored.as_deref().unwrap_or(DUMMY_HASH);
+                let matches = engine.matches(&password, against) && stored.is_some();
+                shared.computed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(matches);
+            }
+            Err(Hash { password, reply }) => {
+                if reply.is_closed() {
+                    continue;
+                }
+                let hashed = engine.hash(&password);
+                shared.computed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(hashed);
+            }
+        }
     }
 }
 
@@ -167,5 +306,73 @@ mod tests {
                 .verify_password(b"correct horse", &phc)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn unknown_names_are_verified_against_a_hash_with_the_default_parameters() {
+        let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
+        let (params, default) = (Params::try_from(&dummy).unwrap(), Params::DEFAULT);
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (default.m_cost(), default.t_cost(), default.p_cost())
+        );
+        assert_eq!(dummy.algorithm, Algorithm::Argon2id.ident());
+        assert_eq!(dummy.hash.unwrap().len(), Params::DEFAULT_OUTPUT_LEN);
+    }
+
+    fn shared(queues: Queues) -> Shared {
+        Shared {
+            limits: QueueLimits {
+                sign_ins: 4,
+                sign_ups: 4,
+            },
+            queues: Mutex::new(queues),
+            ready: Condvar::new(),
+            computed: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn sign_ins_go_before_sign_ups() {
+        let mut queues = Queues::default();
+        queues.sign_ups.push_back(Hash {
+            password: "a new password".into(),
+            reply: oneshot::channel().0,
+        });
+        queues.sign_ins.push_back(Verify {
+            password: "a password".into(),
+            stored: None,
+            reply: oneshot::channel().0,
+        });
+        let shared = shared(queues);
+        assert!(matches!(next(&shared), Some(Ok(_))));
+        assert!(matches!(next(&shared), Some(Err(_))));
+    }
+
+    #[test]
+    fn an_unknown_name_costs_one_computation_and_work_nobody_awaits_costs_none() {
+        let (verified, mut verify_answer) = oneshot::channel();
+        let (hashed, mut hash_answer) = oneshot::channel();
+        let mut queues = Queues::default();
+        queues.sign_ins.push_back(Verify {
+            password: "anything".into(),
+            stored: None,
+            reply: verified,
+        });
+        queues.sign_ins.push_back(Verify {
+            password: "cancelled".into(),
+            stored: None,
+            reply: oneshot::channel().0,
+        });
+        queues.sign_ups.push_back(Hash {
+            password: "a new password".into(),
+            reply: hashed,
+        });
+        queues.closed = true;
+        let shared = shared(queues);
+        work(&shared);
+        assert_eq!(shared.computed.load(Ordering::Relaxed), 2);
+        assert_eq!(verify_answer.try_recv(), Ok(false));
+        assert!(hash_answer.try_recv().unwrap().is_ok());
     }
 }

@@ -197,8 +197,8 @@ impl BoundPlatform {
             with_probes(routes, &["consent.platform.v1.PartnerAdmin"]).await?
         };
         let user_routes = {
-            let passwords = crate::password::PasswordHasher::start()?;
-            let account = AccountServer::new(AccountService::new(platform.clone(), passwords))
+            let account = AccountService::start(platform.clone(), config.sign_in)?;
+            let account = AccountServer::new(account)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
             let mut routes = Routes::builder();

@@ -20,6 +20,7 @@ use end_to_end::processes::{
 };
 use end_to_end::{bearer, seed_family};
 use load::Figures;
+use pb::account_client::AccountClient;
 use pb::messaging_client::MessagingClient;
 use report::{Report, Row};
 use std::net::SocketAddr;
@@ -199,8 +200,9 @@ pub(crate) async fn partner_channels(work: &WorkDir, addr: SocketAddr) -> Vec<Ch
 }
 
 /// Starts a platform on `work`, registers the music partner, seeds a thread of 40 messages
-/// of about 200 bytes, and obtains a grant without `friends.read`.
-async fn small_target(work: &WorkDir) -> Target {
+/// of about 200 bytes, and obtains a grant without `friends.read`. Returns it with an
+/// account client of its user surface.
+async fn small_target(work: &WorkDir) -> (Target, AccountClient<Channel>) {
     let ports = PlatformPorts::free();
     let platform = start_platform_with(work, ports, UNLIMITED, PLATFORM_LOG).await;
     let scopes: Vec<i32> = [
@@ -229,9 +231,7 @@ async fn small_target(work: &WorkDir) -> Target {
         })
         .await
         .expect("register");
-    let mut account = pb::account_client::AccountClient::new(
-        work.channel(ports.user, None).await.expect("account"),
-    );
+    let mut account = AccountClient::new(work.channel(ports.user, None).await.expect("account"));
     let family = seed_family(&mut account).await;
     for n in 1..40 {
         let body = format!(
@@ -282,13 +282,14 @@ async fn small_target(work: &WorkDir) -> Target {
         .expect("exchange")
         .into_inner()
         .grant_token;
-    Target {
+    let target = Target {
         platform,
         partner: ports.partner,
         partner_channels: channels,
         token,
         thread_id: family.thread_id,
-    }
+    };
+    (target, account)
 }
 
 fn read_request(thread_id: &str) -> pb::ListMessagesRequest {
@@ -418,7 +419,7 @@ where
 async fn measure_all(settings: &Settings) -> Report {
     let dir = tempfile::tempdir().expect("work directory");
     let work = WorkDir::new(dir.path());
-    let target = small_target(&work).await;
+    let (target, account) = small_target(&work).await;
     let with = target.credentials();
     let replies = Replies::record(
         &mut MessagingClient::new(target.partner_channels[0].clone()),
@@ -427,12 +428,18 @@ async fn measure_all(settings: &Settings) -> Report {
         &target.token,
     )
     .await;
-    // Setup (password hashing among it) is not load: peak RSS counts from here.
+    let sign_in = if settings.everything {
+        Some(report::sign_in_under_flood(&account, 40, 5).await)
+    } else {
+        None
+    };
+    // Setup and password hashing are not load: peak RSS counts from here.
     load::reset_peak_rss(target.platform.id());
     let (echo_process, echo) = start_echo(&work, &replies).await;
     let platform = target.endpoint();
     let point = settings.point;
     let mut report = Report::new(settings.quick);
+    report.sign_in = sign_in;
     // Every send carries an idempotency key of its own, across rounds too.
     let rounds_begun = AtomicUsize::new(0);
     for &concurrency in &settings.in_flight {

@@ -12,15 +12,18 @@ use consent_core::model::AuditEntry;
 use consent_core::model::{Feature, Grant, Message, Scope, ScopeSet, Thread, User};
 use consent_core::rules::{GrantContext, authorize};
 use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_token};
+use consent_proto::platform::v1 as pb;
 use consent_store::{SqliteStore, execute};
 use decision_inputs::decision_inputs;
 use end_to_end::processes::{PlatformPorts, WorkDir, start_platform_with};
 use hdrhistogram::Histogram;
+use pb::account_client::AccountClient;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// One measured call at one concurrency, with its baseline: the round with the median
 /// ratio to the baseline, and every round's ratio.
@@ -140,6 +143,8 @@ pub struct Report {
     pub group_commit: Option<GroupCommit>,
     /// New connections per second.
     pub handshakes: Option<Handshakes>,
+    /// A sign-in during a flood of sign-ups.
+    pub sign_in: Option<SignInUnderFlood>,
     /// The large dataset.
     pub scale: Option<Scale>,
     /// Platform peak RSS over the run, MiB.
@@ -159,6 +164,7 @@ impl Report {
             fsync_commits_per_second: None,
             group_commit: None,
             handshakes: None,
+            sign_in: None,
             scale: None,
             platform_peak_rss_mib: 0.0,
             goals: Vec::new(),
@@ -311,6 +317,12 @@ impl Report {
                 h.full_per_second, h.resumed_per_second, h.resumed_fraction * 100.0
             ));
         }
+        if let Some(f) = &self.sign_in {
+            md.push_str(&format!(
+                "- a sign-in while {} sign-ups arrive at once: median {:.0} ms, against {:.0} ms alone ({} of the {} sign-ups refused at once with `RESOURCE_EXHAUSTED`)\n",
+                f.sign_ups, f.flooded_ms, f.idle_ms, f.refused_per_flood, f.sign_ups
+            ));
+        }
         if let Some(s) = &self.scale {
             let (large, small) = (&s.read.figures, &s.read.baseline);
             md.push_str(&format!(
@@ -421,6 +433,79 @@ pub async fn group_commit_rate(dir: &Path, writers: usize, duration: Duration) -
     GroupCommit {
         writers,
         appends_per_second: appended as f64 / started.elapsed().as_secs_f64(),
+    }
+}
+
+/// A sign-in's latency alone and while a flood of sign-ups arrives at once.
+#[derive(Debug, Serialize)]
+pub struct SignInUnderFlood {
+    /// Sign-ups sent at once around each timed sign-in.
+    pub sign_ups: usize,
+    /// Median sign-in latency with nothing else going on, milliseconds.
+    pub idle_ms: f64,
+    /// Median sign-in latency during the flood, milliseconds.
+    pub flooded_ms: f64,
+    /// Sign-ups refused with `RESOURCE_EXHAUSTED`, per flood (median).
+    pub refused_per_flood: usize,
+}
+
+/// Times alice's sign-in on `account`, `samples` times alone and `samples` times while
+/// `sign_ups` sign-ups of new names arrive at once.
+pub async fn sign_in_under_flood(
+    account: &AccountClient<Channel>,
+    sign_ups: usize,
+    samples: usize,
+) -> SignInUnderFlood {
+    async fn timed_sign_in(account: &AccountClient<Channel>) -> f64 {
+        let started = Instant::now();
+        account
+            .clone()
+            .sign_in(pb::SignInRequest {
+                user_name: "alice".into(),
+                password: "correct horse".into(),
+            })
+            .await
+            .expect("sign in");
+        started.elapsed().as_secs_f64() * 1000.0
+    }
+    fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
+        values.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+        values[values.len() / 2]
+    }
+    let mut idle = Vec::new();
+    for _ in 0..samples {
+        idle.push(timed_sign_in(account).await);
+    }
+    let (mut flooded, mut refused) = (Vec::new(), Vec::new());
+    for sample in 0..samples {
+        let flood: Vec<_> = (0..sign_ups)
+            .map(|n| {
+                let mut account = account.clone();
+                tokio::spawn(async move {
+                    account
+                        .sign_up(pb::SignUpRequest {
+                            user_name: format!("flood{sample}-{n}"),
+                            display_name: "Flood".into(),
+                            password: "correct horse".into(),
+                        })
+                        .await
+                        .is_err_and(|s| s.code() == tonic::Code::ResourceExhausted)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        flooded.push(timed_sign_in(account).await);
+        let mut refusals = 0;
+        for task in flood {
+            refusals += usize::from(task.await.expect("sign-up task"));
+        }
+        refused.push(refusals);
+    }
+    SignInUnderFlood {
+        sign_ups,
+        idle_ms: median(idle),
+        flooded_ms: median(flooded),
+        refused_per_flood: median(refused),
     }
 }
 

@@ -55,6 +55,10 @@ pub enum Reason {
     NotAFriend,
     /// The partner is over its request rate.
     RateLimited,
+    /// Too many sign-ins or sign-ups are waiting for password hashing.
+    PasswordQueueFull,
+    /// Too many failed sign-ins for this account name or client address: wait and retry.
+    SignInThrottled,
 }
 
 impl Reason {
@@ -86,6 +90,8 @@ impl Reason {
             Reason::FeatureNotActive => "FEATURE_NOT_ACTIVE",
             Reason::NotAFriend => "NOT_A_FRIEND",
             Reason::RateLimited => "RATE_LIMITED",
+            Reason::PasswordQueueFull => "PASSWORD_QUEUE_FULL",
+            Reason::SignInThrottled => "SIGN_IN_THROTTLED",
         }
     }
 }

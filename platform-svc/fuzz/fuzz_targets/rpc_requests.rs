@@ -16,7 +16,7 @@ use platform_svc::api::consent::ConsentService;
 use platform_svc::api::messaging::MessagingService;
 use platform_svc::api::{Limits, Platform};
 use consent_core::clock::Clock;
-use platform_svc::config::Policy;
+use platform_svc::config::{Policy, SignInLimits};
 use consent_tls::principal::{OperatorName, PartnerId};
 use consent_core::model::{
     Coverage, Feature, Grant, GrantState, Partner, Scope, ScopeSet, Thread, User,
@@ -123,10 +123,8 @@ fn world() -> &'static World {
                 .expect("runtime"),
             messaging: MessagingService::new(platform.clone()),
             consent: ConsentService::new(platform.clone()),
-            account: AccountService::new(
-                platform.clone(),
-                platform_svc::password::PasswordHasher::start().expect("hasher"),
-            ),
+            account: AccountService::start(platform.clone(), SignInLimits::default())
+                .expect("hasher"),
             admin: AdminService::new(platform, "consent.local".into()),
             grant_token,
             session_token,

@@ -4,8 +4,10 @@
 //! thread, and opt out of being shown to apps that others use.
 
 use super::{Platform, convert, end_grant};
+use crate::config::SignInLimits;
 use crate::error::{ApiError, ApiResult};
-use crate::password::PasswordHasher;
+use crate::password::{PasswordHasher, QueueLimits};
+use crate::sign_in_throttle::SignInThrottle;
 use crate::validate::{self, AllFields};
 use consent_core::approval::{self, Choice};
 use consent_core::clock::timestamp;
@@ -16,9 +18,11 @@ use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
 };
 use consent_proto::platform::v1 as pb;
-use consent_store::Repo;
+use consent_store::{Repo, StoreError};
+use consent_tls::principal::ConnectionInfo;
 use pb::GrantEventKind;
 use pb::account_server::Account;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 macro_rules! method {
@@ -32,15 +36,22 @@ macro_rules! method {
 pub struct AccountService {
     platform: Platform,
     passwords: PasswordHasher,
+    throttle: Arc<SignInThrottle>,
 }
 
 impl AccountService {
-    /// Serves `platform`, hashing passwords with `passwords`.
-    pub fn new(platform: Platform, passwords: PasswordHasher) -> Self {
-        AccountService {
+    /// Serves `platform`, starting its password-hashing thread and sign-in throttle with
+    /// `limits`.
+    pub fn start(platform: Platform, limits: SignInLimits) -> std::io::Result<Self> {
+        let queues = QueueLimits {
+            sign_ins: limits.pending_sign_ins,
+            sign_ups: limits.pending_sign_ups,
+        };
+        Ok(AccountService {
             platform,
-            passwords,
-        }
+            passwords: PasswordHasher::start(queues)?,
+            throttle: Arc::new(SignInThrottle::new(limits)),
+        })
     }
 
     /// Runs `work` on the store's writer for the signed-in user of `request`'s session
@@ -124,6 +135,16 @@ fn record(
     Ok(repo.append_audit(&entry, now_ms)?)
 }
 
+fn throttled(wait_ms: i64) -> ApiError {
+    ApiError::ResourceExhausted(
+        Reason::SignInThrottled,
+        format!(
+            "too many failed sign-ins for this account name or address: retry in {} s",
+            (wait_ms + 999) / 1000
+        ),
+    )
+}
+
 fn receipt_summary(partner_name: &str, grant: &Grant) -> String {
     let threads = match grant.coverage {
         Coverage::All => "all your threads".to_string(),
@@ -154,6 +175,15 @@ impl Account for AccountService {
             validate::password("password", &r.password),
         )
             .all()?;
+        let name = r.user_name.clone();
+        let taken = self
+            .platform
+            .read(move |repo, _| Ok(repo.user_by_name(&name)?.is_some()))
+            .await?;
+        if taken {
+            let taken = StoreError::AlreadyExists(format!("user name {} is taken", r.user_name));
+            return Err(ApiError::from(taken).into());
+        }
         let password_hash = self.passwords.hash(r.password).await?;
         let user = User {
             id: new_id("usr"),
@@ -176,28 +206,36 @@ impl Account for AccountService {
         &self,
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
+        let address = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|c| c.remote_addr)
+            .map(|a| a.ip());
         let r = request.into_inner();
         (
             validate::user_name("user_name", &r.user_name),
             validate::password("password", &r.password),
         )
             .all()?;
+        let attempt = self
+            .throttle
+            .begin(&r.user_name, address, self.platform.clock.now_ms())
+            .map_err(|until_ms| throttled(until_ms - self.platform.clock.now_ms()))?;
         let name = r.user_name.clone();
         let user = self
             .platform
-            .run(move |repo, _| Ok(repo.user_by_name(&name)?))
+            .read(move |repo, _| Ok(repo.user_by_name(&name)?))
             .await?;
-        let bad = || {
-            Status::from(ApiError::Unauthenticated(
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let matches = self.passwords.verify(r.password, stored).await?;
+        let Some(user) = user.filter(|_| matches) else {
+            return Err(ApiError::Unauthenticated(
                 Reason::BadCredentials,
                 "wrong user name or password".into(),
-            ))
+            )
+            .into());
         };
-        let user = user.ok_or_else(bad)?;
-        let stored = user.password_hash.clone();
-        if !self.passwords.verify(r.password, stored).await {
-            return Err(bad());
-        }
+        self.throttle.succeeded(attempt);
         let session_ms = self.platform.limits.session_ms;
         self.platform
             .run(move |repo, now_ms| {
