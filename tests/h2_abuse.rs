@@ -90,7 +90,7 @@ async fn attacker(platform: &TestPlatform) -> RawH2 {
     let music = platform.partner_cert("music");
     RawH2::connect(
         platform.addrs.partner,
-        platform.pki.ca.cert_pem(),
+        platform.pki.platform_ca.cert_pem(),
         &music.cert_pem,
         &music.key_pem,
     )

@@ -248,7 +248,7 @@ async fn a_client_offering_only_tls_1_2_is_refused() {
     ] {
         let accepted = end_to_end::tls12_handshake(
             addr,
-            platform.pki.ca.cert_pem(),
+            platform.pki.platform_ca.cert_pem(),
             Some((&music.cert_pem, &music.key_pem)),
         )
         .await;
@@ -290,4 +290,80 @@ async fn a_partner_over_its_rate_is_refused_and_the_others_are_not() {
             .expect("another partner is unaffected");
     }
     platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_for_server_authentication_only_is_refused_as_a_client() {
+    let platform = TestPlatform::start().await;
+    register_partners(&platform).await;
+    let mut server_only = music_leaf(960);
+    server_only.usage = consent_tls::pki::Usage::Server;
+    let server_only = platform.pki.ca.issue(&server_only).unwrap();
+    assert_partner_refuses(&platform, Some(&server_only)).await;
+}
+
+/// Serves health on a free port with the certificate and key in `cert` and `key`.
+async fn impostor(cert: &std::path::Path, key: &std::path::Path) -> std::net::SocketAddr {
+    use consent_tls::termination::{ReloadableTls, TlsFiles, incoming};
+    let files = TlsFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        client_ca: None,
+        crls: Vec::new(),
+    };
+    let tls = std::sync::Arc::new(ReloadableTls::load(files).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = incoming(listener, tls, std::time::Duration::from_secs(5), None);
+    let (_, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(connections),
+    );
+    addr
+}
+
+#[tokio::test]
+async fn a_partner_trusts_only_the_platform_certificate_for_the_platform() {
+    // video's certificate may authenticate a server (video's own API) and names
+    // localhost, as the platform's does; the music app must still not take it for the
+    // platform's.
+    let platform = TestPlatform::start().await;
+    register_partners(&platform).await;
+    let pki = platform.dir.path();
+    let music = |address: std::net::SocketAddr| {
+        let toml = format!(
+            "partner_id = \"music\"\ndisplay_name = \"Music\"\nlisten = \"127.0.0.1:0\"\n\
+             database = \"unused.db\"\n\
+             [feature]\nname = \"share-tracks\"\npurpose = \"p\"\nscopes = []\ncoverage = \"ALL_THREADS\"\n\
+             [platform]\naddress = \"https://{address}\"\nca = \"{}\"\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            pki.join("platform-ca.pem").display(),
+            pki.join("partner-music.pem").display(),
+            pki.join("partner-music-key.pem").display(),
+        );
+        let config = partner_svc::config::PartnerConfig::from_toml(&toml).unwrap();
+        partner_svc::platform::PlatformClient::connect_lazy(&config).unwrap()
+    };
+    let introspect = || pb::IntrospectGrantsRequest::default();
+
+    let fake = impostor(
+        &pki.join("partner-video.pem"),
+        &pki.join("partner-video-key.pem"),
+    )
+    .await;
+    let status = music(fake)
+        .consent
+        .introspect_grants(introspect())
+        .await
+        .expect_err("the impostor must not be trusted");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // The same client reaches the real platform, so the refusal above is the certificate's.
+    let answer = music(platform.addrs.partner)
+        .consent
+        .introspect_grants(introspect())
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
 }

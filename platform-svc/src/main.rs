@@ -42,7 +42,8 @@ enum Command {
         #[arg(long, env = "PLATFORM_LISTEN_USER")]
         listen_user: Option<SocketAddr>,
     },
-    /// Write a development CA and certificates (platform, operator, partners) to a directory.
+    /// Write a development PKI (a platform CA, a client CA, the platform's, the operator's
+    /// and each partner's certificate, a CRL) to a directory; keys are written `0600`.
     DevPki {
         /// Output directory.
         #[arg(long, default_value = "dev-pki")]
@@ -56,7 +57,17 @@ enum Command {
         /// A partner id (repeat for each partner).
         #[arg(long = "partner", default_values = ["music", "video", "bank"])]
         partners: Vec<String>,
+        /// Give the private keys to this user and group (`UID:GID`), e.g. the user the
+        /// container images run as (`10001:10001`); needs the right to change owners.
+        #[arg(long, value_parser = parse_owner, value_name = "UID:GID")]
+        key_owner: Option<(u32, u32)>,
     },
+}
+
+fn parse_owner(text: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = text.split_once(':').ok_or("expected UID:GID")?;
+    let number = |n: &str| n.parse::<u32>().map_err(|e| format!("{n}: {e}"));
+    Ok((number(uid)?, number(gid)?))
 }
 
 #[tokio::main]
@@ -83,8 +94,9 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             trust_domain,
             operator,
             partners,
+            key_owner,
         } => {
-            DevPki::generate(&trust_domain, &operator, &partners)?.write_to(&out)?;
+            DevPki::generate(&trust_domain, &operator, &partners)?.write_to(&out, key_owner)?;
             println!(
                 "wrote the development PKI for {trust_domain} to {}",
                 out.display()

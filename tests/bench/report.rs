@@ -517,7 +517,7 @@ pub async fn handshakes(work: &WorkDir, addr: SocketAddr, duration: Duration) ->
     let read = |name: &str| std::fs::read(work.pki(name)).expect("pki file");
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_slice(&read("ca.pem")).expect("ca"))
+        .add(CertificateDer::from_pem_slice(&read("platform-ca.pem")).expect("ca"))
         .expect("root");
     let config = |resume: bool| {
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -72,7 +72,8 @@ impl ComposeStack {
     pub async fn up(name: &str) -> Self {
         build_images();
         let dir = tempfile::tempdir().expect("temp dir");
-        let work = WorkDir::new(dir.path());
+        // The images run as 10001, which must be able to read the keys mounted into them.
+        let work = WorkDir::with_key_owner(dir.path(), Some((10001, 10001)));
         let port = crate::processes::free_port;
         let (partner, operator, user) = (loopback(port()), loopback(port()), loopback(port()));
         let partners = vec![

@@ -60,7 +60,7 @@ impl TestPlatform {
         let dir = tempfile::tempdir().expect("temp dir");
         let partners: Vec<String> = PARTNERS.iter().map(|p| p.to_string()).collect();
         let pki = DevPki::generate(TRUST_DOMAIN, "ops", &partners).expect("dev pki");
-        pki.write_to(dir.path()).expect("write pki");
+        pki.write_to(dir.path(), None).expect("write pki");
         let mut config = PlatformConfig::from_toml(&config_toml(dir.path())).expect("config");
         adjust(&mut config);
         let clock = Arc::new(Clock::default());
@@ -117,14 +117,15 @@ impl TestPlatform {
             .1
     }
 
-    /// A channel to `addr` presenting `identity` (or none), trusting the test CA.
+    /// A channel to the platform at `addr` presenting `identity` (or none), trusting the
+    /// platform CA.
     pub async fn channel(
         &self,
         addr: SocketAddr,
         identity: Option<&IssuedCertificate>,
     ) -> Result<Channel, tonic::transport::Error> {
         let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.pki.ca.cert_pem()))
+            .ca_certificate(Certificate::from_pem(self.pki.platform_ca.cert_pem()))
             .domain_name("localhost");
         if let Some(cert) = identity {
             tls = tls.identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem));

@@ -139,11 +139,16 @@ pub struct WorkDir {
 impl WorkDir {
     /// Makes the PKI in `path/dev-pki`.
     pub fn new(path: &Path) -> Self {
+        Self::with_key_owner(path, None)
+    }
+
+    /// Makes the PKI in `path/dev-pki`, its private keys owned by `key_owner` if given.
+    pub fn with_key_owner(path: &Path, key_owner: Option<(u32, u32)>) -> Self {
         let partners: Vec<String> = PROFILES.iter().map(|p| p.to_string()).collect();
         DevPki::generate(TRUST_DOMAIN, "ops", &partners)
             .expect("dev pki")
-            .write_to(&path.join("dev-pki"))
-            .expect("write pki");
+            .write_to(&path.join("dev-pki"), key_owner)
+            .expect("write pki (keys for containers need the right to change owners)");
         WorkDir {
             path: path.to_path_buf(),
         }
@@ -154,8 +159,9 @@ impl WorkDir {
         self.path.join("dev-pki").join(name)
     }
 
-    /// A TLS channel trusting the dev CA, presenting `identity` (a PKI file stem such as
-    /// "operator" or "partner-music") if given.
+    /// A TLS channel trusting both dev CAs (the platform's, and the client CA that issues
+    /// partners' certificates for their own APIs), presenting `identity` (a PKI file stem
+    /// such as "operator" or "partner-music") if given.
     pub async fn channel(
         &self,
         addr: SocketAddr,
@@ -163,6 +169,7 @@ impl WorkDir {
     ) -> Result<Channel, tonic::transport::Error> {
         let read = |name: String| std::fs::read(self.pki(&name)).expect("pki file");
         let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("platform-ca.pem".into())))
             .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
             .domain_name("localhost");
         if let Some(stem) = identity {
@@ -309,7 +316,7 @@ pub async fn start_partner(work: &WorkDir, id: &str, platform: SocketAddr) -> Pa
         "--platform-address".into(),
         format!("https://{platform}"),
         "--platform-ca".into(),
-        work.pki("ca.pem").display().to_string(),
+        work.pki("platform-ca.pem").display().to_string(),
         "--tls-cert".into(),
         work.pki(&format!("partner-{id}.pem")).display().to_string(),
         "--tls-key".into(),
