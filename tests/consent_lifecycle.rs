@@ -311,3 +311,76 @@ async fn redaction_pseudonyms_and_forward_only_history() {
     assert!(apps.apps[0].my_messages_redacted);
     s.platform.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_page_of_large_messages_shrinks_to_fit_the_reply_and_continues() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut account = s.platform.account().await;
+    let (token, _) = s
+        .grant(
+            &mut music,
+            &s.alice,
+            "listening-party",
+            pb::ThreadCoverage::ListedThreads,
+            vec![s.family_thread.clone()],
+            pb::ApproveRequestRequest {
+                include_history: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    // 66 messages of 4 KiB: 264 KiB, over the 256 KiB message limit in one page.
+    for n in 0..66 {
+        account
+            .send_message(bearer(
+                pb::AccountSendMessageRequest {
+                    thread_id: s.family_thread.clone(),
+                    body: format!("{n:04}{}", "x".repeat(4092)),
+                },
+                &s.alice.session,
+            ))
+            .await
+            .expect("send");
+    }
+    let (mut partner_bodies, mut pages, mut page_token) = (Vec::new(), 0, String::new());
+    loop {
+        let page = music
+            .messaging
+            .list_messages(bearer(
+                pb::ListMessagesRequest {
+                    thread_id: s.family_thread.clone(),
+                    page_size: 100,
+                    page_token: page_token.clone(),
+                },
+                &token,
+            ))
+            .await
+            .expect("every page fits the reply limit")
+            .into_inner();
+        pages += 1;
+        partner_bodies.extend(page.messages.into_iter().map(|m| m.body));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(pages >= 2, "the first page was cut to fit: {pages} page(s)");
+    assert_eq!(partner_bodies.len(), 67, "every message once, none skipped");
+    assert!(partner_bodies.windows(2).all(|w| w[0] != w[1]));
+
+    // The user's own pages are bounded the same way.
+    let first = account
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                page_size: 100,
+                page_token: String::new(),
+            },
+            &s.alice.session,
+        ))
+        .await
+        .expect("the user's page fits too")
+        .into_inner();
+    assert!(first.messages.len() < 67 && !first.next_page_token.is_empty());
+}

@@ -78,7 +78,12 @@ impl BoundPlatform {
             .map_err(std::io::Error::other)??;
         let store: Arc<dyn Store> = Arc::new(opened);
         let (stop, stopping) = watch::channel(false);
-        let platform = Platform::new(store, clock, Limits::from(&config.policy), stopping);
+        let platform = Platform::new(
+            store,
+            clock,
+            Limits::new(&config.policy, &config.limits),
+            stopping,
+        );
         let t = &config.tls;
         let files = |client_ca: Option<&std::path::Path>| TlsFiles {
             cert: t.cert.clone(),

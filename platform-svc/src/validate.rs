@@ -210,13 +210,39 @@ pub fn page_cursor(page_token: &str) -> Checked<i64> {
         .ok_or_else(|| ApiError::invalid("page_token", "is not a token this service issued"))
 }
 
-/// The token for the page after `rows` (each with its cursor), or "" when the page was
-/// not full.
-pub fn next_page_token<T>(rows: &[T], cursor: impl Fn(&T) -> i64, page: Page) -> String {
-    match rows.last() {
-        Some(last) if rows.len() == page.limit => format!("c{}", cursor(last)),
-        _ => String::new(),
+/// Bytes of a reply kept for everything but its list: the page token, the field tags and
+/// the gRPC frame.
+const REPLY_RESERVE_BYTES: usize = 1024;
+
+/// The page to answer from `rows` (each item with its cursor): as many items as fit in a
+/// reply of `reply_bytes` (at least one), and the token of the page after them — also
+/// when the page was cut short to fit, so that no item is skipped and no reply grows past
+/// the transport's limit.
+pub fn fit_page<T: prost::Message>(
+    rows: Vec<(i64, T)>,
+    page: Page,
+    reply_bytes: usize,
+) -> (Vec<T>, String) {
+    let budget = reply_bytes.saturating_sub(REPLY_RESERVE_BYTES);
+    let full = rows.len() == page.limit;
+    let (mut used, mut items, mut last_cursor) = (0, Vec::with_capacity(rows.len()), None);
+    let mut cut = false;
+    for (cursor, item) in rows {
+        let len = item.encoded_len();
+        let size = 1 + prost::length_delimiter_len(len) + len;
+        if !items.is_empty() && used + size > budget {
+            cut = true;
+            break;
+        }
+        used += size;
+        items.push(item);
+        last_cursor = Some(cursor);
     }
+    let token = match last_cursor {
+        Some(cursor) if cut || full => format!("c{cursor}"),
+        _ => String::new(),
+    };
+    (items, token)
 }
 
 /// A non-empty set of known scopes.
@@ -249,6 +275,21 @@ mod tests {
         for bad in ["42", "c", "c-1", "cx", "c99999999999999999999"] {
             assert!(page(5, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_page_is_cut_to_fit_the_reply_and_its_token_continues_after_the_cut() {
+        let row = |n: i64| (n * 10, "x".repeat(1000));
+        let page = page(100, "").unwrap();
+        let (items, token) = fit_page((1..=50).map(row).collect(), page, 1024 + 10 * 1006);
+        assert_eq!(items.len(), 10);
+        assert_eq!(token, "c100");
+        // A page that fits and is not full is the last one.
+        let (items, token) = fit_page((1..=5).map(row).collect(), page, 1 << 20);
+        assert_eq!((items.len(), token.as_str()), (5, ""));
+        // One item is answered even when it alone is over the budget.
+        let (items, token) = fit_page(vec![row(1), row(2)], page, 10);
+        assert_eq!((items.len(), token.as_str()), (1, "c10"));
     }
 
     #[test]

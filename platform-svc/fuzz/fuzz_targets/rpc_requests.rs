@@ -112,7 +112,7 @@ fn world() -> &'static World {
         let platform = Platform::new(
             Arc::new(store),
             Arc::new(Clock::default()),
-            Limits::from(&Policy::default()),
+            Limits::new(&Policy::default(), &Default::default()),
             stopping,
         );
         World {

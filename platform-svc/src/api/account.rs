@@ -330,11 +330,17 @@ impl Account for AccountService {
         request: Request<pb::ListThreadsRequest>,
     ) -> Result<Response<pb::ListThreadsResponse>, Status> {
         let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
             let rows = repo.threads_of(&user.id, &consent_core::model::ThreadFilter::All, page)?;
+            let rows = rows
+                .into_iter()
+                .map(|(cursor, t)| (cursor, convert::thread(&t)))
+                .collect();
+            let (threads, next_page_token) = validate::fit_page(rows, page, reply_bytes);
             Ok(pb::ListThreadsResponse {
-                threads: rows.iter().map(|(_, t)| convert::thread(t)).collect(),
-                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
+                threads,
+                next_page_token,
             })
         })
         .await
@@ -350,15 +356,18 @@ impl Account for AccountService {
             validate::page(r.page_size, &r.page_token),
         )
             .all()?;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
             member_thread(repo, user, &r.thread_id)?;
             let rows = repo.messages(&r.thread_id, i64::MIN, page)?;
+            let rows = rows
+                .into_iter()
+                .map(|(cursor, row)| (cursor, convert::message(&row.message)))
+                .collect();
+            let (messages, next_page_token) = validate::fit_page(rows, page, reply_bytes);
             Ok(pb::ListMessagesResponse {
-                messages: rows
-                    .iter()
-                    .map(|(_, row)| convert::message(&row.message))
-                    .collect(),
-                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
+                messages,
+                next_page_token,
             })
         })
         .await
@@ -515,11 +524,17 @@ impl Account for AccountService {
         request: Request<pb::ReadAccessLogRequest>,
     ) -> Result<Response<pb::ReadAccessLogResponse>, Status> {
         let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
             let records = repo.audit_records_of_user(&user.id, page.after, page.limit)?;
+            let rows = records
+                .iter()
+                .map(|r| (r.seq, convert::audit_record(r)))
+                .collect();
+            let (records, next_page_token) = validate::fit_page(rows, page, reply_bytes);
             Ok(pb::ReadAccessLogResponse {
-                next_page_token: validate::next_page_token(&records, |r| r.seq, page),
-                records: records.iter().map(convert::audit_record).collect(),
+                records,
+                next_page_token,
             })
         })
         .await

@@ -342,12 +342,20 @@ impl PartnerAdmin for AdminService {
                 );
             }
         };
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.read(&request, method!("ExportAudit"), move |repo, _| {
             let records = repo.audit_records(after, limit)?;
             let head = repo.audit_head()?;
+            // Cut to fit the reply limit; the caller goes on after the last record it got.
+            let rows = records
+                .iter()
+                .map(|r| (r.seq, convert::audit_record(r)))
+                .collect();
+            let (records, _) =
+                validate::fit_page(rows, consent_store::Page { after, limit }, reply_bytes);
             Ok((
                 pb::ExportAuditResponse {
-                    records: records.iter().map(convert::audit_record).collect(),
+                    records,
                     head_seq: head
                         .as_ref()
                         .map_or(0, |h| u64::try_from(h.seq).unwrap_or(0)),

@@ -75,16 +75,17 @@ impl Messaging for MessagingService {
                 .repo
                 .threads_of(&grant.user_id, &covered_threads(&grant), page)?;
             let key = tx.pseudonym_key().to_string();
-            let threads = rows
-                .iter()
-                .map(|(_, t)| convert::thread_for_partner(t, &grant, &key))
+            let rows = rows
+                .into_iter()
+                .map(|(cursor, t)| (cursor, convert::thread_for_partner(&t, &grant, &key)))
                 .collect();
-            for (_, t) in &rows {
-                tx.touches(&t.id);
+            let (threads, next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
+            for thread in &threads {
+                tx.touches(&thread.thread_id);
             }
             Ok(pb::ListThreadsResponse {
                 threads,
-                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
+                next_page_token,
             })
         })
         .await
@@ -108,12 +109,12 @@ impl Messaging for MessagingService {
             let rows = tx
                 .repo
                 .messages(thread_id, history_starts_ms(&grant), page)?;
-            let next_page_token = validate::next_page_token(&rows, |(cursor, _)| *cursor, page);
             let key = tx.pseudonym_key();
-            let messages = rows
+            let rows = rows
                 .into_iter()
-                .map(|(_, row)| convert::message_for_partner(row, &grant, key))
+                .map(|(cursor, row)| (cursor, convert::message_for_partner(row, &grant, key)))
                 .collect();
+            let (messages, next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
             Ok(pb::ListMessagesResponse {
                 messages,
                 next_page_token,
@@ -266,15 +267,20 @@ impl Messaging for MessagingService {
             let grant = tx.authorize(Scope::FriendsRead)?;
             let page = validate::page(r.page_size, &r.page_token)?;
             let rows = tx.repo.friends(&grant.user_id, page)?;
+            let rows = rows
+                .into_iter()
+                .map(|(cursor, u)| {
+                    let friend = pb::Friend {
+                        user_id: u.id,
+                        display_name: u.display_name,
+                    };
+                    (cursor, friend)
+                })
+                .collect();
+            let (friends, next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
             Ok(pb::ListFriendsResponse {
-                friends: rows
-                    .iter()
-                    .map(|(_, u)| pb::Friend {
-                        user_id: u.id.clone(),
-                        display_name: u.display_name.clone(),
-                    })
-                    .collect(),
-                next_page_token: validate::next_page_token(&rows, |(cursor, _)| *cursor, page),
+                friends,
+                next_page_token,
             })
         })
         .await

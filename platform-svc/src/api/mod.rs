@@ -17,10 +17,12 @@ use consent_core::clock::{Clock, DAY_MS};
 use consent_core::model::{Grant, GrantState};
 use consent_core::rules::{self, LifetimePolicy};
 use consent_store::{Repo, Store, StoreResult, execute};
+use consent_tls::transport::TransportLimits;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Lifetimes and windows in milliseconds, derived once from [`Policy`].
+/// Lifetimes and windows in milliseconds, derived once from [`Policy`], and the largest
+/// reply the transport sends.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Grant lifetime cap and inactivity lapse.
@@ -29,10 +31,13 @@ pub struct Limits {
     pub attestation_due_ms: i64,
     /// Session lifetime.
     pub session_ms: i64,
+    /// The largest encoded reply: list pages shrink to fit it.
+    pub reply_bytes: usize,
 }
 
-impl From<&Policy> for Limits {
-    fn from(policy: &Policy) -> Self {
+impl Limits {
+    /// The limits of `policy`, with replies up to the transport's message limit.
+    pub fn new(policy: &Policy, transport: &TransportLimits) -> Self {
         const HOUR_MS: i64 = 60 * 60 * 1000;
         Limits {
             lifetime: LifetimePolicy {
@@ -41,6 +46,7 @@ impl From<&Policy> for Limits {
             },
             attestation_due_ms: i64::from(policy.attestation_due_hours) * HOUR_MS,
             session_ms: i64::from(policy.session_hours) * HOUR_MS,
+            reply_bytes: transport.max_message_bytes,
         }
     }
 }

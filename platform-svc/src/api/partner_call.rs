@@ -371,6 +371,11 @@ impl PartnerTx<'_> {
         self.pseudonym_key
     }
 
+    /// The largest reply the transport sends.
+    pub fn reply_bytes(&self) -> usize {
+        self.limits.reply_bytes
+    }
+
     /// Runs `make` once per idempotency key of the call's grant within
     /// [`IDEMPOTENCY_WINDOW_MS`]: a retry of the same request returns the stored response;
     /// the same key with a different request is refused. Under another grant (another
@@ -488,7 +493,7 @@ mod tests {
         let platform = Platform::new(
             Arc::new(store),
             clock,
-            Limits::from(&Policy::default()),
+            Limits::new(&Policy::default(), &Default::default()),
             stopping,
         );
         (platform, token)
