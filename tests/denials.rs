@@ -675,3 +675,100 @@ async fn sessions_and_credentials() {
         .unwrap_err();
     assert_refused(&err, Code::AlreadyExists, "ALREADY_EXISTS");
 }
+
+#[tokio::test]
+async fn pending_requests_are_deduplicated_capped_per_partner_and_expire() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut account = s.platform.account().await;
+    let ask = |feature: &str, history: bool, threads: Vec<String>| pb::RequestAccessRequest {
+        user_name: "alice".into(),
+        feature: feature.into(),
+        coverage: if threads.is_empty() {
+            pb::ThreadCoverage::PartnerStartedThreads
+        } else {
+            pb::ThreadCoverage::ListedThreads
+        } as i32,
+        thread_ids: threads,
+        include_history: history,
+        purpose: "to test".into(),
+    };
+    let family = vec![s.family_thread.clone()];
+    let first = music
+        .consent
+        .request_access(ask("share-tracks", false, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = music
+        .consent
+        .request_access(ask("share-tracks", false, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.request_id, first.request_id,
+        "a retry is the same request"
+    );
+    for (feature, history, threads) in [
+        ("share-tracks", true, vec![]),
+        ("listening-party", true, family.clone()),
+    ] {
+        music
+            .consent
+            .request_access(ask(feature, history, threads))
+            .await
+            .unwrap();
+    }
+    let err = music
+        .consent
+        .request_access(ask("listening-party", false, family.clone()))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::ResourceExhausted, "TOO_MANY_PENDING_REQUESTS");
+    let pending = || bearer(pb::ListPendingRequestsRequest {}, &s.alice.session);
+    let listed = account.list_pending_requests(pending()).await.unwrap();
+    assert_eq!(listed.into_inner().requests.len(), 3);
+
+    // A day later, undecided requests have expired: off the consent screen, reported as
+    // expired to the partner, no longer approvable, and no longer counted.
+    s.platform.clock.advance_ms(DAY_MS + 1);
+    let session = account
+        .sign_in(pb::SignInRequest {
+            user_name: "alice".into(),
+            password: "correct horse".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session_token;
+    let pending = || bearer(pb::ListPendingRequestsRequest {}, &session);
+    let listed = account.list_pending_requests(pending()).await.unwrap();
+    assert!(listed.into_inner().requests.is_empty());
+    let exchanged = music
+        .consent
+        .exchange_request(pb::ExchangeRequestRequest {
+            request_id: first.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exchanged.status, pb::RequestStatus::RequestExpired as i32);
+    assert!(exchanged.grant_token.is_empty());
+    let err = account
+        .approve_request(bearer(
+            pb::ApproveRequestRequest {
+                request_id: first.request_id,
+                ..Default::default()
+            },
+            &session,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::FailedPrecondition, "REQUEST_EXPIRED");
+    music
+        .consent
+        .request_access(ask("listening-party", false, family))
+        .await
+        .expect("the cap counts pending requests only");
+}

@@ -161,6 +161,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                 Ok(pb::RequestStatus::Approved) => ("CONNECTED", Some(exchanged.grant_token)),
                 Ok(pb::RequestStatus::Denied) => ("DENIED", None),
                 Ok(pb::RequestStatus::Exchanged) => ("ENDED", None),
+                Ok(pb::RequestStatus::RequestExpired) => ("EXPIRED", None),
                 _ => ("PENDING", None),
             };
             status = new_status.to_string();

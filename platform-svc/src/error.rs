@@ -104,6 +104,7 @@ impl From<Refusal> for ApiError {
         match refusal {
             Refusal::Unauthenticated(d) => ApiError::Unauthenticated(d.reason, d.message),
             Refusal::Precondition(d) => ApiError::FailedPrecondition(d.reason, d.message),
+            Refusal::Exhausted(d) => ApiError::ResourceExhausted(d.reason, d.message),
             Refusal::NotFound { kind, id } => ApiError::NotFound { kind, id },
             Refusal::Invalid(violations) => ApiError::InvalidArgument(
                 violations

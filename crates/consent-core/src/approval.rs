@@ -39,15 +39,76 @@ pub fn may_request(
     Ok(())
 }
 
-/// Whether the user may still decide (approve or deny) `access`: only while it is pending.
-pub fn may_decide(access: &AccessRequest) -> Result<(), Refusal> {
-    if access.status == RequestStatus::Pending {
-        Ok(())
+/// A pending request not decided within this long expires.
+pub const REQUEST_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+/// Pending requests one partner may have before one user at a time.
+pub const MAX_PENDING_PER_PARTNER: usize = 3;
+
+/// Requests made before this instant and still pending have expired at `now_ms`.
+pub fn request_cutoff_ms(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(REQUEST_TTL_MS)
+}
+
+/// The status of `access` at `now_ms`: a pending request past [`REQUEST_TTL_MS`] is
+/// expired, whether or not the sweep has marked it yet.
+pub fn status_at(access: &AccessRequest, now_ms: i64) -> RequestStatus {
+    if access.status == RequestStatus::Pending && access.created_ms < request_cutoff_ms(now_ms) {
+        RequestStatus::RequestExpired
     } else {
-        Err(Refusal::Precondition(Denied::new(
+        access.status
+    }
+}
+
+/// What to do with a new request, given the partner's requests still pending before the
+/// same user.
+#[derive(Debug)]
+pub enum Placement<'a> {
+    /// The same request is already pending: answer with it, add nothing.
+    Existing(&'a AccessRequest),
+    /// Add the new request.
+    New,
+}
+
+/// Where a partner's new request `wanted` goes: a request identical to a pending one (same
+/// feature, coverage, threads and history) is that one, so retries do not pile up on the
+/// user's consent screen; past [`MAX_PENDING_PER_PARTNER`] different ones, it is refused.
+pub fn place_request<'a>(
+    pending: &'a [AccessRequest],
+    wanted: &AccessRequest,
+) -> Result<Placement<'a>, Refusal> {
+    let same = |a: &&AccessRequest| {
+        a.feature == wanted.feature
+            && a.coverage == wanted.coverage
+            && a.thread_ids == wanted.thread_ids
+            && a.include_history == wanted.include_history
+    };
+    if let Some(existing) = pending.iter().find(same) {
+        return Ok(Placement::Existing(existing));
+    }
+    if pending.len() >= MAX_PENDING_PER_PARTNER {
+        return Err(Refusal::Exhausted(Denied::new(
+            Reason::TooManyPendingRequests,
+            format!(
+                "{MAX_PENDING_PER_PARTNER} requests to this user are already pending: wait for the user to decide"
+            ),
+        )));
+    }
+    Ok(Placement::New)
+}
+
+/// Whether the user may still decide (approve or deny) `access` at `now_ms`: only while
+/// it is pending and not expired.
+pub fn may_decide(access: &AccessRequest, now_ms: i64) -> Result<(), Refusal> {
+    match status_at(access, now_ms) {
+        RequestStatus::Pending => Ok(()),
+        RequestStatus::RequestExpired => Err(Refusal::Precondition(Denied::new(
+            Reason::RequestExpired,
+            "the request expired before it was decided",
+        ))),
+        _ => Err(Refusal::Precondition(Denied::new(
             Reason::RequestNotPending,
             "the request was already decided",
-        )))
+        ))),
     }
 }
 
@@ -100,7 +161,7 @@ pub fn approve(
     policy: &LifetimePolicy,
 ) -> Result<Approved, Refusal> {
     let precondition = |reason, message: &str| Refusal::Precondition(Denied::new(reason, message));
-    may_decide(access)?;
+    may_decide(access, now_ms)?;
     let Some(partner) = partner.filter(|p| !p.suspended) else {
         return Err(precondition(
             Reason::PartnerSuspended,
@@ -335,5 +396,63 @@ mod tests {
         let absent = may_request("usr_a", &f, &[("thr_1", None)]).unwrap_err();
         let foreign = may_request("usr_a", &f, &[("thr_1", Some(thread(&["usr_b"])))]).unwrap_err();
         assert_eq!(absent, foreign, "no oracle for whether the thread exists");
+    }
+
+    #[test]
+    fn a_repeated_request_is_the_pending_one_and_more_than_three_are_refused() {
+        let pending = vec![access()];
+        let again = AccessRequest {
+            id: "req_2".into(),
+            purpose: "asked again".into(),
+            ..access()
+        };
+        match place_request(&pending, &again).unwrap() {
+            Placement::Existing(existing) => assert_eq!(existing.id, "req_1"),
+            Placement::New => panic!("a duplicate must not be added"),
+        }
+        let other = |n: &str| AccessRequest {
+            id: format!("req_{n}"),
+            thread_ids: vec![format!("thr_{n}")],
+            ..access()
+        };
+        assert!(matches!(
+            place_request(&pending, &other("9")),
+            Ok(Placement::New)
+        ));
+        let full = vec![other("3"), other("4"), other("5")];
+        let refused = place_request(&full, &other("6")).unwrap_err();
+        assert!(matches!(
+            refused,
+            Refusal::Exhausted(Denied {
+                reason: Reason::TooManyPendingRequests,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_undecided_request_expires_after_a_day() {
+        let a = access();
+        assert_eq!(status_at(&a, REQUEST_TTL_MS), RequestStatus::Pending);
+        assert!(may_decide(&a, REQUEST_TTL_MS).is_ok());
+        assert_eq!(
+            status_at(&a, REQUEST_TTL_MS + 1),
+            RequestStatus::RequestExpired
+        );
+        assert!(matches!(
+            may_decide(&a, REQUEST_TTL_MS + 1),
+            Err(Refusal::Precondition(Denied {
+                reason: Reason::RequestExpired,
+                ..
+            }))
+        ));
+        let decided = AccessRequest {
+            status: RequestStatus::Denied,
+            ..access()
+        };
+        assert_eq!(
+            status_at(&decided, 10 * REQUEST_TTL_MS),
+            RequestStatus::Denied
+        );
     }
 }

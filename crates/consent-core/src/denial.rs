@@ -59,6 +59,10 @@ pub enum Reason {
     PasswordQueueFull,
     /// Too many failed sign-ins for this account name or client address: wait and retry.
     SignInThrottled,
+    /// The partner already has as many requests pending before this user as it may.
+    TooManyPendingRequests,
+    /// The access request expired before the user decided it.
+    RequestExpired,
 }
 
 impl Reason {
@@ -92,6 +96,8 @@ impl Reason {
             Reason::RateLimited => "RATE_LIMITED",
             Reason::PasswordQueueFull => "PASSWORD_QUEUE_FULL",
             Reason::SignInThrottled => "SIGN_IN_THROTTLED",
+            Reason::TooManyPendingRequests => "TOO_MANY_PENDING_REQUESTS",
+            Reason::RequestExpired => "REQUEST_EXPIRED",
         }
     }
 }
@@ -142,6 +148,8 @@ pub enum Refusal {
     Unauthenticated(Denied),
     /// The thing asked about is not in a state that allows it (`FAILED_PRECONDITION`).
     Precondition(Denied),
+    /// The caller is over a limit (`RESOURCE_EXHAUSTED`).
+    Exhausted(Denied),
     /// The request names something the caller cannot see (`NOT_FOUND`); the same answer
     /// as for something that does not exist.
     NotFound {

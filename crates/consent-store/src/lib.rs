@@ -362,8 +362,21 @@ pub trait Repo {
     fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()>;
     /// A request.
     fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>>;
-    /// A user's pending requests.
-    fn pending_requests(&mut self, user_id: &str) -> StoreResult<Vec<AccessRequest>>;
+    /// A user's pending requests made after `created_after_ms`, oldest first.
+    fn pending_requests(
+        &mut self,
+        user_id: &str,
+        created_after_ms: i64,
+    ) -> StoreResult<Vec<AccessRequest>>;
+    /// One partner's pending requests before one user made after `created_after_ms`.
+    fn pending_requests_from(
+        &mut self,
+        partner_id: &str,
+        user_id: &str,
+        created_after_ms: i64,
+    ) -> StoreResult<Vec<AccessRequest>>;
+    /// Marks pending requests made before `created_before_ms` expired; how many.
+    fn expire_requests(&mut self, created_before_ms: i64) -> StoreResult<usize>;
     /// Moves a request on, linking its grant if approved.
     fn set_request_status(
         &mut self,

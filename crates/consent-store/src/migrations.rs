@@ -71,4 +71,7 @@ CREATE TABLE idempotency (
     response BLOB NOT NULL, created_ms INTEGER NOT NULL, PRIMARY KEY (grant_id, key));
 CREATE INDEX idempotency_by_age ON idempotency(created_ms);
 "#,
+    r#"
+CREATE INDEX access_requests_by_age ON access_requests(status, created_ms);
+"#,
 ];

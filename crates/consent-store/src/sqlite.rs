@@ -772,13 +772,49 @@ impl Repo for SqliteRepo<'_> {
         Ok(self.query_row(&sql, [id], request_row).optional()?)
     }
 
-    fn pending_requests(&mut self, user_id: &str) -> StoreResult<Vec<AccessRequest>> {
+    fn pending_requests(
+        &mut self,
+        user_id: &str,
+        created_after_ms: i64,
+    ) -> StoreResult<Vec<AccessRequest>> {
         let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 ORDER BY created_ms, id"
+            "SELECT {REQUEST_COLUMNS} FROM access_requests \
+             WHERE user_id = ?1 AND status = ?2 AND created_ms >= ?3 ORDER BY created_ms, id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![user_id, RequestStatus::Pending as i32], request_row)?;
+        let pending = RequestStatus::Pending as i32;
+        let rows = stmt.query_map(params![user_id, pending, created_after_ms], request_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn pending_requests_from(
+        &mut self,
+        partner_id: &str,
+        user_id: &str,
+        created_after_ms: i64,
+    ) -> StoreResult<Vec<AccessRequest>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests \
+             WHERE user_id = ?1 AND status = ?2 AND created_ms >= ?3 AND partner_id = ?4 ORDER BY created_ms, id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let pending = RequestStatus::Pending as i32;
+        let rows = stmt.query_map(
+            params![user_id, pending, created_after_ms, partner_id],
+            request_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn expire_requests(&mut self, created_before_ms: i64) -> StoreResult<usize> {
+        Ok(self.execute(
+            "UPDATE access_requests SET status = ?1 WHERE status = ?2 AND created_ms < ?3",
+            params![
+                RequestStatus::RequestExpired as i32,
+                RequestStatus::Pending as i32,
+                created_before_ms
+            ],
+        )?)
     }
 
     fn set_request_status(

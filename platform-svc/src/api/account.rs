@@ -377,9 +377,9 @@ impl Account for AccountService {
         &self,
         request: Request<pb::ListPendingRequestsRequest>,
     ) -> Result<Response<pb::ListPendingRequestsResponse>, Status> {
-        self.as_reader(&request, move |repo, user, _| {
+        self.as_reader(&request, move |repo, user, now_ms| {
             let mut requests = Vec::new();
-            for access in repo.pending_requests(&user.id)? {
+            for access in repo.pending_requests(&user.id, approval::request_cutoff_ms(now_ms))? {
                 let partner = repo.partner(&access.partner_id)?;
                 let feature = repo.feature(&access.partner_id, &access.feature)?;
                 if let (Some(partner), Some(feature)) = (partner, feature) {
@@ -467,12 +467,12 @@ impl Account for AccountService {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let request_id = request.get_ref().request_id.clone();
         validate::id("request_id", &request_id)?;
-        self.as_user(&request, move |repo, user, _| {
+        self.as_user(&request, move |repo, user, now_ms| {
             let mut access = repo
                 .request(&request_id)?
                 .filter(|a| a.user_id == user.id)
                 .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
-            approval::may_decide(&access)?;
+            approval::may_decide(&access, now_ms)?;
             repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
             access.status = RequestStatus::Denied;
             let partner = repo

@@ -7,7 +7,7 @@ use super::end_grant;
 use super::partner_call::{PartnerCall, own_grant};
 use crate::error::{ApiError, ApiResult};
 use crate::validate::{self, AllFields};
-use consent_core::approval;
+use consent_core::approval::{self, Placement};
 use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
 use consent_core::rules;
 use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_id, new_token};
@@ -93,7 +93,18 @@ impl Consent for ConsentService {
                 grant_id: None,
                 created_ms: tx.now_ms,
             };
-            tx.repo.insert_request(&access)?;
+            let pending = tx.repo.pending_requests_from(
+                &tx.partner.id,
+                &user.id,
+                approval::request_cutoff_ms(tx.now_ms),
+            )?;
+            let access = match approval::place_request(&pending, &access)? {
+                Placement::Existing(existing) => existing.clone(),
+                Placement::New => {
+                    tx.repo.insert_request(&access)?;
+                    access
+                }
+            };
             tx.touches(&access.id);
             Ok(convert::access_request(&access, &tx.partner, &feature))
         })
@@ -120,7 +131,7 @@ impl Consent for ConsentService {
                 None => None,
             };
             let mut response = pb::ExchangeRequestResponse {
-                status: access.status as i32,
+                status: approval::status_at(&access, tx.now_ms) as i32,
                 grant_token: String::new(),
                 grant: grant.as_ref().map(convert::grant),
             };

@@ -13,6 +13,7 @@ mod partner_call;
 
 use crate::config::Policy;
 use crate::error::ApiResult;
+use consent_core::approval;
 use consent_core::clock::{Clock, DAY_MS};
 use consent_core::model::{Grant, GrantState};
 use consent_core::rules::{self, LifetimePolicy};
@@ -108,8 +109,8 @@ impl Platform {
     }
 
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
-    /// event for each, and forgets idempotency records past their window; returns how many
-    /// grants ended.
+    /// event for each, forgets idempotency records past their window, and marks access
+    /// requests undecided past their lifetime expired; returns how many grants ended.
     pub async fn sweep_grants(&self) -> ApiResult<usize> {
         let policy = self.limits.lifetime;
         self.run(move |repo, now_ms| {
@@ -123,6 +124,7 @@ impl Platform {
                 }
             }
             repo.forget_idempotent_responses(now_ms - partner_call::IDEMPOTENCY_WINDOW_MS)?;
+            repo.expire_requests(approval::request_cutoff_ms(now_ms))?;
             Ok(ended)
         })
         .await
