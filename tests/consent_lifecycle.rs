@@ -384,3 +384,88 @@ async fn a_page_of_large_messages_shrinks_to_fit_the_reply_and_continues() {
         .into_inner();
     assert!(first.messages.len() < 67 && !first.next_page_token.is_empty());
 }
+
+#[tokio::test]
+async fn a_person_sees_when_an_app_read_their_messages_through_someone_elses_grant() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut account = s.platform.account().await;
+    let say = |body: &str, session: &str| {
+        bearer(
+            pb::AccountSendMessageRequest {
+                thread_id: s.family_thread.clone(),
+                body: body.into(),
+            },
+            session,
+        )
+    };
+    account
+        .send_message(say("7 works", &s.bob.session))
+        .await
+        .unwrap();
+    account
+        .set_privacy(bearer(
+            pb::SetPrivacyRequest {
+                hide_from_others_apps: true,
+            },
+            &s.carol.session,
+        ))
+        .await
+        .unwrap();
+    account
+        .send_message(say("maybe", &s.carol.session))
+        .await
+        .unwrap();
+    let (token, _) = s
+        .grant(
+            &mut music,
+            &s.alice,
+            "listening-party",
+            pb::ThreadCoverage::ListedThreads,
+            vec![s.family_thread.clone()],
+            pb::ApproveRequestRequest {
+                include_history: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let listed = music.list_messages(&s.family_thread, &token).await.unwrap();
+    assert_eq!(listed.messages.len(), 3);
+
+    let reads_of = |session: &str| bearer(pb::ListReadsByOthersAppsRequest::default(), session);
+    let bob = account
+        .list_reads_by_others_apps(reads_of(&s.bob.session))
+        .await
+        .unwrap()
+        .into_inner()
+        .reads;
+    assert_eq!(
+        bob.len(),
+        1,
+        "bob's one message was read through alice's grant"
+    );
+    assert_eq!(
+        (bob[0].partner_id.as_str(), bob[0].partner_name.as_str()),
+        ("music", "Music App")
+    );
+    assert_eq!(
+        (bob[0].thread_id.as_str(), bob[0].messages),
+        (s.family_thread.as_str(), 1)
+    );
+    assert!(bob[0].at.is_some());
+    for (who, session) in [
+        ("carol, redacted,", &s.carol.session),
+        ("alice, the granter,", &s.alice.session),
+    ] {
+        let reads = account
+            .list_reads_by_others_apps(reads_of(session))
+            .await
+            .unwrap()
+            .into_inner()
+            .reads;
+        assert!(
+            reads.is_empty(),
+            "{who} has no read by another's app: {reads:?}"
+        );
+    }
+}

@@ -411,6 +411,23 @@ pub struct AuditEntry {
     pub reason: String,
 }
 
+/// A partner's read of someone's messages through another person's grant, as that
+/// someone sees it in their access log: which app, which thread, how many messages, when;
+/// not whose grant it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadByOthersApp {
+    /// The person whose messages were read.
+    pub user_id: String,
+    /// The app that read them.
+    pub partner_id: String,
+    /// The thread they were read in.
+    pub thread_id: String,
+    /// How many of the person's messages the app received.
+    pub messages: u32,
+    /// When.
+    pub at_ms: i64,
+}
+
 /// A chained audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {

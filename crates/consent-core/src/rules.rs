@@ -352,6 +352,13 @@ pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: Option<bool>) -
     sender_hides.unwrap_or(true) && sender_id != grant.user_id
 }
 
+/// Whether the partner of `grant`, given a message by `sender_id`, read someone else's
+/// words through this grant: the author is not the granting user and the body was not
+/// redacted. That person is told, in their own access log.
+pub fn reads_another_person(grant: &Grant, sender_id: &str, redacted: bool) -> bool {
+    sender_id != grant.user_id && !redacted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +368,17 @@ mod tests {
         max_lifetime_ms: 90 * DAY,
         inactivity_lapse_ms: 30 * DAY,
     };
+
+    #[test]
+    fn a_read_of_someone_else_is_one_of_their_unredacted_messages() {
+        let g = grant();
+        assert!(reads_another_person(&g, "usr_bob", false));
+        assert!(!reads_another_person(&g, "usr_bob", true), "redacted");
+        assert!(
+            !reads_another_person(&g, &g.user_id, false),
+            "the granting user"
+        );
+    }
 
     fn grant() -> Grant {
         Grant {

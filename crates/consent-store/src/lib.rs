@@ -25,7 +25,7 @@ pub use sqlite::SqliteStore;
 
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
-    Partner, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
+    Partner, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
 };
 use consent_proto::platform::v1::GrantEventKind;
 use std::sync::Arc;
@@ -446,6 +446,14 @@ pub trait Repo {
     ) -> StoreResult<Vec<AuditRecord>>;
     /// One record.
     fn audit_record(&mut self, seq: i64) -> StoreResult<Option<AuditRecord>>;
+    /// Notes that an app read someone's messages through another person's grant.
+    fn record_read_by_others_app(&mut self, read: &ReadByOthersApp) -> StoreResult<()>;
+    /// A page of the reads of one person's messages by apps through others' grants.
+    fn reads_by_others_apps(
+        &mut self,
+        user_id: &str,
+        page: Page,
+    ) -> StoreResult<Paged<ReadByOthersApp>>;
     /// The last record.
     fn audit_head(&mut self) -> StoreResult<Option<AuditRecord>>;
 

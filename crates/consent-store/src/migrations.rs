@@ -73,5 +73,9 @@ CREATE INDEX idempotency_by_age ON idempotency(created_ms);
 "#,
     r#"
 CREATE INDEX access_requests_by_age ON access_requests(status, created_ms);
+CREATE TABLE reads_by_others_apps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, partner_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL, messages INTEGER NOT NULL, at_ms INTEGER NOT NULL);
+CREATE INDEX reads_by_others_apps_by_user ON reads_by_others_apps(user_id, seq);
 "#,
 ];

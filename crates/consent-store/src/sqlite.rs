@@ -21,7 +21,7 @@ use super::{
 use consent_core::audit::record_hash;
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
-    Message, Partner, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
+    Message, Partner, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
     request_status_from_stored,
 };
 use consent_core::secret::new_secret;
@@ -1025,6 +1025,46 @@ impl Repo for SqliteRepo<'_> {
             "user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
             params![user_id, after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
+    }
+
+    fn record_read_by_others_app(&mut self, read: &ReadByOthersApp) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO reads_by_others_apps (user_id, partner_id, thread_id, messages, at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                read.user_id,
+                read.partner_id,
+                read.thread_id,
+                read.messages,
+                read.at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn reads_by_others_apps(
+        &mut self,
+        user_id: &str,
+        page: Page,
+    ) -> StoreResult<Paged<ReadByOthersApp>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, user_id, partner_id, thread_id, messages, at_ms FROM reads_by_others_apps \
+             WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
+        )?;
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![user_id, page.after, limit], |r| {
+            Ok((
+                r.get(0)?,
+                ReadByOthersApp {
+                    user_id: r.get(1)?,
+                    partner_id: r.get(2)?,
+                    thread_id: r.get(3)?,
+                    messages: r.get(4)?,
+                    at_ms: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn audit_record(&mut self, seq: i64) -> StoreResult<Option<AuditRecord>> {

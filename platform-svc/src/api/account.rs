@@ -540,6 +540,37 @@ impl Account for AccountService {
         .await
     }
 
+    async fn list_reads_by_others_apps(
+        &self,
+        request: Request<pb::ListReadsByOthersAppsRequest>,
+    ) -> Result<Response<pb::ListReadsByOthersAppsResponse>, Status> {
+        let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
+        let reply_bytes = self.platform.limits.reply_bytes;
+        self.as_reader(&request, move |repo, user, _| {
+            let mut rows = Vec::new();
+            for (cursor, read) in repo.reads_by_others_apps(&user.id, page)? {
+                let partner_name = repo
+                    .partner(&read.partner_id)?
+                    .map(|p| p.display_name)
+                    .unwrap_or_default();
+                let read = pb::ReadByOthersApp {
+                    partner_id: read.partner_id,
+                    partner_name,
+                    thread_id: read.thread_id,
+                    messages: read.messages,
+                    at: Some(timestamp(read.at_ms)),
+                };
+                rows.push((cursor, read));
+            }
+            let (reads, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            Ok(pb::ListReadsByOthersAppsResponse {
+                reads,
+                next_page_token,
+            })
+        })
+        .await
+    }
+
     async fn list_thread_apps(
         &self,
         request: Request<pb::ListThreadAppsRequest>,

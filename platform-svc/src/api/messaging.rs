@@ -109,12 +109,19 @@ impl Messaging for MessagingService {
             let rows = tx
                 .repo
                 .messages(thread_id, history_starts_ms(&grant), page)?;
+            let senders: Vec<String> = rows
+                .iter()
+                .map(|(_, row)| row.message.sender_id.clone())
+                .collect();
             let key = tx.pseudonym_key();
             let rows = rows
                 .into_iter()
                 .map(|(cursor, row)| (cursor, convert::message_for_partner(row, &grant, key)))
                 .collect();
             let (messages, next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
+            for (sender, message) in senders.iter().zip(&messages) {
+                tx.hands_over(&grant, sender, &message.thread_id, message.redacted);
+            }
             Ok(pb::ListMessagesResponse {
                 messages,
                 next_page_token,
@@ -140,11 +147,10 @@ impl Messaging for MessagingService {
                 .ok_or_else(|| ApiError::not_found("message", message_id))?;
             covered_thread(tx, &grant, &row.message.thread_id)?;
             may_read(&grant, &row.message)?;
-            Ok(convert::message_for_partner(
-                row,
-                &grant,
-                tx.pseudonym_key(),
-            ))
+            let sender = row.message.sender_id.clone();
+            let message = convert::message_for_partner(row, &grant, tx.pseudonym_key());
+            tx.hands_over(&grant, &sender, &message.thread_id, message.redacted);
+            Ok(message)
         })
         .await
         .map(Response::new)

@@ -25,12 +25,13 @@
 use super::{Limits, Platform, end_grant};
 use crate::error::{ApiError, ApiResult};
 use consent_core::denial::Reason;
-use consent_core::model::{AuditEntry, Grant, GrantState, Partner, Scope};
+use consent_core::model::{AuditEntry, Grant, GrantState, Partner, ReadByOthersApp, Scope};
 use consent_core::rules::{self, GrantContext};
 use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, is_well_formed};
 use consent_store::{self as store, IdempotentResponse, Repo, StoreError, StoreResult};
 use consent_tls::principal::PartnerId;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::{Request, Status};
 
@@ -50,6 +51,9 @@ struct Effects {
     used: Option<GrantUse>,
     /// A grant a rule says has ended, and how.
     ending: Option<(String, GrantState)>,
+    /// Messages of people other than the granting user that the reply carries, counted
+    /// per person and thread; each person is told in their access log.
+    reads_of_others: BTreeMap<(String, String), u32>,
 }
 
 /// A use of a grant for a scope.
@@ -253,6 +257,17 @@ fn record(repo: &mut dyn Repo, now_ms: i64, effects: &Effects) -> StoreResult<()
     if let Some(used) = effects.used.as_ref().filter(|u| u.record) {
         repo.touch_grant(&used.grant_id, used.scope, now_ms)?;
     }
+    if effects.audit.decision == "allow" {
+        for ((user_id, thread_id), messages) in &effects.reads_of_others {
+            repo.record_read_by_others_app(&ReadByOthersApp {
+                user_id: user_id.clone(),
+                partner_id: effects.audit.partner_id.clone(),
+                thread_id: thread_id.clone(),
+                messages: *messages,
+                at_ms: now_ms,
+            })?;
+        }
+    }
     repo.append_audit(&effects.audit, now_ms)?;
     log_decided(&effects.audit);
     Ok(())
@@ -353,6 +368,15 @@ impl PartnerTx<'_> {
             self.effects.audit.resource.push(',');
         }
         self.effects.audit.resource.push_str(resource);
+    }
+
+    /// Notes that the reply carries a message of `sender_id` in `thread_id`: when that is
+    /// another person's unredacted message, they will see the read in their access log.
+    pub fn hands_over(&mut self, grant: &Grant, sender_id: &str, thread_id: &str, redacted: bool) {
+        if rules::reads_another_person(grant, sender_id, redacted) {
+            let key = (sender_id.to_string(), thread_id.to_string());
+            *self.effects.reads_of_others.entry(key).or_default() += 1;
+        }
     }
 
     /// Names the user concerned when no grant does (consent calls).
