@@ -251,7 +251,8 @@ async fn redaction_pseudonyms_and_forward_only_history() {
     account
         .set_privacy(bearer(
             pb::SetPrivacyRequest {
-                hide_from_others_apps: true,
+                hide_from_others_apps: Some(true),
+                ..Default::default()
             },
             &s.carol.session,
         ))
@@ -406,7 +407,8 @@ async fn a_person_sees_when_an_app_read_their_messages_through_someone_elses_gra
     account
         .set_privacy(bearer(
             pb::SetPrivacyRequest {
-                hide_from_others_apps: true,
+                hide_from_others_apps: Some(true),
+                ..Default::default()
             },
             &s.carol.session,
         ))
@@ -468,4 +470,116 @@ async fn a_person_sees_when_an_app_read_their_messages_through_someone_elses_gra
             "{who} has no read by another's app: {reads:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn friends_are_mutual_and_reach_an_app_as_handles_named_only_by_their_consent() {
+    let s = Scenario::new().await;
+    let mut video = s.platform.partner("video").await;
+    let mut account = s.platform.account().await;
+    let dave = end_to_end::sign_up(&mut account, "dave").await;
+    let asked = account
+        .add_friend(bearer(
+            pb::AddFriendRequest {
+                user_name: "dave".into(),
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!asked.friends, "a request, until dave adds alice back");
+    let (token, _) = s
+        .grant(
+            &mut video,
+            &s.alice,
+            "recommend",
+            pb::ThreadCoverage::AllThreads,
+            vec![],
+            Default::default(),
+        )
+        .await;
+    let friends = |video: &mut end_to_end::Partner| {
+        let request = bearer(pb::ListFriendsRequest::default(), &token);
+        let mut messaging = video.messaging.clone();
+        async move {
+            messaging
+                .list_friends(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .friends
+        }
+    };
+    let listed = friends(&mut video).await;
+    assert_eq!(listed.len(), 2, "bob and carol, not dave: {listed:?}");
+    assert!(listed.iter().all(|f| f.user_id.starts_with("anon_")));
+    assert!(
+        listed.iter().all(|f| f.display_name.is_empty()),
+        "no name without the friend's consent"
+    );
+    let start = |participant: &str| pb::StartThreadRequest {
+        participant_ids: vec![participant.into()],
+        title: "a video".into(),
+        body: "watch this".into(),
+        idempotency_key: format!("k-{participant}"),
+    };
+    let err = video
+        .messaging
+        .start_thread(bearer(start(&dave.id), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "NOT_A_FRIEND");
+
+    let waiting = account
+        .list_friend_requests(bearer(pb::ListFriendRequestsRequest {}, &dave.session))
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].user_name, "alice");
+    let accepted = account
+        .add_friend(bearer(
+            pb::AddFriendRequest {
+                user_name: "alice".into(),
+            },
+            &dave.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.friends);
+    let shown = account
+        .set_privacy(bearer(
+            pb::SetPrivacyRequest {
+                show_name_to_friends_apps: Some(true),
+                ..Default::default()
+            },
+            &dave.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.show_name_to_friends_apps && !shown.hide_from_others_apps);
+
+    let listed = friends(&mut video).await;
+    assert_eq!(listed.len(), 3);
+    let named: Vec<_> = listed
+        .iter()
+        .filter(|f| !f.display_name.is_empty())
+        .collect();
+    assert_eq!(named.len(), 1, "only dave allowed his name: {listed:?}");
+    assert_eq!(named[0].display_name, "DAVE");
+    // The handle is what the app messages; it never learns dave's user id.
+    let started = video
+        .messaging
+        .start_thread(bearer(start(&named[0].user_id), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .thread
+        .unwrap();
+    assert!(started.participants.contains(&named[0].user_id));
+    assert!(!started.participants.contains(&dave.id));
 }

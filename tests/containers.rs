@@ -45,15 +45,7 @@ async fn seeded(name: &str) -> Seeded {
     let mut account = AccountClient::new(stack.work.channel(stack.user, None).await.unwrap());
     let alice = sign_up(&mut account, "alice").await;
     let bob = sign_up(&mut account, "bob").await;
-    account
-        .add_friend(bearer(
-            pb::AddFriendRequest {
-                user_name: "bob".into(),
-            },
-            &alice.session,
-        ))
-        .await
-        .unwrap();
+    end_to_end::befriend(&mut account, &alice, &bob).await;
     Seeded {
         stack,
         account,

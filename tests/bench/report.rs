@@ -619,6 +619,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                             display_name: id,
                             password_hash: "x".into(),
                             hide_from_others_apps: false,
+                            name_to_friends_apps: false,
                         },
                         now,
                     )?;

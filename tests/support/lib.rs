@@ -485,6 +485,27 @@ pub async fn sign_up(account: &mut AccountClient<Channel>, name: &str) -> User {
     }
 }
 
+/// Makes `a` and `b` friends: `a` asks, `b` adds `a` back.
+pub async fn befriend(account: &mut AccountClient<Channel>, a: &User, b: &User) {
+    for (from, to, friends_after) in [(a, b, false), (b, a, true)] {
+        let added = account
+            .add_friend(bearer(
+                pb::AddFriendRequest {
+                    user_name: to.name.clone(),
+                },
+                &from.session,
+            ))
+            .await
+            .expect("add friend")
+            .into_inner();
+        assert_eq!(
+            added.friends, friends_after,
+            "{} adds {}",
+            from.name, to.name
+        );
+    }
+}
+
 /// Three users and their thread, as most scenarios start.
 pub struct Family {
     /// alice, friends with bob and carol.
@@ -505,17 +526,8 @@ pub async fn seed_family(account: &mut AccountClient<Channel>) -> Family {
     let alice = sign_up(account, "alice").await;
     let bob = sign_up(account, "bob").await;
     let carol = sign_up(account, "carol").await;
-    for friend in ["bob", "carol"] {
-        account
-            .add_friend(bearer(
-                pb::AddFriendRequest {
-                    user_name: friend.into(),
-                },
-                &alice.session,
-            ))
-            .await
-            .expect("add friend");
-    }
+    befriend(account, &alice, &bob).await;
+    befriend(account, &alice, &carol).await;
     let thread_id = account
         .create_thread(bearer(
             pb::CreateThreadRequest {

@@ -486,31 +486,57 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
                 .await,
         );
     }
-    if let Some(friends) = story.check(
-        "video app lists alice's friends (friends.read)",
-        video
-            .list_friends(app::ListFriendsRequest {
-                user_name: "alice".into(),
-            })
-            .await
-            .map(|r| r.into_inner()),
-    ) {
-        story.note(&format!(
-            "[video app sees] friends: {}",
-            friends
-                .friends
-                .iter()
-                .map(|f| f.display_name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
     story.check(
-        "video app recommends a video to carol",
+        "carol lets apps her friends use see her name (bob does not)",
+        account
+            .set_privacy(bearer(
+                pb::SetPrivacyRequest {
+                    show_name_to_friends_apps: Some(true),
+                    ..Default::default()
+                },
+                &carol.session,
+            ))
+            .await,
+    );
+    let friends = story
+        .check(
+            "video app lists alice's friends (friends.read)",
+            video
+                .list_friends(app::ListFriendsRequest {
+                    user_name: "alice".into(),
+                })
+                .await
+                .map(|r| r.into_inner().friends),
+        )
+        .unwrap_or_default();
+    story.note(&format!(
+        "[video app sees] friends: {}",
+        friends
+            .iter()
+            .map(|f| match f.display_name.as_str() {
+                "" => format!("{} (no name)", f.user_id),
+                name => format!("{name} ({})", f.user_id),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    story.expect(
+        "the video app gets handles, not user ids, and no name for bob",
+        friends.len() == 2
+            && friends.iter().all(|f| f.user_id.starts_with("anon_"))
+            && friends.iter().filter(|f| f.display_name.is_empty()).count() == 1,
+    );
+    let carol_handle = friends
+        .iter()
+        .find(|f| f.display_name == "CAROL")
+        .map(|f| f.user_id.clone())
+        .unwrap_or_default();
+    story.check(
+        "video app recommends a video to carol, by her handle",
         video
             .share(share_with_friend(
                 "alice",
-                &carol.id,
+                &carol_handle,
                 "Watch: a documentary on Miles Davis",
                 "rec-1",
             ))
@@ -623,7 +649,8 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         account
             .set_privacy(bearer(
                 pb::SetPrivacyRequest {
-                    hide_from_others_apps: true,
+                    hide_from_others_apps: Some(true),
+                    ..Default::default()
                 },
                 &carol.session,
             ))

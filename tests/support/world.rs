@@ -62,15 +62,7 @@ pub async fn world() -> (World, Process) {
     let mut account = AccountClient::new(work.channel(ports.user, None).await.unwrap());
     let alice = sign_up(&mut account, "alice").await;
     let bob = sign_up(&mut account, "bob").await;
-    account
-        .add_friend(bearer(
-            pb::AddFriendRequest {
-                user_name: "bob".into(),
-            },
-            &alice.session,
-        ))
-        .await
-        .unwrap();
+    crate::befriend(&mut account, &alice, &bob).await;
     (
         World {
             work,

@@ -234,6 +234,18 @@ pub struct User {
     pub password_hash: String,
     /// Hide my messages from apps that other participants use.
     pub hide_from_others_apps: bool,
+    /// Apps my friends use may see my name (off by default): otherwise they see only a
+    /// per-app handle.
+    pub name_to_friends_apps: bool,
+}
+
+/// A user's privacy settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrivacyChange {
+    /// See [`User::hide_from_others_apps`].
+    pub hide_from_others_apps: Option<bool>,
+    /// See [`User::name_to_friends_apps`].
+    pub name_to_friends_apps: Option<bool>,
 }
 
 /// A registered partner.

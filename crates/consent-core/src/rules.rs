@@ -5,6 +5,7 @@
 use crate::denial::{Denied, FieldViolation, Reason, Refusal};
 use crate::model::{
     Coverage, Feature, Grant, GrantState, Message, Partner, Scope, ScopeSet, Thread, ThreadFilter,
+    User,
 };
 use consent_proto::platform::v1::GrantEventKind;
 use sha2::{Digest, Sha256};
@@ -352,6 +353,37 @@ pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: Option<bool>) -
     sender_hides.unwrap_or(true) && sender_id != grant.user_id
 }
 
+/// How the partner of `grant` sees a friend of the granting user: by its handle for them
+/// ([`present_user`]), and by name only if the friend lets apps their friends use see it.
+pub fn friend_for_partner(grant: &Grant, friend: &User, key: &str) -> (String, Option<String>) {
+    let name = friend
+        .name_to_friends_apps
+        .then(|| friend.display_name.clone());
+    (present_user(grant, &friend.id, key), name)
+}
+
+/// The people a partner of `grant` names (`asked`: its handles, as [`present_user`] gives
+/// them, or ids it was given), as user ids: a handle of one of the granting user's friends
+/// (`friend_ids`) is that friend; anything else is left as it is, for the friendship
+/// check to refuse.
+pub fn resolve_people(
+    grant: &Grant,
+    key: &str,
+    asked: &[String],
+    friend_ids: &[String],
+) -> Vec<String> {
+    asked
+        .iter()
+        .map(|name| {
+            friend_ids
+                .iter()
+                .find(|id| *id == name || present_user(grant, id, key) == *name)
+                .unwrap_or(name)
+                .clone()
+        })
+        .collect()
+}
+
 /// Whether the partner of `grant`, given a message by `sender_id`, read someone else's
 /// words through this grant: the author is not the granting user and the body was not
 /// redacted. That person is told, in their own access log.
@@ -368,6 +400,36 @@ mod tests {
         max_lifetime_ms: 90 * DAY,
         inactivity_lapse_ms: 30 * DAY,
     };
+
+    #[test]
+    fn friends_are_handles_named_only_by_their_own_consent_and_handles_resolve() {
+        let g = grant();
+        let mut friend = User {
+            id: "usr_carol".into(),
+            name: "carol".into(),
+            display_name: "Carol".into(),
+            password_hash: String::new(),
+            hide_from_others_apps: false,
+            name_to_friends_apps: false,
+        };
+        let (handle, name) = friend_for_partner(&g, &friend, "k");
+        assert_eq!(
+            (handle.as_str(), name),
+            (pseudonym("k", &g.partner_id, "usr_carol").as_str(), None)
+        );
+        friend.name_to_friends_apps = true;
+        assert_eq!(
+            friend_for_partner(&g, &friend, "k").1.as_deref(),
+            Some("Carol")
+        );
+
+        let friends = vec!["usr_bob".to_string(), "usr_carol".to_string()];
+        let asked = vec![handle, "usr_bob".into(), "anon_unknown".into()];
+        assert_eq!(
+            resolve_people(&g, "k", &asked, &friends),
+            ["usr_carol", "usr_bob", "anon_unknown"]
+        );
+    }
 
     #[test]
     fn a_read_of_someone_else_is_one_of_their_unredacted_messages() {

@@ -25,7 +25,8 @@ pub use sqlite::SqliteStore;
 
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
-    Partner, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
+    Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter,
+    User,
 };
 use consent_proto::platform::v1::GrantEventKind;
 use std::sync::Arc;
@@ -297,8 +298,8 @@ pub trait Repo {
     fn user_by_name(&mut self, name: &str) -> StoreResult<Option<User>>;
     /// A user by id.
     fn user_by_id(&mut self, id: &str) -> StoreResult<Option<User>>;
-    /// Sets the "hide from others' apps" opt-out.
-    fn set_hide_from_others_apps(&mut self, user_id: &str, hide: bool) -> StoreResult<()>;
+    /// Changes the privacy settings that `change` names.
+    fn set_privacy(&mut self, user_id: &str, change: PrivacyChange) -> StoreResult<()>;
     /// Records a session by its token hash.
     fn insert_session(
         &mut self,
@@ -308,8 +309,16 @@ pub trait Repo {
     ) -> StoreResult<()>;
     /// The user of an unexpired session.
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>>;
-    /// Makes two users friends (both ways).
+    /// Makes two users friends (both ways) and drops their requests to each other.
     fn add_friendship(&mut self, a: &str, b: &str) -> StoreResult<()>;
+    /// Records `from`'s request to befriend `to` (kept once).
+    fn add_friend_request(&mut self, from: &str, to: &str, now_ms: i64) -> StoreResult<()>;
+    /// Whether `from` asked to befriend `to`.
+    fn friend_request_exists(&mut self, from: &str, to: &str) -> StoreResult<bool>;
+    /// Who asked to befriend `user_id` and is waiting for an answer, oldest first.
+    fn friend_requests_to(&mut self, user_id: &str) -> StoreResult<Vec<User>>;
+    /// The ids of all of a user's friends.
+    fn friend_ids(&mut self, user_id: &str) -> StoreResult<Vec<String>>;
     /// Whether two users are friends.
     fn are_friends(&mut self, a: &str, b: &str) -> StoreResult<bool>;
     /// A page of a user's friends.

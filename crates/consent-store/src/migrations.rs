@@ -77,5 +77,10 @@ CREATE TABLE reads_by_others_apps (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, partner_id TEXT NOT NULL,
     thread_id TEXT NOT NULL, messages INTEGER NOT NULL, at_ms INTEGER NOT NULL);
 CREATE INDEX reads_by_others_apps_by_user ON reads_by_others_apps(user_id, seq);
+ALTER TABLE users ADD COLUMN name_to_friends_apps INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE friend_requests (
+    from_id TEXT NOT NULL REFERENCES users(id), to_id TEXT NOT NULL REFERENCES users(id),
+    created_ms INTEGER NOT NULL, PRIMARY KEY (from_id, to_id));
+CREATE INDEX friend_requests_to ON friend_requests(to_id, created_ms);
 "#,
 ];

@@ -21,8 +21,8 @@ use super::{
 use consent_core::audit::record_hash;
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
-    Message, Partner, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter, User,
-    request_status_from_stored,
+    Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
+    ThreadFilter, User, request_status_from_stored,
 };
 use consent_core::secret::new_secret;
 use consent_proto::platform::v1::GrantEventKind;
@@ -308,7 +308,17 @@ fn split_ids(text: String) -> Vec<String> {
     }
 }
 
-const USER_COLUMNS: &str = "id, name, display_name, password_hash, hide_from_others_apps";
+/// [`USER_COLUMNS`] of the table aliased `u`.
+fn prefixed_user_columns() -> String {
+    USER_COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const USER_COLUMNS: &str =
+    "id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps";
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
@@ -316,6 +326,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
         display_name: r.get(2)?,
         password_hash: r.get(3)?,
         hide_from_others_apps: r.get(4)?,
+        name_to_friends_apps: r.get(5)?,
     })
 }
 
@@ -492,8 +503,8 @@ impl SqliteRepo<'_> {
 impl Repo for SqliteRepo<'_> {
     fn insert_user(&mut self, user: &User, now_ms: i64) -> StoreResult<()> {
         let result = self.execute(
-            "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![user.id, user.name, user.display_name, user.password_hash, user.hide_from_others_apps, now_ms],
+            "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![user.id, user.name, user.display_name, user.password_hash, user.hide_from_others_apps, user.name_to_friends_apps, now_ms],
         );
         insert_or_exists(result, format!("user name {} is taken", user.name))
     }
@@ -508,10 +519,15 @@ impl Repo for SqliteRepo<'_> {
         Ok(self.query_row(&sql, [id], user_row).optional()?)
     }
 
-    fn set_hide_from_others_apps(&mut self, user_id: &str, hide: bool) -> StoreResult<()> {
+    fn set_privacy(&mut self, user_id: &str, change: PrivacyChange) -> StoreResult<()> {
         self.execute(
-            "UPDATE users SET hide_from_others_apps = ?2 WHERE id = ?1",
-            params![user_id, hide],
+            "UPDATE users SET hide_from_others_apps = COALESCE(?2, hide_from_others_apps), \
+             name_to_friends_apps = COALESCE(?3, name_to_friends_apps) WHERE id = ?1",
+            params![
+                user_id,
+                change.hide_from_others_apps,
+                change.name_to_friends_apps
+            ],
         )?;
         Ok(())
     }
@@ -545,7 +561,49 @@ impl Repo for SqliteRepo<'_> {
             .prepare_cached("INSERT OR IGNORE INTO friends (user_id, friend_id) VALUES (?1, ?2)")?;
         stmt.execute([a, b])?;
         stmt.execute([b, a])?;
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM friend_requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
+        )?;
+        stmt.execute([a, b])?;
         Ok(())
+    }
+
+    fn add_friend_request(&mut self, from: &str, to: &str, now_ms: i64) -> StoreResult<()> {
+        self.execute(
+            "INSERT OR IGNORE INTO friend_requests (from_id, to_id, created_ms) VALUES (?1, ?2, ?3)",
+            params![from, to, now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn friend_request_exists(&mut self, from: &str, to: &str) -> StoreResult<bool> {
+        Ok(self
+            .query_row(
+                "SELECT 1 FROM friend_requests WHERE from_id = ?1 AND to_id = ?2",
+                [from, to],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn friend_requests_to(&mut self, user_id: &str) -> StoreResult<Vec<User>> {
+        let sql = format!(
+            "SELECT {} FROM friend_requests r JOIN users u ON u.id = r.from_id \
+             WHERE r.to_id = ?1 ORDER BY r.created_ms, u.id",
+            prefixed_user_columns()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([user_id], user_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn friend_ids(&mut self, user_id: &str) -> StoreResult<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT friend_id FROM friends WHERE user_id = ?1")?;
+        let rows = stmt.query_map([user_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn are_friends(&mut self, a: &str, b: &str) -> StoreResult<bool> {
@@ -561,26 +619,13 @@ impl Repo for SqliteRepo<'_> {
 
     fn friends(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>> {
         let sql = format!(
-            "SELECT u.rowid, {} FROM friends f JOIN users u ON u.id = f.friend_id \
+            "SELECT {}, u.rowid FROM friends f JOIN users u ON u.id = f.friend_id \
              WHERE f.user_id = ?1 AND u.rowid > ?2 ORDER BY u.rowid LIMIT CAST(?3 AS INTEGER)",
-            USER_COLUMNS
-                .split(", ")
-                .map(|c| format!("u.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            prefixed_user_columns()
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
-            Ok((
-                r.get(0)?,
-                User {
-                    id: r.get(1)?,
-                    name: r.get(2)?,
-                    display_name: r.get(3)?,
-                    password_hash: r.get(4)?,
-                    hide_from_others_apps: r.get(5)?,
-                },
-            ))
+            Ok((r.get(6)?, user_row(r)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -1207,6 +1252,7 @@ mod tests {
                     display_name: "d".repeat(100),
                     password_hash: String::new(),
                     hide_from_others_apps: false,
+                    name_to_friends_apps: false,
                 };
                 repo.insert_user(&user, 0)?;
             }
@@ -1222,7 +1268,11 @@ mod tests {
             // Changes every page of the users table: its savepoint's copy of them, over
             // 1 MiB, outgrows the memory SQLite keeps it in, and moves to a file.
             for id in &every {
-                repo.set_hide_from_others_apps(id, true)?;
+                let hide = PrivacyChange {
+                    hide_from_others_apps: Some(true),
+                    ..PrivacyChange::default()
+                };
+                repo.set_privacy(id, hide)?;
             }
             repo.append_audit(&refusal("TAKEN BACK"), 0)?;
             Err::<(), _>(StoreError::Failed("the job failed".into()))

@@ -75,6 +75,7 @@ fn world() -> &'static World {
                         display_name: name.into(),
                         password_hash: "x".into(),
                         hide_from_others_apps: false,
+                        name_to_friends_apps: false,
                     },
                     0,
                 )?;

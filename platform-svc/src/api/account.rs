@@ -12,7 +12,9 @@ use crate::validate::{self, AllFields};
 use consent_core::approval::{self, Choice};
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
-use consent_core::model::{AuditEntry, Coverage, Grant, GrantState, RequestStatus, Thread, User};
+use consent_core::model::{
+    AuditEntry, Coverage, Grant, GrantState, PrivacyChange, RequestStatus, Thread, User,
+};
 use consent_core::rules;
 use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
@@ -191,6 +193,7 @@ impl Account for AccountService {
             display_name: r.display_name,
             password_hash,
             hide_from_others_apps: false,
+            name_to_friends_apps: false,
         };
         self.platform
             .run(move |repo, now_ms| {
@@ -259,13 +262,40 @@ impl Account for AccountService {
     ) -> Result<Response<pb::AddFriendResponse>, Status> {
         let name = request.get_ref().user_name.clone();
         validate::user_name("user_name", &name)?;
-        self.as_user(&request, move |repo, user, _| {
-            let friend = repo
+        self.as_user(&request, move |repo, user, now_ms| {
+            let other = repo
                 .user_by_name(&name)?
                 .ok_or_else(|| ApiError::not_found("user", &name))?;
-            rules::may_befriend(&user.id, &friend.id)?;
-            repo.add_friendship(&user.id, &friend.id)?;
-            Ok(pb::AddFriendResponse { user_id: friend.id })
+            rules::may_befriend(&user.id, &other.id)?;
+            let friends = repo.are_friends(&user.id, &other.id)?
+                || repo.friend_request_exists(&other.id, &user.id)?;
+            if friends {
+                repo.add_friendship(&user.id, &other.id)?;
+            } else {
+                repo.add_friend_request(&user.id, &other.id, now_ms)?;
+            }
+            Ok(pb::AddFriendResponse {
+                user_id: other.id,
+                friends,
+            })
+        })
+        .await
+    }
+
+    async fn list_friend_requests(
+        &self,
+        request: Request<pb::ListFriendRequestsRequest>,
+    ) -> Result<Response<pb::ListFriendRequestsResponse>, Status> {
+        self.as_reader(&request, move |repo, user, _| {
+            let requests = repo
+                .friend_requests_to(&user.id)?
+                .into_iter()
+                .map(|from| pb::FriendRequest {
+                    user_name: from.name,
+                    display_name: from.display_name,
+                })
+                .collect();
+            Ok(pb::ListFriendRequestsResponse { requests })
         })
         .await
     }
@@ -610,11 +640,18 @@ impl Account for AccountService {
         &self,
         request: Request<pb::SetPrivacyRequest>,
     ) -> Result<Response<pb::SetPrivacyResponse>, Status> {
-        let hide = request.get_ref().hide_from_others_apps;
+        let change = PrivacyChange {
+            hide_from_others_apps: request.get_ref().hide_from_others_apps,
+            name_to_friends_apps: request.get_ref().show_name_to_friends_apps,
+        };
         self.as_user(&request, move |repo, user, _| {
-            repo.set_hide_from_others_apps(&user.id, hide)?;
+            repo.set_privacy(&user.id, change)?;
+            let user = repo
+                .user_by_id(&user.id)?
+                .ok_or_else(|| ApiError::Storage("user vanished".into()))?;
             Ok(pb::SetPrivacyResponse {
-                hide_from_others_apps: hide,
+                hide_from_others_apps: user.hide_from_others_apps,
+                show_name_to_friends_apps: user.name_to_friends_apps,
             })
         })
         .await

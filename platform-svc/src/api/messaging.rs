@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::validate::{self, AllFields};
 use consent_core::model::{Grant, Message, Scope, Thread};
 use consent_core::rules::{
-    covered_threads, covers_thread, history_starts_ms, may_delete, may_read,
+    self, covered_threads, covers_thread, history_starts_ms, may_delete, may_read,
 };
 use consent_core::secret::{new_id, new_ordered_id};
 use consent_proto::platform::v1 as pb;
@@ -197,6 +197,9 @@ impl Messaging for MessagingService {
                 validate::idempotency_key("idempotency_key", &r.idempotency_key),
             )
                 .all()?;
+            let friend_ids = tx.repo.friend_ids(&grant.user_id)?;
+            let participants =
+                rules::resolve_people(&grant, tx.pseudonym_key(), &participants, &friend_ids);
             super::friends_only(tx.repo, &grant.user_id, &participants)?;
             tx.idempotent(key, &r, |tx| {
                 let mut members = vec![grant.user_id.clone()];
@@ -273,12 +276,14 @@ impl Messaging for MessagingService {
             let grant = tx.authorize(Scope::FriendsRead)?;
             let page = validate::page(r.page_size, &r.page_token)?;
             let rows = tx.repo.friends(&grant.user_id, page)?;
+            let key = tx.pseudonym_key();
             let rows = rows
                 .into_iter()
-                .map(|(cursor, u)| {
+                .map(|(cursor, friend)| {
+                    let (handle, name) = rules::friend_for_partner(&grant, &friend, key);
                     let friend = pb::Friend {
-                        user_id: u.id,
-                        display_name: u.display_name,
+                        user_id: handle,
+                        display_name: name.unwrap_or_default(),
                     };
                     (cursor, friend)
                 })

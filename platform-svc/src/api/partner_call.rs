@@ -490,6 +490,7 @@ mod tests {
                     display_name: "Alice".into(),
                     password_hash: "x".into(),
                     hide_from_others_apps: false,
+                    name_to_friends_apps: false,
                 },
                 0,
             )?;
