@@ -3,6 +3,7 @@
 //! revocation never leave an allowed use after it in the chain. A refusal is answered
 //! before its record commits, and the platform does not stop before it has.
 
+use consent_core::model::{AuditEntry, AuditRecord};
 use consent_proto::platform::v1 as pb;
 use consent_store::{StoreError, hold_writer, read};
 use end_to_end::{Scenario, assert_refused, bearer};
@@ -69,6 +70,76 @@ async fn an_untouched_chain_verifies_and_an_edited_record_is_named() {
     let tampered = verify(&s, None).await;
     assert!(!tampered.ok);
     assert_eq!(tampered.first_bad_seq, seq);
+}
+
+/// Every audit record in `db`, in order, read as a tamperer would.
+fn stored_records(db: &rusqlite::Connection) -> Vec<AuditRecord> {
+    let mut stmt = db
+        .prepare(
+            "SELECT seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, \
+             reason, prev_hash, hash, mac FROM audit ORDER BY seq",
+        )
+        .unwrap();
+    let rows = stmt.query_map([], |r| {
+        Ok(AuditRecord {
+            seq: r.get(0)?,
+            at_ms: r.get(1)?,
+            entry: AuditEntry {
+                partner_id: r.get(2)?,
+                user_id: r.get(3)?,
+                grant_id: r.get(4)?,
+                method: r.get(5)?,
+                resource: r.get(6)?,
+                decision: r.get(7)?,
+                reason: r.get(8)?,
+            },
+            prev_hash: r.get(9)?,
+            hash: r.get(10)?,
+            mac: r.get(11)?,
+        })
+    });
+    rows.unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+#[tokio::test]
+async fn a_chain_rewritten_and_rehashed_without_the_audit_key_is_named() {
+    let s = busy_scenario().await;
+    // Someone who can write the database, but has not the key file, turns a refusal into
+    // an allowed call and recomputes every hash after it, so that the chain links again.
+    let db = rusqlite::Connection::open(s.platform.database()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE audit SET decision = 'allow', reason = '' WHERE reason = 'SCOPE_MISSING'",
+        [],
+    )
+    .unwrap();
+    let first: i64 = db
+        .query_row(
+            "SELECT seq FROM audit WHERE method LIKE '%ListFriends'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut records = stored_records(&db);
+    let mut prev = records
+        .iter()
+        .find(|r| r.seq == first - 1)
+        .map(|r| r.hash.clone())
+        .unwrap_or_default();
+    for r in records.iter_mut().filter(|r| r.seq >= first) {
+        r.prev_hash = prev.clone();
+        r.hash = consent_core::audit::record_hash(r.seq, r.at_ms, &r.entry, &r.prev_hash);
+        db.execute(
+            "UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![r.prev_hash, r.hash, r.seq],
+        )
+        .unwrap();
+        prev = r.hash.clone();
+    }
+    let tampered = verify(&s, None).await;
+    assert!(!tampered.ok, "{tampered:?}");
+    assert_eq!(tampered.first_bad_seq, u64::try_from(first).unwrap());
+    assert!(tampered.problem.contains("MAC"), "{}", tampered.problem);
 }
 
 #[tokio::test]

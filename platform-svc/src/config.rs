@@ -15,6 +15,9 @@ pub struct PlatformConfig {
     pub trust_domain: String,
     /// SQLite database file.
     pub database: PathBuf,
+    /// The audit key file (hex, at least 32 bytes), kept outside the database: it MACs
+    /// every audit record.
+    pub audit_key: PathBuf,
     /// Listen addresses.
     pub listen: Listen,
     /// Certificates.

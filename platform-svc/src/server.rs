@@ -10,6 +10,7 @@ use crate::api::{Limits, Platform};
 use crate::config::PlatformConfig;
 use crate::edge::{PartnerEdge, require_operator};
 use crate::rate_limit::PartnerRateLimiter;
+use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
 use consent_proto::platform::v1::account_server::AccountServer;
 use consent_proto::platform::v1::consent_server::ConsentServer;
@@ -45,6 +46,16 @@ pub enum StartError {
     /// The gRPC server.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The audit key file.
+    #[error("audit key {0}: {1}")]
+    AuditKey(String, String),
+}
+
+/// Reads the audit key from `path`.
+fn read_audit_key(path: &std::path::Path) -> Result<AuditKey, StartError> {
+    let failed = |why: String| StartError::AuditKey(path.display().to_string(), why);
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    AuditKey::from_hex(&text).map_err(failed)
 }
 
 /// Bound listeners, ready to serve.
@@ -52,6 +63,7 @@ pub enum StartError {
 pub struct BoundPlatform {
     config: PlatformConfig,
     platform: Platform,
+    audit_key: AuditKey,
     stop: watch::Sender<bool>,
     partner: (TcpListener, Arc<ReloadableTls>),
     operator: (TcpListener, Arc<ReloadableTls>),
@@ -72,8 +84,10 @@ pub struct BoundAddrs {
 impl BoundPlatform {
     /// Opens the store, loads certificates and binds every listener.
     pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
+        let audit_key = read_audit_key(&config.audit_key)?;
         let path = config.database.clone();
-        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        let store_key = audit_key.clone();
+        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, store_key))
             .await
             .map_err(std::io::Error::other)??;
         let store: Arc<dyn Store> = Arc::new(opened);
@@ -106,6 +120,7 @@ impl BoundPlatform {
             ),
             user: (TcpListener::bind(config.listen.user).await?, user_tls),
             platform,
+            audit_key,
             stop,
             config,
         })
@@ -145,6 +160,7 @@ impl BoundPlatform {
         let BoundPlatform {
             config,
             platform,
+            audit_key,
             stop,
             partner,
             operator,
@@ -191,6 +207,7 @@ impl BoundPlatform {
             let admin = PartnerAdminServer::new(AdminService::new(
                 platform.clone(),
                 config.trust_domain.clone(),
+                audit_key,
             ))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);

@@ -7,6 +7,7 @@ mod decision_inputs;
 
 use crate::load::Figures;
 use crate::{CONNECTIONS, ROUNDS, Target, UNLIMITED, partner_channels};
+use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
 use consent_core::model::AuditEntry;
 use consent_core::model::{Feature, Grant, Message, Scope, ScopeSet, Thread, User};
@@ -408,7 +409,8 @@ pub struct GroupCommit {
 /// concurrent callers, each waiting for its commit before the next: the group commit
 /// without the gRPC and TLS work of a call around it.
 pub async fn group_commit_rate(dir: &Path, writers: usize, duration: Duration) -> GroupCommit {
-    let store = Arc::new(SqliteStore::open(&dir.join("group-commit.db")).expect("store"));
+    let store = SqliteStore::open(&dir.join("group-commit.db"), AuditKey::generate());
+    let store = Arc::new(store.expect("store"));
     let started = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
     for _ in 0..writers {
@@ -590,7 +592,9 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
     let now = Clock::default().now_ms();
     let started = Instant::now();
     {
-        let store = SqliteStore::open(&dir.join("platform.db")).expect("scale store");
+        let key = std::fs::read_to_string(work.pki("audit.key")).expect("audit key");
+        let key = AuditKey::from_hex(&key).expect("audit key");
+        let store = SqliteStore::open(&dir.join("platform.db"), key).expect("scale store");
         let (_, partner, feature, _) = decision_inputs();
         let feature = Feature {
             scopes: ScopeSet::of(&[

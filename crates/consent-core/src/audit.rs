@@ -1,9 +1,79 @@
 //! The tamper-evident audit chain: each record's hash covers its fields and the previous
 //! record's hash, so a flipped byte, a deleted or reordered record breaks the chain at that
 //! point, and truncation shows against a checkpoint taken from an earlier export.
+//!
+//! Each record also carries a MAC of its position and hash under the audit key, a secret
+//! kept in a file outside the database. A hash chain alone can be rebuilt by anyone who can
+//! write the database; the MACs cannot be made without the key, so a rewritten record (and
+//! every record after it, re-chained) fails verification. Because each hash covers every
+//! record before it, any record's MAC is a signed checkpoint of the whole chain up to it.
 
 use crate::model::{AuditEntry, AuditRecord};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+/// The secret that MACs audit records, read from a file outside the database.
+#[derive(Clone)]
+pub struct AuditKey(Vec<u8>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// Bytes of a new audit key.
+pub const AUDIT_KEY_BYTES: usize = 32;
+
+impl AuditKey {
+    /// A key from the text of a key file: at least 32 bytes as hex (surrounding white
+    /// space ignored).
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let bytes = hex::decode(text.trim()).map_err(|e| format!("not hex: {e}"))?;
+        if bytes.len() < AUDIT_KEY_BYTES {
+            return Err(format!(
+                "{} bytes, at least {AUDIT_KEY_BYTES} needed",
+                bytes.len()
+            ));
+        }
+        Ok(AuditKey(bytes))
+    }
+
+    /// A new random key.
+    pub fn generate() -> Self {
+        AuditKey(crate::secret::random_bytes::<AUDIT_KEY_BYTES>().to_vec())
+    }
+
+    /// The key as the hex text of a key file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+
+    /// The MAC of the record at `seq` whose hash is `hash` (hex).
+    pub fn record_mac(&self, seq: i64, hash: &str) -> String {
+        let mut mac = self.hmac();
+        mac.update(b"consent-audit-record\0");
+        mac.update(&seq.to_be_bytes());
+        mac.update(hash.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `mac` is the MAC of the record at `seq` with `hash` (compared in constant time).
+    pub fn verifies(&self, seq: i64, hash: &str, mac: &str) -> bool {
+        let Ok(mac) = hex::decode(mac) else {
+            return false;
+        };
+        let mut expected = self.hmac();
+        expected.update(b"consent-audit-record\0");
+        expected.update(&seq.to_be_bytes());
+        expected.update(hash.as_bytes());
+        expected.verify_slice(&mac).is_ok()
+    }
+
+    fn hmac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
+    }
+}
 
 /// Hash of a record from its position, time, content and predecessor.
 pub fn record_hash(seq: i64, at_ms: i64, entry: &AuditEntry, prev_hash: &str) -> String {
@@ -37,20 +107,24 @@ pub struct Verification {
 }
 
 /// Walks the chain incrementally, record by record, in sequence order.
-#[derive(Debug, Default)]
-pub struct ChainVerifier {
+#[derive(Debug)]
+pub struct ChainVerifier<'k> {
+    key: &'k AuditKey,
     expected_seq: i64,
     prev_hash: String,
     checked: u64,
     first_bad: Option<(i64, String)>,
 }
 
-impl ChainVerifier {
-    /// A verifier expecting the first record.
-    pub fn new() -> Self {
+impl<'k> ChainVerifier<'k> {
+    /// A verifier expecting the first record, checking MACs with `key`.
+    pub fn new(key: &'k AuditKey) -> Self {
         ChainVerifier {
+            key,
             expected_seq: 1,
-            ..Default::default()
+            prev_hash: String::new(),
+            checked: 0,
+            first_bad: None,
         }
     }
 
@@ -71,6 +145,8 @@ impl ChainVerifier {
             != record_hash(record.seq, record.at_ms, &record.entry, &record.prev_hash)
         {
             Some("content does not match its hash".to_string())
+        } else if !self.key.verifies(record.seq, &record.hash, &record.mac) {
+            Some("its MAC does not verify: written without the audit key".to_string())
         } else {
             None
         };
@@ -113,7 +189,12 @@ impl ChainVerifier {
 mod tests {
     use super::*;
 
+    fn key() -> AuditKey {
+        AuditKey::from_hex(&"ab".repeat(32)).unwrap()
+    }
+
     fn chain(n: i64) -> Vec<AuditRecord> {
+        let key = key();
         let mut prev = String::new();
         (1..=n)
             .map(|seq| {
@@ -128,6 +209,7 @@ mod tests {
                     at_ms: seq * 10,
                     entry,
                     prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                    mac: key.record_mac(seq, &hash),
                     hash,
                 }
             })
@@ -135,7 +217,8 @@ mod tests {
     }
 
     fn verify(records: &[AuditRecord]) -> Verification {
-        let mut v = ChainVerifier::new();
+        let key = key();
+        let mut v = ChainVerifier::new(&key);
         for r in records {
             v.push(r);
         }
@@ -162,5 +245,28 @@ mod tests {
         let mut reordered = chain(5);
         reordered.swap(3, 4);
         assert_eq!(verify(&reordered).first_bad.unwrap().0, 4);
+    }
+
+    #[test]
+    fn a_chain_rebuilt_without_the_key_fails_at_the_first_rewritten_record() {
+        let mut rebuilt = chain(5);
+        rebuilt[2].entry.decision = "deny".into();
+        for i in 2..5 {
+            let prev = rebuilt[i - 1].hash.clone();
+            let r = &mut rebuilt[i];
+            r.prev_hash = prev;
+            r.hash = record_hash(r.seq, r.at_ms, &r.entry, &r.prev_hash);
+        }
+        let v = verify(&rebuilt);
+        assert_eq!(
+            v.first_bad.unwrap().0,
+            3,
+            "every hash links, the MAC does not"
+        );
+        let other = AuditKey::from_hex(&"cd".repeat(32)).unwrap();
+        assert!(!other.verifies(1, &chain(1)[0].hash, &chain(1)[0].mac));
+        assert!(AuditKey::from_hex("abcd").is_err(), "too short");
+        let fresh = AuditKey::generate();
+        assert_eq!(AuditKey::from_hex(&fresh.to_hex()).unwrap().0, fresh.0);
     }
 }

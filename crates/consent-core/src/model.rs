@@ -453,4 +453,6 @@ pub struct AuditRecord {
     pub prev_hash: String,
     /// This record's hash.
     pub hash: String,
+    /// MAC of its position and hash under the audit key (hex).
+    pub mac: String,
 }

@@ -82,5 +82,6 @@ CREATE TABLE friend_requests (
     from_id TEXT NOT NULL REFERENCES users(id), to_id TEXT NOT NULL REFERENCES users(id),
     created_ms INTEGER NOT NULL, PRIMARY KEY (from_id, to_id));
 CREATE INDEX friend_requests_to ON friend_requests(to_id, created_ms);
+ALTER TABLE audit ADD COLUMN mac TEXT NOT NULL DEFAULT '';
 "#,
 ];

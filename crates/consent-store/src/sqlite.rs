@@ -18,7 +18,7 @@ use super::migrations::MIGRATIONS;
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
 };
-use consent_core::audit::record_hash;
+use consent_core::audit::{AuditKey, record_hash};
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
     Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
@@ -65,7 +65,8 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and
     /// starts the writer, which ends once the store is dropped and its queue is empty.
-    pub fn open(path: &Path) -> StoreResult<Self> {
+    /// Audit records are MAC'd with `audit_key`.
+    pub fn open(path: &Path, audit_key: AuditKey) -> StoreResult<Self> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -99,7 +100,7 @@ impl SqliteStore {
         let (jobs, queue) = channel();
         let writer_events = events.clone();
         spawn("sqlite-writer", move || {
-            write_batches(&conn, &queue, &writer_events);
+            write_batches(&conn, &queue, &writer_events, &audit_key);
         })?;
         let (reads, read_queue) = channel();
         let read_queue = Arc::new(Mutex::new(read_queue));
@@ -152,6 +153,7 @@ fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) 
         }
         let mut repo = SqliteRepo {
             conn,
+            audit_key: None,
             last_event: None,
         };
         let _ = catch_unwind(AssertUnwindSafe(|| job.run(Ok(&mut repo))));
@@ -169,12 +171,17 @@ fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) 
 /// The writer thread: waits for a job, takes every other job already waiting, runs them
 /// all in one transaction and commits once, then tells each job. Ends when the store is
 /// dropped and the queue is empty.
-fn write_batches(conn: &Connection, queue: &Receiver<Box<dyn Job>>, events: &watch::Sender<i64>) {
+fn write_batches(
+    conn: &Connection,
+    queue: &Receiver<Box<dyn Job>>,
+    events: &watch::Sender<i64>,
+    audit_key: &AuditKey,
+) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
         let mut last_event = None;
-        let committed = run_batch(conn, &mut batch, &mut last_event)
+        let committed = run_batch(conn, audit_key, &mut batch, &mut last_event)
             .and_then(|()| run(conn, "COMMIT"))
             .map_err(StoreError::from);
         match &committed {
@@ -205,6 +212,7 @@ fn write_batches(conn: &Connection, queue: &Receiver<Box<dyn Job>>, events: &wat
 /// the batch may commit.
 fn run_batch(
     conn: &Connection,
+    audit_key: &AuditKey,
     batch: &mut [Box<dyn Job>],
     last_event: &mut Option<i64>,
 ) -> rusqlite::Result<()> {
@@ -213,6 +221,7 @@ fn run_batch(
         run(conn, "SAVEPOINT job")?;
         let mut repo = SqliteRepo {
             conn,
+            audit_key: Some(audit_key),
             last_event: None,
         };
         let kept = catch_unwind(AssertUnwindSafe(|| job.run(&mut repo))).unwrap_or(false);
@@ -280,6 +289,8 @@ impl Store for SqliteStore {
 /// connection inside its snapshot (where every write fails).
 struct SqliteRepo<'a> {
     conn: &'a Connection,
+    /// The key that MACs audit records: the writer's; readers append nothing.
+    audit_key: Option<&'a AuditKey>,
     /// The newest grant event this job added.
     last_event: Option<i64>,
 }
@@ -398,7 +409,7 @@ fn grant_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
     })
 }
 
-const AUDIT_COLUMNS: &str = "seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash";
+const AUDIT_COLUMNS: &str = "seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash, mac";
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     Ok(AuditRecord {
         seq: r.get(0)?,
@@ -414,6 +425,7 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         },
         prev_hash: r.get(9)?,
         hash: r.get(10)?,
+        mac: r.get(11)?,
     })
 }
 
@@ -1042,12 +1054,16 @@ impl Repo for SqliteRepo<'_> {
             .unwrap_or_default();
         let seq = prev_seq + 1;
         let hash = record_hash(seq, now_ms, entry, &prev_hash);
+        let key = self
+            .audit_key
+            .ok_or_else(|| StoreError::Failed("audit records are appended on the writer".into()))?;
+        let mac = key.record_mac(seq, &hash);
         self.execute(
-            "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash, mac) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 seq, now_ms, entry.partner_id, entry.user_id, entry.grant_id, entry.method,
-                entry.resource, entry.decision, entry.reason, prev_hash, hash
+                entry.resource, entry.decision, entry.reason, prev_hash, hash, mac
             ],
         )?;
         Ok(())
@@ -1180,6 +1196,10 @@ mod tests {
         }
     }
 
+    fn test_key() -> AuditKey {
+        AuditKey::from_hex(&"ab".repeat(32)).unwrap()
+    }
+
     /// Queues `work`; the receiver hears how it went once its transaction ended.
     fn queue<R: Send + 'static>(
         store: &SqliteStore,
@@ -1195,7 +1215,8 @@ mod tests {
     /// The reasons of the committed audit records, in order, once their chain verifies.
     fn committed_reasons(store: &SqliteStore) -> Vec<String> {
         let records = read_blocking(store, |repo| repo.audit_records(0, 100)).unwrap();
-        let mut chain = ChainVerifier::new();
+        let key = test_key();
+        let mut chain = ChainVerifier::new(&key);
         for record in &records {
             chain.push(record);
         }
@@ -1210,7 +1231,7 @@ mod tests {
     #[test]
     fn jobs_queued_together_share_a_transaction_and_each_hears_of_its_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("platform.db"), test_key()).unwrap();
 
         let release = hold_writer(&store);
         let first = queue(&store, |repo| repo.append_audit(&refusal("FIRST"), 0));
@@ -1227,21 +1248,21 @@ mod tests {
     fn a_closing_store_commits_the_jobs_it_holds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("platform.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, test_key()).unwrap();
 
         let outcome = queue(&store, |repo| repo.append_audit(&refusal("LAST"), 0));
         drop(store);
 
         let committed = outcome.recv_timeout(Duration::from_secs(10));
         assert!(matches!(committed, Ok(Ok(()))), "{committed:?}");
-        let reopened = SqliteStore::open(&path).unwrap();
+        let reopened = SqliteStore::open(&path, test_key()).unwrap();
         assert_eq!(committed_reasons(&reopened), ["LAST"]);
     }
 
     #[test]
     fn a_failing_job_takes_back_its_own_writes_and_nothing_of_the_jobs_beside_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("platform.db"), test_key()).unwrap();
         let ids: Vec<String> = (0..8000).map(|n| format!("usr_{n:04}")).collect();
         let users = ids.clone();
         transact(&store, move |repo| {
@@ -1305,7 +1326,7 @@ mod tests {
     #[test]
     fn a_snapshot_cannot_write() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("platform.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("platform.db"), test_key()).unwrap();
         let written = read_blocking(&store, |repo| {
             repo.end_grant("grt_1", GrantState::Revoked, 0)
         });
@@ -1316,7 +1337,7 @@ mod tests {
     fn the_apps_of_a_thread_are_found_through_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("platform.db");
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path, test_key()).unwrap());
         let conn = Connection::open(&path).unwrap();
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT {GRANT_COLUMNS} FROM grants WHERE {ACTIVE_GRANTS_ON_THREAD}"

@@ -298,8 +298,13 @@ impl DevPki {
 }
 
 /// Writes `contents` to a new file at `path` that only its owner may read (`0600` from
-/// the moment it exists), owned by `owner` if given.
-fn write_private(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+/// the moment it exists), owned by `owner` (user, group) if given: for private keys and
+/// other secrets.
+pub fn write_private(
+    path: &Path,
+    contents: &str,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     // Remove an earlier file first: `mode` applies only to a file being created.

@@ -15,6 +15,7 @@ use platform_svc::api::admin::AdminService;
 use platform_svc::api::consent::ConsentService;
 use platform_svc::api::messaging::MessagingService;
 use platform_svc::api::{Limits, Platform};
+use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
 use platform_svc::config::{Policy, SignInLimits};
 use consent_tls::principal::{OperatorName, PartnerId};
@@ -43,7 +44,9 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("fuzz.db")).expect("store");
+        let audit_key = AuditKey::generate();
+        let store =
+            SqliteStore::open(&dir.path().join("fuzz.db"), audit_key.clone()).expect("store");
         let (grant_token, session_token) = (
             new_token(GRANT_TOKEN_PREFIX),
             new_token(SESSION_TOKEN_PREFIX),
@@ -126,7 +129,7 @@ fn world() -> &'static World {
             consent: ConsentService::new(platform.clone()),
             account: AccountService::start(platform.clone(), SignInLimits::default())
                 .expect("hasher"),
-            admin: AdminService::new(platform, "consent.local".into()),
+            admin: AdminService::new(platform, "consent.local".into(), audit_key),
             grant_token,
             session_token,
             _stop: stop,

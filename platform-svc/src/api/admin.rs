@@ -6,7 +6,7 @@ use super::{Platform, convert, end_grants_of};
 use crate::error::ApiError;
 use crate::error::ApiResult;
 use crate::validate::{self, AllFields};
-use consent_core::audit::ChainVerifier;
+use consent_core::audit::{AuditKey, ChainVerifier};
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
 use consent_core::model::{AuditEntry, Feature, GrantState, Partner, ScopeSet};
@@ -15,6 +15,7 @@ use consent_proto::platform::v1 as pb;
 use consent_store::Repo;
 use consent_tls::principal::{OperatorName, partner_spiffe_id};
 use pb::partner_admin_server::PartnerAdmin;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Audit records read per store call while verifying or exporting.
@@ -44,14 +45,17 @@ fn operator_entry(method: &str, operator: &str, resource: &str) -> AuditEntry {
 pub struct AdminService {
     platform: Platform,
     trust_domain: String,
+    audit_key: Arc<AuditKey>,
 }
 
 impl AdminService {
-    /// Serves `platform` for partners of `trust_domain`.
-    pub fn new(platform: Platform, trust_domain: String) -> Self {
+    /// Serves `platform` for partners of `trust_domain`, verifying audit MACs with
+    /// `audit_key`.
+    pub fn new(platform: Platform, trust_domain: String, audit_key: AuditKey) -> Self {
         AdminService {
             platform,
             trust_domain,
+            audit_key: Arc::new(audit_key),
         }
     }
 
@@ -374,8 +378,9 @@ impl PartnerAdmin for AdminService {
         let r = request.get_ref().clone();
         let checkpoint = i64::try_from(r.checkpoint_seq)
             .map_err(|_| Status::from(ApiError::invalid("checkpoint_seq", "is out of range")))?;
+        let key = Arc::clone(&self.audit_key);
         self.read(&request, method!("VerifyAudit"), move |repo, _| {
-            let mut verifier = ChainVerifier::new();
+            let mut verifier = ChainVerifier::new(&key);
             let mut after = 0;
             loop {
                 let batch = repo.audit_records(after, AUDIT_BATCH)?;

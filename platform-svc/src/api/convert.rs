@@ -124,6 +124,7 @@ pub fn audit_record(r: &AuditRecord) -> pb::AuditRecord {
         reason: r.entry.reason.clone(),
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),
+        mac: r.mac.clone(),
     }
 }
 

@@ -460,7 +460,8 @@ mod tests {
 
     /// A platform with one partner, one user and one active grant; returns its token.
     async fn platform_with_grant(dir: &std::path::Path) -> (Platform, String) {
-        let store = SqliteStore::open(&dir.join("platform.db")).unwrap();
+        let key = consent_core::audit::AuditKey::generate();
+        let store = SqliteStore::open(&dir.join("platform.db"), key).unwrap();
         let token = new_token(GRANT_TOKEN_PREFIX);
         let token_hash = hash_token(&token);
         let clock = Arc::new(Clock::default());
