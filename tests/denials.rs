@@ -140,6 +140,67 @@ async fn partner_suspended() {
 }
 
 #[tokio::test]
+async fn partner_blocked_and_unblocked_keeps_its_grants() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, grant) = s.music_grant(&mut music).await;
+    let mut operator = s.platform.operator().await;
+    let block = |blocked| pb::BlockPartnerRequest {
+        partner_id: "music".into(),
+        blocked,
+    };
+    let partner = operator
+        .block_partner(block(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(partner.blocked && !partner.suspended);
+    let err = music.list_threads(&token).await.unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "PARTNER_BLOCKED");
+    let err = music
+        .consent
+        .introspect_grants(pb::IntrospectGrantsRequest::default())
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "PARTNER_BLOCKED");
+    let mut account = s.platform.account().await;
+    let grants = account
+        .list_grants(bearer(pb::ListGrantsRequest {}, &s.alice.session))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    let kept = grants
+        .iter()
+        .find(|g| g.grant_id == grant.grant_id)
+        .unwrap();
+    assert_eq!(
+        kept.state,
+        pb::GrantState::Active as i32,
+        "a block ends no grant"
+    );
+
+    let partner = operator
+        .block_partner(block(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!partner.blocked);
+    music
+        .list_threads(&token)
+        .await
+        .expect("the same grant works again once unblocked");
+    let err = operator
+        .block_partner(pb::BlockPartnerRequest {
+            partner_id: "nobody".into(),
+            blocked: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
 async fn a_suspension_reaches_an_open_event_stream_and_then_ends_it() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;

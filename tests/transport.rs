@@ -238,6 +238,46 @@ async fn revocation_lists_apply_on_reload_and_a_stale_list_fails_closed() {
 }
 
 #[tokio::test]
+async fn a_connection_open_when_its_certificate_is_revoked_ends_within_its_maximum_age() {
+    let platform = TestPlatform::start_with(|config| {
+        config.limits.max_connection_age_secs = 1;
+        config.limits.max_connection_age_grace_secs = 1;
+    })
+    .await;
+    register_partners(&platform).await;
+    let revoked = platform.pki.ca.issue(&music_leaf(970)).unwrap();
+    let channel = platform
+        .channel(platform.addrs.partner, Some(&revoked))
+        .await
+        .unwrap();
+    let mut consent = pb::consent_client::ConsentClient::new(channel);
+    let introspect = || pb::IntrospectGrantsRequest::default();
+    consent
+        .introspect_grants(introspect())
+        .await
+        .expect("not yet revoked");
+
+    let crl = platform
+        .pki
+        .ca
+        .crl(&[970], OffsetDateTime::now_utc() + Duration::days(7))
+        .unwrap();
+    std::fs::write(platform.dir.path().join("crl.pem"), crl).unwrap();
+    (platform.reload_tls)().expect("reload");
+    // The open connection outlives the reload only until its age and grace are up; the
+    // client's reconnection is then refused at the handshake.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let status = consent
+        .introspect_grants(introspect())
+        .await
+        .expect_err("the revoked certificate's connection must be gone");
+    assert!(
+        matches!(status.code(), Code::Unavailable | Code::Unknown),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_client_offering_only_tls_1_2_is_refused() {
     let platform = TestPlatform::start().await;
     let music = platform.partner_cert("music");

@@ -168,6 +168,12 @@ pub fn approve(
             "the partner is suspended",
         ));
     };
+    if partner.blocked {
+        return Err(precondition(
+            Reason::PartnerBlocked,
+            "the partner is blocked by an operator",
+        ));
+    }
     let Some(feature) = feature.filter(|f| !f.retired) else {
         return Err(precondition(
             Reason::FeatureNotActive,
@@ -270,6 +276,7 @@ mod tests {
             display_name: "Files".into(),
             allowed_scopes: ScopeSet::of(&[Scope::MessagesRead, Scope::MessagesWrite]),
             suspended: false,
+            blocked: false,
         }
     }
     fn feature() -> Feature {

@@ -63,6 +63,8 @@ pub enum Reason {
     TooManyPendingRequests,
     /// The access request expired before the user decided it.
     RequestExpired,
+    /// An operator blocked the partner (reversibly; its grants stay).
+    PartnerBlocked,
 }
 
 impl Reason {
@@ -98,6 +100,7 @@ impl Reason {
             Reason::SignInThrottled => "SIGN_IN_THROTTLED",
             Reason::TooManyPendingRequests => "TOO_MANY_PENDING_REQUESTS",
             Reason::RequestExpired => "REQUEST_EXPIRED",
+            Reason::PartnerBlocked => "PARTNER_BLOCKED",
         }
     }
 }

@@ -257,8 +257,10 @@ pub struct Partner {
     pub display_name: String,
     /// Scopes it may ever be granted.
     pub allowed_scopes: ScopeSet,
-    /// Suspended partners are refused.
+    /// Suspended partners are refused, and their grants ended, for good.
     pub suspended: bool,
+    /// Blocked partners are refused until an operator unblocks them; their grants stay.
+    pub blocked: bool,
 }
 
 /// A partner feature.

@@ -190,8 +190,8 @@ pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), Denied> {
     }
 }
 
-/// Whether the partner on a connection may call at all: it must be registered and not
-/// suspended.
+/// Whether the partner on a connection may call at all: it must be registered, not
+/// suspended and not blocked.
 pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Partner, Refusal> {
     match partner {
         None => Err(Refusal::Unauthenticated(Denied::new(
@@ -201,6 +201,10 @@ pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Pa
         Some(p) if p.suspended => Err(Refusal::Unauthenticated(Denied::new(
             Reason::PartnerSuspended,
             format!("partner {partner_id} is suspended"),
+        ))),
+        Some(p) if p.blocked => Err(Refusal::Unauthenticated(Denied::new(
+            Reason::PartnerBlocked,
+            format!("partner {partner_id} is blocked by an operator"),
         ))),
         Some(p) => Ok(p),
     }
@@ -466,6 +470,7 @@ mod tests {
             display_name: "Music".into(),
             allowed_scopes: ScopeSet::of(&Scope::ALL),
             suspended: false,
+            blocked: false,
         }
     }
     fn feature() -> Feature {

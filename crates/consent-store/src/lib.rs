@@ -357,6 +357,8 @@ pub trait Repo {
     fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>>;
     /// Marks a partner suspended.
     fn suspend_partner(&mut self, id: &str) -> StoreResult<()>;
+    /// Blocks or unblocks a partner.
+    fn set_partner_blocked(&mut self, id: &str, blocked: bool) -> StoreResult<()>;
     /// Adds a feature; `AlreadyExists` if the name is taken for the partner.
     fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()>;
     /// A feature.

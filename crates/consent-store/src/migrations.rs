@@ -83,5 +83,6 @@ CREATE TABLE friend_requests (
     created_ms INTEGER NOT NULL, PRIMARY KEY (from_id, to_id));
 CREATE INDEX friend_requests_to ON friend_requests(to_id, created_ms);
 ALTER TABLE audit ADD COLUMN mac TEXT NOT NULL DEFAULT '';
+ALTER TABLE partners ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
 "#,
 ];

@@ -747,8 +747,8 @@ impl Repo for SqliteRepo<'_> {
 
     fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
         let result = self.execute(
-            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, now_ms],
+            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, partner.blocked, now_ms],
         );
         insert_or_exists(
             result,
@@ -759,7 +759,7 @@ impl Repo for SqliteRepo<'_> {
     fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>> {
         Ok(self
             .query_row(
-                "SELECT id, display_name, allowed_scopes, suspended FROM partners WHERE id = ?1",
+                "SELECT id, display_name, allowed_scopes, suspended, blocked FROM partners WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(Partner {
@@ -767,6 +767,7 @@ impl Repo for SqliteRepo<'_> {
                         display_name: r.get(1)?,
                         allowed_scopes: ScopeSet::from_bits(r.get(2)?),
                         suspended: r.get(3)?,
+                        blocked: r.get(4)?,
                     })
                 },
             )
@@ -776,6 +777,14 @@ impl Repo for SqliteRepo<'_> {
     fn suspend_partner(&mut self, id: &str) -> StoreResult<()> {
         self.conn
             .execute("UPDATE partners SET suspended = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn set_partner_blocked(&mut self, id: &str, blocked: bool) -> StoreResult<()> {
+        self.execute(
+            "UPDATE partners SET blocked = ?2 WHERE id = ?1",
+            params![id, blocked],
+        )?;
         Ok(())
     }
 

@@ -27,6 +27,11 @@ pub struct TransportLimits {
     pub partner_requests_per_second: u32,
     /// Requests each partner may make at once above the sustained rate.
     pub partner_burst: u32,
+    /// Seconds a connection may live; then it is asked to close (GOAWAY), so that a
+    /// certificate revoked since its handshake stops working within this bound.
+    pub max_connection_age_secs: u64,
+    /// Seconds an aged connection has to finish its calls before it is closed.
+    pub max_connection_age_grace_secs: u64,
 }
 
 impl Default for TransportLimits {
@@ -41,6 +46,8 @@ impl Default for TransportLimits {
             request_timeout_ms: 30_000,
             partner_requests_per_second: 500,
             partner_burst: 1000,
+            max_connection_age_secs: 300,
+            max_connection_age_grace_secs: 30,
         }
     }
 }
@@ -56,5 +63,7 @@ pub fn transport(limits: &TransportLimits) -> Server {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(Duration::from_millis(limits.request_timeout_ms))
+        .max_connection_age(Duration::from_secs(limits.max_connection_age_secs))
+        .max_connection_age_grace(Duration::from_secs(limits.max_connection_age_grace_secs))
         .tcp_nodelay(true)
 }

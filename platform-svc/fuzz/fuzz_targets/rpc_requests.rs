@@ -60,6 +60,7 @@ fn world() -> &'static World {
                     display_name: "Music".into(),
                     allowed_scopes: all,
                     suspended: false,
+                    blocked: false,
                 },
                 0,
             )?;

@@ -179,6 +179,7 @@ impl PartnerAdmin for AdminService {
                 display_name: r.display_name,
                 allowed_scopes: allowed,
                 suspended: false,
+                blocked: false,
             };
             repo.insert_partner(&partner, now_ms)?;
             for feature in &features {
@@ -256,6 +257,25 @@ impl PartnerAdmin for AdminService {
             let grants_ended =
                 end_grants_of(repo, &partner_id, None, GrantState::Suspended, now_ms)?;
             Ok((pb::SuspendPartnerResponse { grants_ended }, partner_id))
+        })
+        .await
+    }
+
+    async fn block_partner(
+        &self,
+        request: Request<pb::BlockPartnerRequest>,
+    ) -> Result<Response<pb::Partner>, Status> {
+        let pb::BlockPartnerRequest {
+            partner_id,
+            blocked,
+        } = request.get_ref().clone();
+        validate::name("partner_id", &partner_id)?;
+        let this = self.clone();
+        self.run(&request, method!("BlockPartner"), move |repo, _| {
+            repo.partner(&partner_id)?
+                .ok_or_else(|| ApiError::not_found("partner", &partner_id))?;
+            repo.set_partner_blocked(&partner_id, blocked)?;
+            Ok((this.partner_view(repo, &partner_id)?, partner_id))
         })
         .await
     }

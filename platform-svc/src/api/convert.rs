@@ -145,5 +145,6 @@ pub fn partner(p: &Partner, features: &[Feature], spiffe_id: String) -> pb::Part
         features: features.iter().map(feature).collect(),
         suspended: p.suspended,
         spiffe_id,
+        blocked: p.blocked,
     }
 }

@@ -206,7 +206,7 @@ impl PartnerCall {
 
 /// Whether the partner and the grant a snapshot allowed are both still active.
 fn still_active(repo: &mut dyn Repo, caller: &str, effects: &Effects) -> StoreResult<bool> {
-    if repo.partner(caller)?.is_none_or(|p| p.suspended) {
+    if rules::partner_may_call(caller, repo.partner(caller)?).is_err() {
         return Ok(false);
     }
     Ok(match &effects.used {
@@ -474,6 +474,7 @@ mod tests {
                     display_name: "Music".into(),
                     allowed_scopes: scopes,
                     suspended: false,
+                    blocked: false,
                 },
                 0,
             )?;

@@ -28,6 +28,7 @@ pub fn decision_inputs() -> (Grant, Partner, Feature, LifetimePolicy) {
         display_name: "Music".into(),
         allowed_scopes: ScopeSet::of(&Scope::ALL),
         suspended: false,
+        blocked: false,
     };
     let feature = Feature {
         partner_id: "music".into(),
