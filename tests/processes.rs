@@ -176,6 +176,95 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
 }
 
 #[tokio::test]
+async fn a_reconnection_releases_the_old_grant_and_a_revocation_after_it_leaves_nothing() {
+    let (mut w, _platform) = world().await;
+    let music = start_partner(&w.work, "music", w.ports.partner).await;
+    let mut client = connect_alice(&mut w, &music).await;
+    let shared = client
+        .share(share_with_friend("alice", &w.bob.id, "track", "k"))
+        .await
+        .unwrap()
+        .into_inner();
+    let inbox = |client: &mut app::partner_app_client::PartnerAppClient<Channel>| {
+        let request = app::InboxRequest {
+            user_name: "alice".into(),
+            thread_id: shared.thread_id.clone(),
+        };
+        let mut client = client.clone();
+        async move { client.inbox(request).await }
+    };
+    inbox(&mut client).await.unwrap();
+    let cached = |music: &PartnerProcess| -> Vec<(String, i64)> {
+        let db = partner_db(music);
+        let mut stmt = db
+            .prepare("SELECT grant_id, COUNT(*) FROM cached_messages GROUP BY grant_id")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let grants = async |w: &mut end_to_end::world::World| {
+        let request = bearer(pb::ListGrantsRequest {}, &w.alice.session);
+        w.account
+            .list_grants(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .grants
+    };
+    let first = grants(&mut w).await;
+    assert_eq!(first.len(), 1);
+    let first_id = first[0].grant_id.clone();
+    assert_eq!(cached(&music), [(first_id.clone(), 1)]);
+
+    // alice connects the app again: her first grant is released, its data deleted and the
+    // deletion attested before the new request is made.
+    end_to_end::world::connect_user(&mut client, &mut w.account, &w.alice.clone(), vec![]).await;
+    let after = grants(&mut w).await;
+    let old = after.iter().find(|g| g.grant_id == first_id).unwrap();
+    assert_eq!(old.state, pb::GrantState::Released as i32);
+    assert!(old.deletion_attested_at.is_some());
+    assert!(
+        cached(&music).is_empty(),
+        "nothing read under the old grant is kept"
+    );
+    let new = after.iter().find(|g| g.grant_id != first_id).unwrap();
+    assert_eq!(new.state, pb::GrantState::Active as i32);
+    // The new grant reads from its own start on: a second track, then the inbox.
+    client
+        .share(share_in_thread("alice", &shared.thread_id, "track 2", "k2"))
+        .await
+        .unwrap();
+    inbox(&mut client).await.unwrap();
+    assert_eq!(cached(&music), [(new.grant_id.clone(), 1)]);
+
+    w.account
+        .revoke_grant(bearer(
+            pb::RevokeGrantRequest {
+                grant_id: new.grant_id.clone(),
+            },
+            &w.alice.session,
+        ))
+        .await
+        .unwrap();
+    eventually("the partner's purge", WAIT, async || {
+        cached(&music).is_empty()
+    })
+    .await;
+    let token: Option<String> = partner_db(&music)
+        .query_row(
+            "SELECT token FROM connections WHERE user_name = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(token.is_none());
+    // A read that races the purge finds no live grant to cache under.
+    let late = inbox(&mut client).await.unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    assert!(cached(&music).is_empty());
+}
+
+#[tokio::test]
 async fn no_token_ever_appears_in_the_logs_of_a_full_scenario() {
     ensure_built();
     let dir = tempfile::tempdir().unwrap();

@@ -55,10 +55,34 @@ impl PartnerApp {
 
     /// The user's token, if connected.
     async fn token(&self, user_name: &str) -> Result<String, PartnerError> {
+        Ok(self.connected(user_name).await?.0)
+    }
+
+    /// The user's token and grant, if connected.
+    async fn connected(&self, user_name: &str) -> Result<(String, String), PartnerError> {
         self.connection(user_name)
             .await?
-            .and_then(|c| c.token)
+            .and_then(|c| c.token.zip(c.grant_id))
             .ok_or_else(|| PartnerError::NotConnected(user_name.to_string()))
+    }
+
+    /// Releases `grant_id` on the platform, deletes everything held under it, and attests
+    /// the deletion, in that order: the attestation states only a deletion made.
+    async fn release(&self, grant_id: String) -> Result<(), PartnerError> {
+        let mut consent = self.client.consent.clone();
+        consent
+            .release_grant(pb::ReleaseGrantRequest {
+                grant_id: grant_id.clone(),
+            })
+            .await?;
+        let purge_id = grant_id.clone();
+        self.store
+            .run(move |tx| store::purge_grant(tx, &purge_id))
+            .await?;
+        consent
+            .attest_deletion(pb::AttestDeletionRequest { grant_id })
+            .await?;
+        Ok(())
     }
 }
 
@@ -98,6 +122,13 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
     ) -> Result<Response<api::ConnectUserResponse>, Status> {
         let r = request.into_inner();
         let name = user_name(&r.user_name)?.to_string();
+        // A user connecting again gives up the grant they had: it is released (and its
+        // data deleted) before a new one is asked for, so no grant outlives its use.
+        if let Some(old) = self.connection(&name).await?
+            && let (Some(grant_id), Some(_)) = (old.grant_id, old.token)
+        {
+            self.release(grant_id).await?;
+        }
         let feature = &self.config.feature;
         let coverage = pb::ThreadCoverage::from_str_name(&feature.coverage)
             .unwrap_or(pb::ThreadCoverage::Unspecified);
@@ -303,7 +334,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
     ) -> Result<Response<api::InboxResponse>, Status> {
         let r = request.into_inner();
         let name = user_name(&r.user_name)?.to_string();
-        let token = self.token(&name).await?;
+        let (token, grant_id) = self.connected(&name).await?;
         let listed = self
             .client
             .messaging
@@ -340,7 +371,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             })
             .collect();
         self.store
-            .run(move |tx| store::cache_messages(tx, &name, &cached))
+            .run(move |tx| store::cache_messages(tx, &name, &grant_id, &cached))
             .await
             .map_err(PartnerError::from)?;
         Ok(Response::new(api::InboxResponse { messages }))
@@ -380,22 +411,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         let Some(grant_id) = connection.and_then(|c| c.grant_id) else {
             return Ok(Response::new(api::DisconnectResponse { released: false }));
         };
-        let mut consent = self.client.consent.clone();
-        consent
-            .release_grant(pb::ReleaseGrantRequest {
-                grant_id: grant_id.clone(),
-            })
-            .await
-            .map_err(PartnerError::from)?;
-        let purge_id = grant_id.clone();
-        self.store
-            .run(move |tx| store::purge_grant(tx, &purge_id))
-            .await
-            .map_err(PartnerError::from)?;
-        consent
-            .attest_deletion(pb::AttestDeletionRequest { grant_id })
-            .await
-            .map_err(PartnerError::from)?;
+        self.release(grant_id).await?;
         Ok(Response::new(api::DisconnectResponse { released: true }))
     }
 }

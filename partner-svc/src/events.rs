@@ -28,7 +28,7 @@ async fn apply(
             })
             .await
             .map_err(|s| s.to_string())?;
-        tracing::info!(grant = %event.grant_id, user = ?purged, kind = event.kind, "grant ended: user data deleted and attested");
+        tracing::info!(grant = %event.grant_id, messages = purged, kind = event.kind, "grant ended: its data deleted and attested");
     }
     store
         .run(move |tx| store::set_event_cursor(tx, seq))

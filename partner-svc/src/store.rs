@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS cached_messages (
     user_name TEXT NOT NULL, message_id TEXT NOT NULL, thread_id TEXT NOT NULL,
     sender TEXT NOT NULL, body TEXT NOT NULL, redacted INTEGER NOT NULL,
-    PRIMARY KEY (user_name, message_id));
+    grant_id TEXT NOT NULL, PRIMARY KEY (user_name, message_id));
+CREATE INDEX IF NOT EXISTS cached_messages_by_grant ON cached_messages(grant_id);
 CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_event INTEGER NOT NULL);
 INSERT OR IGNORE INTO cursor (id, last_event) VALUES (1, 0);
 "#;
@@ -92,6 +93,27 @@ fn share_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
     })
 }
 
+/// Keys the message cache by grant: a store made before that gets the column (its cache,
+/// held under no grant, is dropped, as a cache may be).
+fn add_grant_to_cache(conn: &Connection) -> rusqlite::Result<()> {
+    let exists: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'cached_messages'",
+        [],
+        |r| r.get(0),
+    )?;
+    let keyed: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('cached_messages') WHERE name = 'grant_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists && !keyed {
+        conn.execute_batch(
+            "DELETE FROM cached_messages; ALTER TABLE cached_messages ADD COLUMN grant_id TEXT NOT NULL DEFAULT '';",
+        )?;
+    }
+    Ok(())
+}
+
 impl PartnerStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
@@ -99,6 +121,7 @@ impl PartnerStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        add_grant_to_cache(&conn)?;
         conn.execute_batch(SCHEMA)?;
         Ok(PartnerStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -176,27 +199,17 @@ pub fn set_connection(
     Ok(())
 }
 
-/// Forgets everything held for the user of `grant_id`: token and cached messages. Returns
-/// the user name if the grant was known.
-pub fn purge_grant(
-    tx: &rusqlite::Transaction<'_>,
-    grant_id: &str,
-) -> rusqlite::Result<Option<String>> {
-    let user: Option<String> = tx
-        .query_row(
-            "SELECT user_name FROM connections WHERE grant_id = ?1",
-            [grant_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(user) = &user {
-        tx.execute(
-            "UPDATE connections SET token = NULL, status = 'ENDED' WHERE user_name = ?1",
-            [user],
-        )?;
-        tx.execute("DELETE FROM cached_messages WHERE user_name = ?1", [user])?;
-    }
-    Ok(user)
+/// Forgets everything held under `grant_id`: its token, and the messages read through it.
+/// Returns how many cached messages were deleted.
+pub fn purge_grant(tx: &rusqlite::Transaction<'_>, grant_id: &str) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE connections SET token = NULL, status = 'ENDED' WHERE grant_id = ?1",
+        [grant_id],
+    )?;
+    tx.execute(
+        "DELETE FROM cached_messages WHERE grant_id = ?1",
+        [grant_id],
+    )
 }
 
 /// Adds a share to the outbox, or returns the one already there for the same client key.
@@ -278,14 +291,25 @@ pub struct CachedMessage {
     pub redacted: bool,
 }
 
-/// Caches messages read for a user.
+/// Caches messages read for a user through `grant_id`, unless that grant is no longer the
+/// user's live one: a read that finishes after the grant was purged (or replaced) leaves
+/// nothing behind. Returns whether they were cached.
 pub fn cache_messages(
     tx: &rusqlite::Transaction<'_>,
     user_name: &str,
+    grant_id: &str,
     messages: &[CachedMessage],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
+    let live: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM connections WHERE user_name = ?1 AND grant_id = ?2 AND token IS NOT NULL",
+        [user_name, grant_id],
+        |r| r.get(0),
+    )?;
+    if !live {
+        return Ok(false);
+    }
     let mut stmt = tx.prepare_cached(
-        "INSERT OR REPLACE INTO cached_messages (user_name, message_id, thread_id, sender, body, redacted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO cached_messages (user_name, message_id, thread_id, sender, body, redacted, grant_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for m in messages {
         stmt.execute(params![
@@ -294,10 +318,11 @@ pub fn cache_messages(
             m.thread_id,
             m.sender,
             m.body,
-            m.redacted
+            m.redacted,
+            grant_id
         ])?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// How many messages are cached for a user.
@@ -323,4 +348,67 @@ pub fn set_event_cursor(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::R
         [seq],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> CachedMessage {
+        CachedMessage {
+            message_id: "msg_1".into(),
+            thread_id: "thr_1".into(),
+            sender: "anon_1".into(),
+            body: "hi".into(),
+            redacted: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_finishing_after_its_grant_was_purged_or_replaced_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartnerStore::open(&dir.path().join("partner.db")).unwrap();
+        let count = |tx: &rusqlite::Transaction<'_>| cached_count(tx, "alice");
+        store
+            .run(|tx| {
+                put_pending(tx, "alice", "req_1")?;
+                set_connection(tx, "alice", "CONNECTED", Some("grt_1"), Some("pgt_x"))
+            })
+            .await
+            .unwrap();
+        // The inbox fetch reads through grt_1; the grant's end is applied before it stores.
+        assert_eq!(store.run(|tx| purge_grant(tx, "grt_1")).await.unwrap(), 0);
+        let stored = store
+            .run(|tx| cache_messages(tx, "alice", "grt_1", &[message()]))
+            .await
+            .unwrap();
+        assert!(!stored);
+        assert_eq!(store.run(count).await.unwrap(), 0);
+
+        // Under the live grant it is kept, and only that grant's purge removes it.
+        store
+            .run(|tx| {
+                put_pending(tx, "alice", "req_2")?;
+                set_connection(tx, "alice", "CONNECTED", Some("grt_2"), Some("pgt_y"))
+            })
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .run(|tx| cache_messages(tx, "alice", "grt_1", &[message()]))
+                .await
+                .unwrap(),
+            "the replaced grant caches nothing"
+        );
+        assert!(
+            store
+                .run(|tx| cache_messages(tx, "alice", "grt_2", &[message()]))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.run(|tx| purge_grant(tx, "grt_1")).await.unwrap(), 0);
+        assert_eq!(store.run(count).await.unwrap(), 1);
+        assert_eq!(store.run(|tx| purge_grant(tx, "grt_2")).await.unwrap(), 1);
+        assert_eq!(store.run(count).await.unwrap(), 0);
+    }
 }
