@@ -201,6 +201,43 @@ async fn partner_blocked_and_unblocked_keeps_its_grants() {
 }
 
 #[tokio::test]
+async fn a_partner_holds_only_so_many_event_streams_and_a_closed_one_frees_its_place() {
+    let platform =
+        end_to_end::TestPlatform::start_with(|c| c.limits.partner_event_streams = 2).await;
+    let s = Scenario::with_platform(platform).await;
+    let music = s.platform.partner("music").await;
+    let watch = || {
+        let mut consent = music.consent.clone();
+        async move {
+            consent
+                .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+                .await
+        }
+    };
+    let first = watch().await.unwrap();
+    let _second = watch().await.unwrap();
+    let err = watch().await.unwrap_err();
+    assert_refused(&err, Code::ResourceExhausted, "TOO_MANY_STREAMS");
+    let video = s.platform.partner("video").await;
+    let mut other = video.consent.clone();
+    other
+        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+        .await
+        .expect("another partner has its own streams");
+
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(stream) = watch().await {
+            reopened = Some(stream);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "a closed stream frees its place");
+}
+
+#[tokio::test]
 async fn a_suspension_reaches_an_open_event_stream_and_then_ends_it() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;

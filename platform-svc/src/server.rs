@@ -178,7 +178,8 @@ impl BoundPlatform {
             let messaging = MessagingServer::new(MessagingService::new(platform.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
-            let consent = ConsentServer::new(ConsentService::new(platform.clone()))
+            let consent = ConsentService::new(platform.clone(), limits.partner_event_streams);
+            let consent = ConsentServer::new(consent)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
             let edge = PartnerEdge::new(Arc::new(PartnerRateLimiter::new(

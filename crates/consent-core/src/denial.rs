@@ -65,6 +65,8 @@ pub enum Reason {
     RequestExpired,
     /// An operator blocked the partner (reversibly; its grants stay).
     PartnerBlocked,
+    /// The partner holds as many event streams open as it may.
+    TooManyStreams,
 }
 
 impl Reason {
@@ -101,6 +103,7 @@ impl Reason {
             Reason::TooManyPendingRequests => "TOO_MANY_PENDING_REQUESTS",
             Reason::RequestExpired => "REQUEST_EXPIRED",
             Reason::PartnerBlocked => "PARTNER_BLOCKED",
+            Reason::TooManyStreams => "TOO_MANY_STREAMS",
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct TransportLimits {
     pub partner_requests_per_second: u32,
     /// Requests each partner may make at once above the sustained rate.
     pub partner_burst: u32,
+    /// `WatchGrantEvents` streams each partner may hold open at once.
+    pub partner_event_streams: usize,
     /// Seconds a connection may live; then it is asked to close (GOAWAY), so that a
     /// certificate revoked since its handshake stops working within this bound.
     pub max_connection_age_secs: u64,
@@ -46,6 +48,7 @@ impl Default for TransportLimits {
             request_timeout_ms: 30_000,
             partner_requests_per_second: 500,
             partner_burst: 1000,
+            partner_event_streams: 8,
             max_connection_age_secs: 300,
             max_connection_age_grace_secs: 30,
         }

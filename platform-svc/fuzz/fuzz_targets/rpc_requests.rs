@@ -127,7 +127,7 @@ fn world() -> &'static World {
                 .build()
                 .expect("runtime"),
             messaging: MessagingService::new(platform.clone()),
-            consent: ConsentService::new(platform.clone()),
+            consent: ConsentService::new(platform.clone(), 8),
             account: AccountService::start(platform.clone(), SignInLimits::default())
                 .expect("hasher"),
             admin: AdminService::new(platform, "consent.local".into(), audit_key),

@@ -6,13 +6,16 @@ use super::convert;
 use super::end_grant;
 use super::partner_call::{PartnerCall, own_grant};
 use crate::error::{ApiError, ApiResult};
+use crate::rate_limit::EventStreamSlots;
 use crate::validate::{self, AllFields};
 use consent_core::approval::{self, Placement};
+use consent_core::denial::Reason;
 use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
 use consent_core::rules;
 use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_id, new_token};
 use consent_proto::platform::v1 as pb;
 use pb::consent_server::Consent;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,12 +36,16 @@ const EVENT_POLL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct ConsentService {
     platform: Platform,
+    streams: Arc<EventStreamSlots>,
 }
 
 impl ConsentService {
-    /// Serves `platform`.
-    pub fn new(platform: Platform) -> Self {
-        ConsentService { platform }
+    /// Serves `platform`, with at most `streams_per_partner` event streams open per partner.
+    pub fn new(platform: Platform, streams_per_partner: usize) -> Self {
+        ConsentService {
+            platform,
+            streams: EventStreamSlots::new(streams_per_partner),
+        }
     }
 }
 
@@ -192,16 +199,26 @@ impl Consent for ConsentService {
     ) -> Result<Response<Self::WatchGrantEventsStream>, Status> {
         let call = PartnerCall::new(&request, method!("WatchGrantEvents"));
         let after_sequence = request.get_ref().after_sequence;
-        let (partner_id, after) = call
+        let streams = Arc::clone(&self.streams);
+        let (partner_id, after, slot) = call
             .run(&self.platform, move |tx| {
                 let after = i64::try_from(after_sequence)
                     .map_err(|_| ApiError::invalid("after_sequence", "is out of range"))?;
-                Ok((tx.partner.id.clone(), after))
+                let slot = streams.acquire(&tx.partner.id).ok_or_else(|| {
+                    ApiError::ResourceExhausted(
+                        Reason::TooManyStreams,
+                        "this partner holds as many event streams open as it may".into(),
+                    )
+                })?;
+                Ok((tx.partner.id.clone(), after, slot))
             })
             .await?;
         let (sender, receiver) = mpsc::channel(EVENT_BATCH);
         let platform = self.platform.clone();
-        tokio::spawn(stream_events(platform, partner_id, after, sender));
+        tokio::spawn(async move {
+            stream_events(platform, partner_id, after, sender).await;
+            drop(slot);
+        });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
