@@ -462,6 +462,18 @@ async fn missing_malformed_oversized_and_unknown_tokens() {
         let err = music.list_threads(token).await.unwrap_err();
         assert_refused(&err, Code::Unauthenticated, "TOKEN_INVALID");
     }
+    // Over the 16 KiB header limit, every surface says so rather than failing with UNKNOWN.
+    let huge = "x".repeat(20 * 1024);
+    let err = music.list_threads(&huge).await.unwrap_err();
+    assert_refused(&err, Code::ResourceExhausted, "HEADERS_TOO_LARGE");
+    let err = s
+        .platform
+        .account()
+        .await
+        .list_grants(bearer(pb::ListGrantsRequest {}, &huge))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::ResourceExhausted, "HEADERS_TOO_LARGE");
 }
 
 #[tokio::test]

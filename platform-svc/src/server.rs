@@ -8,7 +8,7 @@ use crate::api::consent::ConsentService;
 use crate::api::messaging::MessagingService;
 use crate::api::{Limits, Platform};
 use crate::config::PlatformConfig;
-use crate::edge::{PartnerEdge, require_operator};
+use crate::edge::{OperatorEdge, PartnerEdge, UserEdge};
 use crate::rate_limit::PartnerRateLimiter;
 use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
@@ -168,6 +168,7 @@ impl BoundPlatform {
         } = self;
         let limits = &config.limits;
         let max = limits.max_message_bytes;
+        let header_limit = usize::try_from(limits.max_header_list_bytes).unwrap_or(usize::MAX);
         let stop_rx = stop.subscribe();
         tokio::spawn(async move {
             shutdown.await;
@@ -182,10 +183,9 @@ impl BoundPlatform {
             let consent = ConsentServer::new(consent)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
-            let edge = PartnerEdge::new(Arc::new(PartnerRateLimiter::new(
-                limits.partner_requests_per_second,
-                limits.partner_burst,
-            )));
+            let rates =
+                PartnerRateLimiter::new(limits.partner_requests_per_second, limits.partner_burst);
+            let edge = PartnerEdge::new(Arc::new(rates), header_limit);
             let mut routes = Routes::builder();
             routes
                 .add_service(tonic::service::interceptor::InterceptedService::new(
@@ -215,7 +215,7 @@ impl BoundPlatform {
             let mut routes = Routes::builder();
             routes.add_service(tonic::service::interceptor::InterceptedService::new(
                 admin,
-                require_operator,
+                OperatorEdge::new(header_limit),
             ));
             with_probes(routes, &["consent.platform.v1.PartnerAdmin"]).await?
         };
@@ -225,7 +225,10 @@ impl BoundPlatform {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
             let mut routes = Routes::builder();
-            routes.add_service(account);
+            routes.add_service(tonic::service::interceptor::InterceptedService::new(
+                account,
+                UserEdge::new(header_limit),
+            ));
             with_probes(routes, &["consent.platform.v1.Account"]).await?
         };
 

@@ -67,6 +67,8 @@ pub enum Reason {
     PartnerBlocked,
     /// The partner holds as many event streams open as it may.
     TooManyStreams,
+    /// The request's headers are over the limit.
+    HeadersTooLarge,
 }
 
 impl Reason {
@@ -104,6 +106,7 @@ impl Reason {
             Reason::RequestExpired => "REQUEST_EXPIRED",
             Reason::PartnerBlocked => "PARTNER_BLOCKED",
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
+            Reason::HeadersTooLarge => "HEADERS_TOO_LARGE",
         }
     }
 }

@@ -5,6 +5,10 @@ use serde::Deserialize;
 use std::time::Duration;
 use tonic::transport::Server;
 
+/// How many times `max_header_list_bytes` HTTP/2 accepts, so that a service's edge sees a
+/// header list over the limit and can refuse it with a status that says so.
+pub const HTTP2_HEADER_ALLOWANCE: u32 = 4;
+
 /// HTTP/2 and TLS limits, set explicitly (tonic leaves several unlimited).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -15,7 +19,9 @@ pub struct TransportLimits {
     pub max_local_error_reset_streams: usize,
     /// Remotely reset, not yet accepted streams tolerated (rapid-reset defence).
     pub max_pending_accept_reset_streams: usize,
-    /// Largest header list, in bytes.
+    /// Largest header list, in bytes, that a service accepts (its edge refuses a larger
+    /// one with a clear status; HTTP/2 itself accepts [`HTTP2_HEADER_ALLOWANCE`] times as
+    /// much).
     pub max_header_list_bytes: u32,
     /// Largest gRPC message, in bytes, either way.
     pub max_message_bytes: usize,
@@ -62,7 +68,11 @@ pub fn transport(limits: &TransportLimits) -> Server {
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
         .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
-        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_max_header_list_size(
+            limits
+                .max_header_list_bytes
+                .saturating_mul(HTTP2_HEADER_ALLOWANCE),
+        )
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(Duration::from_millis(limits.request_timeout_ms))
