@@ -571,6 +571,22 @@ async fn friends_are_mutual_and_reach_an_app_as_handles_named_only_by_their_cons
         .collect();
     assert_eq!(named.len(), 1, "only dave allowed his name: {listed:?}");
     assert_eq!(named[0].display_name, "DAVE");
+    // The handle is keyed by the key file, which the database does not hold.
+    let key = std::fs::read_to_string(s.platform.dir.path().join("pseudonym.key")).unwrap();
+    let key = consent_core::secret::SecretKey::from_hex(&key).unwrap();
+    assert_eq!(
+        named[0].user_id,
+        consent_core::rules::pseudonym(&key, "video", &dave.id)
+    );
+    let db = rusqlite::Connection::open(s.platform.database()).unwrap();
+    let stored: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM meta WHERE value = ?1",
+            [key.to_hex()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 0, "the database holds no pseudonym key");
     // The handle is what the app messages; it never learns dave's user id.
     let started = video
         .messaging

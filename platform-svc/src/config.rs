@@ -18,6 +18,9 @@ pub struct PlatformConfig {
     /// The audit key file (hex, at least 32 bytes), kept outside the database: it MACs
     /// every audit record.
     pub audit_key: PathBuf,
+    /// The pseudonym key file (hex, at least 32 bytes), kept outside the database: it keys
+    /// the per-partner handles of people other than the granting user.
+    pub pseudonym_key: PathBuf,
     /// Listen addresses.
     pub listen: Listen,
     /// Certificates.

@@ -1,8 +1,8 @@
 //! `platform-svc`: serve the platform, or make a development PKI.
 
 use clap::{Parser, Subcommand};
-use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
+use consent_core::secret::SecretKey;
 use consent_tls::pki::DevPki;
 use platform_svc::config::PlatformConfig;
 use platform_svc::server::BoundPlatform;
@@ -44,8 +44,8 @@ enum Command {
         listen_user: Option<SocketAddr>,
     },
     /// Write a development PKI (a platform CA, a client CA, the platform's, the operator's
-    /// and each partner's certificate, a CRL) and an audit key (`audit.key`) to a
-    /// directory; keys are written `0600`.
+    /// and each partner's certificate, a CRL), the audit key (`audit.key`) and the
+    /// pseudonym key (`pseudonym.key`) to a directory; keys are written `0600`.
     DevPki {
         /// Output directory.
         #[arg(long, default_value = "dev-pki")]
@@ -99,8 +99,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             key_owner,
         } => {
             DevPki::generate(&trust_domain, &operator, &partners)?.write_to(&out, key_owner)?;
-            let audit_key = AuditKey::generate().to_hex();
-            consent_tls::pki::write_private(&out.join("audit.key"), &audit_key, key_owner)?;
+            for name in ["audit.key", "pseudonym.key"] {
+                let key = SecretKey::generate().to_hex();
+                consent_tls::pki::write_private(&out.join(name), &key, key_owner)?;
+            }
             println!(
                 "wrote the development PKI for {trust_domain} to {}",
                 out.display()

@@ -12,6 +12,7 @@ use crate::edge::{OperatorEdge, PartnerEdge, UserEdge};
 use crate::rate_limit::PartnerRateLimiter;
 use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
+use consent_core::secret::SecretKey;
 use consent_proto::platform::v1::account_server::AccountServer;
 use consent_proto::platform::v1::consent_server::ConsentServer;
 use consent_proto::platform::v1::messaging_server::MessagingServer;
@@ -46,16 +47,16 @@ pub enum StartError {
     /// The gRPC server.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// The audit key file.
-    #[error("audit key {0}: {1}")]
-    AuditKey(String, String),
+    /// A key file.
+    #[error("{0} {1}: {2}")]
+    Key(&'static str, String, String),
 }
 
-/// Reads the audit key from `path`.
-fn read_audit_key(path: &std::path::Path) -> Result<AuditKey, StartError> {
-    let failed = |why: String| StartError::AuditKey(path.display().to_string(), why);
+/// Reads the `what` key file at `path`.
+fn read_key(what: &'static str, path: &std::path::Path) -> Result<SecretKey, StartError> {
+    let failed = |why: String| StartError::Key(what, path.display().to_string(), why);
     let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-    AuditKey::from_hex(&text).map_err(failed)
+    SecretKey::from_hex(&text).map_err(failed)
 }
 
 /// Bound listeners, ready to serve.
@@ -84,7 +85,8 @@ pub struct BoundAddrs {
 impl BoundPlatform {
     /// Opens the store, loads certificates and binds every listener.
     pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
-        let audit_key = read_audit_key(&config.audit_key)?;
+        let audit_key = read_key("audit key", &config.audit_key)?;
+        let pseudonym_key = read_key("pseudonym key", &config.pseudonym_key)?;
         let path = config.database.clone();
         let store_key = audit_key.clone();
         let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, store_key))
@@ -96,6 +98,7 @@ impl BoundPlatform {
             store,
             clock,
             Limits::new(&config.policy, &config.limits),
+            pseudonym_key,
             stopping,
         );
         let t = &config.tls;

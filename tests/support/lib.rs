@@ -61,7 +61,7 @@ impl TestPlatform {
         let partners: Vec<String> = PARTNERS.iter().map(|p| p.to_string()).collect();
         let pki = DevPki::generate(TRUST_DOMAIN, "ops", &partners).expect("dev pki");
         pki.write_to(dir.path(), None).expect("write pki");
-        write_audit_key(dir.path(), None);
+        write_keys(dir.path(), None);
         let mut config = PlatformConfig::from_toml(&config_toml(dir.path())).expect("config");
         adjust(&mut config);
         let clock = Arc::new(Clock::default());
@@ -184,6 +184,7 @@ fn config_toml(dir: &Path) -> String {
 trust_domain = "{TRUST_DOMAIN}"
 database = "{db}"
 audit_key = "{audit_key}"
+pseudonym_key = "{pseudonym_key}"
 [listen]
 partner = "127.0.0.1:0"
 operator = "127.0.0.1:0"
@@ -199,6 +200,7 @@ sweep_interval_secs = 3600
 "#,
         db = p("platform.db"),
         audit_key = p("audit.key"),
+        pseudonym_key = p("pseudonym.key"),
         cert = p("platform.pem"),
         key = p("platform-key.pem"),
         ca = p("ca.pem"),
@@ -488,10 +490,12 @@ pub async fn sign_up(account: &mut AccountClient<Channel>, name: &str) -> User {
     }
 }
 
-/// Writes a new audit key to `dir/audit.key`, owned by `owner` if given.
-pub fn write_audit_key(dir: &Path, owner: Option<(u32, u32)>) {
-    let key = consent_core::audit::AuditKey::generate().to_hex();
-    consent_tls::pki::write_private(&dir.join("audit.key"), &key, owner).expect("audit key");
+/// Writes new keys to `dir/audit.key` and `dir/pseudonym.key`, owned by `owner` if given.
+pub fn write_keys(dir: &Path, owner: Option<(u32, u32)>) {
+    for name in ["audit.key", "pseudonym.key"] {
+        let key = consent_core::secret::SecretKey::generate().to_hex();
+        consent_tls::pki::write_private(&dir.join(name), &key, owner).expect("key file");
+    }
 }
 
 /// Makes `a` and `b` friends: `a` asks, `b` adds `a` back.

@@ -149,7 +149,7 @@ impl WorkDir {
             .expect("dev pki")
             .write_to(&path.join("dev-pki"), key_owner)
             .expect("write pki (keys for containers need the right to change owners)");
-        crate::write_audit_key(&path.join("dev-pki"), key_owner);
+        crate::write_keys(&path.join("dev-pki"), key_owner);
         WorkDir {
             path: path.to_path_buf(),
         }
@@ -257,7 +257,7 @@ pub async fn start_platform_with(
     std::fs::write(
         &config,
         format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\ndatabase = \"{db}\"\naudit_key = \"{audit_key}\"\n\
+            "trust_domain = \"{TRUST_DOMAIN}\"\ndatabase = \"{db}\"\naudit_key = \"{audit_key}\"\npseudonym_key = \"{pseudonym_key}\"\n\
              [listen]\npartner = \"{}\"\noperator = \"{}\"\nuser = \"{}\"\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\npartner_ca = \"{ca}\"\noperator_ca = \"{ca}\"\ncrls = [\"{}\"]\n\
              [policy]\nsweep_interval_secs = 1\n{extra}",
@@ -268,6 +268,7 @@ pub async fn start_platform_with(
             p("platform-key.pem"),
             p("crl.pem"),
             audit_key = p("audit.key"),
+            pseudonym_key = p("pseudonym.key"),
             db = work.path.join("platform.db").display(),
             ca = p("ca.pem"),
         ),

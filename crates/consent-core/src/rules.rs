@@ -7,8 +7,8 @@ use crate::model::{
     Coverage, Feature, Grant, GrantState, Message, Partner, Scope, ScopeSet, Thread, ThreadFilter,
     User,
 };
+use crate::secret::SecretKey;
 use consent_proto::platform::v1::GrantEventKind;
-use sha2::{Digest, Sha256};
 
 /// Operator policy on grant lifetimes.
 #[derive(Debug, Clone, Copy)]
@@ -330,7 +330,7 @@ pub fn may_delete(grant: &Grant, message: &Message) -> Result<(), Denied> {
 
 /// How the partner of `grant` sees another user: the real id with `participants.read`
 /// (or for the granting user), otherwise a stable per-partner pseudonym.
-pub fn present_user(grant: &Grant, user_id: &str, pseudonym_key: &str) -> String {
+pub fn present_user(grant: &Grant, user_id: &str, pseudonym_key: &SecretKey) -> String {
     if user_id == grant.user_id || grant.scopes.contains(Scope::ParticipantsRead) {
         user_id.to_string()
     } else {
@@ -338,16 +338,12 @@ pub fn present_user(grant: &Grant, user_id: &str, pseudonym_key: &str) -> String
     }
 }
 
-/// A stable pseudonym of `user_id` for one partner; different partners cannot correlate it.
-pub fn pseudonym(key: &str, partner_id: &str, user_id: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(key.as_bytes())
-        .chain_update([0])
-        .chain_update(partner_id.as_bytes())
-        .chain_update([0])
-        .chain_update(user_id.as_bytes())
-        .finalize();
-    format!("anon_{}", &hex::encode(digest)[..16])
+/// A stable pseudonym of `user_id` for one partner: `anon_` and 16 hex digits of an
+/// HMAC under the pseudonym key, so different partners cannot correlate their pseudonyms,
+/// and without the key (kept outside the database) nobody can undo them.
+pub fn pseudonym(key: &SecretKey, partner_id: &str, user_id: &str) -> String {
+    let mac = key.mac(&[b"pseudonym", partner_id.as_bytes(), user_id.as_bytes()]);
+    format!("anon_{}", hex::encode(&mac[..8]))
 }
 
 /// Whether a message must be redacted for the partner of `grant`: its author opted out of
@@ -359,7 +355,11 @@ pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: Option<bool>) -
 
 /// How the partner of `grant` sees a friend of the granting user: by its handle for them
 /// ([`present_user`]), and by name only if the friend lets apps their friends use see it.
-pub fn friend_for_partner(grant: &Grant, friend: &User, key: &str) -> (String, Option<String>) {
+pub fn friend_for_partner(
+    grant: &Grant,
+    friend: &User,
+    key: &SecretKey,
+) -> (String, Option<String>) {
     let name = friend
         .name_to_friends_apps
         .then(|| friend.display_name.clone());
@@ -372,7 +372,7 @@ pub fn friend_for_partner(grant: &Grant, friend: &User, key: &str) -> (String, O
 /// check to refuse.
 pub fn resolve_people(
     grant: &Grant,
-    key: &str,
+    key: &SecretKey,
     asked: &[String],
     friend_ids: &[String],
 ) -> Vec<String> {
@@ -408,6 +408,7 @@ mod tests {
     #[test]
     fn friends_are_handles_named_only_by_their_own_consent_and_handles_resolve() {
         let g = grant();
+        let key = SecretKey::generate();
         let mut friend = User {
             id: "usr_carol".into(),
             name: "carol".into(),
@@ -416,21 +417,21 @@ mod tests {
             hide_from_others_apps: false,
             name_to_friends_apps: false,
         };
-        let (handle, name) = friend_for_partner(&g, &friend, "k");
+        let (handle, name) = friend_for_partner(&g, &friend, &key);
         assert_eq!(
             (handle.as_str(), name),
-            (pseudonym("k", &g.partner_id, "usr_carol").as_str(), None)
+            (pseudonym(&key, &g.partner_id, "usr_carol").as_str(), None)
         );
         friend.name_to_friends_apps = true;
         assert_eq!(
-            friend_for_partner(&g, &friend, "k").1.as_deref(),
+            friend_for_partner(&g, &friend, &key).1.as_deref(),
             Some("Carol")
         );
 
         let friends = vec!["usr_bob".to_string(), "usr_carol".to_string()];
         let asked = vec![handle, "usr_bob".into(), "anon_unknown".into()];
         assert_eq!(
-            resolve_people(&g, "k", &asked, &friends),
+            resolve_people(&g, &key, &asked, &friends),
             ["usr_carol", "usr_bob", "anon_unknown"]
         );
     }
@@ -555,8 +556,14 @@ mod tests {
 
     #[test]
     fn pseudonyms_are_stable_per_partner_and_differ_across_partners() {
-        assert_eq!(pseudonym("k", "music", "u"), pseudonym("k", "music", "u"));
-        assert_ne!(pseudonym("k", "music", "u"), pseudonym("k", "video", "u"));
-        assert!(pseudonym("k", "music", "u").starts_with("anon_"));
+        let key = SecretKey::generate();
+        assert_eq!(pseudonym(&key, "music", "u"), pseudonym(&key, "music", "u"));
+        assert_ne!(pseudonym(&key, "music", "u"), pseudonym(&key, "video", "u"));
+        let other = SecretKey::generate();
+        assert_ne!(
+            pseudonym(&key, "music", "u"),
+            pseudonym(&other, "music", "u")
+        );
+        assert!(pseudonym(&key, "music", "u").starts_with("anon_"));
     }
 }

@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// Prefix of grant tokens.
@@ -57,14 +58,82 @@ pub fn new_ordered_id(prefix: &str, now_ms: i64) -> String {
     format!("{prefix}_{now_ms:012x}{}", hex::encode(random_bytes::<8>()))
 }
 
-/// 32 random bytes, hex-encoded (for installation secrets).
-pub fn new_secret() -> String {
-    hex::encode(random_bytes::<32>())
+/// Bytes of a new secret key.
+pub const SECRET_KEY_BYTES: usize = 32;
+
+/// A secret key kept in a file outside the database (the audit key, the pseudonym key),
+/// so that a copy of the database can neither forge audit records nor undo pseudonyms.
+#[derive(Clone)]
+pub struct SecretKey(Vec<u8>);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    /// A key from the text of a key file: at least 32 bytes as hex (surrounding white
+    /// space ignored).
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let bytes = hex::decode(text.trim()).map_err(|e| format!("not hex: {e}"))?;
+        if bytes.len() < SECRET_KEY_BYTES {
+            return Err(format!(
+                "{} bytes, at least {SECRET_KEY_BYTES} needed",
+                bytes.len()
+            ));
+        }
+        Ok(SecretKey(bytes))
+    }
+
+    /// A new random key.
+    pub fn generate() -> Self {
+        SecretKey(random_bytes::<SECRET_KEY_BYTES>().to_vec())
+    }
+
+    /// The key as the hex text of a key file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+
+    /// HMAC-SHA-256 under this key of `parts`, each prefixed with its length so that no
+    /// two different lists of parts are confused.
+    fn hmac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
+    /// The MAC of `parts`.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.hmac(parts).finalize().into_bytes().into()
+    }
+
+    /// Whether `expected` is the MAC of `parts` (compared in constant time).
+    pub fn verifies(&self, parts: &[&[u8]], expected: &[u8]) -> bool {
+        self.hmac(parts).verify_slice(expected).is_ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_key_reads_back_refuses_short_keys_and_separates_its_parts() {
+        let key = SecretKey::generate();
+        assert_eq!(SecretKey::from_hex(&key.to_hex()).unwrap().0, key.0);
+        assert!(SecretKey::from_hex("abcd").is_err(), "too short");
+        assert!(SecretKey::from_hex(&"zz".repeat(32)).is_err(), "not hex");
+        let mac = key.mac(&[b"ab", b"c"]);
+        assert!(key.verifies(&[b"ab", b"c"], &mac));
+        assert!(!key.verifies(&[b"a", b"bc"], &mac));
+        assert!(!SecretKey::generate().verifies(&[b"ab", b"c"], &mac));
+    }
 
     #[test]
     fn ordered_ids_sort_by_time_and_stay_unguessable() {

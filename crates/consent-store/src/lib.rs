@@ -100,8 +100,6 @@ pub trait Store: Send + Sync + 'static {
     fn submit_read(&self, job: Box<dyn ReadJob>);
     /// The newest grant-event sequence number, updated after each commit that added events.
     fn event_watch(&self) -> watch::Receiver<i64>;
-    /// Installation secret that keys per-partner pseudonyms.
-    fn pseudonym_key(&self) -> &str;
 }
 
 /// A closure as a [`Job`], delivering its output through `reply` once committed.

@@ -84,5 +84,6 @@ CREATE TABLE friend_requests (
 CREATE INDEX friend_requests_to ON friend_requests(to_id, created_ms);
 ALTER TABLE audit ADD COLUMN mac TEXT NOT NULL DEFAULT '';
 ALTER TABLE partners ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
+DELETE FROM meta WHERE key = 'pseudonym_key';
 "#,
 ];

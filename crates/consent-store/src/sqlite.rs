@@ -18,13 +18,12 @@ use super::migrations::MIGRATIONS;
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
 };
-use consent_core::audit::{AuditKey, record_hash};
+use consent_core::audit::{AuditKey, record_hash, record_mac};
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
     Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
     ThreadFilter, User, request_status_from_stored,
 };
-use consent_core::secret::new_secret;
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -53,7 +52,6 @@ pub struct SqliteStore {
     jobs: Sender<Box<dyn Job>>,
     reads: Sender<Box<dyn ReadJob>>,
     events: watch::Sender<i64>,
-    pseudonym_key: String,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -74,24 +72,6 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn)?;
-        let pseudonym_key = match conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'pseudonym_key'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-        {
-            Some(key) => key,
-            None => {
-                let key = new_secret();
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('pseudonym_key', ?1)",
-                    [&key],
-                )?;
-                key
-            }
-        };
         let last_event: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM grant_events", [], |r| {
                 r.get(0)
@@ -115,7 +95,6 @@ impl SqliteStore {
             jobs,
             reads,
             events,
-            pseudonym_key,
         })
     }
 }
@@ -278,10 +257,6 @@ impl Store for SqliteStore {
 
     fn event_watch(&self) -> watch::Receiver<i64> {
         self.events.subscribe()
-    }
-
-    fn pseudonym_key(&self) -> &str {
-        &self.pseudonym_key
     }
 }
 
@@ -1066,7 +1041,7 @@ impl Repo for SqliteRepo<'_> {
         let key = self
             .audit_key
             .ok_or_else(|| StoreError::Failed("audit records are appended on the writer".into()))?;
-        let mac = key.record_mac(seq, &hash);
+        let mac = record_mac(key, seq, &hash);
         self.execute(
             "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash, mac) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",

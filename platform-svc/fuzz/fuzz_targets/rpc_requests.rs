@@ -16,6 +16,7 @@ use platform_svc::api::consent::ConsentService;
 use platform_svc::api::messaging::MessagingService;
 use platform_svc::api::{Limits, Platform};
 use consent_core::audit::AuditKey;
+use consent_core::secret::SecretKey;
 use consent_core::clock::Clock;
 use platform_svc::config::{Policy, SignInLimits};
 use consent_tls::principal::{OperatorName, PartnerId};
@@ -118,6 +119,7 @@ fn world() -> &'static World {
             Arc::new(store),
             Arc::new(Clock::default()),
             Limits::new(&Policy::default(), &Default::default()),
+            SecretKey::generate(),
             stopping,
         );
         World {

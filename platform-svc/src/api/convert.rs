@@ -5,6 +5,7 @@ use consent_core::model::{
     AccessRequest, AuditRecord, Feature, Grant, GrantEvent, Message, Partner, Thread,
 };
 use consent_core::rules::{must_redact, present_user, requires_deletion};
+use consent_core::secret::SecretKey;
 use consent_proto::platform::v1 as pb;
 use consent_store::MessageRow;
 
@@ -39,7 +40,7 @@ pub fn thread(t: &Thread) -> pb::Thread {
 }
 
 /// A thread as the partner of `grant` may see it.
-pub fn thread_for_partner(t: &Thread, g: &Grant, key: &str) -> pb::Thread {
+pub fn thread_for_partner(t: &Thread, g: &Grant, key: &SecretKey) -> pb::Thread {
     pb::Thread {
         participants: t
             .participants
@@ -65,7 +66,7 @@ pub fn message(m: &Message) -> pb::Message {
 
 /// A message as the partner of `grant` may see it: pseudonymous author, redacted body if
 /// the author opted out of others' apps. Takes the row, so the body is moved, not copied.
-pub fn message_for_partner(row: MessageRow, g: &Grant, key: &str) -> pb::Message {
+pub fn message_for_partner(row: MessageRow, g: &Grant, key: &SecretKey) -> pb::Message {
     let m = row.message;
     let redacted = must_redact(g, &m.sender_id, row.sender_hides);
     pb::Message {

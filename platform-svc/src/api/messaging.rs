@@ -74,7 +74,7 @@ impl Messaging for MessagingService {
             let rows = tx
                 .repo
                 .threads_of(&grant.user_id, &covered_threads(&grant), page)?;
-            let key = tx.pseudonym_key().to_string();
+            let key = tx.pseudonym_key().clone();
             let rows = rows
                 .into_iter()
                 .map(|(cursor, t)| (cursor, convert::thread_for_partner(&t, &grant, &key)))

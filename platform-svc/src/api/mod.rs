@@ -17,6 +17,7 @@ use consent_core::approval;
 use consent_core::clock::{Clock, DAY_MS};
 use consent_core::model::{Grant, GrantState};
 use consent_core::rules::{self, LifetimePolicy};
+use consent_core::secret::SecretKey;
 use consent_store::{Repo, Store, StoreResult, execute};
 use consent_tls::transport::TransportLimits;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct Platform {
     pub clock: Arc<Clock>,
     /// Policy in milliseconds.
     pub limits: Limits,
+    /// The key of per-partner pseudonyms, read from a file outside the database.
+    pub pseudonym_key: Arc<SecretKey>,
     /// Becomes true when the server starts shutting down; long-lived streams end then.
     pub stopping: watch::Receiver<bool>,
 }
@@ -74,17 +77,20 @@ impl std::fmt::Debug for Platform {
 }
 
 impl Platform {
-    /// The platform over `store`, with time from `clock`.
+    /// The platform over `store`, with time from `clock` and pseudonyms keyed by
+    /// `pseudonym_key`.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<Clock>,
         limits: Limits,
+        pseudonym_key: SecretKey,
         stopping: watch::Receiver<bool>,
     ) -> Self {
         Platform {
             store,
             clock,
             limits,
+            pseudonym_key: Arc::new(pseudonym_key),
             stopping,
         }
     }

@@ -27,7 +27,7 @@ use crate::error::{ApiError, ApiResult};
 use consent_core::denial::Reason;
 use consent_core::model::{AuditEntry, Grant, GrantState, Partner, ReadByOthersApp, Scope};
 use consent_core::rules::{self, GrantContext};
-use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, is_well_formed};
+use consent_core::secret::{GRANT_TOKEN_PREFIX, SecretKey, hash_token, is_well_formed};
 use consent_store::{self as store, IdempotentResponse, Repo, StoreError, StoreResult};
 use consent_tls::principal::PartnerId;
 use sha2::{Digest, Sha256};
@@ -105,7 +105,7 @@ impl PartnerCall {
         op: impl FnOnce(&mut PartnerTx<'_>) -> ApiResult<R> + Send + 'static,
     ) -> Result<R, Status> {
         let limits = platform.limits;
-        let pseudonym_key = platform.store.pseudonym_key().to_string();
+        let pseudonym_key = Arc::clone(&platform.pseudonym_key);
         let outcome = platform
             .run(move |repo, now_ms| {
                 let attempt = self.attempt(repo, now_ms, limits, &pseudonym_key, op);
@@ -140,7 +140,7 @@ impl PartnerCall {
     ) -> ApiResult<Snapshot<R>> {
         let now_ms = platform.clock.now_ms();
         let limits = platform.limits;
-        let pseudonym_key = platform.store.pseudonym_key().to_string();
+        let pseudonym_key = Arc::clone(&platform.pseudonym_key);
         let call = self.clone();
         store::read(&platform.store, move |repo| {
             let attempt = call.attempt(repo, now_ms, limits, &pseudonym_key, op.as_ref());
@@ -178,7 +178,7 @@ impl PartnerCall {
         repo: &mut dyn Repo,
         now_ms: i64,
         limits: Limits,
-        pseudonym_key: &str,
+        pseudonym_key: &SecretKey,
         op: impl FnOnce(&mut PartnerTx<'_>) -> ApiResult<R>,
     ) -> Attempt<R> {
         let mut effects = Effects {
@@ -293,7 +293,7 @@ pub struct PartnerTx<'a> {
     token: Option<&'a str>,
     effects: &'a mut Effects,
     limits: Limits,
-    pseudonym_key: &'a str,
+    pseudonym_key: &'a SecretKey,
 }
 
 impl PartnerTx<'_> {
@@ -391,7 +391,7 @@ impl PartnerTx<'_> {
     }
 
     /// The key for per-partner pseudonyms.
-    pub fn pseudonym_key(&self) -> &str {
+    pub fn pseudonym_key(&self) -> &SecretKey {
         self.pseudonym_key
     }
 
@@ -521,6 +521,7 @@ mod tests {
             Arc::new(store),
             clock,
             Limits::new(&Policy::default(), &Default::default()),
+            SecretKey::generate(),
             stopping,
         );
         (platform, token)
