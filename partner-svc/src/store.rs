@@ -199,9 +199,14 @@ pub fn set_connection(
     Ok(())
 }
 
-/// Forgets everything held under `grant_id`: its token, and the messages read through it.
-/// Returns how many cached messages were deleted.
+/// Forgets everything held under `grant_id`: its token, the messages read through it, and
+/// the shares sent (or waiting to be sent) through it, with their bodies. Returns how many
+/// cached messages were deleted.
 pub fn purge_grant(tx: &rusqlite::Transaction<'_>, grant_id: &str) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM outbox WHERE user_name IN (SELECT user_name FROM connections WHERE grant_id = ?1)",
+        [grant_id],
+    )?;
     tx.execute(
         "UPDATE connections SET token = NULL, status = 'ENDED' WHERE grant_id = ?1",
         [grant_id],

@@ -98,8 +98,11 @@ impl Default for Policy {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignInLimits {
-    /// Failed sign-ins of one account name before its backoff starts.
+    /// Failed sign-ins of one account name from one client address before its backoff
+    /// starts.
     pub account_failures: u32,
+    /// Failed sign-ins of one account name from anywhere before its backoff starts.
+    pub account_failures_any_address: u32,
     /// Failed sign-ins from one client address before its backoff starts.
     pub address_failures: u32,
     /// The first backoff, in seconds; it doubles with every further failure.
@@ -116,6 +119,7 @@ impl Default for SignInLimits {
     fn default() -> Self {
         SignInLimits {
             account_failures: 5,
+            account_failures_any_address: 100,
             address_failures: 20,
             first_backoff_secs: 1,
             max_backoff_secs: 900,

@@ -45,7 +45,8 @@ enum Command {
     },
     /// Write a development PKI (a platform CA, a client CA, the platform's, the operator's
     /// and each partner's certificate, a CRL), the audit key (`audit.key`) and the
-    /// pseudonym key (`pseudonym.key`) to a directory; keys are written `0600`.
+    /// pseudonym key (`pseudonym.key`) to a directory; keys are written `0600`, and
+    /// secret keys already there are kept.
     DevPki {
         /// Output directory.
         #[arg(long, default_value = "dev-pki")]
@@ -99,9 +100,16 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             key_owner,
         } => {
             DevPki::generate(&trust_domain, &operator, &partners)?.write_to(&out, key_owner)?;
+            // The secret keys outlive certificates: a store's audit chain verifies, and its
+            // pseudonyms hold, only under the keys it was written with.
             for name in ["audit.key", "pseudonym.key"] {
+                let path = out.join(name);
+                if path.exists() {
+                    println!("kept the existing {}", path.display());
+                    continue;
+                }
                 let key = SecretKey::generate().to_hex();
-                consent_tls::pki::write_private(&out.join(name), &key, key_owner)?;
+                consent_tls::pki::write_private(&path, &key, key_owner)?;
             }
             println!(
                 "wrote the development PKI for {trust_domain} to {}",

@@ -156,11 +156,6 @@ impl PasswordHasher {
         self.shared().ready.notify_one();
         answer.await.map_err(|_| stopped())
     }
-
-    /// How many Argon2 computations the thread has made.
-    pub fn computed(&self) -> u64 {
-        self.shared().computed.load(Ordering::Relaxed)
-    }
 }
 
 /// The next piece of work, sign-ins first; `None` once the queues are closed.

@@ -1,11 +1,16 @@
-//! Sign-in throttling, per account name and per client address. Every attempt counts as a
-//! failure of both until it succeeds (so attempts made at once cannot slip past the
-//! count); a success clears its account's failures and takes back its own count on the
-//! address. Once a name or an address has `*_failures` failures, each further attempt
-//! waits a backoff that starts at `first_backoff_secs` and doubles with every failure, up
-//! to `max_backoff_secs`; an attempt inside the backoff is refused at once with
-//! `RESOURCE_EXHAUSTED` / `SIGN_IN_THROTTLED`, costs no hashing and counts as nothing.
-//! Unknown names are counted as known ones are, so the throttle tells nobody which exist.
+//! Sign-in throttling, per account and per client address, counted three ways: an account
+//! name from one address (`account_failures`), an account name from anywhere
+//! (`account_failures_any_address`, looser, so that one address cannot lock a person out
+//! while many together still cannot guess without end), and an address across names
+//! (`address_failures`; IPv6 by its /64). Every attempt counts as a failure of all three
+//! until it succeeds (so attempts made at once cannot slip past the count); a success
+//! clears its name-and-address count and takes back its own count elsewhere, and an
+//! attempt the hashing queue refused counts as nothing. Once a count reaches its bound,
+//! each further attempt waits a backoff that starts at `first_backoff_secs` and doubles
+//! with every failure, up to `max_backoff_secs`; an attempt inside the backoff is refused
+//! at once with `RESOURCE_EXHAUSTED` / `SIGN_IN_THROTTLED`, costs no hashing and counts as
+//! nothing. Unknown names are counted as known ones are, so the throttle tells nobody
+//! which exist.
 //! Failures are forgotten an hour after the last one; each table holds at most
 //! [`MAX_TRACKED`] entries, the oldest making way for a new one.
 
@@ -98,6 +103,10 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
 #[derive(Debug)]
 struct Tables {
+    /// An account name from one client address.
+    pairs: Table<(String, Option<IpAddr>)>,
+    /// An account name from anywhere: a looser bound, so that one address cannot lock
+    /// someone out, while many addresses together still cannot guess without end.
     names: Table<String>,
     addresses: Table<IpAddr>,
 }
@@ -116,12 +125,25 @@ pub struct Attempt {
     address: Option<IpAddr>,
 }
 
+/// The address an attempt is counted under: IPv4 as it is, IPv6 by its /64 (one network
+/// holds as many /128 addresses as it likes).
+fn counted_address(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+    }
+}
+
 impl SignInThrottle {
     /// A throttle with `limits`.
     pub fn new(limits: SignInLimits) -> Self {
         SignInThrottle {
             tables: Mutex::new(Tables {
-                names: Table::new(limits.account_failures),
+                pairs: Table::new(limits.account_failures),
+                names: Table::new(limits.account_failures_any_address),
                 addresses: Table::new(limits.address_failures),
             }),
             limits,
@@ -134,17 +156,20 @@ impl SignInThrottle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts an attempt for `name` from `address`, or says until when both must wait.
+    /// Starts an attempt for `name` from `address`, or says until when it must wait.
     pub fn begin(&self, name: &str, address: Option<IpAddr>, now_ms: i64) -> Result<Attempt, i64> {
         let mut tables = self.tables();
-        let name = name.to_string();
+        let address = address.map(counted_address);
+        let (name, pair) = (name.to_string(), (name.to_string(), address));
         let blocked = [
+            tables.pairs.blocked_until(&pair, now_ms, &self.limits),
             tables.names.blocked_until(&name, now_ms, &self.limits),
             address.and_then(|a| tables.addresses.blocked_until(&a, now_ms, &self.limits)),
         ];
         if let Some(until) = blocked.into_iter().flatten().max() {
             return Err(until);
         }
+        tables.pairs.fail(&pair, now_ms);
         tables.names.fail(&name, now_ms);
         if let Some(address) = address {
             tables.addresses.fail(&address, now_ms);
@@ -152,10 +177,25 @@ impl SignInThrottle {
         Ok(Attempt { name, address })
     }
 
-    /// The attempt succeeded: its name starts afresh and its address is not charged.
+    /// The attempt succeeded: its name starts afresh from its address, and neither the
+    /// name's overall count nor the address is charged for it.
     pub fn succeeded(&self, attempt: Attempt) {
         let mut tables = self.tables();
-        tables.names.clear(&attempt.name);
+        tables.pairs.clear(&(attempt.name.clone(), attempt.address));
+        self.forgive(&mut tables, attempt);
+    }
+
+    /// The attempt was never decided (the hashing queue was full): it counts as nothing.
+    pub fn abandoned(&self, attempt: Attempt) {
+        let mut tables = self.tables();
+        tables
+            .pairs
+            .forgive_one(&(attempt.name.clone(), attempt.address));
+        self.forgive(&mut tables, attempt);
+    }
+
+    fn forgive(&self, tables: &mut Tables, attempt: Attempt) {
+        tables.names.forgive_one(&attempt.name);
         if let Some(address) = attempt.address {
             tables.addresses.forgive_one(&address);
         }
@@ -169,6 +209,7 @@ mod tests {
     fn limits() -> SignInLimits {
         SignInLimits {
             account_failures: 3,
+            account_failures_any_address: 6,
             address_failures: 5,
             first_backoff_secs: 1,
             max_backoff_secs: 4,
@@ -224,6 +265,51 @@ mod tests {
         }
         assert!(throttle.begin("n6", Some(address), 0).is_err());
         assert!(throttle.begin("n6", Some([192, 0, 2, 8].into()), 0).is_ok());
+    }
+
+    #[test]
+    fn one_address_cannot_lock_a_name_out_for_another_but_many_together_can_not_guess_on() {
+        let throttle = SignInThrottle::new(limits());
+        let (attacker, owner): (IpAddr, IpAddr) = ([198, 51, 100, 1].into(), [192, 0, 2, 1].into());
+        for _ in 0..3 {
+            assert!(throttle.begin("alice", Some(attacker), 0).is_ok());
+        }
+        assert!(throttle.begin("alice", Some(attacker), 0).is_err());
+        let attempt = throttle
+            .begin("alice", Some(owner), 0)
+            .expect("the owner may still try");
+        throttle.succeeded(attempt);
+        // Six failures from anywhere throttle the name everywhere.
+        for n in 0..3u8 {
+            assert!(
+                throttle
+                    .begin("alice", Some([203, 0, 113, n].into()), 0)
+                    .is_ok()
+            );
+        }
+        assert!(throttle.begin("alice", Some(owner), 0).is_err());
+    }
+
+    #[test]
+    fn an_abandoned_attempt_counts_as_nothing_and_ipv6_counts_by_network() {
+        let throttle = SignInThrottle::new(limits());
+        for _ in 0..10 {
+            let attempt = throttle.begin("alice", None, 0).unwrap();
+            throttle.abandoned(attempt);
+        }
+        assert!(throttle.begin("alice", None, 0).is_ok());
+        let network = |host: u16| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, host]);
+        for host in 1..=5 {
+            assert!(
+                throttle
+                    .begin(&format!("n{host}"), Some(network(host)), 0)
+                    .is_ok()
+            );
+        }
+        assert!(
+            throttle.begin("n6", Some(network(6)), 0).is_err(),
+            "one /64, one count"
+        );
     }
 
     #[test]

@@ -295,12 +295,15 @@ pub fn within_history(grant: &Grant, message: &Message) -> bool {
 /// A thread is started (by the user, or by a partner for the granting user) only among
 /// the user's friends: `is_friend[i]` says whether the i-th participant asked for is one.
 pub fn may_start_thread_with(is_friend: &[bool]) -> Result<(), Denied> {
-    match is_friend.iter().position(|friend| !friend) {
-        Some(index) => Err(Denied::new(
+    if is_friend.iter().all(|friend| *friend) {
+        Ok(())
+    } else {
+        // Which participant is not a friend is left unsaid: a partner probing with a list
+        // would otherwise learn who is friends with whom without starting any thread.
+        Err(Denied::new(
             Reason::NotAFriend,
-            format!("participant_ids[{index}] is not a friend of the user"),
-        )),
-        None => Ok(()),
+            "the participants must all be friends of the user",
+        ))
     }
 }
 

@@ -1,5 +1,9 @@
 //! Schema migrations, applied in order at start; `PRAGMA user_version` records the last one.
 
+/// The migration that adds MACs to audit records: the records already there are MAC'd in
+/// its transaction (see `mac_existing_records` in the SQLite store).
+pub const AUDIT_MAC_MIGRATION: usize = 2;
+
 /// Each entry is one migration; never edit a released one, append a new one.
 pub const MIGRATIONS: &[&str] = &[
     r#"

@@ -14,7 +14,7 @@
 //! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
 //! plans the statement anew on every use, since the value may change the plan.
 
-use super::migrations::MIGRATIONS;
+use super::migrations::{AUDIT_MAC_MIGRATION, MIGRATIONS};
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
 };
@@ -71,7 +71,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        migrate(&mut conn)?;
+        migrate(&mut conn, &audit_key)?;
         let last_event: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM grant_events", [], |r| {
                 r.get(0)
@@ -227,13 +227,49 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
+fn migrate(conn: &mut Connection, audit_key: &AuditKey) -> StoreResult<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if index == AUDIT_MAC_MIGRATION {
+            mac_existing_records(&tx, audit_key)?;
+        }
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// MACs the audit records a store held before records carried MACs, once, in the
+/// migration that adds them: each record whose hash and link still verify, up to the first
+/// that does not (which `VerifyAudit` will then name, as it did before).
+fn mac_existing_records(tx: &Connection, key: &AuditKey) -> rusqlite::Result<()> {
+    let records = {
+        let mut stmt = tx.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"))?;
+        let rows = stmt.query_map([], audit_row)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let mut prev_hash = String::new();
+    for (expected_seq, record) in (1..).zip(&records) {
+        let intact = record.seq == expected_seq
+            && record.prev_hash == prev_hash
+            && record.hash == record_hash(record.seq, record.at_ms, &record.entry, &prev_hash);
+        if !intact {
+            tracing::warn!(
+                seq = record.seq,
+                "the audit chain was already broken here; records from it on are left without MACs"
+            );
+            break;
+        }
+        tx.execute(
+            "UPDATE audit SET mac = ?1 WHERE seq = ?2",
+            params![record_mac(key, record.seq, &record.hash), record.seq],
+        )?;
+        prev_hash.clone_from(&record.hash);
+    }
+    if let Some(head) = records.last() {
+        tracing::info!(head_seq = head.seq, head_hash = %head.hash, "audit records written before MACs were MAC'd at upgrade");
     }
     Ok(())
 }
@@ -1210,6 +1246,39 @@ mod tests {
             "the committed chain verifies"
         );
         records.into_iter().map(|r| r.entry.reason).collect()
+    }
+
+    #[test]
+    fn records_written_before_macs_are_macd_once_at_upgrade_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..AUDIT_MAC_MIGRATION] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", AUDIT_MAC_MIGRATION)
+                .unwrap();
+            let mut prev = String::new();
+            for seq in 1..=3 {
+                let entry = refusal("OLD");
+                let hash = record_hash(seq, 0, &entry, &prev);
+                conn.execute(
+                    "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash) \
+                     VALUES (?1, 0, '', '', '', '', '', 'deny', 'OLD', ?2, ?3)",
+                    params![seq, prev, hash],
+                )
+                .unwrap();
+                prev = hash;
+            }
+        }
+        let store = SqliteStore::open(&path, test_key()).unwrap();
+        let appended = queue(&store, |repo| repo.append_audit(&refusal("NEW"), 0));
+        assert!(matches!(
+            appended.recv_timeout(Duration::from_secs(10)),
+            Ok(Ok(()))
+        ));
+        assert_eq!(committed_reasons(&store), ["OLD", "OLD", "OLD", "NEW"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tonic::transport::Server;
 
 /// How many times `max_header_list_bytes` HTTP/2 accepts, so that a service's edge sees a
 /// header list over the limit and can refuse it with a status that says so.
-pub const HTTP2_HEADER_ALLOWANCE: u32 = 4;
+pub const HTTP2_HEADER_ALLOWANCE: u32 = 2;
 
 /// HTTP/2 and TLS limits, set explicitly (tonic leaves several unlimited).
 #[derive(Debug, Clone, Deserialize)]

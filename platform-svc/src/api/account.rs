@@ -230,7 +230,13 @@ impl Account for AccountService {
             .read(move |repo, _| Ok(repo.user_by_name(&name)?))
             .await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let matches = self.passwords.verify(r.password, stored).await?;
+        let matches = match self.passwords.verify(r.password, stored).await {
+            Ok(matches) => matches,
+            Err(error) => {
+                self.throttle.abandoned(attempt);
+                return Err(error.into());
+            }
+        };
         let Some(user) = user.filter(|_| matches) else {
             return Err(ApiError::Unauthenticated(
                 Reason::BadCredentials,

@@ -242,7 +242,7 @@ impl Consent for ConsentService {
 }
 
 /// Sends the partner's events after `after`, then every new one, until the client goes
-/// away or the partner may no longer call (suspended, or its registration gone): then the
+/// away or the partner may no longer call (suspended, blocked, or its registration gone): then the
 /// events committed so far (those of the suspension itself, which ask it to delete what
 /// it holds) are sent, and the stream ends with that refusal. The store is the source of truth; the watch channel
 /// only says when to look.
