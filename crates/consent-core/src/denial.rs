@@ -69,6 +69,8 @@ pub enum Reason {
     TooManyStreams,
     /// The request's headers are over the limit.
     HeadersTooLarge,
+    /// The user has as many friend requests waiting as they may.
+    TooManyFriendRequests,
 }
 
 impl Reason {
@@ -107,6 +109,7 @@ impl Reason {
             Reason::PartnerBlocked => "PARTNER_BLOCKED",
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Reason::TooManyFriendRequests => "TOO_MANY_FRIEND_REQUESTS",
         }
     }
 }

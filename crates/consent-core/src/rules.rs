@@ -210,6 +210,22 @@ pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Pa
     }
 }
 
+/// Friend requests one user may have waiting for answers at once.
+pub const MAX_PENDING_FRIEND_REQUESTS: usize = 100;
+
+/// Whether a user who has `waiting` friend requests unanswered may send one more: not past
+/// [`MAX_PENDING_FRIEND_REQUESTS`], so no one can fill everyone's request list.
+pub fn may_ask_friend(waiting: usize) -> Result<(), Refusal> {
+    if waiting < MAX_PENDING_FRIEND_REQUESTS {
+        Ok(())
+    } else {
+        Err(Refusal::Exhausted(Denied::new(
+            Reason::TooManyFriendRequests,
+            format!("{MAX_PENDING_FRIEND_REQUESTS} friend requests are waiting for answers"),
+        )))
+    }
+}
+
 /// A user befriends someone else, never themselves.
 pub fn may_befriend(user_id: &str, friend_id: &str) -> Result<(), Refusal> {
     if user_id == friend_id {
@@ -437,6 +453,18 @@ mod tests {
             resolve_people(&g, &key, &asked, &friends),
             ["usr_carol", "usr_bob", "anon_unknown"]
         );
+    }
+
+    #[test]
+    fn friend_requests_waiting_are_bounded() {
+        assert!(may_ask_friend(MAX_PENDING_FRIEND_REQUESTS - 1).is_ok());
+        assert!(matches!(
+            may_ask_friend(MAX_PENDING_FRIEND_REQUESTS),
+            Err(Refusal::Exhausted(Denied {
+                reason: Reason::TooManyFriendRequests,
+                ..
+            }))
+        ));
     }
 
     #[test]

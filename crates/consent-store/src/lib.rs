@@ -313,6 +313,8 @@ pub trait Repo {
     fn add_friend_request(&mut self, from: &str, to: &str, now_ms: i64) -> StoreResult<()>;
     /// Whether `from` asked to befriend `to`.
     fn friend_request_exists(&mut self, from: &str, to: &str) -> StoreResult<bool>;
+    /// How many of `user_id`'s friend requests wait for an answer.
+    fn friend_requests_from(&mut self, user_id: &str) -> StoreResult<usize>;
     /// Who asked to befriend `user_id` and is waiting for an answer, oldest first.
     fn friend_requests_to(&mut self, user_id: &str) -> StoreResult<Vec<User>>;
     /// The ids of all of a user's friends.

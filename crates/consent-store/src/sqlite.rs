@@ -610,6 +610,15 @@ impl Repo for SqliteRepo<'_> {
             .is_some())
     }
 
+    fn friend_requests_from(&mut self, user_id: &str) -> StoreResult<usize> {
+        let count: i64 = self.query_row(
+            "SELECT COUNT(*) FROM friend_requests WHERE from_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
     fn friend_requests_to(&mut self, user_id: &str) -> StoreResult<Vec<User>> {
         let sql = format!(
             "SELECT {} FROM friend_requests r JOIN users u ON u.id = r.from_id \

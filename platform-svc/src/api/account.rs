@@ -278,6 +278,7 @@ impl Account for AccountService {
             if friends {
                 repo.add_friendship(&user.id, &other.id)?;
             } else {
+                rules::may_ask_friend(repo.friend_requests_from(&user.id)?)?;
                 repo.add_friend_request(&user.id, &other.id, now_ms)?;
             }
             Ok(pb::AddFriendResponse {
