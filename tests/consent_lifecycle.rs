@@ -147,7 +147,10 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
     // The partner sees its grant; the user sees which apps read the thread.
     let grants = music
         .consent
-        .introspect_grants(pb::IntrospectGrantsRequest { active_only: true })
+        .introspect_grants(pb::IntrospectGrantsRequest {
+            active_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -598,4 +601,87 @@ async fn friends_are_mutual_and_reach_an_app_as_handles_named_only_by_their_cons
         .unwrap();
     assert!(started.participants.contains(&named[0].user_id));
     assert!(!started.participants.contains(&dave.id));
+}
+
+#[tokio::test]
+async fn grant_lists_are_paged_and_a_partner_can_ask_for_its_grants_by_id() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut video = s.platform.partner("video").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s.music_grant(&mut music).await.1.grant_id);
+    }
+    let (_, foreign) = s
+        .grant(
+            &mut video,
+            &s.alice,
+            "recommend",
+            pb::ThreadCoverage::AllThreads,
+            vec![],
+            Default::default(),
+        )
+        .await;
+    let mut account = s.platform.account().await;
+    let (mut seen, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = account
+            .list_grants(bearer(
+                pb::ListGrantsRequest {
+                    page_size: 3,
+                    page_token: token.clone(),
+                },
+                &s.alice.session,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.grants.len() <= 3);
+        seen.extend(page.grants.into_iter().map(|g| g.grant_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 4, "every grant once: {seen:?}");
+    assert_eq!(seen[0], foreign.grant_id, "newest first");
+
+    let introspect =
+        |grant_ids: Vec<String>, page_size, page_token: String| pb::IntrospectGrantsRequest {
+            grant_ids,
+            page_size,
+            page_token,
+            ..Default::default()
+        };
+    let first = music
+        .consent
+        .introspect_grants(introspect(vec![], 2, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.grants.len(), 2);
+    let rest = music
+        .consent
+        .introspect_grants(introspect(vec![], 2, first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.grants.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+    let asked = music
+        .consent
+        .introspect_grants(introspect(
+            vec![ids[0].clone(), foreign.grant_id.clone()],
+            0,
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<_> = asked.grants.iter().map(|g| g.grant_id.as_str()).collect();
+    assert_eq!(
+        got,
+        [ids[0].as_str()],
+        "another partner's grant is left out"
+    );
 }

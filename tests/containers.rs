@@ -308,7 +308,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
         .docker(&["network", "disconnect", &network, &container]);
     let grants = s
         .account
-        .list_grants(bearer(pb::ListGrantsRequest {}, &s.alice.session))
+        .list_grants(bearer(pb::ListGrantsRequest::default(), &s.alice.session))
         .await
         .unwrap()
         .into_inner()

@@ -165,7 +165,7 @@ async fn partner_blocked_and_unblocked_keeps_its_grants() {
     assert_refused(&err, Code::Unauthenticated, "PARTNER_BLOCKED");
     let mut account = s.platform.account().await;
     let grants = account
-        .list_grants(bearer(pb::ListGrantsRequest {}, &s.alice.session))
+        .list_grants(bearer(pb::ListGrantsRequest::default(), &s.alice.session))
         .await
         .unwrap()
         .into_inner()
@@ -470,7 +470,7 @@ async fn missing_malformed_oversized_and_unknown_tokens() {
         .platform
         .account()
         .await
-        .list_grants(bearer(pb::ListGrantsRequest {}, &huge))
+        .list_grants(bearer(pb::ListGrantsRequest::default(), &huge))
         .await
         .unwrap_err();
     assert_refused(&err, Code::ResourceExhausted, "HEADERS_TOO_LARGE");
@@ -763,7 +763,7 @@ async fn sessions_and_credentials() {
     let s = Scenario::new().await;
     let mut account = s.platform.account().await;
     let err = account
-        .list_grants(pb::ListGrantsRequest {})
+        .list_grants(pb::ListGrantsRequest::default())
         .await
         .unwrap_err();
     assert_refused(&err, Code::Unauthenticated, "SESSION_INVALID");

@@ -137,7 +137,7 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
     music.process.kill();
     let grants = w
         .account
-        .list_grants(bearer(pb::ListGrantsRequest {}, &w.alice.session))
+        .list_grants(bearer(pb::ListGrantsRequest::default(), &w.alice.session))
         .await
         .unwrap()
         .into_inner()
@@ -203,7 +203,7 @@ async fn a_reconnection_releases_the_old_grant_and_a_revocation_after_it_leaves_
         rows.collect::<Result<_, _>>().unwrap()
     };
     let grants = async |w: &mut end_to_end::world::World| {
-        let request = bearer(pb::ListGrantsRequest {}, &w.alice.session);
+        let request = bearer(pb::ListGrantsRequest::default(), &w.alice.session);
         w.account
             .list_grants(request)
             .await

@@ -204,19 +204,21 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                 })
                 .await
                 .map_err(PartnerError::from)?;
-        } else if status == "CONNECTED" {
+        } else if status == "CONNECTED"
+            && let Some(grant_id) = connection.grant_id.clone()
+        {
             let grants = self
                 .client
                 .consent
                 .clone()
-                .introspect_grants(pb::IntrospectGrantsRequest { active_only: false })
+                .introspect_grants(pb::IntrospectGrantsRequest {
+                    grant_ids: vec![grant_id],
+                    ..Default::default()
+                })
                 .await
                 .map_err(PartnerError::from)?
                 .into_inner();
-            grant = grants
-                .grants
-                .into_iter()
-                .find(|g| Some(&g.grant_id) == connection.grant_id.as_ref());
+            grant = grants.grants.into_iter().next();
         }
         let scopes = grant
             .as_ref()

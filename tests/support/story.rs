@@ -327,7 +327,7 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Result<
 
 async fn attested(account: &mut AccountClient<Channel>, user: &User, partner_id: &str) -> bool {
     let Ok(grants) = account
-        .list_grants(bearer(pb::ListGrantsRequest {}, &user.session))
+        .list_grants(bearer(pb::ListGrantsRequest::default(), &user.session))
         .await
     else {
         return false;
@@ -773,7 +773,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
 
     story.act("6. alice revokes the bank; the bank purges and attests; alice reads her access log");
     let grants = account
-        .list_grants(bearer(pb::ListGrantsRequest {}, &alice.session))
+        .list_grants(bearer(pb::ListGrantsRequest::default(), &alice.session))
         .await
         .expect("grants")
         .into_inner()

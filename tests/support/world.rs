@@ -155,7 +155,7 @@ pub async fn wait_for_deletion_attestation(
     let mut account = account.clone();
     eventually("the deletion attestation", within, async || {
         let grants = account
-            .list_grants(bearer(pb::ListGrantsRequest {}, &user.session))
+            .list_grants(bearer(pb::ListGrantsRequest::default(), &user.session))
             .await
             .unwrap()
             .into_inner()

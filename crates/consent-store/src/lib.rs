@@ -405,11 +405,15 @@ pub trait Repo {
     fn grant(&mut self, id: &str) -> StoreResult<Option<Grant>>;
     /// The grant a token hash belongs to, active or ended.
     fn grant_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Grant>>;
-    /// A partner's grants, newest first.
-    fn grants_of_partner(&mut self, partner_id: &str, active_only: bool)
-    -> StoreResult<Vec<Grant>>;
-    /// A user's grants, newest first.
-    fn grants_of_user(&mut self, user_id: &str) -> StoreResult<Vec<Grant>>;
+    /// A page of a partner's grants, newest first.
+    fn grants_of_partner(
+        &mut self,
+        partner_id: &str,
+        active_only: bool,
+        page: Page,
+    ) -> StoreResult<Paged<Grant>>;
+    /// A page of a user's grants, newest first.
+    fn grants_of_user(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<Grant>>;
     /// Active grants of the participants of a thread.
     fn active_grants_on_thread(&mut self, thread_id: &str) -> StoreResult<Vec<Grant>>;
     /// Active grants of a feature, or of every feature of the partner when `feature` is None.

@@ -25,7 +25,7 @@ use consent_core::model::{
     ThreadFilter, User, request_status_from_stored,
 };
 use consent_proto::platform::v1::GrantEventKind;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, named_params, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -511,6 +511,22 @@ impl SqliteRepo<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// A page of the grants matching `condition`, newest first: the cursor is the row id,
+    /// `:after` the last one seen (0 from the start), `:limit` the page size.
+    fn grants_page(
+        &self,
+        condition: &str,
+        args: &[(&str, &dyn rusqlite::ToSql)],
+    ) -> StoreResult<Paged<Grant>> {
+        let sql = format!(
+            "SELECT {GRANT_COLUMNS}, rowid FROM grants WHERE {condition} \
+             AND (:after = 0 OR rowid < :after) ORDER BY rowid DESC LIMIT CAST(:limit AS INTEGER)"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, |r| Ok((r.get(14)?, grant_row(r)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn audit_where(
         &self,
         condition: &str,
@@ -952,16 +968,25 @@ impl Repo for SqliteRepo<'_> {
         &mut self,
         partner_id: &str,
         active_only: bool,
-    ) -> StoreResult<Vec<Grant>> {
-        let active = GrantState::Active.to_i32();
-        self.grants_where(
-            "partner_id = ?1 AND (?2 = 0 OR state = ?3) ORDER BY created_ms DESC, id",
-            params![partner_id, active_only, active],
+        page: Page,
+    ) -> StoreResult<Paged<Grant>> {
+        self.grants_page(
+            "partner_id = :partner AND (:active_only = 0 OR state = :active)",
+            named_params! {
+                ":partner": partner_id,
+                ":active_only": active_only,
+                ":active": GrantState::Active.to_i32(),
+                ":after": page.after,
+                ":limit": limit(page),
+            },
         )
     }
 
-    fn grants_of_user(&mut self, user_id: &str) -> StoreResult<Vec<Grant>> {
-        self.grants_where("user_id = ?1 ORDER BY created_ms DESC, id", [user_id])
+    fn grants_of_user(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<Grant>> {
+        self.grants_page(
+            "user_id = :user",
+            named_params! {":user": user_id, ":after": page.after, ":limit": limit(page)},
+        )
     }
 
     fn active_grants_on_thread(&mut self, thread_id: &str) -> StoreResult<Vec<Grant>> {

@@ -527,13 +527,18 @@ impl Account for AccountService {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
+            let rows = repo
+                .grants_of_user(&user.id, page)?
+                .into_iter()
+                .map(|(cursor, grant)| (cursor, convert::grant(&grant)))
+                .collect();
+            let (grants, next_page_token) = validate::fit_page(rows, page, reply_bytes);
             Ok(pb::ListGrantsResponse {
-                grants: repo
-                    .grants_of_user(&user.id)?
-                    .iter()
-                    .map(convert::grant)
-                    .collect(),
+                grants,
+                next_page_token,
             })
         })
         .await

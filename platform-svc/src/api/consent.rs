@@ -165,9 +165,37 @@ impl Consent for ConsentService {
         let call = PartnerCall::new(&request, method!("IntrospectGrants"));
         let r = request.into_inner();
         call.read(&self.platform, move |tx| {
-            let grants = tx.repo.grants_of_partner(&tx.partner.id, r.active_only)?;
+            let (ids, page) = (
+                validate::ids("grant_ids", &r.grant_ids, 0, 100),
+                validate::page(r.page_size, &r.page_token),
+            )
+                .all()?;
+            let rows = if ids.is_empty() {
+                tx.repo
+                    .grants_of_partner(&tx.partner.id, r.active_only, page)?
+            } else {
+                let mut named = Vec::new();
+                for id in &ids {
+                    if let Some(grant) = tx.repo.grant(id)?.filter(|g| {
+                        g.partner_id == tx.partner.id
+                            && (!r.active_only || g.state == GrantState::Active)
+                    }) {
+                        named.push((0, grant));
+                    }
+                }
+                named
+            };
+            let rows = rows
+                .into_iter()
+                .map(|(cursor, grant)| (cursor, convert::grant(&grant)))
+                .collect();
+            let (grants, mut next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
+            if !ids.is_empty() {
+                next_page_token.clear();
+            }
             Ok(pb::IntrospectGrantsResponse {
-                grants: grants.iter().map(convert::grant).collect(),
+                grants,
+                next_page_token,
             })
         })
         .await
