@@ -535,7 +535,10 @@ async fn friends_are_mutual_and_reach_an_app_as_handles_named_only_by_their_cons
     assert_refused(&err, Code::PermissionDenied, "NOT_A_FRIEND");
 
     let waiting = account
-        .list_friend_requests(bearer(pb::ListFriendRequestsRequest {}, &dave.session))
+        .list_friend_requests(bearer(
+            pb::ListFriendRequestsRequest::default(),
+            &dave.session,
+        ))
         .await
         .unwrap()
         .into_inner()

@@ -315,8 +315,8 @@ pub trait Repo {
     fn friend_request_exists(&mut self, from: &str, to: &str) -> StoreResult<bool>;
     /// How many of `user_id`'s friend requests wait for an answer.
     fn friend_requests_from(&mut self, user_id: &str) -> StoreResult<usize>;
-    /// Who asked to befriend `user_id` and is waiting for an answer, oldest first.
-    fn friend_requests_to(&mut self, user_id: &str) -> StoreResult<Vec<User>>;
+    /// A page of who asked to befriend `user_id` and is waiting for an answer, oldest first.
+    fn friend_requests_to(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>>;
     /// The ids of all of a user's friends.
     fn friend_ids(&mut self, user_id: &str) -> StoreResult<Vec<String>>;
     /// Whether two users are friends.

@@ -635,14 +635,16 @@ impl Repo for SqliteRepo<'_> {
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
-    fn friend_requests_to(&mut self, user_id: &str) -> StoreResult<Vec<User>> {
+    fn friend_requests_to(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>> {
         let sql = format!(
-            "SELECT {} FROM friend_requests r JOIN users u ON u.id = r.from_id \
-             WHERE r.to_id = ?1 ORDER BY r.created_ms, u.id",
+            "SELECT {}, r.rowid FROM friend_requests r JOIN users u ON u.id = r.from_id \
+             WHERE r.to_id = ?1 AND r.rowid > ?2 ORDER BY r.rowid LIMIT CAST(?3 AS INTEGER)",
             prefixed_user_columns()
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([user_id], user_row)?;
+        let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
+            Ok((r.get(6)?, user_row(r)?))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

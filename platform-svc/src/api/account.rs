@@ -293,16 +293,25 @@ impl Account for AccountService {
         &self,
         request: Request<pb::ListFriendRequestsRequest>,
     ) -> Result<Response<pb::ListFriendRequestsResponse>, Status> {
+        let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
-            let requests = repo
-                .friend_requests_to(&user.id)?
+            let rows = repo
+                .friend_requests_to(&user.id, page)?
                 .into_iter()
-                .map(|from| pb::FriendRequest {
-                    user_name: from.name,
-                    display_name: from.display_name,
+                .map(|(cursor, from)| {
+                    let request = pb::FriendRequest {
+                        user_name: from.name,
+                        display_name: from.display_name,
+                    };
+                    (cursor, request)
                 })
                 .collect();
-            Ok(pb::ListFriendRequestsResponse { requests })
+            let (requests, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            Ok(pb::ListFriendRequestsResponse {
+                requests,
+                next_page_token,
+            })
         })
         .await
     }
