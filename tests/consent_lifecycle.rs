@@ -646,8 +646,12 @@ async fn grant_lists_are_paged_and_a_partner_can_ask_for_its_grants_by_id() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen.len(), 4, "every grant once: {seen:?}");
-    assert_eq!(seen[0], foreign.grant_id, "newest first");
+    let newest_first = [&foreign.grant_id, &ids[2], &ids[1], &ids[0]];
+    assert_eq!(
+        seen.iter().collect::<Vec<_>>(),
+        newest_first,
+        "every grant once, newest first"
+    );
 
     let introspect =
         |grant_ids: Vec<String>, page_size, page_token: String| pb::IntrospectGrantsRequest {
@@ -662,14 +666,16 @@ async fn grant_lists_are_paged_and_a_partner_can_ask_for_its_grants_by_id() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.grants.len(), 2);
+    let first_ids: Vec<_> = first.grants.iter().map(|g| &g.grant_id).collect();
+    assert_eq!(first_ids, [&ids[2], &ids[1]]);
     let rest = music
         .consent
         .introspect_grants(introspect(vec![], 2, first.next_page_token))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(rest.grants.len(), 1);
+    let rest_ids: Vec<_> = rest.grants.iter().map(|g| &g.grant_id).collect();
+    assert_eq!(rest_ids, [&ids[0]]);
     assert!(rest.next_page_token.is_empty());
     let asked = music
         .consent

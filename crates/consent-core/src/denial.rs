@@ -69,7 +69,7 @@ pub enum Reason {
     TooManyStreams,
     /// The request's headers are over the limit.
     HeadersTooLarge,
-    /// The user has as many friend requests waiting as they may.
+    /// The user sent as many friend requests in the last day as they may.
     TooManyFriendRequests,
 }
 

@@ -210,18 +210,23 @@ pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Pa
     }
 }
 
-/// Friend requests one user may have waiting for answers at once.
-pub const MAX_PENDING_FRIEND_REQUESTS: usize = 100;
+/// Friend requests one user may send in a day.
+pub const MAX_FRIEND_REQUESTS_PER_DAY: usize = 100;
 
-/// Whether a user who has `waiting` friend requests unanswered may send one more: not past
-/// [`MAX_PENDING_FRIEND_REQUESTS`], so no one can fill everyone's request list.
-pub fn may_ask_friend(waiting: usize) -> Result<(), Refusal> {
-    if waiting < MAX_PENDING_FRIEND_REQUESTS {
+/// Requests sent after this instant count against a user's daily allowance at `now_ms`.
+pub fn friend_request_window_ms(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(crate::clock::DAY_MS)
+}
+
+/// Whether a user who sent `sent_today` friend requests in the last day may send one more:
+/// not past [`MAX_FRIEND_REQUESTS_PER_DAY`], so no one can fill everyone's request list.
+pub fn may_ask_friend(sent_today: usize) -> Result<(), Refusal> {
+    if sent_today < MAX_FRIEND_REQUESTS_PER_DAY {
         Ok(())
     } else {
         Err(Refusal::Exhausted(Denied::new(
             Reason::TooManyFriendRequests,
-            format!("{MAX_PENDING_FRIEND_REQUESTS} friend requests are waiting for answers"),
+            format!("{MAX_FRIEND_REQUESTS_PER_DAY} friend requests were sent in the last day"),
         )))
     }
 }
@@ -456,10 +461,10 @@ mod tests {
     }
 
     #[test]
-    fn friend_requests_waiting_are_bounded() {
-        assert!(may_ask_friend(MAX_PENDING_FRIEND_REQUESTS - 1).is_ok());
+    fn friend_requests_sent_in_a_day_are_bounded() {
+        assert!(may_ask_friend(MAX_FRIEND_REQUESTS_PER_DAY - 1).is_ok());
         assert!(matches!(
-            may_ask_friend(MAX_PENDING_FRIEND_REQUESTS),
+            may_ask_friend(MAX_FRIEND_REQUESTS_PER_DAY),
             Err(Refusal::Exhausted(Denied {
                 reason: Reason::TooManyFriendRequests,
                 ..

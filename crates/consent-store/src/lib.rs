@@ -313,8 +313,8 @@ pub trait Repo {
     fn add_friend_request(&mut self, from: &str, to: &str, now_ms: i64) -> StoreResult<()>;
     /// Whether `from` asked to befriend `to`.
     fn friend_request_exists(&mut self, from: &str, to: &str) -> StoreResult<bool>;
-    /// How many of `user_id`'s friend requests wait for an answer.
-    fn friend_requests_from(&mut self, user_id: &str) -> StoreResult<usize>;
+    /// How many friend requests `user_id` has sent since `since_ms`.
+    fn friend_requests_from(&mut self, user_id: &str, since_ms: i64) -> StoreResult<usize>;
     /// A page of who asked to befriend `user_id` and is waiting for an answer, oldest first.
     fn friend_requests_to(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>>;
     /// The ids of all of a user's friends.

@@ -83,9 +83,12 @@ CREATE TABLE reads_by_others_apps (
 CREATE INDEX reads_by_others_apps_by_user ON reads_by_others_apps(user_id, seq);
 ALTER TABLE users ADD COLUMN name_to_friends_apps INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE friend_requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     from_id TEXT NOT NULL REFERENCES users(id), to_id TEXT NOT NULL REFERENCES users(id),
-    created_ms INTEGER NOT NULL, PRIMARY KEY (from_id, to_id));
-CREATE INDEX friend_requests_to ON friend_requests(to_id, created_ms);
+    created_ms INTEGER NOT NULL, UNIQUE (from_id, to_id));
+CREATE INDEX friend_requests_to ON friend_requests(to_id, seq);
+CREATE INDEX friend_requests_sent ON friend_requests(from_id, created_ms);
+CREATE INDEX grants_by_partner_newest ON grants(partner_id);
 ALTER TABLE audit ADD COLUMN mac TEXT NOT NULL DEFAULT '';
 ALTER TABLE partners ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
 DELETE FROM meta WHERE key = 'pseudonym_key';

@@ -440,6 +440,15 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
+/// The bound of a newest-first page: rows older than the cursor, or all from the start.
+fn newer_than(page: Page) -> i64 {
+    if page.after == 0 {
+        i64::MAX
+    } else {
+        page.after
+    }
+}
+
 fn limit(page: Page) -> i64 {
     i64::try_from(page.limit).unwrap_or(i64::MAX)
 }
@@ -511,8 +520,9 @@ impl SqliteRepo<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A page of the grants matching `condition`, newest first: the cursor is the row id,
-    /// `:after` the last one seen (0 from the start), `:limit` the page size.
+    /// A page of the grants matching `condition`, newest first: the cursor is the row id
+    /// (grants are never deleted, so row ids are never reused), `:before` the last one seen
+    /// (see [`newer_than`]), `:limit` the page size.
     fn grants_page(
         &self,
         condition: &str,
@@ -520,7 +530,7 @@ impl SqliteRepo<'_> {
     ) -> StoreResult<Paged<Grant>> {
         let sql = format!(
             "SELECT {GRANT_COLUMNS}, rowid FROM grants WHERE {condition} \
-             AND (:after = 0 OR rowid < :after) ORDER BY rowid DESC LIMIT CAST(:limit AS INTEGER)"
+             AND rowid < :before ORDER BY rowid DESC LIMIT CAST(:limit AS INTEGER)"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, |r| Ok((r.get(14)?, grant_row(r)?)))?;
@@ -626,10 +636,10 @@ impl Repo for SqliteRepo<'_> {
             .is_some())
     }
 
-    fn friend_requests_from(&mut self, user_id: &str) -> StoreResult<usize> {
+    fn friend_requests_from(&mut self, user_id: &str, since_ms: i64) -> StoreResult<usize> {
         let count: i64 = self.query_row(
-            "SELECT COUNT(*) FROM friend_requests WHERE from_id = ?1",
-            [user_id],
+            "SELECT COUNT(*) FROM friend_requests WHERE from_id = ?1 AND created_ms >= ?2",
+            params![user_id, since_ms],
             |r| r.get(0),
         )?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
@@ -637,8 +647,8 @@ impl Repo for SqliteRepo<'_> {
 
     fn friend_requests_to(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>> {
         let sql = format!(
-            "SELECT {}, r.rowid FROM friend_requests r JOIN users u ON u.id = r.from_id \
-             WHERE r.to_id = ?1 AND r.rowid > ?2 ORDER BY r.rowid LIMIT CAST(?3 AS INTEGER)",
+            "SELECT {}, r.seq FROM friend_requests r JOIN users u ON u.id = r.from_id \
+             WHERE r.to_id = ?1 AND r.seq > ?2 ORDER BY r.seq LIMIT CAST(?3 AS INTEGER)",
             prefixed_user_columns()
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -978,7 +988,7 @@ impl Repo for SqliteRepo<'_> {
                 ":partner": partner_id,
                 ":active_only": active_only,
                 ":active": GrantState::Active.to_i32(),
-                ":after": page.after,
+                ":before": newer_than(page),
                 ":limit": limit(page),
             },
         )
@@ -987,7 +997,7 @@ impl Repo for SqliteRepo<'_> {
     fn grants_of_user(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<Grant>> {
         self.grants_page(
             "user_id = :user",
-            named_params! {":user": user_id, ":after": page.after, ":limit": limit(page)},
+            named_params! {":user": user_id, ":before": newer_than(page), ":limit": limit(page)},
         )
     }
 

@@ -277,8 +277,9 @@ impl Account for AccountService {
                 || repo.friend_request_exists(&other.id, &user.id)?;
             if friends {
                 repo.add_friendship(&user.id, &other.id)?;
-            } else {
-                rules::may_ask_friend(repo.friend_requests_from(&user.id)?)?;
+            } else if !repo.friend_request_exists(&user.id, &other.id)? {
+                let since_ms = rules::friend_request_window_ms(now_ms);
+                rules::may_ask_friend(repo.friend_requests_from(&user.id, since_ms)?)?;
                 repo.add_friend_request(&user.id, &other.id, now_ms)?;
             }
             Ok(pb::AddFriendResponse {

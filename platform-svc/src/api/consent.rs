@@ -166,7 +166,7 @@ impl Consent for ConsentService {
         let r = request.into_inner();
         call.read(&self.platform, move |tx| {
             let (ids, page) = (
-                validate::ids("grant_ids", &r.grant_ids, 0, 100),
+                validate::ids("grant_ids", &r.grant_ids, 0, 20),
                 validate::page(r.page_size, &r.page_token),
             )
                 .all()?;
