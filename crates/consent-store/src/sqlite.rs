@@ -520,6 +520,27 @@ impl SqliteRepo<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// A page of the users (`u`) that `from_where` finds for `user_id` (as `?1`), in the
+    /// order of `cursor`, after `page.after`.
+    fn users_page(
+        &self,
+        from_where: &str,
+        cursor: &str,
+        user_id: &str,
+        page: Page,
+    ) -> StoreResult<Paged<User>> {
+        let sql = format!(
+            "SELECT {}, {cursor} FROM {from_where} AND {cursor} > ?2 \
+             ORDER BY {cursor} LIMIT CAST(?3 AS INTEGER)",
+            prefixed_user_columns()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
+            Ok((r.get(6)?, user_row(r)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// A page of the grants matching `condition`, newest first: the cursor is the row id
     /// (grants are never deleted, so row ids are never reused), `:before` the last one seen
     /// (see [`newer_than`]), `:limit` the page size.
@@ -646,16 +667,12 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn friend_requests_to(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>> {
-        let sql = format!(
-            "SELECT {}, r.seq FROM friend_requests r JOIN users u ON u.id = r.from_id \
-             WHERE r.to_id = ?1 AND r.seq > ?2 ORDER BY r.seq LIMIT CAST(?3 AS INTEGER)",
-            prefixed_user_columns()
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
-            Ok((r.get(6)?, user_row(r)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.users_page(
+            "friend_requests r JOIN users u ON u.id = r.from_id WHERE r.to_id = ?1",
+            "r.seq",
+            user_id,
+            page,
+        )
     }
 
     fn friend_ids(&mut self, user_id: &str) -> StoreResult<Vec<String>> {
@@ -678,16 +695,12 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn friends(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<User>> {
-        let sql = format!(
-            "SELECT {}, u.rowid FROM friends f JOIN users u ON u.id = f.friend_id \
-             WHERE f.user_id = ?1 AND u.rowid > ?2 ORDER BY u.rowid LIMIT CAST(?3 AS INTEGER)",
-            prefixed_user_columns()
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
-            Ok((r.get(6)?, user_row(r)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.users_page(
+            "friends f JOIN users u ON u.id = f.friend_id WHERE f.user_id = ?1",
+            "u.rowid",
+            user_id,
+            page,
+        )
     }
 
     fn insert_thread(&mut self, thread: &Thread) -> StoreResult<()> {
