@@ -214,20 +214,22 @@ pub fn page_cursor(page_token: &str) -> Checked<i64> {
 /// the gRPC frame.
 const REPLY_RESERVE_BYTES: usize = 1024;
 
-/// The page to answer from `rows` (each item with its cursor): as many items as fit in a
-/// reply of `reply_bytes` (at least one), and the token of the page after them — also
-/// when the page was cut short to fit, so that no item is skipped and no reply grows past
-/// the transport's limit.
-pub fn fit_page<T: prost::Message>(
+/// The page to answer from `rows` (each row with its cursor), each turned into its reply
+/// item by `convert`: as many items as fit in a reply of `reply_bytes` (at least one), and
+/// the token of the page after them — also when the page was cut short to fit, so that no
+/// item is skipped and no reply grows past the transport's limit.
+pub fn fit_page<T, P: prost::Message>(
     rows: Vec<(i64, T)>,
     page: Page,
     reply_bytes: usize,
-) -> (Vec<T>, String) {
+    mut convert: impl FnMut(T) -> P,
+) -> (Vec<P>, String) {
     let budget = reply_bytes.saturating_sub(REPLY_RESERVE_BYTES);
     let full = rows.len() == page.limit;
     let (mut used, mut items, mut last_cursor) = (0, Vec::with_capacity(rows.len()), None);
     let mut cut = false;
-    for (cursor, item) in rows {
+    for (cursor, row) in rows {
+        let item = convert(row);
         let len = item.encoded_len();
         let size = 1 + prost::length_delimiter_len(len) + len;
         if !items.is_empty() && used + size > budget {
@@ -281,14 +283,14 @@ mod tests {
     fn a_page_is_cut_to_fit_the_reply_and_its_token_continues_after_the_cut() {
         let row = |n: i64| (n * 10, "x".repeat(1000));
         let page = page(100, "").unwrap();
-        let (items, token) = fit_page((1..=50).map(row).collect(), page, 1024 + 10 * 1006);
+        let (items, token) = fit_page((1..=50).map(row).collect(), page, 1024 + 10 * 1006, |s| s);
         assert_eq!(items.len(), 10);
         assert_eq!(token, "c100");
         // A page that fits and is not full is the last one.
-        let (items, token) = fit_page((1..=5).map(row).collect(), page, 1 << 20);
+        let (items, token) = fit_page((1..=5).map(row).collect(), page, 1 << 20, |s| s);
         assert_eq!((items.len(), token.as_str()), (5, ""));
         // One item is answered even when it alone is over the budget.
-        let (items, token) = fit_page(vec![row(1), row(2)], page, 10);
+        let (items, token) = fit_page(vec![row(1), row(2)], page, 10, |s| s);
         assert_eq!((items.len(), token.as_str()), (1, "c10"));
     }
 

@@ -220,10 +220,11 @@ impl Account for AccountService {
             validate::password("password", &r.password),
         )
             .all()?;
+        let now_ms = self.platform.clock.now_ms();
         let attempt = self
             .throttle
-            .begin(&r.user_name, address, self.platform.clock.now_ms())
-            .map_err(|until_ms| throttled(until_ms - self.platform.clock.now_ms()))?;
+            .begin(&r.user_name, address, now_ms)
+            .map_err(|until_ms| throttled(until_ms - now_ms))?;
         let name = r.user_name.clone();
         let user = self
             .platform
@@ -297,18 +298,12 @@ impl Account for AccountService {
         let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
         let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
-            let rows = repo
-                .friend_requests_to(&user.id, page)?
-                .into_iter()
-                .map(|(cursor, from)| {
-                    let request = pb::FriendRequest {
-                        user_name: from.name,
-                        display_name: from.display_name,
-                    };
-                    (cursor, request)
-                })
-                .collect();
-            let (requests, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            let rows = repo.friend_requests_to(&user.id, page)?;
+            let (requests, next_page_token) =
+                validate::fit_page(rows, page, reply_bytes, |from| pb::FriendRequest {
+                    user_name: from.name,
+                    display_name: from.display_name,
+                });
             Ok(pb::ListFriendRequestsResponse {
                 requests,
                 next_page_token,
@@ -380,11 +375,8 @@ impl Account for AccountService {
         let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
             let rows = repo.threads_of(&user.id, &consent_core::model::ThreadFilter::All, page)?;
-            let rows = rows
-                .into_iter()
-                .map(|(cursor, t)| (cursor, convert::thread(&t)))
-                .collect();
-            let (threads, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            let (threads, next_page_token) =
+                validate::fit_page(rows, page, reply_bytes, |t| convert::thread(&t));
             Ok(pb::ListThreadsResponse {
                 threads,
                 next_page_token,
@@ -407,11 +399,9 @@ impl Account for AccountService {
         self.as_reader(&request, move |repo, user, _| {
             member_thread(repo, user, &r.thread_id)?;
             let rows = repo.messages(&r.thread_id, i64::MIN, page)?;
-            let rows = rows
-                .into_iter()
-                .map(|(cursor, row)| (cursor, convert::message(&row.message)))
-                .collect();
-            let (messages, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            let (messages, next_page_token) = validate::fit_page(rows, page, reply_bytes, |row| {
+                convert::message(&row.message)
+            });
             Ok(pb::ListMessagesResponse {
                 messages,
                 next_page_token,
@@ -540,12 +530,9 @@ impl Account for AccountService {
         let page = validate::page(request.get_ref().page_size, &request.get_ref().page_token)?;
         let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
-            let rows = repo
-                .grants_of_user(&user.id, page)?
-                .into_iter()
-                .map(|(cursor, grant)| (cursor, convert::grant(&grant)))
-                .collect();
-            let (grants, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            let rows = repo.grants_of_user(&user.id, page)?;
+            let (grants, next_page_token) =
+                validate::fit_page(rows, page, reply_bytes, |grant| convert::grant(&grant));
             Ok(pb::ListGrantsResponse {
                 grants,
                 next_page_token,
@@ -579,11 +566,9 @@ impl Account for AccountService {
         let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
             let records = repo.audit_records_of_user(&user.id, page.after, page.limit)?;
-            let rows = records
-                .iter()
-                .map(|r| (r.seq, convert::audit_record(r)))
-                .collect();
-            let (records, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            let rows = records.into_iter().map(|r| (r.seq, r)).collect();
+            let (records, next_page_token) =
+                validate::fit_page(rows, page, reply_bytes, |r| convert::audit_record(&r));
             Ok(pb::ReadAccessLogResponse {
                 records,
                 next_page_token,
@@ -614,7 +599,7 @@ impl Account for AccountService {
                 };
                 rows.push((cursor, read));
             }
-            let (reads, next_page_token) = validate::fit_page(rows, page, reply_bytes);
+            let (reads, next_page_token) = validate::fit_page(rows, page, reply_bytes, |read| read);
             Ok(pb::ListReadsByOthersAppsResponse {
                 reads,
                 next_page_token,

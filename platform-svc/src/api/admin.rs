@@ -371,12 +371,10 @@ impl PartnerAdmin for AdminService {
             let records = repo.audit_records(after, limit)?;
             let head = repo.audit_head()?;
             // Cut to fit the reply limit; the caller goes on after the last record it got.
-            let rows = records
-                .iter()
-                .map(|r| (r.seq, convert::audit_record(r)))
-                .collect();
+            let rows = records.into_iter().map(|r| (r.seq, r)).collect();
+            let page = consent_store::Page { after, limit };
             let (records, _) =
-                validate::fit_page(rows, consent_store::Page { after, limit }, reply_bytes);
+                validate::fit_page(rows, page, reply_bytes, |r| convert::audit_record(&r));
             Ok((
                 pb::ExportAuditResponse {
                     records,

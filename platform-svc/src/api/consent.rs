@@ -185,11 +185,8 @@ impl Consent for ConsentService {
                 }
                 named
             };
-            let rows = rows
-                .into_iter()
-                .map(|(cursor, grant)| (cursor, convert::grant(&grant)))
-                .collect();
-            let (grants, mut next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
+            let (grants, mut next_page_token) =
+                validate::fit_page(rows, page, tx.reply_bytes(), |grant| convert::grant(&grant));
             if !ids.is_empty() {
                 next_page_token.clear();
             }

@@ -74,12 +74,11 @@ impl Messaging for MessagingService {
             let rows = tx
                 .repo
                 .threads_of(&grant.user_id, &covered_threads(&grant), page)?;
-            let key = tx.pseudonym_key().clone();
-            let rows = rows
-                .into_iter()
-                .map(|(cursor, t)| (cursor, convert::thread_for_partner(&t, &grant, &key)))
-                .collect();
-            let (threads, next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
+            let key = tx.pseudonym_key();
+            let (threads, next_page_token) =
+                validate::fit_page(rows, page, tx.reply_bytes(), |t| {
+                    convert::thread_for_partner(&t, &grant, key)
+                });
             for thread in &threads {
                 tx.touches(&thread.thread_id);
             }
@@ -114,11 +113,10 @@ impl Messaging for MessagingService {
                 .map(|(_, row)| row.message.sender_id.clone())
                 .collect();
             let key = tx.pseudonym_key();
-            let rows = rows
-                .into_iter()
-                .map(|(cursor, row)| (cursor, convert::message_for_partner(row, &grant, key)))
-                .collect();
-            let (messages, next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
+            let (messages, next_page_token) =
+                validate::fit_page(rows, page, tx.reply_bytes(), |row| {
+                    convert::message_for_partner(row, &grant, key)
+                });
             for (sender, message) in senders.iter().zip(&messages) {
                 tx.hands_over(&grant, sender, &message.thread_id, message.redacted);
             }
@@ -277,18 +275,14 @@ impl Messaging for MessagingService {
             let page = validate::page(r.page_size, &r.page_token)?;
             let rows = tx.repo.friends(&grant.user_id, page)?;
             let key = tx.pseudonym_key();
-            let rows = rows
-                .into_iter()
-                .map(|(cursor, friend)| {
+            let (friends, next_page_token) =
+                validate::fit_page(rows, page, tx.reply_bytes(), |friend| {
                     let (handle, name) = rules::friend_for_partner(&grant, &friend, key);
-                    let friend = pb::Friend {
+                    pb::Friend {
                         user_id: handle,
                         display_name: name.unwrap_or_default(),
-                    };
-                    (cursor, friend)
-                })
-                .collect();
-            let (friends, next_page_token) = validate::fit_page(rows, page, tx.reply_bytes());
+                    }
+                });
             Ok(pb::ListFriendsResponse {
                 friends,
                 next_page_token,
