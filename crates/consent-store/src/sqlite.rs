@@ -1191,8 +1191,7 @@ impl Repo for SqliteRepo<'_> {
             "SELECT seq, user_id, partner_id, thread_id, messages, at_ms FROM reads_by_others_apps \
              WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
         )?;
-        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![user_id, page.after, limit], |r| {
+        let rows = stmt.query_map(params![user_id, page.after, limit(page)], |r| {
             Ok((
                 r.get(0)?,
                 ReadByOthersApp {
