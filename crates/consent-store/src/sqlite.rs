@@ -520,6 +520,25 @@ impl SqliteRepo<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// A user's requests still pending, made after `created_after_ms`, from one partner or
+    /// from any; oldest first.
+    fn pending_requests_of(
+        &self,
+        user_id: &str,
+        created_after_ms: i64,
+        partner_id: Option<&str>,
+    ) -> StoreResult<Vec<AccessRequest>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 \
+             AND created_ms >= ?3 AND (?4 IS NULL OR partner_id = ?4) ORDER BY created_ms, id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let pending = RequestStatus::Pending as i32;
+        let args = params![user_id, pending, created_after_ms, partner_id];
+        let rows = stmt.query_map(args, request_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// A page of the users (`u`) that `from_where` finds for `user_id` (as `?1`), in the
     /// order of `cursor`, after `page.after`.
     fn users_page(
@@ -904,14 +923,7 @@ impl Repo for SqliteRepo<'_> {
         user_id: &str,
         created_after_ms: i64,
     ) -> StoreResult<Vec<AccessRequest>> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM access_requests \
-             WHERE user_id = ?1 AND status = ?2 AND created_ms >= ?3 ORDER BY created_ms, id"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let pending = RequestStatus::Pending as i32;
-        let rows = stmt.query_map(params![user_id, pending, created_after_ms], request_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.pending_requests_of(user_id, created_after_ms, None)
     }
 
     fn pending_requests_from(
@@ -920,17 +932,7 @@ impl Repo for SqliteRepo<'_> {
         user_id: &str,
         created_after_ms: i64,
     ) -> StoreResult<Vec<AccessRequest>> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM access_requests \
-             WHERE user_id = ?1 AND status = ?2 AND created_ms >= ?3 AND partner_id = ?4 ORDER BY created_ms, id"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let pending = RequestStatus::Pending as i32;
-        let rows = stmt.query_map(
-            params![user_id, pending, created_after_ms, partner_id],
-            request_row,
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.pending_requests_of(user_id, created_after_ms, Some(partner_id))
     }
 
     fn expire_requests(&mut self, created_before_ms: i64) -> StoreResult<usize> {
