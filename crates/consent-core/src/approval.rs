@@ -19,12 +19,7 @@ pub fn may_request(
     feature: &Feature,
     listed: &[(&str, Option<Thread>)],
 ) -> Result<(), Refusal> {
-    if feature.retired {
-        return Err(Refusal::Precondition(Denied::new(
-            Reason::FeatureNotActive,
-            format!("feature {} is retired", feature.name),
-        )));
-    }
+    may_ask_for(feature)?;
     for (index, (id, thread)) in listed.iter().enumerate() {
         let member = thread
             .as_ref()
@@ -35,6 +30,17 @@ pub fn may_request(
                 id: format!("thread_ids[{index}] {id}"),
             });
         }
+    }
+    Ok(())
+}
+
+/// Whether a partner may ask for `feature` at all: not once it is retired.
+pub fn may_ask_for(feature: &Feature) -> Result<(), Refusal> {
+    if feature.retired {
+        return Err(Refusal::Precondition(Denied::new(
+            Reason::FeatureNotActive,
+            format!("feature {} is retired", feature.name),
+        )));
     }
     Ok(())
 }
@@ -195,7 +201,18 @@ pub fn approve(
         ));
     }
 
-    let thread_ids = if choice.thread_ids.is_empty() {
+    let user_picks = access.coverage == Coverage::Listed && access.thread_ids.is_empty();
+    let thread_ids = if user_picks {
+        // Nothing was offered: the user picks from their own threads (the caller checks
+        // that each is theirs, with `may_request`).
+        if choice.thread_ids.is_empty() {
+            violations.push(FieldViolation::new(
+                "thread_ids",
+                "pick at least one thread",
+            ));
+        }
+        choice.thread_ids
+    } else if choice.thread_ids.is_empty() {
         access.thread_ids.clone()
     } else if access.coverage != Coverage::Listed {
         violations.push(FieldViolation::new(
@@ -277,6 +294,7 @@ mod tests {
             allowed_scopes: ScopeSet::of(&[Scope::MessagesRead, Scope::MessagesWrite]),
             suspended: false,
             blocked: false,
+            redirect_uris: Vec::new(),
         }
     }
     fn feature() -> Feature {

@@ -71,6 +71,18 @@ pub enum Reason {
     HeadersTooLarge,
     /// The user sent as many friend requests in the last day as they may.
     TooManyFriendRequests,
+    /// The `request_uri` is unknown for the client, expired, or already used.
+    RequestUriInvalid,
+    /// The authorization code is unknown, another partner's, or expired.
+    CodeInvalid,
+    /// The authorization code was exchanged before; its grant is revoked.
+    CodeReused,
+    /// The redirect URI is not registered, or differs from the one of the request.
+    RedirectUriMismatch,
+    /// The PKCE verifier does not match the pushed challenge.
+    PkceMismatch,
+    /// A form came without the CSRF token of the browser's session.
+    CsrfInvalid,
 }
 
 impl Reason {
@@ -110,6 +122,12 @@ impl Reason {
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Reason::TooManyFriendRequests => "TOO_MANY_FRIEND_REQUESTS",
+            Reason::RequestUriInvalid => "REQUEST_URI_INVALID",
+            Reason::CodeInvalid => "CODE_INVALID",
+            Reason::CodeReused => "CODE_REUSED",
+            Reason::RedirectUriMismatch => "REDIRECT_URI_MISMATCH",
+            Reason::PkceMismatch => "PKCE_MISMATCH",
+            Reason::CsrfInvalid => "CSRF_INVALID",
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod authorization;
 pub mod clock;
 pub mod denial;
 pub mod model;

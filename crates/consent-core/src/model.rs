@@ -42,6 +42,18 @@ impl Scope {
         }
     }
 
+    /// What the scope lets an app do, in the words of the consent page.
+    pub fn plain_words(self) -> &'static str {
+        match self {
+            Scope::ThreadsRead => "see the list of your conversations",
+            Scope::MessagesRead => "read your messages",
+            Scope::MessagesWrite => "send messages as you",
+            Scope::MessagesDelete => "delete messages you wrote",
+            Scope::ParticipantsRead => "see who else is in your conversations",
+            Scope::FriendsRead => "see your friends list",
+        }
+    }
+
     fn bit(self) -> u8 {
         1 << (self as u8)
     }
@@ -261,6 +273,8 @@ pub struct Partner {
     pub suspended: bool,
     /// Blocked partners are refused until an operator unblocks them; their grants stay.
     pub blocked: bool,
+    /// Where the consent page may send a browser back, exactly.
+    pub redirect_uris: Vec<String>,
 }
 
 /// A partner feature.

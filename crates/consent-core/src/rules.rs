@@ -128,6 +128,15 @@ pub fn ended_reason(state: GrantState) -> Option<Reason> {
     }
 }
 
+/// Refuses a grant that has ended (revoked, expired, released...), with the reason of its
+/// state: no token is issued for it.
+pub fn still_active(grant: &Grant) -> Result<(), Denied> {
+    match ended_reason(grant.state) {
+        None => Ok(()),
+        Some(reason) => Err(Denied::new(reason, "the grant has ended")),
+    }
+}
+
 /// How an active grant ends by time alone, if it must end now: expired past its
 /// `not_after`, or lapsed after going unused past the inactivity limit.
 pub fn ending_due(grant: &Grant, now_ms: i64, policy: &LifetimePolicy) -> Option<GrantState> {
@@ -508,6 +517,7 @@ mod tests {
             allowed_scopes: ScopeSet::of(&Scope::ALL),
             suspended: false,
             blocked: false,
+            redirect_uris: Vec::new(),
         }
     }
     fn feature() -> Feature {

@@ -10,6 +10,10 @@ use sha2::{Digest, Sha256};
 pub const GRANT_TOKEN_PREFIX: &str = "pgt_";
 /// Prefix of session tokens.
 pub const SESSION_TOKEN_PREFIX: &str = "pst_";
+/// Prefix of authorization codes.
+pub const CODE_PREFIX: &str = "pac_";
+/// Prefix of the random part of a `request_uri`.
+pub const REQUEST_URI_TOKEN_PREFIX: &str = "par_";
 /// Bytes of randomness in a token (256 bits).
 const TOKEN_BYTES: usize = 32;
 /// Length of the base64url text of a token's random part.

@@ -23,6 +23,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use consent_core::authorization::{AuthorizationCode, PushedRequest};
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
     Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter,
@@ -305,6 +306,8 @@ pub trait Repo {
         user_id: &str,
         expires_ms: i64,
     ) -> StoreResult<()>;
+    /// Ends a session.
+    fn delete_session(&mut self, token_hash: &str) -> StoreResult<()>;
     /// The user of an unexpired session.
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>>;
     /// Makes two users friends (both ways) and drops their requests to each other.
@@ -490,4 +493,22 @@ pub trait Repo {
     ) -> StoreResult<()>;
     /// Forgets the responses stored before `before_ms`; returns how many.
     fn forget_idempotent_responses(&mut self, before_ms: i64) -> StoreResult<usize>;
+
+    // The authorization code flow.
+    /// Adds a pushed request under the hash of its `request_uri`.
+    fn insert_pushed_request(&mut self, uri_hash: &str, pushed: &PushedRequest) -> StoreResult<()>;
+    /// A pushed request by the hash of its `request_uri`.
+    fn pushed_request(&mut self, uri_hash: &str) -> StoreResult<Option<PushedRequest>>;
+    /// The pushed request a signed-in user's browser turned into `access_request_id`.
+    fn pushed_request_of(&mut self, access_request_id: &str) -> StoreResult<Option<PushedRequest>>;
+    /// Links a pushed request to the access request it became; it cannot be opened again.
+    fn open_pushed_request(&mut self, uri_hash: &str, access_request_id: &str) -> StoreResult<()>;
+    /// Adds a code under its hash.
+    fn insert_code(&mut self, code_hash: &str, code: &AuthorizationCode) -> StoreResult<()>;
+    /// A code by its hash.
+    fn code(&mut self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>>;
+    /// Marks a code exchanged.
+    fn redeem_code(&mut self, code_hash: &str, now_ms: i64) -> StoreResult<()>;
+    /// Forgets pushed requests and codes that expired before `before_ms`; returns how many.
+    fn forget_authorization_flows(&mut self, before_ms: i64) -> StoreResult<usize>;
 }

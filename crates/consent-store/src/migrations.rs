@@ -93,4 +93,19 @@ ALTER TABLE audit ADD COLUMN mac TEXT NOT NULL DEFAULT '';
 ALTER TABLE partners ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
 DELETE FROM meta WHERE key = 'pseudonym_key';
 "#,
+    r#"
+ALTER TABLE partners ADD COLUMN redirect_uris TEXT NOT NULL DEFAULT '';
+CREATE TABLE pushed_requests (
+    uri_hash TEXT PRIMARY KEY, partner_id TEXT NOT NULL REFERENCES partners(id),
+    feature TEXT NOT NULL, coverage INTEGER NOT NULL, thread_ids TEXT NOT NULL,
+    include_history INTEGER NOT NULL, purpose TEXT NOT NULL, redirect_uri TEXT NOT NULL,
+    state TEXT NOT NULL, code_challenge TEXT NOT NULL, expires_ms INTEGER NOT NULL,
+    access_request_id TEXT UNIQUE);
+CREATE INDEX pushed_requests_by_age ON pushed_requests(expires_ms);
+CREATE TABLE authorization_codes (
+    code_hash TEXT PRIMARY KEY, partner_id TEXT NOT NULL REFERENCES partners(id),
+    grant_id TEXT NOT NULL REFERENCES grants(id), redirect_uri TEXT NOT NULL,
+    code_challenge TEXT NOT NULL, expires_ms INTEGER NOT NULL, redeemed_ms INTEGER);
+CREATE INDEX authorization_codes_by_age ON authorization_codes(expires_ms);
+"#,
 ];

@@ -19,6 +19,7 @@ use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
 };
 use consent_core::audit::{AuditKey, record_hash, record_mac};
+use consent_core::authorization::{AuthorizationCode, PushedRequest};
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
     Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
@@ -397,6 +398,23 @@ fn request_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
 
 /// The active grants of a thread's participants, found through the participants' index
 /// and the grants' index by user, not by a scan of every grant.
+const PUSHED_COLUMNS: &str = "partner_id, feature, coverage, thread_ids, include_history, purpose, redirect_uri, state, code_challenge, expires_ms, access_request_id";
+fn pushed_row(r: &Row<'_>) -> rusqlite::Result<PushedRequest> {
+    Ok(PushedRequest {
+        partner_id: r.get(0)?,
+        feature: r.get(1)?,
+        coverage: Coverage::from_stored(r.get(2)?),
+        thread_ids: split_ids(r.get(3)?),
+        include_history: r.get(4)?,
+        purpose: r.get(5)?,
+        redirect_uri: r.get(6)?,
+        state: r.get(7)?,
+        code_challenge: r.get(8)?,
+        expires_ms: r.get(9)?,
+        access_request_id: r.get(10)?,
+    })
+}
+
 const ACTIVE_GRANTS_ON_THREAD: &str = "user_id IN (SELECT user_id FROM thread_participants WHERE thread_id = ?1) \
      AND state = ?2 ORDER BY created_ms, id";
 
@@ -634,6 +652,11 @@ impl Repo for SqliteRepo<'_> {
         Ok(())
     }
 
+    fn delete_session(&mut self, token_hash: &str) -> StoreResult<()> {
+        self.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+        Ok(())
+    }
+
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
         Ok(self
             .query_row(
@@ -827,8 +850,8 @@ impl Repo for SqliteRepo<'_> {
 
     fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
         let result = self.execute(
-            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, partner.blocked, now_ms],
+            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, redirect_uris, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, partner.blocked, partner.redirect_uris.join("\n"), now_ms],
         );
         insert_or_exists(
             result,
@@ -839,7 +862,7 @@ impl Repo for SqliteRepo<'_> {
     fn partner(&mut self, id: &str) -> StoreResult<Option<Partner>> {
         Ok(self
             .query_row(
-                "SELECT id, display_name, allowed_scopes, suspended, blocked FROM partners WHERE id = ?1",
+                "SELECT id, display_name, allowed_scopes, suspended, blocked, redirect_uris FROM partners WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(Partner {
@@ -848,6 +871,12 @@ impl Repo for SqliteRepo<'_> {
                         allowed_scopes: ScopeSet::from_bits(r.get(2)?),
                         suspended: r.get(3)?,
                         blocked: r.get(4)?,
+                        redirect_uris: r
+                            .get::<_, String>(5)?
+                            .split('\n')
+                            .filter(|u| !u.is_empty())
+                            .map(str::to_string)
+                            .collect(),
                     })
                 },
             )
@@ -1258,6 +1287,93 @@ impl Repo for SqliteRepo<'_> {
 
     fn forget_idempotent_responses(&mut self, before_ms: i64) -> StoreResult<usize> {
         Ok(self.execute("DELETE FROM idempotency WHERE created_ms < ?1", [before_ms])?)
+    }
+
+    fn insert_pushed_request(&mut self, uri_hash: &str, pushed: &PushedRequest) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO pushed_requests (uri_hash, partner_id, feature, coverage, thread_ids, include_history, purpose, redirect_uri, state, code_challenge, expires_ms, access_request_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                uri_hash, pushed.partner_id, pushed.feature, pushed.coverage.to_i32(),
+                join_ids(&pushed.thread_ids), pushed.include_history, pushed.purpose,
+                pushed.redirect_uri, pushed.state, pushed.code_challenge, pushed.expires_ms,
+                pushed.access_request_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn pushed_request(&mut self, uri_hash: &str) -> StoreResult<Option<PushedRequest>> {
+        let sql = format!("SELECT {PUSHED_COLUMNS} FROM pushed_requests WHERE uri_hash = ?1");
+        Ok(self.query_row(&sql, [uri_hash], pushed_row).optional()?)
+    }
+
+    fn pushed_request_of(&mut self, access_request_id: &str) -> StoreResult<Option<PushedRequest>> {
+        let sql =
+            format!("SELECT {PUSHED_COLUMNS} FROM pushed_requests WHERE access_request_id = ?1");
+        Ok(self
+            .query_row(&sql, [access_request_id], pushed_row)
+            .optional()?)
+    }
+
+    fn open_pushed_request(&mut self, uri_hash: &str, access_request_id: &str) -> StoreResult<()> {
+        self.execute(
+            "UPDATE pushed_requests SET access_request_id = ?2 WHERE uri_hash = ?1",
+            params![uri_hash, access_request_id],
+        )?;
+        Ok(())
+    }
+
+    fn insert_code(&mut self, code_hash: &str, code: &AuthorizationCode) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO authorization_codes (code_hash, partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                code_hash, code.partner_id, code.grant_id, code.redirect_uri,
+                code.code_challenge, code.expires_ms, code.redeemed_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn code(&mut self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>> {
+        Ok(self
+            .query_row(
+                "SELECT partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms \
+                 FROM authorization_codes WHERE code_hash = ?1",
+                [code_hash],
+                |r| {
+                    Ok(AuthorizationCode {
+                        partner_id: r.get(0)?,
+                        grant_id: r.get(1)?,
+                        redirect_uri: r.get(2)?,
+                        code_challenge: r.get(3)?,
+                        expires_ms: r.get(4)?,
+                        redeemed_ms: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn redeem_code(&mut self, code_hash: &str, now_ms: i64) -> StoreResult<()> {
+        self.execute(
+            "UPDATE authorization_codes SET redeemed_ms = ?2 WHERE code_hash = ?1",
+            params![code_hash, now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn forget_authorization_flows(&mut self, before_ms: i64) -> StoreResult<usize> {
+        let pushed = self.execute(
+            "DELETE FROM pushed_requests WHERE expires_ms < ?1",
+            [before_ms],
+        )?;
+        let codes = self.execute(
+            "DELETE FROM authorization_codes WHERE expires_ms < ?1",
+            [before_ms],
+        )?;
+        Ok(pushed + codes)
     }
 }
 

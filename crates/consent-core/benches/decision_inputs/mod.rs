@@ -29,6 +29,7 @@ pub fn decision_inputs() -> (Grant, Partner, Feature, LifetimePolicy) {
         allowed_scopes: ScopeSet::of(&Scope::ALL),
         suspended: false,
         blocked: false,
+        redirect_uris: Vec::new(),
     };
     let feature = Feature {
         partner_id: "music".into(),
