@@ -1,5 +1,6 @@
 //! Every failure a platform RPC can end in, and the one place where failures become
-//! gRPC statuses with `google.rpc` rich details (`ErrorInfo`, `BadRequest`, `ResourceInfo`).
+//! gRPC statuses with `google.rpc` rich details (`ErrorInfo`, `BadRequest`, `ResourceInfo`),
+//! or, for the web pages, HTTP statuses.
 
 use consent_core::denial::{Denied, Reason, Refusal};
 use consent_store::StoreError;
@@ -63,6 +64,19 @@ impl ApiError {
         ApiError::NotFound {
             kind,
             id: id.into(),
+        }
+    }
+
+    /// The HTTP status of a web page that fails this way.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ApiError::InvalidArgument(_) => 400,
+            ApiError::Unauthenticated(..) => 401,
+            ApiError::PermissionDenied(..) => 403,
+            ApiError::NotFound { .. } => 404,
+            ApiError::AlreadyExists(..) | ApiError::FailedPrecondition(..) => 409,
+            ApiError::ResourceExhausted(..) => 429,
+            ApiError::Storage(_) => 500,
         }
     }
 

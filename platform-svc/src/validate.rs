@@ -4,6 +4,7 @@
 //! every bad field, not only the first.
 
 use crate::error::ApiError;
+use consent_core::authorization;
 use consent_core::model::{Coverage, Scope, ScopeSet};
 use consent_store::Page;
 use tonic_types::FieldViolation;
@@ -57,6 +58,9 @@ macro_rules! all_fields {
 all_fields!(a: A, b: B);
 all_fields!(a: A, b: B, c: C);
 all_fields!(a: A, b: B, c: C, d: D);
+all_fields!(a: A, b: B, c: C, d: D, e: E);
+all_fields!(a: A, b: B, c: C, d: D, e: E, f: F);
+all_fields!(a: A, b: B, c: C, d: D, e: E, f: F, g: G);
 
 /// Whether `s` is a name: 1 to 64 of a-z, 0-9, '_', '-', '.'.
 pub fn is_name(s: &str) -> bool {
@@ -177,6 +181,44 @@ pub fn idempotency_key<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
             field,
             "must be 1 to 128 of A-Z, a-z, 0-9, '_', '-', '.', ':'",
         ))
+    }
+}
+
+/// The redirect URIs of a registration: 0 to [`authorization::MAX_REDIRECT_URIS`] exact
+/// https URIs, without duplicates.
+pub fn redirect_uris(field: &str, values: &[String]) -> Checked<Vec<String>> {
+    if values.len() > authorization::MAX_REDIRECT_URIS {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "must hold at most {} URIs",
+                authorization::MAX_REDIRECT_URIS
+            ),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let field = format!("{field}[{index}]");
+        if let Some(problem) = authorization::redirect_uri_problem(value) {
+            return Err(ApiError::invalid(field, problem));
+        }
+        if out.contains(value) {
+            return Err(ApiError::invalid(field, "is a duplicate"));
+        }
+        out.push(value.clone());
+    }
+    Ok(out)
+}
+
+/// A value that `problem` finds nothing wrong with.
+pub fn checked<'a>(
+    field: &str,
+    value: &'a str,
+    problem: impl FnOnce(&str) -> Option<&'static str>,
+) -> Checked<&'a str> {
+    match problem(value) {
+        None => Ok(value),
+        Some(problem) => Err(ApiError::invalid(field, problem)),
     }
 }
 

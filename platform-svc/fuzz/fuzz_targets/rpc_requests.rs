@@ -62,6 +62,7 @@ fn world() -> &'static World {
                     allowed_scopes: all,
                     suspended: false,
                     blocked: false,
+                    redirect_uris: Vec::new(),
                 },
                 0,
             )?;
@@ -129,7 +130,7 @@ fn world() -> &'static World {
                 .build()
                 .expect("runtime"),
             messaging: MessagingService::new(platform.clone()),
-            consent: ConsentService::new(platform.clone(), 8),
+            consent: ConsentService::new(platform.clone(), 8, "https://localhost:7446"),
             account: AccountService::start(platform.clone(), SignInLimits::default())
                 .expect("hasher"),
             admin: AdminService::new(platform, "consent.local".into(), audit_key),

@@ -15,7 +15,7 @@ use consent_core::denial::Reason;
 use consent_core::model::{
     AuditEntry, Coverage, Grant, GrantState, PrivacyChange, RequestStatus, Thread, User,
 };
-use consent_core::rules;
+use consent_core::rules::{self, LifetimePolicy};
 use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
 };
@@ -77,6 +77,154 @@ impl AccountService {
         let work = signed_in(super::bearer_token(request), work);
         Ok(Response::new(self.platform.read(work).await?))
     }
+
+    /// Checks a user name and password (throttled per account and address, hashed on the
+    /// bounded queue) and starts a session: the one sign-in of the gRPC and web surfaces.
+    pub async fn start_session(
+        &self,
+        r: pb::SignInRequest,
+        address: Option<std::net::IpAddr>,
+    ) -> ApiResult<pb::SignInResponse> {
+        (
+            validate::user_name("user_name", &r.user_name),
+            validate::password("password", &r.password),
+        )
+            .all()?;
+        let now_ms = self.platform.clock.now_ms();
+        let attempt = self
+            .throttle
+            .begin(&r.user_name, address, now_ms)
+            .map_err(|until_ms| throttled(until_ms - now_ms))?;
+        let name = r.user_name.clone();
+        let user = self
+            .platform
+            .read(move |repo, _| Ok(repo.user_by_name(&name)?))
+            .await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let matches = match self.passwords.verify(r.password, stored).await {
+            Ok(matches) => matches,
+            Err(error) => {
+                self.throttle.abandoned(attempt);
+                return Err(error);
+            }
+        };
+        let Some(user) = user.filter(|_| matches) else {
+            return Err(ApiError::Unauthenticated(
+                Reason::BadCredentials,
+                "wrong user name or password".into(),
+            ));
+        };
+        self.throttle.succeeded(attempt);
+        let session_ms = self.platform.limits.session_ms;
+        self.platform
+            .run(move |repo, now_ms| {
+                let token = new_token(SESSION_TOKEN_PREFIX);
+                let expires_ms = now_ms + session_ms;
+                repo.insert_session(&hash_token(&token), &user.id, expires_ms)?;
+                Ok(pb::SignInResponse {
+                    session_token: token,
+                    user_id: user.id,
+                    expires_at: Some(timestamp(expires_ms)),
+                })
+            })
+            .await
+    }
+}
+
+/// Approves `user`'s access request `request_id` as they chose: the grant is made, its
+/// partner told, its audit record appended. The one approval of the gRPC and web surfaces.
+pub fn approve(
+    repo: &mut dyn Repo,
+    user: &User,
+    request_id: &str,
+    choice: Choice,
+    now_ms: i64,
+    policy: &LifetimePolicy,
+) -> ApiResult<(Grant, pb::ConsentReceipt)> {
+    let access = repo
+        .request(request_id)?
+        .filter(|a| a.user_id == user.id)
+        .ok_or_else(|| ApiError::not_found("access request", request_id))?;
+    let partner = repo.partner(&access.partner_id)?;
+    let feature = repo.feature(&access.partner_id, &access.feature)?;
+    if let Some(feature) = &feature
+        && access.coverage == Coverage::Listed
+        && access.thread_ids.is_empty()
+    {
+        // The user picked the threads: each must be theirs.
+        let picked = choice
+            .thread_ids
+            .iter()
+            .map(|id| Ok((id.as_str(), repo.thread(id)?)))
+            .collect::<ApiResult<Vec<_>>>()?;
+        approval::may_request(&user.id, feature, &picked)?;
+    }
+    let approved = approval::approve(
+        &access,
+        partner.as_ref(),
+        feature.as_ref(),
+        choice,
+        now_ms,
+        policy,
+    )?;
+    let grant = Grant {
+        id: new_id("grt"),
+        user_id: user.id.clone(),
+        partner_id: access.partner_id.clone(),
+        feature: access.feature.clone(),
+        scopes: approved.scopes,
+        coverage: access.coverage,
+        thread_ids: approved.thread_ids,
+        include_history: approved.include_history,
+        created_ms: now_ms,
+        not_after_ms: approved.not_after_ms,
+        last_used_ms: None,
+        state: GrantState::Active,
+        ended_ms: None,
+        attested_ms: None,
+    };
+    repo.insert_grant(&grant)?;
+    repo.set_request_status(&access.id, RequestStatus::Approved, Some(&grant.id))?;
+    let kind = if approved.narrowed {
+        GrantEventKind::GrantNarrowed
+    } else {
+        GrantEventKind::GrantApproved
+    };
+    repo.push_event(&grant, kind, now_ms)?;
+    record(repo, now_ms, method!("ApproveRequest"), &grant, &access.id)?;
+    let partner_name = partner.map(|p| p.display_name).unwrap_or_default();
+    let receipt = pb::ConsentReceipt {
+        receipt_id: new_id("rcp"),
+        summary: receipt_summary(&partner_name, &grant),
+        grant: Some(convert::grant(&grant)),
+        partner_name,
+        scopes_refused: approved.refused.to_proto(),
+    };
+    Ok((grant, receipt))
+}
+
+/// Revokes `user`'s grant `grant_id` if it is active (its token stops working once this
+/// commits; its partner is told) and returns it as it now stands: the one revocation of
+/// the gRPC and web surfaces.
+pub fn revoke(repo: &mut dyn Repo, user: &User, grant_id: &str, now_ms: i64) -> ApiResult<Grant> {
+    let grant = own_grant(repo, user, grant_id)?;
+    if grant.state == GrantState::Active {
+        end_grant(repo, &grant, GrantState::Revoked, now_ms)?;
+        record(repo, now_ms, method!("RevokeGrant"), &grant, &grant.id)?;
+    }
+    own_grant(repo, user, grant_id)
+}
+
+/// Refuses to decide here a request a partner pushed for the code flow: only its consent
+/// page can, since only that answer reaches the partner (with a code).
+fn consent_page_only(repo: &mut dyn Repo, request_id: &str) -> ApiResult<()> {
+    if repo.pushed_request_of(request_id)?.is_some() {
+        return Err(ApiError::FailedPrecondition(
+            Reason::RequestNotPending,
+            "this request is decided on the platform's consent page".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `work` for the user whose session `token` names.
@@ -90,7 +238,8 @@ fn signed_in<R>(
     }
 }
 
-fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> ApiResult<User> {
+/// The user of an unexpired session `token`.
+pub fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> ApiResult<User> {
     let invalid = || {
         ApiError::Unauthenticated(
             Reason::SessionInvalid,
@@ -215,52 +364,7 @@ impl Account for AccountService {
             .and_then(|c| c.remote_addr)
             .map(|a| a.ip());
         let r = request.into_inner();
-        (
-            validate::user_name("user_name", &r.user_name),
-            validate::password("password", &r.password),
-        )
-            .all()?;
-        let now_ms = self.platform.clock.now_ms();
-        let attempt = self
-            .throttle
-            .begin(&r.user_name, address, now_ms)
-            .map_err(|until_ms| throttled(until_ms - now_ms))?;
-        let name = r.user_name.clone();
-        let user = self
-            .platform
-            .read(move |repo, _| Ok(repo.user_by_name(&name)?))
-            .await?;
-        let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let matches = match self.passwords.verify(r.password, stored).await {
-            Ok(matches) => matches,
-            Err(error) => {
-                self.throttle.abandoned(attempt);
-                return Err(error.into());
-            }
-        };
-        let Some(user) = user.filter(|_| matches) else {
-            return Err(ApiError::Unauthenticated(
-                Reason::BadCredentials,
-                "wrong user name or password".into(),
-            )
-            .into());
-        };
-        self.throttle.succeeded(attempt);
-        let session_ms = self.platform.limits.session_ms;
-        self.platform
-            .run(move |repo, now_ms| {
-                let token = new_token(SESSION_TOKEN_PREFIX);
-                let expires_ms = now_ms + session_ms;
-                repo.insert_session(&hash_token(&token), &user.id, expires_ms)?;
-                Ok(pb::SignInResponse {
-                    session_token: token,
-                    user_id: user.id,
-                    expires_at: Some(timestamp(expires_ms)),
-                })
-            })
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        Ok(Response::new(self.start_session(r, address).await?))
     }
 
     async fn add_friend(
@@ -441,59 +545,15 @@ impl Account for AccountService {
             .all()?;
         let policy = self.platform.limits.lifetime;
         self.as_user(&request, move |repo, user, now_ms| {
-            let access = repo
-                .request(&r.request_id)?
-                .filter(|a| a.user_id == user.id)
-                .ok_or_else(|| ApiError::not_found("access request", &r.request_id))?;
-            let partner = repo.partner(&access.partner_id)?;
-            let feature = repo.feature(&access.partner_id, &access.feature)?;
+            consent_page_only(repo, &r.request_id)?;
             let choice = Choice {
                 scopes: chosen_scopes,
                 thread_ids: chosen_threads,
                 lifetime_days: r.lifetime_days,
                 include_history: r.include_history,
             };
-            let approved = approval::approve(
-                &access,
-                partner.as_ref(),
-                feature.as_ref(),
-                choice,
-                now_ms,
-                &policy,
-            )?;
-            let grant = Grant {
-                id: new_id("grt"),
-                user_id: user.id.clone(),
-                partner_id: access.partner_id.clone(),
-                feature: access.feature.clone(),
-                scopes: approved.scopes,
-                coverage: access.coverage,
-                thread_ids: approved.thread_ids,
-                include_history: approved.include_history,
-                created_ms: now_ms,
-                not_after_ms: approved.not_after_ms,
-                last_used_ms: None,
-                state: GrantState::Active,
-                ended_ms: None,
-                attested_ms: None,
-            };
-            repo.insert_grant(&grant)?;
-            repo.set_request_status(&access.id, RequestStatus::Approved, Some(&grant.id))?;
-            let kind = if approved.narrowed {
-                GrantEventKind::GrantNarrowed
-            } else {
-                GrantEventKind::GrantApproved
-            };
-            repo.push_event(&grant, kind, now_ms)?;
-            record(repo, now_ms, method!("ApproveRequest"), &grant, &access.id)?;
-            let partner_name = partner.map(|p| p.display_name).unwrap_or_default();
-            Ok(pb::ConsentReceipt {
-                receipt_id: new_id("rcp"),
-                summary: receipt_summary(&partner_name, &grant),
-                grant: Some(convert::grant(&grant)),
-                partner_name,
-                scopes_refused: approved.refused.to_proto(),
-            })
+            let (_, receipt) = approve(repo, user, &r.request_id, choice, now_ms, &policy)?;
+            Ok(receipt)
         })
         .await
     }
@@ -505,6 +565,7 @@ impl Account for AccountService {
         let request_id = request.get_ref().request_id.clone();
         validate::id("request_id", &request_id)?;
         self.as_user(&request, move |repo, user, now_ms| {
+            consent_page_only(repo, &request_id)?;
             let mut access = repo
                 .request(&request_id)?
                 .filter(|a| a.user_id == user.id)
@@ -548,12 +609,7 @@ impl Account for AccountService {
         let grant_id = request.get_ref().grant_id.clone();
         validate::id("grant_id", &grant_id)?;
         self.as_user(&request, move |repo, user, now_ms| {
-            let grant = own_grant(repo, user, &grant_id)?;
-            if grant.state == GrantState::Active {
-                end_grant(repo, &grant, GrantState::Revoked, now_ms)?;
-                record(repo, now_ms, method!("RevokeGrant"), &grant, &grant.id)?;
-            }
-            Ok(convert::grant(&own_grant(repo, user, &grant_id)?))
+            Ok(convert::grant(&revoke(repo, user, &grant_id, now_ms)?))
         })
         .await
     }

@@ -157,10 +157,11 @@ impl PartnerAdmin for AdminService {
         request: Request<pb::RegisterPartnerRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let r = request.get_ref().clone();
-        let (_, _, allowed) = (
+        let (_, _, allowed, redirect_uris) = (
             validate::name("partner_id", &r.partner_id),
             validate::text("display_name", &r.display_name, 64),
             validate::scopes("allowed_scopes", &r.allowed_scopes),
+            validate::redirect_uris("redirect_uris", &r.redirect_uris),
         )
             .all()?;
         if allowed.is_empty() {
@@ -180,6 +181,7 @@ impl PartnerAdmin for AdminService {
                 allowed_scopes: allowed,
                 suspended: false,
                 blocked: false,
+                redirect_uris,
             };
             repo.insert_partner(&partner, now_ms)?;
             for feature in &features {

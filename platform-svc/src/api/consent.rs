@@ -9,10 +9,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::EventStreamSlots;
 use crate::validate::{self, AllFields};
 use consent_core::approval::{self, Placement};
+use consent_core::authorization::{self, PushedRequest};
 use consent_core::denial::Reason;
 use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
 use consent_core::rules;
-use consent_core::secret::{GRANT_TOKEN_PREFIX, hash_token, new_id, new_token};
+use consent_core::secret::{
+    CODE_PREFIX, GRANT_TOKEN_PREFIX, REQUEST_URI_TOKEN_PREFIX, hash_token, is_well_formed, new_id,
+    new_token,
+};
 use consent_proto::platform::v1 as pb;
 use pb::consent_server::Consent;
 use std::sync::Arc;
@@ -37,14 +41,17 @@ const EVENT_POLL: Duration = Duration::from_secs(5);
 pub struct ConsentService {
     platform: Platform,
     streams: Arc<EventStreamSlots>,
+    web_origin: Arc<str>,
 }
 
 impl ConsentService {
-    /// Serves `platform`, with at most `streams_per_partner` event streams open per partner.
-    pub fn new(platform: Platform, streams_per_partner: usize) -> Self {
+    /// Serves `platform`, with at most `streams_per_partner` event streams open per partner
+    /// and the consent page at `web_origin` (`https://host:port`).
+    pub fn new(platform: Platform, streams_per_partner: usize, web_origin: &str) -> Self {
         ConsentService {
             platform,
             streams: EventStreamSlots::new(streams_per_partner),
+            web_origin: web_origin.into(),
         }
     }
 }
@@ -153,6 +160,140 @@ impl Consent for ConsentService {
                     .set_request_status(&access.id, RequestStatus::Exchanged, None)?;
             }
             Ok(response)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn push_authorization(
+        &self,
+        request: Request<pb::PushAuthorizationRequest>,
+    ) -> Result<Response<pb::PushAuthorizationResponse>, Status> {
+        let call = PartnerCall::new(&request, method!("PushAuthorization"));
+        let r = request.into_inner();
+        let web_origin = Arc::clone(&self.web_origin);
+        call.run(&self.platform, move |tx| {
+            let coverage = validate::coverage("coverage", r.coverage);
+            let most_threads = if matches!(coverage, Ok(Coverage::Listed)) {
+                100
+            } else {
+                0
+            };
+            let thread_ids = validate::ids("thread_ids", &r.thread_ids, 0, most_threads);
+            let (feature_name, (coverage, thread_ids), purpose, redirect_uri, state, challenge) = (
+                validate::name("feature", &r.feature),
+                (coverage, thread_ids).all(),
+                validate::text("purpose", &r.purpose, 512),
+                validate::checked(
+                    "redirect_uri",
+                    &r.redirect_uri,
+                    authorization::redirect_uri_problem,
+                ),
+                validate::checked("state", &r.state, authorization::state_problem),
+                validate::checked("code_challenge", &r.code_challenge, |c| {
+                    authorization::challenge_problem(&r.code_challenge_method, c)
+                }),
+            )
+                .all()?;
+            if !tx.partner.redirect_uris.iter().any(|u| u == redirect_uri) {
+                return Err(ApiError::PermissionDenied(
+                    Reason::RedirectUriMismatch,
+                    "redirect_uri is not one of the partner's registered redirect URIs".into(),
+                ));
+            }
+            let feature = tx
+                .repo
+                .feature(&tx.partner.id, feature_name)?
+                .ok_or_else(|| ApiError::not_found("feature", feature_name))?;
+            approval::may_ask_for(&feature)?;
+            let request_uri = format!(
+                "{}{}",
+                authorization::REQUEST_URI_PREFIX,
+                new_token(REQUEST_URI_TOKEN_PREFIX)
+            );
+            let pushed = PushedRequest {
+                partner_id: tx.partner.id.clone(),
+                feature: feature.name,
+                coverage,
+                thread_ids,
+                include_history: r.include_history,
+                purpose: purpose.to_string(),
+                redirect_uri: redirect_uri.to_string(),
+                state: state.to_string(),
+                code_challenge: challenge.to_string(),
+                expires_ms: tx.now_ms + authorization::REQUEST_URI_TTL_MS,
+                access_request_id: None,
+            };
+            tx.repo
+                .insert_pushed_request(&hash_token(&request_uri), &pushed)?;
+            tx.touches(&pushed.feature);
+            Ok(pb::PushAuthorizationResponse {
+                authorize_url: format!(
+                    "{web_origin}/authorize?client_id={}&request_uri={request_uri}",
+                    tx.partner.id
+                ),
+                request_uri,
+                expires_in: authorization::REQUEST_URI_TTL_MS / 1000,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn exchange_code(
+        &self,
+        request: Request<pb::ExchangeCodeRequest>,
+    ) -> Result<Response<pb::ExchangeRequestResponse>, Status> {
+        let call = PartnerCall::new(&request, method!("ExchangeCode"));
+        let r = request.into_inner();
+        call.run(&self.platform, move |tx| {
+            let (code, verifier, redirect_uri) = (
+                validate::checked("code", &r.code, |c| {
+                    (!is_well_formed(c, CODE_PREFIX)).then_some("is not a code the platform issued")
+                }),
+                validate::checked("code_verifier", &r.code_verifier, |v| {
+                    (!(43..=128).contains(&v.len())).then_some("must be 43 to 128 characters")
+                }),
+                validate::text(
+                    "redirect_uri",
+                    &r.redirect_uri,
+                    authorization::MAX_REDIRECT_URI_LEN,
+                ),
+            )
+                .all()?;
+            let code_hash = hash_token(code);
+            let stored = tx.repo.code(&code_hash)?;
+            let grant = match stored.as_ref().filter(|c| c.partner_id == tx.partner.id) {
+                Some(code) => tx.repo.grant(&code.grant_id)?,
+                None => None,
+            };
+            if let Some(grant) = &grant {
+                tx.concerns_grant(grant);
+            }
+            let redeemed = authorization::may_redeem(
+                stored.as_ref(),
+                &tx.partner.id,
+                verifier,
+                redirect_uri,
+                tx.now_ms,
+            );
+            if let Err(refusal) = redeemed {
+                if let Some((grant_id, state)) = &refusal.ends_grant {
+                    tx.ends_grant(grant_id, *state);
+                }
+                return Err(refusal.denied.into());
+            }
+            let grant =
+                grant.ok_or_else(|| ApiError::Storage("code of an unknown grant".into()))?;
+            rules::still_active(&grant)?;
+            tx.repo.redeem_code(&code_hash, tx.now_ms)?;
+            let token = new_token(GRANT_TOKEN_PREFIX);
+            tx.repo.set_grant_token(&grant.id, &hash_token(&token))?;
+            Ok(pb::ExchangeRequestResponse {
+                status: RequestStatus::Approved as i32,
+                grant_token: token,
+                grant: Some(convert::grant(&grant)),
+            })
         })
         .await
         .map(Response::new)

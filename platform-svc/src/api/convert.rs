@@ -147,5 +147,6 @@ pub fn partner(p: &Partner, features: &[Feature], spiffe_id: String) -> pb::Part
         suspended: p.suspended,
         spiffe_id,
         blocked: p.blocked,
+        redirect_uris: p.redirect_uris.clone(),
     }
 }

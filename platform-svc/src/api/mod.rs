@@ -115,8 +115,9 @@ impl Platform {
     }
 
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
-    /// event for each, forgets idempotency records past their window, and marks access
-    /// requests undecided past their lifetime expired; returns how many grants ended.
+    /// event for each, forgets idempotency records past their window and authorization
+    /// flows a day past their expiry, and marks access requests undecided past their
+    /// lifetime expired; returns how many grants ended.
     pub async fn sweep_grants(&self) -> ApiResult<usize> {
         let policy = self.limits.lifetime;
         self.run(move |repo, now_ms| {
@@ -131,6 +132,7 @@ impl Platform {
             }
             repo.forget_idempotent_responses(now_ms - partner_call::IDEMPOTENCY_WINDOW_MS)?;
             repo.expire_requests(approval::request_cutoff_ms(now_ms))?;
+            repo.forget_authorization_flows(now_ms - DAY_MS)?;
             Ok(ended)
         })
         .await

@@ -379,6 +379,12 @@ impl PartnerTx<'_> {
         }
     }
 
+    /// Notes that a refusal ends `grant_id` in `state` (with the refusal, in its
+    /// transaction).
+    pub fn ends_grant(&mut self, grant_id: &str, state: GrantState) {
+        self.effects.ending = Some((grant_id.to_string(), state));
+    }
+
     /// Names the user concerned when no grant does (consent calls).
     pub fn concerns_user(&mut self, user_id: &str) {
         self.effects.audit.user_id = user_id.to_string();
@@ -475,6 +481,7 @@ mod tests {
                     allowed_scopes: scopes,
                     suspended: false,
                     blocked: false,
+                    redirect_uris: Vec::new(),
                 },
                 0,
             )?;
