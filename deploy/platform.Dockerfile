@@ -5,6 +5,6 @@ COPY --chown=10001:10001 data/ /data/
 COPY platform-svc health-probe /usr/local/bin/
 USER 10001:10001
 WORKDIR /data
-EXPOSE 7443 7444 7445
+EXPOSE 7443 7444 7445 7446
 ENTRYPOINT ["/usr/local/bin/platform-svc", "serve"]
 CMD ["--config", "/etc/consent/platform.toml"]

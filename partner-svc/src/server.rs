@@ -65,6 +65,7 @@ pub async fn run(
         key: config.tls.key.clone(),
         client_ca: None,
         crls: Vec::new(),
+        http1: false,
     })?);
     let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
     let connections = incoming(listener, tls, handshake_timeout, None);

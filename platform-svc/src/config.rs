@@ -34,6 +34,11 @@ pub struct PlatformConfig {
     /// Sign-in throttling and the password-hashing queues.
     #[serde(default)]
     pub sign_in: SignInLimits,
+    /// The origin browsers reach the web pages at (`https://host[:port]`), named in
+    /// `authorize_url` and as the `iss` of authorization responses; by default
+    /// `https://localhost:<web port>`.
+    #[serde(default)]
+    pub web_origin: Option<String>,
 }
 
 /// Where each surface listens.
@@ -46,6 +51,8 @@ pub struct Listen {
     pub operator: SocketAddr,
     /// Account, for users (server TLS + session token).
     pub user: SocketAddr,
+    /// The web pages, for people in a browser (HTTPS, session cookie).
+    pub web: SocketAddr,
 }
 
 /// Certificate files.

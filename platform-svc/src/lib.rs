@@ -16,3 +16,4 @@ pub mod rate_limit;
 pub mod server;
 pub mod sign_in_throttle;
 pub mod validate;
+pub mod web;

@@ -133,7 +133,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             config.listen.user = listen_user.unwrap_or(config.listen.user);
             let bound = BoundPlatform::bind(config, Arc::new(Clock::default())).await?;
             let addrs = bound.addrs()?;
-            tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, "platform listening");
+            tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, web = %addrs.web, "platform listening");
             let reload = bound.tls_reloader();
             tokio::spawn(async move {
                 let Ok(mut hangup) =

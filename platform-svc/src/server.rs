@@ -10,6 +10,7 @@ use crate::api::{Limits, Platform};
 use crate::config::PlatformConfig;
 use crate::edge::{OperatorEdge, PartnerEdge, UserEdge};
 use crate::rate_limit::PartnerRateLimiter;
+use crate::web::WebState;
 use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
 use consent_core::secret::SecretKey;
@@ -69,6 +70,7 @@ pub struct BoundPlatform {
     partner: (TcpListener, Arc<ReloadableTls>),
     operator: (TcpListener, Arc<ReloadableTls>),
     user: (TcpListener, Arc<ReloadableTls>),
+    web: (TcpListener, Arc<ReloadableTls>),
 }
 
 /// Addresses actually bound (ports chosen by the OS when configured as 0).
@@ -80,6 +82,8 @@ pub struct BoundAddrs {
     pub operator: SocketAddr,
     /// User surface.
     pub user: SocketAddr,
+    /// Web pages.
+    pub web: SocketAddr,
 }
 
 impl BoundPlatform {
@@ -111,10 +115,15 @@ impl BoundPlatform {
             } else {
                 Vec::new()
             },
+            http1: false,
         };
         let partner_tls = Arc::new(ReloadableTls::load(files(Some(&t.partner_ca)))?);
         let operator_tls = Arc::new(ReloadableTls::load(files(Some(&t.operator_ca)))?);
         let user_tls = Arc::new(ReloadableTls::load(files(None))?);
+        let web_tls = Arc::new(ReloadableTls::load(TlsFiles {
+            http1: true,
+            ..files(None)
+        })?);
         Ok(BoundPlatform {
             partner: (TcpListener::bind(config.listen.partner).await?, partner_tls),
             operator: (
@@ -122,6 +131,7 @@ impl BoundPlatform {
                 operator_tls,
             ),
             user: (TcpListener::bind(config.listen.user).await?, user_tls),
+            web: (TcpListener::bind(config.listen.web).await?, web_tls),
             platform,
             audit_key,
             stop,
@@ -135,6 +145,7 @@ impl BoundPlatform {
             partner: self.partner.0.local_addr()?,
             operator: self.operator.0.local_addr()?,
             user: self.user.0.local_addr()?,
+            web: self.web.0.local_addr()?,
         })
     }
 
@@ -151,6 +162,7 @@ impl BoundPlatform {
             self.partner.1.clone(),
             self.operator.1.clone(),
             self.user.1.clone(),
+            self.web.1.clone(),
         ];
         move || all.iter().try_for_each(|t| t.reload())
     }
@@ -168,7 +180,12 @@ impl BoundPlatform {
             partner,
             operator,
             user,
+            web,
         } = self;
+        let web_origin = match &config.web_origin {
+            Some(origin) => origin.trim_end_matches('/').to_string(),
+            None => format!("https://localhost:{}", web.0.local_addr()?.port()),
+        };
         let limits = &config.limits;
         let max = limits.max_message_bytes;
         let header_limit = usize::try_from(limits.max_header_list_bytes).unwrap_or(usize::MAX);
@@ -182,7 +199,8 @@ impl BoundPlatform {
             let messaging = MessagingServer::new(MessagingService::new(platform.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
-            let consent = ConsentService::new(platform.clone(), limits.partner_event_streams);
+            let consent =
+                ConsentService::new(platform.clone(), limits.partner_event_streams, &web_origin);
             let consent = ConsentServer::new(consent)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
@@ -222,8 +240,13 @@ impl BoundPlatform {
             ));
             with_probes(routes, &["consent.platform.v1.PartnerAdmin"]).await?
         };
+        let account = AccountService::start(platform.clone(), config.sign_in)?;
+        let web_pages = crate::web::router(WebState::new(
+            platform.clone(),
+            account.clone(),
+            &web_origin,
+        ));
         let user_routes = {
-            let account = AccountService::start(platform.clone(), config.sign_in)?;
             let account = AccountServer::new(account)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
@@ -262,7 +285,23 @@ impl BoundPlatform {
                     .await
             }));
         }
-        let mut result = Ok(());
+        let web_task = {
+            let (listener, tls) = web;
+            let incoming = termination::incoming(
+                listener,
+                tls,
+                Duration::from_millis(limits.handshake_timeout_ms),
+                None,
+            );
+            let mut stop = stop_rx.clone();
+            tokio::spawn(crate::web::serve(incoming, web_pages, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }))
+        };
+        let mut result = match web_task.await {
+            Ok(served) => served.map_err(StartError::from),
+            Err(e) => Err(std::io::Error::other(e).into()),
+        };
         for task in tasks {
             match task.await {
                 Ok(Ok(())) => {}

@@ -228,6 +228,7 @@ async fn small_target(work: &WorkDir) -> (Target, AccountClient<Channel>) {
                 scopes,
                 retired: false,
             }],
+            redirect_uris: Vec::new(),
         })
         .await
         .expect("register");

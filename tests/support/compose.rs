@@ -89,6 +89,7 @@ impl ComposeStack {
             ("PLATFORM_PARTNER_PORT".into(), partner.port().to_string()),
             ("PLATFORM_OPERATOR_PORT".into(), operator.port().to_string()),
             ("PLATFORM_USER_PORT".into(), user.port().to_string()),
+            ("PLATFORM_WEB_PORT".into(), port().to_string()),
         ];
         for (service, addr) in &partners {
             env.push((

@@ -20,6 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
+pub mod browser;
 pub mod compose;
 pub mod processes;
 pub mod raw_h2;
@@ -189,6 +190,7 @@ pseudonym_key = "{pseudonym_key}"
 partner = "127.0.0.1:0"
 operator = "127.0.0.1:0"
 user = "127.0.0.1:0"
+web = "127.0.0.1:0"
 [tls]
 cert = "{cert}"
 key = "{key}"
@@ -333,6 +335,11 @@ pub struct Scenario {
     pub old_message: String,
 }
 
+/// The redirect URI registered for partner `id`.
+pub fn redirect_uri(id: &str) -> String {
+    format!("https://{id}.example/callback")
+}
+
 /// music: read, write, delete on threads it starts; video: write + friends.read;
 /// bank: write only.
 pub async fn register_partners(platform: &TestPlatform) {
@@ -376,6 +383,7 @@ pub async fn register_partners(platform: &TestPlatform) {
                 display_name: name.into(),
                 allowed_scopes: scopes(&allowed),
                 features,
+                redirect_uris: vec![redirect_uri(id)],
             })
             .await
             .expect("register partner");

@@ -258,7 +258,7 @@ pub async fn start_platform_with(
         &config,
         format!(
             "trust_domain = \"{TRUST_DOMAIN}\"\ndatabase = \"{db}\"\naudit_key = \"{audit_key}\"\npseudonym_key = \"{pseudonym_key}\"\n\
-             [listen]\npartner = \"{}\"\noperator = \"{}\"\nuser = \"{}\"\n\
+             [listen]\npartner = \"{}\"\noperator = \"{}\"\nuser = \"{}\"\nweb = \"127.0.0.1:0\"\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\npartner_ca = \"{ca}\"\noperator_ca = \"{ca}\"\ncrls = [\"{}\"]\n\
              [policy]\nsweep_interval_secs = 1\n{extra}",
             ports.partner,

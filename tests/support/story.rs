@@ -203,6 +203,7 @@ async fn register(story: &mut Story, operator: &mut PartnerAdminClient<Channel>)
             display_name: config.display_name.clone(),
             allowed_scopes: scopes,
             features,
+            redirect_uris: Vec::new(),
         };
         story.check(
             &format!(

@@ -56,6 +56,7 @@ pub async fn world() -> (World, Process) {
                 scopes,
                 retired: false,
             }],
+            redirect_uris: Vec::new(),
         })
         .await
         .unwrap();

@@ -60,6 +60,8 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// Certificate revocation lists (PEM), checked for every client certificate.
     pub crls: Vec<PathBuf>,
+    /// Also offer HTTP/1.1 (for browsers), not only HTTP/2.
+    pub http1: bool,
 }
 
 fn pem_error(path: &std::path::Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError {
@@ -125,6 +127,9 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     };
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    if files.http1 {
+        config.alpn_protocols.push(b"http/1.1".to_vec());
+    }
     Ok(config)
 }
 

@@ -1,0 +1,430 @@
+//! The authorization endpoint and the consent page (RFC 6749 section 4.1 with RFC 9126
+//! and RFC 9207). The browser arrives at `/authorize?client_id=…&request_uri=…` from a
+//! partner; once the user is signed in, the pushed request becomes an access request of
+//! theirs, opened once, and the browser moves to its consent page. Approving there makes
+//! the grant and sends the browser back to the registered redirect URI with a single-use
+//! `code`, the partner's `state` and the platform's `iss`; denying sends
+//! `error=access_denied` instead. A request made with `RequestAccess` (no browser on the
+//! partner's side) has the same consent page, reached from the grants page.
+
+use super::{WebState, failure, pages, session};
+use crate::api::account;
+use crate::error::{ApiError, ApiResult};
+use crate::validate::{self, AllFields};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::{CookieJar, Form};
+use consent_core::approval::{self, Choice};
+use consent_core::authorization::{self, AuthorizationCode};
+use consent_core::clock::DAY_MS;
+use consent_core::model::{
+    AccessRequest, AuditEntry, Coverage, RequestStatus, Scope, ScopeSet, ThreadFilter,
+};
+use consent_core::secret::{CODE_PREFIX, hash_token, new_id, new_token};
+use consent_store::{Page, Repo};
+use serde::Deserialize;
+
+/// The authorization request's query.
+#[derive(Debug, Deserialize)]
+pub struct AuthorizeQuery {
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    request_uri: String,
+}
+
+/// Appends the audit record of a refusal on the web pages.
+fn audit_refusal(
+    repo: &mut dyn Repo,
+    now_ms: i64,
+    partner_id: &str,
+    user_id: &str,
+    method: &str,
+    error: &ApiError,
+) -> ApiResult<()> {
+    let entry = AuditEntry {
+        partner_id: partner_id.to_string(),
+        user_id: user_id.to_string(),
+        grant_id: String::new(),
+        method: method.to_string(),
+        resource: String::new(),
+        decision: "deny".into(),
+        reason: error.audit_reason().into(),
+    };
+    Ok(repo.append_audit(&entry, now_ms)?)
+}
+
+/// `GET /authorize`: sends a browser without a session to sign in first, and opens the
+/// pushed request for a signed-in user. A request_uri that is unknown for the client,
+/// expired or already used is refused (and audited when its partner is known).
+pub async fn open(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Query(query): Query<AuthorizeQuery>,
+) -> Response {
+    let user = match session::user(&state, &jar).await {
+        Ok(user) => user,
+        Err(error) => return failure(&error),
+    };
+    let signed_in = user.is_some();
+    let uri_hash = hash_token(&query.request_uri);
+    let client_id = query.client_id.clone();
+    let opened = state
+        .platform
+        .run(move |repo, now_ms| {
+            let pushed = repo.pushed_request(&uri_hash)?;
+            if let Err(denied) = authorization::may_open(pushed.as_ref(), &client_id, now_ms) {
+                let error = ApiError::from(denied);
+                if let Some(pushed) = &pushed {
+                    let user_id = user.as_ref().map(|u| u.id.as_str()).unwrap_or_default();
+                    audit_refusal(
+                        repo,
+                        now_ms,
+                        &pushed.partner_id,
+                        user_id,
+                        "GET /authorize",
+                        &error,
+                    )?;
+                }
+                return Ok(Err(error));
+            }
+            let (Some(pushed), Some(user)) = (pushed, user) else {
+                return Ok(Ok(None));
+            };
+            // Offered threads the user is not in are left out, unseen: approving never
+            // reaches them, and the partner does not learn which they were.
+            let mut thread_ids = Vec::new();
+            for id in pushed.thread_ids {
+                if repo
+                    .thread(&id)?
+                    .is_some_and(|t| t.participants.contains(&user.id))
+                {
+                    thread_ids.push(id);
+                }
+            }
+            let access = AccessRequest {
+                id: new_id("req"),
+                partner_id: pushed.partner_id,
+                feature: pushed.feature,
+                user_id: user.id,
+                coverage: pushed.coverage,
+                thread_ids,
+                include_history: pushed.include_history,
+                purpose: pushed.purpose,
+                status: RequestStatus::Pending,
+                grant_id: None,
+                created_ms: now_ms,
+            };
+            repo.insert_request(&access)?;
+            repo.open_pushed_request(&uri_hash, &access.id)?;
+            Ok(Ok(Some(access.id)))
+        })
+        .await;
+    match opened {
+        Ok(Ok(Some(request_id))) => Redirect::to(&format!("/consent/{request_id}")).into_response(),
+        Ok(Ok(None)) if !signed_in => {
+            let here = format!(
+                "/authorize?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("client_id", &query.client_id)
+                    .append_pair("request_uri", &query.request_uri)
+                    .finish()
+            );
+            Redirect::to(&sign_in_then(&here)).into_response()
+        }
+        Ok(Ok(None)) => failure(&ApiError::Storage(
+            "an open request without its user".into(),
+        )),
+        Ok(Err(error)) | Err(error) => failure(&error),
+    }
+}
+
+/// The sign-in page, returning to `next` afterwards.
+fn sign_in_then(next: &str) -> String {
+    format!(
+        "/sign-in?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish()
+    )
+}
+
+/// What the consent page shows.
+#[derive(Debug)]
+pub struct ConsentView {
+    /// The request.
+    pub access: AccessRequest,
+    /// The partner's name.
+    pub partner_name: String,
+    /// What the feature does, in the partner's registration.
+    pub feature_description: String,
+    /// The scopes asked for.
+    pub scopes: ScopeSet,
+    /// Threads to pick from (listed coverage): id, title, ticked.
+    pub threads: Vec<(String, String, bool)>,
+    /// The longest lifetime policy allows, in days.
+    pub max_days: i64,
+    /// With the code flow: the origin of the redirect URI the answer goes to.
+    pub redirect_origin: Option<String>,
+}
+
+/// The origin (`https://host[:port]`) of a registered redirect URI.
+fn origin_of(uri: &str) -> String {
+    let rest = uri.strip_prefix("https://").unwrap_or(uri);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    format!("https://{}", &rest[..end])
+}
+
+/// `GET /consent/{request_id}`: the consent page of one of the user's pending requests.
+pub async fn page(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Path(request_id): Path<String>,
+) -> Response {
+    let user = match session::user(&state, &jar).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return Redirect::to(&sign_in_then(&format!("/consent/{request_id}"))).into_response();
+        }
+        Err(error) => return failure(&error),
+    };
+    let max_days = state.platform.limits.lifetime.max_lifetime_ms / DAY_MS;
+    let view = state
+        .platform
+        .read(move |repo, now_ms| {
+            let access = repo
+                .request(&request_id)?
+                .filter(|a| a.user_id == user.id)
+                .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
+            approval::may_decide(&access, now_ms)?;
+            let partner = repo
+                .partner(&access.partner_id)?
+                .ok_or_else(|| ApiError::not_found("partner", &access.partner_id))?;
+            let feature = repo
+                .feature(&access.partner_id, &access.feature)?
+                .ok_or_else(|| ApiError::not_found("feature", &access.feature))?;
+            let mut threads = Vec::new();
+            if access.coverage == Coverage::Listed {
+                let offered = if access.thread_ids.is_empty() {
+                    ThreadFilter::All
+                } else {
+                    ThreadFilter::Ids(access.thread_ids.clone())
+                };
+                let page = Page {
+                    after: 0,
+                    limit: 100,
+                };
+                for (_, thread) in repo.threads_of(&user.id, &offered, page)? {
+                    threads.push((thread.id, thread.title, !access.thread_ids.is_empty()));
+                }
+            }
+            let redirect_origin = repo
+                .pushed_request_of(&access.id)?
+                .map(|p| origin_of(&p.redirect_uri));
+            Ok(ConsentView {
+                partner_name: partner.display_name,
+                feature_description: feature.description,
+                scopes: ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits()),
+                threads,
+                max_days,
+                redirect_origin,
+                access,
+            })
+        })
+        .await;
+    let view = match view {
+        Ok(view) => view,
+        Err(error) => return failure(&error),
+    };
+    let (jar, csrf) = session::csrf_token(jar);
+    let mut response = (jar, pages::consent(&view, &csrf)).into_response();
+    if let Some(origin) = &view.redirect_origin {
+        // The approval's redirect leaves for the partner: browsers hold redirects after a
+        // form to the form's `form-action`.
+        let policy = format!(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {origin}; \
+             frame-ancestors 'none'; base-uri 'none'"
+        );
+        if let Ok(value) = HeaderValue::from_str(&policy) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, value);
+        }
+    }
+    response
+}
+
+/// The consent form's fields.
+#[derive(Debug, Deserialize)]
+pub struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    thread: Vec<String>,
+    #[serde(default)]
+    include_history: Option<String>,
+    #[serde(default)]
+    lifetime_days: u32,
+}
+
+/// Where the browser goes after a decision.
+enum Decided {
+    /// Back to the partner's redirect URI (the code flow).
+    Partner(String),
+    /// To the user's grants (a request approved in the platform's own pages).
+    Grants,
+}
+
+/// The scopes ticked on the form, by name; none ticked is refused (approving "nothing"
+/// would otherwise mean "as asked").
+fn ticked_scopes(names: &[String]) -> ApiResult<ScopeSet> {
+    let mut scopes = Vec::new();
+    for name in names {
+        let scope = Scope::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| ApiError::invalid("scope", format!("{name} is not a scope")))?;
+        scopes.push(scope);
+    }
+    if scopes.is_empty() {
+        return Err(ApiError::invalid(
+            "scope",
+            "tick at least one permission, or deny",
+        ));
+    }
+    Ok(ScopeSet::of(&scopes))
+}
+
+/// `redirect_uri` with the answer's parameters added to its query.
+fn answer_url(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        query.append_pair(name, value);
+    }
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    format!("{redirect_uri}{separator}{}", query.finish())
+}
+
+/// `POST /consent/{request_id}`: approve (with what the user left ticked) or deny.
+pub async fn decide(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Path(request_id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    let user = match session::user(&state, &jar).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return Redirect::to(&sign_in_then(&format!("/consent/{request_id}"))).into_response();
+        }
+        Err(error) => return failure(&error),
+    };
+    if let Err(error) = session::check_csrf(&jar, &form.csrf) {
+        let user_id = user.id.clone();
+        let audited = state
+            .platform
+            .run(move |repo, now_ms| {
+                if let Some(access) = repo.request(&request_id)?.filter(|a| a.user_id == user_id) {
+                    audit_refusal(
+                        repo,
+                        now_ms,
+                        &access.partner_id,
+                        &user_id,
+                        "POST /consent",
+                        &error,
+                    )?;
+                }
+                Ok(error)
+            })
+            .await;
+        return match audited {
+            Ok(error) | Err(error) => failure(&error),
+        };
+    }
+    let issuer = state.origin.to_string();
+    let policy = state.platform.limits.lifetime;
+    let approve = form.decision == "approve";
+    let scopes = if approve {
+        ticked_scopes(&form.scope)
+    } else {
+        Ok(ScopeSet::default())
+    };
+    let threads = validate::ids("thread", &form.thread, 0, 100);
+    let (scopes, threads) = match (scopes, threads).all() {
+        Ok(checked) => checked,
+        Err(error) => return failure(&error),
+    };
+    let decided = state
+        .platform
+        .run(move |repo, now_ms| {
+            let pushed = repo.pushed_request_of(&request_id)?;
+            if !approve {
+                let access = repo
+                    .request(&request_id)?
+                    .filter(|a| a.user_id == user.id)
+                    .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
+                approval::may_decide(&access, now_ms)?;
+                repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
+                return Ok(match pushed {
+                    Some(p) => Decided::Partner(answer_url(
+                        &p.redirect_uri,
+                        &[
+                            ("error", "access_denied"),
+                            ("state", &p.state),
+                            ("iss", &issuer),
+                        ],
+                    )),
+                    None => Decided::Grants,
+                });
+            }
+            let listed = repo
+                .request(&request_id)?
+                .is_some_and(|a| a.coverage == Coverage::Listed);
+            if listed && threads.is_empty() {
+                // On the page, unticking every conversation is not "as asked".
+                return Err(ApiError::invalid(
+                    "thread",
+                    "tick at least one conversation, or deny",
+                ));
+            }
+            let choice = Choice {
+                scopes,
+                thread_ids: threads,
+                lifetime_days: form.lifetime_days,
+                include_history: form.include_history.is_some(),
+            };
+            let (grant, _) = account::approve(repo, &user, &request_id, choice, now_ms, &policy)?;
+            let Some(pushed) = pushed else {
+                return Ok(Decided::Grants);
+            };
+            // The token comes only through the code: the request is marked collected.
+            repo.set_request_status(&request_id, RequestStatus::Exchanged, Some(&grant.id))?;
+            let code = new_token(CODE_PREFIX);
+            repo.insert_code(
+                &hash_token(&code),
+                &AuthorizationCode {
+                    partner_id: grant.partner_id.clone(),
+                    grant_id: grant.id.clone(),
+                    redirect_uri: pushed.redirect_uri.clone(),
+                    code_challenge: pushed.code_challenge.clone(),
+                    expires_ms: now_ms + authorization::CODE_TTL_MS,
+                    redeemed_ms: None,
+                },
+            )?;
+            Ok(Decided::Partner(answer_url(
+                &pushed.redirect_uri,
+                &[("code", &code), ("state", &pushed.state), ("iss", &issuer)],
+            )))
+        })
+        .await;
+    match decided {
+        Ok(Decided::Partner(url)) => Redirect::to(&url).into_response(),
+        Ok(Decided::Grants) => Redirect::to("/grants").into_response(),
+        Err(error) => failure(&error),
+    }
+}

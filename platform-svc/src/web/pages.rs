@@ -1,0 +1,208 @@
+//! The pages' HTML, checked at compile time (maud escapes every value it inserts).
+
+use super::authorize::ConsentView;
+use super::grants::GrantRow;
+use crate::error::ApiError;
+use consent_core::model::{AccessRequest, Coverage, Grant, GrantState, Scope};
+use maud::{DOCTYPE, Markup, html};
+
+fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Platform" }
+                link rel="stylesheet" href="/style.css";
+            }
+            body {
+                header { a href="/grants" { "Platform" } }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// A failed page: what went wrong and its reason (a storage failure's detail stays in the
+/// log).
+pub fn failure(error: &ApiError) -> Markup {
+    let message = match error {
+        ApiError::Storage(detail) => {
+            tracing::error!(%detail, "storage failure");
+            "internal storage failure".to_string()
+        }
+        other => other.to_string(),
+    };
+    layout(
+        "That did not work",
+        html! {
+            p.error { (message) }
+            p { small { "Reason: " code { (error.audit_reason()) } } }
+        },
+    )
+}
+
+/// The sign-in form, returning to `next`.
+pub fn sign_in(csrf: &str, next: &str, error: Option<&ApiError>) -> Markup {
+    layout(
+        "Sign in",
+        html! {
+            @if let Some(error) = error { p.error { (error.to_string()) } }
+            form method="post" action="/sign-in" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="next" value=(next);
+                label { "User name " input type="text" name="user_name" autocomplete="username" required; }
+                label { "Password " input type="password" name="password" autocomplete="current-password" required; }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+fn coverage_words(coverage: Coverage, threads: usize) -> String {
+    match coverage {
+        Coverage::All => "all your conversations".into(),
+        Coverage::Listed => format!("{threads} conversation(s) you picked"),
+        Coverage::PartnerStarted => "only conversations started from the app".into(),
+    }
+}
+
+fn day(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The consent page of one request.
+pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
+    let access = &view.access;
+    let title = format!("{} asks for access", view.partner_name);
+    layout(
+        &title,
+        html! {
+            p { strong { (view.partner_name) } " wants to use " strong { (access.feature) } ": " (view.feature_description) }
+            p.purpose { "In its words: " q { (access.purpose) } }
+            form method="post" action={ "/consent/" (access.id) } {
+                input type="hidden" name="csrf" value=(csrf);
+                fieldset {
+                    legend { "It may" }
+                    @for scope in view.scopes.iter() {
+                        label.choice {
+                            input type="checkbox" name="scope" value=(scope.name()) checked;
+                            " " (scope.plain_words())
+                        }
+                    }
+                }
+                fieldset {
+                    legend { "On" }
+                    p { (coverage_words(access.coverage, view.threads.len())) }
+                    @if access.coverage == Coverage::Listed {
+                        @if view.threads.is_empty() { p.error { "You have no conversation to pick." } }
+                        @for (id, title, ticked) in &view.threads {
+                            label.choice {
+                                input type="checkbox" name="thread" value=(id) checked[*ticked];
+                                " " (title)
+                            }
+                        }
+                    }
+                }
+                @if access.include_history {
+                    label.choice {
+                        input type="checkbox" name="include_history" value="yes" checked;
+                        " including messages from before today"
+                    }
+                } @else {
+                    p { "Only messages from now on." }
+                }
+                label {
+                    "For "
+                    select name="lifetime_days" {
+                        @for days in [1, 7, 30, view.max_days] {
+                            @if days <= view.max_days {
+                                option value=(days) selected[days == view.max_days] { (days) " days" }
+                            }
+                        }
+                    }
+                    " at most; you can revoke it at any time."
+                }
+                div.actions {
+                    button type="submit" name="decision" value="approve" { "Allow" }
+                    button type="submit" name="decision" value="deny" { "Deny" }
+                }
+            }
+        },
+    )
+}
+
+fn state_words(state: GrantState) -> &'static str {
+    match state {
+        GrantState::Active => "active",
+        GrantState::Revoked => "revoked by you",
+        GrantState::Expired => "expired",
+        GrantState::Lapsed => "lapsed (unused)",
+        GrantState::Retired => "ended: feature retired",
+        GrantState::Suspended => "ended: app suspended",
+        GrantState::Released => "given up by the app",
+    }
+}
+
+fn grant_row(row: &GrantRow, csrf: &str) -> Markup {
+    let g: &Grant = &row.grant;
+    html! {
+        tr {
+            td { (row.partner_name) br; small { (g.feature) } }
+            td { ul { @for scope in g.scopes.iter() { li { (Scope::plain_words(scope)) } } } }
+            td { (coverage_words(g.coverage, g.thread_ids.len())) br;
+                 small { @if g.include_history { "with older messages" } @else { "from the grant on" } } }
+            td { (day(g.created_ms)) }
+            td { @match g.last_used_ms { Some(ms) => (day(ms)), None => "never" } }
+            td { (day(g.not_after_ms)) }
+            td { (state_words(g.state)) }
+            td {
+                @if g.state == GrantState::Active {
+                    form method="post" action={ "/grants/" (g.id) "/revoke" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { "Revoke" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The user's grants and pending requests.
+pub fn grants(name: &str, rows: &[GrantRow], pending: &[AccessRequest], csrf: &str) -> Markup {
+    layout(
+        "Apps with access to your messages",
+        html! {
+            p { "Signed in as " strong { (name) } "." }
+            form method="post" action="/sign-out" {
+                input type="hidden" name="csrf" value=(csrf);
+                button type="submit" { "Sign out" }
+            }
+            @if !pending.is_empty() {
+                h2 { "Waiting for your answer" }
+                ul { @for request in pending {
+                    li { a href={ "/consent/" (request.id) } { (request.partner_id) ": " (request.feature) } }
+                } }
+            }
+            h2 { "Grants" }
+            @if rows.is_empty() { p { "No app has access." } } @else {
+                table {
+                    thead { tr { th { "App" } th { "May" } th { "On" } th { "Since" } th { "Last used" } th { "Until" } th { "State" } th {} } }
+                    tbody { @for row in rows { (grant_row(row, csrf)) } }
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,554 @@
+//! The authorization code flow end to end: a partner pushes its request over mTLS, a
+//! browser signs in on the platform's page and approves on the consent page with one
+//! permission unticked, the partner exchanges the code with its PKCE verifier; then each
+//! refusal of the flow, with its audit record, and the grants page's revoke button.
+
+use consent_core::authorization::s256;
+use consent_proto::platform::v1 as pb;
+use end_to_end::browser::{Browser, Page};
+use end_to_end::{Scenario, assert_refused, redirect_uri};
+use tonic::Code;
+
+const VERIFIER: &str = "a-verifier-of-forty-three-characters-or-more-000";
+
+fn push(state: &str) -> pb::PushAuthorizationRequest {
+    pb::PushAuthorizationRequest {
+        feature: "share-tracks".into(),
+        coverage: pb::ThreadCoverage::PartnerStartedThreads as i32,
+        thread_ids: Vec::new(),
+        include_history: false,
+        purpose: "share what you listen to".into(),
+        redirect_uri: redirect_uri("music"),
+        state: state.into(),
+        code_challenge: s256(VERIFIER),
+        code_challenge_method: "S256".into(),
+    }
+}
+
+/// The query parameter `name` of a URL.
+fn param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Alice, signed in, follows `authorize_url` to her consent page; returns that page.
+async fn consent_page(browser: &Browser, authorize_url: &str) -> (String, Page) {
+    let opened = browser.get(authorize_url).await;
+    assert_eq!(opened.status, 303, "{}", opened.body);
+    let consent = opened.location.expect("to the consent page");
+    assert!(consent.starts_with("/consent/req_"), "{consent}");
+    let page = browser.get(&consent).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    (consent, page)
+}
+
+/// The audit records of `method`, as (decision, reason).
+async fn audited(s: &Scenario, method: &str) -> Vec<(String, String)> {
+    s.platform
+        .operator()
+        .await
+        .export_audit(pb::ExportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .records
+        .into_iter()
+        .filter(|r| r.method == method)
+        .map(|r| (r.decision, r.reason))
+        .collect()
+}
+
+fn exchange(code: &str, verifier: &str, redirect: &str) -> pb::ExchangeCodeRequest {
+    pb::ExchangeCodeRequest {
+        code: code.into(),
+        code_verifier: verifier.into(),
+        redirect_uri: redirect.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_user_signs_in_on_the_platform_unticks_a_permission_and_the_partner_gets_the_narrower_grant()
+ {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let pushed = music
+        .consent
+        .push_authorization(push("st-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        pushed
+            .request_uri
+            .starts_with("urn:ietf:params:oauth:request_uri:")
+    );
+    assert_eq!(pushed.expires_in, 90);
+    let browser = Browser::new(&s.platform);
+    assert!(
+        pushed
+            .authorize_url
+            .starts_with(&format!("{}/authorize?client_id=music&", browser.origin))
+    );
+
+    // Not signed in: the platform's own sign-in page first, then back to the request.
+    let first = browser.get(&pushed.authorize_url).await;
+    assert_eq!(first.status, 303);
+    let sign_in_url = first.location.unwrap();
+    assert!(
+        sign_in_url.starts_with("/sign-in?next=%2Fauthorize"),
+        "{sign_in_url}"
+    );
+    let form = browser.get(&sign_in_url).await;
+    let csrf = form.field("csrf").unwrap();
+    let next = form.field("next").unwrap();
+    assert!(next.starts_with("/authorize?client_id=music"), "{next}");
+    let signed_in = browser
+        .post(
+            "/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("user_name", "alice"),
+                ("password", "correct horse"),
+                ("next", &next),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let cookie = signed_in
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-session="))
+        .expect("session cookie");
+    for flag in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie} lacks {flag}");
+    }
+    let back = signed_in.location.unwrap();
+    let (consent, page) = consent_page(&browser, &back).await;
+    assert!(page.body.contains("Music App"), "{}", page.body);
+    assert!(page.body.contains("read your messages"));
+    assert!(page.body.contains("delete messages you wrote"));
+    let policy = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("default-src 'none'")
+            && policy.contains("form-action 'self' https://music.example"),
+        "{policy}"
+    );
+
+    let csrf = page.field("csrf").unwrap();
+    let decided = browser
+        .post(
+            &consent,
+            &[
+                ("csrf", &csrf),
+                ("decision", "approve"),
+                ("scope", "threads.read"),
+                ("scope", "messages.read"),
+                ("scope", "messages.write"),
+                ("lifetime_days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(decided.status, 303, "{}", decided.body);
+    let answer = decided.location.unwrap();
+    assert!(answer.starts_with(&redirect_uri("music")), "{answer}");
+    assert_eq!(param(&answer, "state").as_deref(), Some("st-1"));
+    assert_eq!(param(&answer, "iss"), Some(browser.origin.clone()));
+    let code = param(&answer, "code").expect("code");
+
+    let exchanged = music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
+        .await
+        .unwrap()
+        .into_inner();
+    let grant = exchanged.grant.unwrap();
+    let scopes: Vec<i32> = [
+        pb::Scope::ThreadsRead,
+        pb::Scope::MessagesRead,
+        pb::Scope::MessagesWrite,
+    ]
+    .iter()
+    .map(|s| *s as i32)
+    .collect();
+    assert_eq!(grant.scopes, scopes, "messages.delete was unticked");
+    assert_eq!(grant.user_id, s.alice.id);
+    music
+        .list_threads(&exchanged.grant_token)
+        .await
+        .expect("the token works");
+
+    // The code works once; a replay revokes the grant it gave.
+    let replay = music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
+        .await
+        .unwrap_err();
+    assert_refused(&replay, Code::PermissionDenied, "CODE_REUSED");
+    let after = music
+        .list_threads(&exchanged.grant_token)
+        .await
+        .unwrap_err();
+    assert_refused(&after, Code::PermissionDenied, "GRANT_REVOKED");
+    let records = audited(&s, "/consent.platform.v1.Consent/ExchangeCode").await;
+    assert_eq!(
+        records,
+        [
+            ("allow".into(), String::new()),
+            ("deny".into(), "CODE_REUSED".into())
+        ]
+    );
+
+    // The request_uri was used: opening it again is refused, and audited.
+    let reopened = browser.get(&pushed.authorize_url).await;
+    assert_eq!(reopened.status, 403, "{}", reopened.body);
+    assert!(reopened.body.contains("REQUEST_URI_INVALID"));
+    assert_eq!(
+        audited(&s, "GET /authorize").await,
+        [("deny".into(), "REQUEST_URI_INVALID".into())]
+    );
+}
+
+/// Pushes a request, has alice approve it in `browser` as asked, and returns the code.
+async fn approved_code(s: &Scenario, browser: &Browser, music: &mut end_to_end::Partner) -> String {
+    let pushed = music
+        .consent
+        .push_authorization(push("st-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (consent, page) = consent_page(browser, &pushed.authorize_url).await;
+    let csrf = page.field("csrf").unwrap();
+    let decided = browser
+        .post(
+            &consent,
+            &[
+                ("csrf", &csrf),
+                ("decision", "approve"),
+                ("scope", "messages.write"),
+            ],
+        )
+        .await;
+    assert_eq!(decided.status, 303, "{}", decided.body);
+    let _ = s;
+    param(&decided.location.unwrap(), "code").unwrap()
+}
+
+#[tokio::test]
+async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut video = s.platform.partner("video").await;
+    let browser = Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let code = approved_code(&s, &browser, &mut music).await;
+    let uri = redirect_uri("music");
+
+    let wrong = music
+        .consent
+        .exchange_code(exchange(&code, &"w".repeat(43), &uri))
+        .await
+        .unwrap_err();
+    assert_refused(&wrong, Code::PermissionDenied, "PKCE_MISMATCH");
+    let altered = format!("{uri}?next=https://evil.example");
+    let moved = music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &altered))
+        .await
+        .unwrap_err();
+    assert_refused(&moved, Code::PermissionDenied, "REDIRECT_URI_MISMATCH");
+    let stolen = video
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &uri))
+        .await
+        .unwrap_err();
+    assert_refused(&stolen, Code::PermissionDenied, "CODE_INVALID");
+    s.platform.clock.advance_ms(61_000);
+    let late = music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &uri))
+        .await
+        .unwrap_err();
+    assert_refused(&late, Code::PermissionDenied, "CODE_INVALID");
+    let reasons: Vec<String> = audited(&s, "/consent.platform.v1.Consent/ExchangeCode")
+        .await
+        .into_iter()
+        .map(|(decision, reason)| format!("{decision} {reason}"))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "deny PKCE_MISMATCH",
+            "deny REDIRECT_URI_MISMATCH",
+            "deny CODE_INVALID",
+            "deny CODE_INVALID"
+        ]
+    );
+
+    // An unregistered redirect URI is refused when the request is pushed.
+    let mut elsewhere = push("st-3");
+    elsewhere.redirect_uri = "https://evil.example/callback".into();
+    let refused = music
+        .consent
+        .push_authorization(elsewhere)
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::PermissionDenied, "REDIRECT_URI_MISMATCH");
+
+    // A request_uri not opened within its lifetime is refused.
+    let pushed = music
+        .consent
+        .push_authorization(push("st-4"))
+        .await
+        .unwrap()
+        .into_inner();
+    s.platform.clock.advance_ms(91_000);
+    let expired = browser.get(&pushed.authorize_url).await;
+    assert_eq!(expired.status, 403);
+    assert!(expired.body.contains("REQUEST_URI_INVALID") && expired.body.contains("expired"));
+    // And another partner cannot present it as its own.
+    let pushed = music
+        .consent
+        .push_authorization(push("st-5"))
+        .await
+        .unwrap()
+        .into_inner();
+    let posing = pushed
+        .authorize_url
+        .replace("client_id=music", "client_id=video");
+    assert_eq!(browser.get(&posing).await.status, 403);
+}
+
+#[tokio::test]
+async fn forms_need_their_csrf_token_and_sign_in_never_leaves_the_platform() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let browser = Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let pushed = music
+        .consent
+        .push_authorization(push("st-6"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (consent, _) = consent_page(&browser, &pushed.authorize_url).await;
+    let forged = browser
+        .post(
+            &consent,
+            &[("decision", "approve"), ("scope", "messages.write")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(forged.body.contains("CSRF_INVALID"));
+    assert_eq!(
+        audited(&s, "POST /consent").await,
+        [("deny".into(), "CSRF_INVALID".into())]
+    );
+    let wrong = browser
+        .post(
+            &consent,
+            &[
+                ("csrf", "csrf_guess"),
+                ("decision", "approve"),
+                ("scope", "messages.write"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 403);
+
+    // Denying sends the partner access_denied with its state.
+    let page = browser.get(&consent).await;
+    let csrf = page.field("csrf").unwrap();
+    let denied = browser
+        .post(&consent, &[("csrf", &csrf), ("decision", "deny")])
+        .await;
+    let answer = denied.location.unwrap();
+    assert!(answer.starts_with(&redirect_uri("music")));
+    assert_eq!(param(&answer, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&answer, "state").as_deref(), Some("st-6"));
+    assert_eq!(param(&answer, "code"), None);
+
+    // Open redirects: `next` may only be a path on the platform.
+    let other = Browser::new(&s.platform);
+    for next in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+    ] {
+        let form = other.get("/sign-in").await;
+        let csrf = form.field("csrf").unwrap();
+        let signed_in = other
+            .post(
+                "/sign-in",
+                &[
+                    ("csrf", &csrf),
+                    ("user_name", "bob"),
+                    ("password", "correct horse"),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(signed_in.location.as_deref(), Some("/grants"), "{next}");
+    }
+    // A sign-in form posted without its token is refused before any password work.
+    let fresh = Browser::new(&s.platform);
+    let forged = fresh
+        .post(
+            "/sign-in",
+            &[("user_name", "bob"), ("password", "correct horse")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+}
+
+#[tokio::test]
+async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_ends_it() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let browser = Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let code = approved_code(&s, &browser, &mut music).await;
+    let token = music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
+        .await
+        .unwrap()
+        .into_inner()
+        .grant_token;
+
+    let page = browser.get("/grants").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("Music App") && page.body.contains("send messages as you"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("only conversations started from the app")
+    );
+    let form_start = page.body.find("/revoke").expect("a revoke button");
+    let action_start = page.body[..form_start].rfind("/grants/").unwrap();
+    let action = &page.body[action_start..form_start + "/revoke".len()];
+    let csrf = page.field("csrf").unwrap();
+    let revoked = browser.post(action, &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status, 303);
+    // Revoked before the page that follows is drawn.
+    let refused = music.list_threads(&token).await.unwrap_err();
+    assert_refused(&refused, Code::PermissionDenied, "GRANT_REVOKED");
+    let page = browser.get("/grants").await;
+    assert!(page.body.contains("revoked by you"));
+
+    // Without a session, the pages send the browser to sign in.
+    let stranger = Browser::new(&s.platform);
+    assert_eq!(
+        stranger.get("/grants").await.location.as_deref(),
+        Some("/sign-in?next=%2Fgrants")
+    );
+}
+
+#[tokio::test]
+async fn for_listed_coverage_the_user_picks_the_conversations_on_the_consent_page() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let browser = Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let mut listed = push("st-7");
+    listed.coverage = pb::ThreadCoverage::ListedThreads as i32;
+    let pushed = music
+        .consent
+        .push_authorization(listed)
+        .await
+        .unwrap()
+        .into_inner();
+    let (consent, page) = consent_page(&browser, &pushed.authorize_url).await;
+    assert!(
+        page.body
+            .contains(&format!("value=\"{}\"", s.family_thread)),
+        "{}",
+        page.body
+    );
+    let csrf = page.field("csrf").unwrap();
+    let approve = |threads: &[&str]| {
+        let mut form = vec![
+            ("csrf", csrf.clone()),
+            ("decision", "approve".into()),
+            ("scope", "messages.read".into()),
+        ];
+        form.extend(threads.iter().map(|t| ("thread", t.to_string())));
+        form
+    };
+    let post = |form: Vec<(&'static str, String)>| {
+        let browser = &browser;
+        let consent = consent.clone();
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            browser.post(&consent, &form).await
+        }
+    };
+    let none = post(approve(&[])).await;
+    assert_eq!(
+        none.status, 400,
+        "unticking every conversation is not approving all"
+    );
+    let foreign = post(approve(&["thr_not_hers"])).await;
+    assert_eq!(foreign.status, 404, "{}", foreign.body);
+    let picked = post(approve(&[&s.family_thread])).await;
+    assert_eq!(picked.status, 303, "{}", picked.body);
+    let code = param(&picked.location.unwrap(), "code").unwrap();
+    let grant = music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap();
+    assert_eq!(grant.thread_ids, vec![s.family_thread.clone()]);
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_the_platform() {
+    let s = Scenario::new().await;
+    let browser = Browser::new(&s.platform);
+    let signed_in = browser.sign_in("alice").await;
+    let session = signed_in
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-session="))
+        .unwrap();
+    let token = session
+        .trim_start_matches("__Host-session=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = browser.get("/grants").await;
+    let csrf = page.field("csrf").unwrap();
+    let out = browser.post("/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.location.as_deref(), Some("/sign-in"));
+    let removal = out
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-session="))
+        .unwrap();
+    assert!(
+        removal.contains("Secure") && removal.contains("Max-Age=0"),
+        "{removal}"
+    );
+    assert_eq!(browser.get("/grants").await.status, 303);
+    // The token itself no longer works anywhere.
+    let mut account = s.platform.account().await;
+    let refused = account
+        .list_grants(end_to_end::bearer(pb::ListGrantsRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::Unauthenticated, "SESSION_INVALID");
+}

@@ -1,0 +1,136 @@
+//! A browser for the platform's web pages, as far as tests need one: HTTPS trusting the
+//! platform CA, a cookie jar, and redirects left to the test so that it can read each
+//! `Location`.
+
+use crate::TestPlatform;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use std::sync::Arc;
+
+/// One browser: its own cookies.
+pub struct Browser {
+    client: reqwest::Client,
+    /// `https://localhost:<web port>`, the platform's default web origin.
+    pub origin: String,
+}
+
+/// A page as the browser received it.
+#[derive(Debug)]
+pub struct Page {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Location`, on a redirect.
+    pub location: Option<String>,
+    /// Every header, for the tests of cookies and policies.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body.
+    pub body: String,
+}
+
+impl Page {
+    /// The value of the hidden field `name` of the page's first form that has one, with
+    /// its HTML escapes undone, as a browser would send it.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(
+            self.body[start..end]
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        )
+    }
+}
+
+impl Browser {
+    /// A browser for `platform`'s web pages.
+    pub fn new(platform: &TestPlatform) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = CertificateDer::from_pem_slice(platform.pki.platform_ca.cert_pem().as_bytes())
+            .expect("platform CA");
+        roots.add(ca).expect("root");
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("localhost", platform.addrs.web)
+            .build()
+            .expect("browser");
+        Browser {
+            client,
+            origin: format!("https://localhost:{}", platform.addrs.web.port()),
+        }
+    }
+
+    fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("https://") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.origin)
+        }
+    }
+
+    async fn page(response: reqwest::Response) -> Page {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response.text().await.expect("body");
+        Page {
+            status,
+            location,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET`s a path or URL.
+    pub async fn get(&self, path_or_url: &str) -> Page {
+        let response = self
+            .client
+            .get(self.url(path_or_url))
+            .send()
+            .await
+            .expect("GET");
+        Self::page(response).await
+    }
+
+    /// `POST`s a form.
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let response = self
+            .client
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        Self::page(response).await
+    }
+
+    /// Signs in as `user_name` (password "correct horse") through the sign-in page.
+    pub async fn sign_in(&self, user_name: &str) -> Page {
+        let form = self.get("/sign-in").await;
+        let csrf = form.field("csrf").expect("csrf field");
+        self.post(
+            "/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("user_name", user_name),
+                ("password", "correct horse"),
+                ("next", "/grants"),
+            ],
+        )
+        .await
+    }
+}
