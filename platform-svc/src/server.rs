@@ -116,6 +116,7 @@ impl BoundPlatform {
                 Vec::new()
             },
             http1: false,
+            client_certificate_optional: false,
         };
         let partner_tls = Arc::new(ReloadableTls::load(files(Some(&t.partner_ca)))?);
         let operator_tls = Arc::new(ReloadableTls::load(files(Some(&t.operator_ca)))?);
@@ -294,7 +295,7 @@ impl BoundPlatform {
                 None,
             );
             let mut stop = stop_rx.clone();
-            tokio::spawn(crate::web::serve(incoming, web_pages, async move {
+            tokio::spawn(consent_tls::https::serve(incoming, web_pages, async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             }))
         };

@@ -8,7 +8,9 @@
 //! connection from its certificate's SPIFFE URI SAN into a typed
 //! [`principal::Principal`]. [`transport`] sets every HTTP/2 limit explicitly, and [`pki`]
 //! makes the development certificates (rcgen) that the services, tests and containers use.
+//! [`https`] serves web pages on the same terminated connections.
 
+pub mod https;
 pub mod pki;
 pub mod principal;
 pub mod termination;

@@ -62,6 +62,9 @@ pub struct TlsFiles {
     pub crls: Vec<PathBuf>,
     /// Also offer HTTP/1.1 (for browsers), not only HTTP/2.
     pub http1: bool,
+    /// With a `client_ca`: also accept clients without a certificate (those with one must
+    /// still chain to it); the service then refuses, with a status, calls that need one.
+    pub client_certificate_optional: bool,
 }
 
 fn pem_error(path: &std::path::Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError {
@@ -117,10 +120,14 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
             for path in &files.crls {
                 crls.extend(read_crls(path)?);
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto())
-                .with_crls(crls)
-                .enforce_revocation_expiration()
-                .build()?;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto())
+                    .with_crls(crls)
+                    .enforce_revocation_expiration();
+            if files.client_certificate_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build()?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

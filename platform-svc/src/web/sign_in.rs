@@ -2,12 +2,13 @@
 //! throttled per account name and client address as on the gRPC surface; after signing in
 //! the browser returns to `next`, which must be a path on the platform itself.
 
-use super::{Peer, WebState, failure, pages, session};
+use super::{WebState, failure, pages, session};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::authorization::is_local_path;
 use consent_proto::platform::v1 as pb;
+use consent_tls::https::Peer;
 use serde::Deserialize;
 
 /// Where to go after signing in.
