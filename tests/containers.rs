@@ -60,7 +60,10 @@ impl Seeded {
         app::partner_app_client::PartnerAppClient::new(
             self.stack
                 .work
-                .channel(self.stack.partner_addr(service), None)
+                .channel(
+                    self.stack.partner_addr(service),
+                    Some(&format!("partner-{service}")),
+                )
                 .await
                 .unwrap(),
         )

@@ -189,7 +189,7 @@ async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
 #[tokio::test]
 async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
     let (mut w, _platform) = world().await;
-    let mut music = start_partner(&w.work, "music", w.ports.partner).await;
+    let mut music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let first = client
         .share(share_with_friend("alice", &w.bob.id, "first", "first"))
@@ -202,7 +202,7 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
     for round in 0..ROUNDS {
         let mut writers = JoinSet::new();
         for writer in 0..WRITERS {
-            let mut client = music.client(&w.work).await;
+            let mut client = music.client(&w.work, "music").await;
             let thread = thread.clone();
             writers.spawn(async move {
                 let mut acked = Vec::new();
@@ -237,7 +237,7 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
         }
         acknowledged.extend(acked.into_iter().map(|(body, _)| body));
         drop(db);
-        music = start_partner(&w.work, "music", w.ports.partner).await;
+        music = start_partner(&w.work, "music", w.ports).await;
     }
 
     let delivered_all = async |w: &mut World| {

@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test]
 async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly_once() {
     let (mut w, mut platform) = world().await;
-    let music = start_partner(&w.work, "music", w.ports.partner).await;
+    let music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let first = client
         .share(share_with_friend("alice", &w.bob.id, "track 1", "k1"))
@@ -97,7 +97,7 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
 #[tokio::test]
 async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
     let (mut w, _platform) = world().await;
-    let mut music = start_partner(&w.work, "music", w.ports.partner).await;
+    let mut music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let shared = client
         .share(share_with_friend("alice", &w.bob.id, "track", "k"))
@@ -153,14 +153,14 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         .unwrap();
     let music = PartnerProcess {
         database: music.database.clone(),
-        ..start_partner(&w.work, "music", w.ports.partner).await
+        ..start_partner(&w.work, "music", w.ports).await
     };
     eventually("the partner's purge", WAIT, async || {
         held(&music) == (false, 0)
     })
     .await;
     wait_for_deletion_attestation(&w.account, &w.alice, WAIT).await;
-    let mut client = music.client(&w.work).await;
+    let mut client = music.client(&w.work, "music").await;
     let refused = client
         .inbox(app::InboxRequest {
             user_name: "alice".into(),
@@ -178,7 +178,7 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
 #[tokio::test]
 async fn a_reconnection_releases_the_old_grant_and_a_revocation_after_it_leaves_nothing() {
     let (mut w, _platform) = world().await;
-    let music = start_partner(&w.work, "music", w.ports.partner).await;
+    let music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let shared = client
         .share(share_with_friend("alice", &w.bob.id, "track", "k"))
@@ -294,7 +294,7 @@ async fn no_token_ever_appears_in_the_logs_of_a_full_scenario() {
 #[tokio::test]
 async fn the_partner_api_refuses_tls_1_2() {
     let (w, _platform) = world().await;
-    let music = start_partner(&w.work, "music", w.ports.partner).await;
+    let music = start_partner(&w.work, "music", w.ports).await;
     let ca = std::fs::read_to_string(w.work.pki("ca.pem")).unwrap();
     assert!(
         !end_to_end::tls12_handshake(music.addr, &ca, None).await,
@@ -302,7 +302,7 @@ async fn the_partner_api_refuses_tls_1_2() {
     );
     // The same listener completes TLS 1.3 and serves.
     let status = music
-        .client(&w.work)
+        .client(&w.work, "music")
         .await
         .connection_status(app::ConnectionStatusRequest {
             user_name: "alice".into(),

@@ -351,6 +351,7 @@ async fn impostor(cert: &std::path::Path, key: &std::path::Path) -> std::net::So
         client_ca: None,
         crls: Vec::new(),
         http1: false,
+        client_certificate_optional: false,
     };
     let tls = std::sync::Arc::new(ReloadableTls::load(files).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,5 +1,8 @@
 //! `consent.partner.v1.PartnerApp`: what the partner's front ends call. Grant tokens stay
-//! here; front ends name users by their platform account name.
+//! here. A caller is one of this partner's own front ends (its client certificate carries
+//! this partner's identity), which names the account it acts for in `user_name`, or a
+//! user signed in to the partner's web app (`authorization: Bearer <session>`), which acts
+//! for its own account only. Anyone else is refused with `UNAUTHENTICATED`.
 
 use crate::config::PartnerConfig;
 use crate::error::PartnerError;
@@ -8,6 +11,7 @@ use crate::platform::{PlatformClient, with_token};
 use crate::store::{self, CachedMessage, PartnerStore, Share};
 use consent_proto::partner::v1 as api;
 use consent_proto::platform::v1 as pb;
+use consent_tls::principal::{ConnectionInfo, PartnerId, Principal};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -86,6 +90,51 @@ impl PartnerApp {
     }
 }
 
+impl PartnerApp {
+    /// Gives up the grant `name` holds, if any: a user connecting again gives up the grant
+    /// they had (released, and its data deleted) before a new one is asked for, so no
+    /// grant outlives its use.
+    pub async fn release_connection(&self, name: &str) -> Result<(), PartnerError> {
+        if let Some(old) = self.connection(name).await?
+            && let (Some(grant_id), Some(_)) = (old.grant_id, old.token)
+        {
+            self.release(grant_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The account a call acts for, established once per call: see the module doc.
+    async fn account_of<T>(
+        &self,
+        request: &Request<T>,
+        claimed: &str,
+    ) -> Result<String, PartnerError> {
+        let front_end = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|c| c.principal.as_ref())
+            .is_some_and(|p| *p == Principal::Partner(PartnerId(self.config.partner_id.clone())));
+        if front_end {
+            return Ok(user_name(claimed)?.to_string());
+        }
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(PartnerError::Unauthenticated)?;
+        let name = self
+            .store
+            .session_account(token)
+            .await?
+            .ok_or(PartnerError::Unauthenticated)?;
+        if !claimed.is_empty() && claimed != name {
+            return Err(PartnerError::NotYourAccount);
+        }
+        Ok(name)
+    }
+}
+
 fn user_name(value: &str) -> Result<&str, PartnerError> {
     if value.is_empty() || value.len() > 64 {
         return Err(PartnerError::Invalid {
@@ -120,15 +169,11 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ConnectUserRequest>,
     ) -> Result<Response<api::ConnectUserResponse>, Status> {
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
         let r = request.into_inner();
-        let name = user_name(&r.user_name)?.to_string();
-        // A user connecting again gives up the grant they had: it is released (and its
-        // data deleted) before a new one is asked for, so no grant outlives its use.
-        if let Some(old) = self.connection(&name).await?
-            && let (Some(grant_id), Some(_)) = (old.grant_id, old.token)
-        {
-            self.release(grant_id).await?;
-        }
+        self.release_connection(&name).await?;
         let feature = &self.config.feature;
         let coverage = pb::ThreadCoverage::from_str_name(&feature.coverage)
             .unwrap_or(pb::ThreadCoverage::Unspecified);
@@ -166,7 +211,9 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ConnectionStatusRequest>,
     ) -> Result<Response<api::ConnectionStatusResponse>, Status> {
-        let name = user_name(&request.get_ref().user_name)?.to_string();
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
         let connection = self.connection(&name).await?;
         let Some(connection) = connection else {
             return Ok(Response::new(api::ConnectionStatusResponse {
@@ -241,8 +288,10 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ListFriendsRequest>,
     ) -> Result<Response<api::ListFriendsResponse>, Status> {
-        let name = user_name(&request.get_ref().user_name)?;
-        let token = self.token(name).await?;
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
+        let token = self.token(&name).await?;
         let friends = self
             .client
             .messaging
@@ -273,8 +322,10 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ShareRequest>,
     ) -> Result<Response<api::ShareResponse>, Status> {
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
         let r = request.into_inner();
-        let name = user_name(&r.user_name)?.to_string();
         if r.body.is_empty() || r.body.len() > 4096 {
             return Err(PartnerError::Invalid {
                 field: "body",
@@ -334,8 +385,10 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::InboxRequest>,
     ) -> Result<Response<api::InboxResponse>, Status> {
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
         let r = request.into_inner();
-        let name = user_name(&r.user_name)?.to_string();
         let (token, grant_id) = self.connected(&name).await?;
         let listed = self
             .client
@@ -383,8 +436,11 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::UnsendRequest>,
     ) -> Result<Response<api::UnsendResponse>, Status> {
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
         let r = request.into_inner();
-        let token = self.token(user_name(&r.user_name)?).await?;
+        let token = self.token(&name).await?;
         let deleted = self
             .client
             .messaging
@@ -408,7 +464,9 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::DisconnectRequest>,
     ) -> Result<Response<api::DisconnectResponse>, Status> {
-        let name = user_name(&request.get_ref().user_name)?.to_string();
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
         let connection = self.connection(&name).await?;
         let Some(grant_id) = connection.and_then(|c| c.grant_id) else {
             return Ok(Response::new(api::DisconnectResponse { released: false }));

@@ -24,6 +24,47 @@ pub struct PartnerConfig {
     /// This partner's certificate (client certificate to the platform, server certificate
     /// to its front ends).
     pub tls: Tls,
+    /// SPIFFE trust domain: front ends that present a client certificate must carry this
+    /// partner's identity in it.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// The partner's own web app, for its users in a browser (none when absent).
+    #[serde(default)]
+    pub web: Option<Web>,
+}
+
+fn default_trust_domain() -> String {
+    "consent.local".into()
+}
+
+/// The partner's web app: its own accounts, and "Connect with the platform" through the
+/// platform's consent page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    /// Where it listens (HTTPS with the partner's certificate).
+    pub listen: SocketAddr,
+    /// The origin browsers reach it at; `<origin>/callback` is the redirect URI registered
+    /// with the platform. By default `https://localhost:<port of listen>`.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// The platform's web origin: the `iss` every authorization response must carry.
+    pub platform_origin: String,
+}
+
+impl Web {
+    /// The origin browsers reach the web app at.
+    pub fn origin(&self) -> String {
+        match &self.origin {
+            Some(origin) => origin.trim_end_matches('/').to_string(),
+            None => format!("https://localhost:{}", self.listen.port()),
+        }
+    }
+
+    /// The redirect URI registered with the platform.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/callback", self.origin())
+    }
 }
 
 /// The feature and what a request for it asks.
@@ -68,6 +109,10 @@ pub struct Tls {
     pub cert: PathBuf,
     /// Private key (PEM).
     pub key: PathBuf,
+    /// CA that front ends' client certificates chain to; without it, front ends
+    /// authenticate with a user's session only.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl PartnerConfig {

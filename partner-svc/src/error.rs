@@ -1,7 +1,9 @@
 //! Failures of the partner API and the one place they become gRPC statuses. A refusal
 //! from the platform is passed to the front end unchanged, with its `ErrorInfo`.
 
+use std::collections::HashMap;
 use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// A failed partner API call.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,24 @@ pub enum PartnerError {
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The caller is neither one of this partner's front ends (by client certificate) nor
+    /// signed in (by session).
+    #[error("present this partner's client certificate, or 'authorization: Bearer <session>'")]
+    Unauthenticated,
+    /// A signed-in user named another account.
+    #[error("a session acts for its own account only")]
+    NotYourAccount,
+}
+
+/// The `ErrorInfo.domain` of the partner's own refusals.
+pub const ERROR_DOMAIN: &str = "consent.partner";
+
+fn refusal(code: tonic::Code, reason: &str, message: String) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
 }
 
 impl From<rusqlite::Error> for PartnerError {
@@ -41,6 +61,16 @@ impl From<PartnerError> for Status {
                 tracing::error!(error = %e, "partner store failure");
                 Status::internal("internal storage failure")
             }
+            PartnerError::Unauthenticated => refusal(
+                tonic::Code::Unauthenticated,
+                "CALLER_UNAUTHENTICATED",
+                err.to_string(),
+            ),
+            PartnerError::NotYourAccount => refusal(
+                tonic::Code::PermissionDenied,
+                "NOT_YOUR_ACCOUNT",
+                err.to_string(),
+            ),
         }
     }
 }

@@ -12,3 +12,4 @@ pub mod outbox;
 pub mod platform;
 pub mod server;
 pub mod store;
+pub mod web;

@@ -33,6 +33,18 @@ struct Cli {
     /// Override `tls.key`.
     #[arg(long, env = "PARTNER_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Override `tls.client_ca`.
+    #[arg(long, env = "PARTNER_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Override `trust_domain`.
+    #[arg(long, env = "PARTNER_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+    /// Override `web.listen`.
+    #[arg(long, env = "PARTNER_WEB_LISTEN")]
+    web_listen: Option<SocketAddr>,
+    /// Override `web.platform_origin`.
+    #[arg(long, env = "PARTNER_PLATFORM_WEB_ORIGIN")]
+    platform_web_origin: Option<String>,
 }
 
 fn load(cli: Cli) -> Result<PartnerConfig, Box<dyn std::error::Error + Send + Sync>> {
@@ -43,6 +55,14 @@ fn load(cli: Cli) -> Result<PartnerConfig, Box<dyn std::error::Error + Send + Sy
     config.platform.ca = cli.platform_ca.unwrap_or(config.platform.ca);
     config.tls.cert = cli.tls_cert.unwrap_or(config.tls.cert);
     config.tls.key = cli.tls_key.unwrap_or(config.tls.key);
+    config.tls.client_ca = cli.tls_client_ca.or(config.tls.client_ca);
+    config.trust_domain = cli.trust_domain.unwrap_or(config.trust_domain);
+    if let Some(web) = config.web.as_mut() {
+        web.listen = cli.web_listen.unwrap_or(web.listen);
+        web.platform_origin = cli
+            .platform_web_origin
+            .unwrap_or(web.platform_origin.clone());
+    }
     Ok(config)
 }
 
@@ -57,8 +77,12 @@ async fn main() -> ExitCode {
     let outcome = async {
         let config = load(Cli::parse())?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        tracing::info!(partner = %config.partner_id, listen = %listener.local_addr()?, "partner listening");
-        partner_svc::server::run(config, listener, shutdown_signal()).await
+        let web = match &config.web {
+            Some(web) => Some(tokio::net::TcpListener::bind(web.listen).await?),
+            None => None,
+        };
+        tracing::info!(partner = %config.partner_id, listen = %listener.local_addr()?, web = ?config.web.as_ref().map(|w| w.origin()), "partner listening");
+        partner_svc::server::run(config, listener, web, shutdown_signal()).await
     };
     match outcome.await {
         Ok(()) => ExitCode::SUCCESS,

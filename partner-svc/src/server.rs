@@ -20,10 +20,12 @@ use tonic_health::ServingStatus;
 /// Largest message the partner API accepts.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// Runs the partner on `listener` until `shutdown` resolves.
+/// Runs the partner's API on `listener`, and its web app on `web` when configured, until
+/// `shutdown` resolves.
 pub async fn run(
     config: PartnerConfig,
     listener: TcpListener,
+    web: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = Arc::new(config);
@@ -54,28 +56,71 @@ pub async fn run(
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
     let reflection_v1alpha =
         reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
-    let app = PartnerAppServer::new(PartnerApp::new(config.clone(), store, client, wake))
+    let partner_app = PartnerApp::new(config.clone(), store.clone(), client.clone(), wake);
+    let app = PartnerAppServer::new(partner_app.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // The platform's own TLS termination: TLS 1.3 only, handshakes under a timeout, the same
-    // HTTP/2 limits. Front ends authenticate to the partner by its own means, not certificates.
+    // HTTP/2 limits. A front end may present a client certificate (it must then chain to
+    // `tls.client_ca`); the API refuses calls with neither that nor a user's session.
     let limits = TransportLimits::default();
-    let tls = Arc::new(ReloadableTls::load(TlsFiles {
+    let files = TlsFiles {
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
-        client_ca: None,
+        client_ca: config.tls.client_ca.clone(),
         crls: Vec::new(),
         http1: false,
-    })?);
+        client_certificate_optional: true,
+    };
+    let tls = Arc::new(ReloadableTls::load(files.clone())?);
     let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
-    let connections = incoming(listener, tls, handshake_timeout, None);
+    let connections = incoming(
+        listener,
+        tls,
+        handshake_timeout,
+        Some(config.trust_domain.clone()),
+    );
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let web_task = match (web, &config.web) {
+        (Some(web_listener), Some(web)) => {
+            let web_tls = Arc::new(ReloadableTls::load(TlsFiles {
+                client_ca: None,
+                http1: true,
+                client_certificate_optional: false,
+                ..files
+            })?);
+            let pages = crate::web::router(crate::web::WebState::new(
+                partner_app,
+                store,
+                client,
+                config.clone(),
+                web,
+            ));
+            let web_connections = incoming(web_listener, web_tls, handshake_timeout, None);
+            let mut stopping = stopping.clone();
+            Some(tokio::spawn(consent_tls::https::serve(
+                web_connections,
+                pages,
+                async move {
+                    let _ = stopping.wait_for(|stopped| *stopped).await;
+                },
+            )))
+        }
+        _ => None,
+    };
     let result = transport(&limits)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(app)
-        .serve_with_incoming_shutdown(connections, shutdown)
+        .serve_with_incoming_shutdown(connections, async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await;
+    if let Some(web_task) = web_task {
+        web_task.await??;
+    }
     outbox.abort();
     watcher.abort();
     Ok(result?)

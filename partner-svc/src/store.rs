@@ -1,5 +1,6 @@
-//! The partner's own store (SQLite, WAL, `synchronous=FULL`): each user's connection and
-//! grant token, the outbox of shares, cached messages, and the grant-event cursor.
+//! The partner's own store (SQLite, WAL, `synchronous=FULL`): its own accounts and their
+//! web sessions, authorization flows in progress, each user's connection and grant token,
+//! the outbox of shares, cached messages, and the grant-event cursor.
 //! Tokens are kept because the partner must present them; they are never logged.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -74,6 +75,14 @@ CREATE TABLE IF NOT EXISTS cached_messages (
     grant_id TEXT NOT NULL, PRIMARY KEY (user_name, message_id));
 CREATE INDEX IF NOT EXISTS cached_messages_by_grant ON cached_messages(grant_id);
 CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_event INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY, password_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES accounts(name),
+    expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flows (
+    state TEXT PRIMARY KEY, name TEXT NOT NULL, session_hash TEXT NOT NULL,
+    verifier TEXT NOT NULL, expires_ms INTEGER NOT NULL);
 INSERT OR IGNORE INTO cursor (id, last_event) VALUES (1, 0);
 "#;
 
@@ -146,6 +155,16 @@ impl PartnerStore {
         })
         .await
         .map_err(|e| StoreError(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?
+    }
+}
+
+impl PartnerStore {
+    /// The account of an unexpired web session `token`.
+    pub async fn session_account(&self, token: &str) -> StoreResult<Option<String>> {
+        let token_hash = consent_core::secret::hash_token(token);
+        let now_ms = consent_core::clock::Clock::default().now_ms();
+        self.run(move |tx| session_account(tx, &token_hash, now_ms))
+            .await
     }
 }
 
@@ -351,6 +370,134 @@ pub fn set_event_cursor(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::R
     tx.execute(
         "UPDATE cursor SET last_event = MAX(last_event, ?1) WHERE id = 1",
         [seq],
+    )?;
+    Ok(())
+}
+
+/// An authorization flow this partner started for one of its users' browser sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    /// The partner account connecting.
+    pub name: String,
+    /// Hash of the web session that started it: only that browser may complete it.
+    pub session_hash: String,
+    /// The PKCE verifier.
+    pub verifier: String,
+    /// When it is abandoned.
+    pub expires_ms: i64,
+}
+
+/// Adds an account; false when the name is taken.
+pub fn insert_account(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    password_hash: &str,
+) -> rusqlite::Result<bool> {
+    let added = tx.execute(
+        "INSERT OR IGNORE INTO accounts (name, password_hash) VALUES (?1, ?2)",
+        [name, password_hash],
+    )?;
+    Ok(added == 1)
+}
+
+/// An account's password hash.
+pub fn password_hash(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT password_hash FROM accounts WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Records a web session.
+pub fn insert_session(
+    tx: &rusqlite::Transaction<'_>,
+    token_hash: &str,
+    name: &str,
+    expires_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO sessions (token_hash, name, expires_ms) VALUES (?1, ?2, ?3)",
+        params![token_hash, name, expires_ms],
+    )?;
+    Ok(())
+}
+
+/// The account of an unexpired session.
+pub fn session_account(
+    tx: &rusqlite::Transaction<'_>,
+    token_hash: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT name FROM sessions WHERE token_hash = ?1 AND expires_ms > ?2",
+        params![token_hash, now_ms],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Ends a session.
+pub fn delete_session(tx: &rusqlite::Transaction<'_>, token_hash: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+    Ok(())
+}
+
+/// Records a flow under its `state`.
+pub fn insert_flow(
+    tx: &rusqlite::Transaction<'_>,
+    state: &str,
+    flow: &Flow,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO flows (state, name, session_hash, verifier, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![state, flow.name, flow.session_hash, flow.verifier, flow.expires_ms],
+    )?;
+    Ok(())
+}
+
+/// Takes the flow of `state` (it is used once) and forgets flows past `now_ms`.
+pub fn take_flow(
+    tx: &rusqlite::Transaction<'_>,
+    state: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Option<Flow>> {
+    let flow = tx
+        .query_row(
+            "SELECT name, session_hash, verifier, expires_ms FROM flows WHERE state = ?1",
+            [state],
+            |r| {
+                Ok(Flow {
+                    name: r.get(0)?,
+                    session_hash: r.get(1)?,
+                    verifier: r.get(2)?,
+                    expires_ms: r.get(3)?,
+                })
+            },
+        )
+        .optional()?;
+    tx.execute(
+        "DELETE FROM flows WHERE state = ?1 OR expires_ms <= ?2",
+        params![state, now_ms],
+    )?;
+    Ok(flow)
+}
+
+/// Records a connection made through the code flow.
+pub fn put_connected(
+    tx: &rusqlite::Transaction<'_>,
+    user_name: &str,
+    grant_id: &str,
+    token: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO connections (user_name, request_id, grant_id, token, status) VALUES (?1, '', ?2, ?3, 'CONNECTED') \
+         ON CONFLICT (user_name) DO UPDATE SET request_id = '', grant_id = excluded.grant_id, token = excluded.token, status = 'CONNECTED'",
+        [user_name, grant_id, token],
     )?;
     Ok(())
 }

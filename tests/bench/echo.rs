@@ -175,6 +175,7 @@ pub async fn serve(pki: &Path, addr: SocketAddr, replies: &Path) {
         client_ca: Some(pki.join("ca.pem")),
         crls: vec![pki.join("crl.pem")],
         http1: false,
+        client_certificate_optional: false,
     };
     let tls = Arc::new(ReloadableTls::load(files).expect("echo tls"));
     let listener = tokio::net::TcpListener::bind(addr)

@@ -3,6 +3,7 @@
 //! `Location`.
 
 use crate::TestPlatform;
+use crate::processes::WorkDir;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub struct Browser {
 /// A page as the browser received it.
 #[derive(Debug)]
 pub struct Page {
+    /// Where it came from.
+    pub url: String,
     /// The HTTP status.
     pub status: u16,
     /// `Location`, on a redirect.
@@ -28,6 +31,18 @@ pub struct Page {
 }
 
 impl Page {
+    /// `location` as an absolute URL: a path is taken on this page's origin.
+    pub fn resolve(&self, location: &str) -> String {
+        if !location.starts_with('/') {
+            return location.to_string();
+        }
+        let after_scheme = self.url.find("://").map_or(0, |i| i + 3);
+        let origin_end = self.url[after_scheme..]
+            .find('/')
+            .map_or(self.url.len(), |i| i + after_scheme);
+        format!("{}{location}", &self.url[..origin_end])
+    }
+
     /// The value of the hidden field `name` of the page's first form that has one, with
     /// its HTML escapes undone, as a browser would send it.
     pub fn field(&self, name: &str) -> Option<String> {
@@ -47,10 +62,27 @@ impl Page {
 impl Browser {
     /// A browser for `platform`'s web pages.
     pub fn new(platform: &TestPlatform) -> Self {
+        Self::trusting(
+            &[platform.pki.platform_ca.cert_pem()],
+            format!("https://localhost:{}", platform.addrs.web.port()),
+        )
+    }
+
+    /// A browser trusting the dev PKI of `work` (the platform's CA and the one that
+    /// issues partners' certificates), with relative paths taken from `origin`.
+    pub fn for_work(work: &WorkDir, origin: String) -> Self {
+        let read = |name: &str| std::fs::read_to_string(work.pki(name)).expect("pki file");
+        Self::trusting(&[&read("platform-ca.pem"), &read("ca.pem")], origin)
+    }
+
+    /// A browser trusting the CA certificates `pems`; `localhost` is 127.0.0.1 on every
+    /// port.
+    fn trusting(pems: &[&str], origin: String) -> Self {
         let mut roots = rustls::RootCertStore::empty();
-        let ca = CertificateDer::from_pem_slice(platform.pki.platform_ca.cert_pem().as_bytes())
-            .expect("platform CA");
-        roots.add(ca).expect("root");
+        for pem in pems {
+            let ca = CertificateDer::from_pem_slice(pem.as_bytes()).expect("CA certificate");
+            roots.add(ca).expect("root");
+        }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -62,13 +94,10 @@ impl Browser {
             .tls_backend_preconfigured(tls)
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
-            .resolve("localhost", platform.addrs.web)
+            .resolve("localhost", std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
             .build()
             .expect("browser");
-        Browser {
-            client,
-            origin: format!("https://localhost:{}", platform.addrs.web.port()),
-        }
+        Browser { client, origin }
     }
 
     fn url(&self, path_or_url: &str) -> String {
@@ -80,6 +109,7 @@ impl Browser {
     }
 
     async fn page(response: reqwest::Response) -> Page {
+        let url = response.url().to_string();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let location = headers
@@ -88,6 +118,7 @@ impl Browser {
             .map(str::to_string);
         let body = response.text().await.expect("body");
         Page {
+            url,
             status,
             location,
             headers,
@@ -116,6 +147,17 @@ impl Browser {
             .await
             .expect("POST");
         Self::page(response).await
+    }
+
+    /// Follows redirects from `page` until a page that is not one; returns it.
+    pub async fn follow(&self, mut page: Page) -> Page {
+        for _ in 0..10 {
+            let Some(location) = page.location.clone() else {
+                return page;
+            };
+            page = self.get(&page.resolve(&location)).await;
+        }
+        panic!("too many redirects");
     }
 
     /// Signs in as `user_name` (password "correct horse") through the sign-in page.

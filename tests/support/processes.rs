@@ -225,17 +225,25 @@ pub struct PlatformPorts {
     pub operator: SocketAddr,
     /// User surface.
     pub user: SocketAddr,
+    /// Web pages.
+    pub web: SocketAddr,
 }
 
 impl PlatformPorts {
-    /// Three free loopback ports.
+    /// Four free loopback ports.
     pub fn free() -> Self {
         let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
         PlatformPorts {
             partner: addr(free_port()),
             operator: addr(free_port()),
             user: addr(free_port()),
+            web: addr(free_port()),
         }
+    }
+
+    /// The origin of the web pages.
+    pub fn web_origin(&self) -> String {
+        format!("https://localhost:{}", self.web.port())
     }
 }
 
@@ -257,13 +265,14 @@ pub async fn start_platform_with(
     std::fs::write(
         &config,
         format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\ndatabase = \"{db}\"\naudit_key = \"{audit_key}\"\npseudonym_key = \"{pseudonym_key}\"\n\
-             [listen]\npartner = \"{}\"\noperator = \"{}\"\nuser = \"{}\"\nweb = \"127.0.0.1:0\"\n\
+            "trust_domain = \"{TRUST_DOMAIN}\"\nweb_origin = \"{web_origin}\"\ndatabase = \"{db}\"\naudit_key = \"{audit_key}\"\npseudonym_key = \"{pseudonym_key}\"\n\
+             [listen]\npartner = \"{}\"\noperator = \"{}\"\nuser = \"{}\"\nweb = \"{}\"\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\npartner_ca = \"{ca}\"\noperator_ca = \"{ca}\"\ncrls = [\"{}\"]\n\
              [policy]\nsweep_interval_secs = 1\n{extra}",
             ports.partner,
             ports.operator,
             ports.user,
+            ports.web,
             p("platform.pem"),
             p("platform-key.pem"),
             p("crl.pem"),
@@ -271,6 +280,7 @@ pub async fn start_platform_with(
             pseudonym_key = p("pseudonym.key"),
             db = work.path.join("platform.db").display(),
             ca = p("ca.pem"),
+            web_origin = ports.web_origin(),
         ),
     )
     .expect("platform config");
@@ -301,12 +311,40 @@ pub struct PartnerProcess {
     pub process: Process,
     /// Its API address.
     pub addr: SocketAddr,
+    /// Its web app's address.
+    pub web: SocketAddr,
     /// Its own database.
     pub database: PathBuf,
 }
 
-/// Starts `partner-svc` with the shipped profile of `id`, pointed at the platform.
-pub async fn start_partner(work: &WorkDir, id: &str, platform: SocketAddr) -> PartnerProcess {
+/// The web address each partner profile gets on this machine: fixed before the partners
+/// start, so that the platform can register their redirect URIs first.
+pub fn partner_web_addrs() -> Vec<(&'static str, SocketAddr)> {
+    PROFILES
+        .iter()
+        .map(|id| (*id, SocketAddr::from(([127, 0, 0, 1], free_port()))))
+        .collect()
+}
+
+/// The redirect URI of a partner web app at `web`.
+pub fn redirect_uri_at(web: SocketAddr) -> String {
+    format!("https://localhost:{}/callback", web.port())
+}
+
+/// Starts `partner-svc` with the shipped profile of `id`, pointed at the platform, its web
+/// app on a free port.
+pub async fn start_partner(work: &WorkDir, id: &str, platform: PlatformPorts) -> PartnerProcess {
+    let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    start_partner_at(work, id, platform, web).await
+}
+
+/// Like [`start_partner`], its web app on `web`.
+pub async fn start_partner_at(
+    work: &WorkDir,
+    id: &str,
+    platform: PlatformPorts,
+    web: SocketAddr,
+) -> PartnerProcess {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let database = work.path.join(format!("{id}.db"));
     let args: Vec<String> = vec![
@@ -317,7 +355,15 @@ pub async fn start_partner(work: &WorkDir, id: &str, platform: SocketAddr) -> Pa
         "--database".into(),
         database.display().to_string(),
         "--platform-address".into(),
-        format!("https://{platform}"),
+        format!("https://{}", platform.partner),
+        "--platform-web-origin".into(),
+        platform.web_origin(),
+        "--web-listen".into(),
+        web.to_string(),
+        "--trust-domain".into(),
+        TRUST_DOMAIN.into(),
+        "--tls-client-ca".into(),
+        work.pki("ca.pem").display().to_string(),
         "--platform-ca".into(),
         work.pki("platform-ca.pem").display().to_string(),
         "--tls-cert".into(),
@@ -338,15 +384,17 @@ pub async fn start_partner(work: &WorkDir, id: &str, platform: SocketAddr) -> Pa
     PartnerProcess {
         process,
         addr,
+        web,
         database,
     }
 }
 
 impl PartnerProcess {
-    /// A client of its API.
-    pub async fn client(&self, work: &WorkDir) -> PartnerAppClient<Channel> {
+    /// A client of its API: one of the partner's own front ends, presenting its
+    /// certificate.
+    pub async fn client(&self, work: &WorkDir, id: &str) -> PartnerAppClient<Channel> {
         PartnerAppClient::new(
-            work.channel(self.addr, None)
+            work.channel(self.addr, Some(&format!("partner-{id}")))
                 .await
                 .expect("partner api channel"),
         )

@@ -353,15 +353,18 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     let (music_addr, music_data) = stack.partner("music");
     let (video_addr, _) = stack.partner("video");
     let (bank_addr, bank_data) = stack.partner("bank");
-    let client = async |addr| {
+    // The partners' own front ends: each presents its partner's certificate.
+    let client = async |addr, id: &str| {
         app::partner_app_client::PartnerAppClient::new(
-            work.channel(addr, None).await.expect("partner channel"),
+            work.channel(addr, Some(&format!("partner-{id}")))
+                .await
+                .expect("partner channel"),
         )
     };
     let (mut music, mut video, mut bank) = (
-        client(music_addr).await,
-        client(video_addr).await,
-        client(bank_addr).await,
+        client(music_addr, "music").await,
+        client(video_addr, "video").await,
+        client(bank_addr, "bank").await,
     );
 
     let mut account = AccountClient::new(work.channel(stack.user, None).await.expect("account"));
@@ -890,7 +893,7 @@ impl ProcessStack {
         register(story, &mut operator).await;
         let mut partners = Vec::new();
         for id in PROFILES {
-            let partner = start_partner(&work, id, ports.partner).await;
+            let partner = start_partner(&work, id, ports).await;
             story.note(&format!("partner {id}: {}", partner.addr));
             partners.push((*id, partner));
         }

@@ -23,6 +23,9 @@ pub struct World {
     pub alice: User,
     /// Her friend.
     pub bob: User,
+    /// Where the music app's web app listens once started with `start_partner_at` (its
+    /// redirect URI is registered).
+    pub music_web: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -33,6 +36,7 @@ pub async fn world() -> (World, Process) {
     let work = WorkDir::new(dir.path());
     let ports = PlatformPorts::free();
     let platform = start_platform(&work, ports).await;
+    let music_web = std::net::SocketAddr::from(([127, 0, 0, 1], crate::processes::free_port()));
     let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
         work.channel(ports.operator, Some("operator"))
             .await
@@ -56,7 +60,7 @@ pub async fn world() -> (World, Process) {
                 scopes,
                 retired: false,
             }],
-            redirect_uris: Vec::new(),
+            redirect_uris: vec![crate::processes::redirect_uri_at(music_web)],
         })
         .await
         .unwrap();
@@ -71,6 +75,7 @@ pub async fn world() -> (World, Process) {
             account,
             alice,
             bob,
+            music_web,
             _dir: dir,
         },
         platform,
@@ -82,7 +87,7 @@ pub async fn connect_alice(
     w: &mut World,
     music: &PartnerProcess,
 ) -> app::partner_app_client::PartnerAppClient<Channel> {
-    let mut client = music.client(&w.work).await;
+    let mut client = music.client(&w.work, "music").await;
     connect_user(&mut client, &mut w.account, &w.alice, vec![]).await;
     client
 }

@@ -1,0 +1,194 @@
+//! The signed-in account's page: its connection to the platform and what the app may do
+//! with it (inbox, share, unsend, disconnect), each through the partner API as that
+//! account. Signed out, the page offers sign-in and sign-up.
+
+use super::account::signed_in;
+use super::{WebState, csrf_refusal, csrf_token, failure, pages};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::{CookieJar, Form};
+use consent_proto::partner::v1 as api;
+use consent_proto::partner::v1::partner_app_server::PartnerApp as _;
+use serde::Deserialize;
+use tonic::Request;
+
+/// A partner API request made by the signed-in account's session.
+fn as_account<T>(message: T, session: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = format!("Bearer {session}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+fn refused(status: &tonic::Status) -> Response {
+    failure(StatusCode::BAD_REQUEST, "REFUSED", status.message())
+}
+
+/// Which thread's messages the page shows.
+#[derive(Debug, Deserialize)]
+pub struct InboxQuery {
+    #[serde(default)]
+    thread_id: String,
+}
+
+/// `GET /`.
+pub async fn page(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Query(query): Query<InboxQuery>,
+) -> Response {
+    let (jar, csrf) = csrf_token(jar);
+    let Some((name, session)) = signed_in(&state, &jar).await else {
+        let page = pages::signed_out(&state.config.display_name, &csrf);
+        return (jar, page).into_response();
+    };
+    let status = state
+        .app
+        .connection_status(as_account(
+            api::ConnectionStatusRequest::default(),
+            &session,
+        ))
+        .await
+        .map(tonic::Response::into_inner);
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => return refused(&error),
+    };
+    let reads = status.scopes.iter().any(|s| s == "MESSAGES_READ");
+    let inbox = if status.status == "CONNECTED" && reads && !query.thread_id.is_empty() {
+        let listed = state
+            .app
+            .inbox(as_account(
+                api::InboxRequest {
+                    user_name: String::new(),
+                    thread_id: query.thread_id.clone(),
+                },
+                &session,
+            ))
+            .await;
+        match listed {
+            Ok(listed) => Some(listed.into_inner().messages),
+            Err(error) => return refused(&error),
+        }
+    } else {
+        None
+    };
+    let view = pages::Home {
+        app_name: &state.config.display_name,
+        name: &name,
+        status: &status,
+        thread_id: &query.thread_id,
+        inbox: inbox.as_deref(),
+    };
+    (jar, pages::home(&view, &csrf)).into_response()
+}
+
+/// The share form.
+#[derive(Debug, Deserialize)]
+pub struct ShareForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    thread_id: String,
+    #[serde(default)]
+    friend_id: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    client_key: String,
+}
+
+/// `POST /share`.
+pub async fn share(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Form(form): Form<ShareForm>,
+) -> Response {
+    if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
+        return refused;
+    }
+    let Some((_, session)) = signed_in(&state, &jar).await else {
+        return Redirect::to("/").into_response();
+    };
+    let shared = state
+        .app
+        .share(as_account(
+            api::ShareRequest {
+                user_name: String::new(),
+                thread_id: form.thread_id,
+                friend_id: form.friend_id,
+                body: form.body,
+                client_key: form.client_key,
+            },
+            &session,
+        ))
+        .await;
+    match shared {
+        Ok(shared) => {
+            let shared = shared.into_inner();
+            Redirect::to(&format!("/?thread_id={}", shared.thread_id)).into_response()
+        }
+        Err(error) => refused(&error),
+    }
+}
+
+/// The unsend form.
+#[derive(Debug, Deserialize)]
+pub struct UnsendForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    message_id: String,
+    #[serde(default)]
+    thread_id: String,
+}
+
+/// `POST /unsend`.
+pub async fn unsend(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Form(form): Form<UnsendForm>,
+) -> Response {
+    if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
+        return refused;
+    }
+    let Some((_, session)) = signed_in(&state, &jar).await else {
+        return Redirect::to("/").into_response();
+    };
+    let request = api::UnsendRequest {
+        user_name: String::new(),
+        message_id: form.message_id,
+    };
+    match state.app.unsend(as_account(request, &session)).await {
+        Ok(_) => Redirect::to(&format!("/?thread_id={}", form.thread_id)).into_response(),
+        Err(error) => refused(&error),
+    }
+}
+
+/// The disconnect form.
+#[derive(Debug, Deserialize)]
+pub struct DisconnectForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /disconnect`: the grant is released on the platform and its data deleted here.
+pub async fn disconnect(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Form(form): Form<DisconnectForm>,
+) -> Response {
+    if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
+        return refused;
+    }
+    let Some((_, session)) = signed_in(&state, &jar).await else {
+        return Redirect::to("/").into_response();
+    };
+    let request = api::DisconnectRequest::default();
+    match state.app.disconnect(as_account(request, &session)).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(error) => refused(&error),
+    }
+}

@@ -1,0 +1,91 @@
+//! The partner's own web app, for its users in a browser, as a music app has: its own
+//! accounts and sessions ([`account`]); "Connect with the platform", which sends the
+//! browser to the platform's consent page and completes the connection at `/callback`
+//! ([`connect`]); and the connection's status, inbox, share, unsend and disconnect
+//! ([`home`]). The pages call the partner API in-process as the signed-in account, so
+//! they can do no more than any signed-in front end.
+
+mod account;
+mod connect;
+mod home;
+mod pages;
+
+use crate::api::PartnerApp;
+use crate::config::{PartnerConfig, Web};
+use crate::platform::PlatformClient;
+use crate::store::PartnerStore;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::CookieJar;
+use consent_core::secret::new_token;
+use consent_tls::https::cookies;
+use std::sync::Arc;
+
+/// What every page handler shares.
+#[derive(Debug, Clone)]
+pub struct WebState {
+    app: PartnerApp,
+    store: PartnerStore,
+    client: PlatformClient,
+    config: Arc<PartnerConfig>,
+    web: Arc<Web>,
+}
+
+impl WebState {
+    /// The web app of the partner `config` describes, over `app`, `store` and `client`.
+    pub fn new(
+        app: PartnerApp,
+        store: PartnerStore,
+        client: PlatformClient,
+        config: Arc<PartnerConfig>,
+        web: &Web,
+    ) -> Self {
+        WebState {
+            app,
+            store,
+            client,
+            config,
+            web: Arc::new(web.clone()),
+        }
+    }
+}
+
+/// Every page and form. Forms may lead to the platform's consent page.
+pub fn router(state: WebState) -> Router {
+    let platform = state.web.platform_origin.clone();
+    let pages = Router::new()
+        .route("/", get(home::page))
+        .route("/sign-up", post(account::sign_up))
+        .route("/sign-in", post(account::sign_in))
+        .route("/sign-out", post(account::sign_out))
+        .route("/connect", post(connect::start))
+        .route("/callback", get(connect::finish))
+        .route("/share", post(home::share))
+        .route("/unsend", post(home::unsend))
+        .route("/disconnect", post(home::disconnect))
+        .with_state(state);
+    consent_tls::https::secured(pages, &platform)
+}
+
+/// A refused or failed action, as a page with its status and reason.
+fn failure(status: StatusCode, reason: &str, message: &str) -> Response {
+    (status, pages::failure(reason, message)).into_response()
+}
+
+/// The browser's CSRF token, made if it has none yet.
+fn csrf_token(jar: CookieJar) -> (CookieJar, String) {
+    cookies::csrf_token(jar, || new_token("csrf_"))
+}
+
+/// The refusal of a form without the browser's CSRF token, if it has none.
+fn csrf_refusal(jar: &CookieJar, field: &str) -> Option<Response> {
+    (!cookies::csrf_matches(jar, field)).then(|| {
+        failure(
+            StatusCode::FORBIDDEN,
+            "CSRF_INVALID",
+            "the form did not come from this page: reload it and try again",
+        )
+    })
+}

@@ -1,0 +1,266 @@
+//! The partner's side of "sign in with the platform", with both services as processes: a
+//! user of the music app's own web app connects through the platform's consent page; the
+//! callback takes only the answer its own browser session asked for, from the platform;
+//! and the partner API serves only its own front ends and signed-in users.
+
+use consent_proto::partner::v1 as app;
+use end_to_end::browser::{Browser, Page};
+use end_to_end::processes::start_partner_at;
+use end_to_end::world::{World, partner_db, world};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// Asserts a refusal of the partner itself: `code` and its `ErrorInfo` reason.
+#[track_caller]
+fn assert_partner_refused(status: &tonic::Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        (reason, "consent.partner")
+    );
+}
+
+/// Signs up `name` on the app at `origin` in `browser`; returns the app's page.
+async fn sign_up(browser: &Browser, origin: &str, name: &str) -> Page {
+    let home = browser.get(&format!("{origin}/")).await;
+    let csrf = home.field("csrf").expect("csrf");
+    let signed_up = browser
+        .post(
+            &format!("{origin}/sign-up"),
+            &[
+                ("csrf", &csrf),
+                ("name", name),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    assert_eq!(signed_up.status, 303, "{}", signed_up.body);
+    browser.follow(signed_up).await
+}
+
+/// Presses "Connect with the platform"; returns the platform's answer as the redirect
+/// to the callback, after alice signed in there and approved with `scopes` ticked.
+async fn connect(w: &World, browser: &Browser, origin: &str, home: &Page, scopes: &[&str]) -> Page {
+    let csrf = home.field("csrf").expect("csrf");
+    let to_platform = browser
+        .post(&format!("{origin}/connect"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(to_platform.status, 303, "{}", to_platform.body);
+    let authorize = to_platform.location.clone().unwrap();
+    assert!(
+        authorize.starts_with(&format!(
+            "{}/authorize?client_id=music&request_uri=",
+            w.ports.web_origin()
+        )),
+        "{authorize}"
+    );
+    let sign_in = browser.follow(browser.get(&authorize).await).await;
+    assert!(sign_in.url.contains("/sign-in"), "{}", sign_in.url);
+    let form: Vec<(&str, String)> = vec![
+        ("csrf", sign_in.field("csrf").unwrap()),
+        ("next", sign_in.field("next").unwrap()),
+        ("user_name", "alice".into()),
+        ("password", "correct horse".into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let signed_in = browser.post(&sign_in.resolve("/sign-in"), &form).await;
+    let consent = browser.follow(signed_in).await;
+    assert!(consent.url.contains("/consent/req_"), "{}", consent.url);
+    assert!(consent.body.contains("Music App"));
+    let csrf = consent.field("csrf").unwrap();
+    let mut form = vec![("csrf", csrf.as_str()), ("decision", "approve")];
+    form.extend(scopes.iter().map(|s| ("scope", *s)));
+    browser.post(&consent.url, &form).await
+}
+
+#[tokio::test]
+async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_checks_state_and_issuer()
+ {
+    let (w, _platform) = world().await;
+    let music = start_partner_at(&w.work, "music", w.ports, w.music_web).await;
+    let origin = format!("https://localhost:{}", music.web.port());
+    let browser = Browser::for_work(&w.work, origin.clone());
+    let home = sign_up(&browser, &origin, "alice").await;
+    assert!(
+        home.body.contains("Connect with the platform"),
+        "{}",
+        home.body
+    );
+
+    let answer = connect(
+        &w,
+        &browser,
+        &origin,
+        &home,
+        &["threads.read", "messages.write"],
+    )
+    .await;
+    let callback = answer.location.clone().unwrap();
+    assert!(
+        callback.starts_with(&format!("{origin}/callback?code=")),
+        "{callback}"
+    );
+    let connected = browser.follow(answer).await;
+    assert!(connected.body.contains("CONNECTED"), "{}", connected.body);
+    assert!(
+        connected.body.contains("THREADS_READ, MESSAGES_WRITE"),
+        "{}",
+        connected.body
+    );
+
+    // The same connection, as the app's front end sees it over its API.
+    let mut front_end = music.client(&w.work, "music").await;
+    let status = front_end
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, "CONNECTED");
+
+    // The callback refuses answers its browser session did not ask for.
+    let platform = w.ports.web_origin();
+    for query in ["code=pac_x&state=st_forged", "code=pac_x"] {
+        let forged = browser
+            .get(&format!("{origin}/callback?{query}&iss={platform}"))
+            .await;
+        assert_eq!(forged.status, 400, "{query}");
+        assert!(forged.body.contains("STATE_MISMATCH"), "{}", forged.body);
+    }
+    let flow_state = |music: &end_to_end::processes::PartnerProcess| -> String {
+        partner_db(music)
+            .query_row("SELECT state FROM flows", [], |r| r.get(0))
+            .expect("a flow in progress")
+    };
+    let home = browser.get(&format!("{origin}/")).await;
+    let csrf = home.field("csrf").unwrap();
+    browser
+        .post(&format!("{origin}/connect"), &[("csrf", &csrf)])
+        .await;
+    let state = flow_state(&music);
+    let elsewhere = browser
+        .get(&format!(
+            "{origin}/callback?code=pac_x&state={state}&iss=https://evil.example"
+        ))
+        .await;
+    assert_eq!(elsewhere.status, 400);
+    assert!(
+        elsewhere.body.contains("ISSUER_MISMATCH"),
+        "{}",
+        elsewhere.body
+    );
+
+    // Another account's browser cannot complete alice's flow.
+    browser
+        .post(&format!("{origin}/connect"), &[("csrf", &csrf)])
+        .await;
+    let state = flow_state(&music);
+    let mallory = Browser::for_work(&w.work, origin.clone());
+    sign_up(&mallory, &origin, "mallory").await;
+    let stolen = mallory
+        .get(&format!(
+            "{origin}/callback?code=pac_x&state={state}&iss={platform}"
+        ))
+        .await;
+    assert_eq!(stolen.status, 400);
+    assert!(stolen.body.contains("STATE_MISMATCH"));
+
+    // Disconnecting on the app's page releases the grant.
+    let home = browser.get(&format!("{origin}/")).await;
+    let csrf = home.field("csrf").unwrap();
+    let out = browser
+        .post(&format!("{origin}/disconnect"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    let status = front_end
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(status.status, "CONNECTED");
+}
+
+#[tokio::test]
+async fn the_partner_api_serves_only_its_own_front_ends_and_signed_in_users() {
+    let (w, _platform) = world().await;
+    let music = start_partner_at(&w.work, "music", w.ports, w.music_web).await;
+    let ask = |user_name: &str| app::ConnectionStatusRequest {
+        user_name: user_name.into(),
+    };
+
+    let stranger = w.work.channel(music.addr, None).await.unwrap();
+    let mut stranger = app::partner_app_client::PartnerAppClient::new(stranger);
+    let refused = stranger.connection_status(ask("alice")).await.unwrap_err();
+    assert_partner_refused(&refused, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
+    let refused = stranger
+        .share(app::ShareRequest {
+            user_name: "alice".into(),
+            friend_id: "anyone".into(),
+            body: "hi".into(),
+            client_key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
+
+    // Another partner's certificate is not one of music's front ends.
+    let video = w
+        .work
+        .channel(music.addr, Some("partner-video"))
+        .await
+        .unwrap();
+    let refused = app::partner_app_client::PartnerAppClient::new(video)
+        .connection_status(ask("alice"))
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
+
+    // A user signed in on the app's web acts for their own account only.
+    let origin = format!("https://localhost:{}", music.web.port());
+    let browser = Browser::for_work(&w.work, origin.clone());
+    let home = browser.get(&format!("{origin}/")).await;
+    let csrf = home.field("csrf").unwrap();
+    let signed_up = browser
+        .post(
+            &format!("{origin}/sign-up"),
+            &[
+                ("csrf", &csrf),
+                ("name", "alice"),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    let session = signed_up
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("__Host-partner-session="))
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let as_alice = |user_name: &str| end_to_end::bearer(ask(user_name), &session);
+    let own = stranger
+        .connection_status(as_alice(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.status, "NOT_CONNECTED");
+    let refused = stranger
+        .connection_status(as_alice("bob"))
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::PermissionDenied, "NOT_YOUR_ACCOUNT");
+    let forged = end_to_end::bearer(ask("alice"), "pss_forged");
+    let refused = stranger.connection_status(forged).await.unwrap_err();
+    assert_partner_refused(&refused, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
+}
