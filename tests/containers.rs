@@ -8,7 +8,7 @@
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::compose::{ComposeStack, docker_available};
-use end_to_end::story::{PartnerData, Stack, Story, register_profiles, tell};
+use end_to_end::story::{PartnerData, Stack, StackPartner, Story, register_profiles, tell};
 use end_to_end::world::{
     connect_user, eventually, share_in_thread, share_with_friend, wait_for_deletion_attestation,
 };
@@ -40,7 +40,7 @@ async fn seeded(name: &str) -> Seeded {
             .unwrap(),
     );
     let mut story = Story::default();
-    register_profiles(&mut story, &mut operator).await;
+    register_profiles(&mut story, &mut operator, &stack.redirect_uris()).await;
     assert_eq!(story.failures, 0);
     let mut account = AccountClient::new(stack.work.channel(stack.user, None).await.unwrap());
     let alice = sign_up(&mut account, "alice").await;
@@ -110,15 +110,14 @@ async fn the_walkthrough_story_runs_against_the_containers() {
             .unwrap(),
     );
     let mut story = Story::default();
-    register_profiles(&mut story, &mut operator).await;
-    let partners: Vec<(&'static str, _, Box<dyn PartnerData>)> = ["music", "video", "bank"]
+    register_profiles(&mut story, &mut operator, &stack.redirect_uris()).await;
+    let partners = ["music", "video", "bank"]
         .into_iter()
-        .map(|service| {
-            (
-                service,
-                stack.partner_addr(service),
-                Box::new(stack.partner_store(service)) as Box<dyn PartnerData>,
-            )
+        .map(|service| StackPartner {
+            id: service,
+            api: stack.partner_addr(service),
+            web_origin: stack.partner_web_origin(service),
+            data: Box::new(stack.partner_store(service)) as Box<dyn PartnerData>,
         })
         .collect();
     let view = Stack {
@@ -126,6 +125,7 @@ async fn the_walkthrough_story_runs_against_the_containers() {
         partner: stack.partner,
         operator: stack.operator,
         user: stack.user,
+        web_origin: format!("https://localhost:{}", stack.web.port()),
         partners,
     };
     tell(&mut story, &view).await;

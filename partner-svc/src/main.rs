@@ -42,6 +42,9 @@ struct Cli {
     /// Override `web.listen`.
     #[arg(long, env = "PARTNER_WEB_LISTEN")]
     web_listen: Option<SocketAddr>,
+    /// Override `web.origin`.
+    #[arg(long, env = "PARTNER_WEB_ORIGIN")]
+    web_origin: Option<String>,
     /// Override `web.platform_origin`.
     #[arg(long, env = "PARTNER_PLATFORM_WEB_ORIGIN")]
     platform_web_origin: Option<String>,
@@ -59,6 +62,7 @@ fn load(cli: Cli) -> Result<PartnerConfig, Box<dyn std::error::Error + Send + Sy
     config.trust_domain = cli.trust_domain.unwrap_or(config.trust_domain);
     if let Some(web) = config.web.as_mut() {
         web.listen = cli.web_listen.unwrap_or(web.listen);
+        web.origin = cli.web_origin.or(web.origin.clone());
         web.platform_origin = cli
             .platform_web_origin
             .unwrap_or(web.platform_origin.clone());

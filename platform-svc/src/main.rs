@@ -42,6 +42,12 @@ enum Command {
         /// Override `listen.user`.
         #[arg(long, env = "PLATFORM_LISTEN_USER")]
         listen_user: Option<SocketAddr>,
+        /// Override `listen.web`.
+        #[arg(long, env = "PLATFORM_LISTEN_WEB")]
+        listen_web: Option<SocketAddr>,
+        /// Override `web_origin`.
+        #[arg(long, env = "PLATFORM_WEB_ORIGIN")]
+        web_origin: Option<String>,
     },
     /// Write a development PKI (a platform CA, a client CA, the platform's, the operator's
     /// and each partner's certificate, a CRL), the audit key (`audit.key`) and the
@@ -123,6 +129,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             listen_partner,
             listen_operator,
             listen_user,
+            listen_web,
+            web_origin,
         } => {
             let mut config = PlatformConfig::from_toml(&std::fs::read_to_string(&config)?)?;
             if let Some(database) = database {
@@ -131,6 +139,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             config.listen.partner = listen_partner.unwrap_or(config.listen.partner);
             config.listen.operator = listen_operator.unwrap_or(config.listen.operator);
             config.listen.user = listen_user.unwrap_or(config.listen.user);
+            config.listen.web = listen_web.unwrap_or(config.listen.web);
+            config.web_origin = web_origin.or(config.web_origin);
             let bound = BoundPlatform::bind(config, Arc::new(Clock::default())).await?;
             let addrs = bound.addrs()?;
             tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, web = %addrs.web, "platform listening");

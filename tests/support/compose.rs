@@ -57,8 +57,12 @@ pub struct ComposeStack {
     pub operator: SocketAddr,
     /// Platform user listener on the host.
     pub user: SocketAddr,
+    /// Platform web pages on the host.
+    pub web: SocketAddr,
     /// Partner APIs on the host, by service name.
     pub partners: Vec<(&'static str, SocketAddr)>,
+    /// Partner web apps on the host, by service name.
+    pub partner_webs: Vec<(&'static str, SocketAddr)>,
     _dir: tempfile::TempDir,
 }
 
@@ -76,7 +80,13 @@ impl ComposeStack {
         let work = WorkDir::with_key_owner(dir.path(), Some((10001, 10001)));
         let port = crate::processes::free_port;
         let (partner, operator, user) = (loopback(port()), loopback(port()), loopback(port()));
+        let web = loopback(port());
         let partners = vec![
+            ("music", loopback(port())),
+            ("video", loopback(port())),
+            ("bank", loopback(port())),
+        ];
+        let partner_webs = vec![
             ("music", loopback(port())),
             ("video", loopback(port())),
             ("bank", loopback(port())),
@@ -89,11 +99,17 @@ impl ComposeStack {
             ("PLATFORM_PARTNER_PORT".into(), partner.port().to_string()),
             ("PLATFORM_OPERATOR_PORT".into(), operator.port().to_string()),
             ("PLATFORM_USER_PORT".into(), user.port().to_string()),
-            ("PLATFORM_WEB_PORT".into(), port().to_string()),
+            ("PLATFORM_WEB_PORT".into(), web.port().to_string()),
         ];
         for (service, addr) in &partners {
             env.push((
                 format!("{}_PORT", service.to_uppercase()),
+                addr.port().to_string(),
+            ));
+        }
+        for (service, addr) in &partner_webs {
+            env.push((
+                format!("{}_WEB_PORT", service.to_uppercase()),
                 addr.port().to_string(),
             ));
         }
@@ -104,7 +120,9 @@ impl ComposeStack {
             partner,
             operator,
             user,
+            web,
             partners,
+            partner_webs,
             _dir: dir,
         };
         stack.compose(&["up", "-d"]);
@@ -175,6 +193,25 @@ impl ComposeStack {
             .find(|(s, _)| *s == service)
             .expect("partner service")
             .1
+    }
+
+    /// The origin of a partner's web app on the host.
+    pub fn partner_web_origin(&self, service: &str) -> String {
+        let web = self
+            .partner_webs
+            .iter()
+            .find(|(s, _)| *s == service)
+            .expect("partner service")
+            .1;
+        format!("https://localhost:{}", web.port())
+    }
+
+    /// The redirect URIs to register, by profile.
+    pub fn redirect_uris(&self) -> Vec<(&'static str, String)> {
+        self.partner_webs
+            .iter()
+            .map(|(id, web)| (*id, crate::processes::redirect_uri_at(*web)))
+            .collect()
     }
 
     /// Reads a partner's store out of its container.

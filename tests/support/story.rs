@@ -2,6 +2,7 @@
 //! the compose stack in containers. Every step says what each side did and whether it was
 //! allowed or refused, and counts what did not behave as told.
 
+use crate::browser::{Browser, Page};
 use crate::{User, bearer};
 use consent_core::model::Scope;
 use consent_proto::partner::v1 as app;
@@ -63,24 +64,41 @@ pub struct Stack<'a> {
     pub operator: SocketAddr,
     /// The platform's user listener.
     pub user: SocketAddr,
-    /// Each partner's API address and store, as (id, addr, store).
-    pub partners: Vec<(&'static str, SocketAddr, Box<dyn PartnerData + 'a>)>,
+    /// The origin of the platform's web pages.
+    pub web_origin: String,
+    /// Each partner.
+    pub partners: Vec<StackPartner<'a>>,
+}
+
+/// A partner of the running stack.
+pub struct StackPartner<'a> {
+    /// Its profile id.
+    pub id: &'static str,
+    /// Its API address.
+    pub api: SocketAddr,
+    /// The origin of its web app.
+    pub web_origin: String,
+    /// Its store.
+    pub data: Box<dyn PartnerData + 'a>,
 }
 
 impl Stack<'_> {
-    fn partner(&self, id: &str) -> (SocketAddr, &dyn PartnerData) {
-        let (_, addr, data) = self
-            .partners
+    fn partner(&self, id: &str) -> &StackPartner<'_> {
+        self.partners
             .iter()
-            .find(|(p, _, _)| *p == id)
-            .expect("partner in stack");
-        (*addr, data.as_ref())
+            .find(|p| p.id == id)
+            .expect("partner in stack")
     }
 }
 
-/// Registers every shipped profile with the platform, as the operator.
-pub async fn register_profiles(story: &mut Story, operator: &mut PartnerAdminClient<Channel>) {
-    register(story, operator).await
+/// Registers every shipped profile with the platform, as the operator, each with its
+/// redirect URI from `redirect_uris` (profile id, URI).
+pub async fn register_profiles(
+    story: &mut Story,
+    operator: &mut PartnerAdminClient<Channel>,
+    redirect_uris: &[(&str, String)],
+) {
+    register(story, operator, redirect_uris).await
 }
 
 /// Counts what behaved as told and what did not.
@@ -177,7 +195,11 @@ fn names(scopes: &[i32]) -> String {
         .join(", ")
 }
 
-async fn register(story: &mut Story, operator: &mut PartnerAdminClient<Channel>) {
+async fn register(
+    story: &mut Story,
+    operator: &mut PartnerAdminClient<Channel>,
+    redirect_uris: &[(&str, String)],
+) {
     for id in PROFILES {
         let config =
             PartnerConfig::from_toml(&std::fs::read_to_string(profile(id)).expect("profile"))
@@ -203,7 +225,11 @@ async fn register(story: &mut Story, operator: &mut PartnerAdminClient<Channel>)
             display_name: config.display_name.clone(),
             allowed_scopes: scopes,
             features,
-            redirect_uris: Vec::new(),
+            redirect_uris: redirect_uris
+                .iter()
+                .filter(|(profile, _)| profile == id)
+                .map(|(_, uri)| uri.clone())
+                .collect(),
         };
         story.check(
             &format!(
@@ -313,6 +339,189 @@ async fn connect(
     }
 }
 
+/// A page that must have come back with `status`.
+fn page_status(page: &Page, status: u16) -> Result<(), Status> {
+    if page.status == status {
+        Ok(())
+    } else {
+        Err(Status::unknown(format!(
+            "{} answered {} instead of {status}: {}",
+            page.url,
+            page.status,
+            page.body.chars().take(300).collect::<String>()
+        )))
+    }
+}
+
+/// The values of every checkbox `name` on a page.
+fn checkbox_values(page: &Page, name: &str) -> Vec<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    page.body
+        .match_indices(&marker)
+        .filter_map(|(at, _)| {
+            let start = at + marker.len();
+            let end = page.body[start..].find('"')? + start;
+            Some(page.body[start..end].to_string())
+        })
+        .collect()
+}
+
+/// The query parameter `name` of a URL.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `partner` presents `code` with a verifier it made up.
+async fn exchange_without_verifier(
+    stack: &Stack<'_>,
+    partner: &str,
+    code: &str,
+    redirect_uri: &str,
+) -> Result<pb::ExchangeRequestResponse, Status> {
+    let channel = stack
+        .work
+        .channel(stack.partner, Some(&format!("partner-{partner}")))
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    pb::consent_client::ConsentClient::new(channel)
+        .exchange_code(pb::ExchangeCodeRequest {
+            code: code.into(),
+            code_verifier: "an-attacker-does-not-know-the-verifier-0000000".into(),
+            redirect_uri: redirect_uri.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `user` connects the app of `partner` from their browser: signs up on the app's own site,
+/// presses "Connect with the platform", signs in on the platform's page (not the app's),
+/// leaves every permission ticked but `untick`, and lands back on the app, connected. With
+/// `try_stealing`, the code in the browser's address bar is first tried by someone else:
+/// another partner, and this partner's certificate without its PKCE verifier.
+async fn connect_in_browser(
+    story: &mut Story,
+    stack: &Stack<'_>,
+    (partner, partner_name): (&str, &str),
+    user: &User,
+    untick: &[&str],
+    try_stealing: bool,
+) -> Option<()> {
+    let app = stack.partner(partner).web_origin.clone();
+    let browser = Browser::for_work(stack.work, app.clone());
+    let who = &user.name;
+    let home = browser.get(&format!("{app}/")).await;
+    let csrf = home.field("csrf").unwrap_or_default();
+    let signed_up = browser
+        .post(
+            &format!("{app}/sign-up"),
+            &[
+                ("csrf", &csrf),
+                ("name", who),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    story.check(
+        &format!("[{partner_name} site] {who} signs up with the app's own account"),
+        page_status(&signed_up, 303),
+    )?;
+    let home = browser.follow(signed_up).await;
+    let csrf = home.field("csrf").unwrap_or_default();
+    let to_platform = browser
+        .post(&format!("{app}/connect"), &[("csrf", &csrf)])
+        .await;
+    story.check(
+        &format!("[{partner_name} site] {who} presses 'Connect with the platform': the app pushes its request and sends the browser to the platform"),
+        page_status(&to_platform, 303),
+    )?;
+    let sign_in = browser.follow(to_platform).await;
+    let form: Vec<(&str, String)> = vec![
+        ("csrf", sign_in.field("csrf").unwrap_or_default()),
+        ("next", sign_in.field("next").unwrap_or_default()),
+        ("user_name", who.clone()),
+        ("password", "correct horse".into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let signed_in = browser.post(&sign_in.resolve("/sign-in"), &form).await;
+    story.check(
+        &format!("[platform page] {who} signs in on the platform's own page, never on the app's"),
+        page_status(&signed_in, 303),
+    )?;
+    let consent = browser.follow(signed_in).await;
+    story.check(
+        &format!("[platform page] the consent page shows {partner_name}'s request"),
+        page_status(&consent, 200),
+    )?;
+    let offered = checkbox_values(&consent, "scope");
+    story.note(&format!(
+        "[platform page] {partner_name} asks to: {}",
+        offered.join(", ")
+    ));
+    let csrf = consent.field("csrf").unwrap_or_default();
+    let mut form = vec![("csrf", csrf.as_str()), ("decision", "approve")];
+    form.extend(
+        offered
+            .iter()
+            .filter(|s| !untick.contains(&s.as_str()))
+            .map(|s| ("scope", s.as_str())),
+    );
+    let answer = browser.post(&consent.url, &form).await;
+    let unticked = if untick.is_empty() {
+        String::new()
+    } else {
+        format!(" (unticks {})", untick.join(", "))
+    };
+    story.check(
+        &format!("[platform page] {who} allows{unticked}: back to the app with a code, its state and the platform as iss"),
+        page_status(&answer, 303),
+    )?;
+    if try_stealing {
+        steal_code(story, stack, (partner, partner_name), who, &answer).await;
+    }
+    let landed = browser.follow(answer).await;
+    story.expect(
+        &format!(
+            "[{partner_name} site] the app exchanged the code with its verifier: {who} is connected"
+        ),
+        landed.body.contains("CONNECTED"),
+    );
+    Some(())
+}
+
+/// Others present the code of `answer` (the redirect to the app) before the app does.
+async fn steal_code(
+    story: &mut Story,
+    stack: &Stack<'_>,
+    (partner, partner_name): (&str, &str),
+    who: &str,
+    answer: &Page,
+) {
+    let code = answer
+        .location
+        .as_deref()
+        .and_then(|l| query_param(l, "code"))
+        .unwrap_or_default();
+    let redirect_uri = format!("{}/callback", stack.partner(partner).web_origin);
+    let other = if partner == "video" { "music" } else { "video" };
+    story.refused(
+        &format!("{other} presents the code it saw in {who}'s address bar"),
+        exchange_without_verifier(stack, other, &code, &redirect_uri).await,
+        Code::PermissionDenied,
+        "CODE_INVALID",
+    );
+    story.refused(
+        &format!(
+            "someone with {partner_name}'s certificate but not its PKCE verifier presents the code"
+        ),
+        exchange_without_verifier(stack, partner, &code, &redirect_uri).await,
+        Code::PermissionDenied,
+        "PKCE_MISMATCH",
+    );
+}
+
 async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Result<(), Status> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -350,9 +559,15 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
             .await
             .expect("operator"),
     );
-    let (music_addr, music_data) = stack.partner("music");
-    let (video_addr, _) = stack.partner("video");
-    let (bank_addr, bank_data) = stack.partner("bank");
+    let (music_addr, music_data) = (
+        stack.partner("music").api,
+        stack.partner("music").data.as_ref(),
+    );
+    let video_addr = stack.partner("video").api;
+    let (bank_addr, bank_data) = (
+        stack.partner("bank").api,
+        stack.partner("bank").data.as_ref(),
+    );
     // The partners' own front ends: each presents its partner's certificate.
     let client = async |addr, id: &str| {
         app::partner_app_client::PartnerAppClient::new(
@@ -392,43 +607,12 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     say(&mut account, &carol, &family, "I'll bring dessert").await;
     story.note("seeded users alice, bob, carol; alice's friends bob and carol; a 'family' thread with two messages");
 
-    story.act("1. Users approve, in the platform's own app (bob narrows the scopes)");
+    story.act("1. Users connect apps: signing in with the platform on its consent page (bob unticks a permission), or, for an app without a browser, approving in the platform's own app");
+    let (music_app, video_app) = (("music", "Music App"), ("video", "Video App"));
+    connect_in_browser(story, stack, music_app, &alice, &[], true).await;
+    connect_in_browser(story, stack, music_app, &bob, &["messages.delete"], false).await;
+    connect_in_browser(story, stack, video_app, &alice, &[], false).await;
     let all = Vec::new();
-    connect(
-        story,
-        &mut music,
-        &mut account,
-        &alice,
-        "Music App",
-        vec![],
-        all.clone(),
-    )
-    .await;
-    let narrowed = vec![
-        pb::Scope::ThreadsRead as i32,
-        pb::Scope::MessagesRead as i32,
-        pb::Scope::MessagesWrite as i32,
-    ];
-    connect(
-        story,
-        &mut music,
-        &mut account,
-        &bob,
-        "Music App",
-        vec![],
-        narrowed,
-    )
-    .await;
-    connect(
-        story,
-        &mut video,
-        &mut account,
-        &alice,
-        "Video App",
-        vec![],
-        all.clone(),
-    )
-    .await;
     connect(
         story,
         &mut bank,
@@ -876,7 +1060,9 @@ impl ProcessStack {
     /// Makes the PKI in `dir`, starts the platform, registers every profile as the operator,
     /// and starts the partners, telling `story` what it does.
     pub async fn start(story: &mut Story, dir: &std::path::Path) -> Self {
-        use crate::processes::{PlatformPorts, start_partner, start_platform};
+        use crate::processes::{
+            PlatformPorts, partner_web_addrs, redirect_uri_at, start_partner_at, start_platform,
+        };
         story.act("Setting up: a development PKI, the platform and three partners as separate processes over mTLS");
         let work = WorkDir::new(dir);
         let ports = PlatformPorts::free();
@@ -890,12 +1076,21 @@ impl ProcessStack {
                 .await
                 .expect("operator"),
         );
-        register(story, &mut operator).await;
+        let webs = partner_web_addrs();
+        let redirect_uris: Vec<(&str, String)> = webs
+            .iter()
+            .map(|(id, web)| (*id, redirect_uri_at(*web)))
+            .collect();
+        register(story, &mut operator, &redirect_uris).await;
         let mut partners = Vec::new();
-        for id in PROFILES {
-            let partner = start_partner(&work, id, ports).await;
-            story.note(&format!("partner {id}: {}", partner.addr));
-            partners.push((*id, partner));
+        for (id, web) in webs {
+            let partner = start_partner_at(&work, id, ports, web).await;
+            story.note(&format!(
+                "partner {id}: API {} · web https://localhost:{}",
+                partner.addr,
+                web.port()
+            ));
+            partners.push((id, partner));
         }
         ProcessStack {
             work,
@@ -912,15 +1107,15 @@ impl ProcessStack {
             partner: self.ports.partner,
             operator: self.ports.operator,
             user: self.ports.user,
+            web_origin: self.ports.web_origin(),
             partners: self
                 .partners
                 .iter()
-                .map(|(id, p)| {
-                    (
-                        *id,
-                        p.addr,
-                        Box::new(LocalStore(p.database.clone())) as Box<dyn PartnerData>,
-                    )
+                .map(|(id, p)| StackPartner {
+                    id,
+                    api: p.addr,
+                    web_origin: format!("https://localhost:{}", p.web.port()),
+                    data: Box::new(LocalStore(p.database.clone())),
                 })
                 .collect(),
         }
