@@ -552,3 +552,84 @@ async fn signing_out_ends_the_session_on_the_platform() {
         .unwrap_err();
     assert_refused(&refused, Code::Unauthenticated, "SESSION_INVALID");
 }
+
+#[tokio::test]
+async fn the_user_pages_show_the_access_log_who_reads_each_conversation_privacy_and_receipts() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let browser = Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let code = approved_code(&s, &browser, &mut music).await;
+    let token = music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
+        .await
+        .unwrap()
+        .into_inner()
+        .grant_token;
+    music.list_threads(&token).await.unwrap_err();
+
+    let log = browser.get("/access-log").await;
+    assert_eq!(log.status, 200);
+    assert!(
+        log.body.contains("ExchangeCode") && log.body.contains("allowed"),
+        "{}",
+        log.body
+    );
+    assert!(
+        log.body.contains("SCOPE_MISSING"),
+        "the refused call is in the log: {}",
+        log.body
+    );
+
+    let threads = browser.get("/threads").await;
+    assert_eq!(threads.status, 200);
+    assert!(threads.body.contains("family"), "{}", threads.body);
+
+    let grants = browser.get("/grants").await;
+    let link = grants
+        .body
+        .find("href=\"/grants/grt_")
+        .expect("a receipt link")
+        + "href=\"".len();
+    let end = grants.body[link..].find('"').unwrap() + link;
+    let receipt = browser.get(&grants.body[link..end].to_string()).await;
+    assert_eq!(receipt.status, 200);
+    assert!(
+        receipt.body.contains("Music App may use messages.write"),
+        "{}",
+        receipt.body
+    );
+
+    let privacy = browser.get("/privacy").await;
+    assert!(
+        !privacy.body.contains("checked"),
+        "both settings start off: {}",
+        privacy.body
+    );
+    let csrf = privacy.field("csrf").unwrap();
+    let saved = browser
+        .post(
+            "/privacy",
+            &[("csrf", &csrf), ("hide_from_others_apps", "yes")],
+        )
+        .await;
+    assert_eq!(saved.status, 303);
+    let privacy = browser.get("/privacy").await;
+    assert!(
+        privacy
+            .body
+            .contains("name=\"hide_from_others_apps\" value=\"yes\" checked"),
+        "{}",
+        privacy.body
+    );
+    assert!(
+        !privacy
+            .body
+            .contains("name=\"show_name_to_friends_apps\" value=\"yes\" checked")
+    );
+    let forged = browser
+        .post("/privacy", &[("show_name_to_friends_apps", "yes")])
+        .await;
+    assert_eq!(forged.status, 403);
+}

@@ -296,7 +296,8 @@ fn throttled(wait_ms: i64) -> ApiError {
     )
 }
 
-fn receipt_summary(partner_name: &str, grant: &Grant) -> String {
+/// A grant in one sentence of the consent receipt.
+pub fn receipt_summary(partner_name: &str, grant: &Grant) -> String {
     let threads = match grant.coverage {
         Coverage::All => "all your threads".to_string(),
         Coverage::Listed => format!("{} listed thread(s)", grant.thread_ids.len()),

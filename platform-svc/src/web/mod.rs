@@ -1,5 +1,7 @@
 //! The platform's web pages, for people in a browser: sign-in, the consent page of the
-//! authorization code flow ([`authorize`]), and the user's own pages ([`grants`]).
+//! authorization code flow ([`authorize`]), and the user's own pages: grants and pending
+//! requests ([`grants`]), the access log, who can read each conversation, privacy
+//! settings and consent receipts ([`my_data`]).
 //!
 //! They are served over HTTPS with the platform's certificate on a listener of their own,
 //! rendered on the server ([`pages`], with maud) and need no script. The browser holds a
@@ -11,6 +13,7 @@
 
 mod authorize;
 mod grants;
+mod my_data;
 mod pages;
 mod session;
 mod sign_in;
@@ -55,7 +58,11 @@ pub fn router(state: WebState) -> Router {
             get(authorize::page).post(authorize::decide),
         )
         .route("/grants", get(grants::list))
+        .route("/grants/{grant_id}", get(my_data::receipt))
         .route("/grants/{grant_id}/revoke", post(grants::revoke))
+        .route("/access-log", get(my_data::access_log))
+        .route("/threads", get(my_data::threads))
+        .route("/privacy", get(my_data::privacy).post(my_data::set_privacy))
         .with_state(state);
     consent_tls::https::secured(pages, "")
 }

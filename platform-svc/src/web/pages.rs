@@ -3,7 +3,8 @@
 use super::authorize::ConsentView;
 use super::grants::GrantRow;
 use crate::error::ApiError;
-use consent_core::model::{AccessRequest, Coverage, Grant, GrantState, Scope};
+use consent_core::model::{AccessRequest, Coverage, Grant, GrantState, Scope, ScopeSet, User};
+use consent_proto::platform::v1 as pb;
 use maud::{DOCTYPE, Markup, html};
 
 fn layout(title: &str, body: Markup) -> Markup {
@@ -17,7 +18,15 @@ fn layout(title: &str, body: Markup) -> Markup {
                 link rel="stylesheet" href="/style.css";
             }
             body {
-                header { a href="/grants" { "Platform" } }
+                header {
+                    a href="/grants" { "Platform" }
+                    nav {
+                        a href="/grants" { "Apps" }
+                        a href="/access-log" { "Access log" }
+                        a href="/threads" { "Conversations" }
+                        a href="/privacy" { "Privacy" }
+                    }
+                }
                 main { h1 { (title) } (body) }
             }
         }
@@ -160,7 +169,7 @@ fn grant_row(row: &GrantRow, csrf: &str) -> Markup {
     let g: &Grant = &row.grant;
     html! {
         tr {
-            td { (row.partner_name) br; small { (g.feature) } }
+            td { a href={ "/grants/" (g.id) } { (row.partner_name) } br; small { (g.feature) } }
             td { ul { @for scope in g.scopes.iter() { li { (Scope::plain_words(scope)) } } } }
             td { (coverage_words(g.coverage, g.thread_ids.len())) br;
                  small { @if g.include_history { "with older messages" } @else { "from the grant on" } } }
@@ -203,6 +212,116 @@ pub fn grants(name: &str, rows: &[GrantRow], pending: &[AccessRequest], csrf: &s
                     tbody { @for row in rows { (grant_row(row, csrf)) } }
                 }
             }
+        },
+    )
+}
+
+/// A refusal of the account service.
+pub fn refused(message: &str) -> Markup {
+    layout("That did not work", html! { p.error { (message) } })
+}
+
+fn short_method(method: &str) -> &str {
+    method.rsplit('/').next().unwrap_or(method)
+}
+
+/// The access log of my data.
+pub fn access_log(log: &pb::ReadAccessLogResponse, reads: &[pb::ReadByOthersApp]) -> Markup {
+    let at = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map(|t| day(t.seconds * 1000))
+            .unwrap_or_default()
+    };
+    layout(
+        "Access log of your data",
+        html! {
+            p { "Every call an app made on your data, allowed or refused." }
+            table #access-log {
+                thead { tr { th { "When" } th { "App" } th { "Did" } th { "On" } th { "Decision" } } }
+                tbody { @for r in &log.records {
+                    tr {
+                        td { (at(&r.at)) }
+                        td { (r.partner_id) }
+                        td { (short_method(&r.method)) }
+                        td { small { (r.resource) } }
+                        td { @if r.decision == "allow" { "allowed" } @else { strong { "refused" } " (" (r.reason) ")" } }
+                    }
+                } }
+            }
+            @if !log.next_page_token.is_empty() {
+                p { a href={ "/access-log?page=" (log.next_page_token) } { "Older entries" } }
+            }
+            h2 { "Apps that read your messages through someone else's grant" }
+            @if reads.is_empty() { p { "None." } } @else {
+                ul { @for read in reads {
+                    li { (at(&read.at)) ": " (read.partner_name) " read " (read.messages) " of your messages in conversation " (read.thread_id) }
+                } }
+            }
+        },
+    )
+}
+
+/// Which apps can read each of my conversations.
+pub fn threads(rows: &[(pb::Thread, Vec<pb::ThreadApp>)]) -> Markup {
+    layout(
+        "Who can read your conversations",
+        html! {
+            @if rows.is_empty() { p { "You have no conversations." } }
+            @for (thread, apps) in rows {
+                h2 { (thread.title) }
+                @if apps.is_empty() { p { "No app can read it." } } @else {
+                    ul { @for app in apps {
+                        li {
+                            (app.partner_name) " (" (app.feature) "), "
+                            @if app.granted_by_me { "granted by you" } @else { "granted by another participant" }
+                            @if app.my_messages_redacted { "; your messages are hidden from it" }
+                        }
+                    } }
+                }
+            }
+        },
+    )
+}
+
+/// My privacy settings.
+pub fn privacy(user: &User, csrf: &str) -> Markup {
+    layout(
+        "Privacy",
+        html! {
+            form method="post" action="/privacy" {
+                input type="hidden" name="csrf" value=(csrf);
+                label.choice {
+                    input type="checkbox" name="hide_from_others_apps" value="yes" checked[user.hide_from_others_apps];
+                    " Hide my messages from apps that other people in my conversations use"
+                }
+                label.choice {
+                    input type="checkbox" name="show_name_to_friends_apps" value="yes" checked[user.name_to_friends_apps];
+                    " Apps my friends use may see my name (otherwise they see a handle)"
+                }
+                button type="submit" { "Save" }
+            }
+        },
+    )
+}
+
+/// The consent receipt of one grant.
+pub fn receipt(grant: &Grant, partner_name: &str, summary: &str, used: ScopeSet) -> Markup {
+    layout(
+        &format!("Your consent to {partner_name}"),
+        html! {
+            p #summary { (summary) }
+            table {
+                tr { th { "Grant" } td { code { (grant.id) } } }
+                tr { th { "Feature" } td { (grant.feature) } }
+                tr { th { "May" } td { ul { @for scope in grant.scopes.iter() {
+                    li { (scope.plain_words()) @if !used.contains(scope) { small { " (never used)" } } }
+                } } } }
+                tr { th { "On" } td { (coverage_words(grant.coverage, grant.thread_ids.len())) } }
+                tr { th { "Given" } td { (day(grant.created_ms)) } }
+                tr { th { "Until" } td { (day(grant.not_after_ms)) } }
+                tr { th { "State" } td { (state_words(grant.state)) } }
+            }
+            p { a href="/grants" { "All apps" } }
         },
     )
 }

@@ -13,6 +13,11 @@ use consent_tls::https::cookies;
 
 const SESSION_COOKIE: &str = "__Host-session";
 
+/// The session token this browser holds, if any (unchecked).
+pub fn token(jar: &CookieJar) -> Option<String> {
+    jar.get(SESSION_COOKIE).map(|c| c.value().to_string())
+}
+
 /// The user signed in on this browser, if any.
 pub async fn user(state: &WebState, jar: &CookieJar) -> ApiResult<Option<User>> {
     let Some(token) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else {

@@ -1,0 +1,210 @@
+//! The user's pages about their data, each a view of the account service's answer for the
+//! signed-in session: the access log of every partner call on their data (allowed or
+//! refused) and of reads through other people's grants, which apps can read each of their
+//! conversations, their privacy settings, and the consent receipt of each grant.
+
+use super::{WebState, failure, pages, session};
+use crate::api::account::receipt_summary;
+use crate::error::ApiError;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::{CookieJar, Form};
+use consent_proto::platform::v1 as pb;
+use pb::account_server::Account as _;
+use serde::Deserialize;
+use tonic::Request;
+
+/// The signed-in session's token, or the redirect to sign in and come back to `here`.
+fn session_or_sign_in(jar: &CookieJar, here: &str) -> Result<String, Response> {
+    session::token(jar).ok_or_else(|| {
+        let next = form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", here)
+            .finish();
+        Redirect::to(&format!("/sign-in?{next}")).into_response()
+    })
+}
+
+/// An account service call as the signed-in session.
+fn as_session<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// A refusal of the account service, as a page.
+fn refused(status: &tonic::Status) -> Response {
+    let code = match status.code() {
+        tonic::Code::Unauthenticated => return Redirect::to("/sign-in").into_response(),
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, pages::refused(status.message())).into_response()
+}
+
+/// A page token.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    page: String,
+}
+
+/// `GET /access-log`: every partner call on my data, oldest first, fifty a page; and the
+/// reads of my messages by apps that other people in my conversations use.
+pub async fn access_log(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let token = match session_or_sign_in(&jar, "/access-log") {
+        Ok(token) => token,
+        Err(redirect) => return redirect,
+    };
+    let asked = pb::ReadAccessLogRequest {
+        page_size: 50,
+        page_token: query.page,
+    };
+    let log = match state
+        .account
+        .read_access_log(as_session(asked, &token))
+        .await
+    {
+        Ok(log) => log.into_inner(),
+        Err(status) => return refused(&status),
+    };
+    let others = pb::ListReadsByOthersAppsRequest {
+        page_size: 50,
+        page_token: String::new(),
+    };
+    let reads = match state
+        .account
+        .list_reads_by_others_apps(as_session(others, &token))
+        .await
+    {
+        Ok(reads) => reads.into_inner().reads,
+        Err(status) => return refused(&status),
+    };
+    pages::access_log(&log, &reads).into_response()
+}
+
+/// `GET /threads`: which apps can read each of my conversations.
+pub async fn threads(State(state): State<WebState>, jar: CookieJar) -> Response {
+    let token = match session_or_sign_in(&jar, "/threads") {
+        Ok(token) => token,
+        Err(redirect) => return redirect,
+    };
+    let listed = state
+        .account
+        .list_threads(as_session(
+            pb::ListThreadsRequest {
+                page_size: 100,
+                page_token: String::new(),
+            },
+            &token,
+        ))
+        .await;
+    let threads = match listed {
+        Ok(listed) => listed.into_inner().threads,
+        Err(status) => return refused(&status),
+    };
+    let mut rows = Vec::new();
+    for thread in threads {
+        let asked = pb::ListThreadAppsRequest {
+            thread_id: thread.thread_id.clone(),
+        };
+        match state
+            .account
+            .list_thread_apps(as_session(asked, &token))
+            .await
+        {
+            Ok(apps) => rows.push((thread, apps.into_inner().apps)),
+            Err(status) => return refused(&status),
+        }
+    }
+    pages::threads(&rows).into_response()
+}
+
+/// `GET /privacy`: my settings, as a form.
+pub async fn privacy(State(state): State<WebState>, jar: CookieJar) -> Response {
+    let user = match session::user(&state, &jar).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Redirect::to("/sign-in?next=%2Fprivacy").into_response(),
+        Err(error) => return failure(&error),
+    };
+    let (jar, csrf) = session::csrf_token(jar);
+    (jar, pages::privacy(&user, &csrf)).into_response()
+}
+
+/// The privacy form: a box left unticked is sent as absent.
+#[derive(Debug, Deserialize)]
+pub struct PrivacyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    hide_from_others_apps: Option<String>,
+    #[serde(default)]
+    show_name_to_friends_apps: Option<String>,
+}
+
+/// `POST /privacy`.
+pub async fn set_privacy(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Form(form): Form<PrivacyForm>,
+) -> Response {
+    if let Err(error) = session::check_csrf(&jar, &form.csrf) {
+        return failure(&error);
+    }
+    let token = match session_or_sign_in(&jar, "/privacy") {
+        Ok(token) => token,
+        Err(redirect) => return redirect,
+    };
+    let change = pb::SetPrivacyRequest {
+        hide_from_others_apps: Some(form.hide_from_others_apps.is_some()),
+        show_name_to_friends_apps: Some(form.show_name_to_friends_apps.is_some()),
+    };
+    match state.account.set_privacy(as_session(change, &token)).await {
+        Ok(_) => Redirect::to("/privacy").into_response(),
+        Err(status) => refused(&status),
+    }
+}
+
+/// `GET /grants/{grant_id}`: the consent receipt of one of my grants.
+pub async fn receipt(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Path(grant_id): Path<String>,
+) -> Response {
+    let user = match session::user(&state, &jar).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Redirect::to("/sign-in?next=%2Fgrants").into_response(),
+        Err(error) => return failure(&error),
+    };
+    let found = state
+        .platform
+        .read(move |repo, _| {
+            let grant = repo
+                .grant(&grant_id)?
+                .filter(|g| g.user_id == user.id)
+                .ok_or_else(|| ApiError::not_found("grant", &grant_id))?;
+            let partner_name = repo
+                .partner(&grant.partner_id)?
+                .map(|p| p.display_name)
+                .unwrap_or_else(|| grant.partner_id.clone());
+            let used = repo.used_scopes(&grant.id)?;
+            Ok((grant, partner_name, used))
+        })
+        .await;
+    match found {
+        Ok((grant, partner_name, used)) => {
+            let summary = receipt_summary(&partner_name, &grant);
+            pages::receipt(&grant, &partner_name, &summary, used).into_response()
+        }
+        Err(error) => failure(&error),
+    }
+}
