@@ -593,7 +593,7 @@ async fn the_user_pages_show_the_access_log_who_reads_each_conversation_privacy_
         .expect("a receipt link")
         + "href=\"".len();
     let end = grants.body[link..].find('"').unwrap() + link;
-    let receipt = browser.get(&grants.body[link..end].to_string()).await;
+    let receipt = browser.get(&grants.body[link..end]).await;
     assert_eq!(receipt.status, 200);
     assert!(
         receipt.body.contains("Music App may use messages.write"),

@@ -15,14 +15,12 @@ use pb::account_server::Account as _;
 use serde::Deserialize;
 use tonic::Request;
 
-/// The signed-in session's token, or the redirect to sign in and come back to `here`.
-fn session_or_sign_in(jar: &CookieJar, here: &str) -> Result<String, Response> {
-    session::token(jar).ok_or_else(|| {
-        let next = form_urlencoded::Serializer::new(String::new())
-            .append_pair("next", here)
-            .finish();
-        Redirect::to(&format!("/sign-in?{next}")).into_response()
-    })
+/// The redirect to sign in and come back to `here`.
+fn sign_in_then(here: &str) -> Response {
+    let next = form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", here)
+        .finish();
+    Redirect::to(&format!("/sign-in?{next}")).into_response()
 }
 
 /// An account service call as the signed-in session.
@@ -61,9 +59,8 @@ pub async fn access_log(
     jar: CookieJar,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let token = match session_or_sign_in(&jar, "/access-log") {
-        Ok(token) => token,
-        Err(redirect) => return redirect,
+    let Some(token) = session::token(&jar) else {
+        return sign_in_then("/access-log");
     };
     let asked = pb::ReadAccessLogRequest {
         page_size: 50,
@@ -94,9 +91,8 @@ pub async fn access_log(
 
 /// `GET /threads`: which apps can read each of my conversations.
 pub async fn threads(State(state): State<WebState>, jar: CookieJar) -> Response {
-    let token = match session_or_sign_in(&jar, "/threads") {
-        Ok(token) => token,
-        Err(redirect) => return redirect,
+    let Some(token) = session::token(&jar) else {
+        return sign_in_then("/threads");
     };
     let listed = state
         .account
@@ -160,9 +156,8 @@ pub async fn set_privacy(
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         return failure(&error);
     }
-    let token = match session_or_sign_in(&jar, "/privacy") {
-        Ok(token) => token,
-        Err(redirect) => return redirect,
+    let Some(token) = session::token(&jar) else {
+        return sign_in_then("/privacy");
     };
     let change = pb::SetPrivacyRequest {
         hide_from_others_apps: Some(form.hide_from_others_apps.is_some()),
