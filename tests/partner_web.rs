@@ -97,7 +97,7 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         &browser,
         &origin,
         &home,
-        &["threads.read", "messages.write"],
+        &["messages.read", "messages.write"],
     )
     .await;
     let callback = answer.location.clone().unwrap();
@@ -108,7 +108,9 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
     let connected = browser.follow(answer).await;
     assert!(connected.body.contains("CONNECTED"), "{}", connected.body);
     assert!(
-        connected.body.contains("THREADS_READ, MESSAGES_WRITE"),
+        connected
+            .body
+            .contains("This app may: MESSAGES_READ, MESSAGES_WRITE"),
         "{}",
         connected.body
     );
@@ -123,6 +125,27 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         .unwrap()
         .into_inner();
     assert_eq!(status.status, "CONNECTED");
+
+    // A link on another site does not make the app read a thread.
+    let share_form = connected.field("csrf").unwrap();
+    let shared = browser
+        .post(
+            &format!("{origin}/share"),
+            &[
+                ("csrf", &share_form),
+                ("friend_id", &w.bob.id),
+                ("body", "Now playing"),
+                ("client_key", "k1"),
+            ],
+        )
+        .await;
+    let thread = shared.location.clone().expect("to the thread");
+    let own = browser.follow(shared).await;
+    assert!(own.body.contains("id=\"inbox\""), "{}", own.body);
+    let linked = browser
+        .get_from_another_site(&format!("{origin}{thread}"))
+        .await;
+    assert!(!linked.body.contains("id=\"inbox\""), "{}", linked.body);
 
     // The callback refuses answers its browser session did not ask for.
     let platform = w.ports.web_origin();
@@ -263,4 +286,40 @@ async fn the_partner_api_serves_only_its_own_front_ends_and_signed_in_users() {
     let forged = end_to_end::bearer(ask("alice"), "pss_forged");
     let refused = stranger.connection_status(forged).await.unwrap_err();
     assert_partner_refused(&refused, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
+
+    // A signed-in user cannot start the decoupled flow, which would ask the platform user
+    // of the same name: they connect through the consent page.
+    let connect = app::ConnectUserRequest {
+        user_name: String::new(),
+        thread_ids: Vec::new(),
+    };
+    let refused = stranger
+        .connect_user(end_to_end::bearer(connect, &session))
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::FailedPrecondition, "CONNECT_IN_BROWSER");
+
+    // A name the app's front end already connected cannot be signed up for on the web.
+    let mut front_end = music.client(&w.work, "music").await;
+    front_end
+        .connect_user(app::ConnectUserRequest {
+            user_name: "bob".into(),
+            thread_ids: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let other = Browser::for_work(&w.work, origin.clone());
+    let home = other.get(&format!("{origin}/")).await;
+    let csrf = home.field("csrf").unwrap();
+    let taken = other
+        .post(
+            &format!("{origin}/sign-up"),
+            &[
+                ("csrf", &csrf),
+                ("name", "bob"),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    assert_eq!(taken.status, 409, "{}", taken.body);
 }

@@ -103,18 +103,23 @@ impl PartnerApp {
         Ok(())
     }
 
+    /// Whether the caller is one of this partner's own front ends: its client certificate
+    /// carries this partner's identity.
+    fn is_own_front_end<T>(&self, request: &Request<T>) -> bool {
+        request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|c| c.principal.as_ref())
+            .is_some_and(|p| *p == Principal::Partner(PartnerId(self.config.partner_id.clone())))
+    }
+
     /// The account a call acts for, established once per call: see the module doc.
     async fn account_of<T>(
         &self,
         request: &Request<T>,
         claimed: &str,
     ) -> Result<String, PartnerError> {
-        let front_end = request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .and_then(|c| c.principal.as_ref())
-            .is_some_and(|p| *p == Principal::Partner(PartnerId(self.config.partner_id.clone())));
-        if front_end {
+        if self.is_own_front_end(request) {
             return Ok(user_name(claimed)?.to_string());
         }
         let token = request
@@ -169,6 +174,12 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ConnectUserRequest>,
     ) -> Result<Response<api::ConnectUserResponse>, Status> {
+        // The decoupled flow asks the platform user with the account's name: only the
+        // partner's own front ends, which vouch for that name, may start it. A user signed
+        // in here connects through the platform's consent page instead.
+        if !self.is_own_front_end(&request) {
+            return Err(PartnerError::ConnectInBrowser.into());
+        }
         let name = self
             .account_of(&request, &request.get_ref().user_name)
             .await?;

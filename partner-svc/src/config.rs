@@ -61,6 +61,11 @@ impl Web {
         }
     }
 
+    /// The platform's web origin, without a trailing slash.
+    pub fn platform_origin(&self) -> &str {
+        self.platform_origin.trim_end_matches('/')
+    }
+
     /// The redirect URI registered with the platform.
     pub fn redirect_uri(&self) -> String {
         format!("{}/callback", self.origin())

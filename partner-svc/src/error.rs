@@ -32,6 +32,9 @@ pub enum PartnerError {
     /// A signed-in user named another account.
     #[error("a session acts for its own account only")]
     NotYourAccount,
+    /// A signed-in user asked for the decoupled flow.
+    #[error("connect through the platform's consent page ('Connect with the platform')")]
+    ConnectInBrowser,
 }
 
 /// The `ErrorInfo.domain` of the partner's own refusals.
@@ -69,6 +72,11 @@ impl From<PartnerError> for Status {
             PartnerError::NotYourAccount => refusal(
                 tonic::Code::PermissionDenied,
                 "NOT_YOUR_ACCOUNT",
+                err.to_string(),
+            ),
+            PartnerError::ConnectInBrowser => refusal(
+                tonic::Code::FailedPrecondition,
+                "CONNECT_IN_BROWSER",
                 err.to_string(),
             ),
         }

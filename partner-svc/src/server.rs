@@ -95,7 +95,7 @@ pub async fn run(
                 client,
                 config.clone(),
                 web,
-            ));
+            ))?;
             let web_connections = incoming(web_listener, web_tls, handshake_timeout, None);
             let mut stopping = stopping.clone();
             Some(tokio::spawn(consent_tls::https::serve(

@@ -387,14 +387,16 @@ pub struct Flow {
     pub expires_ms: i64,
 }
 
-/// Adds an account; false when the name is taken.
+/// Adds an account; false when the name is taken, by an account or by a connection a
+/// front end made under that name (one namespace of this partner's users).
 pub fn insert_account(
     tx: &rusqlite::Transaction<'_>,
     name: &str,
     password_hash: &str,
 ) -> rusqlite::Result<bool> {
     let added = tx.execute(
-        "INSERT OR IGNORE INTO accounts (name, password_hash) VALUES (?1, ?2)",
+        "INSERT OR IGNORE INTO accounts (name, password_hash) \
+         SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM connections WHERE user_name = ?1)",
         [name, password_hash],
     )?;
     Ok(added == 1)
@@ -413,13 +415,16 @@ pub fn password_hash(
     .optional()
 }
 
-/// Records a web session.
+/// Records a web session, forgetting sessions and flows that have expired.
 pub fn insert_session(
     tx: &rusqlite::Transaction<'_>,
     token_hash: &str,
     name: &str,
     expires_ms: i64,
+    now_ms: i64,
 ) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
+    tx.execute("DELETE FROM flows WHERE expires_ms <= ?1", [now_ms])?;
     tx.execute(
         "INSERT INTO sessions (token_hash, name, expires_ms) VALUES (?1, ?2, ?3)",
         params![token_hash, name, expires_ms],
@@ -460,16 +465,19 @@ pub fn insert_flow(
     Ok(())
 }
 
-/// Takes the flow of `state` (it is used once) and forgets flows past `now_ms`.
+/// Takes the unexpired flow of `state` that the session `session_hash` started (it is
+/// used once); another session's flow stays as it is.
 pub fn take_flow(
     tx: &rusqlite::Transaction<'_>,
     state: &str,
+    session_hash: &str,
     now_ms: i64,
 ) -> rusqlite::Result<Option<Flow>> {
     let flow = tx
         .query_row(
-            "SELECT name, session_hash, verifier, expires_ms FROM flows WHERE state = ?1",
-            [state],
+            "SELECT name, session_hash, verifier, expires_ms FROM flows \
+             WHERE state = ?1 AND session_hash = ?2 AND expires_ms > ?3",
+            params![state, session_hash, now_ms],
             |r| {
                 Ok(Flow {
                     name: r.get(0)?,
@@ -480,10 +488,9 @@ pub fn take_flow(
             },
         )
         .optional()?;
-    tx.execute(
-        "DELETE FROM flows WHERE state = ?1 OR expires_ms <= ?2",
-        params![state, now_ms],
-    )?;
+    if flow.is_some() {
+        tx.execute("DELETE FROM flows WHERE state = ?1", [state])?;
+    }
     Ok(flow)
 }
 

@@ -246,7 +246,8 @@ impl BoundPlatform {
             platform.clone(),
             account.clone(),
             &web_origin,
-        ));
+        ))
+        .map_err(std::io::Error::other)?;
         let user_routes = {
             let account = AccountServer::new(account)
                 .max_decoding_message_size(max)

@@ -137,6 +137,19 @@ impl Browser {
         Self::page(response).await
     }
 
+    /// `GET`s a URL as a link on a page of another site would (`Sec-Fetch-Site:
+    /// cross-site`).
+    pub async fn get_from_another_site(&self, url: &str) -> Page {
+        let response = self
+            .client
+            .get(self.url(url))
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .expect("GET");
+        Self::page(response).await
+    }
+
     /// `POST`s a form.
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
         let response = self

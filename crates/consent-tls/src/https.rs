@@ -7,19 +7,20 @@
 
 use crate::termination::TlsConnection;
 use axum::extract::ConnectInfo;
+use axum::http::header::InvalidHeaderValue;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -28,24 +29,32 @@ use tonic::transport::server::Connected;
 /// style).
 pub const STYLESHEET: &str = include_str!("style.css");
 
-/// `router` with `/style.css` and the headers every page carries: a Content-Security-
-/// Policy allowing nothing but the site's own stylesheet and forms posted to the site
-/// itself and to `form_targets` (origins a form's redirect may lead to, space-separated;
-/// browsers hold such redirects to the policy), unless a handler set a wider one; no
-/// framing, no sniffing, no referrer, no caching, HSTS.
-pub fn secured(router: Router, form_targets: &str) -> Router {
-    let policy = format!(
+/// The Content-Security-Policy of a page: nothing but the site's own stylesheet, no
+/// script, no framing, and forms posted only to the site itself and to `form_targets`
+/// (origins a form's redirect may lead to, space-separated: browsers hold such redirects
+/// to the policy).
+pub fn page_policy(form_targets: &str) -> String {
+    format!(
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {form_targets}; \
          frame-ancestors 'none'; base-uri 'none'"
-    );
-    let policy = HeaderValue::from_str(policy.trim()).unwrap_or(HeaderValue::from_static(
-        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
-    ));
-    router
+    )
+}
+
+/// `router` with `/style.css` and what every answer carries: [`page_policy`] with
+/// `form_targets` (unless a handler set a wider one); no framing, no sniffing, no referrer,
+/// no caching, HSTS; and `408` for a request not answered within [`REQUEST_TIMEOUT`]. Fails
+/// when `form_targets` cannot be a header value.
+pub fn secured(router: Router, form_targets: &str) -> Result<Router, InvalidHeaderValue> {
+    let policy = HeaderValue::from_str(page_policy(form_targets).trim())?;
+    Ok(router
         .route(
             "/style.css",
             axum::routing::get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLESHEET) }),
         )
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(axum::middleware::map_response(
             move |mut response: Response| {
                 let policy = policy.clone();
@@ -73,7 +82,17 @@ pub fn secured(router: Router, form_targets: &str) -> Router {
                     response
                 }
             },
-        ))
+        )))
+}
+
+/// `message` as a gRPC request carrying `authorization: Bearer <token>`: how a page calls
+/// a service in-process as its signed-in user.
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 /// How long a browser has to send a request's headers once it started them.
@@ -82,22 +101,21 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; further ones wait to be accepted.
 const MAX_CONNECTIONS: usize = 1024;
-/// How long open connections may finish their requests after shutdown begins.
+/// How long a connection lives: then it is closed once its requests are answered (a
+/// client that says nothing, or keeps an idle HTTP/2 connection, holds a slot no longer).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// How long open connections may finish their requests once asked to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on the TLS connections of `incoming` until `shutdown` resolves, then
 /// lets open requests finish (for at most [`DRAIN_TIMEOUT`]). A connection must send its
-/// headers within [`HEADER_READ_TIMEOUT`] and each request is answered within
-/// [`REQUEST_TIMEOUT`], so slow clients cannot hold the listener.
+/// headers within [`HEADER_READ_TIMEOUT`] and is closed after [`MAX_CONNECTION_AGE`];
+/// at most [`MAX_CONNECTIONS`] are served at once.
 pub async fn serve(
     mut incoming: ReceiverStream<io::Result<TlsConnection>>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        REQUEST_TIMEOUT,
-    ));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -108,7 +126,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let connection = tokio::select! {
@@ -119,8 +138,9 @@ pub async fn serve(
                 None => break,
             },
         };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
         };
         let peer = connection
             .connect_info()
@@ -130,13 +150,22 @@ pub async fn serve(
         let serving = builder
             .serve_connection(TokioIo::new(connection), TowerToHyperService::new(service))
             .into_owned();
-        let serving = graceful.watch(serving);
-        tokio::spawn(async move {
-            let _ = serving.await;
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            tokio::pin!(serving);
+            tokio::select! {
+                _ = serving.as_mut() => return drop(slot),
+                () = tokio::time::sleep(MAX_CONNECTION_AGE) => {},
+                _ = stopping.wait_for(|stopped| *stopped) => {},
+            }
+            serving.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, serving).await;
             drop(slot);
         });
+        while connections.try_join_next().is_some() {}
     }
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.join_all()).await;
     Ok(())
 }
 
@@ -174,14 +203,20 @@ pub mod cookies {
         jar.add(removal)
     }
 
-    /// The browser's CSRF token, made (and set as a cookie) if it has none yet; `random`
-    /// makes a new one.
-    pub fn csrf_token(jar: CookieJar, random: impl FnOnce() -> String) -> (CookieJar, String) {
+    /// The browser's CSRF token, made (256 random bits, set as a cookie) if it has none
+    /// yet.
+    pub fn csrf_token(jar: CookieJar) -> (CookieJar, String) {
+        use base64::Engine;
         if let Some(token) = jar.get(CSRF_COOKIE) {
             let token = token.value().to_string();
             return (jar, token);
         }
-        let token = random();
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).expect("the operating system's random source is unavailable");
+        let token = format!(
+            "csrf_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+        );
         (jar.add(secure(CSRF_COOKIE, token.clone())), token)
     }
 

@@ -1,8 +1,10 @@
 //! The partner's own accounts: sign up, sign in and out. Passwords are kept as Argon2id
-//! hashes, computed off the async runtime; the session is a `__Host-partner-session`
-//! cookie whose token the store keeps only as a hash.
+//! hashes, computed off the async runtime, at most [`HASHING_SLOTS`] at once; an unknown
+//! name costs the same work as a known one. The session is a `__Host-partner-session`
+//! cookie whose token the store keeps only as a hash; signing in ends the browser's
+//! previous session.
 
-use super::{WebState, csrf_refusal, failure};
+use super::{WebState, csrf_refusal, failure, internal};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -11,6 +13,8 @@ use consent_core::clock::Clock;
 use consent_core::secret::{hash_token, new_token};
 use consent_tls::https::cookies;
 use serde::Deserialize;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 const SESSION_COOKIE: &str = "__Host-partner-session";
 const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
@@ -42,43 +46,82 @@ fn well_formed(form: &AccountForm) -> bool {
         && (8..=256).contains(&form.password.len())
 }
 
-async fn hash(password: String) -> Option<String> {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let salt = SaltString::encode_b64(&consent_core::secret::random_bytes::<16>()).ok()?;
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .ok()
-            .map(|h| h.to_string())
-    })
-    .await
-    .ok()
-    .flatten()
+/// Argon2id computations running at once; a request that finds them all busy for
+/// [`HASHING_WAIT`] is refused rather than queued without bound.
+pub const HASHING_SLOTS: usize = 4;
+const HASHING_WAIT: Duration = Duration::from_secs(2);
+
+fn busy() -> Response {
+    failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "BUSY",
+        "too many sign-ins at once: try again in a moment",
+    )
 }
 
-async fn verify(password: String, stored: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        stored.is_some_and(|stored| {
-            PasswordHash::new(&stored).is_ok_and(|parsed| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
+/// Runs `work` (password hashing) on the blocking pool within a hashing slot.
+async fn hashing<R: Send + 'static>(
+    state: &WebState,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Option<R> {
+    let slot = tokio::time::timeout(HASHING_WAIT, Arc::clone(&state.hashing).acquire_owned())
+        .await
+        .ok()?
+        .ok()?;
+    let done = tokio::task::spawn_blocking(work).await.ok();
+    drop(slot);
+    done
+}
+
+fn hash(password: &str) -> Option<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(&consent_core::secret::random_bytes::<16>()).ok()?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .ok()
+        .map(|h| h.to_string())
+}
+
+/// A hash to verify against when the name is unknown, so that an unknown name costs the
+/// same work as a known one.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash("no account has this password").unwrap_or_default())
+}
+
+fn verify(password: &str, stored: Option<&str>) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let matches = |phc: &str| {
+        PasswordHash::new(phc).is_ok_and(|parsed| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
         })
-    })
-    .await
-    .unwrap_or(false)
+    };
+    match stored {
+        Some(stored) => matches(stored),
+        None => {
+            matches(dummy_hash());
+            false
+        }
+    }
 }
 
-/// Starts a session for `name` and sends the browser home.
+/// Starts a session for `name` (ending the one this browser had) and sends the browser
+/// home.
 async fn start_session(state: &WebState, jar: CookieJar, name: String) -> Response {
     let token = new_token("pss_");
     let token_hash = hash_token(&token);
-    let expires_ms = Clock::default().now_ms() + SESSION_MS;
+    let previous = jar.get(SESSION_COOKIE).map(|c| hash_token(c.value()));
+    let now_ms = Clock::default().now_ms();
     let started = state
         .store
-        .run(move |tx| crate::store::insert_session(tx, &token_hash, &name, expires_ms))
+        .run(move |tx| {
+            if let Some(previous) = previous {
+                crate::store::delete_session(tx, &previous)?;
+            }
+            crate::store::insert_session(tx, &token_hash, &name, now_ms + SESSION_MS, now_ms)
+        })
         .await;
     match started {
         Ok(()) => (
@@ -86,11 +129,7 @@ async fn start_session(state: &WebState, jar: CookieJar, name: String) -> Respon
             Redirect::to("/"),
         )
             .into_response(),
-        Err(error) => failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            &error.to_string(),
-        ),
+        Err(error) => internal(&error),
     }
 }
 
@@ -110,12 +149,9 @@ pub async fn sign_up(
             "a name is 3 to 32 of a-z, 0-9, '-'; a password 8 to 256 bytes",
         );
     }
-    let Some(password_hash) = hash(form.password).await else {
-        return failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "hashing failed",
-        );
+    let password = form.password;
+    let Some(Some(password_hash)) = hashing(&state, move || hash(&password)).await else {
+        return busy();
     };
     let name = form.name.clone();
     let added = state
@@ -125,11 +161,7 @@ pub async fn sign_up(
     match added {
         Ok(true) => start_session(&state, jar, form.name).await,
         Ok(false) => failure(StatusCode::CONFLICT, "ALREADY_EXISTS", "that name is taken"),
-        Err(error) => failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            &error.to_string(),
-        ),
+        Err(error) => internal(&error),
     }
 }
 
@@ -143,13 +175,19 @@ pub async fn sign_in(
         return refused;
     }
     let name = form.name.clone();
-    let stored = state
+    let stored = match state
         .store
         .run(move |tx| crate::store::password_hash(tx, &name))
         .await
-        .ok()
-        .flatten();
-    if verify(form.password, stored).await {
+    {
+        Ok(stored) => stored,
+        Err(error) => return internal(&error),
+    };
+    let password = form.password;
+    let Some(matches) = hashing(&state, move || verify(&password, stored.as_deref())).await else {
+        return busy();
+    };
+    if matches {
         start_session(&state, jar, form.name).await
     } else {
         failure(
@@ -176,11 +214,13 @@ pub async fn sign_out(
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    if let Some(token) = jar.get(SESSION_COOKIE).map(|c| hash_token(c.value())) {
-        let _ = state
+    if let Some(token) = jar.get(SESSION_COOKIE).map(|c| hash_token(c.value()))
+        && let Err(error) = state
             .store
             .run(move |tx| crate::store::delete_session(tx, &token))
-            .await;
+            .await
+    {
+        return internal(&error);
     }
     (cookies::removed(jar, SESSION_COOKIE), Redirect::to("/")).into_response()
 }

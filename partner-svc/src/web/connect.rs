@@ -6,7 +6,7 @@
 //! code is exchanged over mutual TLS with the verifier for the grant token.
 
 use super::account::signed_in;
-use super::{WebState, csrf_refusal, failure};
+use super::{WebState, csrf_refusal, failure, internal};
 use crate::store::{self, Flow};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -95,11 +95,7 @@ pub async fn start(
         .await;
     match kept {
         Ok(()) => Redirect::to(&pushed.authorize_url).into_response(),
-        Err(error) => failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            &error.to_string(),
-        ),
+        Err(error) => internal(&error),
     }
 }
 
@@ -127,24 +123,14 @@ pub async fn finish(
     };
     let now_ms = Clock::default().now_ms();
     let flow_state = answer.state.clone();
+    let session_hash = hash_token(&session);
     let flow = state
         .store
-        .run(move |tx| store::take_flow(tx, &flow_state, now_ms))
+        .run(move |tx| store::take_flow(tx, &flow_state, &session_hash, now_ms))
         .await;
     let flow = match flow {
-        Ok(flow) => flow.filter(|f| {
-            !answer.state.is_empty()
-                && f.session_hash == hash_token(&session)
-                && f.name == name
-                && f.expires_ms > now_ms
-        }),
-        Err(error) => {
-            return failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                &error.to_string(),
-            );
-        }
+        Ok(flow) => flow.filter(|f| !answer.state.is_empty() && f.name == name),
+        Err(error) => return internal(&error),
     };
     let Some(flow) = flow else {
         return failure(
@@ -153,7 +139,7 @@ pub async fn finish(
             "this answer does not belong to a connection this browser started",
         );
     };
-    if answer.iss != state.web.platform_origin {
+    if answer.iss != state.web.platform_origin() {
         return failure(
             StatusCode::BAD_REQUEST,
             "ISSUER_MISMATCH",
@@ -181,18 +167,24 @@ pub async fn finish(
         Ok(exchanged) => exchanged.into_inner(),
         Err(status) => return platform_refused(&status),
     };
-    let grant_id = exchanged.grant.map(|g| g.grant_id).unwrap_or_default();
+    let (Some(grant), false) = (exchanged.grant, exchanged.grant_token.is_empty()) else {
+        return failure(
+            StatusCode::BAD_GATEWAY,
+            "PLATFORM_REFUSED",
+            "the platform answered the exchange without a grant",
+        );
+    };
+    // A connection made meanwhile (another tab) gives way: its grant is released first.
+    if let Err(error) = state.app.release_connection(&name).await {
+        return platform_refused(&error.into());
+    }
     let token = exchanged.grant_token;
     let kept = state
         .store
-        .run(move |tx| store::put_connected(tx, &name, &grant_id, &token))
+        .run(move |tx| store::put_connected(tx, &name, &grant.grant_id, &token))
         .await;
     match kept {
         Ok(()) => Redirect::to("/").into_response(),
-        Err(error) => failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            &error.to_string(),
-        ),
+        Err(error) => internal(&error),
     }
 }

@@ -3,24 +3,16 @@
 //! account. Signed out, the page offers sign-in and sign-up.
 
 use super::account::signed_in;
-use super::{WebState, csrf_refusal, csrf_token, failure, pages};
+use super::{WebState, csrf_refusal, failure, pages};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_proto::partner::v1 as api;
 use consent_proto::partner::v1::partner_app_server::PartnerApp as _;
+use consent_tls::https::cookies;
+use consent_tls::https::with_bearer;
 use serde::Deserialize;
-use tonic::Request;
-
-/// A partner API request made by the signed-in account's session.
-fn as_account<T>(message: T, session: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {session}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
 
 fn refused(status: &tonic::Status) -> Response {
     failure(StatusCode::BAD_REQUEST, "REFUSED", status.message())
@@ -33,20 +25,34 @@ pub struct InboxQuery {
     thread_id: String,
 }
 
+/// Whether a request comes from this site's own pages (or from no page at all, as a link
+/// typed or a program's request): only such a request reads a thread, so that a link on
+/// another site cannot make the app read and keep a user's messages.
+fn from_own_pages(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|site| site == "same-origin" || site == "none")
+}
+
 /// `GET /`.
 pub async fn page(
     State(state): State<WebState>,
     jar: CookieJar,
-    Query(query): Query<InboxQuery>,
+    headers: HeaderMap,
+    Query(mut query): Query<InboxQuery>,
 ) -> Response {
-    let (jar, csrf) = csrf_token(jar);
+    if !from_own_pages(&headers) {
+        query.thread_id.clear();
+    }
+    let (jar, csrf) = cookies::csrf_token(jar);
     let Some((name, session)) = signed_in(&state, &jar).await else {
         let page = pages::signed_out(&state.config.display_name, &csrf);
         return (jar, page).into_response();
     };
     let status = state
         .app
-        .connection_status(as_account(
+        .connection_status(with_bearer(
             api::ConnectionStatusRequest::default(),
             &session,
         ))
@@ -60,7 +66,7 @@ pub async fn page(
     let inbox = if status.status == "CONNECTED" && reads && !query.thread_id.is_empty() {
         let listed = state
             .app
-            .inbox(as_account(
+            .inbox(with_bearer(
                 api::InboxRequest {
                     user_name: String::new(),
                     thread_id: query.thread_id.clone(),
@@ -114,7 +120,7 @@ pub async fn share(
     };
     let shared = state
         .app
-        .share(as_account(
+        .share(with_bearer(
             api::ShareRequest {
                 user_name: String::new(),
                 thread_id: form.thread_id,
@@ -161,7 +167,7 @@ pub async fn unsend(
         user_name: String::new(),
         message_id: form.message_id,
     };
-    match state.app.unsend(as_account(request, &session)).await {
+    match state.app.unsend(with_bearer(request, &session)).await {
         Ok(_) => Redirect::to(&format!("/?thread_id={}", form.thread_id)).into_response(),
         Err(error) => refused(&error),
     }
@@ -187,7 +193,7 @@ pub async fn disconnect(
         return Redirect::to("/").into_response();
     };
     let request = api::DisconnectRequest::default();
-    match state.app.disconnect(as_account(request, &session)).await {
+    match state.app.disconnect(with_bearer(request, &session)).await {
         Ok(_) => Redirect::to("/").into_response(),
         Err(error) => refused(&error),
     }

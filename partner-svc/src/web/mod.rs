@@ -19,7 +19,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
-use consent_core::secret::new_token;
 use consent_tls::https::cookies;
 use std::sync::Arc;
 
@@ -31,6 +30,7 @@ pub struct WebState {
     client: PlatformClient,
     config: Arc<PartnerConfig>,
     web: Arc<Web>,
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl WebState {
@@ -48,13 +48,14 @@ impl WebState {
             client,
             config,
             web: Arc::new(web.clone()),
+            hashing: Arc::new(tokio::sync::Semaphore::new(account::HASHING_SLOTS)),
         }
     }
 }
 
 /// Every page and form. Forms may lead to the platform's consent page.
-pub fn router(state: WebState) -> Router {
-    let platform = state.web.platform_origin.clone();
+pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHeaderValue> {
+    let platform = state.web.platform_origin().to_string();
     let pages = Router::new()
         .route("/", get(home::page))
         .route("/sign-up", post(account::sign_up))
@@ -74,9 +75,14 @@ fn failure(status: StatusCode, reason: &str, message: &str) -> Response {
     (status, pages::failure(reason, message)).into_response()
 }
 
-/// The browser's CSRF token, made if it has none yet.
-fn csrf_token(jar: CookieJar) -> (CookieJar, String) {
-    cookies::csrf_token(jar, || new_token("csrf_"))
+/// A failure of the partner's own store: logged, and shown without its detail.
+fn internal(error: &crate::store::StoreError) -> Response {
+    tracing::error!(%error, "partner store failure");
+    failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal storage failure",
+    )
 }
 
 /// The refusal of a form without the browser's CSRF token, if it has none.

@@ -23,6 +23,7 @@ use consent_core::model::{
 };
 use consent_core::secret::{CODE_PREFIX, hash_token, new_id, new_token};
 use consent_store::{Page, Repo};
+use consent_tls::https::cookies;
 use serde::Deserialize;
 
 /// The authorization request's query.
@@ -237,16 +238,12 @@ pub async fn page(
         Ok(view) => view,
         Err(error) => return failure(&error),
     };
-    let (jar, csrf) = session::csrf_token(jar);
+    let (jar, csrf) = cookies::csrf_token(jar);
     let mut response = (jar, pages::consent(&view, &csrf)).into_response();
     if let Some(origin) = &view.redirect_origin {
         // The approval's redirect leaves for the partner: browsers hold redirects after a
         // form to the form's `form-action`.
-        let policy = format!(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {origin}; \
-             frame-ancestors 'none'; base-uri 'none'"
-        );
-        if let Ok(value) = HeaderValue::from_str(&policy) {
+        if let Ok(value) = HeaderValue::from_str(&consent_tls::https::page_policy(origin)) {
             response
                 .headers_mut()
                 .insert(header::CONTENT_SECURITY_POLICY, value);

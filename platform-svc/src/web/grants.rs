@@ -12,6 +12,7 @@ use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval;
 use consent_core::model::{AccessRequest, Grant};
 use consent_store::Page;
+use consent_tls::https::cookies;
 use serde::Deserialize;
 
 /// A grant as the page lists it, with its partner's name.
@@ -58,7 +59,7 @@ pub async fn list(State(state): State<WebState>, jar: CookieJar) -> Response {
         .await;
     match listed {
         Ok((rows, pending)) => {
-            let (jar, csrf) = session::csrf_token(jar);
+            let (jar, csrf) = cookies::csrf_token(jar);
             (jar, pages::grants(&name, &rows, &pending, &csrf)).into_response()
         }
         Err(error) => failure(&error),

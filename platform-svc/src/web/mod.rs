@@ -47,7 +47,7 @@ impl WebState {
 }
 
 /// Every page and form.
-pub fn router(state: WebState) -> Router {
+pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHeaderValue> {
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/grants") }))
         .route("/sign-in", get(sign_in::page).post(sign_in::submit))

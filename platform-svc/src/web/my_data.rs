@@ -11,9 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_proto::platform::v1 as pb;
+use consent_tls::https::cookies;
+use consent_tls::https::with_bearer;
 use pb::account_server::Account as _;
 use serde::Deserialize;
-use tonic::Request;
 
 /// The redirect to sign in and come back to `here`.
 fn sign_in_then(here: &str) -> Response {
@@ -21,15 +22,6 @@ fn sign_in_then(here: &str) -> Response {
         .append_pair("next", here)
         .finish();
     Redirect::to(&format!("/sign-in?{next}")).into_response()
-}
-
-/// An account service call as the signed-in session.
-fn as_session<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 /// A refusal of the account service, as a page.
@@ -68,7 +60,7 @@ pub async fn access_log(
     };
     let log = match state
         .account
-        .read_access_log(as_session(asked, &token))
+        .read_access_log(with_bearer(asked, &token))
         .await
     {
         Ok(log) => log.into_inner(),
@@ -80,7 +72,7 @@ pub async fn access_log(
     };
     let reads = match state
         .account
-        .list_reads_by_others_apps(as_session(others, &token))
+        .list_reads_by_others_apps(with_bearer(others, &token))
         .await
     {
         Ok(reads) => reads.into_inner().reads,
@@ -96,7 +88,7 @@ pub async fn threads(State(state): State<WebState>, jar: CookieJar) -> Response 
     };
     let listed = state
         .account
-        .list_threads(as_session(
+        .list_threads(with_bearer(
             pb::ListThreadsRequest {
                 page_size: 100,
                 page_token: String::new(),
@@ -115,7 +107,7 @@ pub async fn threads(State(state): State<WebState>, jar: CookieJar) -> Response 
         };
         match state
             .account
-            .list_thread_apps(as_session(asked, &token))
+            .list_thread_apps(with_bearer(asked, &token))
             .await
         {
             Ok(apps) => rows.push((thread, apps.into_inner().apps)),
@@ -132,7 +124,7 @@ pub async fn privacy(State(state): State<WebState>, jar: CookieJar) -> Response 
         Ok(None) => return Redirect::to("/sign-in?next=%2Fprivacy").into_response(),
         Err(error) => return failure(&error),
     };
-    let (jar, csrf) = session::csrf_token(jar);
+    let (jar, csrf) = cookies::csrf_token(jar);
     (jar, pages::privacy(&user, &csrf)).into_response()
 }
 
@@ -163,7 +155,7 @@ pub async fn set_privacy(
         hide_from_others_apps: Some(form.hide_from_others_apps.is_some()),
         show_name_to_friends_apps: Some(form.show_name_to_friends_apps.is_some()),
     };
-    match state.account.set_privacy(as_session(change, &token)).await {
+    match state.account.set_privacy(with_bearer(change, &token)).await {
         Ok(_) => Redirect::to("/privacy").into_response(),
         Err(status) => refused(&status),
     }

@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use axum_extra::extract::CookieJar;
 use consent_core::denial::Reason;
 use consent_core::model::User;
-use consent_core::secret::{hash_token, new_token};
+use consent_core::secret::hash_token;
 use consent_tls::https::cookies;
 
 const SESSION_COOKIE: &str = "__Host-session";
@@ -48,11 +48,6 @@ pub async fn end(state: &WebState, jar: CookieJar) -> ApiResult<CookieJar> {
             .await?;
     }
     Ok(cookies::removed(jar, SESSION_COOKIE))
-}
-
-/// The browser's CSRF token, made (and set as a cookie) if it has none yet.
-pub fn csrf_token(jar: CookieJar) -> (CookieJar, String) {
-    cookies::csrf_token(jar, || new_token("csrf_"))
 }
 
 /// Refuses a form whose `csrf` field is not the browser's CSRF cookie.

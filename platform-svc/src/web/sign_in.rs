@@ -9,6 +9,7 @@ use axum_extra::extract::{CookieJar, Form};
 use consent_core::authorization::is_local_path;
 use consent_proto::platform::v1 as pb;
 use consent_tls::https::Peer;
+use consent_tls::https::cookies;
 use serde::Deserialize;
 
 /// Where to go after signing in.
@@ -25,7 +26,7 @@ fn local_or_home(next: &str) -> &str {
 
 /// The sign-in form.
 pub async fn page(jar: CookieJar, Query(next): Query<Next>) -> impl IntoResponse {
-    let (jar, csrf) = session::csrf_token(jar);
+    let (jar, csrf) = cookies::csrf_token(jar);
     (jar, pages::sign_in(&csrf, local_or_home(&next.next), None))
 }
 
@@ -63,7 +64,7 @@ pub async fn submit(
             (jar, Redirect::to(&next)).into_response()
         }
         Err(error) => {
-            let (jar, csrf) = session::csrf_token(jar);
+            let (jar, csrf) = cookies::csrf_token(jar);
             let status = axum::http::StatusCode::from_u16(error.http_status())
                 .unwrap_or(axum::http::StatusCode::UNAUTHORIZED);
             (status, jar, pages::sign_in(&csrf, &next, Some(&error))).into_response()
