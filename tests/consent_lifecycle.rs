@@ -15,6 +15,8 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
     let asked = music
         .consent
         .request_access(pb::RequestAccessRequest {
+            binding_message: "1234-5678".into(),
+            account_label: "the test account".into(),
             user_name: "alice".into(),
             feature: "share-tracks".into(),
             coverage: pb::ThreadCoverage::PartnerStartedThreads as i32,
@@ -693,4 +695,120 @@ async fn grant_lists_are_paged_and_a_partner_can_ask_for_its_grants_by_id() {
         [ids[0].as_str()],
         "another partner's grant is left out"
     );
+}
+
+#[tokio::test]
+async fn a_request_answers_the_same_for_a_name_nobody_has_and_carries_its_binding_message() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let ask = |user_name: &str, binding: &str| pb::RequestAccessRequest {
+        user_name: user_name.into(),
+        feature: "listening-party".into(),
+        coverage: pb::ThreadCoverage::ListedThreads as i32,
+        thread_ids: vec!["thr_not_a_thread_of_anyone".into()],
+        purpose: "a listening party".into(),
+        binding_message: binding.into(),
+        account_label: "Music App account 'al'".into(),
+        ..Default::default()
+    };
+    let mut answers = Vec::new();
+    for name in ["alice", "nobody-here"] {
+        let first = music
+            .consent
+            .request_access(ask(name, "1111-2222"))
+            .await
+            .unwrap()
+            .into_inner();
+        let again = music
+            .consent
+            .request_access(ask(name, "1111-2222"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            first.request_id, again.request_id,
+            "a retry is the same request"
+        );
+        for binding in ["3333-4444", "5555-6666"] {
+            music
+                .consent
+                .request_access(ask(name, binding))
+                .await
+                .unwrap();
+        }
+        let over = music
+            .consent
+            .request_access(ask(name, "7777-8888"))
+            .await
+            .unwrap_err();
+        assert_refused(&over, Code::ResourceExhausted, "TOO_MANY_PENDING_REQUESTS");
+        let polled = music
+            .consent
+            .exchange_request(pb::ExchangeRequestRequest {
+                request_id: first.request_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(polled.status, pb::RequestStatus::Pending as i32);
+        answers.push(pb::AccessRequest {
+            request_id: String::new(),
+            created_at: None,
+            ..first
+        });
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the answer tells nothing about the name"
+    );
+    assert!(answers[0].user_id.is_empty());
+
+    // alice sees the binding message and the partner-side account with the request.
+    let pending = s
+        .platform
+        .account()
+        .await
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &s.alice.session))
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    let bindings: Vec<&str> = pending.iter().map(|r| r.binding_message.as_str()).collect();
+    assert_eq!(bindings, ["1111-2222", "3333-4444", "5555-6666"]);
+    assert!(
+        pending
+            .iter()
+            .all(|r| r.account_label == "Music App account 'al'")
+    );
+    // A thread alice is not in is never offered: she picks from her own.
+    let browser = end_to_end::browser::Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let page = browser
+        .get(&format!("/consent/{}", pending[0].request_id))
+        .await;
+    assert!(
+        page.body.contains("1111-2222") && page.body.contains("Music App account"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("thr_not_a_thread_of_anyone"));
+    assert!(page.body.contains(&s.family_thread), "{}", page.body);
+
+    // A day later both requests have expired alike.
+    s.platform.clock.advance_ms(25 * 60 * 60 * 1000);
+    let mut late = Vec::new();
+    for name in ["alice", "nobody-here"] {
+        let again = music
+            .consent
+            .request_access(ask(name, "9999-0000"))
+            .await
+            .unwrap()
+            .into_inner();
+        late.push(pb::AccessRequest {
+            request_id: String::new(),
+            created_at: None,
+            ..again
+        });
+    }
+    assert_eq!(late[0], late[1]);
 }

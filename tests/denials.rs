@@ -103,6 +103,8 @@ async fn feature_retired_ends_grants_before_returning() {
     let err = music
         .consent
         .request_access(pb::RequestAccessRequest {
+            binding_message: "1234-5678".into(),
+            account_label: "the test account".into(),
             user_name: "bob".into(),
             feature: "share-tracks".into(),
             coverage: pb::ThreadCoverage::AllThreads as i32,
@@ -637,6 +639,8 @@ async fn a_user_cannot_approve_more_than_asked() {
     let request = video
         .consent
         .request_access(pb::RequestAccessRequest {
+            binding_message: "1234-5678".into(),
+            account_label: "the test account".into(),
             user_name: "alice".into(),
             feature: "recommend".into(),
             coverage: pb::ThreadCoverage::AllThreads as i32,
@@ -792,6 +796,8 @@ async fn pending_requests_are_deduplicated_capped_per_partner_and_expire() {
     let mut music = s.platform.partner("music").await;
     let mut account = s.platform.account().await;
     let ask = |feature: &str, history: bool, threads: Vec<String>| pb::RequestAccessRequest {
+        binding_message: "1234-5678".into(),
+        account_label: "the test account".into(),
         user_name: "alice".into(),
         feature: feature.into(),
         coverage: if threads.is_empty() {

@@ -83,6 +83,8 @@ async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
     let mut consent = pb::consent_client::ConsentClient::new(partner_channel);
     let asked = consent
         .request_access(pb::RequestAccessRequest {
+            binding_message: "1234-5678".into(),
+            account_label: "the test account".into(),
             user_name: "alice".into(),
             feature: "share-tracks".into(),
             coverage: pb::ThreadCoverage::AllThreads as i32,

@@ -140,6 +140,14 @@ impl PartnerApp {
     }
 }
 
+/// A short code the platform shows with a request and the partner shows its user
+/// (`1234-5678`), so that the user approves the request they started.
+fn binding_message() -> String {
+    let [a, b, c, d] = consent_core::secret::random_bytes::<4>();
+    let number = u32::from_be_bytes([a, b, c, d]) % 100_000_000;
+    format!("{:04}-{:04}", number / 10_000, number % 10_000)
+}
+
 fn user_name(value: &str) -> Result<&str, PartnerError> {
     if value.is_empty() || value.len() > 64 {
         return Err(PartnerError::Invalid {
@@ -188,6 +196,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         let feature = &self.config.feature;
         let coverage = pb::ThreadCoverage::from_str_name(&feature.coverage)
             .unwrap_or(pb::ThreadCoverage::Unspecified);
+        let binding_message = binding_message();
         let asked = self
             .client
             .consent
@@ -199,6 +208,8 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                 thread_ids: r.thread_ids,
                 include_history: feature.include_history,
                 purpose: feature.purpose.clone(),
+                binding_message: binding_message.clone(),
+                account_label: format!("{} account '{name}'", self.config.display_name),
             })
             .await
             .map_err(PartnerError::from)?
@@ -211,10 +222,11 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             .map_err(PartnerError::from)?;
         Ok(Response::new(api::ConnectUserResponse {
             instructions: format!(
-                "{name}: open the platform's app and approve {} for '{}' ({})",
+                "{name}: open the platform's app and approve {} for '{}' ({}) only if it shows the code {binding_message}",
                 self.config.display_name, feature.name, feature.purpose
             ),
             request_id: asked.request_id,
+            binding_message,
         }))
     }
 

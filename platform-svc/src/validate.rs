@@ -154,6 +154,15 @@ pub fn text<'a>(field: &str, value: &'a str, max: usize) -> Checked<&'a str> {
     Ok(value)
 }
 
+/// A short label shown to a person: 1 to `max` printable characters, no line breaks.
+pub fn label<'a>(field: &str, value: &'a str, max: usize) -> Checked<&'a str> {
+    let text = text(field, value, max)?;
+    if text.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, "must be one line"));
+    }
+    Ok(text)
+}
+
 /// A message body.
 pub fn body<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
     text(field, value, MAX_BODY_BYTES)

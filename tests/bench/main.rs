@@ -254,6 +254,8 @@ async fn small_target(work: &WorkDir) -> (Target, AccountClient<Channel>) {
     let mut consent = pb::consent_client::ConsentClient::new(channels[0].clone());
     let asked = consent
         .request_access(pb::RequestAccessRequest {
+            binding_message: "1234-5678".into(),
+            account_label: "the test account".into(),
             user_name: "alice".into(),
             feature: "share".into(),
             coverage: pb::ThreadCoverage::AllThreads as i32,

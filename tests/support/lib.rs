@@ -425,6 +425,8 @@ impl Scenario {
         let request = partner
             .consent
             .request_access(pb::RequestAccessRequest {
+                binding_message: "1234-5678".into(),
+                account_label: "the test account".into(),
                 user_name: user.name.clone(),
                 feature: feature.into(),
                 coverage: coverage as i32,

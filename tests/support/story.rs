@@ -293,6 +293,23 @@ async fn approve(
     Some(receipt)
 }
 
+/// The binding message of `user`'s pending request from `partner_name`.
+async fn pending_binding(
+    account: &mut AccountClient<Channel>,
+    user: &User,
+    partner_name: &str,
+) -> String {
+    account
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &user.session))
+        .await
+        .map(|r| r.into_inner().requests)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.partner_name == partner_name)
+        .map(|r| r.binding_message)
+        .unwrap_or_default()
+}
+
 async fn connect(
     story: &mut Story,
     partner: &mut app::partner_app_client::PartnerAppClient<Channel>,
@@ -309,12 +326,28 @@ async fn connect(
         })
         .await
         .map(|r| r.into_inner());
-    if let Some(asked) = story.check(
-        &format!("{partner_name} asks {} for access", user.name),
-        asked,
-    ) {
-        story.note(&format!("[{partner_name}] {}", asked.instructions));
-    }
+    let binding = story
+        .check(
+            &format!("{partner_name} asks {} for access", user.name),
+            asked,
+        )
+        .map(|asked| {
+            story.note(&format!("[{partner_name}] {}", asked.instructions));
+            asked.binding_message
+        })
+        .unwrap_or_default();
+    let shown = pending_binding(account, user, partner_name).await;
+    story.note(&format!(
+        "[platform app] {} sees the code {shown} with {partner_name}'s request",
+        user.name
+    ));
+    story.expect(
+        &format!(
+            "the platform's app shows the code {partner_name} showed {}",
+            user.name
+        ),
+        !binding.is_empty() && shown == binding,
+    );
     approve(story, account, user, partner_name, scopes).await;
     let status = partner
         .connection_status(app::ConnectionStatusRequest {
@@ -798,6 +831,8 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     let mut music_messaging = pb::messaging_client::MessagingClient::new(music_direct);
     let party = music_consent
         .request_access(pb::RequestAccessRequest {
+            binding_message: "1234-5678".into(),
+            account_label: "the test account".into(),
             user_name: "alice".into(),
             feature: "listening-party".into(),
             coverage: pb::ThreadCoverage::ListedThreads as i32,

@@ -87,6 +87,8 @@ pub fn place_request<'a>(
             && a.coverage == wanted.coverage
             && a.thread_ids == wanted.thread_ids
             && a.include_history == wanted.include_history
+            && a.binding_message == wanted.binding_message
+            && a.account_label == wanted.account_label
     };
     if let Some(existing) = pending.iter().find(same) {
         return Ok(Placement::Existing(existing));
@@ -278,6 +280,9 @@ mod tests {
             partner_id: "files".into(),
             feature: "share".into(),
             user_id: "usr_a".into(),
+            user_name: "alice".into(),
+            binding_message: "1234-5678".into(),
+            account_label: "files account 'a'".into(),
             coverage: Coverage::Listed,
             thread_ids: vec!["thr_1".into(), "thr_2".into()],
             include_history: true,

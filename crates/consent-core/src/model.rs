@@ -320,8 +320,16 @@ pub struct AccessRequest {
     pub partner_id: String,
     /// Feature asked for.
     pub feature: String,
-    /// User asked.
+    /// User asked; empty when no user has the name asked for (such a request is answered,
+    /// and expires, like any other, so that the answer tells nothing).
     pub user_id: String,
+    /// The account name the partner asked for.
+    pub user_name: String,
+    /// A code the partner also shows its own user (decoupled flow; empty otherwise).
+    pub binding_message: String,
+    /// The partner-side account the grant will belong to (decoupled flow; empty
+    /// otherwise).
+    pub account_label: String,
     /// Coverage asked for.
     pub coverage: Coverage,
     /// With `Listed`: threads asked for.

@@ -382,11 +382,12 @@ pub trait Repo {
         user_id: &str,
         created_after_ms: i64,
     ) -> StoreResult<Vec<AccessRequest>>;
-    /// One partner's pending requests before one user made after `created_after_ms`.
+    /// One partner's pending requests for one account name (whether or not a user has it)
+    /// made after `created_after_ms`.
     fn pending_requests_from(
         &mut self,
         partner_id: &str,
-        user_id: &str,
+        user_name: &str,
         created_after_ms: i64,
     ) -> StoreResult<Vec<AccessRequest>>;
     /// Marks pending requests made before `created_before_ms` expired; how many.

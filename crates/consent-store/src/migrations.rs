@@ -108,4 +108,22 @@ CREATE TABLE authorization_codes (
     code_challenge TEXT NOT NULL, expires_ms INTEGER NOT NULL, redeemed_ms INTEGER);
 CREATE INDEX authorization_codes_by_age ON authorization_codes(expires_ms);
 "#,
+    r#"
+CREATE TABLE access_requests_named (
+    id TEXT PRIMARY KEY, partner_id TEXT NOT NULL, feature TEXT NOT NULL,
+    user_id TEXT REFERENCES users(id), user_name TEXT NOT NULL,
+    binding_message TEXT NOT NULL DEFAULT '', account_label TEXT NOT NULL DEFAULT '',
+    coverage INTEGER NOT NULL, thread_ids TEXT NOT NULL, include_history INTEGER NOT NULL,
+    purpose TEXT NOT NULL, status INTEGER NOT NULL, grant_id TEXT, created_ms INTEGER NOT NULL);
+INSERT INTO access_requests_named (id, partner_id, feature, user_id, user_name, coverage,
+    thread_ids, include_history, purpose, status, grant_id, created_ms)
+    SELECT r.id, r.partner_id, r.feature, r.user_id, COALESCE(u.name, ''), r.coverage,
+        r.thread_ids, r.include_history, r.purpose, r.status, r.grant_id, r.created_ms
+    FROM access_requests r LEFT JOIN users u ON u.id = r.user_id;
+DROP TABLE access_requests;
+ALTER TABLE access_requests_named RENAME TO access_requests;
+CREATE INDEX access_requests_by_user ON access_requests(user_id, status);
+CREATE INDEX access_requests_by_age ON access_requests(status, created_ms);
+CREATE INDEX access_requests_by_name ON access_requests(partner_id, user_name, status);
+"#,
 ];

@@ -379,13 +379,13 @@ fn feature_row(r: &Row<'_>) -> rusqlite::Result<Feature> {
     })
 }
 
-const REQUEST_COLUMNS: &str = "id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms";
+const REQUEST_COLUMNS: &str = "id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms, user_name, binding_message, account_label";
 fn request_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
     Ok(AccessRequest {
         id: r.get(0)?,
         partner_id: r.get(1)?,
         feature: r.get(2)?,
-        user_id: r.get(3)?,
+        user_id: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
         coverage: Coverage::from_stored(r.get(4)?),
         thread_ids: split_ids(r.get(5)?),
         include_history: r.get(6)?,
@@ -393,11 +393,12 @@ fn request_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
         status: request_status_from_stored(r.get(8)?),
         grant_id: r.get(9)?,
         created_ms: r.get(10)?,
+        user_name: r.get(11)?,
+        binding_message: r.get(12)?,
+        account_label: r.get(13)?,
     })
 }
 
-/// The active grants of a thread's participants, found through the participants' index
-/// and the grants' index by user, not by a scan of every grant.
 const PUSHED_COLUMNS: &str = "partner_id, feature, coverage, thread_ids, include_history, purpose, redirect_uri, state, code_challenge, expires_ms, access_request_id";
 fn pushed_row(r: &Row<'_>) -> rusqlite::Result<PushedRequest> {
     Ok(PushedRequest {
@@ -415,6 +416,8 @@ fn pushed_row(r: &Row<'_>) -> rusqlite::Result<PushedRequest> {
     })
 }
 
+/// The active grants of a thread's participants, found through the participants' index
+/// and the grants' index by user, not by a scan of every grant.
 const ACTIVE_GRANTS_ON_THREAD: &str = "user_id IN (SELECT user_id FROM thread_participants WHERE thread_id = ?1) \
      AND state = ?2 ORDER BY created_ms, id";
 
@@ -540,23 +543,6 @@ impl SqliteRepo<'_> {
 
     /// A user's requests still pending, made after `created_after_ms`, from one partner or
     /// from any; oldest first.
-    fn pending_requests_of(
-        &self,
-        user_id: &str,
-        created_after_ms: i64,
-        partner_id: Option<&str>,
-    ) -> StoreResult<Vec<AccessRequest>> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 \
-             AND created_ms >= ?3 AND (?4 IS NULL OR partner_id = ?4) ORDER BY created_ms, id"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let pending = RequestStatus::Pending as i32;
-        let args = params![user_id, pending, created_after_ms, partner_id];
-        let rows = stmt.query_map(args, request_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
     /// A page of the users (`u`) that `from_where` finds for `user_id` (as `?1`), in the
     /// order of `cursor`, after `page.after`.
     fn users_page(
@@ -931,12 +917,14 @@ impl Repo for SqliteRepo<'_> {
 
     fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()> {
         self.execute(
-            "INSERT INTO access_requests (id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO access_requests (id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms, user_name, binding_message, account_label) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
-                request.id, request.partner_id, request.feature, request.user_id,
+                request.id, request.partner_id, request.feature,
+                Some(request.user_id.as_str()).filter(|id| !id.is_empty()),
                 request.coverage.to_i32(), join_ids(&request.thread_ids), request.include_history,
-                request.purpose, request.status as i32, request.grant_id, request.created_ms
+                request.purpose, request.status as i32, request.grant_id, request.created_ms,
+                request.user_name, request.binding_message, request.account_label
             ],
         )?;
         Ok(())
@@ -952,16 +940,31 @@ impl Repo for SqliteRepo<'_> {
         user_id: &str,
         created_after_ms: i64,
     ) -> StoreResult<Vec<AccessRequest>> {
-        self.pending_requests_of(user_id, created_after_ms, None)
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 \
+             AND created_ms >= ?3 ORDER BY created_ms, id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let pending = RequestStatus::Pending as i32;
+        let rows = stmt.query_map(params![user_id, pending, created_after_ms], request_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn pending_requests_from(
         &mut self,
         partner_id: &str,
-        user_id: &str,
+        user_name: &str,
         created_after_ms: i64,
     ) -> StoreResult<Vec<AccessRequest>> {
-        self.pending_requests_of(user_id, created_after_ms, Some(partner_id))
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE partner_id = ?1 AND user_name = ?2 \
+             AND status = ?3 AND created_ms >= ?4 ORDER BY created_ms, id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let pending = RequestStatus::Pending as i32;
+        let args = params![partner_id, user_name, pending, created_after_ms];
+        let rows = stmt.query_map(args, request_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn expire_requests(&mut self, created_before_ms: i64) -> StoreResult<usize> {

@@ -141,12 +141,17 @@ pub fn approve(
     now_ms: i64,
     policy: &LifetimePolicy,
 ) -> ApiResult<(Grant, pb::ConsentReceipt)> {
-    let access = repo
+    let mut access = repo
         .request(request_id)?
         .filter(|a| a.user_id == user.id)
         .ok_or_else(|| ApiError::not_found("access request", request_id))?;
     let partner = repo.partner(&access.partner_id)?;
     let feature = repo.feature(&access.partner_id, &access.feature)?;
+    if access.coverage == Coverage::Listed {
+        // The partner's list is kept as asked; only the threads the user is in are
+        // offered (the partner never learns which those are).
+        access.thread_ids = member_threads(repo, user, &access.thread_ids)?;
+    }
     if let Some(feature) = &feature
         && access.coverage == Coverage::Listed
         && access.thread_ids.is_empty()
@@ -253,6 +258,24 @@ pub fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> Ap
         .session_user(&hash_token(token), now_ms)?
         .ok_or_else(invalid)?;
     repo.user_by_id(&user_id)?.ok_or_else(invalid)
+}
+
+/// Those of `thread_ids` that `user` is in.
+fn member_threads(
+    repo: &mut dyn Repo,
+    user: &User,
+    thread_ids: &[String],
+) -> ApiResult<Vec<String>> {
+    let mut members = Vec::new();
+    for id in thread_ids {
+        if repo
+            .thread(id)?
+            .is_some_and(|t| t.participants.contains(&user.id))
+        {
+            members.push(id.clone());
+        }
+    }
+    Ok(members)
 }
 
 fn member_thread(repo: &mut dyn Repo, user: &User, thread_id: &str) -> ApiResult<Thread> {

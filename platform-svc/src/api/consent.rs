@@ -5,7 +5,7 @@ use super::Platform;
 use super::convert;
 use super::end_grant;
 use super::partner_call::{PartnerCall, own_grant};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::rate_limit::EventStreamSlots;
 use crate::validate::{self, AllFields};
 use consent_core::approval::{self, Placement};
@@ -73,32 +73,43 @@ impl Consent for ConsentService {
                 Ok(_) => validate::ids("thread_ids", &r.thread_ids, 0, 0),
                 Err(_) => validate::ids("thread_ids", &r.thread_ids, 0, 100),
             };
-            let (user_name, feature_name, (coverage, thread_ids), purpose) = (
+            let bound = (
+                validate::label("binding_message", &r.binding_message, 32),
+                validate::label("account_label", &r.account_label, 64),
+            )
+                .all();
+            let (user_name, feature_name, (coverage, thread_ids), purpose, (binding, label)) = (
                 validate::user_name("user_name", &r.user_name),
                 validate::name("feature", &r.feature),
                 (coverage, thread_ids).all(),
                 validate::text("purpose", &r.purpose, 512),
+                bound,
             )
                 .all()?;
-            let user = tx
-                .repo
-                .user_by_name(user_name)?
-                .ok_or_else(|| ApiError::not_found("user", user_name))?;
-            tx.concerns_user(&user.id);
             let feature = tx
                 .repo
                 .feature(&tx.partner.id, feature_name)?
                 .ok_or_else(|| ApiError::not_found("feature", feature_name))?;
-            let listed = thread_ids
-                .iter()
-                .map(|id| Ok((id.as_str(), tx.repo.thread(id)?)))
-                .collect::<ApiResult<Vec<_>>>()?;
-            approval::may_request(&user.id, &feature, &listed)?;
+            approval::may_ask_for(&feature)?;
+            // A name no user has is asked all the same: the request is kept, answered and
+            // expires like any other, and no one can approve it. The listed threads are
+            // kept as asked; only those the user is in are ever offered.
+            let user_id = tx
+                .repo
+                .user_by_name(user_name)?
+                .map(|u| u.id)
+                .unwrap_or_default();
+            if !user_id.is_empty() {
+                tx.concerns_user(&user_id);
+            }
             let access = AccessRequest {
                 id: new_id("req"),
                 partner_id: tx.partner.id.clone(),
                 feature: feature.name.clone(),
-                user_id: user.id.clone(),
+                user_id,
+                user_name: user_name.to_string(),
+                binding_message: binding.to_string(),
+                account_label: label.to_string(),
                 coverage,
                 thread_ids,
                 include_history: r.include_history,
@@ -109,7 +120,7 @@ impl Consent for ConsentService {
             };
             let pending = tx.repo.pending_requests_from(
                 &tx.partner.id,
-                &user.id,
+                user_name,
                 approval::request_cutoff_ms(tx.now_ms),
             )?;
             let access = match approval::place_request(&pending, &access)? {

@@ -97,7 +97,9 @@ pub fn access_request(
         purpose: r.purpose.clone(),
         status: r.status as i32,
         created_at: Some(timestamp(r.created_ms)),
-        user_id: r.user_id.clone(),
+        user_id: String::new(),
+        binding_message: r.binding_message.clone(),
+        account_label: r.account_label.clone(),
     }
 }
 

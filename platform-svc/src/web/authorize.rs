@@ -109,6 +109,9 @@ pub async fn open(
                 partner_id: pushed.partner_id,
                 feature: pushed.feature,
                 user_id: user.id,
+                user_name: user.name,
+                binding_message: String::new(),
+                account_label: String::new(),
                 coverage: pushed.coverage,
                 thread_ids,
                 include_history: pushed.include_history,
@@ -207,17 +210,20 @@ pub async fn page(
                 .ok_or_else(|| ApiError::not_found("feature", &access.feature))?;
             let mut threads = Vec::new();
             if access.coverage == Coverage::Listed {
-                let offered = if access.thread_ids.is_empty() {
-                    ThreadFilter::All
-                } else {
-                    ThreadFilter::Ids(access.thread_ids.clone())
-                };
+                // The threads asked for that the user is in, ticked; with none, the user's
+                // own threads to pick from.
                 let page = Page {
                     after: 0,
                     limit: 100,
                 };
-                for (_, thread) in repo.threads_of(&user.id, &offered, page)? {
-                    threads.push((thread.id, thread.title, !access.thread_ids.is_empty()));
+                let asked = ThreadFilter::Ids(access.thread_ids.clone());
+                for (_, thread) in repo.threads_of(&user.id, &asked, page)? {
+                    threads.push((thread.id, thread.title, true));
+                }
+                if threads.is_empty() {
+                    for (_, thread) in repo.threads_of(&user.id, &ThreadFilter::All, page)? {
+                        threads.push((thread.id, thread.title, false));
+                    }
                 }
             }
             let redirect_origin = repo

@@ -101,6 +101,12 @@ pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
         html! {
             p { strong { (view.partner_name) } " wants to use " strong { (access.feature) } ": " (view.feature_description) }
             p.purpose { "In its words: " q { (access.purpose) } }
+            @if !access.binding_message.is_empty() {
+                p #binding {
+                    "For " strong { (access.account_label) } ". Allow only if the app shows you the code "
+                    strong { (access.binding_message) } "."
+                }
+            }
             form method="post" action={ "/consent/" (access.id) } {
                 input type="hidden" name="csrf" value=(csrf);
                 fieldset {
@@ -202,7 +208,10 @@ pub fn grants(name: &str, rows: &[GrantRow], pending: &[AccessRequest], csrf: &s
             @if !pending.is_empty() {
                 h2 { "Waiting for your answer" }
                 ul { @for request in pending {
-                    li { a href={ "/consent/" (request.id) } { (request.partner_id) ": " (request.feature) } }
+                    li {
+                        a href={ "/consent/" (request.id) } { (request.partner_id) ": " (request.feature) }
+                        @if !request.binding_message.is_empty() { " (code " (request.binding_message) ")" }
+                    }
                 } }
             }
             h2 { "Grants" }
