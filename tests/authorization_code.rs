@@ -237,6 +237,18 @@ async fn approved_code(s: &Scenario, browser: &Browser, music: &mut end_to_end::
     param(&decided.location.unwrap(), "code").unwrap()
 }
 
+/// Like [`approved_code`], exchanged by the music app: its grant token.
+async fn granted_token(s: &Scenario, browser: &Browser, music: &mut end_to_end::Partner) -> String {
+    let code = approved_code(s, browser, music).await;
+    music
+        .consent
+        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
+        .await
+        .unwrap()
+        .into_inner()
+        .grant_token
+}
+
 #[tokio::test]
 async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
     let s = Scenario::new().await;
@@ -410,14 +422,7 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
     let mut music = s.platform.partner("music").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let code = approved_code(&s, &browser, &mut music).await;
-    let token = music
-        .consent
-        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
-        .await
-        .unwrap()
-        .into_inner()
-        .grant_token;
+    let token = granted_token(&s, &browser, &mut music).await;
 
     let page = browser.get("/grants").await;
     assert_eq!(page.status, 200);
@@ -559,14 +564,7 @@ async fn the_user_pages_show_the_access_log_who_reads_each_conversation_privacy_
     let mut music = s.platform.partner("music").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let code = approved_code(&s, &browser, &mut music).await;
-    let token = music
-        .consent
-        .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
-        .await
-        .unwrap()
-        .into_inner()
-        .grant_token;
+    let token = granted_token(&s, &browser, &mut music).await;
     music.list_threads(&token).await.unwrap_err();
 
     let log = browser.get("/access-log").await;

@@ -25,11 +25,11 @@ fn assert_partner_refused(status: &tonic::Status, code: Code, reason: &str) {
     );
 }
 
-/// Signs up `name` on the app at `origin` in `browser`; returns the app's page.
-async fn sign_up(browser: &Browser, origin: &str, name: &str) -> Page {
+/// Posts the sign-up form of the app at `origin` for `name` in `browser`.
+async fn post_sign_up(browser: &Browser, origin: &str, name: &str) -> Page {
     let home = browser.get(&format!("{origin}/")).await;
     let csrf = home.field("csrf").expect("csrf");
-    let signed_up = browser
+    browser
         .post(
             &format!("{origin}/sign-up"),
             &[
@@ -38,7 +38,12 @@ async fn sign_up(browser: &Browser, origin: &str, name: &str) -> Page {
                 ("password", "correct horse"),
             ],
         )
-        .await;
+        .await
+}
+
+/// Signs up `name` on the app at `origin` in `browser`; returns the app's page.
+async fn sign_up(browser: &Browser, origin: &str, name: &str) -> Page {
+    let signed_up = post_sign_up(browser, origin, name).await;
     assert_eq!(signed_up.status, 303, "{}", signed_up.body);
     browser.follow(signed_up).await
 }
@@ -250,18 +255,7 @@ async fn the_partner_api_serves_only_its_own_front_ends_and_signed_in_users() {
     // A user signed in on the app's web acts for their own account only.
     let origin = format!("https://localhost:{}", music.web.port());
     let browser = Browser::for_work(&w.work, origin.clone());
-    let home = browser.get(&format!("{origin}/")).await;
-    let csrf = home.field("csrf").unwrap();
-    let signed_up = browser
-        .post(
-            &format!("{origin}/sign-up"),
-            &[
-                ("csrf", &csrf),
-                ("name", "alice"),
-                ("password", "correct horse"),
-            ],
-        )
-        .await;
+    let signed_up = post_sign_up(&browser, &origin, "alice").await;
     let session = signed_up
         .headers
         .get_all("set-cookie")
@@ -301,25 +295,28 @@ async fn the_partner_api_serves_only_its_own_front_ends_and_signed_in_users() {
 
     // A name the app's front end already connected cannot be signed up for on the web.
     let mut front_end = music.client(&w.work, "music").await;
-    front_end
-        .connect_user(app::ConnectUserRequest {
-            user_name: "bob".into(),
-            thread_ids: Vec::new(),
-        })
+    let ask_bob = || app::ConnectUserRequest {
+        user_name: "bob".into(),
+        thread_ids: Vec::new(),
+    };
+    let first = front_end
+        .connect_user(ask_bob())
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.binding_message.len(), 9, "{}", first.binding_message);
+    assert!(first.instructions.contains(&first.binding_message));
+    // Asking again before bob answers repeats the same request, with the same code.
+    let again = front_end
+        .connect_user(ask_bob())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (again.request_id, again.binding_message),
+        (first.request_id, first.binding_message)
+    );
     let other = Browser::for_work(&w.work, origin.clone());
-    let home = other.get(&format!("{origin}/")).await;
-    let csrf = home.field("csrf").unwrap();
-    let taken = other
-        .post(
-            &format!("{origin}/sign-up"),
-            &[
-                ("csrf", &csrf),
-                ("name", "bob"),
-                ("password", "correct horse"),
-            ],
-        )
-        .await;
+    let taken = post_sign_up(&other, &origin, "bob").await;
     assert_eq!(taken.status, 409, "{}", taken.body);
 }

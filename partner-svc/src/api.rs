@@ -196,7 +196,14 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         let feature = &self.config.feature;
         let coverage = pb::ThreadCoverage::from_str_name(&feature.coverage)
             .unwrap_or(pb::ThreadCoverage::Unspecified);
-        let binding_message = binding_message();
+        // Asking again while the user has not answered repeats the same request.
+        let pending_name = name.clone();
+        let binding_message = self
+            .store
+            .run(move |tx| store::pending_binding(tx, &pending_name))
+            .await
+            .map_err(PartnerError::from)?
+            .unwrap_or_else(binding_message);
         let asked = self
             .client
             .consent
@@ -209,7 +216,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                 include_history: feature.include_history,
                 purpose: feature.purpose.clone(),
                 binding_message: binding_message.clone(),
-                account_label: format!("{} account '{name}'", self.config.display_name),
+                account_label: name.clone(),
             })
             .await
             .map_err(PartnerError::from)?
@@ -217,7 +224,10 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         let request_id = asked.request_id.clone();
         let stored_name = name.clone();
         self.store
-            .run(move |tx| store::put_pending(tx, &stored_name, &request_id))
+            .run({
+                let binding_message = binding_message.clone();
+                move |tx| store::put_pending(tx, &stored_name, &request_id, &binding_message)
+            })
             .await
             .map_err(PartnerError::from)?;
         Ok(Response::new(api::ConnectUserResponse {

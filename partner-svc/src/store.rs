@@ -123,6 +123,22 @@ fn add_grant_to_cache(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Keeps each pending connection's binding message, so that asking again repeats the same
+/// request: a store made before that gets the column.
+fn add_binding_to_connections(conn: &Connection) -> rusqlite::Result<()> {
+    let kept: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('connections') WHERE name = 'binding_message'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !kept {
+        conn.execute_batch(
+            "ALTER TABLE connections ADD COLUMN binding_message TEXT NOT NULL DEFAULT '';",
+        )?;
+    }
+    Ok(())
+}
+
 impl PartnerStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
@@ -132,6 +148,7 @@ impl PartnerStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         add_grant_to_cache(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        add_binding_to_connections(&conn)?;
         Ok(PartnerStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -194,13 +211,27 @@ pub fn put_pending(
     tx: &rusqlite::Transaction<'_>,
     user_name: &str,
     request_id: &str,
+    binding_message: &str,
 ) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO connections (user_name, request_id, status) VALUES (?1, ?2, 'PENDING') \
-         ON CONFLICT (user_name) DO UPDATE SET request_id = excluded.request_id, grant_id = NULL, token = NULL, status = 'PENDING'",
-        [user_name, request_id],
+        "INSERT INTO connections (user_name, request_id, status, binding_message) VALUES (?1, ?2, 'PENDING', ?3) \
+         ON CONFLICT (user_name) DO UPDATE SET request_id = excluded.request_id, grant_id = NULL, token = NULL, status = 'PENDING', binding_message = excluded.binding_message",
+        [user_name, request_id, binding_message],
     )?;
     Ok(())
+}
+
+/// The binding message of `user_name`'s connection while it waits for the user.
+pub fn pending_binding(
+    tx: &rusqlite::Transaction<'_>,
+    user_name: &str,
+) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT binding_message FROM connections WHERE user_name = ?1 AND status = 'PENDING' AND binding_message <> ''",
+        [user_name],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// Records the outcome of polling a request.
@@ -530,7 +561,7 @@ mod tests {
         let count = |tx: &rusqlite::Transaction<'_>| cached_count(tx, "alice");
         store
             .run(|tx| {
-                put_pending(tx, "alice", "req_1")?;
+                put_pending(tx, "alice", "req_1", "1234-5678")?;
                 set_connection(tx, "alice", "CONNECTED", Some("grt_1"), Some("pgt_x"))
             })
             .await
@@ -547,7 +578,7 @@ mod tests {
         // Under the live grant it is kept, and only that grant's purge removes it.
         store
             .run(|tx| {
-                put_pending(tx, "alice", "req_2")?;
+                put_pending(tx, "alice", "req_2", "1234-5678")?;
                 set_connection(tx, "alice", "CONNECTED", Some("grt_2"), Some("pgt_y"))
             })
             .await

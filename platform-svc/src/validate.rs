@@ -154,11 +154,17 @@ pub fn text<'a>(field: &str, value: &'a str, max: usize) -> Checked<&'a str> {
     Ok(value)
 }
 
-/// A short label shown to a person: 1 to `max` printable characters, no line breaks.
+/// A short label shown to a person: 1 to `max` bytes on one line, without the invisible
+/// characters that reorder or hide text (bidirectional controls, zero-width characters),
+/// so that what the person reads is what was sent.
 pub fn label<'a>(field: &str, value: &'a str, max: usize) -> Checked<&'a str> {
     let text = text(field, value, max)?;
-    if text.chars().any(char::is_control) {
-        return Err(ApiError::invalid(field, "must be one line"));
+    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}');
+    if text.chars().any(|c| c.is_control() || invisible(c)) {
+        return Err(ApiError::invalid(
+            field,
+            "must be one line of visible characters",
+        ));
     }
     Ok(text)
 }
@@ -318,6 +324,20 @@ pub fn coverage(field: &str, value: i32) -> Checked<Coverage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_one_line_of_visible_characters() {
+        assert!(label("l", "4821-0937", 32).is_ok());
+        for bad in [
+            "",
+            "a\nb",
+            "abc\u{202E}dcb",
+            "zero\u{200B}width",
+            &"x".repeat(33),
+        ] {
+            assert!(label("l", bad, 32).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn page_bounds_and_tokens() {

@@ -47,7 +47,7 @@ pub fn may_ask_for(feature: &Feature) -> Result<(), Refusal> {
 
 /// A pending request not decided within this long expires.
 pub const REQUEST_TTL_MS: i64 = 24 * 60 * 60 * 1000;
-/// Pending requests one partner may have before one user at a time.
+/// Pending requests one partner may have for one account name at a time.
 pub const MAX_PENDING_PER_PARTNER: usize = 3;
 
 /// Requests made before this instant and still pending have expired at `now_ms`.
@@ -65,8 +65,8 @@ pub fn status_at(access: &AccessRequest, now_ms: i64) -> RequestStatus {
     }
 }
 
-/// What to do with a new request, given the partner's requests still pending before the
-/// same user.
+/// What to do with a new request, given the partner's requests still pending for the
+/// same account name.
 #[derive(Debug)]
 pub enum Placement<'a> {
     /// The same request is already pending: answer with it, add nothing.
@@ -76,14 +76,19 @@ pub enum Placement<'a> {
 }
 
 /// Where a partner's new request `wanted` goes: a request identical to a pending one (same
-/// feature, coverage, threads and history) is that one, so retries do not pile up on the
-/// user's consent screen; past [`MAX_PENDING_PER_PARTNER`] different ones, it is refused.
+/// feature, coverage, threads, history, binding message and account label) is that one,
+/// so retries do not pile up on the user's consent screen; past
+/// [`MAX_PENDING_PER_PARTNER`] different ones, it is refused. The rule is the same whether
+/// or not a user has the name; requests made while no user had it (which no one can
+/// approve) do not count once someone has.
 pub fn place_request<'a>(
     pending: &'a [AccessRequest],
     wanted: &AccessRequest,
 ) -> Result<Placement<'a>, Refusal> {
+    let same_person = |a: &&AccessRequest| a.user_id == wanted.user_id;
     let same = |a: &&AccessRequest| {
-        a.feature == wanted.feature
+        same_person(a)
+            && a.feature == wanted.feature
             && a.coverage == wanted.coverage
             && a.thread_ids == wanted.thread_ids
             && a.include_history == wanted.include_history
@@ -93,11 +98,11 @@ pub fn place_request<'a>(
     if let Some(existing) = pending.iter().find(same) {
         return Ok(Placement::Existing(existing));
     }
-    if pending.len() >= MAX_PENDING_PER_PARTNER {
+    if pending.iter().filter(same_person).count() >= MAX_PENDING_PER_PARTNER {
         return Err(Refusal::Exhausted(Denied::new(
             Reason::TooManyPendingRequests,
             format!(
-                "{MAX_PENDING_PER_PARTNER} requests to this user are already pending: wait for the user to decide"
+                "{MAX_PENDING_PER_PARTNER} requests for this name are already pending: wait for a decision"
             ),
         )));
     }
@@ -203,38 +208,32 @@ pub fn approve(
         ));
     }
 
-    let user_picks = access.coverage == Coverage::Listed && access.thread_ids.is_empty();
-    let thread_ids = if user_picks {
-        // Nothing was offered: the user picks from their own threads (the caller checks
-        // that each is theirs, with `may_request`).
-        if choice.thread_ids.is_empty() {
+    // With listed coverage the user picks among their own threads; the partner's list only
+    // says which are offered ticked, so a grant never tells which of them the user is in
+    // (the caller checks that each picked thread is the user's, with `may_request`).
+    let thread_ids = if access.coverage != Coverage::Listed {
+        if !choice.thread_ids.is_empty() {
             violations.push(FieldViolation::new(
                 "thread_ids",
-                "pick at least one thread",
+                "only a request for listed threads covers chosen threads",
             ));
         }
-        choice.thread_ids
-    } else if choice.thread_ids.is_empty() {
-        access.thread_ids.clone()
-    } else if access.coverage != Coverage::Listed {
-        violations.push(FieldViolation::new(
-            "thread_ids",
-            "only a request for listed threads can be narrowed to threads",
-        ));
         Vec::new()
-    } else if let Some(extra) = choice
-        .thread_ids
-        .iter()
-        .find(|t| !access.thread_ids.contains(t))
-    {
+    } else if !choice.thread_ids.is_empty() {
+        choice.thread_ids
+    } else if access.thread_ids.is_empty() {
         violations.push(FieldViolation::new(
             "thread_ids",
-            format!("{extra} was not asked for"),
+            "pick at least one thread",
         ));
         Vec::new()
     } else {
-        choice.thread_ids
+        access.thread_ids.clone()
     };
+    let mut granted_threads = thread_ids.clone();
+    granted_threads.sort();
+    let mut asked_threads = access.thread_ids.clone();
+    asked_threads.sort();
 
     let lifetime_ms = match i64::from(choice.lifetime_days) * DAY_MS {
         0 => policy.max_lifetime_ms,
@@ -254,7 +253,7 @@ pub fn approve(
     let include_history = access.include_history && choice.include_history;
     Ok(Approved {
         narrowed: scopes != asked
-            || thread_ids.len() < access.thread_ids.len()
+            || granted_threads != asked_threads
             || include_history != access.include_history,
         refused: asked.minus(scopes),
         scopes,
@@ -356,10 +355,14 @@ mod tests {
 
     #[test]
     fn every_field_chosen_beyond_the_request_or_policy_is_named() {
-        let (a, p, f) = (access(), partner(), feature());
+        let (p, f) = (partner(), feature());
+        let a = AccessRequest {
+            thread_ids: Vec::new(),
+            ..access()
+        };
         let choice = Choice {
             scopes: ScopeSet::of(&[Scope::FriendsRead]),
-            thread_ids: vec!["thr_9".into()],
+            thread_ids: Vec::new(),
             lifetime_days: 365,
             include_history: false,
         };

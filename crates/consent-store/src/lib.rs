@@ -382,8 +382,8 @@ pub trait Repo {
         user_id: &str,
         created_after_ms: i64,
     ) -> StoreResult<Vec<AccessRequest>>;
-    /// One partner's pending requests for one account name (whether or not a user has it)
-    /// made after `created_after_ms`.
+    /// One partner's pending decoupled requests (those with a binding message) for one
+    /// account name, whether or not a user has it, made after `created_after_ms`.
     fn pending_requests_from(
         &mut self,
         partner_id: &str,

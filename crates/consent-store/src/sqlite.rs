@@ -541,8 +541,6 @@ impl SqliteRepo<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A user's requests still pending, made after `created_after_ms`, from one partner or
-    /// from any; oldest first.
     /// A page of the users (`u`) that `from_where` finds for `user_id` (as `?1`), in the
     /// order of `cursor`, after `page.after`.
     fn users_page(
@@ -958,7 +956,7 @@ impl Repo for SqliteRepo<'_> {
     ) -> StoreResult<Vec<AccessRequest>> {
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE partner_id = ?1 AND user_name = ?2 \
-             AND status = ?3 AND created_ms >= ?4 ORDER BY created_ms, id"
+             AND status = ?3 AND created_ms >= ?4 AND binding_message <> '' ORDER BY created_ms, id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let pending = RequestStatus::Pending as i32;

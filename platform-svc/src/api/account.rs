@@ -137,26 +137,30 @@ pub fn approve(
     repo: &mut dyn Repo,
     user: &User,
     request_id: &str,
-    choice: Choice,
+    mut choice: Choice,
     now_ms: i64,
     policy: &LifetimePolicy,
 ) -> ApiResult<(Grant, pb::ConsentReceipt)> {
-    let mut access = repo
+    let access = repo
         .request(request_id)?
         .filter(|a| a.user_id == user.id)
         .ok_or_else(|| ApiError::not_found("access request", request_id))?;
     let partner = repo.partner(&access.partner_id)?;
     let feature = repo.feature(&access.partner_id, &access.feature)?;
-    if access.coverage == Coverage::Listed {
-        // The partner's list is kept as asked; only the threads the user is in are
-        // offered (the partner never learns which those are).
-        access.thread_ids = member_threads(repo, user, &access.thread_ids)?;
-    }
     if let Some(feature) = &feature
         && access.coverage == Coverage::Listed
-        && access.thread_ids.is_empty()
     {
-        // The user picked the threads: each must be theirs.
+        // "As asked" is the threads asked for that the user is in; none of them is no
+        // choice at all. Whatever is chosen must be the user's.
+        if choice.thread_ids.is_empty() {
+            choice.thread_ids = member_threads(repo, user, &access.thread_ids)?;
+            if choice.thread_ids.is_empty() && !access.thread_ids.is_empty() {
+                return Err(ApiError::invalid(
+                    "thread_ids",
+                    "pick at least one of your threads",
+                ));
+            }
+        }
         let picked = choice
             .thread_ids
             .iter()
@@ -544,7 +548,11 @@ impl Account for AccountService {
     ) -> Result<Response<pb::ListPendingRequestsResponse>, Status> {
         self.as_reader(&request, move |repo, user, now_ms| {
             let mut requests = Vec::new();
-            for access in repo.pending_requests(&user.id, approval::request_cutoff_ms(now_ms))? {
+            for mut access in
+                repo.pending_requests(&user.id, approval::request_cutoff_ms(now_ms))?
+            {
+                // The user sees, of the threads asked for, only their own.
+                access.thread_ids = member_threads(repo, user, &access.thread_ids)?;
                 let partner = repo.partner(&access.partner_id)?;
                 let feature = repo.feature(&access.partner_id, &access.feature)?;
                 if let (Some(partner), Some(feature)) = (partner, feature) {
@@ -603,6 +611,7 @@ impl Account for AccountService {
             let feature = repo
                 .feature(&access.partner_id, &access.feature)?
                 .ok_or_else(|| ApiError::not_found("feature", &access.feature))?;
+            access.thread_ids = member_threads(repo, user, &access.thread_ids)?;
             Ok(convert::access_request(&access, &partner, &feature))
         })
         .await

@@ -210,20 +210,14 @@ pub async fn page(
                 .ok_or_else(|| ApiError::not_found("feature", &access.feature))?;
             let mut threads = Vec::new();
             if access.coverage == Coverage::Listed {
-                // The threads asked for that the user is in, ticked; with none, the user's
-                // own threads to pick from.
+                // The user's own threads to pick from, those asked for ticked.
                 let page = Page {
                     after: 0,
                     limit: 100,
                 };
-                let asked = ThreadFilter::Ids(access.thread_ids.clone());
-                for (_, thread) in repo.threads_of(&user.id, &asked, page)? {
-                    threads.push((thread.id, thread.title, true));
-                }
-                if threads.is_empty() {
-                    for (_, thread) in repo.threads_of(&user.id, &ThreadFilter::All, page)? {
-                        threads.push((thread.id, thread.title, false));
-                    }
+                for (_, thread) in repo.threads_of(&user.id, &ThreadFilter::All, page)? {
+                    let asked = access.thread_ids.contains(&thread.id);
+                    threads.push((thread.id, thread.title, asked));
                 }
             }
             let redirect_origin = repo
