@@ -96,16 +96,16 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
 }
 
 /// How long a browser has to send a request's headers once it started them.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may take before it is answered `408`.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; further ones wait to be accepted.
-const MAX_CONNECTIONS: usize = 1024;
+pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a connection lives: then it is closed once its requests are answered (a
 /// client that says nothing, or keeps an idle HTTP/2 connection, holds a slot no longer).
-const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// How long open connections may finish their requests once asked to close.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on the TLS connections of `incoming` until `shutdown` resolves, then
 /// lets open requests finish (for at most [`DRAIN_TIMEOUT`]). A connection must send its

@@ -1,5 +1,5 @@
 //! The partner's own accounts: sign up, sign in and out. Passwords are kept as Argon2id
-//! hashes, computed off the async runtime, at most [`HASHING_SLOTS`] at once; an unknown
+//! hashes, computed off the async runtime, at most `HASHING_SLOTS` at once; an unknown
 //! name costs the same work as a known one. The session is a `__Host-partner-session`
 //! cookie whose token the store keeps only as a hash; signing in ends the browser's
 //! previous session.

@@ -3,7 +3,8 @@
 //! with the browser session that asked, and sends the browser to the platform's consent
 //! page. `GET /callback` takes the answer: only the browser session that started the
 //! flow, with its `state`, once, and only from the platform (`iss`, RFC 9207); then the
-//! code is exchanged over mutual TLS with the verifier for the grant token.
+//! code is exchanged over mutual TLS with the verifier for the grant token. A refused
+//! answer is logged with its reason (never the code).
 
 use super::account::signed_in;
 use super::{WebState, csrf_refusal, failure, internal};
@@ -133,6 +134,7 @@ pub async fn finish(
         Err(error) => return internal(&error),
     };
     let Some(flow) = flow else {
+        tracing::warn!(account = %name, reason = "STATE_MISMATCH", "authorization answer refused");
         return failure(
             StatusCode::BAD_REQUEST,
             "STATE_MISMATCH",
@@ -140,6 +142,7 @@ pub async fn finish(
         );
     };
     if answer.iss != state.web.platform_origin() {
+        tracing::warn!(account = %name, reason = "ISSUER_MISMATCH", "authorization answer refused");
         return failure(
             StatusCode::BAD_REQUEST,
             "ISSUER_MISMATCH",

@@ -1,8 +1,8 @@
 //! The partner's own web app, for its users in a browser, as a music app has: its own
-//! accounts and sessions ([`account`]); "Connect with the platform", which sends the
+//! accounts and sessions (`account`); "Connect with the platform", which sends the
 //! browser to the platform's consent page and completes the connection at `/callback`
-//! ([`connect`]); and the connection's status, inbox, share, unsend and disconnect
-//! ([`home`]). The pages call the partner API in-process as the signed-in account, so
+//! (`connect`); and the connection's status, inbox, share, unsend and disconnect
+//! (`home`). The pages call the partner API in-process as the signed-in account, so
 //! they can do no more than any signed-in front end.
 
 mod account;

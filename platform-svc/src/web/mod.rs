@@ -1,12 +1,12 @@
 //! The platform's web pages, for people in a browser: sign-in, the consent page of the
-//! authorization code flow ([`authorize`]), and the user's own pages: grants and pending
-//! requests ([`grants`]), the access log, who can read each conversation, privacy
-//! settings and consent receipts ([`my_data`]).
+//! authorization code flow (`authorize`), and the user's own pages: grants and pending
+//! requests (`grants`), the access log, who can read each conversation, privacy
+//! settings and consent receipts (`my_data`).
 //!
 //! They are served over HTTPS with the platform's certificate on a listener of their own,
-//! rendered on the server ([`pages`], with maud) and need no script. The browser holds a
+//! rendered on the server (`pages`, with maud) and need no script. The browser holds a
 //! session cookie (`__Host-session`: `Secure`, `HttpOnly`, `SameSite=Lax`) and a CSRF
-//! cookie whose value every form must carry back ([`session`]). Every response forbids
+//! cookie whose value every form must carry back (`session`). Every response forbids
 //! framing and scripts with a strict Content-Security-Policy. The pages act through the
 //! same operations as the gRPC surfaces: sign-in is the account service's (throttled the
 //! same way), approval is `api::account::approve`.
