@@ -278,6 +278,12 @@ async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
         .await
         .unwrap_err();
     assert_refused(&stolen, Code::PermissionDenied, "CODE_INVALID");
+    let log = browser.get("/access-log").await;
+    assert!(
+        log.body.contains("CODE_INVALID"),
+        "alice sees the attempt: {}",
+        log.body
+    );
     s.platform.clock.advance_ms(61_000);
     let late = music
         .consent
@@ -309,6 +315,12 @@ async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
         .await
         .unwrap_err();
     assert_refused(&refused, Code::PermissionDenied, "REDIRECT_URI_MISMATCH");
+    assert_eq!(
+        audited(&s, "/consent.platform.v1.Consent/PushAuthorization")
+            .await
+            .last(),
+        Some(&("deny".to_string(), "REDIRECT_URI_MISMATCH".to_string()))
+    );
 
     // A request_uri not opened within its lifetime is refused.
     let pushed = music
@@ -332,6 +344,44 @@ async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
         .authorize_url
         .replace("client_id=music", "client_id=video");
     assert_eq!(browser.get(&posing).await.status, 403);
+    let opened = audited(&s, "GET /authorize").await;
+    let invalid = ("deny".to_string(), "REQUEST_URI_INVALID".to_string());
+    assert_eq!(
+        opened,
+        [invalid.clone(), invalid],
+        "both refusals are audited"
+    );
+}
+
+#[tokio::test]
+async fn web_sign_in_is_throttled_as_on_the_grpc_surface() {
+    let s = Scenario::new().await;
+    let browser = Browser::new(&s.platform);
+    let attempt = |password: &'static str| {
+        let browser = &browser;
+        async move {
+            let form = browser.get("/sign-in").await;
+            let csrf = form.field("csrf").unwrap();
+            browser
+                .post(
+                    "/sign-in",
+                    &[
+                        ("csrf", &csrf),
+                        ("user_name", "alice"),
+                        ("password", password),
+                    ],
+                )
+                .await
+        }
+    };
+    for _ in 0..5 {
+        let wrong = attempt("not her password").await;
+        assert_eq!(wrong.status, 401, "{}", wrong.body);
+        assert!(wrong.body.contains("wrong user name or password"));
+    }
+    let throttled = attempt("correct horse").await;
+    assert_eq!(throttled.status, 429, "{}", throttled.body);
+    assert!(throttled.body.contains("retry in"), "{}", throttled.body);
 }
 
 #[tokio::test]
@@ -426,6 +476,14 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
 
     let page = browser.get("/grants").await;
     assert_eq!(page.status, 200);
+    let policy = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    let forged = browser.post("/grants/grt_anything/revoke", &[]).await;
+    assert_eq!(forged.status, 403);
     assert!(
         page.body.contains("Music App") && page.body.contains("send messages as you"),
         "{}",
@@ -438,6 +496,15 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
     let form_start = page.body.find("/revoke").expect("a revoke button");
     let action_start = page.body[..form_start].rfind("/grants/").unwrap();
     let action = &page.body[action_start..form_start + "/revoke".len()];
+    let forged = browser.post(action, &[("csrf", "csrf_guess")]).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        audited(&s, "POST /grants/revoke").await,
+        [("deny".to_string(), "CSRF_INVALID".to_string())]
+    );
+    // A forged revocation changes nothing: the grant still answers with its own limits.
+    let still = music.list_threads(&token).await.unwrap_err();
+    assert_refused(&still, Code::PermissionDenied, "SCOPE_MISSING");
     let csrf = page.field("csrf").unwrap();
     let revoked = browser.post(action, &[("csrf", &csrf)]).await;
     assert_eq!(revoked.status, 303);

@@ -102,7 +102,7 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         &browser,
         &origin,
         &home,
-        &["messages.read", "messages.write"],
+        &["messages.read", "messages.write", "messages.delete"],
     )
     .await;
     let callback = answer.location.clone().unwrap();
@@ -115,7 +115,7 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
     assert!(
         connected
             .body
-            .contains("This app may: MESSAGES_READ, MESSAGES_WRITE"),
+            .contains("This app may: MESSAGES_READ, MESSAGES_WRITE, MESSAGES_DELETE"),
         "{}",
         connected.body
     );
@@ -151,6 +151,67 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         .get_from_another_site(&format!("{origin}{thread}"))
         .await;
     assert!(!linked.body.contains("id=\"inbox\""), "{}", linked.body);
+
+    // Unsend from the page: the message is gone from the thread.
+    let message_id = own.field("message_id").expect("an unsend button");
+    let csrf = own.field("csrf").unwrap();
+    let thread_id = own.field("thread_id").unwrap_or_default();
+    let unsent = browser
+        .post(
+            &format!("{origin}/unsend"),
+            &[
+                ("csrf", &csrf),
+                ("message_id", &message_id),
+                ("thread_id", &thread_id),
+            ],
+        )
+        .await;
+    assert_eq!(unsent.status, 303, "{}", unsent.body);
+    let after = browser.follow(unsent).await;
+    assert!(!after.body.contains("Now playing"), "{}", after.body);
+
+    // Signing out and in again on the app's own page.
+    let out = browser
+        .post(&format!("{origin}/sign-out"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, 303);
+    let signed_out = browser.get(&format!("{origin}/")).await;
+    assert!(
+        signed_out.body.contains("Create an account"),
+        "{}",
+        signed_out.body
+    );
+    let csrf = signed_out.field("csrf").unwrap();
+    let wrong = browser
+        .post(
+            &format!("{origin}/sign-in"),
+            &[
+                ("csrf", &csrf),
+                ("name", "alice"),
+                ("password", "not it at all"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    let back = browser
+        .post(
+            &format!("{origin}/sign-in"),
+            &[
+                ("csrf", &csrf),
+                ("name", "alice"),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let home = browser.follow(back).await;
+    assert!(
+        home.body.contains("<strong>CONNECTED</strong>"),
+        "{}",
+        home.body
+    );
+    let forged = browser.post(&format!("{origin}/disconnect"), &[]).await;
+    assert_eq!(forged.status, 403, "a form without its token is refused");
 
     // The callback refuses answers its browser session did not ask for.
     let platform = w.ports.web_origin();
@@ -228,17 +289,53 @@ async fn the_partner_api_serves_only_its_own_front_ends_and_signed_in_users() {
     let mut stranger = app::partner_app_client::PartnerAppClient::new(stranger);
     let refused = stranger.connection_status(ask("alice")).await.unwrap_err();
     assert_partner_refused(&refused, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
-    let refused = stranger
-        .share(app::ShareRequest {
-            user_name: "alice".into(),
-            friend_id: "anyone".into(),
-            body: "hi".into(),
-            client_key: "k".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_partner_refused(&refused, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
+    let share = app::ShareRequest {
+        user_name: "alice".into(),
+        friend_id: "anyone".into(),
+        body: "hi".into(),
+        client_key: "k".into(),
+        ..Default::default()
+    };
+    let alice = || "alice".to_string();
+    let refusals = [
+        stranger.share(share).await.map(drop),
+        stranger
+            .connect_user(app::ConnectUserRequest {
+                user_name: alice(),
+                thread_ids: Vec::new(),
+            })
+            .await
+            .map(drop),
+        stranger
+            .list_friends(app::ListFriendsRequest { user_name: alice() })
+            .await
+            .map(drop),
+        stranger
+            .inbox(app::InboxRequest {
+                user_name: alice(),
+                thread_id: "thr_1".into(),
+            })
+            .await
+            .map(drop),
+        stranger
+            .unsend(app::UnsendRequest {
+                user_name: alice(),
+                message_id: "msg_1".into(),
+            })
+            .await
+            .map(drop),
+        stranger
+            .disconnect(app::DisconnectRequest { user_name: alice() })
+            .await
+            .map(drop),
+    ];
+    for refused in refusals {
+        assert_partner_refused(
+            &refused.unwrap_err(),
+            Code::Unauthenticated,
+            "CALLER_UNAUTHENTICATED",
+        );
+    }
 
     // Another partner's certificate is not one of music's front ends.
     let video = w

@@ -185,7 +185,7 @@ async fn a_person_connects_the_music_app_in_chromium_and_revokes_it_on_the_platf
         "{url} is not on {app} (platform {platform})"
     );
     let connection = text_of(&client, "#connection").await;
-    assert!(connection.contains("CONNECTED"), "{connection}");
+    assert_eq!(connection, "Status: CONNECTED");
     let page = client.source().await.expect("source");
     assert!(
         page.contains("MESSAGES_READ") && !page.contains("THREADS_READ"),
@@ -198,6 +198,15 @@ async fn a_person_connects_the_music_app_in_chromium_and_revokes_it_on_the_platf
     click(&client, "form[action='/share'] button").await;
     let inbox = text_of(&client, "#inbox").await;
     assert!(inbox.contains("Now playing: So What"), "{inbox}");
+
+    let cached: i64 = partner_db(&music)
+        .query_row(
+            "SELECT COUNT(*) FROM cached_messages WHERE user_name = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("cache");
+    assert!(cached > 0, "the music app keeps a copy of what it showed");
 
     // The platform's pages show the grant and the call; revoke there.
     client
@@ -261,7 +270,9 @@ async fn a_person_connects_the_music_app_in_chromium_and_revokes_it_on_the_platf
     .await;
     client.goto(&format!("{app}/")).await.expect("music app");
     let connection = text_of(&client, "#connection").await;
-    assert!(!connection.contains("CONNECTED"), "{connection}");
+    assert_ne!(connection, "Status: CONNECTED");
+    let page = client.source().await.expect("source");
+    assert!(page.contains("Connect with the platform"), "{page}");
     client.close().await.expect("close");
     for png in [consent_png, dashboard_png] {
         let bytes = std::fs::read(&png).expect("screenshot");

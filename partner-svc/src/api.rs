@@ -182,15 +182,15 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ConnectUserRequest>,
     ) -> Result<Response<api::ConnectUserResponse>, Status> {
+        let name = self
+            .account_of(&request, &request.get_ref().user_name)
+            .await?;
         // The decoupled flow asks the platform user with the account's name: only the
         // partner's own front ends, which vouch for that name, may start it. A user signed
         // in here connects through the platform's consent page instead.
         if !self.is_own_front_end(&request) {
             return Err(PartnerError::ConnectInBrowser.into());
         }
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
         let r = request.into_inner();
         self.release_connection(&name).await?;
         let feature = &self.config.feature;

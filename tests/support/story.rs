@@ -407,6 +407,70 @@ fn query_param(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The music app's backend asks `user` for its listening party through the code flow with
+/// its listed thread; the user allows it on the consent page (the thread offered ticked);
+/// the backend takes the code from the answer and exchanges it with its verifier. Returns
+/// the grant token.
+async fn party_grant(
+    story: &mut Story,
+    stack: &Stack<'_>,
+    consent: &mut pb::consent_client::ConsentClient<Channel>,
+    party: pb::PushAuthorizationRequest,
+    user: &User,
+    verifier: &str,
+) -> Option<String> {
+    let thread = party.thread_ids.first().cloned().unwrap_or_default();
+    let pushed = story.check(
+        "music app pushes a request for its listening party on the family thread",
+        consent
+            .push_authorization(party)
+            .await
+            .map(tonic::Response::into_inner),
+    )?;
+    let browser = Browser::for_work(stack.work, stack.web_origin.clone());
+    browser.sign_in(&user.name).await;
+    let consent_page = browser
+        .follow(browser.get(&pushed.authorize_url).await)
+        .await;
+    story.expect(
+        &format!(
+            "[platform page] {} sees the listed thread offered, ticked",
+            user.name
+        ),
+        consent_page
+            .body
+            .contains(&format!("value=\"{thread}\" checked")),
+    );
+    let csrf = consent_page.field("csrf").unwrap_or_default();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("decision", "approve"),
+        ("scope", "messages.read"),
+        ("thread", thread.as_str()),
+    ];
+    let answer = browser.post(&consent_page.url, &form).await;
+    let location = answer.location.clone().unwrap_or_default();
+    let code = query_param(&location, "code").unwrap_or_default();
+    story.expect(
+        &format!("[platform page] {} allows: the answer carries the code, the state and the platform as iss", user.name),
+        !code.is_empty()
+            && query_param(&location, "state").as_deref() == Some("party-1")
+            && query_param(&location, "iss").as_deref() == Some(stack.web_origin.as_str()),
+    );
+    let exchanged = story.check(
+        "music app exchanges the code with its verifier",
+        consent
+            .exchange_code(pb::ExchangeCodeRequest {
+                code,
+                code_verifier: verifier.into(),
+                redirect_uri: location.split('?').next().unwrap_or_default().into(),
+            })
+            .await
+            .map(tonic::Response::into_inner),
+    )?;
+    Some(exchanged.grant_token)
+}
+
 /// `partner` presents `code` with a verifier it made up.
 async fn exchange_without_verifier(
     stack: &Stack<'_>,
@@ -507,10 +571,15 @@ async fn connect_in_browser(
     } else {
         format!(" (unticks {})", untick.join(", "))
     };
-    story.check(
+    let location = answer.location.clone().unwrap_or_default();
+    story.expect(
         &format!("[platform page] {who} allows{unticked}: back to the app with a code, its state and the platform as iss"),
-        page_status(&answer, 303),
-    )?;
+        answer.status == 303
+            && location.starts_with(&format!("{app}/callback?"))
+            && query_param(&location, "code").is_some()
+            && query_param(&location, "state").is_some()
+            && query_param(&location, "iss").as_deref() == Some(stack.web_origin.as_str()),
+    );
     if try_stealing {
         steal_code(story, stack, (partner, partner_name), who, &answer).await;
     }
@@ -519,7 +588,7 @@ async fn connect_in_browser(
         &format!(
             "[{partner_name} site] the app exchanged the code with its verifier: {who} is connected"
         ),
-        landed.body.contains("CONNECTED"),
+        landed.body.contains("<strong>CONNECTED</strong>"),
     );
     Some(())
 }
@@ -829,29 +898,21 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         .expect("music channel");
     let mut music_consent = pb::consent_client::ConsentClient::new(music_direct.clone());
     let mut music_messaging = pb::messaging_client::MessagingClient::new(music_direct);
-    let party = music_consent
-        .request_access(pb::RequestAccessRequest {
-            binding_message: "1234-5678".into(),
-            account_label: "the test account".into(),
-            user_name: "alice".into(),
-            feature: "listening-party".into(),
-            coverage: pb::ThreadCoverage::ListedThreads as i32,
-            thread_ids: vec![family.clone()],
-            include_history: false,
-            purpose: "Show the family thread during a listening party".into(),
-        })
+    let verifier = "a-listening-party-verifier-of-forty-three-chars";
+    let party = pb::PushAuthorizationRequest {
+        feature: "listening-party".into(),
+        coverage: pb::ThreadCoverage::ListedThreads as i32,
+        thread_ids: vec![family.clone()],
+        include_history: false,
+        purpose: "Show the family thread during a listening party".into(),
+        redirect_uri: format!("{}/callback", stack.partner("music").web_origin),
+        state: "party-1".into(),
+        code_challenge: consent_core::authorization::s256(verifier),
+        code_challenge_method: "S256".into(),
+    };
+    let party_token = party_grant(story, stack, &mut music_consent, party, &alice, verifier)
         .await
-        .expect("request listening party")
-        .into_inner();
-    approve(story, &mut account, &alice, "Music App", vec![]).await;
-    let party_token = music_consent
-        .exchange_request(pb::ExchangeRequestRequest {
-            request_id: party.request_id,
-        })
-        .await
-        .expect("exchange")
-        .into_inner()
-        .grant_token;
+        .unwrap_or_default();
     story.refused(
         "music app (listening-party, no history) reads alice's message from before the grant",
         music_messaging

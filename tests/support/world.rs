@@ -46,6 +46,7 @@ pub async fn world() -> (World, Process) {
         pb::Scope::ThreadsRead,
         pb::Scope::MessagesRead,
         pb::Scope::MessagesWrite,
+        pb::Scope::MessagesDelete,
     ]
     .map(|s| s as i32)
     .to_vec();

@@ -78,6 +78,7 @@ fn hidden_csrf(csrf: &str) -> Markup {
 /// The signed-in account's page.
 pub fn home(view: &Home<'_>, csrf: &str) -> Markup {
     let connected = view.status.status == "CONNECTED";
+    let deletes = view.status.scopes.iter().any(|s| s == "MESSAGES_DELETE");
     layout(
         view.app_name,
         &format!("Hello, {}", view.name),
@@ -103,11 +104,13 @@ pub fn home(view: &Home<'_>, csrf: &str) -> Markup {
                         li {
                             strong { (m.sender) } ": "
                             @if m.redacted { em { "(hidden by its author)" } } @else { (m.body) }
-                            form.inline method="post" action="/unsend" {
-                                (hidden_csrf(csrf))
-                                input type="hidden" name="message_id" value=(m.message_id);
-                                input type="hidden" name="thread_id" value=(view.thread_id);
-                                button type="submit" { "Unsend" }
+                            @if deletes {
+                                form.inline method="post" action="/unsend" {
+                                    (hidden_csrf(csrf))
+                                    input type="hidden" name="message_id" value=(m.message_id);
+                                    input type="hidden" name="thread_id" value=(view.thread_id);
+                                    button type="submit" { "Unsend" }
+                                }
                             }
                         }
                     } }

@@ -274,13 +274,17 @@ impl Consent for ConsentService {
                 .all()?;
             let code_hash = hash_token(code);
             let stored = tx.repo.code(&code_hash)?;
-            let grant = match stored.as_ref().filter(|c| c.partner_id == tx.partner.id) {
+            // The record names the code's grant and user even when another partner presents
+            // the code, so that the user sees the attempt in their access log (the caller is
+            // told only that the code is unknown).
+            let grant = match &stored {
                 Some(code) => tx.repo.grant(&code.grant_id)?,
                 None => None,
             };
             if let Some(grant) = &grant {
                 tx.concerns_grant(grant);
             }
+            let grant = grant.filter(|g| g.partner_id == tx.partner.id);
             let redeemed = authorization::may_redeem(
                 stored.as_ref(),
                 &tx.partner.id,

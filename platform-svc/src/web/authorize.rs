@@ -7,7 +7,7 @@
 //! `error=access_denied` instead. A request made with `RequestAccess` (no browser on the
 //! partner's side) has the same consent page, reached from the grants page.
 
-use super::{WebState, failure, pages, session};
+use super::{WebState, audit_refusal, failure, pages, session};
 use crate::api::account;
 use crate::error::{ApiError, ApiResult};
 use crate::validate::{self, AllFields};
@@ -18,11 +18,9 @@ use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval::{self, Choice};
 use consent_core::authorization::{self, AuthorizationCode};
 use consent_core::clock::DAY_MS;
-use consent_core::model::{
-    AccessRequest, AuditEntry, Coverage, RequestStatus, Scope, ScopeSet, ThreadFilter,
-};
+use consent_core::model::{AccessRequest, Coverage, RequestStatus, Scope, ScopeSet, ThreadFilter};
 use consent_core::secret::{CODE_PREFIX, hash_token, new_id, new_token};
-use consent_store::{Page, Repo};
+use consent_store::Page;
 use consent_tls::https::cookies;
 use serde::Deserialize;
 
@@ -33,27 +31,6 @@ pub struct AuthorizeQuery {
     client_id: String,
     #[serde(default)]
     request_uri: String,
-}
-
-/// Appends the audit record of a refusal on the web pages.
-fn audit_refusal(
-    repo: &mut dyn Repo,
-    now_ms: i64,
-    partner_id: &str,
-    user_id: &str,
-    method: &str,
-    error: &ApiError,
-) -> ApiResult<()> {
-    let entry = AuditEntry {
-        partner_id: partner_id.to_string(),
-        user_id: user_id.to_string(),
-        grant_id: String::new(),
-        method: method.to_string(),
-        resource: String::new(),
-        decision: "deny".into(),
-        reason: error.audit_reason().into(),
-    };
-    Ok(repo.append_audit(&entry, now_ms)?)
 }
 
 /// `GET /authorize`: sends a browser without a session to sign in first, and opens the

@@ -3,15 +3,16 @@
 //! consent page; and a revoke button whose revocation has committed before the page
 //! that follows it is drawn.
 
-use super::{WebState, failure, pages, session};
+use super::{WebState, audit_refusal, failure, pages, session};
 use crate::api::account;
-use crate::error::ApiError;
-use axum::extract::{Path, State};
+use crate::error::{ApiError, ApiResult};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval;
 use consent_core::model::{AccessRequest, Grant};
 use consent_store::Page;
+use consent_store::Repo;
 use consent_tls::https::cookies;
 use serde::Deserialize;
 
@@ -24,43 +25,83 @@ pub struct GrantRow {
     pub partner_name: String,
 }
 
-/// `GET /grants`.
-pub async fn list(State(state): State<WebState>, jar: CookieJar) -> Response {
+/// Grants shown per page.
+const GRANTS_PER_PAGE: usize = 50;
+
+/// Where a page of grants starts.
+#[derive(Debug, Deserialize)]
+pub struct GrantsQuery {
+    #[serde(default)]
+    after: i64,
+}
+
+/// The grants page's content.
+#[derive(Debug)]
+pub struct GrantsView {
+    /// The signed-in user's name.
+    pub name: String,
+    /// This page of grants.
+    pub rows: Vec<GrantRow>,
+    /// The cursor of the next page, if there is one.
+    pub next_after: Option<i64>,
+    /// Requests waiting for the user, each with its partner's name.
+    pub pending: Vec<(AccessRequest, String)>,
+}
+
+fn partner_name(repo: &mut dyn Repo, partner_id: &str) -> ApiResult<String> {
+    Ok(repo
+        .partner(partner_id)?
+        .map(|p| p.display_name)
+        .unwrap_or_else(|| partner_id.to_string()))
+}
+
+/// `GET /grants`: the first page of grants (newest first), then `?after=` for the next.
+pub async fn list(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Query(query): Query<GrantsQuery>,
+) -> Response {
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
         Ok(None) => return Redirect::to("/sign-in?next=%2Fgrants").into_response(),
         Err(error) => return failure(&error),
     };
-    let name = user.display_name.clone();
     let listed = state
         .platform
         .read(move |repo, now_ms| {
+            let page = Page {
+                after: query.after,
+                limit: GRANTS_PER_PAGE,
+            };
+            let found = repo.grants_of_user(&user.id, page)?;
+            let next_after = (found.len() == GRANTS_PER_PAGE)
+                .then(|| found.last().map(|(cursor, _)| *cursor))
+                .flatten();
             let mut rows = Vec::new();
-            for (_, grant) in repo.grants_of_user(
-                &user.id,
-                Page {
-                    after: 0,
-                    limit: 100,
-                },
-            )? {
-                let partner_name = repo
-                    .partner(&grant.partner_id)?
-                    .map(|p| p.display_name)
-                    .unwrap_or_else(|| grant.partner_id.clone());
+            for (_, grant) in found {
+                let partner_name = partner_name(repo, &grant.partner_id)?;
                 rows.push(GrantRow {
                     grant,
                     partner_name,
                 });
             }
-            let pending: Vec<AccessRequest> =
-                repo.pending_requests(&user.id, approval::request_cutoff_ms(now_ms))?;
-            Ok((rows, pending))
+            let mut pending = Vec::new();
+            for request in repo.pending_requests(&user.id, approval::request_cutoff_ms(now_ms))? {
+                let name = partner_name(repo, &request.partner_id)?;
+                pending.push((request, name));
+            }
+            Ok(GrantsView {
+                name: user.display_name,
+                rows,
+                next_after,
+                pending,
+            })
         })
         .await;
     match listed {
-        Ok((rows, pending)) => {
+        Ok(view) => {
             let (jar, csrf) = cookies::csrf_token(jar);
-            (jar, pages::grants(&name, &rows, &pending, &csrf)).into_response()
+            (jar, pages::grants(&view, &csrf)).into_response()
         }
         Err(error) => failure(&error),
     }
@@ -80,9 +121,7 @@ pub async fn revoke(
     Path(grant_id): Path<String>,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    if let Err(error) = session::check_csrf(&jar, &form.csrf) {
-        return failure(&error);
-    }
+    let csrf = session::check_csrf(&jar, &form.csrf);
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
         Ok(None) => {
@@ -93,6 +132,28 @@ pub async fn revoke(
         }
         Err(error) => return failure(&error),
     };
+    if let Err(error) = csrf {
+        // A forged revocation is recorded against the grant it named, if it is the user's.
+        let audited = state
+            .platform
+            .run(move |repo, now_ms| {
+                if let Some(grant) = repo.grant(&grant_id)?.filter(|g| g.user_id == user.id) {
+                    audit_refusal(
+                        repo,
+                        now_ms,
+                        &grant.partner_id,
+                        &user.id,
+                        "POST /grants/revoke",
+                        &error,
+                    )?;
+                }
+                Ok(error)
+            })
+            .await;
+        return match audited {
+            Ok(error) | Err(error) => failure(&error),
+        };
+    }
     let revoked = state
         .platform
         .run(move |repo, now_ms| account::revoke(repo, &user, &grant_id, now_ms))

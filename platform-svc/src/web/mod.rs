@@ -20,11 +20,13 @@ mod sign_in;
 
 use crate::api::Platform;
 use crate::api::account::AccountService;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use consent_core::model::AuditEntry;
+use consent_store::Repo;
 use std::sync::Arc;
 
 /// What every page handler shares.
@@ -65,6 +67,27 @@ pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHead
         .route("/privacy", get(my_data::privacy).post(my_data::set_privacy))
         .with_state(state);
     consent_tls::https::secured(pages, "")
+}
+
+/// Appends the audit record of a refusal on the web pages.
+pub(crate) fn audit_refusal(
+    repo: &mut dyn Repo,
+    now_ms: i64,
+    partner_id: &str,
+    user_id: &str,
+    method: &str,
+    error: &ApiError,
+) -> ApiResult<()> {
+    let entry = AuditEntry {
+        partner_id: partner_id.to_string(),
+        user_id: user_id.to_string(),
+        grant_id: String::new(),
+        method: method.to_string(),
+        resource: String::new(),
+        decision: "deny".into(),
+        reason: error.audit_reason().into(),
+    };
+    Ok(repo.append_audit(&entry, now_ms)?)
 }
 
 /// A failure shown as a page with its HTTP status and reason.

@@ -37,11 +37,13 @@ fn refused(status: &tonic::Status) -> Response {
     (code, pages::refused(status.message())).into_response()
 }
 
-/// A page token.
+/// Page tokens: `page` for the main list, `others` for the reads through others' grants.
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
     #[serde(default)]
     page: String,
+    #[serde(default)]
+    others: String,
 }
 
 /// `GET /access-log`: every partner call on my data, oldest first, fifty a page; and the
@@ -68,21 +70,25 @@ pub async fn access_log(
     };
     let others = pb::ListReadsByOthersAppsRequest {
         page_size: 50,
-        page_token: String::new(),
+        page_token: query.others,
     };
     let reads = match state
         .account
         .list_reads_by_others_apps(with_bearer(others, &token))
         .await
     {
-        Ok(reads) => reads.into_inner().reads,
+        Ok(reads) => reads.into_inner(),
         Err(status) => return refused(&status),
     };
     pages::access_log(&log, &reads).into_response()
 }
 
-/// `GET /threads`: which apps can read each of my conversations.
-pub async fn threads(State(state): State<WebState>, jar: CookieJar) -> Response {
+/// `GET /threads`: which apps can read each of my conversations, twenty a page.
+pub async fn threads(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Query(query): Query<PageQuery>,
+) -> Response {
     let Some(token) = session::token(&jar) else {
         return sign_in_then("/threads");
     };
@@ -90,14 +96,17 @@ pub async fn threads(State(state): State<WebState>, jar: CookieJar) -> Response 
         .account
         .list_threads(with_bearer(
             pb::ListThreadsRequest {
-                page_size: 100,
-                page_token: String::new(),
+                page_size: 20,
+                page_token: query.page,
             },
             &token,
         ))
         .await;
-    let threads = match listed {
-        Ok(listed) => listed.into_inner().threads,
+    let (threads, next_page) = match listed {
+        Ok(listed) => {
+            let listed = listed.into_inner();
+            (listed.threads, listed.next_page_token)
+        }
         Err(status) => return refused(&status),
     };
     let mut rows = Vec::new();
@@ -114,7 +123,7 @@ pub async fn threads(State(state): State<WebState>, jar: CookieJar) -> Response 
             Err(status) => return refused(&status),
         }
     }
-    pages::threads(&rows).into_response()
+    pages::threads(&rows, &next_page).into_response()
 }
 
 /// `GET /privacy`: my settings, as a form.

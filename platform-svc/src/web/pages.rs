@@ -1,9 +1,9 @@
 //! The pages' HTML, checked at compile time (maud escapes every value it inserts).
 
 use super::authorize::ConsentView;
-use super::grants::GrantRow;
+use super::grants::{GrantRow, GrantsView};
 use crate::error::ApiError;
-use consent_core::model::{AccessRequest, Coverage, Grant, GrantState, Scope, ScopeSet, User};
+use consent_core::model::{Coverage, Grant, GrantState, Scope, ScopeSet, User};
 use consent_proto::platform::v1 as pb;
 use maud::{DOCTYPE, Markup, html};
 
@@ -196,20 +196,21 @@ fn grant_row(row: &GrantRow, csrf: &str) -> Markup {
 }
 
 /// The user's grants and pending requests.
-pub fn grants(name: &str, rows: &[GrantRow], pending: &[AccessRequest], csrf: &str) -> Markup {
+pub fn grants(view: &GrantsView, csrf: &str) -> Markup {
+    let (rows, pending) = (&view.rows, &view.pending);
     layout(
         "Apps with access to your messages",
         html! {
-            p { "Signed in as " strong { (name) } "." }
+            p { "Signed in as " strong { (view.name) } "." }
             form method="post" action="/sign-out" {
                 input type="hidden" name="csrf" value=(csrf);
                 button type="submit" { "Sign out" }
             }
             @if !pending.is_empty() {
                 h2 { "Waiting for your answer" }
-                ul { @for request in pending {
+                ul { @for (request, partner_name) in pending {
                     li {
-                        a href={ "/consent/" (request.id) } { (request.partner_id) ": " (request.feature) }
+                        a href={ "/consent/" (request.id) } { (partner_name) ": " (request.feature) }
                         @if !request.binding_message.is_empty() { " (code " (request.binding_message) ")" }
                     }
                 } }
@@ -219,6 +220,9 @@ pub fn grants(name: &str, rows: &[GrantRow], pending: &[AccessRequest], csrf: &s
                 table {
                     thead { tr { th { "App" } th { "May" } th { "On" } th { "Since" } th { "Last used" } th { "Until" } th { "State" } th {} } }
                     tbody { @for row in rows { (grant_row(row, csrf)) } }
+                }
+                @if let Some(after) = view.next_after {
+                    p { a href={ "/grants?after=" (after) } { "More grants" } }
                 }
             }
         },
@@ -235,7 +239,11 @@ fn short_method(method: &str) -> &str {
 }
 
 /// The access log of my data.
-pub fn access_log(log: &pb::ReadAccessLogResponse, reads: &[pb::ReadByOthersApp]) -> Markup {
+pub fn access_log(
+    log: &pb::ReadAccessLogResponse,
+    others: &pb::ListReadsByOthersAppsResponse,
+) -> Markup {
+    let reads = &others.reads;
     let at = |t: &Option<prost_types::Timestamp>| {
         t.as_ref()
             .map(|t| day(t.seconds * 1000))
@@ -265,13 +273,16 @@ pub fn access_log(log: &pb::ReadAccessLogResponse, reads: &[pb::ReadByOthersApp]
                 ul { @for read in reads {
                     li { (at(&read.at)) ": " (read.partner_name) " read " (read.messages) " of your messages in conversation " (read.thread_id) }
                 } }
+                @if !others.next_page_token.is_empty() {
+                    p { a href={ "/access-log?others=" (others.next_page_token) } { "Older reads" } }
+                }
             }
         },
     )
 }
 
 /// Which apps can read each of my conversations.
-pub fn threads(rows: &[(pb::Thread, Vec<pb::ThreadApp>)]) -> Markup {
+pub fn threads(rows: &[(pb::Thread, Vec<pb::ThreadApp>)], next_page: &str) -> Markup {
     layout(
         "Who can read your conversations",
         html! {
@@ -287,6 +298,9 @@ pub fn threads(rows: &[(pb::Thread, Vec<pb::ThreadApp>)]) -> Markup {
                         }
                     } }
                 }
+            }
+            @if !next_page.is_empty() {
+                p { a href={ "/threads?page=" (next_page) } { "More conversations" } }
             }
         },
     )

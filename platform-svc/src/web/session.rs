@@ -55,6 +55,7 @@ pub fn check_csrf(jar: &CookieJar, field: &str) -> ApiResult<()> {
     if cookies::csrf_matches(jar, field) {
         Ok(())
     } else {
+        tracing::warn!(reason = "CSRF_INVALID", "a form came without its token");
         Err(ApiError::PermissionDenied(
             Reason::CsrfInvalid,
             "the form did not come from this page: reload it and try again".into(),

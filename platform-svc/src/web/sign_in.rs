@@ -19,9 +19,18 @@ pub struct Next {
     next: String,
 }
 
-/// `next` when it stays on the platform, the grants page otherwise.
+/// `next` when it stays on the platform, the grants page otherwise (an attempt to leave is
+/// logged).
 fn local_or_home(next: &str) -> &str {
-    if is_local_path(next) { next } else { "/grants" }
+    if next.is_empty() || is_local_path(next) {
+        if next.is_empty() { "/grants" } else { next }
+    } else {
+        tracing::warn!(
+            reason = "OPEN_REDIRECT",
+            "sign-in asked to return outside the platform"
+        );
+        "/grants"
+    }
 }
 
 /// The sign-in form.
