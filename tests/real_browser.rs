@@ -18,13 +18,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A chromedriver process, stopped on drop.
-struct Driver(Child);
+/// A chromedriver process and the browser profile directory of its Chromium: on drop,
+/// every process started with that directory (the browser, even after a failed test
+/// left it open) is killed, then chromedriver.
+struct Driver {
+    process: Child,
+    profile: tempfile::TempDir,
+}
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.profile.path().display().to_string()])
+            .status();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
@@ -61,7 +69,10 @@ async fn browser(trusted: &[PathBuf]) -> (Driver, Client) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromedriver");
-    let driver = Driver(driver);
+    let driver = Driver {
+        process: driver,
+        profile: tempfile::tempdir().expect("browser profile"),
+    };
     let spki: Vec<String> = trusted.iter().map(|p| spki_hash(p)).collect();
     let capabilities = serde_json::json!({
         "goog:chromeOptions": {
@@ -71,6 +82,7 @@ async fn browser(trusted: &[PathBuf]) -> (Driver, Client) {
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
                 "--window-size=1100,900",
+                format!("--user-data-dir={}", driver.profile.path().display()),
                 format!("--ignore-certificate-errors-spki-list={}", spki.join(",")),
             ]
         }
