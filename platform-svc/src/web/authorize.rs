@@ -7,7 +7,7 @@
 //! `error=access_denied` instead. A request made with `RequestAccess` (no browser on the
 //! partner's side) has the same consent page, reached from the grants page.
 
-use super::{WebState, audit_refusal, failure, pages, session};
+use super::{WebState, audit_refusal, failure, pages, refuse_form, session, sign_in_then};
 use crate::api::account;
 use crate::error::{ApiError, ApiResult};
 use crate::validate::{self, AllFields};
@@ -20,7 +20,7 @@ use consent_core::authorization::{self, AuthorizationCode};
 use consent_core::clock::DAY_MS;
 use consent_core::model::{AccessRequest, Coverage, RequestStatus, Scope, ScopeSet, ThreadFilter};
 use consent_core::secret::{CODE_PREFIX, hash_token, new_id, new_token};
-use consent_store::Page;
+use consent_store::{Page, Repo};
 use consent_tls::https::cookies;
 use serde::Deserialize;
 
@@ -112,23 +112,13 @@ pub async fn open(
                     .append_pair("request_uri", &query.request_uri)
                     .finish()
             );
-            Redirect::to(&sign_in_then(&here)).into_response()
+            sign_in_then(&here)
         }
         Ok(Ok(None)) => failure(&ApiError::Storage(
             "an open request without its user".into(),
         )),
         Ok(Err(error)) | Err(error) => failure(&error),
     }
-}
-
-/// The sign-in page, returning to `next` afterwards.
-fn sign_in_then(next: &str) -> String {
-    format!(
-        "/sign-in?{}",
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("next", next)
-            .finish()
-    )
 }
 
 /// What the consent page shows.
@@ -166,7 +156,7 @@ pub async fn page(
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return Redirect::to(&sign_in_then(&format!("/consent/{request_id}"))).into_response();
+            return sign_in_then(&format!("/consent/{request_id}"));
         }
         Err(error) => return failure(&error),
     };
@@ -294,31 +284,16 @@ pub async fn decide(
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return Redirect::to(&sign_in_then(&format!("/consent/{request_id}"))).into_response();
+            return sign_in_then(&format!("/consent/{request_id}"));
         }
         Err(error) => return failure(&error),
     };
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
-        let user_id = user.id.clone();
-        let audited = state
-            .platform
-            .run(move |repo, now_ms| {
-                if let Some(access) = repo.request(&request_id)?.filter(|a| a.user_id == user_id) {
-                    audit_refusal(
-                        repo,
-                        now_ms,
-                        &access.partner_id,
-                        &user_id,
-                        "POST /consent",
-                        &error,
-                    )?;
-                }
-                Ok(error)
-            })
-            .await;
-        return match audited {
-            Ok(error) | Err(error) => failure(&error),
+        let partner_of = move |repo: &mut dyn Repo, user_id: &str| {
+            let access = repo.request(&request_id)?.filter(|a| a.user_id == user_id);
+            Ok(access.map(|a| a.partner_id))
         };
+        return refuse_form(&state, error, user.id, "POST /consent", partner_of).await;
     }
     let issuer = state.origin.to_string();
     let policy = state.platform.limits.lifetime;

@@ -3,7 +3,7 @@
 //! consent page; and a revoke button whose revocation has committed before the page
 //! that follows it is drawn.
 
-use super::{WebState, audit_refusal, failure, pages, session};
+use super::{WebState, failure, pages, refuse_form, session, sign_in_then};
 use crate::api::account;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, Query, State};
@@ -63,7 +63,7 @@ pub async fn list(
 ) -> Response {
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
-        Ok(None) => return Redirect::to("/sign-in?next=%2Fgrants").into_response(),
+        Ok(None) => return sign_in_then("/grants"),
         Err(error) => return failure(&error),
     };
     let listed = state
@@ -134,25 +134,11 @@ pub async fn revoke(
     };
     if let Err(error) = csrf {
         // A forged revocation is recorded against the grant it named, if it is the user's.
-        let audited = state
-            .platform
-            .run(move |repo, now_ms| {
-                if let Some(grant) = repo.grant(&grant_id)?.filter(|g| g.user_id == user.id) {
-                    audit_refusal(
-                        repo,
-                        now_ms,
-                        &grant.partner_id,
-                        &user.id,
-                        "POST /grants/revoke",
-                        &error,
-                    )?;
-                }
-                Ok(error)
-            })
-            .await;
-        return match audited {
-            Ok(error) | Err(error) => failure(&error),
+        let partner_of = move |repo: &mut dyn Repo, user_id: &str| {
+            let grant = repo.grant(&grant_id)?.filter(|g| g.user_id == user_id);
+            Ok(grant.map(|g| g.partner_id))
         };
+        return refuse_form(&state, error, user.id, "POST /grants/revoke", partner_of).await;
     }
     let revoked = state
         .platform

@@ -90,6 +90,38 @@ pub(crate) fn audit_refusal(
     Ok(repo.append_audit(&entry, now_ms)?)
 }
 
+/// Answers a form refused for `error` (its CSRF token), recording the refusal against the
+/// partner that `partner_of` finds for the user (the partner of the request or grant the
+/// form named, when it is the user's).
+async fn refuse_form(
+    state: &WebState,
+    error: ApiError,
+    user_id: String,
+    method: &'static str,
+    partner_of: impl FnOnce(&mut dyn Repo, &str) -> ApiResult<Option<String>> + Send + 'static,
+) -> Response {
+    let audited = state
+        .platform
+        .run(move |repo, now_ms| {
+            if let Some(partner_id) = partner_of(repo, &user_id)? {
+                audit_refusal(repo, now_ms, &partner_id, &user_id, method, &error)?;
+            }
+            Ok(error)
+        })
+        .await;
+    match audited {
+        Ok(error) | Err(error) => failure(&error),
+    }
+}
+
+/// The redirect to the sign-in page, which returns to `here` afterwards.
+fn sign_in_then(here: &str) -> Response {
+    let next = form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", here)
+        .finish();
+    Redirect::to(&format!("/sign-in?{next}")).into_response()
+}
+
 /// A failure shown as a page with its HTTP status and reason.
 fn failure(error: &ApiError) -> Response {
     let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);

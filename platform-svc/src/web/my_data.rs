@@ -3,7 +3,7 @@
 //! refused) and of reads through other people's grants, which apps can read each of their
 //! conversations, their privacy settings, and the consent receipt of each grant.
 
-use super::{WebState, failure, pages, session};
+use super::{WebState, failure, pages, session, sign_in_then};
 use crate::api::account::receipt_summary;
 use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
@@ -15,14 +15,6 @@ use consent_tls::https::cookies;
 use consent_tls::https::with_bearer;
 use pb::account_server::Account as _;
 use serde::Deserialize;
-
-/// The redirect to sign in and come back to `here`.
-fn sign_in_then(here: &str) -> Response {
-    let next = form_urlencoded::Serializer::new(String::new())
-        .append_pair("next", here)
-        .finish();
-    Redirect::to(&format!("/sign-in?{next}")).into_response()
-}
 
 /// A refusal of the account service, as a page.
 fn refused(status: &tonic::Status) -> Response {
@@ -130,7 +122,7 @@ pub async fn threads(
 pub async fn privacy(State(state): State<WebState>, jar: CookieJar) -> Response {
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
-        Ok(None) => return Redirect::to("/sign-in?next=%2Fprivacy").into_response(),
+        Ok(None) => return sign_in_then("/privacy"),
         Err(error) => return failure(&error),
     };
     let (jar, csrf) = cookies::csrf_token(jar);
@@ -178,7 +170,7 @@ pub async fn receipt(
 ) -> Response {
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
-        Ok(None) => return Redirect::to("/sign-in?next=%2Fgrants").into_response(),
+        Ok(None) => return sign_in_then("/grants"),
         Err(error) => return failure(&error),
     };
     let found = state
