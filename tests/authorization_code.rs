@@ -579,7 +579,11 @@ async fn for_listed_coverage_the_user_picks_the_conversations_on_the_consent_pag
         .into_inner()
         .grant
         .unwrap();
-    assert_eq!(grant.thread_ids, vec![s.family_thread.clone()]);
+    assert_eq!(
+        grant.thread_ids,
+        vec![music.shown.thread(&s.family_thread)],
+        "the grant names the thread by the music app's own id"
+    );
 }
 
 #[tokio::test]

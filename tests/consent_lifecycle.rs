@@ -28,7 +28,10 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
         .unwrap()
         .into_inner();
     let pending = account
-        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &s.alice.session))
+        .list_pending_requests(bearer(
+            pb::ListPendingRequestsRequest::default(),
+            &s.alice.session,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -98,7 +101,7 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
         .messaging
         .start_thread(bearer(
             pb::StartThreadRequest {
-                participant_ids: vec![s.bob.id.clone()],
+                participant_ids: vec![music.shown.handle(&s.bob.id)],
                 title: "tracks".into(),
                 body: "listen to this".into(),
                 idempotency_key: "start-1".into(),
@@ -109,15 +112,18 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
         .unwrap()
         .into_inner();
     let thread = started.thread.unwrap();
-    assert!(thread.participants.contains(&s.alice.id));
-    assert!(
-        !thread.participants.contains(&s.bob.id),
-        "bob must appear as a pseudonym"
+    assert_eq!(
+        thread.participants,
+        vec![s.alice.id.clone()],
+        "without participants.read, alice alone"
     );
+    // The thread and its first message have the music app's own ids.
+    let real_thread = music.shown.thread_named(&thread.thread_id).unwrap();
+    assert_ne!(real_thread, thread.thread_id);
     account
         .send_message(bearer(
             pb::AccountSendMessageRequest {
-                thread_id: thread.thread_id.clone(),
+                thread_id: real_thread.clone(),
                 body: "love it".into(),
             },
             &s.bob.session,
@@ -161,7 +167,8 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
     let apps = account
         .list_thread_apps(bearer(
             pb::ListThreadAppsRequest {
-                thread_id: thread.thread_id.clone(),
+                thread_id: real_thread.clone(),
+                ..Default::default()
             },
             &s.bob.session,
         ))
@@ -287,7 +294,7 @@ async fn redaction_pseudonyms_and_forward_only_history() {
         )
         .await;
     let messages = music
-        .list_messages(&s.family_thread, &token)
+        .list_messages(&music.shown.thread(&s.family_thread), &token)
         .await
         .unwrap()
         .messages;
@@ -307,6 +314,7 @@ async fn redaction_pseudonyms_and_forward_only_history() {
         .list_thread_apps(bearer(
             pb::ListThreadAppsRequest {
                 thread_id: s.family_thread.clone(),
+                ..Default::default()
             },
             &s.carol.session,
         ))
@@ -355,7 +363,7 @@ async fn a_page_of_large_messages_shrinks_to_fit_the_reply_and_continues() {
             .messaging
             .list_messages(bearer(
                 pb::ListMessagesRequest {
-                    thread_id: s.family_thread.clone(),
+                    thread_id: music.shown.thread(&s.family_thread),
                     page_size: 100,
                     page_token: page_token.clone(),
                 },
@@ -436,7 +444,10 @@ async fn a_person_sees_when_an_app_read_their_messages_through_someone_elses_gra
             },
         )
         .await;
-    let listed = music.list_messages(&s.family_thread, &token).await.unwrap();
+    let listed = music
+        .list_messages(&music.shown.thread(&s.family_thread), &token)
+        .await
+        .unwrap();
     assert_eq!(listed.messages.len(), 3);
 
     let reads_of = |session: &str| bearer(pb::ListReadsByOthersAppsRequest::default(), session);
@@ -584,7 +595,7 @@ async fn friends_are_mutual_and_reach_an_app_as_handles_named_only_by_their_cons
     let key = consent_core::secret::SecretKey::from_hex(&key).unwrap();
     assert_eq!(
         named[0].user_id,
-        consent_core::rules::pseudonym(&key, "video", &dave.id)
+        s.platform.shown_to("video").handle(&dave.id)
     );
     let db = rusqlite::Connection::open(s.platform.database()).unwrap();
     let stored: i64 = db
@@ -604,8 +615,17 @@ async fn friends_are_mutual_and_reach_an_app_as_handles_named_only_by_their_cons
         .into_inner()
         .thread
         .unwrap();
-    assert!(started.participants.contains(&named[0].user_id));
-    assert!(!started.participants.contains(&dave.id));
+    assert_eq!(
+        started.participants,
+        vec![s.alice.id.clone()],
+        "without participants.read the app sees alice alone"
+    );
+    let refused = video
+        .messaging
+        .start_thread(bearer(start(&dave.id), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::PermissionDenied, "NOT_A_FRIEND");
 }
 
 #[tokio::test]
@@ -701,11 +721,14 @@ async fn grant_lists_are_paged_and_a_partner_can_ask_for_its_grants_by_id() {
 async fn a_request_answers_the_same_for_a_name_nobody_has_and_carries_its_binding_message() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;
+    // A well-formed id of a thread nobody has, as the music app would name it.
+    let nobodys = "thr_00000000000000000000abcd";
+    let asked_thread = music.shown.thread(nobodys);
     let ask = |user_name: &str, binding: &str| pb::RequestAccessRequest {
         user_name: user_name.into(),
         feature: "listening-party".into(),
         coverage: pb::ThreadCoverage::ListedThreads as i32,
-        thread_ids: vec!["thr_not_a_thread_of_anyone".into()],
+        thread_ids: vec![asked_thread.clone()],
         purpose: "a listening party".into(),
         binding_message: binding.into(),
         account_label: "Music App account 'al'".into(),
@@ -768,7 +791,10 @@ async fn a_request_answers_the_same_for_a_name_nobody_has_and_carries_its_bindin
         .platform
         .account()
         .await
-        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &s.alice.session))
+        .list_pending_requests(bearer(
+            pb::ListPendingRequestsRequest::default(),
+            &s.alice.session,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -791,7 +817,7 @@ async fn a_request_answers_the_same_for_a_name_nobody_has_and_carries_its_bindin
         "{}",
         page.body
     );
-    assert!(!page.body.contains("thr_not_a_thread_of_anyone"));
+    assert!(!page.body.contains(nobodys) && !page.body.contains(&asked_thread));
     assert!(page.body.contains(&s.family_thread), "{}", page.body);
 
     // A day later both requests have expired alike.
@@ -811,4 +837,225 @@ async fn a_request_answers_the_same_for_a_name_nobody_has_and_carries_its_bindin
         });
     }
     assert_eq!(late[0], late[1]);
+}
+
+#[tokio::test]
+async fn two_partners_see_unrelated_ids_for_the_same_thread_message_and_person() {
+    let s = Scenario::new().await;
+    let (mut music, mut bank) = (
+        s.platform.partner("music").await,
+        s.platform.partner("bank").await,
+    );
+    let (music_token, music_grant) = s
+        .family_grant(&mut music, &s.alice, "listening-party")
+        .await;
+    let (bank_token, bank_grant) = s.family_grant(&mut bank, &s.alice, "receipts").await;
+    let (music_thread, bank_thread) = (&music_grant.thread_ids[0], &bank_grant.thread_ids[0]);
+    assert_ne!(music_thread, bank_thread, "one thread, two unrelated ids");
+    assert!(music_thread != &s.family_thread && bank_thread != &s.family_thread);
+
+    let sent = bank
+        .messaging
+        .send_message(bearer(
+            pb::SendMessageRequest {
+                thread_id: bank_thread.clone(),
+                body: "paid 10".into(),
+                idempotency_key: "r1".into(),
+            },
+            &bank_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&sent.thread_id, bank_thread);
+    let read = music
+        .list_messages(music_thread, &music_token)
+        .await
+        .unwrap()
+        .messages;
+    let seen = read
+        .iter()
+        .find(|m| m.body == "paid 10")
+        .expect("music reads the receipt");
+    assert_eq!(&seen.thread_id, music_thread);
+    assert_ne!(
+        seen.message_id, sent.message_id,
+        "one message, two unrelated ids"
+    );
+    // Neither the bank's id for the message nor for the thread names anything for music.
+    let err = music
+        .messaging
+        .get_message(bearer(
+            pb::GetMessageRequest {
+                message_id: sent.message_id.clone(),
+            },
+            &music_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = music
+        .list_messages(bank_thread, &music_token)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // Bob, in the thread, is a handle of music's own.
+    say_as(&s, &s.bob, "hello").await;
+    let read = music
+        .list_messages(music_thread, &music_token)
+        .await
+        .unwrap()
+        .messages;
+    let bobs = read.iter().find(|m| m.body == "hello").unwrap();
+    assert_eq!(bobs.sender, music.shown.handle(&s.bob.id));
+    assert_ne!(bobs.sender, bank.shown.handle(&s.bob.id));
+}
+
+async fn say_as(s: &Scenario, user: &end_to_end::User, body: &str) {
+    s.platform
+        .account()
+        .await
+        .send_message(bearer(
+            pb::AccountSendMessageRequest {
+                thread_id: s.family_thread.clone(),
+                body: body.into(),
+            },
+            &user.session,
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn pending_requests_thread_apps_and_the_access_review_are_paged() {
+    let s = Scenario::new().await;
+    let (mut music, mut bank) = (
+        s.platform.partner("music").await,
+        s.platform.partner("bank").await,
+    );
+    let mut account = s.platform.account().await;
+    let family = || vec![s.family_thread.clone()];
+    // Readers of the family thread: music for alice and for bob; the bank (no
+    // messages.read) is found by the query and left out of every page.
+    for user in [&s.alice, &s.bob] {
+        let listed = pb::ThreadCoverage::ListedThreads;
+        s.grant(
+            &mut music,
+            user,
+            "listening-party",
+            listed,
+            family(),
+            Default::default(),
+        )
+        .await;
+    }
+    s.grant(
+        &mut bank,
+        &s.alice,
+        "receipts",
+        pb::ThreadCoverage::ListedThreads,
+        family(),
+        Default::default(),
+    )
+    .await;
+    let mut apps = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..5 {
+        let page = account
+            .list_thread_apps(bearer(
+                pb::ListThreadAppsRequest {
+                    thread_id: s.family_thread.clone(),
+                    page_size: 1,
+                    page_token: page_token.clone(),
+                },
+                &s.carol.session,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.apps.len() <= 1);
+        apps.extend(page.apps);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert!(page_token.is_empty(), "the pages end");
+    assert_eq!(apps.len(), 2, "both music grants, not the bank's: {apps:?}");
+    assert!(apps.iter().all(|a| a.partner_id == "music"));
+
+    // Three requests wait for alice; pages of two.
+    for feature in ["share-tracks", "listening-party"] {
+        music
+            .consent
+            .request_access(pb::RequestAccessRequest {
+                user_name: "alice".into(),
+                feature: feature.into(),
+                coverage: pb::ThreadCoverage::AllThreads as i32,
+                purpose: "to test".into(),
+                binding_message: "1234-5678".into(),
+                account_label: "a".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let pending = |page_token: String| {
+        bearer(
+            pb::ListPendingRequestsRequest {
+                page_size: 1,
+                page_token,
+            },
+            &s.alice.session,
+        )
+    };
+    let first = account
+        .list_pending_requests(pending(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.requests.len(), 1);
+    let second = account
+        .list_pending_requests(pending(first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.requests.len(), 1);
+    assert_ne!(first.requests[0].request_id, second.requests[0].request_id);
+    let err = account
+        .list_pending_requests(pending("c-1".into()))
+        .await
+        .unwrap_err();
+    end_to_end::assert_invalid_field(&err, "page_token");
+
+    // The access review, a grant at a time, finds what one large page finds.
+    let mut operator = s.platform.operator().await;
+    let review = |page_size: i32, page_token: String| pb::AccessReviewRequest {
+        page_size,
+        page_token,
+        ..Default::default()
+    };
+    let all = operator
+        .access_review(review(100, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.next_page_token.is_empty());
+    assert!(!all.findings.is_empty());
+    let (mut paged, mut page_token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = operator
+            .access_review(review(1, page_token.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        paged.extend(page.findings);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert!(pages >= 3, "one grant a page: {pages}");
+    assert_eq!(paged, all.findings);
 }

@@ -69,15 +69,24 @@ impl Seeded {
         )
     }
 
-    /// alice connects `service`, approving everything it asks.
+    /// alice connects `service`, approving everything it asks (with listed coverage,
+    /// picking `thread_ids`). Returns the partner's client and its ids for those threads.
     async fn connect_alice(
         &mut self,
         service: &str,
         thread_ids: Vec<String>,
-    ) -> app::partner_app_client::PartnerAppClient<Channel> {
+    ) -> (
+        app::partner_app_client::PartnerAppClient<Channel>,
+        Vec<String>,
+    ) {
         let mut partner = self.partner(service).await;
-        connect_user(&mut partner, &mut self.account, &self.alice, thread_ids).await;
-        partner
+        let shown = connect_user(&mut partner, &mut self.account, &self.alice, thread_ids).await;
+        (partner, shown)
+    }
+
+    /// bob's handle for `service`.
+    fn bob_for(&self, service: &str) -> String {
+        self.stack.work.shown_to(service).handle(&self.bob.id)
     }
 
     async fn messages(&mut self, thread_id: &str) -> Vec<pb::Message> {
@@ -143,13 +152,24 @@ async fn stopping_the_platform_while_partners_send_delivers_every_accepted_share
         return;
     }
     let mut s = seeded("stop").await;
-    let mut music = s.connect_alice("music", vec![]).await;
+    let (mut music, _) = s.connect_alice("music", vec![]).await;
     let first = music
-        .share(share_with_friend("alice", &s.bob.id, "share 0", "k0"))
+        .share(share_with_friend(
+            "alice",
+            &s.bob_for("music"),
+            "share 0",
+            "k0",
+        ))
         .await
         .unwrap()
         .into_inner();
     let thread = first.thread_id.clone();
+    let alices_view = s
+        .stack
+        .work
+        .shown_to("music")
+        .thread_named(&thread)
+        .unwrap();
 
     // Send continuously from another task while the platform container is stopped.
     let sender = {
@@ -180,10 +200,10 @@ async fn stopping_the_platform_while_partners_send_delivers_every_accepted_share
 
     let expected = accepted.len() + 1;
     eventually("delivery of every accepted share", WAIT, async || {
-        s.messages(&thread).await.len() >= expected
+        s.messages(&alices_view).await.len() >= expected
     })
     .await;
-    let messages = s.messages(&thread).await;
+    let messages = s.messages(&alices_view).await;
     for (n, _) in &accepted {
         let body = format!("share {n}");
         assert_eq!(
@@ -224,9 +244,9 @@ async fn restarting_the_platform_keeps_its_data_and_audit_chain() {
         .unwrap()
         .into_inner()
         .thread_id;
-    let mut bank = s.connect_alice("bank", vec![thread.clone()]).await;
+    let (mut bank, banks) = s.connect_alice("bank", vec![thread.clone()]).await;
     let receipt = bank
-        .share(share_in_thread("alice", &thread, "receipt", "r1"))
+        .share(share_in_thread("alice", &banks[0], "receipt", "r1"))
         .await
         .unwrap()
         .into_inner();
@@ -290,9 +310,14 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
         return;
     }
     let mut s = seeded("netcut").await;
-    let mut music = s.connect_alice("music", vec![]).await;
+    let (mut music, _) = s.connect_alice("music", vec![]).await;
     let shared = music
-        .share(share_with_friend("alice", &s.bob.id, "track", "k"))
+        .share(share_with_friend(
+            "alice",
+            &s.bob_for("music"),
+            "track",
+            "k",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -346,7 +371,7 @@ async fn killing_one_partner_leaves_the_others_serving() {
         return;
     }
     let mut s = seeded("kill").await;
-    let mut video = s.connect_alice("video", vec![]).await;
+    let (mut video, _) = s.connect_alice("video", vec![]).await;
     s.stack.compose(&["kill", "music"]);
     let friends = video
         .list_friends(app::ListFriendsRequest {
@@ -357,7 +382,12 @@ async fn killing_one_partner_leaves_the_others_serving() {
         .into_inner();
     assert_eq!(friends.friends.len(), 1);
     let sent = video
-        .share(share_with_friend("alice", &s.bob.id, "watch this", "v1"))
+        .share(share_with_friend(
+            "alice",
+            &s.bob_for("video"),
+            "watch this",
+            "v1",
+        ))
         .await
         .unwrap()
         .into_inner();

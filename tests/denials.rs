@@ -275,10 +275,16 @@ async fn thread_not_covered() {
     let mut music = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music).await;
     let err = music
-        .list_messages(&s.family_thread, &token)
+        .list_messages(&music.shown.thread(&s.family_thread), &token)
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "THREAD_NOT_COVERED");
+    // The platform's own id of the thread, or another partner's, names nothing here.
+    let video_id = s.platform.shown_to("video").thread(&s.family_thread);
+    for unknown in [&s.family_thread, &video_id] {
+        let err = music.list_messages(unknown, &token).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    }
     let threads = music.list_threads(&token).await.unwrap();
     assert!(
         threads.threads.is_empty(),
@@ -308,14 +314,17 @@ async fn history_not_granted() {
         .messaging
         .get_message(bearer(
             pb::GetMessageRequest {
-                message_id: s.old_message.clone(),
+                message_id: music.shown.message(&s.old_message),
             },
             &token,
         ))
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "HISTORY_NOT_GRANTED");
-    let listed = music.list_messages(&s.family_thread, &token).await.unwrap();
+    let listed = music
+        .list_messages(&music.shown.thread(&s.family_thread), &token)
+        .await
+        .unwrap();
     assert!(
         listed.messages.is_empty(),
         "older messages are left out of lists"
@@ -331,7 +340,7 @@ async fn not_own_message() {
         .messaging
         .start_thread(bearer(
             pb::StartThreadRequest {
-                participant_ids: vec![s.bob.id.clone()],
+                participant_ids: vec![music.shown.handle(&s.bob.id)],
                 title: "t".into(),
                 body: "hi".into(),
                 idempotency_key: "k1".into(),
@@ -341,7 +350,10 @@ async fn not_own_message() {
         .await
         .unwrap()
         .into_inner();
-    let thread_id = started.thread.unwrap().thread_id;
+    let thread_id = music
+        .shown
+        .thread_named(&started.thread.unwrap().thread_id)
+        .unwrap();
     let reply = s
         .platform
         .account()
@@ -360,7 +372,7 @@ async fn not_own_message() {
         .messaging
         .delete_message(bearer(
             pb::DeleteMessageRequest {
-                message_id: reply.message_id,
+                message_id: music.shown.message(&reply.message_id),
                 idempotency_key: "d1".into(),
             },
             &token,
@@ -519,18 +531,10 @@ async fn unregistered_partner_and_wrong_surface_identities() {
 async fn idempotent_sends() {
     let s = Scenario::new().await;
     let mut bank = s.platform.partner("bank").await;
-    let (token, _) = s
-        .grant(
-            &mut bank,
-            &s.alice,
-            "receipts",
-            pb::ThreadCoverage::ListedThreads,
-            vec![s.family_thread.clone()],
-            Default::default(),
-        )
-        .await;
+    let (token, _) = s.family_grant(&mut bank, &s.alice, "receipts").await;
+    let thread = bank.shown.thread(&s.family_thread);
     let send = |body: &str| pb::SendMessageRequest {
-        thread_id: s.family_thread.clone(),
+        thread_id: thread.clone(),
         body: body.into(),
         idempotency_key: "receipt-42".into(),
     };
@@ -557,16 +561,7 @@ async fn idempotent_sends() {
     assert_refused(&err, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED");
 
     // A key belongs to its grant: under bob's grant the same key is a new request.
-    let (bob_token, _) = s
-        .grant(
-            &mut bank,
-            &s.bob,
-            "receipts",
-            pb::ThreadCoverage::ListedThreads,
-            vec![s.family_thread.clone()],
-            Default::default(),
-        )
-        .await;
+    let (bob_token, _) = s.family_grant(&mut bank, &s.bob, "receipts").await;
     let bobs = bank
         .messaging
         .send_message(bearer(send("bob paid 5"), &bob_token))
@@ -594,10 +589,7 @@ async fn idempotent_sends() {
         1
     );
     // The bank may not read what it sent.
-    let err = bank
-        .list_messages(&s.family_thread, &token)
-        .await
-        .unwrap_err();
+    let err = bank.list_messages(&thread, &token).await.unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "SCOPE_MISSING");
 
     // And it holds for a day: after that, the same key starts a new request.
@@ -672,14 +664,7 @@ async fn invalid_input_names_the_field() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;
     let (token, _) = s
-        .grant(
-            &mut music,
-            &s.alice,
-            "listening-party",
-            pb::ThreadCoverage::ListedThreads,
-            vec![s.family_thread.clone()],
-            Default::default(),
-        )
+        .family_grant(&mut music, &s.alice, "listening-party")
         .await;
     let list = |thread_id: &str, page_size: i32, page_token: &str| {
         bearer(
@@ -721,6 +706,23 @@ async fn invalid_input_names_the_field() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    // A thread id the partner was not given, the platform's own included, is named.
+    let err = music
+        .consent
+        .request_access(pb::RequestAccessRequest {
+            user_name: "alice".into(),
+            feature: "listening-party".into(),
+            coverage: pb::ThreadCoverage::ListedThreads as i32,
+            thread_ids: vec![
+                music.shown.thread(&s.family_thread),
+                s.family_thread.clone(),
+            ],
+            purpose: "to test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_field(&err, "thread_ids[1]");
     let err = music
         .messaging
         .list_messages(list("", 101, "garbage"))
@@ -809,7 +811,7 @@ async fn pending_requests_are_deduplicated_capped_per_partner_and_expire() {
         include_history: history,
         purpose: "to test".into(),
     };
-    let family = vec![s.family_thread.clone()];
+    let family = vec![music.shown.thread(&s.family_thread)];
     let first = music
         .consent
         .request_access(ask("share-tracks", false, vec![]))
@@ -842,7 +844,7 @@ async fn pending_requests_are_deduplicated_capped_per_partner_and_expire() {
         .await
         .unwrap_err();
     assert_refused(&err, Code::ResourceExhausted, "TOO_MANY_PENDING_REQUESTS");
-    let pending = || bearer(pb::ListPendingRequestsRequest {}, &s.alice.session);
+    let pending = || bearer(pb::ListPendingRequestsRequest::default(), &s.alice.session);
     let listed = account.list_pending_requests(pending()).await.unwrap();
     assert_eq!(listed.into_inner().requests.len(), 3);
 
@@ -858,7 +860,7 @@ async fn pending_requests_are_deduplicated_capped_per_partner_and_expire() {
         .unwrap()
         .into_inner()
         .session_token;
-    let pending = || bearer(pb::ListPendingRequestsRequest {}, &session);
+    let pending = || bearer(pb::ListPendingRequestsRequest::default(), &session);
     let listed = account.list_pending_requests(pending()).await.unwrap();
     assert!(listed.into_inner().requests.is_empty());
     let exchanged = music

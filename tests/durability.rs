@@ -113,6 +113,8 @@ async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
         .into_inner()
         .grant_token;
 
+    let shown = w.work.shown_to("music");
+    let thread = shown.thread(&thread);
     let database = w.work.path.join("platform.db");
     let mut acknowledged = 0;
     for round in 0..ROUNDS {
@@ -147,9 +149,12 @@ async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
         let acked: Vec<String> = writers.join_all().await.into_iter().flatten().collect();
 
         let db = integrity_ok(&database);
-        for id in &acked {
+        for shown_id in &acked {
+            let id = shown
+                .message_named(shown_id)
+                .expect("an id the platform gave");
             let stored: i64 = db
-                .query_row("SELECT COUNT(*) FROM messages WHERE id = ?1", [id], |r| {
+                .query_row("SELECT COUNT(*) FROM messages WHERE id = ?1", [&id], |r| {
                     r.get(0)
                 })
                 .unwrap();
@@ -158,7 +163,7 @@ async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
                 "round {round}: acknowledged message {id} was lost"
             );
             let audited: i64 = db
-                .query_row("SELECT COUNT(*) FROM audit WHERE decision = 'allow' AND instr(resource, ?1) > 0", [id], |r| r.get(0))
+                .query_row("SELECT COUNT(*) FROM audit WHERE decision = 'allow' AND instr(resource, ?1) > 0", [&id], |r| r.get(0))
                 .unwrap();
             assert_eq!(
                 audited, 1,
@@ -194,11 +199,17 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
     let mut music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let first = client
-        .share(share_with_friend("alice", &w.bob.id, "first", "first"))
+        .share(share_with_friend(
+            "alice",
+            &w.work.shown_to("music").handle(&w.bob.id),
+            "first",
+            "first",
+        ))
         .await
         .unwrap()
         .into_inner();
     let thread = first.thread_id;
+    let real_thread = w.work.shown_to("music").thread_named(&thread).unwrap();
 
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..ROUNDS {
@@ -243,7 +254,7 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
     }
 
     let delivered_all = async |w: &mut World| {
-        let messages = all_messages(w, &thread).await;
+        let messages = all_messages(w, &real_thread).await;
         let bodies: std::collections::HashSet<&str> =
             messages.iter().map(|m| m.body.as_str()).collect();
         acknowledged
@@ -256,7 +267,7 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
         async || delivered_all(&mut w).await,
     )
     .await;
-    let messages = all_messages(&mut w, &thread).await;
+    let messages = all_messages(&mut w, &real_thread).await;
     let mut seen = std::collections::HashMap::new();
     for m in &messages {
         *seen.entry(m.body.as_str()).or_insert(0) += 1;

@@ -133,12 +133,13 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
 
     // A link on another site does not make the app read a thread.
     let share_form = connected.field("csrf").unwrap();
+    let bobs_handle = w.work.shown_to("music").handle(&w.bob.id);
     let shared = browser
         .post(
             &format!("{origin}/share"),
             &[
                 ("csrf", &share_form),
-                ("friend_id", &w.bob.id),
+                ("friend_id", &bobs_handle),
                 ("body", "Now playing"),
                 ("client_key", "k1"),
             ],

@@ -24,7 +24,12 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
     let music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let first = client
-        .share(share_with_friend("alice", &w.bob.id, "track 1", "k1"))
+        .share(share_with_friend(
+            "alice",
+            &w.work.shown_to("music").handle(&w.bob.id),
+            "track 1",
+            "k1",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -53,7 +58,12 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
     }
 
     let _platform = start_platform(&w.work, w.ports).await;
-    let thread = first.thread_id.clone();
+    // alice's own id for the thread the music app knows by its own.
+    let thread = w
+        .work
+        .shown_to("music")
+        .thread_named(&first.thread_id)
+        .unwrap();
     let session = w.alice.session.clone();
     let mut account = w.account.clone();
     let listing = async |account: &mut AccountClient<Channel>| {
@@ -100,7 +110,12 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
     let mut music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let shared = client
-        .share(share_with_friend("alice", &w.bob.id, "track", "k"))
+        .share(share_with_friend(
+            "alice",
+            &w.work.shown_to("music").handle(&w.bob.id),
+            "track",
+            "k",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -181,7 +196,12 @@ async fn a_reconnection_releases_the_old_grant_and_a_revocation_after_it_leaves_
     let music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
     let shared = client
-        .share(share_with_friend("alice", &w.bob.id, "track", "k"))
+        .share(share_with_friend(
+            "alice",
+            &w.work.shown_to("music").handle(&w.bob.id),
+            "track",
+            "k",
+        ))
         .await
         .unwrap()
         .into_inner();

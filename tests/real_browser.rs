@@ -205,7 +205,8 @@ async fn a_person_connects_the_music_app_in_chromium_and_revokes_it_on_the_platf
     );
 
     // Share a track with bob: the app starts a thread and shows it.
-    fill(&client, "input[name='friend_id']", &w.bob.id).await;
+    let bobs_handle = w.work.shown_to("music").handle(&w.bob.id);
+    fill(&client, "input[name='friend_id']", &bobs_handle).await;
     fill(&client, "input[name='body']", "Now playing: So What").await;
     click(&client, "form[action='/share'] button").await;
     let inbox = text_of(&client, "#inbox").await;

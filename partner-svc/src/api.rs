@@ -310,10 +310,14 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                     .collect()
             })
             .unwrap_or_default();
+        let (not_after, thread_ids) = grant
+            .map(|g| (g.not_after, g.thread_ids))
+            .unwrap_or_default();
         Ok(Response::new(api::ConnectionStatusResponse {
             status,
             scopes,
-            not_after: grant.and_then(|g| g.not_after),
+            not_after,
+            thread_ids,
         }))
     }
 

@@ -6,6 +6,7 @@
 use crate::error::ApiError;
 use consent_core::authorization;
 use consent_core::model::{Coverage, Scope, ScopeSet};
+use consent_core::partner_view::PartnerView;
 use consent_store::Page;
 use tonic_types::FieldViolation;
 
@@ -129,6 +130,27 @@ pub fn ids(field: &str, values: &[String], min: usize, max: usize) -> Checked<Ve
         out.push(value.clone());
     }
     Ok(out)
+}
+
+/// Thread ids a partner sends (already checked as ids), each one its view gave it, as the
+/// platform's ids.
+pub fn partner_threads(
+    field: &str,
+    values: &[String],
+    view: &PartnerView<'_>,
+) -> Checked<Vec<String>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, shown)| {
+            view.thread_named(shown).ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{field}[{index}]"),
+                    "is not a thread id this partner was given",
+                )
+            })
+        })
+        .collect()
 }
 
 /// Free text: 1 to `max` bytes, no control characters other than newline and tab.
@@ -281,12 +303,26 @@ pub fn fit_page<T, P: prost::Message>(
     reply_bytes: usize,
     mut convert: impl FnMut(T) -> P,
 ) -> (Vec<P>, String) {
+    fit_page_where(rows, page, reply_bytes, |row| Some(convert(row)))
+}
+
+/// Like [`fit_page`], for rows that `convert` may leave out (`None`): a row left out still
+/// moves the page on, so the next page starts after it.
+pub fn fit_page_where<T, P: prost::Message>(
+    rows: Vec<(i64, T)>,
+    page: Page,
+    reply_bytes: usize,
+    mut convert: impl FnMut(T) -> Option<P>,
+) -> (Vec<P>, String) {
     let budget = reply_bytes.saturating_sub(REPLY_RESERVE_BYTES);
     let full = rows.len() == page.limit;
     let (mut used, mut items, mut last_cursor) = (0, Vec::with_capacity(rows.len()), None);
     let mut cut = false;
     for (cursor, row) in rows {
-        let item = convert(row);
+        let Some(item) = convert(row) else {
+            last_cursor = Some(cursor);
+            continue;
+        };
         let len = item.encoded_len();
         let size = 1 + prost::length_delimiter_len(len) + len;
         if !items.is_empty() && used + size > budget {

@@ -290,7 +290,7 @@ async fn small_target(work: &WorkDir) -> (Target, AccountClient<Channel>) {
         partner: ports.partner,
         partner_channels: channels,
         token,
-        thread_id: family.thread_id,
+        thread_id: work.shown_to("music").thread(&family.thread_id),
     };
     (target, account)
 }

@@ -711,7 +711,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
             partner: ports.partner,
             partner_channels,
             token,
-            thread_id: "thr_00000000".into(),
+            thread_id: work.shown_to("music").thread("thr_00000000"),
         },
         users,
         messages,

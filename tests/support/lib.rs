@@ -157,6 +157,7 @@ impl TestPlatform {
         Partner {
             messaging: MessagingClient::new(channel.clone()),
             consent: ConsentClient::new(channel),
+            shown: self.shown_to(id),
         }
     }
 
@@ -216,6 +217,8 @@ pub struct Partner {
     pub messaging: MessagingClient<Channel>,
     /// Consent surface.
     pub consent: ConsentClient<Channel>,
+    /// What the platform shows this partner: its ids for threads and people.
+    pub shown: ShownTo,
 }
 
 impl Partner {
@@ -411,8 +414,9 @@ impl Scenario {
         }
     }
 
-    /// `partner` asks `user` for `feature`; the user approves with `approve`; the partner
-    /// exchanges the request. Returns the grant token and grant.
+    /// `partner` asks `user` for `feature` (and for `thread_ids`, by the partner's ids for
+    /// them); the user approves with `approve`; the partner exchanges the request. Returns
+    /// the grant token and grant.
     pub async fn grant(
         &self,
         partner: &mut Partner,
@@ -430,7 +434,7 @@ impl Scenario {
                 user_name: user.name.clone(),
                 feature: feature.into(),
                 coverage: coverage as i32,
-                thread_ids,
+                thread_ids: thread_ids.iter().map(|t| partner.shown.thread(t)).collect(),
                 include_history: true,
                 purpose: "to test".into(),
             })
@@ -458,6 +462,20 @@ impl Scenario {
             .into_inner();
         assert!(exchanged.grant_token.starts_with("pgt_"));
         (exchanged.grant_token, exchanged.grant.expect("grant"))
+    }
+
+    /// A grant of `partner`'s `feature` to `user` on the family thread alone, approved as
+    /// asked.
+    pub async fn family_grant(
+        &self,
+        partner: &mut Partner,
+        user: &User,
+        feature: &str,
+    ) -> (String, pb::Grant) {
+        let family = vec![self.family_thread.clone()];
+        let listed = pb::ThreadCoverage::ListedThreads;
+        self.grant(partner, user, feature, listed, family, Default::default())
+            .await
     }
 
     /// A grant of music's share-tracks on threads music starts, for alice.
@@ -505,6 +523,61 @@ pub fn write_keys(dir: &Path, owner: Option<(u32, u32)>) {
     for name in ["audit.key", "pseudonym.key"] {
         let key = consent_core::secret::SecretKey::generate().to_hex();
         consent_tls::pki::write_private(&dir.join(name), &key, owner).expect("key file");
+    }
+}
+
+/// What a platform shows one partner of people, threads and messages, computed with the
+/// platform's pseudonym key: how a test names things as that partner would, and checks
+/// what the partner was given.
+pub struct ShownTo {
+    key: consent_core::secret::SecretKey,
+    partner: String,
+}
+
+impl ShownTo {
+    /// For `partner`, under the pseudonym key in `key_dir/pseudonym.key`.
+    pub fn new(key_dir: &Path, partner: &str) -> Self {
+        let text = std::fs::read_to_string(key_dir.join("pseudonym.key")).expect("pseudonym key");
+        ShownTo {
+            key: consent_core::secret::SecretKey::from_hex(&text).expect("pseudonym key"),
+            partner: partner.to_string(),
+        }
+    }
+
+    fn view(&self) -> consent_core::partner_view::PartnerView<'_> {
+        consent_core::partner_view::PartnerView::new(&self.key, &self.partner)
+    }
+
+    /// The partner's handle for the user `user_id`.
+    pub fn handle(&self, user_id: &str) -> String {
+        self.view().handle(user_id)
+    }
+
+    /// The partner's id for the thread `thread_id`.
+    pub fn thread(&self, thread_id: &str) -> String {
+        self.view().thread(thread_id)
+    }
+
+    /// The partner's id for the message `message_id`.
+    pub fn message(&self, message_id: &str) -> String {
+        self.view().message(message_id)
+    }
+
+    /// The thread the partner's id `shown` stands for.
+    pub fn thread_named(&self, shown: &str) -> Option<String> {
+        self.view().thread_named(shown)
+    }
+
+    /// The message the partner's id `shown` stands for.
+    pub fn message_named(&self, shown: &str) -> Option<String> {
+        self.view().message_named(shown)
+    }
+}
+
+impl TestPlatform {
+    /// What this platform shows partner `id`.
+    pub fn shown_to(&self, id: &str) -> ShownTo {
+        ShownTo::new(self.dir.path(), id)
     }
 }
 

@@ -137,6 +137,11 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
+    /// What the platform of this directory shows partner `id`.
+    pub fn shown_to(&self, id: &str) -> crate::ShownTo {
+        crate::ShownTo::new(&self.path.join("dev-pki"), id)
+    }
+
     /// Makes the PKI in `path/dev-pki`.
     pub fn new(path: &Path) -> Self {
         Self::with_key_owner(path, None)

@@ -250,9 +250,13 @@ async fn approve(
     user: &User,
     partner_name: &str,
     scopes: Vec<i32>,
+    thread_ids: Vec<String>,
 ) -> Option<pb::ConsentReceipt> {
     let pending = account
-        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &user.session))
+        .list_pending_requests(bearer(
+            pb::ListPendingRequestsRequest::default(),
+            &user.session,
+        ))
         .await
         .ok()?
         .into_inner();
@@ -275,6 +279,7 @@ async fn approve(
                 pb::ApproveRequestRequest {
                     request_id: request.request_id,
                     scopes,
+                    thread_ids,
                     ..Default::default()
                 },
                 &user.session,
@@ -300,7 +305,10 @@ async fn pending_binding(
     partner_name: &str,
 ) -> String {
     account
-        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &user.session))
+        .list_pending_requests(bearer(
+            pb::ListPendingRequestsRequest::default(),
+            &user.session,
+        ))
         .await
         .map(|r| r.into_inner().requests)
         .unwrap_or_default()
@@ -316,13 +324,13 @@ async fn connect(
     account: &mut AccountClient<Channel>,
     user: &User,
     partner_name: &str,
-    thread_ids: Vec<String>,
+    picked_threads: Vec<String>,
     scopes: Vec<i32>,
-) {
+) -> Vec<String> {
     let asked = partner
         .connect_user(app::ConnectUserRequest {
             user_name: user.name.clone(),
-            thread_ids,
+            thread_ids: Vec::new(),
         })
         .await
         .map(|r| r.into_inner());
@@ -348,7 +356,7 @@ async fn connect(
         ),
         !binding.is_empty() && shown == binding,
     );
-    approve(story, account, user, partner_name, scopes).await;
+    approve(story, account, user, partner_name, scopes, picked_threads).await;
     let status = partner
         .connection_status(app::ConnectionStatusRequest {
             user_name: user.name.clone(),
@@ -369,7 +377,9 @@ async fn connect(
             &format!("{partner_name} is connected for {}", user.name),
             status.status == "CONNECTED",
         );
+        return status.thread_ids;
     }
+    Vec::new()
 }
 
 /// A page that must have come back with `status`.
@@ -419,7 +429,12 @@ async fn party_grant(
     user: &User,
     verifier: &str,
 ) -> Option<String> {
-    let thread = party.thread_ids.first().cloned().unwrap_or_default();
+    // The platform's page shows the user's own id for the thread the app named.
+    let thread = party
+        .thread_ids
+        .first()
+        .and_then(|shown| stack.work.shown_to("music").thread_named(shown))
+        .unwrap_or_default();
     let pushed = story.check(
         "music app pushes a request for its listening party on the family thread",
         consent
@@ -715,7 +730,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     connect_in_browser(story, stack, music_app, &bob, &["messages.delete"], false).await;
     connect_in_browser(story, stack, video_app, &alice, &[], false).await;
     let all = Vec::new();
-    connect(
+    let bank_threads = connect(
         story,
         &mut bank,
         &mut account,
@@ -725,6 +740,17 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         all.clone(),
     )
     .await;
+    let bank_family = bank_threads.first().cloned().unwrap_or_default();
+    story.note(&format!(
+        "[Bank] alice picked one thread; the bank knows it as {bank_family}, the platform as {family}"
+    ));
+    story.expect(
+        "the bank names the thread by an id of its own",
+        bank_threads.len() == 1 && bank_family != family,
+    );
+    // What the platform shows the music app: the handle of alice's friend bob, as a friend
+    // picker would give it, and the music app's own id of the family thread.
+    let music_shown = work.shown_to("music");
 
     story.act("2. Each partner acts within its grant");
     let shared = story.check(
@@ -732,7 +758,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         music
             .share(share_with_friend(
                 "alice",
-                &bob.id,
+                &music_shown.handle(&bob.id),
                 "Now playing: Blue in Green",
                 "track-1",
             ))
@@ -743,7 +769,8 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         .as_ref()
         .map(|s| s.thread_id.clone())
         .unwrap_or_default();
-    say(&mut account, &bob, &music_thread, "Love this one").await;
+    let bobs_view = music_shown.thread_named(&music_thread).unwrap_or_default();
+    say(&mut account, &bob, &bobs_view, "Love this one").await;
     if let Some(inbox) = story.check(
         "music app reads the reply in the thread it started",
         music
@@ -836,7 +863,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         "bank sends a transfer receipt into the family thread",
         bank.share(share_in_thread(
             "alice",
-            &family,
+            &bank_family,
             "Receipt: you sent Bob 20.00 EUR",
             "tx-1",
         ))
@@ -873,7 +900,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         music
             .inbox(app::InboxRequest {
                 user_name: "alice".into(),
-                thread_id: family.clone(),
+                thread_id: music_shown.thread(&family),
             })
             .await,
         Code::PermissionDenied,
@@ -902,7 +929,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     let party = pb::PushAuthorizationRequest {
         feature: "listening-party".into(),
         coverage: pb::ThreadCoverage::ListedThreads as i32,
-        thread_ids: vec![family.clone()],
+        thread_ids: vec![music_shown.thread(&family)],
         include_history: false,
         purpose: "Show the family thread during a listening party".into(),
         redirect_uri: format!("{}/callback", stack.partner("music").web_origin),
@@ -918,7 +945,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         music_messaging
             .get_message(bearer(
                 pb::GetMessageRequest {
-                    message_id: first_message.clone(),
+                    message_id: music_shown.message(&first_message),
                 },
                 &party_token,
             ))
@@ -953,7 +980,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         music_messaging
             .list_messages(bearer(
                 pb::ListMessagesRequest {
-                    thread_id: family.clone(),
+                    thread_id: music_shown.thread(&family),
                     ..Default::default()
                 },
                 &party_token,
@@ -990,6 +1017,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
             .list_thread_apps(bearer(
                 pb::ListThreadAppsRequest {
                     thread_id: family.clone(),
+                    ..Default::default()
                 },
                 &bob.session,
             ))
@@ -1089,7 +1117,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     let again = bank
         .share(share_in_thread(
             "alice",
-            &family,
+            &bank_family,
             "Receipt: 5.00 EUR",
             "tx-2",
         ))

@@ -94,23 +94,28 @@ pub async fn connect_alice(
 }
 
 /// `user` connects the partner behind `partner` and approves, in the platform's app,
-/// everything pending; the partner then reports the user connected.
+/// everything pending (with listed coverage, picking `thread_ids`, the user's own ids);
+/// the partner then reports the user connected. Returns the picked threads by the
+/// partner's ids for them.
 pub async fn connect_user(
     partner: &mut app::partner_app_client::PartnerAppClient<Channel>,
     account: &mut AccountClient<Channel>,
     user: &User,
     thread_ids: Vec<String>,
-) {
+) -> Vec<String> {
     let name = user.name.clone();
     partner
         .connect_user(app::ConnectUserRequest {
             user_name: name.clone(),
-            thread_ids,
+            thread_ids: Vec::new(),
         })
         .await
         .unwrap();
     let pending = account
-        .list_pending_requests(bearer(pb::ListPendingRequestsRequest {}, &user.session))
+        .list_pending_requests(bearer(
+            pb::ListPendingRequestsRequest::default(),
+            &user.session,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -119,6 +124,7 @@ pub async fn connect_user(
             .approve_request(bearer(
                 pb::ApproveRequestRequest {
                     request_id: request.request_id,
+                    thread_ids: thread_ids.clone(),
                     ..Default::default()
                 },
                 &user.session,
@@ -132,6 +138,7 @@ pub async fn connect_user(
         .unwrap()
         .into_inner();
     assert_eq!(status.status, "CONNECTED");
+    status.thread_ids
 }
 
 /// Waits until `check` holds, at most `within`.

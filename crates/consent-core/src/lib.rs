@@ -14,5 +14,6 @@ pub mod authorization;
 pub mod clock;
 pub mod denial;
 pub mod model;
+pub mod partner_view;
 pub mod rules;
 pub mod secret;

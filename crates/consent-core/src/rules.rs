@@ -7,7 +7,7 @@ use crate::model::{
     Coverage, Feature, Grant, GrantState, Message, Partner, Scope, ScopeSet, Thread, ThreadFilter,
     User,
 };
-use crate::secret::SecretKey;
+use crate::partner_view::PartnerView;
 use consent_proto::platform::v1::GrantEventKind;
 
 /// Operator policy on grant lifetimes.
@@ -361,24 +361,6 @@ pub fn may_delete(grant: &Grant, message: &Message) -> Result<(), Denied> {
     }
 }
 
-/// How the partner of `grant` sees another user: the real id with `participants.read`
-/// (or for the granting user), otherwise a stable per-partner pseudonym.
-pub fn present_user(grant: &Grant, user_id: &str, pseudonym_key: &SecretKey) -> String {
-    if user_id == grant.user_id || grant.scopes.contains(Scope::ParticipantsRead) {
-        user_id.to_string()
-    } else {
-        pseudonym(pseudonym_key, &grant.partner_id, user_id)
-    }
-}
-
-/// A stable pseudonym of `user_id` for one partner: `anon_` and 16 hex digits of an
-/// HMAC under the pseudonym key, so different partners cannot correlate their pseudonyms,
-/// and without the key (kept outside the database) nobody can undo them.
-pub fn pseudonym(key: &SecretKey, partner_id: &str, user_id: &str) -> String {
-    let mac = key.mac(&[b"pseudonym", partner_id.as_bytes(), user_id.as_bytes()]);
-    format!("anon_{}", hex::encode(&mac[..8]))
-}
-
 /// Whether a message must be redacted for the partner of `grant`: its author opted out of
 /// being shown to apps that others use (an author the platform does not know, `None`, is
 /// taken to have opted out), and the author is not the granting user.
@@ -386,39 +368,35 @@ pub fn must_redact(grant: &Grant, sender_id: &str, sender_hides: Option<bool>) -
     sender_hides.unwrap_or(true) && sender_id != grant.user_id
 }
 
-/// How the partner of `grant` sees a friend of the granting user: by its handle for them
-/// ([`present_user`]), and by name only if the friend lets apps their friends use see it.
-pub fn friend_for_partner(
-    grant: &Grant,
-    friend: &User,
-    key: &SecretKey,
-) -> (String, Option<String>) {
+/// How a partner sees a friend of the granting user: by the friend's handle, and by name
+/// only if the friend lets apps their friends use see it.
+pub fn friend_for_partner(view: &PartnerView<'_>, friend: &User) -> (String, Option<String>) {
     let name = friend
         .name_to_friends_apps
         .then(|| friend.display_name.clone());
-    (present_user(grant, &friend.id, key), name)
+    (view.handle(&friend.id), name)
 }
 
-/// The people a partner of `grant` names (`asked`: its handles, as [`present_user`] gives
-/// them, or ids it was given), as user ids: a handle of one of the granting user's friends
-/// (`friend_ids`) is that friend; anything else is left as it is, for the friendship
-/// check to refuse.
-pub fn resolve_people(
-    grant: &Grant,
-    key: &SecretKey,
+/// The friends a partner names (`asked`, as handles its view gave it), as user ids. Each
+/// must be the handle of one of the granting user's friends (`friend_ids`); anything else,
+/// a platform user id included, is refused as not a friend, without saying which.
+pub fn friends_named(
+    view: &PartnerView<'_>,
     asked: &[String],
     friend_ids: &[String],
-) -> Vec<String> {
-    asked
+) -> Result<Vec<String>, Denied> {
+    let found: Vec<Option<&String>> = asked
         .iter()
-        .map(|name| {
-            friend_ids
-                .iter()
-                .find(|id| *id == name || present_user(grant, id, key) == *name)
-                .unwrap_or(name)
-                .clone()
-        })
-        .collect()
+        .map(|name| friend_ids.iter().find(|id| view.handle(id) == *name))
+        .collect();
+    may_start_thread_with(&found.iter().map(Option::is_some).collect::<Vec<_>>())?;
+    Ok(found.into_iter().flatten().cloned().collect())
+}
+
+/// Whether a thread's other participants are shown to the partner of `grant` (as handles):
+/// only with `participants.read`; otherwise the partner sees the granting user alone.
+pub fn shows_participants(grant: &Grant) -> bool {
+    grant.scopes.contains(Scope::ParticipantsRead)
 }
 
 /// Whether the partner of `grant`, given a message by `sender_id`, read someone else's
@@ -441,7 +419,7 @@ mod tests {
     #[test]
     fn friends_are_handles_named_only_by_their_own_consent_and_handles_resolve() {
         let g = grant();
-        let key = SecretKey::generate();
+        let key = crate::secret::SecretKey::generate();
         let mut friend = User {
             id: "usr_carol".into(),
             name: "carol".into(),
@@ -450,23 +428,32 @@ mod tests {
             hide_from_others_apps: false,
             name_to_friends_apps: false,
         };
-        let (handle, name) = friend_for_partner(&g, &friend, &key);
+        let view = PartnerView::new(&key, &g.partner_id);
+        let (handle, name) = friend_for_partner(&view, &friend);
         assert_eq!(
             (handle.as_str(), name),
-            (pseudonym(&key, &g.partner_id, "usr_carol").as_str(), None)
+            (view.handle("usr_carol").as_str(), None)
         );
         friend.name_to_friends_apps = true;
         assert_eq!(
-            friend_for_partner(&g, &friend, &key).1.as_deref(),
+            friend_for_partner(&view, &friend).1.as_deref(),
             Some("Carol")
         );
 
         let friends = vec!["usr_bob".to_string(), "usr_carol".to_string()];
-        let asked = vec![handle, "usr_bob".into(), "anon_unknown".into()];
+        let bob = view.handle("usr_bob");
         assert_eq!(
-            resolve_people(&g, &key, &asked, &friends),
-            ["usr_carol", "usr_bob", "anon_unknown"]
+            friends_named(&view, &[handle.clone(), bob], &friends).unwrap(),
+            ["usr_carol", "usr_bob"]
         );
+        for stranger in ["usr_bob", "anon_unknown"] {
+            let asked = [handle.clone(), stranger.to_string()];
+            assert_eq!(
+                friends_named(&view, &asked, &friends).unwrap_err().reason,
+                Reason::NotAFriend,
+                "{stranger}: a platform id or an unknown handle is no one"
+            );
+        }
     }
 
     #[test]
@@ -598,18 +585,5 @@ mod tests {
             may_start_thread_with(&[true, false]).unwrap_err().reason,
             Reason::NotAFriend
         );
-    }
-
-    #[test]
-    fn pseudonyms_are_stable_per_partner_and_differ_across_partners() {
-        let key = SecretKey::generate();
-        assert_eq!(pseudonym(&key, "music", "u"), pseudonym(&key, "music", "u"));
-        assert_ne!(pseudonym(&key, "music", "u"), pseudonym(&key, "video", "u"));
-        let other = SecretKey::generate();
-        assert_ne!(
-            pseudonym(&key, "music", "u"),
-            pseudonym(&other, "music", "u")
-        );
-        assert!(pseudonym(&key, "music", "u").starts_with("anon_"));
     }
 }

@@ -376,12 +376,13 @@ pub trait Repo {
     fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()>;
     /// A request.
     fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>>;
-    /// A user's pending requests made after `created_after_ms`, oldest first.
+    /// A page of a user's pending requests made after `created_after_ms`, oldest first.
     fn pending_requests(
         &mut self,
         user_id: &str,
         created_after_ms: i64,
-    ) -> StoreResult<Vec<AccessRequest>>;
+        page: Page,
+    ) -> StoreResult<Paged<AccessRequest>>;
     /// One partner's pending decoupled requests (those with a binding message) for one
     /// account name, whether or not a user has it, made after `created_after_ms`.
     fn pending_requests_from(
@@ -418,8 +419,9 @@ pub trait Repo {
     ) -> StoreResult<Paged<Grant>>;
     /// A page of a user's grants, newest first.
     fn grants_of_user(&mut self, user_id: &str, page: Page) -> StoreResult<Paged<Grant>>;
-    /// Active grants of the participants of a thread.
-    fn active_grants_on_thread(&mut self, thread_id: &str) -> StoreResult<Vec<Grant>>;
+    /// A page of the active grants of the participants of a thread, newest first.
+    fn active_grants_on_thread(&mut self, thread_id: &str, page: Page)
+    -> StoreResult<Paged<Grant>>;
     /// Active grants of a feature, or of every feature of the partner when `feature` is None.
     fn active_grants_of(
         &mut self,
@@ -428,8 +430,8 @@ pub trait Repo {
     ) -> StoreResult<Vec<Grant>>;
     /// Active grants past `not_after` or unused since `idle_before_ms`.
     fn grants_due_to_end(&mut self, now_ms: i64, idle_before_ms: i64) -> StoreResult<Vec<Grant>>;
-    /// All grants (for the access review).
-    fn all_grants(&mut self) -> StoreResult<Vec<Grant>>;
+    /// A page of all grants, newest first (for the access review).
+    fn all_grants(&mut self, page: Page) -> StoreResult<Paged<Grant>>;
     /// Ends a grant: new state and end time (the token hash stays, so that later use is
     /// refused with the reason).
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()>;
@@ -450,6 +452,8 @@ pub trait Repo {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<GrantEvent>>;
+    /// Every partner's events after `after_seq`, oldest first, at most `limit`.
+    fn events_since(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<GrantEvent>>;
 
     // Audit.
     /// Appends a record to the chain, after the current head.

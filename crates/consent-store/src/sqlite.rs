@@ -418,8 +418,8 @@ fn pushed_row(r: &Row<'_>) -> rusqlite::Result<PushedRequest> {
 
 /// The active grants of a thread's participants, found through the participants' index
 /// and the grants' index by user, not by a scan of every grant.
-const ACTIVE_GRANTS_ON_THREAD: &str = "user_id IN (SELECT user_id FROM thread_participants WHERE thread_id = ?1) \
-     AND state = ?2 ORDER BY created_ms, id";
+const ACTIVE_GRANTS_ON_THREAD: &str = "user_id IN (SELECT user_id FROM thread_participants WHERE thread_id = :thread) \
+     AND state = :state";
 
 const GRANT_COLUMNS: &str = "id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms";
 fn grant_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
@@ -576,6 +576,32 @@ impl SqliteRepo<'_> {
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, |r| Ok((r.get(14)?, grant_row(r)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The events `condition` finds, oldest first, at most `limit`.
+    fn events_where(
+        &self,
+        condition: &str,
+        args: &[&dyn rusqlite::ToSql],
+        limit: usize,
+    ) -> StoreResult<Vec<GrantEvent>> {
+        let sql = format!(
+            "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
+             WHERE {condition} ORDER BY seq LIMIT {limit}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(GrantEvent {
+                seq: r.get(0)?,
+                partner_id: r.get(1)?,
+                grant_id: r.get(2)?,
+                user_id: r.get(3)?,
+                kind: GrantEventKind::try_from(r.get::<_, i32>(4)?)
+                    .unwrap_or(GrantEventKind::Unspecified),
+                at_ms: r.get(5)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -937,14 +963,16 @@ impl Repo for SqliteRepo<'_> {
         &mut self,
         user_id: &str,
         created_after_ms: i64,
-    ) -> StoreResult<Vec<AccessRequest>> {
+        page: Page,
+    ) -> StoreResult<Paged<AccessRequest>> {
         let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE user_id = ?1 AND status = ?2 \
-             AND created_ms >= ?3 ORDER BY created_ms, id"
+            "SELECT {REQUEST_COLUMNS}, rowid FROM access_requests WHERE user_id = ?1 AND status = ?2 \
+             AND created_ms >= ?3 AND rowid > ?4 ORDER BY rowid LIMIT CAST(?5 AS INTEGER)"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let pending = RequestStatus::Pending as i32;
-        let rows = stmt.query_map(params![user_id, pending, created_after_ms], request_row)?;
+        let args = params![user_id, pending, created_after_ms, page.after, limit(page)];
+        let rows = stmt.query_map(args, |r| Ok((r.get(14)?, request_row(r)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -1046,10 +1074,19 @@ impl Repo for SqliteRepo<'_> {
         )
     }
 
-    fn active_grants_on_thread(&mut self, thread_id: &str) -> StoreResult<Vec<Grant>> {
-        self.grants_where(
+    fn active_grants_on_thread(
+        &mut self,
+        thread_id: &str,
+        page: Page,
+    ) -> StoreResult<Paged<Grant>> {
+        self.grants_page(
             ACTIVE_GRANTS_ON_THREAD,
-            params![thread_id, GrantState::Active.to_i32()],
+            named_params! {
+                ":thread": thread_id,
+                ":state": GrantState::Active.to_i32(),
+                ":before": newer_than(page),
+                ":limit": limit(page),
+            },
         )
     }
 
@@ -1071,8 +1108,11 @@ impl Repo for SqliteRepo<'_> {
         )
     }
 
-    fn all_grants(&mut self) -> StoreResult<Vec<Grant>> {
-        self.grants_where("1 = 1 ORDER BY created_ms, id", [])
+    fn all_grants(&mut self, page: Page) -> StoreResult<Paged<Grant>> {
+        self.grants_page(
+            "1 = 1",
+            named_params! {":before": newer_than(page), ":limit": limit(page)},
+        )
     }
 
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()> {
@@ -1129,29 +1169,15 @@ impl Repo for SqliteRepo<'_> {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<GrantEvent>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
-             WHERE partner_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                partner_id,
-                after_seq,
-                i64::try_from(limit).unwrap_or(i64::MAX)
-            ],
-            |r| {
-                Ok(GrantEvent {
-                    seq: r.get(0)?,
-                    partner_id: r.get(1)?,
-                    grant_id: r.get(2)?,
-                    user_id: r.get(3)?,
-                    kind: GrantEventKind::try_from(r.get::<_, i32>(4)?)
-                        .unwrap_or(GrantEventKind::Unspecified),
-                    at_ms: r.get(5)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.events_where(
+            "partner_id = ?1 AND seq > ?2",
+            params![partner_id, after_seq],
+            limit,
+        )
+    }
+
+    fn events_since(&mut self, after_seq: i64, limit: usize) -> StoreResult<Vec<GrantEvent>> {
+        self.events_where("seq > ?1", params![after_seq], limit)
     }
 
     fn append_audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
@@ -1570,7 +1596,8 @@ mod tests {
         drop(SqliteStore::open(&path, test_key()).unwrap());
         let conn = Connection::open(&path).unwrap();
         let sql = format!(
-            "EXPLAIN QUERY PLAN SELECT {GRANT_COLUMNS} FROM grants WHERE {ACTIVE_GRANTS_ON_THREAD}"
+            "EXPLAIN QUERY PLAN SELECT {GRANT_COLUMNS} FROM grants WHERE {ACTIVE_GRANTS_ON_THREAD} \
+             AND rowid < 100 ORDER BY rowid DESC LIMIT 20"
         );
         let plan: Vec<String> = conn
             .prepare(&sql)

@@ -150,11 +150,11 @@ pub fn approve(
     if let Some(feature) = &feature
         && access.coverage == Coverage::Listed
     {
-        // "As asked" is the threads asked for that the user is in; none of them is no
-        // choice at all. Whatever is chosen must be the user's.
+        // "As asked" is the threads asked for that the user is in; none of them (or none
+        // asked for) is no choice at all. Whatever is chosen must be the user's.
         if choice.thread_ids.is_empty() {
             choice.thread_ids = member_threads(repo, user, &access.thread_ids)?;
-            if choice.thread_ids.is_empty() && !access.thread_ids.is_empty() {
+            if choice.thread_ids.is_empty() {
                 return Err(ApiError::invalid(
                     "thread_ids",
                     "pick at least one of your threads",
@@ -546,20 +546,28 @@ impl Account for AccountService {
         &self,
         request: Request<pb::ListPendingRequestsRequest>,
     ) -> Result<Response<pb::ListPendingRequestsResponse>, Status> {
+        let r = request.get_ref();
+        let page = validate::page(r.page_size, &r.page_token)?;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, now_ms| {
-            let mut requests = Vec::new();
-            for mut access in
-                repo.pending_requests(&user.id, approval::request_cutoff_ms(now_ms))?
-            {
+            let cutoff = approval::request_cutoff_ms(now_ms);
+            let mut rows = Vec::new();
+            for (cursor, mut access) in repo.pending_requests(&user.id, cutoff, page)? {
                 // The user sees, of the threads asked for, only their own.
                 access.thread_ids = member_threads(repo, user, &access.thread_ids)?;
                 let partner = repo.partner(&access.partner_id)?;
                 let feature = repo.feature(&access.partner_id, &access.feature)?;
-                if let (Some(partner), Some(feature)) = (partner, feature) {
-                    requests.push(convert::access_request(&access, &partner, &feature));
-                }
+                let shown = partner
+                    .zip(feature)
+                    .map(|(partner, feature)| convert::access_request(&access, &partner, &feature));
+                rows.push((cursor, shown));
             }
-            Ok(pb::ListPendingRequestsResponse { requests })
+            let (requests, next_page_token) =
+                validate::fit_page_where(rows, page, reply_bytes, |shown| shown);
+            Ok(pb::ListPendingRequestsResponse {
+                requests,
+                next_page_token,
+            })
         })
         .await
     }
@@ -701,33 +709,44 @@ impl Account for AccountService {
         &self,
         request: Request<pb::ListThreadAppsRequest>,
     ) -> Result<Response<pb::ListThreadAppsResponse>, Status> {
-        let thread_id = request.get_ref().thread_id.clone();
-        validate::id("thread_id", &thread_id)?;
+        let r = request.get_ref();
+        let (thread_id, page) = (
+            validate::id("thread_id", &r.thread_id).map(str::to_string),
+            validate::page(r.page_size, &r.page_token),
+        )
+            .all()?;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.as_reader(&request, move |repo, user, _| {
             let thread = member_thread(repo, user, &thread_id)?;
-            let mut apps = Vec::new();
-            for grant in repo.active_grants_on_thread(&thread.id)? {
-                if !rules::can_read_thread(&grant, &thread) {
-                    continue;
-                }
-                let partner_name = repo
-                    .partner(&grant.partner_id)?
-                    .map(|p| p.display_name)
-                    .unwrap_or_default();
-                let granted_by_me = grant.user_id == user.id;
-                apps.push(pb::ThreadApp {
-                    partner_id: grant.partner_id.clone(),
-                    partner_name,
-                    feature: grant.feature.clone(),
-                    granted_by_me,
-                    my_messages_redacted: rules::must_redact(
-                        &grant,
-                        &user.id,
-                        Some(user.hide_from_others_apps),
-                    ),
-                });
+            let mut rows = Vec::new();
+            for (cursor, grant) in repo.active_grants_on_thread(&thread.id, page)? {
+                let app = if rules::can_read_thread(&grant, &thread) {
+                    let partner_name = repo
+                        .partner(&grant.partner_id)?
+                        .map(|p| p.display_name)
+                        .unwrap_or_default();
+                    Some(pb::ThreadApp {
+                        partner_id: grant.partner_id.clone(),
+                        partner_name,
+                        feature: grant.feature.clone(),
+                        granted_by_me: grant.user_id == user.id,
+                        my_messages_redacted: rules::must_redact(
+                            &grant,
+                            &user.id,
+                            Some(user.hide_from_others_apps),
+                        ),
+                    })
+                } else {
+                    None
+                };
+                rows.push((cursor, app));
             }
-            Ok(pb::ListThreadAppsResponse { apps })
+            let (apps, next_page_token) =
+                validate::fit_page_where(rows, page, reply_bytes, |app| app);
+            Ok(pb::ListThreadAppsResponse {
+                apps,
+                next_page_token,
+            })
         })
         .await
     }

@@ -299,15 +299,19 @@ impl PartnerAdmin for AdminService {
         &self,
         request: Request<pb::AccessReviewRequest>,
     ) -> Result<Response<pb::AccessReviewResponse>, Status> {
-        let dormant_days = match request.get_ref().dormant_after_days {
+        let r = request.get_ref();
+        let page = validate::page(r.page_size, &r.page_token)?;
+        let dormant_days = match r.dormant_after_days {
             0 => 30,
             days => i64::from(days),
         };
         let attestation_due_ms = self.platform.limits.attestation_due_ms;
+        let reply_bytes = self.platform.limits.reply_bytes;
         self.read(&request, method!("AccessReview"), move |repo, now_ms| {
-            let mut findings = Vec::new();
             let dormant_ms = dormant_days * consent_core::clock::DAY_MS;
-            for grant in repo.all_grants()? {
+            let mut rows = Vec::new();
+            for (cursor, grant) in repo.all_grants(page)? {
+                let mut findings = Vec::new();
                 let finding = |kind: &str, scope: pb::Scope, detail: String| pb::ReviewFinding {
                     kind: kind.into(),
                     grant_id: grant.id.clone(),
@@ -340,11 +344,21 @@ impl PartnerAdmin for AdminService {
                         "grant ended; partner has not attested deletion".into(),
                     ));
                 }
+                // A grant's findings are measured together, as a reply of their own, so
+                // that a page never splits them.
+                let group = (!findings.is_empty()).then(|| pb::AccessReviewResponse {
+                    findings,
+                    ..Default::default()
+                });
+                rows.push((cursor, group));
             }
+            let (groups, next_page_token) =
+                validate::fit_page_where(rows, page, reply_bytes, |group| group);
             Ok((
                 pb::AccessReviewResponse {
-                    findings,
+                    findings: groups.into_iter().flat_map(|g| g.findings).collect(),
                     reviewed_at: Some(timestamp(now_ms)),
+                    next_page_token,
                 },
                 String::new(),
             ))

@@ -4,6 +4,7 @@
 use super::Platform;
 use super::convert;
 use super::end_grant;
+use super::event_feed::{EVENT_BATCH, EventFeed};
 use super::partner_call::{PartnerCall, own_grant};
 use crate::error::ApiError;
 use crate::rate_limit::EventStreamSlots;
@@ -20,7 +21,6 @@ use consent_core::secret::{
 use consent_proto::platform::v1 as pb;
 use pb::consent_server::Consent;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -31,16 +31,12 @@ macro_rules! method {
     };
 }
 
-/// Events sent per store read while catching up.
-const EVENT_BATCH: usize = 100;
-/// How often a quiet event stream re-reads the store anyway (a safety net, not the trigger).
-const EVENT_POLL: Duration = Duration::from_secs(5);
-
 /// The consent service.
 #[derive(Debug, Clone)]
 pub struct ConsentService {
     platform: Platform,
     streams: Arc<EventStreamSlots>,
+    feed: Arc<EventFeed>,
     web_origin: Arc<str>,
 }
 
@@ -51,6 +47,7 @@ impl ConsentService {
         ConsentService {
             platform,
             streams: EventStreamSlots::new(streams_per_partner),
+            feed: Arc::default(),
             web_origin: web_origin.into(),
         }
     }
@@ -68,11 +65,12 @@ impl Consent for ConsentService {
             let coverage = validate::coverage("coverage", r.coverage);
             // How many threads may be listed depends on the coverage; with none known,
             // the ids are still checked as ids.
-            let thread_ids = match coverage {
-                Ok(Coverage::Listed) => validate::ids("thread_ids", &r.thread_ids, 1, 100),
-                Ok(_) => validate::ids("thread_ids", &r.thread_ids, 0, 0),
-                Err(_) => validate::ids("thread_ids", &r.thread_ids, 0, 100),
+            let most_threads = match coverage {
+                Ok(Coverage::Listed) | Err(_) => 100,
+                Ok(_) => 0,
             };
+            let thread_ids = validate::ids("thread_ids", &r.thread_ids, 0, most_threads)
+                .and_then(|ids| validate::partner_threads("thread_ids", &ids, &tx.view()));
             let bound = (
                 validate::label("binding_message", &r.binding_message, 32),
                 validate::label("account_label", &r.account_label, 64),
@@ -131,7 +129,11 @@ impl Consent for ConsentService {
                 }
             };
             tx.touches(&access.id);
-            Ok(convert::access_request(&access, &tx.partner, &feature))
+            let view = tx.view();
+            Ok(pb::AccessRequest {
+                thread_ids: access.thread_ids.iter().map(|t| view.thread(t)).collect(),
+                ..convert::access_request(&access, &tx.partner, &feature)
+            })
         })
         .await
         .map(Response::new)
@@ -158,7 +160,9 @@ impl Consent for ConsentService {
             let mut response = pb::ExchangeRequestResponse {
                 status: approval::status_at(&access, tx.now_ms) as i32,
                 grant_token: String::new(),
-                grant: grant.as_ref().map(convert::grant),
+                grant: grant
+                    .as_ref()
+                    .map(|g| convert::grant_for_partner(g, &tx.view())),
             };
             if let (RequestStatus::Approved, Some(grant)) = (access.status, &grant) {
                 tx.concerns_grant(grant);
@@ -190,7 +194,8 @@ impl Consent for ConsentService {
             } else {
                 0
             };
-            let thread_ids = validate::ids("thread_ids", &r.thread_ids, 0, most_threads);
+            let thread_ids = validate::ids("thread_ids", &r.thread_ids, 0, most_threads)
+                .and_then(|ids| validate::partner_threads("thread_ids", &ids, &tx.view()));
             let (feature_name, (coverage, thread_ids), purpose, redirect_uri, state, challenge) = (
                 validate::name("feature", &r.feature),
                 (coverage, thread_ids).all(),
@@ -307,7 +312,7 @@ impl Consent for ConsentService {
             Ok(pb::ExchangeRequestResponse {
                 status: RequestStatus::Approved as i32,
                 grant_token: token,
-                grant: Some(convert::grant(&grant)),
+                grant: Some(convert::grant_for_partner(&grant, &tx.view())),
             })
         })
         .await
@@ -341,8 +346,12 @@ impl Consent for ConsentService {
                 }
                 named
             };
-            let (grants, mut next_page_token) =
-                validate::fit_page(rows, page, tx.reply_bytes(), |grant| convert::grant(&grant));
+            let (grants, mut next_page_token) = {
+                let view = tx.view();
+                validate::fit_page(rows, page, tx.reply_bytes(), |grant| {
+                    convert::grant_for_partner(&grant, &view)
+                })
+            };
             if !ids.is_empty() {
                 next_page_token.clear();
             }
@@ -366,7 +375,7 @@ impl Consent for ConsentService {
             let grant = own_grant(tx, grant_id)?;
             end_grant(tx.repo, &grant, GrantState::Released, tx.now_ms)?;
             let grant = own_grant(tx, grant_id)?;
-            Ok(convert::grant(&grant))
+            Ok(convert::grant_for_partner(&grant, &tx.view()))
         })
         .await
         .map(Response::new)
@@ -395,9 +404,9 @@ impl Consent for ConsentService {
             })
             .await?;
         let (sender, receiver) = mpsc::channel(EVENT_BATCH);
-        let platform = self.platform.clone();
+        let (platform, feed) = (self.platform.clone(), Arc::clone(&self.feed));
         tokio::spawn(async move {
-            stream_events(platform, partner_id, after, sender).await;
+            feed.stream(platform, partner_id, after, sender).await;
             drop(slot);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -415,60 +424,9 @@ impl Consent for ConsentService {
             rules::may_attest(&grant)?;
             tx.repo.attest_deletion(grant_id, tx.now_ms)?;
             let grant = own_grant(tx, grant_id)?;
-            Ok(convert::grant(&grant))
+            Ok(convert::grant_for_partner(&grant, &tx.view()))
         })
         .await
         .map(Response::new)
-    }
-}
-
-/// Sends the partner's events after `after`, then every new one, until the client goes
-/// away or the partner may no longer call (suspended, blocked, or its registration gone): then the
-/// events committed so far (those of the suspension itself, which ask it to delete what
-/// it holds) are sent, and the stream ends with that refusal. The store is the source of truth; the watch channel
-/// only says when to look.
-async fn stream_events(
-    platform: Platform,
-    partner_id: String,
-    mut after: i64,
-    sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
-) {
-    let mut changes = platform.store.event_watch();
-    let mut stopping = platform.stopping.clone();
-    loop {
-        let partner = partner_id.clone();
-        let batch = platform
-            .read(move |repo, _| {
-                let events = repo.events_after(&partner, after, EVENT_BATCH)?;
-                let may_call = rules::partner_may_call(&partner, repo.partner(&partner)?);
-                Ok((events, may_call))
-            })
-            .await;
-        let (events, may_call) = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                let _ = sender.send(Err(e.into())).await;
-                return;
-            }
-        };
-        for event in &events {
-            if sender.send(Ok(convert::grant_event(event))).await.is_err() {
-                return;
-            }
-            after = event.seq;
-        }
-        if let Err(refusal) = may_call {
-            let _ = sender.send(Err(ApiError::from(refusal).into())).await;
-            return;
-        }
-        if events.len() == EVENT_BATCH {
-            continue;
-        }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(EVENT_POLL) => {},
-            () = sender.closed() => return,
-            _ = stopping.wait_for(|stopped| *stopped) => return,
-        }
     }
 }

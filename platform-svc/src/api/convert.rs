@@ -4,8 +4,8 @@ use consent_core::clock::timestamp;
 use consent_core::model::{
     AccessRequest, AuditRecord, Feature, Grant, GrantEvent, Message, Partner, Thread,
 };
-use consent_core::rules::{must_redact, present_user, requires_deletion};
-use consent_core::secret::SecretKey;
+use consent_core::partner_view::PartnerView;
+use consent_core::rules::{must_redact, requires_deletion, shows_participants};
 use consent_proto::platform::v1 as pb;
 use consent_store::MessageRow;
 
@@ -28,6 +28,14 @@ pub fn grant(g: &Grant) -> pb::Grant {
     }
 }
 
+/// A grant as its partner sees it: the threads it lists by the partner's ids.
+pub fn grant_for_partner(g: &Grant, view: &PartnerView<'_>) -> pb::Grant {
+    pb::Grant {
+        thread_ids: g.thread_ids.iter().map(|t| view.thread(t)).collect(),
+        ..grant(g)
+    }
+}
+
 /// A thread as the platform's own client shows it to a participant.
 pub fn thread(t: &Thread) -> pb::Thread {
     pb::Thread {
@@ -39,13 +47,16 @@ pub fn thread(t: &Thread) -> pb::Thread {
     }
 }
 
-/// A thread as the partner of `grant` may see it.
-pub fn thread_for_partner(t: &Thread, g: &Grant, key: &SecretKey) -> pb::Thread {
+/// A thread as the partner of `grant` may see it: by the partner's id, with the other
+/// participants as handles if the grant shows them, else the granting user alone.
+pub fn thread_for_partner(t: &Thread, g: &Grant, view: &PartnerView<'_>) -> pb::Thread {
     pb::Thread {
+        thread_id: view.thread(&t.id),
         participants: t
             .participants
             .iter()
-            .map(|p| present_user(g, p, key))
+            .filter(|p| shows_participants(g) || **p == g.user_id)
+            .map(|p| view.person(&g.user_id, p))
             .collect(),
         ..thread(t)
     }
@@ -64,19 +75,29 @@ pub fn message(m: &Message) -> pb::Message {
     }
 }
 
-/// A message as the partner of `grant` may see it: pseudonymous author, redacted body if
-/// the author opted out of others' apps. Takes the row, so the body is moved, not copied.
-pub fn message_for_partner(row: MessageRow, g: &Grant, key: &SecretKey) -> pb::Message {
+/// A message as the partner of `grant` may see it: by the partner's ids, the author as a
+/// handle unless it is the granting user, the body redacted if the author opted out of
+/// others' apps. Takes the row, so the body is moved, not copied.
+pub fn message_for_partner(row: MessageRow, g: &Grant, view: &PartnerView<'_>) -> pb::Message {
     let m = row.message;
     let redacted = must_redact(g, &m.sender_id, row.sender_hides);
     pb::Message {
-        message_id: m.id,
-        thread_id: m.thread_id,
-        sender: present_user(g, &m.sender_id, key),
+        message_id: view.message(&m.id),
+        thread_id: view.thread(&m.thread_id),
+        sender: view.person(&g.user_id, &m.sender_id),
         body: if redacted { String::new() } else { m.body },
         redacted,
         created_at: Some(timestamp(m.created_ms)),
         sent_by_partner: m.sent_by_partner.unwrap_or_default(),
+    }
+}
+
+/// A message a partner just sent for the granting user, by the partner's ids.
+pub fn sent_message(m: &Message, view: &PartnerView<'_>) -> pb::Message {
+    pb::Message {
+        message_id: view.message(&m.id),
+        thread_id: view.thread(&m.thread_id),
+        ..message(m)
     }
 }
 

@@ -13,6 +13,7 @@ use consent_core::rules::{
 };
 use consent_core::secret::{new_id, new_ordered_id};
 use consent_proto::platform::v1 as pb;
+use consent_store::MessageRow;
 use pb::messaging_server::Messaging;
 use tonic::{Request, Response, Status};
 
@@ -35,18 +36,49 @@ macro_rules! method {
     };
 }
 
-fn covered_thread(
-    tx: &mut PartnerTx<'_>,
-    grant: &Grant,
-    thread_id: &str,
-) -> Result<Thread, ApiError> {
-    tx.touches(thread_id);
+/// The thread the partner names `shown`, if the grant covers it.
+fn covered_thread(tx: &mut PartnerTx<'_>, grant: &Grant, shown: &str) -> Result<Thread, ApiError> {
     let thread = tx
-        .repo
-        .thread(thread_id)?
-        .ok_or_else(|| ApiError::not_found("thread", thread_id))?;
+        .view()
+        .thread_named(shown)
+        .map(|id| tx.repo.thread(&id))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("thread", shown))?;
+    tx.touches(&thread.id);
     covers_thread(grant, &thread)?;
     Ok(thread)
+}
+
+/// The id of the message the partner names `shown`, noted in the audit record.
+fn message_named(tx: &mut PartnerTx<'_>, shown: &str) -> Result<String, ApiError> {
+    let id = tx
+        .view()
+        .message_named(shown)
+        .ok_or_else(|| ApiError::not_found("message", shown))?;
+    tx.touches(&id);
+    Ok(id)
+}
+
+/// The message `message_id` (which the partner names `shown`), if the grant covers its
+/// thread and its time.
+fn covered_message(
+    tx: &mut PartnerTx<'_>,
+    grant: &Grant,
+    message_id: &str,
+    shown: &str,
+) -> Result<MessageRow, ApiError> {
+    let row = tx
+        .repo
+        .message(message_id)?
+        .ok_or_else(|| ApiError::not_found("message", shown))?;
+    let thread = tx
+        .repo
+        .thread(&row.message.thread_id)?
+        .ok_or_else(|| ApiError::Storage("message of an unknown thread".into()))?;
+    covers_thread(grant, &thread)?;
+    may_read(grant, &row.message)?;
+    Ok(row)
 }
 
 fn new_message(tx: &PartnerTx<'_>, grant: &Grant, thread_id: &str, body: &str) -> Message {
@@ -74,13 +106,14 @@ impl Messaging for MessagingService {
             let rows = tx
                 .repo
                 .threads_of(&grant.user_id, &covered_threads(&grant), page)?;
-            let key = tx.pseudonym_key();
+            let view = tx.view();
+            let ids: Vec<String> = rows.iter().map(|(_, t)| t.id.clone()).collect();
             let (threads, next_page_token) =
                 validate::fit_page(rows, page, tx.reply_bytes(), |t| {
-                    convert::thread_for_partner(&t, &grant, key)
+                    convert::thread_for_partner(&t, &grant, &view)
                 });
-            for thread in &threads {
-                tx.touches(&thread.thread_id);
+            for id in ids.iter().take(threads.len()) {
+                tx.touches(id);
             }
             Ok(pb::ListThreadsResponse {
                 threads,
@@ -104,21 +137,21 @@ impl Messaging for MessagingService {
                 validate::page(r.page_size, &r.page_token),
             )
                 .all()?;
-            covered_thread(tx, &grant, thread_id)?;
+            let thread = covered_thread(tx, &grant, thread_id)?;
             let rows = tx
                 .repo
-                .messages(thread_id, history_starts_ms(&grant), page)?;
+                .messages(&thread.id, history_starts_ms(&grant), page)?;
             let senders: Vec<String> = rows
                 .iter()
                 .map(|(_, row)| row.message.sender_id.clone())
                 .collect();
-            let key = tx.pseudonym_key();
+            let view = tx.view();
             let (messages, next_page_token) =
                 validate::fit_page(rows, page, tx.reply_bytes(), |row| {
-                    convert::message_for_partner(row, &grant, key)
+                    convert::message_for_partner(row, &grant, &view)
                 });
             for (sender, message) in senders.iter().zip(&messages) {
-                tx.hands_over(&grant, sender, &message.thread_id, message.redacted);
+                tx.hands_over(&grant, sender, &thread.id, message.redacted);
             }
             Ok(pb::ListMessagesResponse {
                 messages,
@@ -138,16 +171,13 @@ impl Messaging for MessagingService {
         call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesRead)?;
             let message_id = validate::id("message_id", &r.message_id)?;
-            tx.touches(message_id);
-            let row = tx
-                .repo
-                .message(message_id)?
-                .ok_or_else(|| ApiError::not_found("message", message_id))?;
-            covered_thread(tx, &grant, &row.message.thread_id)?;
-            may_read(&grant, &row.message)?;
-            let sender = row.message.sender_id.clone();
-            let message = convert::message_for_partner(row, &grant, tx.pseudonym_key());
-            tx.hands_over(&grant, &sender, &message.thread_id, message.redacted);
+            let shown = message_id;
+            let message_id = message_named(tx, shown)?;
+            let row = covered_message(tx, &grant, &message_id, shown)?;
+            let (sender, thread_id) =
+                (row.message.sender_id.clone(), row.message.thread_id.clone());
+            let message = convert::message_for_partner(row, &grant, &tx.view());
+            tx.hands_over(&grant, &sender, &thread_id, message.redacted);
             Ok(message)
         })
         .await
@@ -168,12 +198,12 @@ impl Messaging for MessagingService {
                 validate::idempotency_key("idempotency_key", &r.idempotency_key),
             )
                 .all()?;
-            covered_thread(tx, &grant, thread_id)?;
+            let thread = covered_thread(tx, &grant, thread_id)?;
             tx.idempotent(key, &r, |tx| {
-                let message = new_message(tx, &grant, thread_id, body);
+                let message = new_message(tx, &grant, &thread.id, body);
                 tx.repo.insert_message(&message)?;
                 tx.touches(&message.id);
-                Ok(convert::message(&message))
+                Ok(convert::sent_message(&message, &tx.view()))
             })
         })
         .await
@@ -196,9 +226,7 @@ impl Messaging for MessagingService {
             )
                 .all()?;
             let friend_ids = tx.repo.friend_ids(&grant.user_id)?;
-            let participants =
-                rules::resolve_people(&grant, tx.pseudonym_key(), &participants, &friend_ids);
-            super::friends_only(tx.repo, &grant.user_id, &participants)?;
+            let participants = rules::friends_named(&tx.view(), &participants, &friend_ids)?;
             tx.idempotent(key, &r, |tx| {
                 let mut members = vec![grant.user_id.clone()];
                 members.extend(participants.iter().cloned());
@@ -218,13 +246,10 @@ impl Messaging for MessagingService {
                     .repo
                     .thread(&thread.id)?
                     .ok_or_else(|| ApiError::Storage("thread vanished".into()))?;
+                let view = tx.view();
                 Ok(pb::StartThreadResponse {
-                    thread: Some(convert::thread_for_partner(
-                        &stored,
-                        &grant,
-                        tx.pseudonym_key(),
-                    )),
-                    message: Some(convert::message(&message)),
+                    thread: Some(convert::thread_for_partner(&stored, &grant, &view)),
+                    message: Some(convert::sent_message(&message, &view)),
                 })
             })
         })
@@ -245,18 +270,14 @@ impl Messaging for MessagingService {
                 validate::idempotency_key("idempotency_key", &r.idempotency_key),
             )
                 .all()?;
-            tx.touches(message_id);
+            let shown = message_id;
+            let message_id = message_named(tx, shown)?;
             tx.idempotent(key, &r, |tx| {
-                let row = tx
-                    .repo
-                    .message(message_id)?
-                    .ok_or_else(|| ApiError::not_found("message", message_id))?;
-                covered_thread(tx, &grant, &row.message.thread_id)?;
-                may_read(&grant, &row.message)?;
+                let row = covered_message(tx, &grant, &message_id, shown)?;
                 may_delete(&grant, &row.message)?;
-                tx.repo.delete_message(message_id)?;
+                tx.repo.delete_message(&row.message.id)?;
                 Ok(pb::DeleteMessageResponse {
-                    message_id: message_id.to_string(),
+                    message_id: shown.to_string(),
                 })
             })
         })
@@ -274,10 +295,10 @@ impl Messaging for MessagingService {
             let grant = tx.authorize(Scope::FriendsRead)?;
             let page = validate::page(r.page_size, &r.page_token)?;
             let rows = tx.repo.friends(&grant.user_id, page)?;
-            let key = tx.pseudonym_key();
+            let view = tx.view();
             let (friends, next_page_token) =
                 validate::fit_page(rows, page, tx.reply_bytes(), |friend| {
-                    let (handle, name) = rules::friend_for_partner(&grant, &friend, key);
+                    let (handle, name) = rules::friend_for_partner(&view, &friend);
                     pb::Friend {
                         user_id: handle,
                         display_name: name.unwrap_or_default(),

@@ -8,6 +8,7 @@ pub mod account;
 pub mod admin;
 pub mod consent;
 mod convert;
+mod event_feed;
 pub mod messaging;
 mod partner_call;
 
@@ -182,4 +183,92 @@ pub fn friends_only(repo: &mut dyn Repo, user_id: &str, participants: &[String])
 pub fn bearer_token<T>(request: &tonic::Request<T>) -> Option<String> {
     let value = request.metadata().get("authorization")?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(str::to_string)
+}
+
+/// What the handlers' unit tests start from.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Limits, Platform};
+    use crate::config::Policy;
+    use consent_core::clock::Clock;
+    use consent_core::model::{
+        Coverage, Feature, Grant, GrantState, Partner, Scope, ScopeSet, User,
+    };
+    use consent_core::secret::{GRANT_TOKEN_PREFIX, SecretKey, hash_token, new_token};
+    use consent_store::{SqliteStore, Store, execute};
+    use std::sync::Arc;
+
+    /// A platform with one partner ("music"), one user and one active grant (`grt_1`), its
+    /// store wrapped by `wrap`; returns the grant's token and what stops the platform.
+    pub async fn platform_with_grant(
+        dir: &std::path::Path,
+        wrap: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
+    ) -> (Platform, String, tokio::sync::watch::Sender<bool>) {
+        let key = consent_core::audit::AuditKey::generate();
+        let store = SqliteStore::open(&dir.join("platform.db"), key).unwrap();
+        let token = new_token(GRANT_TOKEN_PREFIX);
+        let token_hash = hash_token(&token);
+        let clock = Arc::new(Clock::default());
+        let now_ms = clock.now_ms();
+        execute(&store, move |repo| {
+            let scopes = ScopeSet::of(&[Scope::ThreadsRead, Scope::MessagesRead]);
+            repo.insert_partner(
+                &Partner {
+                    id: "music".into(),
+                    display_name: "Music".into(),
+                    allowed_scopes: scopes,
+                    suspended: false,
+                    blocked: false,
+                    redirect_uris: Vec::new(),
+                },
+                0,
+            )?;
+            repo.insert_feature(&Feature {
+                partner_id: "music".into(),
+                name: "share".into(),
+                description: "share".into(),
+                scopes,
+                retired: false,
+            })?;
+            repo.insert_user(
+                &User {
+                    id: "usr_a".into(),
+                    name: "alice".into(),
+                    display_name: "Alice".into(),
+                    password_hash: "x".into(),
+                    hide_from_others_apps: false,
+                    name_to_friends_apps: false,
+                },
+                0,
+            )?;
+            repo.insert_grant(&Grant {
+                id: "grt_1".into(),
+                user_id: "usr_a".into(),
+                partner_id: "music".into(),
+                feature: "share".into(),
+                scopes,
+                coverage: Coverage::All,
+                thread_ids: vec![],
+                include_history: true,
+                created_ms: now_ms,
+                not_after_ms: i64::MAX,
+                last_used_ms: None,
+                state: GrantState::Active,
+                ended_ms: None,
+                attested_ms: None,
+            })?;
+            repo.set_grant_token("grt_1", &token_hash)
+        })
+        .await
+        .unwrap();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let platform = Platform::new(
+            wrap(store),
+            clock,
+            Limits::new(&Policy::default(), &Default::default()),
+            SecretKey::generate(),
+            stopping,
+        );
+        (platform, token, stop)
+    }
 }

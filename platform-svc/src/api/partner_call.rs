@@ -26,6 +26,7 @@ use super::{Limits, Platform, end_grant};
 use crate::error::{ApiError, ApiResult};
 use consent_core::denial::Reason;
 use consent_core::model::{AuditEntry, Grant, GrantState, Partner, ReadByOthersApp, Scope};
+use consent_core::partner_view::PartnerView;
 use consent_core::rules::{self, GrantContext};
 use consent_core::secret::{GRANT_TOKEN_PREFIX, SecretKey, hash_token, is_well_formed};
 use consent_store::{self as store, IdempotentResponse, Repo, StoreError, StoreResult};
@@ -296,7 +297,7 @@ pub struct PartnerTx<'a> {
     pseudonym_key: &'a SecretKey,
 }
 
-impl PartnerTx<'_> {
+impl<'a> PartnerTx<'a> {
     /// Resolves the bearer token to a grant that permits `scope` now. Records the grant
     /// and user in the audit entry, and the grant's ending if a rule says it ended.
     pub fn authorize(&mut self, scope: Scope) -> Result<Grant, ApiError> {
@@ -396,9 +397,9 @@ impl PartnerTx<'_> {
         self.effects.audit.user_id.clone_from(&grant.user_id);
     }
 
-    /// The key for per-partner pseudonyms.
-    pub fn pseudonym_key(&self) -> &SecretKey {
-        self.pseudonym_key
+    /// What the calling partner sees of people, threads and messages.
+    pub fn view(&self) -> PartnerView<'a> {
+        PartnerView::new(self.pseudonym_key, &self.partner.id)
     }
 
     /// The largest reply the transport sends.
@@ -456,81 +457,13 @@ pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> ApiResult<Grant> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Policy;
-    use consent_core::clock::Clock;
-    use consent_core::model::{Coverage, Feature, ScopeSet, User};
-    use consent_core::secret::new_token;
-    use consent_store::{SqliteStore, StoreError, execute, hold_writer, read_blocking};
+    use consent_store::{StoreError, execute, hold_writer, read_blocking};
     use std::time::Duration;
     use tonic_types::StatusExt;
 
-    /// A platform with one partner, one user and one active grant; returns its token.
     async fn platform_with_grant(dir: &std::path::Path) -> (Platform, String) {
-        let key = consent_core::audit::AuditKey::generate();
-        let store = SqliteStore::open(&dir.join("platform.db"), key).unwrap();
-        let token = new_token(GRANT_TOKEN_PREFIX);
-        let token_hash = hash_token(&token);
-        let clock = Arc::new(Clock::default());
-        let now_ms = clock.now_ms();
-        execute(&store, move |repo| {
-            let scopes = ScopeSet::of(&[Scope::ThreadsRead, Scope::MessagesRead]);
-            repo.insert_partner(
-                &Partner {
-                    id: "music".into(),
-                    display_name: "Music".into(),
-                    allowed_scopes: scopes,
-                    suspended: false,
-                    blocked: false,
-                    redirect_uris: Vec::new(),
-                },
-                0,
-            )?;
-            repo.insert_feature(&Feature {
-                partner_id: "music".into(),
-                name: "share".into(),
-                description: "share".into(),
-                scopes,
-                retired: false,
-            })?;
-            repo.insert_user(
-                &User {
-                    id: "usr_a".into(),
-                    name: "alice".into(),
-                    display_name: "Alice".into(),
-                    password_hash: "x".into(),
-                    hide_from_others_apps: false,
-                    name_to_friends_apps: false,
-                },
-                0,
-            )?;
-            repo.insert_grant(&Grant {
-                id: "grt_1".into(),
-                user_id: "usr_a".into(),
-                partner_id: "music".into(),
-                feature: "share".into(),
-                scopes,
-                coverage: Coverage::All,
-                thread_ids: vec![],
-                include_history: true,
-                created_ms: now_ms,
-                not_after_ms: i64::MAX,
-                last_used_ms: None,
-                state: GrantState::Active,
-                ended_ms: None,
-                attested_ms: None,
-            })?;
-            repo.set_grant_token("grt_1", &token_hash)
-        })
-        .await
-        .unwrap();
-        let (_, stopping) = tokio::sync::watch::channel(false);
-        let platform = Platform::new(
-            Arc::new(store),
-            clock,
-            Limits::new(&Policy::default(), &Default::default()),
-            SecretKey::generate(),
-            stopping,
-        );
+        let (platform, token, _) =
+            crate::api::testing::platform_with_grant(dir, |store| Arc::new(store)).await;
         (platform, token)
     }
 

@@ -86,7 +86,14 @@ pub async fn list(
                 });
             }
             let mut pending = Vec::new();
-            for request in repo.pending_requests(&user.id, approval::request_cutoff_ms(now_ms))? {
+            // At most 3 decoupled requests wait per partner and they expire in a day; the
+            // page shows the oldest pages' worth, the platform's app pages through all.
+            let oldest = Page {
+                after: 0,
+                limit: GRANTS_PER_PAGE,
+            };
+            let cutoff = approval::request_cutoff_ms(now_ms);
+            for (_, request) in repo.pending_requests(&user.id, cutoff, oldest)? {
                 let name = partner_name(repo, &request.partner_id)?;
                 pending.push((request, name));
             }

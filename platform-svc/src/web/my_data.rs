@@ -103,8 +103,12 @@ pub async fn threads(
     };
     let mut rows = Vec::new();
     for thread in threads {
+        // One page of the largest size: the apps of a conversation are those of its
+        // participants' grants, which a page of 100 holds in all but contrived cases.
         let asked = pb::ListThreadAppsRequest {
             thread_id: thread.thread_id.clone(),
+            page_size: 100,
+            ..Default::default()
         };
         match state
             .account

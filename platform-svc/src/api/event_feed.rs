@@ -1,0 +1,265 @@
+//! One reader of grant events for every `WatchGrantEvents` stream.
+//!
+//! After each commit that added events, one task reads the new events once, for all
+//! partners, and hands them to every open stream, which keeps those of its own partner.
+//! A stream reads the store itself only to catch up: from the cursor it was opened with,
+//! after falling behind the feed, when its partner's events arrived (to learn whether the
+//! partner may still call, as after a suspension), or every [`EVENT_POLL`] as a safety net.
+//! However many streams are open, a commit costs one read.
+
+use super::Platform;
+use super::convert;
+use crate::error::ApiError;
+use consent_core::model::GrantEvent;
+use consent_core::rules;
+use consent_proto::platform::v1 as pb;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+/// Events read at once, by the feed or by a stream catching up.
+pub const EVENT_BATCH: usize = 100;
+/// How often a quiet stream re-reads the store anyway (a safety net, not the trigger).
+const EVENT_POLL: Duration = Duration::from_secs(5);
+/// Batches the feed keeps for streams that are slow to take them; one that falls further
+/// behind catches up from the store.
+const FEED_BATCHES: usize = 64;
+
+/// The events of one read, in commit order.
+type Batch = Arc<[GrantEvent]>;
+
+/// The shared reader, started by the first stream.
+#[derive(Debug)]
+pub struct EventFeed {
+    batches: broadcast::Sender<Batch>,
+    started: Once,
+}
+
+impl Default for EventFeed {
+    fn default() -> Self {
+        EventFeed {
+            batches: broadcast::Sender::new(FEED_BATCHES),
+            started: Once::new(),
+        }
+    }
+}
+
+impl EventFeed {
+    /// Sends `partner_id`'s events after `after` on `sender`, then every new one, until the
+    /// client goes away, the platform stops, or the partner may no longer call (suspended,
+    /// blocked, or its registration gone): then the events committed so far (those of
+    /// the suspension itself, which ask it to delete what it holds) are sent, and the
+    /// stream ends with that refusal.
+    pub async fn stream(
+        &self,
+        platform: Platform,
+        partner_id: String,
+        mut after: i64,
+        sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
+    ) {
+        self.started.call_once(|| {
+            tokio::spawn(read_new_events(platform.clone(), self.batches.clone()));
+        });
+        // Subscribed before catching up, so that nothing committed in between is missed.
+        let mut live = self.batches.subscribe();
+        let mut stopping = platform.stopping.clone();
+        loop {
+            match catch_up(&platform, &partner_id, &mut after, &sender).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(status) => {
+                    let _ = sender.send(Err(status)).await;
+                    return;
+                }
+            }
+            loop {
+                let batch = tokio::select! {
+                    batch = live.recv() => batch,
+                    () = tokio::time::sleep(EVENT_POLL) => break,
+                    () = sender.closed() => return,
+                    _ = stopping.wait_for(|stopped| *stopped) => return,
+                };
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let from = after;
+                let own = batch
+                    .iter()
+                    .filter(|e| e.partner_id == partner_id && e.seq > from);
+                let mut any = false;
+                for event in own {
+                    if sender.send(Ok(convert::grant_event(event))).await.is_err() {
+                        return;
+                    }
+                    after = event.seq;
+                    any = true;
+                }
+                if any {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends the partner's events after `after` from the store, and ends the stream with a
+/// refusal if the partner may no longer call. Whether the stream goes on.
+async fn catch_up(
+    platform: &Platform,
+    partner_id: &str,
+    after: &mut i64,
+    sender: &mpsc::Sender<Result<pb::GrantEvent, Status>>,
+) -> Result<bool, Status> {
+    loop {
+        let (partner, from) = (partner_id.to_string(), *after);
+        let (events, may_call) = platform
+            .read(move |repo, _| {
+                let events = repo.events_after(&partner, from, EVENT_BATCH)?;
+                let may_call = rules::partner_may_call(&partner, repo.partner(&partner)?);
+                Ok((events, may_call))
+            })
+            .await?;
+        for event in &events {
+            if sender.send(Ok(convert::grant_event(event))).await.is_err() {
+                return Ok(false);
+            }
+            *after = event.seq;
+        }
+        if let Err(refusal) = may_call {
+            return Err(ApiError::from(refusal).into());
+        }
+        if events.len() < EVENT_BATCH {
+            return Ok(true);
+        }
+    }
+}
+
+/// The feed's reader: after each commit that added events, reads them once and sends them
+/// to every stream. Ends when the platform stops.
+async fn read_new_events(platform: Platform, batches: broadcast::Sender<Batch>) {
+    let mut changes = platform.store.event_watch();
+    let mut stopping = platform.stopping.clone();
+    let mut after = *changes.borrow_and_update();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = stopping.wait_for(|stopped| *stopped) => return,
+        }
+        loop {
+            let from = after;
+            let read = platform
+                .read(move |repo, _| Ok(repo.events_since(from, EVENT_BATCH)?))
+                .await;
+            let events = match read {
+                Ok(events) => events,
+                Err(error) => {
+                    // Streams fall back on their own reads at their next poll.
+                    tracing::warn!(%error, "the grant-event feed could not read");
+                    break;
+                }
+            };
+            let Some(last) = events.last() else { break };
+            after = last.seq;
+            let full = events.len() == EVENT_BATCH;
+            // No stream open is no error: the next one catches up from the store.
+            let _ = batches.send(events.into());
+            if !full {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::testing::platform_with_grant;
+    use consent_proto::platform::v1::GrantEventKind;
+    use consent_store::{Job, ReadJob, SqliteStore, Store, StoreError, execute};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store that counts the reads it is given.
+    struct CountingReads {
+        inner: SqliteStore,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Store for CountingReads {
+        fn submit(&self, job: Box<dyn Job>) {
+            self.inner.submit(job);
+        }
+        fn submit_read(&self, job: Box<dyn ReadJob>) {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.submit_read(job);
+        }
+        fn event_watch(&self) -> tokio::sync::watch::Receiver<i64> {
+            self.inner.event_watch()
+        }
+    }
+
+    /// Commits one event of `grt_1` (music's) or of a grant of another partner.
+    async fn commit_event(platform: &Platform, of_music: bool) {
+        execute(platform.store.as_ref(), move |repo| {
+            let mut grant = repo.grant("grt_1")?.expect("grant");
+            if !of_music {
+                grant.partner_id = "video".into();
+            }
+            repo.push_event(&grant, GrantEventKind::GrantRevoked, 0)?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_read_per_commit_however_many_streams_are_open() {
+        const STREAMS: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&reads);
+        let (platform, _, _stop) = platform_with_grant(dir.path(), |inner| {
+            Arc::new(CountingReads {
+                inner,
+                reads: counter,
+            })
+        })
+        .await;
+        commit_event(&platform, true).await;
+        let feed = Arc::new(EventFeed::default());
+        let mut receivers = Vec::new();
+        for _ in 0..STREAMS {
+            let (sender, receiver) = mpsc::channel(EVENT_BATCH);
+            let (feed, platform) = (Arc::clone(&feed), platform.clone());
+            tokio::spawn(async move { feed.stream(platform, "music".into(), 0, sender).await });
+            receivers.push(receiver);
+        }
+        for receiver in &mut receivers {
+            let first = receiver.recv().await.unwrap().unwrap();
+            assert_eq!(first.sequence, 1, "each stream catches up from its cursor");
+        }
+
+        // Ten commits of another partner's events: the feed reads each once; no music
+        // stream reads at all.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = reads.load(Ordering::SeqCst);
+        for _ in 0..10 {
+            commit_event(&platform, false).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let spent = reads.load(Ordering::SeqCst) - before;
+        assert!(
+            spent <= 10,
+            "{spent} reads for 10 commits and {STREAMS} streams"
+        );
+
+        // One of music's: every stream gets it, in order after the first.
+        commit_event(&platform, true).await;
+        for receiver in &mut receivers {
+            let next = receiver.recv().await.unwrap().unwrap();
+            assert_eq!(next.sequence, 12);
+        }
+    }
+}
