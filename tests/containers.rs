@@ -325,6 +325,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
         .inbox(app::InboxRequest {
             user_name: "alice".into(),
             thread_id: shared.thread_id,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -376,6 +377,7 @@ async fn killing_one_partner_leaves_the_others_serving() {
     let friends = video
         .list_friends(app::ListFriendsRequest {
             user_name: "alice".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

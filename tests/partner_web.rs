@@ -308,13 +308,17 @@ async fn the_partner_api_serves_only_its_own_front_ends_and_signed_in_users() {
             .await
             .map(drop),
         stranger
-            .list_friends(app::ListFriendsRequest { user_name: alice() })
+            .list_friends(app::ListFriendsRequest {
+                user_name: alice(),
+                ..Default::default()
+            })
             .await
             .map(drop),
         stranger
             .inbox(app::InboxRequest {
                 user_name: alice(),
                 thread_id: "thr_1".into(),
+                ..Default::default()
             })
             .await
             .map(drop),

@@ -14,6 +14,7 @@ use end_to_end::world::{
 };
 use pb::account_client::AccountClient;
 use std::time::Duration;
+use tonic::Code;
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -123,11 +124,23 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         .inbox(app::InboxRequest {
             user_name: "alice".into(),
             thread_id: shared.thread_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(inbox.messages.len(), 1);
+    assert!(inbox.next_page_token.is_empty(), "one page holds it all");
+    // The page token goes through to the platform, which refuses one it did not issue.
+    let forged = client
+        .inbox(app::InboxRequest {
+            user_name: "alice".into(),
+            thread_id: shared.thread_id.clone(),
+            page_token: "c-7".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), Code::InvalidArgument, "{forged:?}");
     let held = |music: &PartnerProcess| {
         let db = partner_db(music);
         let token: Option<String> = db
@@ -180,6 +193,7 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         .inbox(app::InboxRequest {
             user_name: "alice".into(),
             thread_id: shared.thread_id,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -209,6 +223,7 @@ async fn a_reconnection_releases_the_old_grant_and_a_revocation_after_it_leaves_
         let request = app::InboxRequest {
             user_name: "alice".into(),
             thread_id: shared.thread_id.clone(),
+            ..Default::default()
         };
         let mut client = client.clone();
         async move { client.inbox(request).await }

@@ -329,6 +329,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             .account_of(&request, &request.get_ref().user_name)
             .await?;
         let token = self.token(&name).await?;
+        let page_token = request.into_inner().page_token;
         let friends = self
             .client
             .messaging
@@ -336,7 +337,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             .list_friends(with_token(
                 pb::ListFriendsRequest {
                     page_size: 100,
-                    page_token: String::new(),
+                    page_token,
                 },
                 &token,
             ))
@@ -352,6 +353,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                     display_name: f.display_name,
                 })
                 .collect(),
+            next_page_token: friends.next_page_token,
         }))
     }
 
@@ -435,7 +437,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                 pb::ListMessagesRequest {
                     thread_id: r.thread_id,
                     page_size: 100,
-                    page_token: String::new(),
+                    page_token: r.page_token,
                 },
                 &token,
             ))
@@ -466,7 +468,10 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             .run(move |tx| store::cache_messages(tx, &name, &grant_id, &cached))
             .await
             .map_err(PartnerError::from)?;
-        Ok(Response::new(api::InboxResponse { messages }))
+        Ok(Response::new(api::InboxResponse {
+            messages,
+            next_page_token: listed.next_page_token,
+        }))
     }
 
     async fn unsend(

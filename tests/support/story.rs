@@ -777,6 +777,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
             .inbox(app::InboxRequest {
                 user_name: "alice".into(),
                 thread_id: music_thread.clone(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner()),
@@ -821,6 +822,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
             video
                 .list_friends(app::ListFriendsRequest {
                     user_name: "alice".into(),
+                    ..Default::default()
                 })
                 .await
                 .map(|r| r.into_inner().friends),
@@ -878,6 +880,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
             .inbox(app::InboxRequest {
                 user_name: "alice".into(),
                 thread_id: family.clone(),
+                ..Default::default()
             })
             .await,
         Code::PermissionDenied,
@@ -901,6 +904,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
             .inbox(app::InboxRequest {
                 user_name: "alice".into(),
                 thread_id: music_shown.thread(&family),
+                ..Default::default()
             })
             .await,
         Code::PermissionDenied,

@@ -70,6 +70,7 @@ pub async fn page(
                 api::InboxRequest {
                     user_name: String::new(),
                     thread_id: query.thread_id.clone(),
+                    ..Default::default()
                 },
                 &session,
             ))
