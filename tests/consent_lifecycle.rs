@@ -105,6 +105,7 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
                 title: "tracks".into(),
                 body: "listen to this".into(),
                 idempotency_key: "start-1".into(),
+                card: None,
             },
             &token,
         ))
@@ -373,6 +374,10 @@ async fn a_page_of_large_messages_shrinks_to_fit_the_reply_and_continues() {
             .expect("every page fits the reply limit")
             .into_inner();
         pages += 1;
+        assert!(
+            page.next_page_token.is_empty() || page.next_page_token.starts_with("pg_"),
+            "a partner's page token is its own, not the store's cursor"
+        );
         partner_bodies.extend(page.messages.into_iter().map(|m| m.body));
         if page.next_page_token.is_empty() {
             break;
@@ -539,6 +544,7 @@ async fn friends_are_mutual_and_reach_an_app_as_handles_named_only_by_their_cons
         title: "a video".into(),
         body: "watch this".into(),
         idempotency_key: format!("k-{participant}"),
+        card: None,
     };
     let err = video
         .messaging
@@ -861,6 +867,7 @@ async fn two_partners_see_unrelated_ids_for_the_same_thread_message_and_person()
                 thread_id: bank_thread.clone(),
                 body: "paid 10".into(),
                 idempotency_key: "r1".into(),
+                card: None,
             },
             &bank_token,
         ))
@@ -881,6 +888,11 @@ async fn two_partners_see_unrelated_ids_for_the_same_thread_message_and_person()
     assert_ne!(
         seen.message_id, sent.message_id,
         "one message, two unrelated ids"
+    );
+    assert_eq!(sent.sent_by_partner, "bank", "the bank sees its own sends");
+    assert!(
+        seen.sent_by_partner.is_empty(),
+        "music does not learn that alice uses the bank"
     );
     // Neither the bank's id for the message nor for the thread names anything for music.
     let err = music
@@ -984,7 +996,7 @@ async fn pending_requests_thread_apps_and_the_access_review_are_paged() {
     assert_eq!(apps.len(), 2, "both music grants, not the bank's: {apps:?}");
     assert!(apps.iter().all(|a| a.partner_id == "music"));
 
-    // Three requests wait for alice; pages of two.
+    // Two requests wait for alice; pages of one.
     for feature in ["share-tracks", "listening-party"] {
         music
             .consent

@@ -279,6 +279,10 @@ async fn thread_not_covered() {
         .await
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "THREAD_NOT_COVERED");
+    assert!(
+        !err.message().contains(&s.family_thread),
+        "no refusal names the platform's id: {err:?}"
+    );
     // The platform's own id of the thread, or another partner's, names nothing here.
     let video_id = s.platform.shown_to("video").thread(&s.family_thread);
     for unknown in [&s.family_thread, &video_id] {
@@ -344,6 +348,7 @@ async fn not_own_message() {
                 title: "t".into(),
                 body: "hi".into(),
                 idempotency_key: "k1".into(),
+                card: None,
             },
             &token,
         ))
@@ -537,6 +542,7 @@ async fn idempotent_sends() {
         thread_id: thread.clone(),
         body: body.into(),
         idempotency_key: "receipt-42".into(),
+        card: None,
     };
     let first = bank
         .messaging
@@ -617,6 +623,7 @@ async fn registration_refuses_scopes_the_partner_may_not_have() {
                 description: "read everything".into(),
                 scopes: vec![pb::Scope::MessagesRead as i32],
                 retired: false,
+                card_kinds: Vec::new(),
             }),
         })
         .await

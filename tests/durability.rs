@@ -135,6 +135,7 @@ async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
                         thread_id: thread.clone(),
                         body: key.clone(),
                         idempotency_key: key,
+                        card: None,
                     };
                     match messaging.send_message(bearer(request, &token)).await {
                         Ok(response) => acked.push(response.into_inner().message_id),

@@ -249,6 +249,7 @@ async fn an_oversized_message_is_refused() {
         thread_id: "thr_x".into(),
         body: "x".repeat(128 * 1024),
         idempotency_key: "k".into(),
+        card: None,
     };
     let status = music.messaging.send_message(huge).await.unwrap_err();
     // tonic's code for a message over the configured limit.

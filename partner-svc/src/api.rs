@@ -386,6 +386,9 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             }
             .into());
         }
+        if let Some(card) = &r.card {
+            consent_core::card::check("card", card).map_err(PartnerError::InvalidCard)?;
+        }
         self.token(&name).await?;
         let share = Share {
             share_id: new_share_id(),
@@ -393,6 +396,10 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             thread_id: r.thread_id,
             friend_id: r.friend_id,
             body: r.body,
+            card: r
+                .card
+                .map(|c| prost::Message::encode_to_vec(&c))
+                .unwrap_or_default(),
             status: "QUEUED".into(),
             message_id: String::new(),
             delivered_thread_id: String::new(),
@@ -455,13 +462,15 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                 redacted: m.redacted,
             })
             .collect();
-        let messages = cached
-            .iter()
+        let messages = listed
+            .messages
+            .into_iter()
             .map(|m| api::InboxMessage {
-                message_id: m.message_id.clone(),
-                sender: m.sender.clone(),
-                body: m.body.clone(),
+                message_id: m.message_id,
+                sender: m.sender,
+                body: m.body,
                 redacted: m.redacted,
+                card: m.card,
             })
             .collect();
         self.store

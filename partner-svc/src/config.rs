@@ -87,6 +87,10 @@ pub struct Feature {
     /// Ask for messages from before the grant.
     #[serde(default)]
     pub include_history: bool,
+    /// The kinds of card it shares (`track`, `video`, `folder`, `receipt`), as the operator
+    /// registers them.
+    #[serde(default)]
+    pub cards: Vec<String>,
 }
 
 /// How to reach the platform.

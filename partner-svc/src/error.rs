@@ -16,6 +16,9 @@ pub enum PartnerError {
         /// Why.
         description: &'static str,
     },
+    /// A shared card has bad fields (each named, as the platform would).
+    #[error("the card has bad fields")]
+    InvalidCard(Vec<consent_core::denial::FieldViolation>),
     /// The user has no active connection to this partner.
     #[error("{0} is not connected to this app")]
     NotConnected(String),
@@ -58,6 +61,16 @@ impl From<PartnerError> for Status {
     fn from(err: PartnerError) -> Status {
         match err {
             PartnerError::Invalid { .. } => Status::invalid_argument(err.to_string()),
+            PartnerError::InvalidCard(violations) => Status::with_error_details(
+                tonic::Code::InvalidArgument,
+                "the card has bad fields",
+                ErrorDetails::with_bad_request(
+                    violations
+                        .into_iter()
+                        .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
             PartnerError::NotConnected(_) => Status::failed_precondition(err.to_string()),
             PartnerError::Platform(status) => status,
             PartnerError::Store(e) => {

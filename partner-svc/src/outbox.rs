@@ -65,6 +65,7 @@ pub async fn deliver(
                     title: title.to_string(),
                     body: share.body.clone(),
                     idempotency_key: share.share_id.clone(),
+                    card: card_of(&share),
                 },
                 &token,
             ))
@@ -79,6 +80,7 @@ pub async fn deliver(
                     thread_id: share.thread_id.clone(),
                     body: share.body.clone(),
                     idempotency_key: share.share_id.clone(),
+                    card: card_of(&share),
                 },
                 &token,
             ))
@@ -106,6 +108,15 @@ pub async fn deliver(
                 .await?;
             Err(PartnerError::Platform(status))
         }
+    }
+}
+
+/// The card a share carries, decoded as it was stored.
+fn card_of(share: &Share) -> Option<pb::Card> {
+    if share.card.is_empty() {
+        None
+    } else {
+        prost::Message::decode(share.card.as_slice()).ok()
     }
 }
 

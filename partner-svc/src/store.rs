@@ -43,6 +43,8 @@ pub struct Share {
     pub friend_id: String,
     /// Body.
     pub body: String,
+    /// The card shared with it, encoded (`consent.platform.v1.Card`), or empty.
+    pub card: Vec<u8>,
     /// QUEUED, DELIVERED or FAILED.
     pub status: String,
     /// Platform message id once delivered.
@@ -86,7 +88,7 @@ CREATE TABLE IF NOT EXISTS flows (
 INSERT OR IGNORE INTO cursor (id, last_event) VALUES (1, 0);
 "#;
 
-const SHARE_COLUMNS: &str = "share_id, user_name, thread_id, friend_id, body, status, message_id, delivered_thread_id, error";
+const SHARE_COLUMNS: &str = "share_id, user_name, thread_id, friend_id, body, status, message_id, delivered_thread_id, error, card";
 
 fn share_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
     Ok(Share {
@@ -99,6 +101,7 @@ fn share_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
         message_id: r.get(6)?,
         delivered_thread_id: r.get(7)?,
         error: r.get(8)?,
+        card: r.get(9)?,
     })
 }
 
@@ -119,6 +122,19 @@ fn add_grant_to_cache(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(
             "DELETE FROM cached_messages; ALTER TABLE cached_messages ADD COLUMN grant_id TEXT NOT NULL DEFAULT '';",
         )?;
+    }
+    Ok(())
+}
+
+/// Keeps the card of each share: a store made before that gets the column.
+fn add_card_to_outbox(conn: &Connection) -> rusqlite::Result<()> {
+    let kept: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('outbox') WHERE name = 'card'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !kept {
+        conn.execute_batch("ALTER TABLE outbox ADD COLUMN card BLOB NOT NULL DEFAULT x'';")?;
     }
     Ok(())
 }
@@ -149,6 +165,7 @@ impl PartnerStore {
         add_grant_to_cache(&conn)?;
         conn.execute_batch(SCHEMA)?;
         add_binding_to_connections(&conn)?;
+        add_card_to_outbox(&conn)?;
         Ok(PartnerStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -274,9 +291,9 @@ pub fn enqueue_share(
     client_key: &str,
 ) -> rusqlite::Result<Share> {
     tx.execute(
-        "INSERT OR IGNORE INTO outbox (share_id, user_name, client_key, thread_id, friend_id, body, status, seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'QUEUED', COALESCE((SELECT MAX(seq) FROM outbox), 0) + 1)",
-        params![share.share_id, share.user_name, client_key, share.thread_id, share.friend_id, share.body],
+        "INSERT OR IGNORE INTO outbox (share_id, user_name, client_key, thread_id, friend_id, body, card, status, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'QUEUED', COALESCE((SELECT MAX(seq) FROM outbox), 0) + 1)",
+        params![share.share_id, share.user_name, client_key, share.thread_id, share.friend_id, share.body, share.card],
     )?;
     tx.query_row(
         &format!("SELECT {SHARE_COLUMNS} FROM outbox WHERE user_name = ?1 AND client_key = ?2"),

@@ -5,8 +5,10 @@
 
 use crate::error::ApiError;
 use consent_core::authorization;
+use consent_core::card::CardKind;
 use consent_core::model::{Coverage, Scope, ScopeSet};
 use consent_core::partner_view::PartnerView;
+use consent_proto::platform::v1 as pb;
 use consent_store::Page;
 use tonic_types::FieldViolation;
 
@@ -265,6 +267,23 @@ pub fn page(page_size: i32, page_token: &str) -> Checked<Page> {
     Ok(Page { after, limit })
 }
 
+/// A page size and a token as a partner holds them: its own form of the platform's token
+/// ([`PartnerView::page_token`]).
+pub fn partner_page(page_size: i32, page_token: &str, view: &PartnerView<'_>) -> Checked<Page> {
+    if page_token.is_empty() {
+        return page(page_size, "");
+    }
+    let token = view.page_token_named(page_token);
+    let (limit, after) = (
+        page_limit(page_size),
+        token
+            .as_deref()
+            .map_or_else(|| page_cursor("not issued"), page_cursor),
+    )
+        .all()?;
+    Ok(Page { after, limit })
+}
+
 /// A page size: 0 (the default) to [`MAX_PAGE_SIZE`].
 fn page_limit(page_size: i32) -> Checked<usize> {
     match page_size {
@@ -338,6 +357,39 @@ pub fn fit_page_where<T, P: prost::Message>(
         _ => String::new(),
     };
     (items, token)
+}
+
+/// Card kinds a feature declares: each known, none twice (none at all is text only).
+pub fn card_kinds(field: &str, values: &[i32]) -> Checked<Vec<CardKind>> {
+    let mut kinds = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let kind = CardKind::try_from(*value)
+            .ok()
+            .filter(|k| *k != CardKind::Unspecified)
+            .ok_or_else(|| {
+                ApiError::invalid(format!("{field}[{index}]"), "is not a kind of card")
+            })?;
+        if kinds.contains(&kind) {
+            return Err(ApiError::invalid(
+                format!("{field}[{index}]"),
+                "is a duplicate",
+            ));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
+}
+
+/// A card a message carries: every bad field named.
+pub fn card(field: &str, card: &pb::Card) -> Checked<CardKind> {
+    consent_core::card::check(field, card).map_err(|violations| {
+        ApiError::InvalidArgument(
+            violations
+                .into_iter()
+                .map(|v| FieldViolation::new(v.field, v.description))
+                .collect(),
+        )
+    })
 }
 
 /// A non-empty set of known scopes.

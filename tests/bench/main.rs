@@ -227,6 +227,7 @@ async fn small_target(work: &WorkDir) -> (Target, AccountClient<Channel>) {
                 description: "share".into(),
                 scopes,
                 retired: false,
+                card_kinds: Vec::new(),
             }],
             redirect_uris: Vec::new(),
         })
@@ -308,6 +309,7 @@ fn send_request(thread_id: &str, idempotency_key: String) -> pb::SendMessageRequ
         thread_id: thread_id.into(),
         body: "x".repeat(200),
         idempotency_key,
+        card: None,
     }
 }
 

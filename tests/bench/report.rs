@@ -665,6 +665,7 @@ pub async fn scale_target(dir: &Path, quick: bool) -> ScaleTarget {
                         ),
                         created_ms: now - 1,
                         sent_by_partner: None,
+                        card: None,
                     })?;
                 }
                 Ok::<_, consent_store::StoreError>(())

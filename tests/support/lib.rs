@@ -30,7 +30,7 @@ pub mod world;
 /// Trust domain of test certificates.
 pub const TRUST_DOMAIN: &str = "consent.test";
 /// Partners in the dev PKI; "rogue" has a certificate but is never registered.
-pub const PARTNERS: &[&str] = &["music", "video", "bank", "rogue"];
+pub const PARTNERS: &[&str] = &["music", "video", "files", "bank", "search", "rogue"];
 
 /// A running platform and everything needed to talk to it.
 pub struct TestPlatform {
@@ -343,8 +343,8 @@ pub fn redirect_uri(id: &str) -> String {
     format!("https://{id}.example/callback")
 }
 
-/// music: read, write, delete on threads it starts; video: write + friends.read;
-/// bank: write only.
+/// music: read, write, delete on threads it starts, tracks; video: write + friends.read,
+/// videos; files: write, folders; bank: write, receipts; search: friends.read only.
 pub async fn register_partners(platform: &TestPlatform) {
     use pb::Scope::*;
     let mut operator = platform.operator().await;
@@ -353,6 +353,13 @@ pub async fn register_partners(platform: &TestPlatform) {
         description: format!("the {name} feature"),
         scopes: scopes(list),
         retired: false,
+        card_kinds: match name {
+            "share-tracks" => vec![pb::CardKind::Track as i32],
+            "recommend" => vec![pb::CardKind::Video as i32],
+            "receipts" => vec![pb::CardKind::Receipt as i32],
+            "share-folders" => vec![pb::CardKind::Folder as i32],
+            _ => Vec::new(),
+        },
     };
     for (id, name, allowed, features) in [
         (
@@ -374,10 +381,22 @@ pub async fn register_partners(platform: &TestPlatform) {
             vec![feature("recommend", &[MessagesWrite, FriendsRead])],
         ),
         (
+            "files",
+            "Files",
+            vec![MessagesWrite],
+            vec![feature("share-folders", &[MessagesWrite])],
+        ),
+        (
             "bank",
             "Bank",
             vec![MessagesWrite],
             vec![feature("receipts", &[MessagesWrite])],
+        ),
+        (
+            "search",
+            "People Search",
+            vec![FriendsRead],
+            vec![feature("people-search", &[FriendsRead])],
         ),
     ] {
         operator

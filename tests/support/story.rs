@@ -178,6 +178,15 @@ impl Story {
     }
 }
 
+/// Card kinds by their names in a profile (`track`, …).
+fn card_values(names: &[String]) -> Vec<i32> {
+    names
+        .iter()
+        .filter_map(|n| pb::CardKind::from_str_name(&format!("CARD_KIND_{}", n.to_uppercase())))
+        .map(|k| k as i32)
+        .collect()
+}
+
 fn scope_values(names: &[String]) -> Vec<i32> {
     names
         .iter()
@@ -210,6 +219,7 @@ async fn register(
             description: config.feature.purpose.clone(),
             scopes: scopes.clone(),
             retired: false,
+            card_kinds: card_values(&config.feature.cards),
         }];
         if *id == "music" {
             features.push(pb::Feature {
@@ -218,6 +228,7 @@ async fn register(
                     .into(),
                 scopes: vec![pb::Scope::MessagesRead as i32],
                 retired: false,
+                card_kinds: Vec::new(),
             });
         }
         let request = pb::RegisterPartnerRequest {

@@ -60,6 +60,7 @@ pub async fn world() -> (World, Process) {
                 description: "share".into(),
                 scopes,
                 retired: false,
+                card_kinds: vec![pb::CardKind::Track as i32],
             }],
             redirect_uris: vec![crate::processes::redirect_uri_at(music_web)],
         })

@@ -312,6 +312,7 @@ mod tests {
                 Scope::FriendsRead,
             ]),
             retired: false,
+            card_kinds: Vec::new(),
         }
     }
 

@@ -53,6 +53,8 @@ pub enum Reason {
     FeatureNotActive,
     /// The other users are not all friends of the user.
     NotAFriend,
+    /// The grant's feature does not declare the kind of card sent.
+    CardKindNotDeclared,
     /// The partner is over its request rate.
     RateLimited,
     /// Too many sign-ins or sign-ups are waiting for password hashing.
@@ -113,6 +115,7 @@ impl Reason {
             Reason::GrantStillActive => "GRANT_STILL_ACTIVE",
             Reason::FeatureNotActive => "FEATURE_NOT_ACTIVE",
             Reason::NotAFriend => "NOT_A_FRIEND",
+            Reason::CardKindNotDeclared => "CARD_KIND_NOT_DECLARED",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::PasswordQueueFull => "PASSWORD_QUEUE_FULL",
             Reason::SignInThrottled => "SIGN_IN_THROTTLED",

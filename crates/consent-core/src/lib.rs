@@ -11,6 +11,7 @@
 pub mod approval;
 pub mod audit;
 pub mod authorization;
+pub mod card;
 pub mod clock;
 pub mod denial;
 pub mod model;

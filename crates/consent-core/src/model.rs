@@ -290,6 +290,8 @@ pub struct Feature {
     pub scopes: ScopeSet,
     /// Retired features end their grants and take no new ones.
     pub retired: bool,
+    /// The kinds of card its messages may carry.
+    pub card_kinds: Vec<crate::card::CardKind>,
 }
 
 /// Which of a user's threads to list.
@@ -409,6 +411,8 @@ pub struct Message {
     pub created_ms: i64,
     /// Partner that sent it on the author's behalf.
     pub sent_by_partner: Option<String>,
+    /// What it shares besides its text (checked by [`crate::card::check`]).
+    pub card: Option<pb::Card>,
 }
 
 /// An event on a grant, delivered to its partner.

@@ -29,6 +29,7 @@ pub struct PartnerView<'a> {
     partner_id: String,
     threads: Aes128,
     messages: Aes128,
+    pages: Aes128,
 }
 
 impl std::fmt::Debug for PartnerView<'_> {
@@ -49,6 +50,7 @@ impl<'a> PartnerView<'a> {
             partner_id: partner_id.to_string(),
             threads: cipher(b"thread"),
             messages: cipher(b"message"),
+            pages: cipher(b"page"),
         }
     }
 
@@ -89,25 +91,44 @@ impl<'a> PartnerView<'a> {
     pub fn message_named(&self, shown: &str) -> Option<String> {
         named(&self.messages, "msg", shown)
     }
+
+    /// The partner's form of a page token (`c` and a store cursor, "" at the end): the
+    /// cursor encrypted like an id, since a cursor is a row's place in a table that all
+    /// partners share.
+    pub fn page_token(&self, token: &str) -> String {
+        match token.strip_prefix('c').and_then(|n| n.parse::<i64>().ok()) {
+            Some(cursor) => shown(
+                &self.pages,
+                &format!("pg_{}", hex::encode(cursor.to_be_bytes())),
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// The page token (`c` and a cursor) that the partner's token `shown` stands for.
+    pub fn page_token_named(&self, shown: &str) -> Option<String> {
+        let cursor = named(&self.pages, "pg", shown)?;
+        let bytes: [u8; 8] = hex::decode(cursor.strip_prefix("pg_")?)
+            .ok()?
+            .try_into()
+            .ok()?;
+        Some(format!("c{}", i64::from_be_bytes(bytes)))
+    }
 }
 
 /// `id` (`prefix_hex`) as the partner sees it: the same prefix, then the encrypted block in
-/// hex. An id of another shape (the platform makes none) is shown as a MAC of itself,
-/// which names nothing when sent back.
+/// hex. An id of another shape (the platform makes none) is shown as the encryption of
+/// its digest, which names nothing when sent back.
 fn shown(cipher: &Aes128, id: &str) -> String {
     let (prefix, random) = id.split_once('_').unwrap_or(("id", id));
+    let bytes = match hex::decode(random) {
+        Ok(bytes) if bytes.len() <= MOST_ID_BYTES => bytes,
+        _ => <sha2::Sha256 as sha2::Digest>::digest(id.as_bytes())[..MOST_ID_BYTES].to_vec(),
+    };
     let mut block = aes::Block::default();
-    match hex::decode(random) {
-        Ok(bytes) if bytes.len() <= MOST_ID_BYTES => {
-            block[0] = bytes.len() as u8;
-            block[1..=bytes.len()].copy_from_slice(&bytes);
-            cipher.encrypt_block(&mut block);
-        }
-        _ => {
-            let digest = <sha2::Sha256 as sha2::Digest>::digest(id.as_bytes());
-            block.copy_from_slice(&digest[..16]);
-        }
-    }
+    block[0] = bytes.len() as u8;
+    block[1..=bytes.len()].copy_from_slice(&bytes);
+    cipher.encrypt_block(&mut block);
     format!("{prefix}_{}", hex::encode(block))
 }
 
@@ -175,6 +196,26 @@ mod tests {
             PartnerView::new(&other_key, "music").thread(&thread),
             music.thread(&thread)
         );
+    }
+
+    #[test]
+    fn page_tokens_are_the_partners_own() {
+        let key = SecretKey::generate();
+        let (music, video) = (
+            PartnerView::new(&key, "music"),
+            PartnerView::new(&key, "video"),
+        );
+        let token = music.page_token("c42");
+        assert!(token.starts_with("pg_") && !token.contains("42"), "{token}");
+        assert_ne!(token, video.page_token("c42"));
+        assert_eq!(music.page_token_named(&token).as_deref(), Some("c42"));
+        assert_eq!(video.page_token_named(&token), None);
+        assert_eq!(
+            music.page_token_named("c42"),
+            None,
+            "the platform's own form"
+        );
+        assert_eq!(music.page_token(""), "", "the last page has none");
     }
 
     #[test]

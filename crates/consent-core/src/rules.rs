@@ -194,7 +194,7 @@ pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), Denied> {
     } else {
         Err(Denied::new(
             Reason::ThreadNotCovered,
-            format!("thread {} is not covered by the grant", thread.id),
+            "the thread is not covered by the grant".to_string(),
         ))
     }
 }
@@ -514,6 +514,7 @@ mod tests {
             description: String::new(),
             scopes: ScopeSet::of(&[Scope::MessagesRead]),
             retired: false,
+            card_kinds: Vec::new(),
         }
     }
     fn reason(d: Denial) -> &'static str {
@@ -569,6 +570,7 @@ mod tests {
             body: String::new(),
             created_ms: g.created_ms - 1,
             sent_by_partner: None,
+            card: None,
         };
         assert!(may_read(&g, &old).is_err(), "older than the grant");
         let with_history = Grant {

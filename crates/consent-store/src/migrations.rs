@@ -126,4 +126,8 @@ CREATE INDEX access_requests_by_user ON access_requests(user_id, status);
 CREATE INDEX access_requests_by_age ON access_requests(status, created_ms);
 CREATE INDEX access_requests_by_name ON access_requests(partner_id, user_name, status);
 "#,
+    r#"
+ALTER TABLE messages ADD COLUMN card BLOB;
+ALTER TABLE features ADD COLUMN card_kinds TEXT NOT NULL DEFAULT '';
+"#,
 ];

@@ -20,12 +20,13 @@ use super::{
 };
 use consent_core::audit::{AuditKey, record_hash, record_mac};
 use consent_core::authorization::{AuthorizationCode, PushedRequest};
+use consent_core::card::CardKind;
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
     Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
     ThreadFilter, User, request_status_from_stored,
 };
-use consent_proto::platform::v1::GrantEventKind;
+use consent_proto::platform::v1::{self as pb, GrantEventKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, named_params, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -353,7 +354,8 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "seq, id, thread_id, sender_id, body, created_ms, sent_by_partner";
+const MESSAGE_COLUMNS: &str =
+    "seq, id, thread_id, sender_id, body, created_ms, sent_by_partner, card";
 fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, Message)> {
     Ok((
         r.get(0)?,
@@ -364,11 +366,32 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, Message)> {
             body: r.get(4)?,
             created_ms: r.get(5)?,
             sent_by_partner: r.get(6)?,
+            card: decode_card(r.get(7)?),
         },
     ))
 }
 
-const FEATURE_COLUMNS: &str = "partner_id, name, description, scopes, retired";
+/// A stored card; one that no longer decodes is left out rather than shown wrong.
+fn decode_card(bytes: Option<Vec<u8>>) -> Option<pb::Card> {
+    <pb::Card as prost::Message>::decode(bytes?.as_slice()).ok()
+}
+
+/// Card kinds as stored: their numbers, comma-separated.
+fn encode_card_kinds(kinds: &[CardKind]) -> String {
+    let numbers: Vec<String> = kinds.iter().map(|k| (*k as i32).to_string()).collect();
+    numbers.join(",")
+}
+
+/// Stored card kinds; a number no kind has is left out, so a feature never gains one.
+fn decode_card_kinds(text: &str) -> Vec<CardKind> {
+    text.split(',')
+        .filter_map(|n| n.parse::<i32>().ok())
+        .filter_map(|n| CardKind::try_from(n).ok())
+        .filter(|k| *k != CardKind::Unspecified)
+        .collect()
+}
+
+const FEATURE_COLUMNS: &str = "partner_id, name, description, scopes, retired, card_kinds";
 fn feature_row(r: &Row<'_>) -> rusqlite::Result<Feature> {
     Ok(Feature {
         partner_id: r.get(0)?,
@@ -376,6 +399,7 @@ fn feature_row(r: &Row<'_>) -> rusqlite::Result<Feature> {
         description: r.get(2)?,
         scopes: ScopeSet::from_bits(r.get(3)?),
         retired: r.get(4)?,
+        card_kinds: decode_card_kinds(&r.get::<_, String>(5)?),
     })
 }
 
@@ -814,8 +838,8 @@ impl Repo for SqliteRepo<'_> {
 
     fn insert_message(&mut self, message: &Message) -> StoreResult<()> {
         self.execute(
-            "INSERT INTO messages (id, thread_id, sender_id, body, created_ms, sent_by_partner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![message.id, message.thread_id, message.sender_id, message.body, message.created_ms, message.sent_by_partner],
+            "INSERT INTO messages (id, thread_id, sender_id, body, created_ms, sent_by_partner, card) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![message.id, message.thread_id, message.sender_id, message.body, message.created_ms, message.sent_by_partner, message.card.as_ref().map(prost::Message::encode_to_vec)],
         )?;
         Ok(())
     }
@@ -909,8 +933,8 @@ impl Repo for SqliteRepo<'_> {
 
     fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()> {
         let result = self.execute(
-            "INSERT INTO features (partner_id, name, description, scopes, retired) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![feature.partner_id, feature.name, feature.description, feature.scopes.bits(), feature.retired],
+            "INSERT INTO features (partner_id, name, description, scopes, retired, card_kinds) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![feature.partner_id, feature.name, feature.description, feature.scopes.bits(), feature.retired, encode_card_kinds(&feature.card_kinds)],
         );
         insert_or_exists(result, format!("feature {} already exists", feature.name))
     }

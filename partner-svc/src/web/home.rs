@@ -128,6 +128,7 @@ pub async fn share(
                 friend_id: form.friend_id,
                 body: form.body,
                 client_key: form.client_key,
+                card: None,
             },
             &session,
         ))

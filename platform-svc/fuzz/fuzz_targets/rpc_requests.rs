@@ -72,6 +72,7 @@ fn world() -> &'static World {
                 description: "d".into(),
                 scopes: all,
                 retired: false,
+                card_kinds: vec![consent_core::card::CardKind::Track],
             })?;
             for (id, name) in [("usr_a", "alice"), ("usr_b", "bob")] {
                 repo.insert_user(

@@ -492,6 +492,7 @@ impl Account for AccountService {
                 body: r.body,
                 created_ms: now_ms,
                 sent_by_partner: None,
+                card: None,
             };
             repo.insert_message(&message)?;
             Ok(convert::message(&message))

@@ -112,10 +112,11 @@ fn feature_from(
     allowed: ScopeSet,
     f: &pb::Feature,
 ) -> Result<Feature, ApiError> {
-    let (_, _, scopes) = (
+    let (_, _, scopes, card_kinds) = (
         validate::name(&format!("{field}.name"), &f.name),
         validate::text(&format!("{field}.description"), &f.description, 512),
         validate::scopes(&format!("{field}.scopes"), &f.scopes),
+        validate::card_kinds(&format!("{field}.card_kinds"), &f.card_kinds),
     )
         .all()?;
     if scopes.is_empty() {
@@ -141,6 +142,7 @@ fn feature_from(
         description: f.description.clone(),
         scopes,
         retired: false,
+        card_kinds,
     })
 }
 

@@ -328,7 +328,7 @@ impl Consent for ConsentService {
         call.read(&self.platform, move |tx| {
             let (ids, page) = (
                 validate::ids("grant_ids", &r.grant_ids, 0, 20),
-                validate::page(r.page_size, &r.page_token),
+                validate::partner_page(r.page_size, &r.page_token, &tx.view()),
             )
                 .all()?;
             let rows = if ids.is_empty() {
@@ -357,7 +357,7 @@ impl Consent for ConsentService {
             }
             Ok(pb::IntrospectGrantsResponse {
                 grants,
-                next_page_token,
+                next_page_token: tx.view().page_token(&next_page_token),
             })
         })
         .await

@@ -48,10 +48,13 @@ pub fn thread(t: &Thread) -> pb::Thread {
 }
 
 /// A thread as the partner of `grant` may see it: by the partner's id, with the other
-/// participants as handles if the grant shows them, else the granting user alone.
+/// participants as handles if the grant shows them, else the granting user alone; which
+/// app started it only if that app is this partner (no partner learns which other apps
+/// a person uses).
 pub fn thread_for_partner(t: &Thread, g: &Grant, view: &PartnerView<'_>) -> pb::Thread {
     pb::Thread {
         thread_id: view.thread(&t.id),
+        started_by_partner: own_partner(t.started_by_partner.as_deref(), g),
         participants: t
             .participants
             .iter()
@@ -72,12 +75,23 @@ pub fn message(m: &Message) -> pb::Message {
         redacted: false,
         created_at: Some(timestamp(m.created_ms)),
         sent_by_partner: m.sent_by_partner.clone().unwrap_or_default(),
+        card: m.card.clone(),
     }
+}
+
+/// Who the partner of `grant` is shown as having sent or started something: itself, or
+/// nobody.
+fn own_partner(partner_id: Option<&str>, g: &Grant) -> String {
+    partner_id
+        .filter(|p| *p == g.partner_id)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A message as the partner of `grant` may see it: by the partner's ids, the author as a
 /// handle unless it is the granting user, the body redacted if the author opted out of
-/// others' apps. Takes the row, so the body is moved, not copied.
+/// others' apps (its card with it), the sending app only if it is this partner. Takes
+/// the row, so the body is moved, not copied.
 pub fn message_for_partner(row: MessageRow, g: &Grant, view: &PartnerView<'_>) -> pb::Message {
     let m = row.message;
     let redacted = must_redact(g, &m.sender_id, row.sender_hides);
@@ -86,9 +100,10 @@ pub fn message_for_partner(row: MessageRow, g: &Grant, view: &PartnerView<'_>) -
         thread_id: view.thread(&m.thread_id),
         sender: view.person(&g.user_id, &m.sender_id),
         body: if redacted { String::new() } else { m.body },
+        card: if redacted { None } else { m.card },
         redacted,
         created_at: Some(timestamp(m.created_ms)),
-        sent_by_partner: m.sent_by_partner.unwrap_or_default(),
+        sent_by_partner: own_partner(m.sent_by_partner.as_deref(), g),
     }
 }
 
@@ -158,6 +173,7 @@ pub fn feature(f: &Feature) -> pb::Feature {
         description: f.description.clone(),
         scopes: f.scopes.to_proto(),
         retired: f.retired,
+        card_kinds: f.card_kinds.iter().map(|k| *k as i32).collect(),
     }
 }
 

@@ -59,7 +59,12 @@ impl EventFeed {
         sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
     ) {
         self.started.call_once(|| {
-            tokio::spawn(read_new_events(platform.clone(), self.batches.clone()));
+            // The feed's starting point is taken before this stream catches up, so that
+            // every event after it is either in the catching up or in the feed.
+            let mut changes = platform.store.event_watch();
+            let after = *changes.borrow_and_update();
+            let feed = read_new_events(platform.clone(), changes, after, self.batches.clone());
+            tokio::spawn(feed);
         });
         // Subscribed before catching up, so that nothing committed in between is missed.
         let mut live = self.batches.subscribe();
@@ -73,10 +78,11 @@ impl EventFeed {
                     return;
                 }
             }
+            let poll_at = tokio::time::Instant::now() + EVENT_POLL;
             loop {
                 let batch = tokio::select! {
                     batch = live.recv() => batch,
-                    () = tokio::time::sleep(EVENT_POLL) => break,
+                    () = tokio::time::sleep_until(poll_at) => break,
                     () = sender.closed() => return,
                     _ = stopping.wait_for(|stopped| *stopped) => return,
                 };
@@ -128,21 +134,27 @@ async fn catch_up(
             }
             *after = event.seq;
         }
-        if let Err(refusal) = may_call {
-            return Err(ApiError::from(refusal).into());
+        // A refusal comes only once every event before it is sent: those of a
+        // suspension ask the partner to delete what it holds.
+        if events.len() == EVENT_BATCH {
+            continue;
         }
-        if events.len() < EVENT_BATCH {
-            return Ok(true);
-        }
+        return match may_call {
+            Ok(_) => Ok(true),
+            Err(refusal) => Err(ApiError::from(refusal).into()),
+        };
     }
 }
 
 /// The feed's reader: after each commit that added events, reads them once and sends them
 /// to every stream. Ends when the platform stops.
-async fn read_new_events(platform: Platform, batches: broadcast::Sender<Batch>) {
-    let mut changes = platform.store.event_watch();
+async fn read_new_events(
+    platform: Platform,
+    mut changes: tokio::sync::watch::Receiver<i64>,
+    mut after: i64,
+    batches: broadcast::Sender<Batch>,
+) {
     let mut stopping = platform.stopping.clone();
-    let mut after = *changes.borrow_and_update();
     loop {
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
@@ -255,11 +267,49 @@ mod tests {
             "{spent} reads for 10 commits and {STREAMS} streams"
         );
 
-        // One of music's: every stream gets it, in order after the first.
+        // One of music's: every stream gets it from the feed, well before its own poll
+        // would have found it, in order after the first.
         commit_event(&platform, true).await;
         for receiver in &mut receivers {
-            let next = receiver.recv().await.unwrap().unwrap();
+            let next = tokio::time::timeout(EVENT_POLL / 5, receiver.recv())
+                .await
+                .expect("from the feed, not the poll")
+                .unwrap()
+                .unwrap();
             assert_eq!(next.sequence, 12);
         }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_partners_stream_ends_while_others_keep_committing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, _, _stop) = platform_with_grant(dir.path(), |inner| Arc::new(inner)).await;
+        let feed = Arc::new(EventFeed::default());
+        let (sender, mut receiver) = mpsc::channel(EVENT_BATCH);
+        let (streamed, on) = (Arc::clone(&feed), platform.clone());
+        commit_event(&platform, true).await;
+        tokio::spawn(async move { streamed.stream(on, "music".into(), 0, sender).await });
+        let caught_up = receiver.recv().await.unwrap().unwrap();
+        assert_eq!(caught_up.sequence, 1, "the stream is open and caught up");
+        execute(platform.store.as_ref(), |repo| {
+            repo.set_partner_blocked("music", true)
+        })
+        .await
+        .unwrap();
+        // Another partner's events keep coming, faster than the poll.
+        let busy = platform.clone();
+        let traffic = tokio::spawn(async move {
+            loop {
+                commit_event(&busy, false).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let ended = tokio::time::timeout(EVENT_POLL * 2, receiver.recv())
+            .await
+            .expect("the stream ends within its poll");
+        traffic.abort();
+        let refusal = ended.unwrap().unwrap_err();
+        assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
+        assert!(refusal.message().contains("blocked"), "{refusal:?}");
     }
 }

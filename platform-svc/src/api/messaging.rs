@@ -7,6 +7,7 @@ use super::convert;
 use super::partner_call::{PartnerCall, PartnerTx};
 use crate::error::ApiError;
 use crate::validate::{self, AllFields};
+use consent_core::card::{self, CardKind};
 use consent_core::model::{Grant, Message, Scope, Thread};
 use consent_core::rules::{
     self, covered_threads, covers_thread, history_starts_ms, may_delete, may_read,
@@ -81,8 +82,29 @@ fn covered_message(
     Ok(row)
 }
 
-fn new_message(tx: &PartnerTx<'_>, grant: &Grant, thread_id: &str, body: &str) -> Message {
+/// Refuses a card (already checked, of `kind`) that the grant's feature does not declare.
+fn may_send_card(
+    tx: &mut PartnerTx<'_>,
+    grant: &Grant,
+    kind: Option<CardKind>,
+) -> Result<(), ApiError> {
+    let Some(kind) = kind else { return Ok(()) };
+    let feature = tx
+        .repo
+        .feature(&grant.partner_id, &grant.feature)?
+        .ok_or_else(|| ApiError::Storage("grant of an unknown feature".into()))?;
+    Ok(card::may_send(&feature.card_kinds, kind)?)
+}
+
+fn new_message(
+    tx: &PartnerTx<'_>,
+    grant: &Grant,
+    thread_id: &str,
+    body: &str,
+    card: Option<pb::Card>,
+) -> Message {
     Message {
+        card,
         id: new_ordered_id("msg", tx.now_ms),
         thread_id: thread_id.to_string(),
         sender_id: grant.user_id.clone(),
@@ -102,7 +124,7 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::ThreadsRead)?;
-            let page = validate::page(r.page_size, &r.page_token)?;
+            let page = validate::partner_page(r.page_size, &r.page_token, &tx.view())?;
             let rows = tx
                 .repo
                 .threads_of(&grant.user_id, &covered_threads(&grant), page)?;
@@ -117,7 +139,7 @@ impl Messaging for MessagingService {
             }
             Ok(pb::ListThreadsResponse {
                 threads,
-                next_page_token,
+                next_page_token: tx.view().page_token(&next_page_token),
             })
         })
         .await
@@ -134,7 +156,7 @@ impl Messaging for MessagingService {
             let grant = tx.authorize(Scope::MessagesRead)?;
             let (thread_id, page) = (
                 validate::id("thread_id", &r.thread_id),
-                validate::page(r.page_size, &r.page_token),
+                validate::partner_page(r.page_size, &r.page_token, &tx.view()),
             )
                 .all()?;
             let thread = covered_thread(tx, &grant, thread_id)?;
@@ -155,7 +177,7 @@ impl Messaging for MessagingService {
             }
             Ok(pb::ListMessagesResponse {
                 messages,
-                next_page_token,
+                next_page_token: tx.view().page_token(&next_page_token),
             })
         })
         .await
@@ -192,15 +214,20 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesWrite)?;
-            let (thread_id, body, key) = (
+            let (thread_id, body, key, kind) = (
                 validate::id("thread_id", &r.thread_id),
                 validate::body("body", &r.body),
                 validate::idempotency_key("idempotency_key", &r.idempotency_key),
+                r.card
+                    .as_ref()
+                    .map(|c| validate::card("card", c))
+                    .transpose(),
             )
                 .all()?;
+            may_send_card(tx, &grant, kind)?;
             let thread = covered_thread(tx, &grant, thread_id)?;
             tx.idempotent(key, &r, |tx| {
-                let message = new_message(tx, &grant, &thread.id, body);
+                let message = new_message(tx, &grant, &thread.id, body, r.card.clone());
                 tx.repo.insert_message(&message)?;
                 tx.touches(&message.id);
                 Ok(convert::sent_message(&message, &tx.view()))
@@ -218,13 +245,18 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::MessagesWrite)?;
-            let (participants, title, body, key) = (
+            let (participants, title, body, key, kind) = (
                 validate::ids("participant_ids", &r.participant_ids, 1, 16),
                 validate::text("title", &r.title, 128),
                 validate::body("body", &r.body),
                 validate::idempotency_key("idempotency_key", &r.idempotency_key),
+                r.card
+                    .as_ref()
+                    .map(|c| validate::card("card", c))
+                    .transpose(),
             )
                 .all()?;
+            may_send_card(tx, &grant, kind)?;
             let friend_ids = tx.repo.friend_ids(&grant.user_id)?;
             let participants = rules::friends_named(&tx.view(), &participants, &friend_ids)?;
             tx.idempotent(key, &r, |tx| {
@@ -238,7 +270,7 @@ impl Messaging for MessagingService {
                     participants: members,
                 };
                 tx.repo.insert_thread(&thread)?;
-                let message = new_message(tx, &grant, &thread.id, body);
+                let message = new_message(tx, &grant, &thread.id, body, r.card.clone());
                 tx.repo.insert_message(&message)?;
                 tx.touches(&thread.id);
                 tx.touches(&message.id);
@@ -293,7 +325,7 @@ impl Messaging for MessagingService {
         let r = request.into_inner();
         call.read(&self.platform, move |tx| {
             let grant = tx.authorize(Scope::FriendsRead)?;
-            let page = validate::page(r.page_size, &r.page_token)?;
+            let page = validate::partner_page(r.page_size, &r.page_token, &tx.view())?;
             let rows = tx.repo.friends(&grant.user_id, page)?;
             let view = tx.view();
             let (friends, next_page_token) =
@@ -306,7 +338,7 @@ impl Messaging for MessagingService {
                 });
             Ok(pb::ListFriendsResponse {
                 friends,
-                next_page_token,
+                next_page_token: tx.view().page_token(&next_page_token),
             })
         })
         .await

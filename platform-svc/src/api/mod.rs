@@ -229,6 +229,7 @@ pub(crate) mod testing {
                 description: "share".into(),
                 scopes,
                 retired: false,
+                card_kinds: Vec::new(),
             })?;
             repo.insert_user(
                 &User {

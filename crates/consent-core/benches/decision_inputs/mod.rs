@@ -37,6 +37,7 @@ pub fn decision_inputs() -> (Grant, Partner, Feature, LifetimePolicy) {
         description: String::new(),
         scopes: grant.scopes,
         retired: false,
+        card_kinds: Vec::new(),
     };
     let policy = LifetimePolicy {
         max_lifetime_ms: i64::MAX,

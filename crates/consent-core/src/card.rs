@@ -1,0 +1,299 @@
+//! Cards: the typed content a message may carry besides its text (a track, a video, a
+//! shared folder, a transfer receipt), the checks every card passes, and which kinds a
+//! partner may send: those its feature declares.
+
+use crate::denial::{Denied, FieldViolation, Reason};
+use consent_proto::platform::v1 as pb;
+pub use pb::CardKind;
+use pb::card::Kind;
+
+/// Longest title, artist, name.
+const MOST_NAME_BYTES: usize = 200;
+/// Longest link.
+const MOST_LINK_BYTES: usize = 2048;
+/// Longest receipt reference.
+const MOST_REFERENCE_BYTES: usize = 64;
+/// Longest track or video, in seconds.
+const MOST_SECONDS: u32 = 86_400;
+/// Most items in a shared folder.
+const MOST_ITEMS: u32 = 1_000_000;
+/// Largest amount, in minor units.
+const MOST_MINOR_UNITS: i64 = 1_000_000_000_000_000;
+
+/// The ISO 4217 currencies a receipt may be in.
+pub const CURRENCIES: &[&str] = &[
+    "AUD", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF", "INR", "JPY",
+    "KRW", "MXN", "NOK", "NZD", "PLN", "SEK", "SGD", "TRY", "USD", "ZAR",
+];
+
+/// The kind of `card`, if it holds one.
+pub fn kind_of(card: &pb::Card) -> Option<CardKind> {
+    Some(match card.kind.as_ref()? {
+        Kind::Track(_) => CardKind::Track,
+        Kind::Video(_) => CardKind::Video,
+        Kind::Folder(_) => CardKind::Folder,
+        Kind::Receipt(_) => CardKind::Receipt,
+    })
+}
+
+/// The checks of a card sent as `field`: every bad field of it named (`card.track.link`),
+/// or its kind.
+pub fn check(field: &str, card: &pb::Card) -> Result<CardKind, Vec<FieldViolation>> {
+    let mut bad = Vec::new();
+    let mut at = |name: &str, problem: Option<String>| {
+        if let Some(problem) = problem {
+            bad.push(FieldViolation::new(format!("{field}.{name}"), problem));
+        }
+    };
+    let kind = match &card.kind {
+        None => {
+            at(
+                "kind",
+                Some("a card holds a track, a video, a folder or a receipt".into()),
+            );
+            CardKind::Unspecified
+        }
+        Some(Kind::Track(t)) => {
+            at("track.title", name(&t.title));
+            at("track.artist", name(&t.artist));
+            at("track.link", link(&t.link));
+            at("track.duration_seconds", seconds(t.duration_seconds));
+            CardKind::Track
+        }
+        Some(Kind::Video(v)) => {
+            at("video.title", name(&v.title));
+            at("video.link", link(&v.link));
+            at("video.duration_seconds", seconds(v.duration_seconds));
+            CardKind::Video
+        }
+        Some(Kind::Folder(f)) => {
+            at("folder.name", name(&f.name));
+            at("folder.link", link(&f.link));
+            at(
+                "folder.item_count",
+                (f.item_count > MOST_ITEMS).then(|| format!("must be at most {MOST_ITEMS}")),
+            );
+            CardKind::Folder
+        }
+        Some(Kind::Receipt(r)) => {
+            match &r.amount {
+                None => at("receipt.amount", Some("is required".into())),
+                Some(amount) => {
+                    at("receipt.amount.currency", currency(&amount.currency));
+                    at(
+                        "receipt.amount.minor_units",
+                        minor_units(amount.minor_units),
+                    );
+                }
+            }
+            at(
+                "receipt.reference",
+                bounded_text(&r.reference, MOST_REFERENCE_BYTES),
+            );
+            at(
+                "receipt.date",
+                r.date.is_none().then(|| "is required".to_string()),
+            );
+            CardKind::Receipt
+        }
+    };
+    if bad.is_empty() { Ok(kind) } else { Err(bad) }
+}
+
+/// Refuses a card of `kind` from a feature that does not declare it (a bank's receipts
+/// feature cannot post a folder).
+pub fn may_send(declared: &[CardKind], kind: CardKind) -> Result<(), Denied> {
+    if declared.contains(&kind) {
+        Ok(())
+    } else {
+        Err(Denied::new(
+            Reason::CardKindNotDeclared,
+            format!(
+                "this feature does not send {} cards",
+                kind.as_str_name()
+                    .trim_start_matches("CARD_KIND_")
+                    .to_lowercase()
+            ),
+        ))
+    }
+}
+
+fn name(value: &str) -> Option<String> {
+    bounded_text(value, MOST_NAME_BYTES)
+}
+
+fn bounded_text(value: &str, most: usize) -> Option<String> {
+    if value.trim().is_empty() {
+        Some("is required".into())
+    } else if value.len() > most {
+        Some(format!("must be at most {most} bytes"))
+    } else if value.chars().any(char::is_control) {
+        Some("must not hold control characters".into())
+    } else {
+        None
+    }
+}
+
+/// An `https` URL with a host, no user information, at most [`MOST_LINK_BYTES`].
+fn link(value: &str) -> Option<String> {
+    if value.len() > MOST_LINK_BYTES {
+        return Some(format!("must be at most {MOST_LINK_BYTES} bytes"));
+    }
+    let Ok(url) = url::Url::parse(value) else {
+        return Some("is not a URL".into());
+    };
+    if url.scheme() != "https" {
+        Some("must be an https URL".into())
+    } else if url.host_str().is_none_or(str::is_empty) {
+        Some("must name a host".into())
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("must not carry user information".into())
+    } else {
+        None
+    }
+}
+
+fn seconds(value: u32) -> Option<String> {
+    (value > MOST_SECONDS).then(|| format!("must be at most {MOST_SECONDS}"))
+}
+
+fn currency(code: &str) -> Option<String> {
+    (!CURRENCIES.contains(&code))
+        .then(|| "is not a currency the platform knows (ISO 4217, e.g. EUR)".into())
+}
+
+fn minor_units(value: i64) -> Option<String> {
+    if value <= 0 {
+        Some("must be positive".into())
+    } else if value > MOST_MINOR_UNITS {
+        Some(format!("must be at most {MOST_MINOR_UNITS}"))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(link: &str) -> pb::Card {
+        pb::Card {
+            kind: Some(Kind::Track(pb::Track {
+                title: "Blue in Green".into(),
+                artist: "Miles Davis".into(),
+                link: link.into(),
+                duration_seconds: 337,
+            })),
+        }
+    }
+
+    fn fields(result: Result<CardKind, Vec<FieldViolation>>) -> Vec<String> {
+        result.unwrap_err().into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn each_kind_passes_when_well_formed() {
+        assert_eq!(
+            check("card", &track("https://music.example/t/1")),
+            Ok(CardKind::Track)
+        );
+        let video = pb::Card {
+            kind: Some(Kind::Video(pb::Video {
+                title: "Kind of Blue".into(),
+                link: "https://video.example/v/9".into(),
+                duration_seconds: 0,
+            })),
+        };
+        assert_eq!(check("card", &video), Ok(CardKind::Video));
+        let folder = pb::Card {
+            kind: Some(Kind::Folder(pb::SharedFolder {
+                name: "Holiday photos".into(),
+                item_count: 120,
+                link: "https://files.example/f/7".into(),
+            })),
+        };
+        assert_eq!(check("card", &folder), Ok(CardKind::Folder));
+        assert_eq!(check("card", &receipt("EUR", 2000)), Ok(CardKind::Receipt));
+    }
+
+    fn receipt(currency: &str, minor_units: i64) -> pb::Card {
+        pb::Card {
+            kind: Some(Kind::Receipt(pb::TransferReceipt {
+                amount: Some(pb::Money {
+                    currency: currency.into(),
+                    minor_units,
+                }),
+                reference: "TX-42".into(),
+                date: Some(prost_types::Timestamp::default()),
+            })),
+        }
+    }
+
+    #[test]
+    fn links_are_https_urls_with_a_host_and_nothing_else() {
+        for bad in [
+            "http://music.example/t/1",
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "https://user:pw@music.example/",
+            "not a url",
+            "",
+        ] {
+            assert_eq!(
+                fields(check("card", &track(bad))),
+                ["card.track.link"],
+                "{bad}"
+            );
+        }
+        let long = format!("https://music.example/{}", "a".repeat(MOST_LINK_BYTES));
+        assert_eq!(fields(check("card", &track(&long))), ["card.track.link"]);
+    }
+
+    #[test]
+    fn a_receipt_names_every_bad_field() {
+        assert_eq!(
+            fields(check("card", &receipt("XXX", -5))),
+            [
+                "card.receipt.amount.currency",
+                "card.receipt.amount.minor_units"
+            ]
+        );
+        assert_eq!(
+            fields(check("card", &receipt("EUR", 0))),
+            ["card.receipt.amount.minor_units"]
+        );
+        let bare = pb::Card {
+            kind: Some(Kind::Receipt(pb::TransferReceipt::default())),
+        };
+        assert_eq!(
+            fields(check("card", &bare)),
+            [
+                "card.receipt.amount",
+                "card.receipt.reference",
+                "card.receipt.date"
+            ]
+        );
+        assert_eq!(fields(check("card", &pb::Card::default())), ["card.kind"]);
+        let oversized = pb::Card {
+            kind: Some(Kind::Folder(pb::SharedFolder {
+                name: "n".repeat(MOST_NAME_BYTES + 1),
+                item_count: MOST_ITEMS + 1,
+                link: "https://files.example/f".into(),
+            })),
+        };
+        assert_eq!(
+            fields(check("card", &oversized)),
+            ["card.folder.name", "card.folder.item_count"]
+        );
+    }
+
+    #[test]
+    fn a_feature_sends_only_the_kinds_it_declares() {
+        let bank = [CardKind::Receipt];
+        assert!(may_send(&bank, CardKind::Receipt).is_ok());
+        let refused = may_send(&bank, CardKind::Folder).unwrap_err();
+        assert_eq!(refused.reason, Reason::CardKindNotDeclared);
+        assert!(refused.message.contains("folder"), "{}", refused.message);
+        assert!(may_send(&[], CardKind::Track).is_err());
+    }
+}

@@ -1,0 +1,263 @@
+//! Typed content: each kind of card accepted from a feature that declares it and shown to
+//! the thread's people as what it is; each malformed card refused with its field; a card
+//! of a kind the feature does not declare refused with its own reason; nothing written.
+
+use consent_proto::platform::v1 as pb;
+use end_to_end::{Scenario, assert_invalid_fields, assert_refused, bearer};
+use pb::card::Kind;
+use tonic::Code;
+
+fn track(link: &str) -> pb::Card {
+    pb::Card {
+        kind: Some(Kind::Track(pb::Track {
+            title: "Blue in Green".into(),
+            artist: "Miles Davis".into(),
+            link: link.into(),
+            duration_seconds: 337,
+        })),
+    }
+}
+
+fn video() -> pb::Card {
+    pb::Card {
+        kind: Some(Kind::Video(pb::Video {
+            title: "Kind of Blue, the documentary".into(),
+            link: "https://video.example/v/9".into(),
+            duration_seconds: 3600,
+        })),
+    }
+}
+
+fn folder(name: &str) -> pb::Card {
+    pb::Card {
+        kind: Some(Kind::Folder(pb::SharedFolder {
+            name: name.into(),
+            item_count: 120,
+            link: "https://files.example/f/7".into(),
+        })),
+    }
+}
+
+fn receipt(currency: &str, minor_units: i64) -> pb::Card {
+    pb::Card {
+        kind: Some(Kind::Receipt(pb::TransferReceipt {
+            amount: Some(pb::Money {
+                currency: currency.into(),
+                minor_units,
+            }),
+            reference: "TX-42".into(),
+            date: Some(consent_core::clock::timestamp(1_764_000_000_000)),
+        })),
+    }
+}
+
+fn send(thread_id: &str, key: &str, card: pb::Card) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        thread_id: thread_id.into(),
+        body: "for you".into(),
+        idempotency_key: key.into(),
+        card: Some(card),
+    }
+}
+
+/// alice's messages in the family thread, as her own client shows them.
+async fn family_messages(s: &Scenario) -> Vec<pb::Message> {
+    s.platform
+        .account()
+        .await
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: s.family_thread.clone(),
+                page_size: 100,
+                page_token: String::new(),
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+}
+
+#[tokio::test]
+async fn each_kind_of_card_goes_through_from_the_feature_that_declares_it() {
+    let s = Scenario::new().await;
+    let mut sent = Vec::new();
+    for (partner, feature, card) in [
+        ("files", "share-folders", folder("Holiday photos")),
+        ("bank", "receipts", receipt("EUR", 2000)),
+        ("video", "recommend", video()),
+    ] {
+        let mut client = s.platform.partner(partner).await;
+        let (token, grant) = s.family_grant(&mut client, &s.alice, feature).await;
+        let message = client
+            .messaging
+            .send_message(bearer(
+                send(&grant.thread_ids[0], partner, card.clone()),
+                &token,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{partner}: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            message.card.as_ref(),
+            Some(&card),
+            "{partner} sees what it sent"
+        );
+        sent.push(card);
+    }
+    // A track, in a thread the music app starts with bob.
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    let started = music
+        .messaging
+        .start_thread(bearer(
+            pb::StartThreadRequest {
+                participant_ids: vec![music.shown.handle(&s.bob.id)],
+                title: "tracks".into(),
+                body: "listen".into(),
+                idempotency_key: "t1".into(),
+                card: Some(track("https://music.example/t/1")),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        started.message.unwrap().card,
+        Some(track("https://music.example/t/1"))
+    );
+
+    // alice's own client shows each card as what it is.
+    let shown: Vec<pb::Card> = family_messages(&s)
+        .await
+        .into_iter()
+        .filter_map(|m| m.card)
+        .collect();
+    assert_eq!(shown, sent);
+}
+
+#[tokio::test]
+async fn a_malformed_card_is_refused_naming_every_bad_field_and_nothing_is_written() {
+    let s = Scenario::new().await;
+    let mut bank = s.platform.partner("bank").await;
+    let (token, grant) = s.family_grant(&mut bank, &s.alice, "receipts").await;
+    let thread = &grant.thread_ids[0];
+    let before = family_messages(&s).await.len();
+    let cases: Vec<(pb::Card, Vec<&str>)> = vec![
+        (
+            receipt("EUR", -500),
+            vec!["card.receipt.amount.minor_units"],
+        ),
+        (receipt("XYZ", 100), vec!["card.receipt.amount.currency"]),
+        (
+            receipt("BTC", 0),
+            vec![
+                "card.receipt.amount.currency",
+                "card.receipt.amount.minor_units",
+            ],
+        ),
+        (
+            pb::Card {
+                kind: Some(Kind::Receipt(pb::TransferReceipt::default())),
+            },
+            vec![
+                "card.receipt.amount",
+                "card.receipt.reference",
+                "card.receipt.date",
+            ],
+        ),
+        (pb::Card::default(), vec!["card.kind"]),
+    ];
+    for (n, (card, fields)) in cases.into_iter().enumerate() {
+        let err = bank
+            .messaging
+            .send_message(bearer(send(thread, &format!("k{n}"), card), &token))
+            .await
+            .unwrap_err();
+        assert_invalid_fields(&err, &fields);
+    }
+    // Links are https only, whatever the kind; an oversized card is refused by its field.
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    for (card, fields) in [
+        (track("http://music.example/t/1"), vec!["card.track.link"]),
+        (track("javascript:alert(1)"), vec!["card.track.link"]),
+        (
+            track(&format!("https://music.example/{}", "a".repeat(3000))),
+            vec!["card.track.link"],
+        ),
+    ] {
+        let err = music
+            .messaging
+            .start_thread(bearer(
+                pb::StartThreadRequest {
+                    participant_ids: vec![music.shown.handle(&s.bob.id)],
+                    title: "t".into(),
+                    body: "b".into(),
+                    idempotency_key: "k".into(),
+                    card: Some(card),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_invalid_fields(&err, &fields);
+    }
+    let mut files = s.platform.partner("files").await;
+    let (token, grant) = s.family_grant(&mut files, &s.alice, "share-folders").await;
+    let err = files
+        .messaging
+        .send_message(bearer(
+            send(&grant.thread_ids[0], "f", folder(&"n".repeat(201))),
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_invalid_fields(&err, &["card.folder.name"]);
+    assert_eq!(family_messages(&s).await.len(), before, "nothing written");
+}
+
+#[tokio::test]
+async fn a_card_of_a_kind_the_feature_does_not_declare_is_refused() {
+    let s = Scenario::new().await;
+    let mut bank = s.platform.partner("bank").await;
+    let (token, grant) = s.family_grant(&mut bank, &s.alice, "receipts").await;
+    let before = family_messages(&s).await.len();
+    for (n, card) in [folder("Statements"), track("https://music.example/t/1")]
+        .into_iter()
+        .enumerate()
+    {
+        let err = bank
+            .messaging
+            .send_message(bearer(
+                send(&grant.thread_ids[0], &format!("k{n}"), card),
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_refused(&err, Code::PermissionDenied, "CARD_KIND_NOT_DECLARED");
+    }
+    assert_eq!(family_messages(&s).await.len(), before, "nothing written");
+
+    // A feature declares each kind once, of the kinds there are.
+    let mut operator = s.platform.operator().await;
+    let err = operator
+        .register_partner(pb::RegisterPartnerRequest {
+            partner_id: "rogue".into(),
+            display_name: "Rogue".into(),
+            allowed_scopes: vec![pb::Scope::MessagesWrite as i32],
+            features: vec![pb::Feature {
+                name: "spam".into(),
+                description: "spam".into(),
+                scopes: vec![pb::Scope::MessagesWrite as i32],
+                retired: false,
+                card_kinds: vec![pb::CardKind::Track as i32, 99],
+            }],
+            redirect_uris: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_fields(&err, &["features[0].card_kinds[1]"]);
+}
