@@ -136,6 +136,19 @@ async fn each_kind_of_card_goes_through_from_the_feature_that_declares_it() {
         .filter_map(|m| m.card)
         .collect();
     assert_eq!(shown, sent);
+
+    // And the platform's conversation page shows each as what it is, links as links.
+    let browser = end_to_end::browser::Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let page = browser.get(&format!("/threads/{}", s.family_thread)).await;
+    for text in [
+        "Shared folder: Holiday photos (120 items)",
+        "href=\"https://files.example/f/7\"",
+        "Transfer receipt: EUR 20.00, reference TX-42",
+        "Video: Kind of Blue, the documentary (60:00)",
+    ] {
+        assert!(page.body.contains(text), "{text} in {}", page.body);
+    }
 }
 
 #[tokio::test]
@@ -187,6 +200,16 @@ async fn a_malformed_card_is_refused_naming_every_bad_field_and_nothing_is_writt
         (
             track(&format!("https://music.example/{}", "a".repeat(3000))),
             vec!["card.track.link"],
+        ),
+        (
+            pb::Card {
+                kind: Some(Kind::Video(pb::Video {
+                    title: String::new(),
+                    link: "https://video.example/v/1".into(),
+                    duration_seconds: 90_000,
+                })),
+            },
+            vec!["card.video.title", "card.video.duration_seconds"],
         ),
     ] {
         let err = music

@@ -64,7 +64,7 @@ enum Command {
         #[arg(long, default_value = "ops")]
         operator: String,
         /// A partner id (repeat for each partner).
-        #[arg(long = "partner", default_values = ["music", "video", "bank"])]
+        #[arg(long = "partner", default_values = ["music", "video", "files", "bank", "search"])]
         partners: Vec<String>,
         /// Give the private keys to this user and group (`UID:GID`), e.g. the user the
         /// container images run as (`10001:10001`); needs the right to change owners.

@@ -81,16 +81,9 @@ impl ComposeStack {
         let port = crate::processes::free_port;
         let (partner, operator, user) = (loopback(port()), loopback(port()), loopback(port()));
         let web = loopback(port());
-        let partners = vec![
-            ("music", loopback(port())),
-            ("video", loopback(port())),
-            ("bank", loopback(port())),
-        ];
-        let partner_webs = vec![
-            ("music", loopback(port())),
-            ("video", loopback(port())),
-            ("bank", loopback(port())),
-        ];
+        let services = crate::processes::PROFILES;
+        let partners: Vec<_> = services.iter().map(|s| (*s, loopback(port()))).collect();
+        let partner_webs: Vec<_> = services.iter().map(|s| (*s, loopback(port()))).collect();
         let mut env = vec![
             (
                 "PKI_DIR".to_string(),

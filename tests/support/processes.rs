@@ -16,7 +16,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 /// Trust domain of the process harness's PKI.
 pub const TRUST_DOMAIN: &str = "consent.local";
 /// The partners of the shipped profiles.
-pub const PROFILES: &[&str] = &["music", "video", "bank"];
+pub const PROFILES: &[&str] = &["music", "video", "files", "bank", "search"];
 
 /// The shipped partner profile for `id`.
 pub fn profile(id: &str) -> PathBuf {

@@ -17,7 +17,8 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::processes::{PROFILES, WorkDir, profile};
-use crate::world::{share_in_thread, share_with_friend};
+use crate::world::{share_in_thread, share_with_friend, with_card};
+use pb::card::Kind;
 
 /// What a partner holds for a user, read from its own store.
 pub trait PartnerData {
@@ -150,6 +151,27 @@ impl Story {
         );
     }
     /// A step that must be refused with `code` and `reason`.
+    /// Expects `INVALID_ARGUMENT` whose `BadRequest` names `field`.
+    pub fn invalid<T>(&mut self, what: &str, result: Result<T, Status>, field: &str) {
+        self.steps += 1;
+        let named = result.as_ref().err().is_some_and(|status| {
+            status.code() == Code::InvalidArgument
+                && status
+                    .get_error_details()
+                    .bad_request()
+                    .is_some_and(|b| b.field_violations.iter().any(|v| v.field == field))
+        });
+        if named {
+            println!("   refused  {what}: InvalidArgument naming {field}");
+        } else {
+            self.failures += 1;
+            println!(
+                "   FAILED   {what}: expected InvalidArgument naming {field}, got {result:?}",
+                result = result.err()
+            );
+        }
+    }
+
     pub fn refused<T>(&mut self, what: &str, result: Result<T, Status>, code: Code, reason: &str) {
         self.steps += 1;
         match result {
@@ -176,6 +198,35 @@ impl Story {
             }
         }
     }
+}
+
+/// alice's friends, as a partner's front end asks for them.
+fn alices_friends() -> app::ListFriendsRequest {
+    app::ListFriendsRequest {
+        user_name: "alice".into(),
+        ..Default::default()
+    }
+}
+
+/// alice's inbox in a thread, as a partner's front end asks for it.
+fn alices_inbox(thread_id: &str) -> app::InboxRequest {
+    app::InboxRequest {
+        user_name: "alice".into(),
+        thread_id: thread_id.into(),
+        ..Default::default()
+    }
+}
+
+/// A transfer receipt of `cents` euro cents.
+fn receipt_card(cents: i64) -> Kind {
+    Kind::Receipt(pb::TransferReceipt {
+        amount: Some(pb::Money {
+            currency: "EUR".into(),
+            minor_units: cents,
+        }),
+        reference: "TX-2026-1204".into(),
+        date: Some(consent_core::clock::timestamp(1_764_806_400_000)),
+    })
 }
 
 /// Card kinds by their names in a profile (`track`, …).
@@ -709,6 +760,10 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         client(video_addr, "video").await,
         client(bank_addr, "bank").await,
     );
+    let (mut files, mut search) = (
+        client(stack.partner("files").api, "files").await,
+        client(stack.partner("search").api, "search").await,
+    );
 
     let mut account = AccountClient::new(work.channel(stack.user, None).await.expect("account"));
     let crate::Family {
@@ -759,6 +814,31 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         "the bank names the thread by an id of its own",
         bank_threads.len() == 1 && bank_family != family,
     );
+    let files_threads = connect(
+        story,
+        &mut files,
+        &mut account,
+        &alice,
+        "Files",
+        vec![family.clone()],
+        all.clone(),
+    )
+    .await;
+    let files_family = files_threads.first().cloned().unwrap_or_default();
+    story.expect(
+        "the files app has alice's picked thread, by an id unlike the bank's",
+        files_threads.len() == 1 && files_family != bank_family,
+    );
+    connect(
+        story,
+        &mut search,
+        &mut account,
+        &alice,
+        "People Search",
+        Vec::new(),
+        all.clone(),
+    )
+    .await;
     // What the platform shows the music app: the handle of alice's friend bob, as a friend
     // picker would give it, and the music app's own id of the family thread.
     let music_shown = work.shown_to("music");
@@ -767,11 +847,19 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     let shared = story.check(
         "music app shares a track from alice with bob (a thread the app starts)",
         music
-            .share(share_with_friend(
-                "alice",
-                &music_shown.handle(&bob.id),
-                "Now playing: Blue in Green",
-                "track-1",
+            .share(with_card(
+                share_with_friend(
+                    "alice",
+                    &music_shown.handle(&bob.id),
+                    "Now playing",
+                    "track-1",
+                ),
+                Kind::Track(pb::Track {
+                    title: "Blue in Green".into(),
+                    artist: "Miles Davis".into(),
+                    link: "https://music.example/tracks/blue-in-green".into(),
+                    duration_seconds: 337,
+                }),
             ))
             .await
             .map(|r| r.into_inner()),
@@ -785,11 +873,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     if let Some(inbox) = story.check(
         "music app reads the reply in the thread it started",
         music
-            .inbox(app::InboxRequest {
-                user_name: "alice".into(),
-                thread_id: music_thread.clone(),
-                ..Default::default()
-            })
+            .inbox(alices_inbox(&music_thread))
             .await
             .map(|r| r.into_inner()),
     ) {
@@ -831,10 +915,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         .check(
             "video app lists alice's friends (friends.read)",
             video
-                .list_friends(app::ListFriendsRequest {
-                    user_name: "alice".into(),
-                    ..Default::default()
-                })
+                .list_friends(alices_friends())
                 .await
                 .map(|r| r.into_inner().friends),
         )
@@ -864,36 +945,133 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     story.check(
         "video app recommends a video to carol, by her handle",
         video
-            .share(share_with_friend(
-                "alice",
-                &carol_handle,
-                "Watch: a documentary on Miles Davis",
-                "rec-1",
+            .share(with_card(
+                share_with_friend("alice", &carol_handle, "Watch this", "rec-1"),
+                Kind::Video(pb::Video {
+                    title: "Miles Davis: Birth of the Cool".into(),
+                    link: "https://video.example/watch/birth-of-the-cool".into(),
+                    duration_seconds: 6900,
+                }),
+            ))
+            .await,
+    );
+    let search_friends = story
+        .check(
+            "people search shows alice's friends in her results (friends.read)",
+            search
+                .list_friends(alices_friends())
+                .await
+                .map(|r| r.into_inner().friends),
+        )
+        .unwrap_or_default();
+    for f in &search_friends {
+        story.note(&format!(
+            "[People Search shows] {}",
+            match f.display_name.as_str() {
+                "" => format!(
+                    "{} (a friend who keeps her or his name from apps)",
+                    f.user_id
+                ),
+                name => format!("{name} ({})", f.user_id),
+            }
+        ));
+    }
+    story.expect(
+        "bob, who did not allow it, has no name in the search app; carol has hers",
+        search_friends.len() == 2
+            && search_friends
+                .iter()
+                .any(|f| f.display_name.is_empty() && f.user_id.starts_with("anon_"))
+            && search_friends.iter().any(|f| f.display_name == "CAROL")
+            && search_friends
+                .iter()
+                .all(|f| !friends.iter().any(|v| v.user_id == f.user_id)),
+    );
+    story.check(
+        "files app shares a folder into the thread alice picked",
+        files
+            .share(with_card(
+                share_in_thread("alice", &files_family, "The photos from Sunday", "f-1"),
+                Kind::Folder(pb::SharedFolder {
+                    name: "Sunday lunch".into(),
+                    item_count: 42,
+                    link: "https://files.example/s/sunday-lunch".into(),
+                }),
             ))
             .await,
     );
     let receipt = story.check(
         "bank sends a transfer receipt into the family thread",
-        bank.share(share_in_thread(
-            "alice",
-            &bank_family,
-            "Receipt: you sent Bob 20.00 EUR",
-            "tx-1",
+        bank.share(with_card(
+            share_in_thread("alice", &bank_family, "You sent Bob 20.00 EUR", "tx-1"),
+            receipt_card(2000),
         ))
         .await
         .map(|r| r.into_inner()),
     );
+    let cards: Vec<String> = account
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                thread_id: family.clone(),
+                page_size: 100,
+                ..Default::default()
+            },
+            &alice.session,
+        ))
+        .await
+        .map(|r| r.into_inner().messages)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m.card.as_ref().and_then(consent_core::card::describe))
+        .map(|(text, link)| format!("{text} {link}"))
+        .collect();
+    for card in &cards {
+        story.note(&format!("[platform app shows alice] {card}"));
+    }
+    story.expect(
+        "alice's own app shows the folder and the receipt as what they are",
+        cards.len() == 2,
+    );
 
     story.act("3. Forbidden acts are refused, with their reason");
     story.refused(
+        "files app tries to read the thread it shared into",
+        files.inbox(alices_inbox(&files_family)).await,
+        Code::PermissionDenied,
+        "SCOPE_MISSING",
+    );
+    story.refused(
+        "bank tries to post a folder",
+        bank.share(with_card(
+            share_in_thread("alice", &bank_family, "Statements", "tx-folder"),
+            Kind::Folder(pb::SharedFolder {
+                name: "Statements".into(),
+                item_count: 12,
+                link: "https://bank.example/statements".into(),
+            }),
+        ))
+        .await,
+        Code::PermissionDenied,
+        "CARD_KIND_NOT_DECLARED",
+    );
+    story.invalid(
+        "bank sends a receipt with a negative amount",
+        bank.share(with_card(
+            share_in_thread("alice", &bank_family, "Refund", "tx-negative"),
+            receipt_card(-500),
+        ))
+        .await,
+        "card.receipt.amount.minor_units",
+    );
+    story.refused(
+        "people search tries to read alice's messages",
+        search.inbox(alices_inbox(&family)).await,
+        Code::PermissionDenied,
+        "SCOPE_MISSING",
+    );
+    story.refused(
         "video app tries to read the family thread",
-        video
-            .inbox(app::InboxRequest {
-                user_name: "alice".into(),
-                thread_id: family.clone(),
-                ..Default::default()
-            })
-            .await,
+        video.inbox(alices_inbox(&family)).await,
         Code::PermissionDenied,
         "SCOPE_MISSING",
     );
@@ -912,11 +1090,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     story.refused(
         "music app tries to read a thread it did not start",
         music
-            .inbox(app::InboxRequest {
-                user_name: "alice".into(),
-                thread_id: music_shown.thread(&family),
-                ..Default::default()
-            })
+            .inbox(alices_inbox(&music_shown.thread(&family)))
             .await,
         Code::PermissionDenied,
         "THREAD_NOT_COVERED",

@@ -197,6 +197,14 @@ pub fn share_with_friend(
 }
 
 /// A share from `user` into an existing thread.
+/// `share` with `card`.
+pub fn with_card(share: app::ShareRequest, card: pb::card::Kind) -> app::ShareRequest {
+    app::ShareRequest {
+        card: Some(pb::Card { kind: Some(card) }),
+        ..share
+    }
+}
+
 pub fn share_in_thread(
     user: &str,
     thread_id: &str,

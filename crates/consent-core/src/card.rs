@@ -26,6 +26,9 @@ pub const CURRENCIES: &[&str] = &[
     "KRW", "MXN", "NOK", "NZD", "PLN", "SEK", "SGD", "TRY", "USD", "ZAR",
 ];
 
+/// Of [`CURRENCIES`], those whose minor unit is the unit itself.
+const WHOLE_UNIT_CURRENCIES: &[&str] = &["JPY", "KRW"];
+
 /// The kind of `card`, if it holds one.
 pub fn kind_of(card: &pb::Card) -> Option<CardKind> {
     Some(match card.kind.as_ref()? {
@@ -116,6 +119,45 @@ pub fn may_send(declared: &[CardKind], kind: CardKind) -> Result<(), Denied> {
             ),
         ))
     }
+}
+
+/// A card in words, and the link it carries (https, checked when it was sent), as the
+/// platform's and partners' pages show it.
+pub fn describe(card: &pb::Card) -> Option<(String, &str)> {
+    let minutes = |s: u32| format!("{}:{:02}", s / 60, s % 60);
+    Some(match card.kind.as_ref()? {
+        Kind::Track(t) => (
+            format!(
+                "Track: {} by {} ({})",
+                t.title,
+                t.artist,
+                minutes(t.duration_seconds)
+            ),
+            t.link.as_str(),
+        ),
+        Kind::Video(v) => (
+            format!("Video: {} ({})", v.title, minutes(v.duration_seconds)),
+            v.link.as_str(),
+        ),
+        Kind::Folder(f) => (
+            format!("Shared folder: {} ({} items)", f.name, f.item_count),
+            f.link.as_str(),
+        ),
+        Kind::Receipt(r) => {
+            let amount = r.amount.as_ref().map_or(String::new(), |a| {
+                if WHOLE_UNIT_CURRENCIES.contains(&a.currency.as_str()) {
+                    format!("{} {}", a.currency, a.minor_units)
+                } else {
+                    let (units, cents) = (a.minor_units / 100, a.minor_units % 100);
+                    format!("{} {units}.{cents:02}", a.currency)
+                }
+            });
+            (
+                format!("Transfer receipt: {amount}, reference {}", r.reference),
+                "",
+            )
+        }
+    })
 }
 
 fn name(value: &str) -> Option<String> {
@@ -285,6 +327,25 @@ mod tests {
             fields(check("card", &oversized)),
             ["card.folder.name", "card.folder.item_count"]
         );
+    }
+
+    #[test]
+    fn cards_read_as_what_they_are() {
+        let shared = track("https://music.example/t/1");
+        let (text, link) = describe(&shared).unwrap();
+        assert_eq!(text, "Track: Blue in Green by Miles Davis (5:37)");
+        assert_eq!(link, "https://music.example/t/1");
+        let paid = receipt("EUR", 2005);
+        let (text, link) = describe(&paid).unwrap();
+        assert_eq!(
+            (text.as_str(), link),
+            ("Transfer receipt: EUR 20.05, reference TX-42", "")
+        );
+        assert_eq!(
+            describe(&receipt("JPY", 500)).unwrap().0,
+            "Transfer receipt: JPY 500, reference TX-42"
+        );
+        assert!(describe(&pb::Card::default()).is_none());
     }
 
     #[test]

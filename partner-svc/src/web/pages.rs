@@ -104,6 +104,12 @@ pub fn home(view: &Home<'_>, csrf: &str) -> Markup {
                         li {
                             strong { (m.sender) } ": "
                             @if m.redacted { em { "(hidden by its author)" } } @else { (m.body) }
+                            @if let Some((text, link)) = m.card.as_ref().and_then(consent_core::card::describe) {
+                                " " span.card {
+                                    (text)
+                                    @if !link.is_empty() { " " a href=(link) rel="noopener noreferrer" { "open" } }
+                                }
+                            }
                             @if deletes {
                                 form.inline method="post" action="/unsend" {
                                     (hidden_csrf(csrf))

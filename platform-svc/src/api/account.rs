@@ -325,6 +325,16 @@ fn throttled(wait_ms: i64) -> ApiError {
 
 /// A grant in one sentence of the consent receipt.
 pub fn receipt_summary(partner_name: &str, grant: &Grant) -> String {
+    let scopes = grant.scopes.names();
+    if grant
+        .scopes
+        .iter()
+        .all(|s| s == consent_core::model::Scope::FriendsRead)
+    {
+        return format!(
+            "{partner_name} may use {scopes}: your friends list, each friend by name only if they allow it, until you revoke it or it ends."
+        );
+    }
     let threads = match grant.coverage {
         Coverage::All => "all your threads".to_string(),
         Coverage::Listed => format!("{} listed thread(s)", grant.thread_ids.len()),
@@ -336,8 +346,7 @@ pub fn receipt_summary(partner_name: &str, grant: &Grant) -> String {
         "only messages from now on"
     };
     format!(
-        "{partner_name} may use {} on {threads}, {history}, until you revoke it or it ends.",
-        grant.scopes.names()
+        "{partner_name} may use {scopes} on {threads}, {history}, until you revoke it or it ends."
     )
 }
 

@@ -64,6 +64,7 @@ pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHead
         .route("/grants/{grant_id}/revoke", post(grants::revoke))
         .route("/access-log", get(my_data::access_log))
         .route("/threads", get(my_data::threads))
+        .route("/threads/{thread_id}", get(my_data::conversation))
         .route("/privacy", get(my_data::privacy).post(my_data::set_privacy))
         .with_state(state);
     consent_tls::https::secured(pages, "")

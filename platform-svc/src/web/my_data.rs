@@ -122,6 +122,37 @@ pub async fn threads(
     pages::threads(&rows, &next_page).into_response()
 }
 
+/// `GET /threads/{thread}`: a conversation's messages, each card shown as what it is.
+pub async fn conversation(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Path(thread_id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let Some(token) = session::token(&jar) else {
+        return sign_in_then("/threads");
+    };
+    let listed = state
+        .account
+        .list_messages(with_bearer(
+            pb::ListMessagesRequest {
+                thread_id: thread_id.clone(),
+                page_size: 50,
+                page_token: query.page,
+            },
+            &token,
+        ))
+        .await;
+    match listed {
+        Ok(listed) => {
+            let listed = listed.into_inner();
+            pages::conversation(&thread_id, &listed.messages, &listed.next_page_token)
+                .into_response()
+        }
+        Err(status) => refused(&status),
+    }
+}
+
 /// `GET /privacy`: my settings, as a form.
 pub async fn privacy(State(state): State<WebState>, jar: CookieJar) -> Response {
     let user = match session::user(&state, &jar).await {

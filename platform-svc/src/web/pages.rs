@@ -3,6 +3,7 @@
 use super::authorize::ConsentView;
 use super::grants::{GrantRow, GrantsView};
 use crate::error::ApiError;
+use consent_core::card;
 use consent_core::model::{Coverage, Grant, GrantState, Scope, ScopeSet, User};
 use consent_proto::platform::v1 as pb;
 use maud::{DOCTYPE, Markup, html};
@@ -288,7 +289,7 @@ pub fn threads(rows: &[(pb::Thread, Vec<pb::ThreadApp>)], next_page: &str) -> Ma
         html! {
             @if rows.is_empty() { p { "You have no conversations." } }
             @for (thread, apps) in rows {
-                h2 { (thread.title) }
+                h2 { a href={ "/threads/" (thread.thread_id) } { (thread.title) } }
                 @if apps.is_empty() { p { "No app can read it." } } @else {
                     ul { @for app in apps {
                         li {
@@ -301,6 +302,32 @@ pub fn threads(rows: &[(pb::Thread, Vec<pb::ThreadApp>)], next_page: &str) -> Ma
             }
             @if !next_page.is_empty() {
                 p { a href={ "/threads?page=" (next_page) } { "More conversations" } }
+            }
+        },
+    )
+}
+
+/// A conversation's messages, oldest first, each card as what it is.
+pub fn conversation(thread_id: &str, messages: &[pb::Message], next_page: &str) -> Markup {
+    layout(
+        "A conversation",
+        html! {
+            p { a href="/threads" { "All your conversations" } }
+            @if messages.is_empty() { p { "No messages." } }
+            ul #messages { @for m in messages {
+                li {
+                    (m.sender) ": " (m.body)
+                    @if !m.sent_by_partner.is_empty() { " " small { "(sent by " (m.sent_by_partner) ")" } }
+                    @if let Some((text, link)) = m.card.as_ref().and_then(card::describe) {
+                        div.card {
+                            (text)
+                            @if !link.is_empty() { " " a href=(link) rel="noopener noreferrer" { "open" } }
+                        }
+                    }
+                }
+            } }
+            @if !next_page.is_empty() {
+                p { a href={ "/threads/" (thread_id) "?page=" (next_page) } { "Later messages" } }
             }
         },
     )
