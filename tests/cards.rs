@@ -6,6 +6,7 @@ use consent_proto::platform::v1 as pb;
 use end_to_end::{Scenario, assert_invalid_fields, assert_refused, bearer};
 use pb::card::Kind;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 fn track(link: &str) -> pb::Card {
     pb::Card {
@@ -144,8 +145,8 @@ async fn each_kind_of_card_goes_through_from_the_feature_that_declares_it() {
     for text in [
         "Shared folder: Holiday photos (120 items)",
         "href=\"https://files.example/f/7\"",
-        "Transfer receipt: EUR 20.00, reference TX-42",
-        "Video: Kind of Blue, the documentary (60:00)",
+        "Transfer receipt: EUR 20.00 on 2025-11-24, reference TX-42",
+        "Video: Kind of Blue, the documentary (1:00:00), on video.example",
     ] {
         assert!(page.body.contains(text), "{text} in {}", page.body);
     }
@@ -283,4 +284,107 @@ async fn a_card_of_a_kind_the_feature_does_not_declare_is_refused() {
         .await
         .unwrap_err();
     assert_invalid_fields(&err, &["features[0].card_kinds[1]"]);
+}
+
+#[tokio::test]
+async fn a_card_is_checked_on_every_path_and_hidden_with_its_authors_words() {
+    let s = Scenario::new().await;
+    // StartThread refuses an undeclared kind as SendMessage does.
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    let start = |card: pb::Card, key: &str| pb::StartThreadRequest {
+        participant_ids: vec![music.shown.handle(&s.bob.id)],
+        title: "t".into(),
+        body: "b".into(),
+        idempotency_key: key.into(),
+        card: Some(card),
+    };
+    let err = music
+        .messaging
+        .start_thread(bearer(start(receipt("EUR", 100), "r"), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "CARD_KIND_NOT_DECLARED");
+    // The idempotency key covers the card: a retry with another card is refused.
+    let first = start(track("https://music.example/t/1"), "same");
+    music
+        .messaging
+        .start_thread(bearer(first, &token))
+        .await
+        .unwrap();
+    let other = start(track("https://music.example/t/2"), "same");
+    let err = music
+        .messaging
+        .start_thread(bearer(other, &token))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED");
+
+    // bob's receipt, sent through his own grant, reaches alice's listening party redacted
+    // with his words once he hides from others' apps.
+    let mut bank = s.platform.partner("bank").await;
+    let (bob_token, bob_grant) = s.family_grant(&mut bank, &s.bob, "receipts").await;
+    s.platform
+        .account()
+        .await
+        .set_privacy(bearer(
+            pb::SetPrivacyRequest {
+                hide_from_others_apps: Some(true),
+                ..Default::default()
+            },
+            &s.bob.session,
+        ))
+        .await
+        .unwrap();
+    let (party, party_grant) = s
+        .family_grant(&mut music, &s.alice, "listening-party")
+        .await;
+    bank.messaging
+        .send_message(bearer(
+            send(&bob_grant.thread_ids[0], "b1", receipt("EUR", 700)),
+            &bob_token,
+        ))
+        .await
+        .unwrap();
+    let read = music
+        .list_messages(&party_grant.thread_ids[0], &party)
+        .await
+        .unwrap()
+        .messages;
+    let bobs = read.iter().find(|m| m.redacted).expect("bob's message");
+    assert!(bobs.card.is_none() && bobs.body.is_empty(), "{bobs:?}");
+
+    // Registration: a kind declared twice, or by a feature that sends no messages.
+    let mut operator = s.platform.operator().await;
+    let feature = |card_kinds: Vec<i32>, scopes: Vec<i32>| pb::Feature {
+        name: "f".into(),
+        description: "f".into(),
+        scopes,
+        retired: false,
+        card_kinds,
+    };
+    let write = pb::Scope::MessagesWrite as i32;
+    let friends = pb::Scope::FriendsRead as i32;
+    let track_kind = pb::CardKind::Track as i32;
+    let err = operator
+        .register_partner(pb::RegisterPartnerRequest {
+            partner_id: "rogue".into(),
+            display_name: "Rogue".into(),
+            allowed_scopes: vec![write, friends],
+            features: vec![
+                feature(vec![track_kind, track_kind], vec![write]),
+                feature(vec![track_kind], vec![friends]),
+            ],
+            redirect_uris: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.get_details_bad_request().is_some_and(|b| b
+            .field_violations
+            .iter()
+            .any(|v| v.field.starts_with("features[") && v.field.contains("card_kinds"))),
+        "{err:?}"
+    );
 }

@@ -1,5 +1,5 @@
 //! Containerised end-to-end tests: the images built from this checkout, the compose stack
-//! (platform and three partners on a private network), the walkthrough's story against
+//! (platform and five partners on a private network), the walkthrough's story against
 //! it, and the faults a deployment meets: the platform stopped while partners send, the
 //! platform restarted, a partner cut off from the network, a partner killed.
 //!
@@ -120,9 +120,9 @@ async fn the_walkthrough_story_runs_against_the_containers() {
     );
     let mut story = Story::default();
     register_profiles(&mut story, &mut operator, &stack.redirect_uris()).await;
-    let partners = ["music", "video", "bank"]
-        .into_iter()
-        .map(|service| StackPartner {
+    let partners = end_to_end::processes::PROFILES
+        .iter()
+        .map(|&service| StackPartner {
             id: service,
             api: stack.partner_addr(service),
             web_origin: stack.partner_web_origin(service),

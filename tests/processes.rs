@@ -10,7 +10,7 @@ use end_to_end::processes::{PartnerProcess, ensure_built, start_partner, start_p
 use end_to_end::story::{ProcessStack, Story, tell};
 use end_to_end::world::{
     connect_alice, eventually, partner_db, share_in_thread, share_with_friend,
-    wait_for_deletion_attestation, world,
+    wait_for_deletion_attestation, with_card, world,
 };
 use pb::account_client::AccountClient;
 use std::time::Duration;
@@ -141,6 +141,38 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         .await
         .unwrap_err();
     assert_eq!(forged.code(), Code::InvalidArgument, "{forged:?}");
+    // The app refuses, before queueing, a card its feature does not send and a front-end
+    // key already used for another share.
+    let reason = |status: &tonic::Status| {
+        use tonic_types::StatusExt;
+        let reason = status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default();
+        (status.code(), reason)
+    };
+    let folder = with_card(
+        share_in_thread("alice", &shared.thread_id, "photos", "k-folder"),
+        pb::card::Kind::Folder(pb::SharedFolder {
+            name: "Photos".into(),
+            item_count: 3,
+            link: "https://files.example/f".into(),
+        }),
+    );
+    let refused = client.share(folder).await.unwrap_err();
+    assert_eq!(
+        reason(&refused),
+        (Code::PermissionDenied, "CARD_KIND_NOT_DECLARED".to_string())
+    );
+    let reused = client
+        .share(share_in_thread("alice", &shared.thread_id, "another", "k"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&reused),
+        (Code::AlreadyExists, "CLIENT_KEY_REUSED".to_string())
+    );
     let held = |music: &PartnerProcess| {
         let db = partner_db(music);
         let token: Option<String> = db

@@ -1,4 +1,4 @@
-//! The walkthrough: makes a development PKI, starts the platform and the three partner
+//! The walkthrough: makes a development PKI, starts the platform and the five partner
 //! profiles as separate processes over mutual TLS, and tells the story of consented
 //! access (see `support/story.rs`), printing what each side did and what was allowed or
 //! refused. It exits 0 only if every step behaved as told, and leaves no process running.

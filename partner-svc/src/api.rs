@@ -387,7 +387,10 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             .into());
         }
         if let Some(card) = &r.card {
-            consent_core::card::check("card", card).map_err(PartnerError::InvalidCard)?;
+            let kind =
+                consent_core::card::check("card", card).map_err(PartnerError::InvalidCard)?;
+            consent_core::card::may_send(&self.config.feature.cards, kind)
+                .map_err(|denied| PartnerError::CardNotDeclared(denied.message))?;
         }
         self.token(&name).await?;
         let share = Share {
@@ -406,11 +409,24 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             error: String::new(),
         };
         let client_key = r.client_key;
+        let asked = share.clone();
         let share = self
             .store
             .run(move |tx| store::enqueue_share(tx, &share, &client_key))
             .await
             .map_err(PartnerError::from)?;
+        // A retry names the same share; the same key for something else is refused.
+        let what = |s: &Share| {
+            (
+                s.thread_id.clone(),
+                s.friend_id.clone(),
+                s.body.clone(),
+                s.card.clone(),
+            )
+        };
+        if what(&share) != what(&asked) {
+            return Err(PartnerError::ClientKeyReused.into());
+        }
         match outbox::deliver(
             &self.store,
             &self.client,

@@ -1,6 +1,7 @@
 //! Configuration of one partner: a TOML profile (unknown keys refused) whose values
 //! `PARTNER_*` environment variables and flags may override.
 
+use consent_core::card::CardKind;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,9 +89,23 @@ pub struct Feature {
     #[serde(default)]
     pub include_history: bool,
     /// The kinds of card it shares (`track`, `video`, `folder`, `receipt`), as the operator
-    /// registers them.
-    #[serde(default)]
-    pub cards: Vec<String>,
+    /// registers them; another name is refused when the profile is read.
+    #[serde(default, deserialize_with = "card_kinds")]
+    pub cards: Vec<CardKind>,
+}
+
+fn card_kinds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CardKind>, D::Error> {
+    let names = <Vec<String> as serde::Deserialize>::deserialize(d)?;
+    names
+        .iter()
+        .map(|name| {
+            consent_core::card::kind_named(name).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{name:?} is not a kind of card (track, video, folder, receipt)"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// How to reach the platform.

@@ -19,6 +19,12 @@ pub enum PartnerError {
     /// A shared card has bad fields (each named, as the platform would).
     #[error("the card has bad fields")]
     InvalidCard(Vec<consent_core::denial::FieldViolation>),
+    /// This app's feature does not send this kind of card.
+    #[error("{0}")]
+    CardNotDeclared(String),
+    /// A front-end key already names another share.
+    #[error("client_key was used for another share")]
+    ClientKeyReused,
     /// The user has no active connection to this partner.
     #[error("{0} is not connected to this app")]
     NotConnected(String),
@@ -72,6 +78,16 @@ impl From<PartnerError> for Status {
                 ),
             ),
             PartnerError::NotConnected(_) => Status::failed_precondition(err.to_string()),
+            PartnerError::CardNotDeclared(_) => refusal(
+                tonic::Code::PermissionDenied,
+                "CARD_KIND_NOT_DECLARED",
+                err.to_string(),
+            ),
+            PartnerError::ClientKeyReused => refusal(
+                tonic::Code::AlreadyExists,
+                "CLIENT_KEY_REUSED",
+                err.to_string(),
+            ),
             PartnerError::Platform(status) => status,
             PartnerError::Store(e) => {
                 tracing::error!(error = %e, "partner store failure");

@@ -55,6 +55,17 @@ pub async fn deliver(
             return Err(PartnerError::NotConnected(share.user_name));
         }
     };
+    let card = match card_of(&share) {
+        Ok(card) => card,
+        Err(reason) => {
+            let id = share.share_id.clone();
+            let failed = reason.clone();
+            store
+                .run(move |tx| store::mark_failed(tx, &id, &failed))
+                .await?;
+            return Err(PartnerError::Platform(tonic::Status::data_loss(reason)));
+        }
+    };
     let sent = if share.thread_id.is_empty() {
         client
             .messaging
@@ -65,7 +76,7 @@ pub async fn deliver(
                     title: title.to_string(),
                     body: share.body.clone(),
                     idempotency_key: share.share_id.clone(),
-                    card: card_of(&share),
+                    card: card.clone(),
                 },
                 &token,
             ))
@@ -80,7 +91,7 @@ pub async fn deliver(
                     thread_id: share.thread_id.clone(),
                     body: share.body.clone(),
                     idempotency_key: share.share_id.clone(),
-                    card: card_of(&share),
+                    card,
                 },
                 &token,
             ))
@@ -111,13 +122,15 @@ pub async fn deliver(
     }
 }
 
-/// The card a share carries, decoded as it was stored.
-fn card_of(share: &Share) -> Option<pb::Card> {
+/// The card a share carries, decoded as it was stored; one that no longer decodes fails
+/// the share rather than going out without its card.
+fn card_of(share: &Share) -> Result<Option<pb::Card>, String> {
     if share.card.is_empty() {
-        None
-    } else {
-        prost::Message::decode(share.card.as_slice()).ok()
+        return Ok(None);
     }
+    prost::Message::decode(share.card.as_slice())
+        .map(Some)
+        .map_err(|e| format!("its stored card does not decode: {e}"))
 }
 
 /// Delivers queued shares until the process ends: woken by `wake`, or every backoff step.

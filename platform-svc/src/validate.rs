@@ -183,8 +183,7 @@ pub fn text<'a>(field: &str, value: &'a str, max: usize) -> Checked<&'a str> {
 /// so that what the person reads is what was sent.
 pub fn label<'a>(field: &str, value: &'a str, max: usize) -> Checked<&'a str> {
     let text = text(field, value, max)?;
-    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}');
-    if text.chars().any(|c| c.is_control() || invisible(c)) {
+    if text.chars().any(consent_core::text::is_hidden) {
         return Err(ApiError::invalid(
             field,
             "must be one line of visible characters",

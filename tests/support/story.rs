@@ -150,8 +150,7 @@ impl Story {
             },
         );
     }
-    /// A step that must be refused with `code` and `reason`.
-    /// Expects `INVALID_ARGUMENT` whose `BadRequest` names `field`.
+    /// A step that must be refused with `INVALID_ARGUMENT` whose `BadRequest` names `field`.
     pub fn invalid<T>(&mut self, what: &str, result: Result<T, Status>, field: &str) {
         self.steps += 1;
         let named = result.as_ref().err().is_some_and(|status| {
@@ -172,6 +171,7 @@ impl Story {
         }
     }
 
+    /// A step that must be refused with `code` and `reason`.
     pub fn refused<T>(&mut self, what: &str, result: Result<T, Status>, code: Code, reason: &str) {
         self.steps += 1;
         match result {
@@ -229,15 +229,6 @@ fn receipt_card(cents: i64) -> Kind {
     })
 }
 
-/// Card kinds by their names in a profile (`track`, …).
-fn card_values(names: &[String]) -> Vec<i32> {
-    names
-        .iter()
-        .filter_map(|n| pb::CardKind::from_str_name(&format!("CARD_KIND_{}", n.to_uppercase())))
-        .map(|k| k as i32)
-        .collect()
-}
-
 fn scope_values(names: &[String]) -> Vec<i32> {
     names
         .iter()
@@ -270,7 +261,7 @@ async fn register(
             description: config.feature.purpose.clone(),
             scopes: scopes.clone(),
             retired: false,
-            card_kinds: card_values(&config.feature.cards),
+            card_kinds: config.feature.cards.iter().map(|k| *k as i32).collect(),
         }];
         if *id == "music" {
             features.push(pb::Feature {
@@ -1030,7 +1021,9 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     }
     story.expect(
         "alice's own app shows the folder and the receipt as what they are",
-        cards.len() == 2,
+        cards.len() == 2
+            && cards[0].starts_with("Shared folder: Sunday lunch (42 items), on files.example")
+            && cards[1].starts_with("Transfer receipt: EUR 20.00 on 2025-12-04, reference"),
     );
 
     story.act("3. Forbidden acts are refused, with their reason");
@@ -1376,7 +1369,7 @@ impl ProcessStack {
         use crate::processes::{
             PlatformPorts, partner_web_addrs, redirect_uri_at, start_partner_at, start_platform,
         };
-        story.act("Setting up: a development PKI, the platform and three partners as separate processes over mTLS");
+        story.act("Setting up: a development PKI, the platform and five partners as separate processes over mTLS");
         let work = WorkDir::new(dir);
         let ports = PlatformPorts::free();
         let platform = start_platform(&work, ports).await;

@@ -196,7 +196,6 @@ pub fn share_with_friend(
     }
 }
 
-/// A share from `user` into an existing thread.
 /// `share` with `card`.
 pub fn with_card(share: app::ShareRequest, card: pb::card::Kind) -> app::ShareRequest {
     app::ShareRequest {
@@ -205,6 +204,7 @@ pub fn with_card(share: app::ShareRequest, card: pb::card::Kind) -> app::ShareRe
     }
 }
 
+/// A share from `user` into an existing thread.
 pub fn share_in_thread(
     user: &str,
     thread_id: &str,

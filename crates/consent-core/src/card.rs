@@ -3,6 +3,7 @@
 //! partner may send: those its feature declares.
 
 use crate::denial::{Denied, FieldViolation, Reason};
+use crate::text::is_hidden;
 use consent_proto::platform::v1 as pb;
 pub use pb::CardKind;
 use pb::card::Kind;
@@ -17,6 +18,8 @@ const MOST_REFERENCE_BYTES: usize = 64;
 const MOST_SECONDS: u32 = 86_400;
 /// Most items in a shared folder.
 const MOST_ITEMS: u32 = 1_000_000;
+/// Latest receipt date: the last second of the year 9999.
+const LATEST_SECONDS: i64 = 253_402_300_799;
 /// Largest amount, in minor units.
 const MOST_MINOR_UNITS: i64 = 1_000_000_000_000_000;
 
@@ -28,6 +31,12 @@ pub const CURRENCIES: &[&str] = &[
 
 /// Of [`CURRENCIES`], those whose minor unit is the unit itself.
 const WHOLE_UNIT_CURRENCIES: &[&str] = &["JPY", "KRW"];
+
+/// A kind by its name in a partner's profile (`track`, `video`, `folder`, `receipt`).
+pub fn kind_named(name: &str) -> Option<CardKind> {
+    CardKind::from_str_name(&format!("CARD_KIND_{}", name.to_uppercase()))
+        .filter(|k| *k != CardKind::Unspecified)
+}
 
 /// The kind of `card`, if it holds one.
 pub fn kind_of(card: &pb::Card) -> Option<CardKind> {
@@ -93,10 +102,7 @@ pub fn check(field: &str, card: &pb::Card) -> Result<CardKind, Vec<FieldViolatio
                 "receipt.reference",
                 bounded_text(&r.reference, MOST_REFERENCE_BYTES),
             );
-            at(
-                "receipt.date",
-                r.date.is_none().then(|| "is required".to_string()),
-            );
+            at("receipt.date", date(r.date.as_ref()));
             CardKind::Receipt
         }
     };
@@ -121,26 +127,46 @@ pub fn may_send(declared: &[CardKind], kind: CardKind) -> Result<(), Denied> {
     }
 }
 
-/// A card in words, and the link it carries (https, checked when it was sent), as the
-/// platform's and partners' pages show it.
+/// A card in words (a link's host included), and the link it carries (https, checked
+/// when it was sent), as the platform's and partners' pages show it.
 pub fn describe(card: &pb::Card) -> Option<(String, &str)> {
-    let minutes = |s: u32| format!("{}:{:02}", s / 60, s % 60);
+    let length = |s: u32| match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, m, s) => format!("{m}:{s:02}"),
+        (h, m, s) => format!("{h}:{m:02}:{s:02}"),
+    };
+    let host = |link: &str| {
+        url::Url::parse(link)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default()
+    };
     Some(match card.kind.as_ref()? {
         Kind::Track(t) => (
             format!(
-                "Track: {} by {} ({})",
+                "Track: {} by {} ({}), on {}",
                 t.title,
                 t.artist,
-                minutes(t.duration_seconds)
+                length(t.duration_seconds),
+                host(&t.link)
             ),
             t.link.as_str(),
         ),
         Kind::Video(v) => (
-            format!("Video: {} ({})", v.title, minutes(v.duration_seconds)),
+            format!(
+                "Video: {} ({}), on {}",
+                v.title,
+                length(v.duration_seconds),
+                host(&v.link)
+            ),
             v.link.as_str(),
         ),
         Kind::Folder(f) => (
-            format!("Shared folder: {} ({} items)", f.name, f.item_count),
+            format!(
+                "Shared folder: {} ({} items), on {}",
+                f.name,
+                f.item_count,
+                host(&f.link)
+            ),
             f.link.as_str(),
         ),
         Kind::Receipt(r) => {
@@ -152,8 +178,17 @@ pub fn describe(card: &pb::Card) -> Option<(String, &str)> {
                     format!("{} {units}.{cents:02}", a.currency)
                 }
             });
+            let day = r
+                .date
+                .as_ref()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+                .map(|t| t.date().to_string())
+                .unwrap_or_default();
             (
-                format!("Transfer receipt: {amount}, reference {}", r.reference),
+                format!(
+                    "Transfer receipt: {amount} on {day}, reference {}",
+                    r.reference
+                ),
                 "",
             )
         }
@@ -169,25 +204,43 @@ fn bounded_text(value: &str, most: usize) -> Option<String> {
         Some("is required".into())
     } else if value.len() > most {
         Some(format!("must be at most {most} bytes"))
-    } else if value.chars().any(char::is_control) {
-        Some("must not hold control characters".into())
+    } else if value.chars().any(is_hidden) {
+        Some("must be one line of visible characters".into())
     } else {
         None
     }
 }
 
-/// An `https` URL with a host, no user information, at most [`MOST_LINK_BYTES`].
+fn date(value: Option<&prost_types::Timestamp>) -> Option<String> {
+    match value {
+        None => Some("is required".into()),
+        Some(t)
+            if !(0..=LATEST_SECONDS).contains(&t.seconds)
+                || !(0..1_000_000_000).contains(&t.nanos) =>
+        {
+            Some("must be a time from 1970 to 9999".into())
+        }
+        Some(_) => None,
+    }
+}
+
+/// An `https` URL naming its host by a domain name, with no user information and nothing
+/// hidden or blank in it (the URL parser would quietly drop such characters, so the link
+/// stored would not be the one shown), at most [`MOST_LINK_BYTES`].
 fn link(value: &str) -> Option<String> {
     if value.len() > MOST_LINK_BYTES {
         return Some(format!("must be at most {MOST_LINK_BYTES} bytes"));
+    }
+    if value.chars().any(|c| is_hidden(c) || c.is_whitespace()) {
+        return Some("must not hold blank or hidden characters".into());
     }
     let Ok(url) = url::Url::parse(value) else {
         return Some("is not a URL".into());
     };
     if url.scheme() != "https" {
         Some("must be an https URL".into())
-    } else if url.host_str().is_none_or(str::is_empty) {
-        Some("must name a host".into())
+    } else if !matches!(url.host(), Some(url::Host::Domain(d)) if !d.is_empty()) {
+        Some("must name its host by a domain name".into())
     } else if !url.username().is_empty() || url.password().is_some() {
         Some("must not carry user information".into())
     } else {
@@ -287,6 +340,21 @@ mod tests {
                 "{bad}"
             );
         }
+        for hidden in [
+            "\u{1}https://music.example/t/1",
+            "https://music.example/t/1\n",
+            "https://music.example/\u{1b}[2J",
+            "https://music.example/a b",
+            "https://music.example/\u{202E}1",
+            "https://127.0.0.1/t/1",
+            "https://[::1]/t/1",
+        ] {
+            assert_eq!(
+                fields(check("card", &track(hidden))),
+                ["card.track.link"],
+                "{hidden:?}"
+            );
+        }
         let long = format!("https://music.example/{}", "a".repeat(MOST_LINK_BYTES));
         assert_eq!(fields(check("card", &track(&long))), ["card.track.link"]);
     }
@@ -333,19 +401,52 @@ mod tests {
     fn cards_read_as_what_they_are() {
         let shared = track("https://music.example/t/1");
         let (text, link) = describe(&shared).unwrap();
-        assert_eq!(text, "Track: Blue in Green by Miles Davis (5:37)");
+        assert_eq!(
+            text,
+            "Track: Blue in Green by Miles Davis (5:37), on music.example"
+        );
         assert_eq!(link, "https://music.example/t/1");
         let paid = receipt("EUR", 2005);
         let (text, link) = describe(&paid).unwrap();
         assert_eq!(
             (text.as_str(), link),
-            ("Transfer receipt: EUR 20.05, reference TX-42", "")
+            (
+                "Transfer receipt: EUR 20.05 on 1970-01-01, reference TX-42",
+                ""
+            )
         );
         assert_eq!(
             describe(&receipt("JPY", 500)).unwrap().0,
-            "Transfer receipt: JPY 500, reference TX-42"
+            "Transfer receipt: JPY 500 on 1970-01-01, reference TX-42"
         );
         assert!(describe(&pb::Card::default()).is_none());
+    }
+
+    #[test]
+    fn names_hide_nothing_and_dates_are_real() {
+        let mut card = receipt("EUR", 100);
+        if let Some(Kind::Receipt(r)) = card.kind.as_mut() {
+            r.reference = "TX\u{202E}24".into();
+            r.date = Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            });
+        }
+        assert_eq!(
+            fields(check("card", &card)),
+            ["card.receipt.reference", "card.receipt.date"]
+        );
+        if let Some(Kind::Receipt(r)) = card.kind.as_mut() {
+            r.reference = "TX-1".into();
+            r.date = Some(prost_types::Timestamp {
+                seconds: LATEST_SECONDS + 1,
+                nanos: 0,
+            });
+        }
+        assert_eq!(fields(check("card", &card)), ["card.receipt.date"]);
+        assert_eq!(kind_named("folder"), Some(CardKind::Folder));
+        assert_eq!(kind_named("folders"), None);
+        assert_eq!(kind_named("unspecified"), None);
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod model;
 pub mod partner_view;
 pub mod rules;
 pub mod secret;
+pub mod text;

@@ -9,7 +9,7 @@ use crate::validate::{self, AllFields};
 use consent_core::audit::{AuditKey, ChainVerifier};
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
-use consent_core::model::{AuditEntry, Feature, GrantState, Partner, ScopeSet};
+use consent_core::model::{AuditEntry, Feature, GrantState, Partner, Scope, ScopeSet};
 use consent_core::rules;
 use consent_proto::platform::v1 as pb;
 use consent_store::Repo;
@@ -119,6 +119,12 @@ fn feature_from(
         validate::card_kinds(&format!("{field}.card_kinds"), &f.card_kinds),
     )
         .all()?;
+    if !card_kinds.is_empty() && !scopes.contains(Scope::MessagesWrite) {
+        return Err(ApiError::invalid(
+            format!("{field}.card_kinds"),
+            "a feature that sends no messages sends no cards",
+        ));
+    }
     if scopes.is_empty() {
         return Err(ApiError::invalid(
             format!("{field}.scopes"),

@@ -130,7 +130,7 @@ pub async fn conversation(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let Some(token) = session::token(&jar) else {
-        return sign_in_then("/threads");
+        return sign_in_then(&format!("/threads/{thread_id}"));
     };
     let listed = state
         .account
