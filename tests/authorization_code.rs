@@ -131,6 +131,12 @@ async fn a_user_signs_in_on_the_platform_unticks_a_permission_and_the_partner_ge
     assert!(page.body.contains("Music App"), "{}", page.body);
     assert!(page.body.contains("read your messages"));
     assert!(page.body.contains("delete messages you wrote"));
+    assert!(
+        page.body
+            .contains("Besides text, its messages may carry: tracks."),
+        "the kinds of card the feature sends: {}",
+        page.body
+    );
     let policy = page.headers["content-security-policy"].to_str().unwrap();
     assert!(
         policy.contains("default-src 'none'")

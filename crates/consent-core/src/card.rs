@@ -38,6 +38,17 @@ pub fn kind_named(name: &str) -> Option<CardKind> {
         .filter(|k| *k != CardKind::Unspecified)
 }
 
+/// A kind as a person reads it ("transfer receipts").
+pub fn plain_name(kind: CardKind) -> &'static str {
+    match kind {
+        CardKind::Track => "tracks",
+        CardKind::Video => "videos",
+        CardKind::Folder => "shared folders",
+        CardKind::Receipt => "transfer receipts",
+        CardKind::Unspecified => "nothing",
+    }
+}
+
 /// The kind of `card`, if it holds one.
 pub fn kind_of(card: &pb::Card) -> Option<CardKind> {
     Some(match card.kind.as_ref()? {

@@ -18,11 +18,13 @@ fn refused(status: &tonic::Status) -> Response {
     failure(StatusCode::BAD_REQUEST, "REFUSED", status.message())
 }
 
-/// Which thread's messages the page shows.
+/// Which thread's messages the page shows, and from which page of them.
 #[derive(Debug, Deserialize)]
 pub struct InboxQuery {
     #[serde(default)]
     thread_id: String,
+    #[serde(default)]
+    page: String,
 }
 
 /// Whether a request comes from this site's own pages (or from no page at all, as a link
@@ -70,13 +72,13 @@ pub async fn page(
                 api::InboxRequest {
                     user_name: String::new(),
                     thread_id: query.thread_id.clone(),
-                    ..Default::default()
+                    page_token: query.page.clone(),
                 },
                 &session,
             ))
             .await;
         match listed {
-            Ok(listed) => Some(listed.into_inner().messages),
+            Ok(listed) => Some(listed.into_inner()),
             Err(error) => return refused(&error),
         }
     } else {
@@ -87,7 +89,7 @@ pub async fn page(
         name: &name,
         status: &status,
         thread_id: &query.thread_id,
-        inbox: inbox.as_deref(),
+        inbox: inbox.as_ref(),
     };
     (jar, pages::home(&view, &csrf)).into_response()
 }

@@ -67,8 +67,8 @@ pub struct Home<'a> {
     pub status: &'a api::ConnectionStatusResponse,
     /// The thread shown, if any.
     pub thread_id: &'a str,
-    /// Its messages, when the app may read them.
-    pub inbox: Option<&'a [api::InboxMessage]>,
+    /// A page of its messages, when the app may read them.
+    pub inbox: Option<&'a api::InboxResponse>,
 }
 
 fn hidden_csrf(csrf: &str) -> Markup {
@@ -98,9 +98,9 @@ pub fn home(view: &Home<'_>, csrf: &str) -> Markup {
                     label { "Message " input type="text" name="body" required; }
                     button type="submit" { "Share" }
                 }
-                @if let Some(messages) = view.inbox {
+                @if let Some(inbox) = view.inbox {
                     h2 { "Thread " (view.thread_id) }
-                    ul #inbox { @for m in messages {
+                    ul #inbox { @for m in &inbox.messages {
                         li {
                             strong { (m.sender) } ": "
                             @if m.redacted { em { "(hidden by its author)" } } @else { (m.body) }
@@ -120,6 +120,9 @@ pub fn home(view: &Home<'_>, csrf: &str) -> Markup {
                             }
                         }
                     } }
+                    @if !inbox.next_page_token.is_empty() {
+                        p { a href={ "/?thread_id=" (view.thread_id) "&page=" (inbox.next_page_token) } { "Later messages" } }
+                    }
                 }
             } @else {
                 form method="post" action="/connect" {

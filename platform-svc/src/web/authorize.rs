@@ -130,6 +130,8 @@ pub struct ConsentView {
     pub partner_name: String,
     /// What the feature does, in the partner's registration.
     pub feature_description: String,
+    /// The kinds of card its messages may carry.
+    pub card_kinds: Vec<consent_core::card::CardKind>,
     /// The scopes asked for.
     pub scopes: ScopeSet,
     /// Threads to pick from (listed coverage): id, title, ticked.
@@ -193,6 +195,7 @@ pub async fn page(
             Ok(ConsentView {
                 partner_name: partner.display_name,
                 feature_description: feature.description,
+                card_kinds: feature.card_kinds,
                 scopes: ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits()),
                 threads,
                 max_days,

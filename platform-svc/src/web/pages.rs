@@ -102,6 +102,10 @@ pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
         html! {
             p { strong { (view.partner_name) } " wants to use " strong { (access.feature) } ": " (view.feature_description) }
             p.purpose { "In its words: " q { (access.purpose) } }
+            @if !view.card_kinds.is_empty() {
+                p { "Besides text, its messages may carry: "
+                    (view.card_kinds.iter().map(|k| card::plain_name(*k)).collect::<Vec<_>>().join(", ")) "." }
+            }
             @if !access.binding_message.is_empty() {
                 p #binding {
                     "For " strong { (access.account_label) } ". Allow only if the app shows you the code "
