@@ -23,7 +23,8 @@ use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 /// Longest random part of an id, in bytes, that fits one block behind its length byte.
 const MOST_ID_BYTES: usize = 15;
 
-/// The identifiers one partner sees.
+/// The identifiers one partner sees. Making one derives its keys; a clone copies them.
+#[derive(Clone)]
 pub struct PartnerView<'a> {
     key: &'a SecretKey,
     partner_id: String,

@@ -199,6 +199,7 @@ impl PartnerCall {
                 effects: &mut effects,
                 limits,
                 pseudonym_key,
+                view: std::cell::OnceCell::new(),
             })
         });
         Attempt { result, effects }
@@ -295,6 +296,8 @@ pub struct PartnerTx<'a> {
     effects: &'a mut Effects,
     limits: Limits,
     pseudonym_key: &'a SecretKey,
+    /// The calling partner's view, made the first time it is asked for.
+    view: std::cell::OnceCell<PartnerView<'a>>,
 }
 
 impl<'a> PartnerTx<'a> {
@@ -397,9 +400,12 @@ impl<'a> PartnerTx<'a> {
         self.effects.audit.user_id.clone_from(&grant.user_id);
     }
 
-    /// What the calling partner sees of people, threads and messages.
+    /// What the calling partner sees of people, threads and messages: its keys are
+    /// derived once a call, and each caller gets a copy.
     pub fn view(&self) -> PartnerView<'a> {
-        PartnerView::new(self.pseudonym_key, &self.partner.id)
+        self.view
+            .get_or_init(|| PartnerView::new(self.pseudonym_key, &self.partner.id))
+            .clone()
     }
 
     /// The largest reply the transport sends.
