@@ -6,6 +6,7 @@
 use consent_core::model::{AuditEntry, AuditRecord};
 use consent_proto::platform::v1 as pb;
 use consent_store::{StoreError, hold_writer, read};
+use end_to_end::database::Database;
 use end_to_end::{Scenario, assert_refused, bearer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,9 +29,7 @@ async fn busy_scenario() -> Scenario {
 }
 
 fn tamper(s: &Scenario, sql: &str) {
-    let db = rusqlite::Connection::open(s.platform.database()).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    let changed = db.execute(sql, []).unwrap();
+    let changed = s.platform.database().execute(sql);
     assert!(changed > 0, "tampering changed nothing: {sql}");
 }
 
@@ -59,46 +58,41 @@ async fn an_untouched_chain_verifies_and_an_edited_record_is_named() {
         &s,
         "UPDATE audit SET decision = 'allow' WHERE reason = 'SCOPE_MISSING'",
     );
-    let seq: u64 = rusqlite::Connection::open(s.platform.database())
-        .unwrap()
-        .query_row(
-            "SELECT seq FROM audit WHERE reason = 'SCOPE_MISSING'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let seq = s
+        .platform
+        .database()
+        .query("SELECT seq FROM audit WHERE reason = 'SCOPE_MISSING'")[0][0]
+        .int();
+    let seq = u64::try_from(seq).unwrap();
     let tampered = verify(&s, None).await;
     assert!(!tampered.ok);
     assert_eq!(tampered.first_bad_seq, seq);
 }
 
 /// Every audit record in `db`, in order, read as a tamperer would.
-fn stored_records(db: &rusqlite::Connection) -> Vec<AuditRecord> {
-    let mut stmt = db
-        .prepare(
-            "SELECT seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, \
-             reason, prev_hash, hash, mac FROM audit ORDER BY seq",
-        )
-        .unwrap();
-    let rows = stmt.query_map([], |r| {
-        Ok(AuditRecord {
-            seq: r.get(0)?,
-            at_ms: r.get(1)?,
+fn stored_records(db: &Database) -> Vec<AuditRecord> {
+    let rows = db.query(
+        "SELECT seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, \
+         reason, prev_hash, hash, mac FROM audit ORDER BY seq",
+    );
+    rows.iter()
+        .map(|r| AuditRecord {
+            seq: r[0].int(),
+            at_ms: r[1].int(),
             entry: AuditEntry {
-                partner_id: r.get(2)?,
-                user_id: r.get(3)?,
-                grant_id: r.get(4)?,
-                method: r.get(5)?,
-                resource: r.get(6)?,
-                decision: r.get(7)?,
-                reason: r.get(8)?,
+                partner_id: r[2].text(),
+                user_id: r[3].text(),
+                grant_id: r[4].text(),
+                method: r[5].text(),
+                resource: r[6].text(),
+                decision: r[7].text(),
+                reason: r[8].text(),
             },
-            prev_hash: r.get(9)?,
-            hash: r.get(10)?,
-            mac: r.get(11)?,
+            prev_hash: r[9].text(),
+            hash: r[10].text(),
+            mac: r[11].text(),
         })
-    });
-    rows.unwrap().collect::<Result<_, _>>().unwrap()
+        .collect()
 }
 
 #[tokio::test]
@@ -106,21 +100,10 @@ async fn a_chain_rewritten_and_rehashed_without_the_audit_key_is_named() {
     let s = busy_scenario().await;
     // Someone who can write the database, but has not the key file, turns a refusal into
     // an allowed call and recomputes every hash after it, so that the chain links again.
-    let db = rusqlite::Connection::open(s.platform.database()).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.execute(
-        "UPDATE audit SET decision = 'allow', reason = '' WHERE reason = 'SCOPE_MISSING'",
-        [],
-    )
-    .unwrap();
-    let first: i64 = db
-        .query_row(
-            "SELECT seq FROM audit WHERE method LIKE '%ListFriends'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let mut records = stored_records(&db);
+    let db = s.platform.database();
+    db.execute("UPDATE audit SET decision = 'allow', reason = '' WHERE reason = 'SCOPE_MISSING'");
+    let first = db.query("SELECT seq FROM audit WHERE method LIKE '%ListFriends'")[0][0].int();
+    let mut records = stored_records(db);
     let mut prev = records
         .iter()
         .find(|r| r.seq == first - 1)
@@ -129,11 +112,11 @@ async fn a_chain_rewritten_and_rehashed_without_the_audit_key_is_named() {
     for r in records.iter_mut().filter(|r| r.seq >= first) {
         r.prev_hash = prev.clone();
         r.hash = consent_core::audit::record_hash(r.seq, r.at_ms, &r.entry, &r.prev_hash);
-        db.execute(
-            "UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
-            rusqlite::params![r.prev_hash, r.hash, r.seq],
-        )
-        .unwrap();
+        // Both hashes are hex: written into the statement as they are.
+        db.execute(&format!(
+            "UPDATE audit SET prev_hash = '{}', hash = '{}' WHERE seq = {}",
+            r.prev_hash, r.hash, r.seq
+        ));
         prev = r.hash.clone();
     }
     let tampered = verify(&s, None).await;
@@ -247,14 +230,21 @@ async fn reads_racing_a_revocation_leave_no_allowed_use_after_it() {
         "reads ran before the revocation"
     );
 
-    let db = rusqlite::Connection::open(s.platform.database()).unwrap();
-    let mut records = db
-        .prepare("SELECT method, decision, reason FROM audit WHERE grant_id = ?1 ORDER BY seq")
-        .unwrap();
-    let records: Vec<(String, String, String)> = records
-        .query_map([&grant.grant_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    assert!(
+        grant
+            .grant_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    );
+    let records: Vec<(String, String, String)> = s
+        .platform
+        .database()
+        .query(&format!(
+            "SELECT method, decision, reason FROM audit WHERE grant_id = '{}' ORDER BY seq",
+            grant.grant_id
+        ))
+        .into_iter()
+        .map(|r| (r[0].text(), r[1].text(), r[2].text()))
         .collect();
     let revocation = records
         .iter()

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 pub struct PlatformConfig {
     /// SPIFFE trust domain of partner and operator certificates.
     pub trust_domain: String,
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// Where the store is: a SQLite file's path (one process), or a `postgres://` URL
+    /// (several replicas on one database).
+    pub database: String,
     /// The audit key file (hex, at least 32 bytes), kept outside the database: it MACs
     /// every audit record.
     pub audit_key: PathBuf,

@@ -32,7 +32,7 @@ enum Command {
         config: PathBuf,
         /// Override `database`.
         #[arg(long, env = "PLATFORM_DATABASE")]
-        database: Option<PathBuf>,
+        database: Option<String>,
         /// Override `listen.partner`.
         #[arg(long, env = "PLATFORM_LISTEN_PARTNER")]
         listen_partner: Option<SocketAddr>,

@@ -18,7 +18,6 @@ use consent_proto::platform::v1::account_server::AccountServer;
 use consent_proto::platform::v1::consent_server::ConsentServer;
 use consent_proto::platform::v1::messaging_server::MessagingServer;
 use consent_proto::platform::v1::partner_admin_server::PartnerAdminServer;
-use consent_store::{SqliteStore, Store};
 use consent_tls::termination::{self, ReloadableTls, TlsFiles};
 use consent_tls::transport::transport;
 use std::future::Future;
@@ -91,12 +90,11 @@ impl BoundPlatform {
     pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
         let audit_key = read_key("audit key", &config.audit_key)?;
         let pseudonym_key = read_key("pseudonym key", &config.pseudonym_key)?;
-        let path = config.database.clone();
+        let database = config.database.clone();
         let store_key = audit_key.clone();
-        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, store_key))
+        let store = tokio::task::spawn_blocking(move || consent_store::open(&database, store_key))
             .await
             .map_err(std::io::Error::other)??;
-        let store: Arc<dyn Store> = Arc::new(opened);
         let (stop, stopping) = watch::channel(false);
         let platform = Platform::new(
             store,

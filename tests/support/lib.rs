@@ -6,6 +6,7 @@ use consent_core::clock::Clock;
 use consent_proto::platform::v1 as pb;
 use consent_store::Store;
 use consent_tls::pki::{DevPki, IssuedCertificate};
+use database::Database;
 use pb::account_client::AccountClient;
 use pb::consent_client::ConsentClient;
 use pb::messaging_client::MessagingClient;
@@ -13,7 +14,7 @@ use pb::partner_admin_client::PartnerAdminClient;
 use platform_svc::config::PlatformConfig;
 use platform_svc::server::{BoundAddrs, BoundPlatform};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -22,6 +23,8 @@ use tonic_types::StatusExt;
 
 pub mod browser;
 pub mod compose;
+pub mod database;
+pub mod postgres;
 pub mod processes;
 pub mod raw_h2;
 pub mod story;
@@ -34,10 +37,10 @@ pub const PARTNERS: &[&str] = &["music", "video", "files", "bank", "search", "ro
 
 /// A running platform and everything needed to talk to it.
 pub struct TestPlatform {
-    /// Where the database and certificates live.
-    pub dir: tempfile::TempDir,
+    /// Where the database and certificates live (shared with its replicas).
+    pub dir: Arc<tempfile::TempDir>,
     /// The PKI the platform trusts.
-    pub pki: DevPki,
+    pub pki: Arc<DevPki>,
     /// Bound addresses.
     pub addrs: BoundAddrs,
     /// The platform's clock (advance it to reach deadlines).
@@ -46,6 +49,8 @@ pub struct TestPlatform {
     pub reload_tls: Box<dyn Fn() -> Result<(), consent_tls::termination::TlsError> + Send + Sync>,
     /// The platform's store, for tests that must hold up its writer.
     pub store: Arc<dyn Store>,
+    /// Where the store keeps its data.
+    database: Database,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -63,7 +68,32 @@ impl TestPlatform {
         let pki = DevPki::generate(TRUST_DOMAIN, "ops", &partners).expect("dev pki");
         pki.write_to(dir.path(), None).expect("write pki");
         write_keys(dir.path(), None);
-        let mut config = PlatformConfig::from_toml(&config_toml(dir.path())).expect("config");
+        let database = if postgres::in_use() {
+            let url = tokio::task::spawn_blocking(postgres::database)
+                .await
+                .expect("a PostgreSQL database");
+            Database::Postgres(url)
+        } else {
+            Database::Sqlite(dir.path().join("platform.db"))
+        };
+        Self::launch(Arc::new(dir), Arc::new(pki), database, adjust).await
+    }
+
+    /// Another replica of this platform: the same database, certificates and keys, with
+    /// listeners of its own.
+    pub async fn replica(&self) -> Self {
+        let (dir, pki) = (Arc::clone(&self.dir), Arc::clone(&self.pki));
+        Self::launch(dir, pki, self.database.clone(), |_| {}).await
+    }
+
+    async fn launch(
+        dir: Arc<tempfile::TempDir>,
+        pki: Arc<DevPki>,
+        database: Database,
+        adjust: impl FnOnce(&mut PlatformConfig),
+    ) -> Self {
+        let mut config =
+            PlatformConfig::from_toml(&config_toml(dir.path(), &database)).expect("config");
         adjust(&mut config);
         let clock = Arc::new(Clock::default());
         let bound = BoundPlatform::bind(config, clock.clone())
@@ -88,14 +118,15 @@ impl TestPlatform {
             clock,
             reload_tls,
             store,
+            database,
             stop: Some(stop),
             server: Some(server),
         }
     }
 
-    /// The database file.
-    pub fn database(&self) -> PathBuf {
-        self.dir.path().join("platform.db")
+    /// The platform's database, to open beside it.
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
     /// Stops the servers and waits for them.
@@ -179,7 +210,7 @@ impl Drop for TestPlatform {
     }
 }
 
-fn config_toml(dir: &Path) -> String {
+fn config_toml(dir: &Path, database: &Database) -> String {
     let p = |name: &str| dir.join(name).display().to_string();
     format!(
         r#"
@@ -201,7 +232,7 @@ crls = ["{crl}"]
 [policy]
 sweep_interval_secs = 3600
 "#,
-        db = p("platform.db"),
+        db = database.setting(),
         audit_key = p("audit.key"),
         pseudonym_key = p("pseudonym.key"),
         cert = p("platform.pem"),

@@ -1,4 +1,6 @@
-//! The platform's store: the interface the services write against, and its SQLite backend.
+//! The platform's store: the interface the services write against, and its two backends:
+//! SQLite for one process ([`SqliteStore`]), PostgreSQL for several replicas on one database
+//! ([`PostgresStore`]); [`open`] picks one from the configured `database`.
 //!
 //! Handlers never see SQL. They hand the store a closure over [`Repo`], the typed
 //! operations available inside one transaction, and get its value back once the
@@ -9,20 +11,24 @@
 //! Nothing here blocks an async runtime thread: [`execute`] and [`read`] hand their
 //! closure to the store's own threads and wait on a channel for its value.
 //!
-//! **A second backend** (PostgreSQL, for several replicas) implements [`Store`] and
-//! [`Repo`] and nothing else: `submit` runs each queued [`Job`] in a transaction (one
-//! job per transaction, or several, each in a savepoint, as SQLite does here) and calls
-//! [`Job::finish`] once that transaction committed or failed; `submit_read` runs each
-//! [`ReadJob`] in a read-only transaction; `event_watch` is advanced after each commit that
-//! added grant events (across replicas, from `LISTEN`/`NOTIFY` or polling the event
-//! table). Its `Repo` turns its driver's errors into [`StoreError`] where it is written,
-//! as [`sqlite`](SqliteStore) does. No handler changes for it.
+//! **A backend** implements [`Store`] and [`Repo`] and nothing else: `submit` runs each
+//! queued [`Job`] in a transaction (one job per transaction, or several, each in a
+//! savepoint, as both backends here do) and calls [`Job::finish`] once that transaction
+//! committed or failed; `submit_read` runs each [`ReadJob`] in a read-only transaction;
+//! `event_watch` is advanced after each commit that added grant events (across replicas,
+//! PostgreSQL's from `LISTEN`/`NOTIFY`). Its `Repo` turns its driver's errors into
+//! [`StoreError`] where it is written. Handlers see neither backend; how values without a
+//! column type are stored is shared (`codec`).
 
+mod codec;
 mod migrations;
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+use consent_core::audit::AuditKey;
 use consent_core::authorization::{AuthorizationCode, PushedRequest};
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
@@ -32,6 +38,20 @@ use consent_core::model::{
 use consent_proto::platform::v1::GrantEventKind;
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// Opens the store `database` names: a `postgres://` or `postgresql://` URL is a
+/// PostgreSQL database (shared by every replica that names it), anything else the path of
+/// a SQLite file (one process).
+pub fn open(database: &str, audit_key: AuditKey) -> StoreResult<Arc<dyn Store>> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(database, audit_key)?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(
+            std::path::Path::new(database),
+            audit_key,
+        )?))
+    }
+}
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -168,6 +188,24 @@ where
         let _ = sender.send(result);
     });
     receiver
+}
+
+/// Sends `job` to a backend's writer thread; if the writer has stopped, the job hears so.
+fn hand_to_writer(writer: &std::sync::mpsc::Sender<Box<dyn Job>>, job: Box<dyn Job>) {
+    if let Err(unsent) = writer.send(job) {
+        unsent
+            .0
+            .finish(Err(StoreError::Failed("the store's writer stopped".into())));
+    }
+}
+
+/// Sends `job` to a backend's reader threads; if they have stopped, the job hears so.
+fn hand_to_readers(readers: &std::sync::mpsc::Sender<Box<dyn ReadJob>>, job: Box<dyn ReadJob>) {
+    if let Err(unsent) = readers.send(job) {
+        unsent.0.run(Err(StoreError::Failed(
+            "the store's readers stopped".into(),
+        )));
+    }
 }
 
 fn stopped() -> StoreError {

@@ -14,19 +14,23 @@
 //! A bound page size is written `LIMIT CAST(?n AS INTEGER)`: with a bare `LIMIT ?n` SQLite
 //! plans the statement anew on every use, since the value may change the plan.
 
+use super::codec::{
+    decode_card, decode_card_kinds, encode_card, encode_card_kinds, join_ids, join_lines, limit,
+    newer_than, split_ids, split_lines,
+};
 use super::migrations::{AUDIT_MAC_MIGRATION, MIGRATIONS};
 use super::{
-    IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
+    IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError,
+    StoreResult, hand_to_readers, hand_to_writer,
 };
 use consent_core::audit::{AuditKey, record_hash, record_mac};
 use consent_core::authorization::{AuthorizationCode, PushedRequest};
-use consent_core::card::CardKind;
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
     Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
     ThreadFilter, User, request_status_from_stored,
 };
-use consent_proto::platform::v1::{self as pb, GrantEventKind};
+use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, named_params, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -278,19 +282,11 @@ fn mac_existing_records(tx: &Connection, key: &AuditKey) -> rusqlite::Result<()>
 
 impl Store for SqliteStore {
     fn submit(&self, job: Box<dyn Job>) {
-        if let Err(unsent) = self.jobs.send(job) {
-            unsent
-                .0
-                .finish(Err(StoreError::Failed("the store's writer stopped".into())));
-        }
+        hand_to_writer(&self.jobs, job);
     }
 
     fn submit_read(&self, job: Box<dyn ReadJob>) {
-        if let Err(unsent) = self.reads.send(job) {
-            unsent.0.run(Err(StoreError::Failed(
-                "the store's readers stopped".into(),
-            )));
-        }
+        hand_to_readers(&self.reads, job);
     }
 
     fn event_watch(&self) -> watch::Receiver<i64> {
@@ -317,18 +313,6 @@ fn insert_or_exists(result: rusqlite::Result<usize>, what: String) -> StoreResul
         Ok(_) => Ok(()),
         Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists(what)),
         Err(e) => Err(e.into()),
-    }
-}
-
-fn join_ids(ids: &[String]) -> String {
-    ids.join(",")
-}
-
-fn split_ids(text: String) -> Vec<String> {
-    if text.is_empty() {
-        Vec::new()
-    } else {
-        text.split(',').map(str::to_string).collect()
     }
 }
 
@@ -369,26 +353,6 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, Message)> {
             card: decode_card(r.get(7)?),
         },
     ))
-}
-
-/// A stored card; one that no longer decodes is left out rather than shown wrong.
-fn decode_card(bytes: Option<Vec<u8>>) -> Option<pb::Card> {
-    <pb::Card as prost::Message>::decode(bytes?.as_slice()).ok()
-}
-
-/// Card kinds as stored: their numbers, comma-separated.
-fn encode_card_kinds(kinds: &[CardKind]) -> String {
-    let numbers: Vec<String> = kinds.iter().map(|k| (*k as i32).to_string()).collect();
-    numbers.join(",")
-}
-
-/// Stored card kinds; a number no kind has is left out, so a feature never gains one.
-fn decode_card_kinds(text: &str) -> Vec<CardKind> {
-    text.split(',')
-        .filter_map(|n| n.parse::<i32>().ok())
-        .filter_map(|n| CardKind::try_from(n).ok())
-        .filter(|k| *k != CardKind::Unspecified)
-        .collect()
 }
 
 const FEATURE_COLUMNS: &str = "partner_id, name, description, scopes, retired, card_kinds";
@@ -483,19 +447,6 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         hash: r.get(10)?,
         mac: r.get(11)?,
     })
-}
-
-/// The bound of a newest-first page: rows older than the cursor, or all from the start.
-fn newer_than(page: Page) -> i64 {
-    if page.after == 0 {
-        i64::MAX
-    } else {
-        page.after
-    }
-}
-
-fn limit(page: Page) -> i64 {
-    i64::try_from(page.limit).unwrap_or(i64::MAX)
 }
 
 impl SqliteRepo<'_> {
@@ -839,7 +790,7 @@ impl Repo for SqliteRepo<'_> {
     fn insert_message(&mut self, message: &Message) -> StoreResult<()> {
         self.execute(
             "INSERT INTO messages (id, thread_id, sender_id, body, created_ms, sent_by_partner, card) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![message.id, message.thread_id, message.sender_id, message.body, message.created_ms, message.sent_by_partner, message.card.as_ref().map(prost::Message::encode_to_vec)],
+            params![message.id, message.thread_id, message.sender_id, message.body, message.created_ms, message.sent_by_partner, encode_card(message.card.as_ref())],
         )?;
         Ok(())
     }
@@ -885,7 +836,7 @@ impl Repo for SqliteRepo<'_> {
     fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
         let result = self.execute(
             "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, redirect_uris, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, partner.blocked, partner.redirect_uris.join("\n"), now_ms],
+            params![partner.id, partner.display_name, partner.allowed_scopes.bits(), partner.suspended, partner.blocked, join_lines(&partner.redirect_uris), now_ms],
         );
         insert_or_exists(
             result,
@@ -905,12 +856,7 @@ impl Repo for SqliteRepo<'_> {
                         allowed_scopes: ScopeSet::from_bits(r.get(2)?),
                         suspended: r.get(3)?,
                         blocked: r.get(4)?,
-                        redirect_uris: r
-                            .get::<_, String>(5)?
-                            .split('\n')
-                            .filter(|u| !u.is_empty())
-                            .map(str::to_string)
-                            .collect(),
+                        redirect_uris: split_lines(&r.get::<_, String>(5)?),
                     })
                 },
             )

@@ -1,0 +1,378 @@
+//! The PostgreSQL store, for several platform replicas on one database.
+//!
+//! It runs as the SQLite store does, so that the two are read the same way: a writer thread
+//! with its own connection runs every queued job in one transaction (each in a savepoint of
+//! its own) and commits once; reader threads, each with a connection, run read jobs on
+//! `REPEATABLE READ READ ONLY` snapshots. The client is `postgres`, the blocking face of
+//! `tokio-postgres`: the store's operations are synchronous closures run on the store's own
+//! threads, never on an async runtime thread. A lost connection is opened again at the
+//! start of the next transaction, so a replica cut off from the database refuses calls
+//! (their jobs fail) and recovers without a restart.
+//!
+//! **What serializes.** Every write transaction first takes one transaction-scoped advisory
+//! lock ([`WRITER_LOCK`]), so the writers of all replicas commit one after another, as
+//! SQLite's single writer does. That is what the audit chain needs anyway (each record
+//! links to the one before it, and every partner call appends one), and it keeps every
+//! rule written against one writer true across replicas: a check made in a transaction
+//! sees every commit before it, grant-event numbers are handed out in commit order (so a
+//! partner's cursor never skips an event committed late), and an idempotency key is looked
+//! up and stored with no other writer between. Replicas share the cost of a commit by
+//! batching, as one process does; what they add is read capacity, and survival of a lost
+//! replica. Commits wait for the server's `fsync` (`synchronous_commit = on`).
+//!
+//! **Grant events across replicas.** A batch that added events ends with `NOTIFY
+//! grant_events`; each replica's listener thread (`LISTEN grant_events`) then reads the
+//! newest event number and advances [`Store::event_watch`], and reads it again every second
+//! in case a notification was missed while its connection was down.
+//!
+//! **Migrations** run at start in one transaction under another advisory lock
+//! ([`MIGRATION_LOCK`]), so replicas that start together apply each migration once.
+
+mod repo;
+mod schema;
+
+use crate::{Job, ReadJob, Store, StoreError, StoreResult, hand_to_readers, hand_to_writer};
+use consent_core::audit::AuditKey;
+use fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls, Statement};
+use repo::PgRepo;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 256;
+/// Reader threads, each with its connection.
+const READERS: usize = 4;
+/// The advisory lock every write transaction takes first.
+const WRITER_LOCK: i64 = 0x636f_6e73_656e_7401;
+/// The advisory lock migrations run under.
+const MIGRATION_LOCK: i64 = 0x636f_6e73_656e_7402;
+/// How long to wait for a connection to the database.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an unacknowledged write to the database's socket may wait before the
+/// connection counts as lost.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the listener reads the newest event number without a notification.
+const EVENT_RECHECK: Duration = Duration::from_secs(1);
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Failed(e.to_string())
+    }
+}
+
+/// PostgreSQL-backed [`Store`].
+pub struct PostgresStore {
+    jobs: Sender<Box<dyn Job>>,
+    reads: Sender<Box<dyn ReadJob>>,
+    events: Arc<watch::Sender<i64>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/name`), applies
+    /// pending migrations under an advisory lock and starts the writer, readers and
+    /// event listener, which end once the store is dropped and its queues are empty.
+    /// Audit records are MAC'd with `audit_key`.
+    pub fn open(url: &str, audit_key: AuditKey) -> StoreResult<Self> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Failed(format!("database url: {e}")))?;
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(SOCKET_TIMEOUT)
+            .keepalives_idle(SOCKET_TIMEOUT);
+        let mut link = Link::new(config.clone(), None);
+        migrate(&mut link)?;
+        let newest = newest_event(&mut link)?;
+        let events = Arc::new(watch::Sender::new(newest));
+        let (jobs, queue) = channel();
+        let writer_events = Arc::clone(&events);
+        spawn("postgres-writer", move || {
+            write_batches(&mut link, &queue, &writer_events, &audit_key);
+        })?;
+        let (reads, read_queue) = channel();
+        let read_queue = Arc::new(Mutex::new(read_queue));
+        for n in 0..READERS {
+            let mut link = Link::new(config.clone(), None);
+            let queue = Arc::clone(&read_queue);
+            spawn(&format!("postgres-reader-{n}"), move || {
+                read_snapshots(&mut link, &queue)
+            })?;
+        }
+        let listener = Link::new(config, Some("LISTEN grant_events"));
+        let followed = Arc::downgrade(&events);
+        spawn("postgres-events", move || {
+            follow_events(listener, &followed)
+        })?;
+        Ok(PostgresStore {
+            jobs,
+            reads,
+            events,
+        })
+    }
+}
+
+/// Starts the store's thread `name`.
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
+}
+
+/// One connection, opened again at the start of a transaction when it was lost, with the
+/// statements prepared on it.
+struct Link {
+    config: postgres::Config,
+    /// Run on each new connection, after `synchronous_commit` is set.
+    on_connect: Option<&'static str>,
+    client: Option<Client>,
+    statements: HashMap<String, Statement>,
+}
+
+impl Link {
+    fn new(config: postgres::Config, on_connect: Option<&'static str>) -> Self {
+        Link {
+            config,
+            on_connect,
+            client: None,
+            statements: HashMap::new(),
+        }
+    }
+
+    /// The connection, opened anew if there is none or it was lost: only between
+    /// transactions, never inside one.
+    fn connect(&mut self) -> StoreResult<&mut Client> {
+        let client = match self.client.take() {
+            Some(client) if !client.is_closed() => client,
+            _ => {
+                self.statements.clear();
+                let mut client = self.config.connect(NoTls)?;
+                client.batch_execute("SET synchronous_commit = on")?;
+                if let Some(sql) = self.on_connect {
+                    client.batch_execute(sql)?;
+                }
+                client
+            }
+        };
+        Ok(self.client.insert(client))
+    }
+
+    /// The open connection, inside a transaction.
+    fn live(&mut self) -> StoreResult<&mut Client> {
+        match &mut self.client {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => Err(StoreError::Failed(
+                "the database connection was lost".into(),
+            )),
+        }
+    }
+
+    /// Begins a transaction with `begin`, connecting first if needed.
+    fn begin(&mut self, begin: &str) -> StoreResult<()> {
+        self.connect()?.batch_execute(begin)?;
+        Ok(())
+    }
+
+    /// Runs statements without parameters (a transaction's end, a savepoint, a lock).
+    fn run(&mut self, sql: &str) -> StoreResult<()> {
+        self.live()?.batch_execute(sql)?;
+        Ok(())
+    }
+
+    /// `sql`, prepared once per connection.
+    fn prepared(&mut self, sql: &str) -> StoreResult<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.live()?.prepare(sql)?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Ends a failed transaction; a connection that cannot is dropped, to be opened anew.
+    fn abandon(&mut self) {
+        if self.run("ROLLBACK").is_err() {
+            self.client = None;
+        }
+    }
+}
+
+/// Applies pending migrations in one transaction under [`MIGRATION_LOCK`].
+fn migrate(link: &mut Link) -> StoreResult<()> {
+    link.begin("BEGIN")?;
+    let applied = apply_migrations(link).and_then(|()| link.run("COMMIT"));
+    if applied.is_err() {
+        link.abandon();
+    }
+    applied
+}
+
+fn apply_migrations(link: &mut Link) -> StoreResult<()> {
+    link.run(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+    link.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let applied: i32 = link
+        .live()?
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?
+        .try_get(0)?;
+    let applied = usize::try_from(applied).unwrap_or(0);
+    for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(applied) {
+        link.run(sql)?;
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        link.live()?.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&version],
+        )?;
+    }
+    Ok(())
+}
+
+/// The newest grant-event number committed.
+fn newest_event(link: &mut Link) -> StoreResult<i64> {
+    Ok(link
+        .connect()?
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM grant_events", &[])?
+        .try_get(0)?)
+}
+
+/// Moves the event watch forward to `seq`, never back.
+fn advance(events: &watch::Sender<i64>, seq: i64) {
+    events.send_if_modified(|newest| {
+        let newer = seq > *newest;
+        if newer {
+            *newest = seq;
+        }
+        newer
+    });
+}
+
+/// The listener thread: reads the newest event number after each notification and every
+/// [`EVENT_RECHECK`], until the store is dropped.
+fn follow_events(mut link: Link, events: &Weak<watch::Sender<i64>>) {
+    loop {
+        let Some(watch) = events.upgrade() else {
+            return;
+        };
+        match newest_event(&mut link) {
+            Ok(seq) => advance(&watch, seq),
+            Err(error) => {
+                tracing::warn!(%error, "the grant-event listener lost the database");
+                link.client = None;
+            }
+        }
+        drop(watch);
+        match &mut link.client {
+            Some(client) => {
+                let mut notifications = client.notifications();
+                let _ = notifications.timeout_iter(EVENT_RECHECK).next();
+            }
+            None => std::thread::sleep(EVENT_RECHECK),
+        }
+    }
+}
+
+/// A reader thread: takes the next read job from the shared queue and runs it on a
+/// snapshot of its own, until the store is dropped. A job that panics is dropped (its
+/// caller hears that it did not finish) and the reader goes on.
+fn read_snapshots(link: &mut Link, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) {
+    loop {
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = next else { return };
+        if let Err(error) = link.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") {
+            link.client = None;
+            job.run(Err(error));
+            continue;
+        }
+        let mut repo = PgRepo::new(link, None);
+        let _ = catch_unwind(AssertUnwindSafe(|| job.run(Ok(&mut repo))));
+        if link.run("COMMIT").is_err() {
+            link.abandon();
+        }
+    }
+}
+
+/// The writer thread: waits for a job, takes every other job already waiting, runs them
+/// all in one transaction and commits once, then tells each job. Ends when the store is
+/// dropped and the queue is empty.
+fn write_batches(
+    link: &mut Link,
+    queue: &Receiver<Box<dyn Job>>,
+    events: &watch::Sender<i64>,
+    audit_key: &AuditKey,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        let mut last_event = None;
+        let committed = run_batch(link, audit_key, &mut batch, &mut last_event)
+            .and_then(|()| link.run("COMMIT"));
+        match &committed {
+            Ok(()) => {
+                if let Some(seq) = last_event {
+                    advance(events, seq);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, jobs = batch.len(), "a batch did not commit");
+                link.abandon();
+            }
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+/// Takes [`WRITER_LOCK`], then runs each job of `batch` in a savepoint of its own, so that
+/// a failing job takes back only its own writes. A job that panics fails like one that
+/// returns an error, and the writer goes on.
+fn run_batch(
+    link: &mut Link,
+    audit_key: &AuditKey,
+    batch: &mut [Box<dyn Job>],
+    last_event: &mut Option<i64>,
+) -> StoreResult<()> {
+    link.begin("BEGIN")?;
+    link.run(&format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"))?;
+    for job in batch {
+        link.run("SAVEPOINT job")?;
+        let mut repo = PgRepo::new(link, Some(audit_key));
+        let kept = catch_unwind(AssertUnwindSafe(|| job.run(&mut repo))).unwrap_or(false);
+        let added = repo.last_event;
+        if kept {
+            *last_event = added.or(*last_event);
+            link.run("RELEASE SAVEPOINT job")?;
+        } else {
+            link.run("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
+        }
+    }
+    if last_event.is_some() {
+        link.run("NOTIFY grant_events")?;
+    }
+    Ok(())
+}
+
+impl Store for PostgresStore {
+    fn submit(&self, job: Box<dyn Job>) {
+        hand_to_writer(&self.jobs, job);
+    }
+
+    fn submit_read(&self, job: Box<dyn ReadJob>) {
+        hand_to_readers(&self.reads, job);
+    }
+
+    fn event_watch(&self) -> watch::Receiver<i64> {
+        self.events.subscribe()
+    }
+}

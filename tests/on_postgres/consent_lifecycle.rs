@@ -1,0 +1,4 @@
+//! `tests/consent_lifecycle.rs` again, with its platforms on PostgreSQL (see `tests/support/postgres.rs`).
+
+#[path = "../consent_lifecycle.rs"]
+mod consent_lifecycle;
