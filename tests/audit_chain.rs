@@ -1,7 +1,7 @@
 //! The audit chain verifies, and tampering with the stored records is detected at the
 //! first bad record; truncation is caught against an exported checkpoint. Reads that race a
-//! revocation never leave an allowed use after it in the chain. A refusal is answered
-//! before its record commits, and the platform does not stop before it has.
+//! revocation never leave an allowed use after it in the chain. A refusal is answered only
+//! once its record commits, and the platform does not stop before it has.
 
 use consent_core::model::{AuditEntry, AuditRecord};
 use consent_proto::platform::v1 as pb;
@@ -9,7 +9,6 @@ use consent_store::{StoreError, hold_writer, read};
 use end_to_end::database::Database;
 use end_to_end::{Scenario, assert_refused, bearer};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tonic::Code;
 
@@ -189,92 +188,7 @@ async fn a_flipped_byte_and_swapped_records_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_racing_a_revocation_leave_no_allowed_use_after_it() {
     let s = Scenario::new().await;
-    let mut music = s.platform.partner("music").await;
-    let (token, grant) = s.music_grant(&mut music).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let allowed = Arc::new(AtomicUsize::new(0));
-    let mut readers = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let (mut messaging, token) = (music.messaging.clone(), token.clone());
-        let (stop, allowed) = (stop.clone(), allowed.clone());
-        readers.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let listed = messaging
-                    .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
-                    .await;
-                if listed.is_ok() {
-                    allowed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    s.platform
-        .account()
-        .await
-        .revoke_grant(bearer(
-            pb::RevokeGrantRequest {
-                grant_id: grant.grant_id.clone(),
-            },
-            &s.alice.session,
-        ))
-        .await
-        .unwrap();
-    let after = music.list_threads(&token).await.unwrap_err();
-    assert_refused(&after, Code::PermissionDenied, "GRANT_REVOKED");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    stop.store(true, Ordering::Relaxed);
-    while readers.join_next().await.is_some() {}
-    assert!(
-        allowed.load(Ordering::Relaxed) > 0,
-        "reads ran before the revocation"
-    );
-
-    assert!(
-        grant
-            .grant_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    );
-    let records: Vec<(String, String, String)> = s
-        .platform
-        .database()
-        .query(&format!(
-            "SELECT method, decision, reason FROM audit WHERE grant_id = '{}' ORDER BY seq",
-            grant.grant_id
-        ))
-        .into_iter()
-        .map(|r| (r[0].text(), r[1].text(), r[2].text()))
-        .collect();
-    let revocation = records
-        .iter()
-        .position(|(method, _, _)| method.ends_with("/RevokeGrant"))
-        .expect("the revocation is audited");
-    let reads = |range: &[(String, String, String)], decision: &str| {
-        range
-            .iter()
-            .filter(|(method, d, _)| method.ends_with("/ListThreads") && d == decision)
-            .count()
-    };
-    assert_eq!(
-        reads(&records[..revocation], "allow"),
-        allowed.load(Ordering::Relaxed),
-        "every allowed read is audited before the revocation"
-    );
-    let later = &records[revocation + 1..];
-    assert!(
-        reads(later, "deny") > 0,
-        "reads continued after the revocation"
-    );
-    assert_eq!(
-        reads(later, "allow"),
-        0,
-        "no allowed use after the revocation"
-    );
-    assert!(
-        later.iter().all(|(_, _, reason)| reason == "GRANT_REVOKED"),
-        "every later record is a refusal for the revocation"
-    );
+    end_to_end::races::reads_racing_a_revocation(&s, &s.platform).await;
 }
 
 #[tokio::test]

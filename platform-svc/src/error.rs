@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The store failed; nothing of the call was committed.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The store could not be reached; nothing of the call was committed.
+    #[error("the store is unavailable")]
+    Unavailable(String),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::AlreadyExists(..) | ApiError::FailedPrecondition(..) => 409,
             ApiError::ResourceExhausted(..) => 429,
             ApiError::Storage(_) => 500,
+            ApiError::Unavailable(_) => 503,
         }
     }
 
@@ -91,6 +95,7 @@ impl ApiError {
             | ApiError::ResourceExhausted(r, _) => r.as_str(),
             ApiError::NotFound { .. } => "NOT_FOUND",
             ApiError::Storage(_) => "INTERNAL",
+            ApiError::Unavailable(_) => Reason::StoreUnavailable.as_str(),
         }
     }
 }
@@ -103,6 +108,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::AlreadyExists(what) => ApiError::AlreadyExists(Reason::AlreadyExists, what),
             StoreError::Failed(detail) => ApiError::Storage(detail),
+            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
         }
     }
 }
@@ -159,6 +165,10 @@ impl From<ApiError> for Status {
             ApiError::Storage(detail) => {
                 tracing::error!(%detail, "storage failure");
                 Status::internal("internal storage failure")
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::error!(%detail, "the store is unavailable");
+                info(Code::Unavailable, Reason::StoreUnavailable)
             }
         }
     }

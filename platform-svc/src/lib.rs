@@ -13,6 +13,7 @@ pub mod edge;
 pub mod error;
 pub mod password;
 pub mod rate_limit;
+pub mod readiness;
 pub mod server;
 pub mod sign_in_throttle;
 pub mod validate;

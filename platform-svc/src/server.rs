@@ -1,6 +1,7 @@
 //! Assembles the three listeners. Each one terminates its own TLS ([`consent_tls::termination`]), admits
-//! one kind of principal at its edge ([`crate::edge`]), and serves health and both
-//! reflection versions beside its own services, with HTTP/2 and message limits set.
+//! one kind of principal at its edge ([`crate::edge`]), and serves health (following
+//! [`crate::readiness`]) and both reflection versions beside its own services, with HTTP/2
+//! and message limits set.
 
 use crate::api::account::AccountService;
 use crate::api::admin::AdminService;
@@ -10,6 +11,7 @@ use crate::api::{Limits, Platform};
 use crate::config::PlatformConfig;
 use crate::edge::{OperatorEdge, PartnerEdge, UserEdge};
 use crate::rate_limit::PartnerRateLimiter;
+use crate::readiness;
 use crate::web::WebState;
 use consent_core::audit::AuditKey;
 use consent_core::clock::Clock;
@@ -193,6 +195,7 @@ impl BoundPlatform {
             shutdown.await;
             let _ = stop.send(true);
         });
+        let ready = readiness::follow(Arc::clone(&platform.store), stop_rx.clone());
 
         let partner_routes = {
             let messaging = MessagingServer::new(MessagingService::new(platform.clone()))
@@ -221,8 +224,8 @@ impl BoundPlatform {
                     "consent.platform.v1.Messaging",
                     "consent.platform.v1.Consent",
                 ],
-            )
-            .await?
+                ready.clone(),
+            )?
         };
         let operator_routes = {
             let admin = PartnerAdminServer::new(AdminService::new(
@@ -237,7 +240,7 @@ impl BoundPlatform {
                 admin,
                 OperatorEdge::new(header_limit),
             ));
-            with_probes(routes, &["consent.platform.v1.PartnerAdmin"]).await?
+            with_probes(routes, &["consent.platform.v1.PartnerAdmin"], ready.clone())?
         };
         let account = AccountService::start(platform.clone(), config.sign_in)?;
         let web_pages = crate::web::router(WebState::new(
@@ -255,7 +258,7 @@ impl BoundPlatform {
                 account,
                 UserEdge::new(header_limit),
             ));
-            with_probes(routes, &["consent.platform.v1.Account"]).await?
+            with_probes(routes, &["consent.platform.v1.Account"], ready.clone())?
         };
 
         let sweeper = tokio::spawn(sweep_forever(
@@ -314,20 +317,29 @@ impl BoundPlatform {
     }
 }
 
-/// Adds `grpc.health.v1` (each service marked serving) and reflection v1 and v1alpha.
-async fn with_probes(
+/// Adds `grpc.health.v1` (each service, and the server as a whole, serving while `ready`
+/// holds) and reflection v1 and v1alpha.
+fn with_probes(
     mut routes: tonic::service::RoutesBuilder,
-    services: &[&str],
+    services: &'static [&'static str],
+    mut ready: watch::Receiver<bool>,
 ) -> Result<Routes, StartError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    for service in services {
-        reporter
-            .set_service_status(*service, ServingStatus::Serving)
-            .await;
-    }
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    tokio::spawn(async move {
+        loop {
+            let status = if *ready.borrow_and_update() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in services.iter().chain(&[""]) {
+                reporter.set_service_status(*service, status).await;
+            }
+            if ready.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(consent_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -26,6 +26,7 @@ pub mod compose;
 pub mod database;
 pub mod postgres;
 pub mod processes;
+pub mod races;
 pub mod raw_h2;
 pub mod story;
 pub mod world;

@@ -15,13 +15,24 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Whether this test binary's platforms run on PostgreSQL.
+/// Whether this test binary's platforms run on PostgreSQL. Without PostgreSQL installed
+/// they run on SQLite and say so, unless `CI` is set: then that is a failure.
 pub fn in_use() -> bool {
     let named = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
         .is_some_and(|name| name.contains("_on_postgres-"));
-    named || std::env::var("CONSENT_TEST_STORE").is_ok_and(|store| store == "postgres")
+    let wanted =
+        named || std::env::var("CONSENT_TEST_STORE").is_ok_and(|store| store == "postgres");
+    if wanted && programs().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but PostgreSQL is not installed"
+        );
+        eprintln!("PostgreSQL is not installed here: these tests run on SQLite instead");
+        return false;
+    }
+    wanted
 }
 
 /// The directory of the machine's PostgreSQL programs (the newest version installed).
@@ -101,7 +112,16 @@ impl Server {
         let init = as_server_user(&bin.join("initdb"))
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .output()
             .map_err(|e| format!("initdb: {e}"))?;
         if !init.status.success() {
@@ -127,7 +147,18 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match postgres::Client::connect(&server.url("postgres"), postgres::NoTls) {
-                Ok(_) => return Ok(server),
+                // Another process's server could have taken the port first: check it is ours.
+                Ok(mut client) => {
+                    let serves: String = client
+                        .query_one("SHOW data_directory", &[])
+                        .map_err(|e| e.to_string())?
+                        .get(0);
+                    return if Path::new(&serves) == data {
+                        Ok(server)
+                    } else {
+                        Err(format!("port {port} is another server's ({serves})"))
+                    };
+                }
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100))
                 }
@@ -144,8 +175,9 @@ impl Server {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
-    /// A connection to the server's own database, for creating others.
-    fn admin(&self) -> postgres::Client {
+    /// A connection to the server's own database, as its administrator. Blocks: call it off
+    /// the async runtime's threads.
+    pub fn admin(&self) -> postgres::Client {
         postgres::Client::connect(&self.url("postgres"), postgres::NoTls).expect("admin connection")
     }
 }

@@ -69,6 +69,9 @@ pub enum Reason {
     PartnerBlocked,
     /// The partner holds as many event streams open as it may.
     TooManyStreams,
+    /// The platform cannot reach its database now; nothing of the call was done. Retrying,
+    /// on this replica or another, may work.
+    StoreUnavailable,
     /// The request's headers are over the limit.
     HeadersTooLarge,
     /// The user sent as many friend requests in the last day as they may.
@@ -123,6 +126,7 @@ impl Reason {
             Reason::RequestExpired => "REQUEST_EXPIRED",
             Reason::PartnerBlocked => "PARTNER_BLOCKED",
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
+            Reason::StoreUnavailable => "STORE_UNAVAILABLE",
             Reason::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Reason::TooManyFriendRequests => "TOO_MANY_FRIEND_REQUESTS",
             Reason::RequestUriInvalid => "REQUEST_URI_INVALID",

@@ -40,11 +40,16 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Opens the store `database` names: a `postgres://` or `postgresql://` URL is a
-/// PostgreSQL database (shared by every replica that names it), anything else the path of
-/// a SQLite file (one process).
+/// PostgreSQL database (shared by every replica that names it), a value without `://` the
+/// path of a SQLite file (one process); any other URL is refused. Blocks on I/O: call it
+/// off the async runtime's threads (e.g. in `spawn_blocking`).
 pub fn open(database: &str, audit_key: AuditKey) -> StoreResult<Arc<dyn Store>> {
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
         Ok(Arc::new(PostgresStore::open(database, audit_key)?))
+    } else if let Some((scheme, _)) = database.split_once("://") {
+        Err(StoreError::Failed(format!(
+            "database: {scheme}:// is not a store; use postgres:// or a SQLite file's path"
+        )))
     } else {
         Ok(Arc::new(SqliteStore::open(
             std::path::Path::new(database),
@@ -59,10 +64,13 @@ pub enum StoreError {
     /// A row with the same key exists already; the message says which.
     #[error("{0}")]
     AlreadyExists(String),
-    /// The database failed or could not be reached: nothing of the transaction was
-    /// committed.
+    /// The database failed: nothing of the transaction was committed.
     #[error("storage failure: {0}")]
     Failed(String),
+    /// The database could not be reached (a lost or refused connection): nothing of the
+    /// transaction was committed, and trying again, here or on another replica, may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Result of a store operation.

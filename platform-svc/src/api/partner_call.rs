@@ -235,14 +235,17 @@ impl Effects {
 
 /// Decides an attempt's audit record and writes what it leaves besides its own effects.
 /// A call the store failed takes back everything it wrote: its transaction's job fails,
-/// and its caller hears `INTERNAL` with nothing of the call committed.
+/// and its caller hears `INTERNAL` (or `UNAVAILABLE`, when the store could not be reached)
+/// with nothing of the call committed.
 fn settle<R>(repo: &mut dyn Repo, now_ms: i64, attempt: Attempt<R>) -> StoreResult<ApiResult<R>> {
     let Attempt {
         result,
         mut effects,
     } = attempt;
-    if let Err(ApiError::Storage(detail)) = result {
-        return Err(StoreError::Failed(detail));
+    match result {
+        Err(ApiError::Storage(detail)) => return Err(StoreError::Failed(detail)),
+        Err(ApiError::Unavailable(detail)) => return Err(StoreError::Unavailable(detail)),
+        _ => {}
     }
     effects.decide(result.as_ref().map(drop));
     record(repo, now_ms, &effects)?;

@@ -42,6 +42,10 @@ pub fn failure(error: &ApiError) -> Markup {
             tracing::error!(%detail, "storage failure");
             "internal storage failure".to_string()
         }
+        ApiError::Unavailable(detail) => {
+            tracing::error!(%detail, "the store is unavailable");
+            "the platform cannot reach its database; try again soon".to_string()
+        }
         other => other.to_string(),
     };
     layout(

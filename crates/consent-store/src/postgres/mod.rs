@@ -43,8 +43,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Most jobs committed together.
-const MAX_BATCH: usize = 256;
+/// Most jobs committed together. Each job that writes is a subtransaction (its savepoint);
+/// past 64 in one transaction PostgreSQL's subtransaction cache overflows, which slows
+/// every snapshot on every replica while it lasts.
+const MAX_BATCH: usize = 64;
 /// Reader threads, each with its connection.
 const READERS: usize = 4;
 /// The advisory lock every write transaction takes first.
@@ -58,10 +60,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the listener reads the newest event number without a notification.
 const EVENT_RECHECK: Duration = Duration::from_secs(1);
+/// Settings of every connection. Commits wait for the server's `fsync`. The server probes
+/// an idle connection after 5 s and drops it after 3 unanswered probes 2 s apart, so a
+/// replica cut off while it holds the writer lock releases it within about 11 s. A
+/// transaction left idle for 30 s ends, and so does waiting 30 s for the writer lock: both
+/// fail rather than hang every replica's writes.
+const SESSION: &str = "SET synchronous_commit = on; SET tcp_keepalives_idle = 5; \
+    SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; \
+    SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'";
+/// How a write transaction begins: every statement sees what committed before it, so the
+/// first statement after the writer lock sees every other replica's commits. The store's
+/// guarantees across replicas depend on this level.
+const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 impl From<postgres::Error> for StoreError {
+    /// A lost or timed-out connection, and the database ending connections or refusing new
+    /// ones (SQLSTATE classes 08 and 57P), mean it could not be reached; any other error the
+    /// database reported is a failure.
     fn from(e: postgres::Error) -> Self {
-        StoreError::Failed(e.to_string())
+        let unreachable = e
+            .code()
+            .is_none_or(|state| state.code().starts_with("08") || state.code().starts_with("57P"));
+        if unreachable {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Failed(e.to_string())
+        }
     }
 }
 
@@ -87,10 +111,13 @@ impl PostgresStore {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Failed(format!("database url: {e}")))?;
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_user_timeout(SOCKET_TIMEOUT)
-            .keepalives_idle(SOCKET_TIMEOUT);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(SOCKET_TIMEOUT);
+        }
+        config.keepalives_idle(SOCKET_TIMEOUT);
         let mut link = Link::new(config.clone(), None);
         migrate(&mut link)?;
         let newest = newest_event(&mut link)?;
@@ -158,8 +185,11 @@ impl Link {
             Some(client) if !client.is_closed() => client,
             _ => {
                 self.statements.clear();
-                let mut client = self.config.connect(NoTls)?;
-                client.batch_execute("SET synchronous_commit = on")?;
+                let mut client = self
+                    .config
+                    .connect(NoTls)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                client.batch_execute(SESSION)?;
                 if let Some(sql) = self.on_connect {
                     client.batch_execute(sql)?;
                 }
@@ -173,16 +203,28 @@ impl Link {
     fn live(&mut self) -> StoreResult<&mut Client> {
         match &mut self.client {
             Some(client) if !client.is_closed() => Ok(client),
-            _ => Err(StoreError::Failed(
+            _ => Err(StoreError::Unavailable(
                 "the database connection was lost".into(),
             )),
         }
     }
 
-    /// Begins a transaction with `begin`, connecting first if needed.
+    /// Begins a transaction with `begin`, connecting first if needed. A connection that
+    /// died while idle shows it only when used: then this connects again, once, since
+    /// nothing of the transaction has run yet.
     fn begin(&mut self, begin: &str) -> StoreResult<()> {
-        self.connect()?.batch_execute(begin)?;
-        Ok(())
+        match self
+            .connect()?
+            .batch_execute(begin)
+            .map_err(StoreError::from)
+        {
+            Err(StoreError::Unavailable(_)) => {
+                self.client = None;
+                self.connect()?.batch_execute(begin)?;
+                Ok(())
+            }
+            begun => begun,
+        }
     }
 
     /// Runs statements without parameters (a transaction's end, a savepoint, a lock).
@@ -211,7 +253,7 @@ impl Link {
 
 /// Applies pending migrations in one transaction under [`MIGRATION_LOCK`].
 fn migrate(link: &mut Link) -> StoreResult<()> {
-    link.begin("BEGIN")?;
+    link.begin(BEGIN_WRITE)?;
     let applied = apply_migrations(link).and_then(|()| link.run("COMMIT"));
     if applied.is_err() {
         link.abandon();
@@ -258,27 +300,42 @@ fn advance(events: &watch::Sender<i64>, seq: i64) {
 }
 
 /// The listener thread: reads the newest event number after each notification and every
-/// [`EVENT_RECHECK`], until the store is dropped.
+/// [`EVENT_RECHECK`], until the store is dropped. Should it panic, each replica's event
+/// streams still poll every few seconds; the panic is logged.
 fn follow_events(mut link: Link, events: &Weak<watch::Sender<i64>>) {
-    loop {
-        let Some(watch) = events.upgrade() else {
-            return;
-        };
-        match newest_event(&mut link) {
-            Ok(seq) => advance(&watch, seq),
-            Err(error) => {
-                tracing::warn!(%error, "the grant-event listener lost the database");
-                link.client = None;
+    let followed = catch_unwind(AssertUnwindSafe(|| {
+        while let Some(watch) = events.upgrade() {
+            match newest_event(&mut link) {
+                Ok(seq) => advance(&watch, seq),
+                Err(error) => {
+                    tracing::warn!(%error, "the grant-event listener lost the database");
+                    link.client = None;
+                }
+            }
+            drop(watch);
+            wait_for_notification(&mut link);
+        }
+    }));
+    if followed.is_err() {
+        tracing::error!("the grant-event listener stopped");
+    }
+}
+
+/// Waits up to [`EVENT_RECHECK`] for a notification, then takes any others queued behind
+/// it (one read of the newest number covers them all).
+fn wait_for_notification(link: &mut Link) {
+    match &mut link.client {
+        Some(client) => {
+            let mut notifications = client.notifications();
+            let woken = matches!(
+                notifications.timeout_iter(EVENT_RECHECK).next(),
+                Ok(Some(_))
+            );
+            if woken {
+                while let Ok(Some(_)) = notifications.iter().next() {}
             }
         }
-        drop(watch);
-        match &mut link.client {
-            Some(client) => {
-                let mut notifications = client.notifications();
-                let _ = notifications.timeout_iter(EVENT_RECHECK).next();
-            }
-            None => std::thread::sleep(EVENT_RECHECK),
-        }
+        None => std::thread::sleep(EVENT_RECHECK),
     }
 }
 
@@ -314,12 +371,12 @@ fn write_batches(
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
-        let mut last_event = None;
-        let committed = run_batch(link, audit_key, &mut batch, &mut last_event)
-            .and_then(|()| link.run("COMMIT"));
+        let mut outcome = Outcome::default();
+        let committed =
+            run_batch(link, audit_key, &mut batch, &mut outcome).and_then(|()| link.run("COMMIT"));
         match &committed {
             Ok(()) => {
-                if let Some(seq) = last_event {
+                if let Some(seq) = outcome.last_event {
                     advance(events, seq);
                 }
             }
@@ -328,36 +385,60 @@ fn write_batches(
                 link.abandon();
             }
         }
+        let mut own_failures = outcome.failed.into_iter();
         for job in batch {
-            job.finish(committed.clone());
+            match own_failures.next().flatten() {
+                Some(failure) => job.finish(Err(failure)),
+                None => job.finish(committed.clone()),
+            }
         }
     }
 }
 
+/// What a batch's jobs left besides their writes.
+#[derive(Default)]
+struct Outcome {
+    /// The newest grant event the batch added.
+    last_event: Option<i64>,
+    /// Per job, in order: the failure that took back its writes alone, if any.
+    failed: Vec<Option<StoreError>>,
+}
+
 /// Takes [`WRITER_LOCK`], then runs each job of `batch` in a savepoint of its own, so that
 /// a failing job takes back only its own writes. A job that panics fails like one that
-/// returns an error, and the writer goes on.
+/// returns an error, and the writer goes on. A job that went on after one of its
+/// statements failed (which aborts PostgreSQL's transaction back to the savepoint) fails
+/// alone too.
 fn run_batch(
     link: &mut Link,
     audit_key: &AuditKey,
     batch: &mut [Box<dyn Job>],
-    last_event: &mut Option<i64>,
+    outcome: &mut Outcome,
 ) -> StoreResult<()> {
-    link.begin("BEGIN")?;
+    link.begin(BEGIN_WRITE)?;
     link.run(&format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"))?;
     for job in batch {
         link.run("SAVEPOINT job")?;
         let mut repo = PgRepo::new(link, Some(audit_key));
         let kept = catch_unwind(AssertUnwindSafe(|| job.run(&mut repo))).unwrap_or(false);
         let added = repo.last_event;
-        if kept {
-            *last_event = added.or(*last_event);
-            link.run("RELEASE SAVEPOINT job")?;
+        let released = if kept {
+            link.run("RELEASE SAVEPOINT job")
         } else {
-            link.run("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
+            Err(StoreError::Failed("the job failed".into()))
+        };
+        match released {
+            Ok(()) => {
+                outcome.last_event = added.or(outcome.last_event);
+                outcome.failed.push(None);
+            }
+            Err(failure) => {
+                link.run("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
+                outcome.failed.push(kept.then_some(failure));
+            }
         }
     }
-    if last_event.is_some() {
+    if outcome.last_event.is_some() {
         link.run("NOTIFY grant_events")?;
     }
     Ok(())

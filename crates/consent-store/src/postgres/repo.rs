@@ -18,7 +18,6 @@ use consent_core::model::{
 };
 use consent_proto::platform::v1::GrantEventKind;
 use postgres::Row;
-use postgres::error::SqlState;
 use postgres::types::ToSql;
 
 /// Parameters of a statement.
@@ -51,15 +50,13 @@ impl<'a> PgRepo<'a> {
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
 
-    /// Runs an insert; a duplicate key is `AlreadyExists` with `what`.
+    /// Runs an insert that ends `ON CONFLICT DO NOTHING`; a row not inserted (a duplicate
+    /// key) is `AlreadyExists` with `what`. The statement does not fail, so the transaction
+    /// goes on: the caller may still record its refusal.
     fn insert(&mut self, sql: &str, params: Params<'_>, what: String) -> StoreResult<()> {
-        let statement = self.link.prepared(sql)?;
-        match self.link.live()?.execute(&statement, params) {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                Err(StoreError::AlreadyExists(what))
-            }
-            Err(e) => Err(e.into()),
+        match self.execute(sql, params)? {
+            0 => Err(StoreError::AlreadyExists(what)),
+            _ => Ok(()),
         }
     }
 
@@ -99,7 +96,7 @@ impl<'a> PgRepo<'a> {
 
     fn participants(&mut self, thread_id: &str) -> StoreResult<Vec<String>> {
         self.rows(
-            "SELECT user_id FROM thread_participants WHERE thread_id = $1 ORDER BY user_id",
+            "SELECT user_id FROM thread_participants WHERE thread_id = $1 ORDER BY user_id COLLATE \"C\"",
             &[&thread_id],
             |r| r.try_get(0),
         )
@@ -137,7 +134,7 @@ impl<'a> PgRepo<'a> {
     }
 
     fn grants_where(&mut self, condition: &str, params: Params<'_>) -> StoreResult<Vec<Grant>> {
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition}");
+        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition} ORDER BY seq");
         self.rows(&sql, params, grant_row)
     }
 
@@ -377,7 +374,7 @@ fn count(n: i64) -> usize {
 impl Repo for PgRepo<'_> {
     fn insert_user(&mut self, user: &User, now_ms: i64) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             &[&user.id, &user.name, &user.display_name, &user.password_hash, &user.hide_from_others_apps, &user.name_to_friends_apps, &now_ms],
             format!("user name {} is taken", user.name),
         )
@@ -597,7 +594,7 @@ impl Repo for PgRepo<'_> {
 
     fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, redirect_uris, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, redirect_uris, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             &[&partner.id, &partner.display_name, &partner.allowed_scopes.bits(), &partner.suspended, &partner.blocked, &join_lines(&partner.redirect_uris), &now_ms],
             format!("partner {} is already registered", partner.id),
         )
@@ -626,7 +623,7 @@ impl Repo for PgRepo<'_> {
 
     fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO features (partner_id, name, description, scopes, retired, card_kinds) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO features (partner_id, name, description, scopes, retired, card_kinds) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             &[&feature.partner_id, &feature.name, &feature.description, &feature.scopes.bits(), &feature.retired, &encode_card_kinds(&feature.card_kinds)],
             format!("feature {} already exists", feature.name),
         )
@@ -639,8 +636,9 @@ impl Repo for PgRepo<'_> {
     }
 
     fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>> {
-        let sql =
-            format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = $1 ORDER BY name");
+        let sql = format!(
+            "SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = $1 ORDER BY name COLLATE \"C\""
+        );
         self.rows(&sql, &[&partner_id], feature_row)
     }
 
@@ -704,7 +702,7 @@ impl Repo for PgRepo<'_> {
     ) -> StoreResult<Vec<AccessRequest>> {
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE partner_id = $1 AND user_name = $2 \
-             AND status = $3 AND created_ms >= $4 AND binding_message <> '' ORDER BY created_ms, id"
+             AND status = $3 AND created_ms >= $4 AND binding_message <> '' ORDER BY created_ms, id COLLATE \"C\""
         );
         let pending = RequestStatus::Pending as i32;
         self.rows(
