@@ -1,7 +1,10 @@
 //! Containerised end-to-end tests: the images built from this checkout, the compose stack
 //! (platform and five partners on a private network), the walkthrough's story against
 //! it, and the faults a deployment meets: the platform stopped while partners send, the
-//! platform restarted, a partner cut off from the network, a partner killed.
+//! platform restarted, a partner cut off from the network, a partner killed. Then the
+//! replicated stack (PostgreSQL, two replicas, the partners knowing both) and its faults:
+//! a replica killed while partners send, a replica cut off from the database, the
+//! database restarted under load.
 //!
 //! Without Docker they have nothing to run against and say so; with `CI` set they fail.
 
@@ -17,6 +20,7 @@ use pb::account_client::AccountClient;
 use pb::partner_admin_client::PartnerAdminClient;
 use std::time::Duration;
 use tonic::transport::Channel;
+use tonic_health::ServingStatus;
 
 /// Containers restart and reconnect more slowly than processes.
 const WAIT: Duration = Duration::from_secs(90);
@@ -31,7 +35,10 @@ struct Seeded {
 }
 
 async fn seeded(name: &str) -> Seeded {
-    let stack = ComposeStack::up(name).await;
+    seed(ComposeStack::up(name).await).await
+}
+
+async fn seed(stack: ComposeStack) -> Seeded {
     let mut operator = PartnerAdminClient::new(
         stack
             .work
@@ -411,4 +418,250 @@ async fn killing_one_partner_leaves_the_others_serving() {
             .is_err(),
         "the killed partner is gone"
     );
+}
+
+/// Sends `count` shares from `partner` into its thread `thread`, one every 100 ms, bodies
+/// `<prefix> <n>`; returns the numbers the partner accepted.
+fn send_continuously(
+    mut partner: app::partner_app_client::PartnerAppClient<Channel>,
+    thread: String,
+    prefix: &'static str,
+    count: usize,
+) -> tokio::task::JoinHandle<Vec<usize>> {
+    tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for n in 1..=count {
+            let body = format!("{prefix} {n}");
+            let key = format!("{prefix}-{n}");
+            if partner
+                .share(share_in_thread("alice", &thread, &body, &key))
+                .await
+                .is_ok()
+            {
+                accepted.push(n);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        accepted
+    })
+}
+
+impl Seeded {
+    /// Waits until each accepted share of `prefix` is in alice's thread `thread` (by the
+    /// platform's id), then checks each arrived exactly once.
+    async fn delivered_once(&mut self, thread: &str, prefix: &str, accepted: &[usize]) {
+        let mine = |m: &pb::Message| m.body.starts_with(&format!("{prefix} "));
+        eventually(
+            &format!("delivery of every accepted {prefix} share"),
+            WAIT,
+            async || {
+                self.messages(thread)
+                    .await
+                    .iter()
+                    .filter(|m| mine(m))
+                    .count()
+                    >= accepted.len()
+            },
+        )
+        .await;
+        let messages = self.messages(thread).await;
+        for n in accepted {
+            let body = format!("{prefix} {n}");
+            let copies = messages.iter().filter(|m| m.body == body).count();
+            assert_eq!(copies, 1, "{body} must arrive exactly once");
+        }
+        let delivered = messages.iter().filter(|m| mine(m)).count();
+        assert_eq!(
+            delivered,
+            accepted.len(),
+            "nothing beyond the accepted {prefix} shares"
+        );
+    }
+
+    /// A thread alice starts with bob on the platform.
+    async fn family_thread(&mut self) -> String {
+        self.account
+            .create_thread(bearer(
+                pb::CreateThreadRequest {
+                    participant_ids: vec![self.bob.id.clone()],
+                    title: "family".into(),
+                },
+                &self.alice.session,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .thread_id
+    }
+
+    /// alice's client of replica B's user surface.
+    async fn account_on_b(&self) -> AccountClient<Channel> {
+        let b = self.stack.replica_b.expect("the replicated stack");
+        AccountClient::new(self.stack.work.channel(b.user, None).await.unwrap())
+    }
+}
+
+/// The health of the platform whose user listener is `user`, or -1 when unreachable.
+async fn platform_health(stack: &ComposeStack, user: std::net::SocketAddr) -> i32 {
+    let Ok(channel) = stack.work.channel(user, None).await else {
+        return -1;
+    };
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .map_or(-1, |reply| reply.into_inner().status)
+}
+
+#[tokio::test]
+async fn killing_a_replica_while_partners_send_delivers_every_accepted_share_once() {
+    if !docker_available() {
+        return;
+    }
+    let mut s = seed(ComposeStack::up_replicated("replica-kill").await).await;
+    let family = s.family_thread().await;
+    let (mut music, _) = s.connect_alice("music", vec![]).await;
+    let (files, files_threads) = s.connect_alice("files", vec![family.clone()]).await;
+    let (bank, bank_threads) = s.connect_alice("bank", vec![family.clone()]).await;
+    let first = music
+        .share(share_with_friend(
+            "alice",
+            &s.bob_for("music"),
+            "music 0",
+            "music-0",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let music_thread = s
+        .stack
+        .work
+        .shown_to("music")
+        .thread_named(&first.thread_id)
+        .unwrap();
+
+    // Every partner sends while replica A, the one they all start on, is killed.
+    let senders = [
+        send_continuously(music, first.thread_id.clone(), "music", 30),
+        send_continuously(files, files_threads[0].clone(), "files", 30),
+        send_continuously(bank, bank_threads[0].clone(), "bank", 30),
+    ];
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.stack.compose(&["kill", "platform-a"]);
+    let mut accepted = Vec::new();
+    for sender in senders {
+        accepted.push(sender.await.unwrap());
+    }
+    for (prefix, shares) in ["music", "files", "bank"].iter().zip(&accepted) {
+        assert!(
+            shares.len() >= 20,
+            "{prefix}: most shares accepted: {shares:?}"
+        );
+    }
+
+    // Read through replica B: every accepted share, once.
+    s.account = s.account_on_b().await;
+    let mut music_accepted = accepted[0].clone();
+    music_accepted.insert(0, 0);
+    s.delivered_once(&music_thread, "music", &music_accepted)
+        .await;
+    s.delivered_once(&family, "files", &accepted[1]).await;
+    s.delivered_once(&family, "bank", &accepted[2]).await;
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_the_database_stops_serving_and_recovers_without_a_restart() {
+    if !docker_available() {
+        return;
+    }
+    let mut s = seed(ComposeStack::up_replicated("replica-cut").await).await;
+    let family = s.family_thread().await;
+    let b = s.stack.replica_b.unwrap();
+    let mut account_b = s.account_on_b().await;
+    let list = |session: &str| bearer(pb::ListThreadsRequest::default(), session);
+    account_b
+        .list_threads(list(&s.alice.session))
+        .await
+        .unwrap();
+    assert_eq!(
+        platform_health(&s.stack, b.user).await,
+        ServingStatus::Serving as i32
+    );
+
+    let (network, container) = (s.stack.database_network(), s.stack.container("platform-b"));
+    s.stack
+        .docker(&["network", "disconnect", &network, &container]);
+    eventually("replica B reporting NOT_SERVING", WAIT, async || {
+        platform_health(&s.stack, b.user).await == ServingStatus::NotServing as i32
+    })
+    .await;
+    let refused = account_b.list_threads(list(&s.alice.session)).await;
+    assert!(
+        refused.is_err(),
+        "B refuses rather than answering without its database"
+    );
+
+    // Partners carry on through A meanwhile.
+    let (mut bank, bank_threads) = s.connect_alice("bank", vec![family.clone()]).await;
+    let sent = bank
+        .share(share_in_thread(
+            "alice",
+            &bank_threads[0],
+            "while B is cut off",
+            "cut-1",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.status, "DELIVERED");
+
+    s.stack
+        .docker(&["network", "connect", &network, &container]);
+    eventually("replica B serving again", WAIT, async || {
+        platform_health(&s.stack, b.user).await == ServingStatus::Serving as i32
+    })
+    .await;
+    let threads = account_b
+        .list_threads(list(&s.alice.session))
+        .await
+        .unwrap()
+        .into_inner()
+        .threads;
+    assert_eq!(threads.len(), 1, "B reads the database again: {threads:?}");
+    assert!(
+        s.messages(&family)
+            .await
+            .iter()
+            .any(|m| m.body == "while B is cut off"),
+        "the share made through A while B was cut off"
+    );
+}
+
+#[tokio::test]
+async fn restarting_the_database_under_load_loses_no_accepted_share_and_the_chain_verifies() {
+    if !docker_available() {
+        return;
+    }
+    let mut s = seed(ComposeStack::up_replicated("db-restart").await).await;
+    let family = s.family_thread().await;
+    let (files, files_threads) = s.connect_alice("files", vec![family.clone()]).await;
+    let (bank, bank_threads) = s.connect_alice("bank", vec![family.clone()]).await;
+    let senders = [
+        send_continuously(files, files_threads[0].clone(), "files", 40),
+        send_continuously(bank, bank_threads[0].clone(), "bank", 40),
+    ];
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.stack.compose(&["restart", "-t", "5", "postgres"]);
+    let mut accepted = Vec::new();
+    for sender in senders {
+        accepted.push(sender.await.unwrap());
+    }
+    s.delivered_once(&family, "files", &accepted[0]).await;
+    s.delivered_once(&family, "bank", &accepted[1]).await;
+    let verified = s
+        .operator
+        .verify_audit(pb::VerifyAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
 }

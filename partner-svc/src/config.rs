@@ -112,7 +112,8 @@ fn card_kinds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CardKind>, D
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Platform {
-    /// The platform's partner listener, e.g. `https://127.0.0.1:7443`.
+    /// The platform's partner listener, e.g. `https://127.0.0.1:7443`; with several
+    /// replicas, each one's, separated by commas.
     pub address: String,
     /// CA of the platform's certificate.
     pub ca: PathBuf,

@@ -1,21 +1,35 @@
-//! The partner's client of the platform: one lazily connected mTLS channel (it reconnects
-//! by itself when the platform comes back, and HTTP/2 keepalives notice a cut network)
-//! carrying the messaging and consent clients.
+//! The partner's client of the platform: one lazily connected mTLS channel per platform
+//! replica (each reconnects by itself when its replica comes back, and HTTP/2 keepalives
+//! notice a cut network), behind [`Replicas`], which sends each call to one replica and
+//! moves to another when a call cannot reach it or its health says it is not serving.
 
 use crate::config::PartnerConfig;
 use consent_proto::platform::v1::consent_client::ConsentClient;
 use consent_proto::platform::v1::messaging_client::MessagingClient;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::Request;
+use tonic::body::Body;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::{Service, ServiceExt};
+
+/// How often the current replica's health is checked, when there are several.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
 /// Clients of the platform's partner surface.
 #[derive(Debug, Clone)]
 pub struct PlatformClient {
     /// Messaging (needs a grant token per call).
-    pub messaging: MessagingClient<Channel>,
+    pub messaging: MessagingClient<Replicas>,
     /// Consent.
-    pub consent: ConsentClient<Channel>,
+    pub consent: ConsentClient<Replicas>,
 }
 
 /// A client setup failure.
@@ -34,7 +48,9 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
 }
 
 impl PlatformClient {
-    /// Prepares the channel; nothing is dialled until the first call.
+    /// Prepares a channel to each replica named in `platform.address` (comma-separated);
+    /// nothing is dialled until the first call. With several replicas, it starts checking
+    /// their health, so it must be called inside the async runtime.
     pub fn connect_lazy(config: &PartnerConfig) -> Result<Self, ClientError> {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&config.platform.ca)?))
@@ -43,18 +59,110 @@ impl PlatformClient {
                 read(&config.tls.key)?,
             ))
             .domain_name(config.platform.server_name.clone());
-        let channel = Endpoint::from_shared(config.platform.address.clone())?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(2))
-            // Keepalives notice a silently cut network, so the event stream reconnects.
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channels = config
+            .platform
+            .address
+            .split(',')
+            .map(|address| {
+                Ok(Endpoint::from_shared(address.trim().to_string())?
+                    .tls_config(tls.clone())?
+                    .connect_timeout(Duration::from_secs(2))
+                    // Keepalives notice a silently cut network, so the event stream reconnects.
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true)
+                    .tcp_nodelay(true)
+                    .connect_lazy())
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        let replicas = Replicas {
+            channels: channels.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+        };
+        if replicas.channels.len() > 1 {
+            tokio::spawn(replicas.clone().follow_health());
+        }
         Ok(PlatformClient {
-            messaging: MessagingClient::new(channel.clone()),
-            consent: ConsentClient::new(channel),
+            messaging: MessagingClient::new(replicas.clone()),
+            consent: ConsentClient::new(replicas),
+        })
+    }
+}
+
+/// The platform's replicas. Every call goes to the current one; a call that cannot reach
+/// it moves the current one on to the next, and so does a health check that finds it not
+/// serving (then to the next one that is). The call that failed is not sent again: the
+/// outbox and the event watcher retry, as they do when the only platform is down.
+#[derive(Debug, Clone)]
+pub struct Replicas {
+    channels: Arc<[Channel]>,
+    current: Arc<AtomicUsize>,
+}
+
+impl Replicas {
+    /// Moves on from replica `failed`, unless another call already did.
+    fn move_past(&self, failed: usize) {
+        let next = (failed + 1) % self.channels.len();
+        let _ = self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    async fn serving(&self, index: usize) -> bool {
+        let mut health = HealthClient::new(self.channels[index].clone());
+        let mut check = Request::new(HealthCheckRequest::default());
+        check.set_timeout(HEALTH_EVERY);
+        health
+            .check(check)
+            .await
+            .is_ok_and(|reply| reply.into_inner().status == ServingStatus::Serving as i32)
+    }
+
+    /// Every [`HEALTH_EVERY`], checks the current replica; when it is not serving, moves to
+    /// the first after it that is.
+    async fn follow_health(self) {
+        let count = self.channels.len();
+        loop {
+            tokio::time::sleep(HEALTH_EVERY).await;
+            let current = self.current.load(Ordering::Relaxed);
+            if self.serving(current).await {
+                continue;
+            }
+            for step in 1..count {
+                let candidate = (current + step) % count;
+                if self.serving(candidate).await {
+                    tracing::warn!(
+                        from = current,
+                        to = candidate,
+                        "moving to another platform replica"
+                    );
+                    self.current.store(candidate, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Service<http::Request<Body>> for Replicas {
+    type Response = http::Response<Body>;
+    type Error = tonic::transport::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let index = self.current.load(Ordering::Relaxed) % self.channels.len();
+        let mut channel = self.channels[index].clone();
+        let replicas = self.clone();
+        Box::pin(async move {
+            let reply = channel.ready().await?.call(request).await;
+            if reply.is_err() {
+                replicas.move_past(index);
+            }
+            reply
         })
     }
 }

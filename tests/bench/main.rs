@@ -9,6 +9,7 @@
 
 mod echo;
 mod load;
+mod replicas;
 mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -16,7 +17,7 @@ use consent_core::clock::Clock;
 use consent_proto::platform::v1 as pb;
 use echo::Replies;
 use end_to_end::processes::{
-    PlatformPorts, Process, WorkDir, ensure_built, free_port, start_platform_with,
+    PlatformPorts, Process, WorkDir, ensure_built, free_port, start_platform_named,
 };
 use end_to_end::{bearer, seed_family};
 use load::Figures;
@@ -199,12 +200,16 @@ pub(crate) async fn partner_channels(work: &WorkDir, addr: SocketAddr) -> Vec<Ch
     channels
 }
 
-/// Starts a platform on `work`, registers the music partner, seeds a thread of 40 messages
-/// of about 200 bytes, and obtains a grant without `friends.read`. Returns it with an
-/// account client of its user surface.
-async fn small_target(work: &WorkDir) -> (Target, AccountClient<Channel>) {
+/// Starts the platform process `name` on `work` with the store `database`, registers the
+/// music partner, seeds a thread of 40 messages of about 200 bytes, and obtains a grant
+/// without `friends.read`. Returns it with an account client of its user surface.
+async fn small_target(
+    work: &WorkDir,
+    name: &str,
+    database: &str,
+) -> (Target, AccountClient<Channel>) {
     let ports = PlatformPorts::free();
-    let platform = start_platform_with(work, ports, UNLIMITED, PLATFORM_LOG).await;
+    let platform = start_platform_named(work, name, ports, database, UNLIMITED, PLATFORM_LOG).await;
     let scopes: Vec<i32> = [
         pb::Scope::ThreadsRead,
         pb::Scope::MessagesRead,
@@ -424,7 +429,8 @@ where
 async fn measure_all(settings: &Settings) -> Report {
     let dir = tempfile::tempdir().expect("work directory");
     let work = WorkDir::new(dir.path());
-    let (target, account) = small_target(&work).await;
+    let sqlite = work.path.join("platform.db").display().to_string();
+    let (target, account) = small_target(&work, "platform", &sqlite).await;
     let with = target.credentials();
     let replies = Replies::record(
         &mut MessagingClient::new(target.partner_channels[0].clone()),
@@ -498,6 +504,11 @@ async fn measure_all(settings: &Settings) -> Report {
     });
     report.platform_peak_rss_mib = load::peak_rss_mib(target.platform.id())
         .max(load::peak_rss_mib(scale.target.platform.id()));
+    drop(scale);
+    let on_postgres =
+        replicas::measure_postgres(&work, &platform, &with, point, &rounds_begun).await;
+    report.postgres = on_postgres.postgres;
+    report.two_replicas = on_postgres.two_replicas;
     // Last, so that the memory a flood of sign-ups leaves with the allocator does not
     // count in the peak above.
     report.sign_in = Some(report::sign_in_under_flood(&account, 40, 5).await);

@@ -148,6 +148,10 @@ pub struct Report {
     pub sign_in: Option<SignInUnderFlood>,
     /// The large dataset.
     pub scale: Option<Scale>,
+    /// One replica on PostgreSQL, each point against the same point on SQLite.
+    pub postgres: Vec<Row>,
+    /// Two replicas on PostgreSQL, each point against one replica.
+    pub two_replicas: Vec<Row>,
     /// Platform peak RSS over the run, MiB.
     pub platform_peak_rss_mib: f64,
     /// The goals.
@@ -167,6 +171,8 @@ impl Report {
             handshakes: None,
             sign_in: None,
             scale: None,
+            postgres: Vec::new(),
+            two_replicas: Vec::new(),
             platform_peak_rss_mib: 0.0,
             goals: Vec::new(),
         }
@@ -331,6 +337,16 @@ impl Report {
                 s.users, s.messages, s.grants, large.requests_per_second, large.p99_us, small.requests_per_second, small.p99_us, s.read.round_ratios.len()
             ));
         }
+        md.push_str(&comparison(
+            "On PostgreSQL (one replica; server CPU is the replica's, not the database's), against the same call on SQLite",
+            "SQLite",
+            &self.postgres,
+        ));
+        md.push_str(&comparison(
+            "On two replicas of one PostgreSQL database (half the connections to each; server CPU is replica A's), against one replica",
+            "one replica",
+            &self.two_replicas,
+        ));
         md.push_str(&format!(
             "- platform peak RSS over the run: {:.1} MiB\n\n| goal | measured | |\n|---|---|---|\n",
             self.platform_peak_rss_mib
@@ -345,6 +361,31 @@ impl Report {
         }
         md
     }
+}
+
+/// A table of `rows` measured against `baseline` (named so in its columns), under `title`.
+fn comparison(title: &str, baseline: &str, rows: &[Row]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = format!(
+        "\n{title}:\n\n| call | in flight | req/s | p99 µs | server CPU µs per call | {baseline} req/s | {baseline} p99 µs | req/s vs {baseline} (rounds) |\n|---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {:.0} | {:.0} | {} | {} |\n",
+            r.measure,
+            r.concurrency,
+            r.figures.requests_per_second,
+            r.figures.p99_us,
+            r.figures.cpu_us_per_call(),
+            r.baseline.requests_per_second,
+            r.baseline.p99_us,
+            r.ratio_with_spread()
+        ));
+    }
+    md.push('\n');
+    md
 }
 
 /// Times the consent decision alone, `samples` times.

@@ -1,7 +1,9 @@
-//! The compose stack as a test fixture: images built once from this checkout
-//! (`deploy/build-images`), a fresh PKI, free host ports and a project name of its own, so
-//! stacks of parallel tests never meet; `docker-compose down -v` on drop removes
-//! containers, networks and volumes even when the test failed.
+//! The compose stacks as test fixtures: `compose.yaml` (one platform on SQLite) or
+//! `compose.replicas.yaml` (two replicas on PostgreSQL), images built once from this
+//! checkout (`deploy/build-images`, `deploy/build-postgres-image`), a fresh PKI, free host
+//! ports and a project name of its own, so stacks of parallel tests never meet;
+//! `docker-compose down -v` on drop removes containers, networks and volumes even when the
+//! test failed.
 
 use crate::processes::WorkDir;
 use crate::story::PartnerData;
@@ -37,17 +39,36 @@ pub fn docker_available() -> bool {
 
 fn build_images() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new(repo().join("deploy/build-images"))
-            .status()
-            .expect("run deploy/build-images");
-        assert!(status.success(), "building the images failed");
-    });
+    BUILT.get_or_init(|| run_script("deploy/build-images"));
+}
+
+fn build_postgres_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| run_script("deploy/build-postgres-image"));
+}
+
+fn run_script(script: &str) {
+    let status = Command::new(repo().join(script))
+        .status()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(status.success(), "{script} failed");
+}
+
+/// The second replica of the replicated stack, on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaB {
+    /// Its partner listener.
+    pub partner: SocketAddr,
+    /// Its operator listener.
+    pub operator: SocketAddr,
+    /// Its user listener.
+    pub user: SocketAddr,
 }
 
 /// A running compose project.
 pub struct ComposeStack {
     project: String,
+    file: &'static str,
     env: Vec<(String, String)>,
     /// The PKI mounted into the containers.
     pub work: WorkDir,
@@ -63,6 +84,8 @@ pub struct ComposeStack {
     pub partners: Vec<(&'static str, SocketAddr)>,
     /// Partner web apps on the host, by service name.
     pub partner_webs: Vec<(&'static str, SocketAddr)>,
+    /// In the replicated stack, replica B (the fields above name replica A).
+    pub replica_b: Option<ReplicaB>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,9 +94,19 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 impl ComposeStack {
-    /// Builds the images (once), starts a project named after `name`, and waits until every
-    /// service is healthy.
+    /// Builds the images (once), starts `compose.yaml` as a project named after `name`, and
+    /// waits until every service is healthy.
     pub async fn up(name: &str) -> Self {
+        Self::start(name, "compose.yaml").await
+    }
+
+    /// Like [`ComposeStack::up`], with `compose.replicas.yaml`: PostgreSQL and two replicas.
+    pub async fn up_replicated(name: &str) -> Self {
+        build_postgres_image();
+        Self::start(name, "compose.replicas.yaml").await
+    }
+
+    async fn start(name: &str, file: &'static str) -> Self {
         build_images();
         let dir = tempfile::tempdir().expect("temp dir");
         // The images run as 10001, which must be able to read the keys mounted into them.
@@ -106,8 +139,26 @@ impl ComposeStack {
                 addr.port().to_string(),
             ));
         }
+        let replica_b = (file == "compose.replicas.yaml").then(|| ReplicaB {
+            partner: loopback(port()),
+            operator: loopback(port()),
+            user: loopback(port()),
+        });
+        if let Some(b) = replica_b {
+            env.push((
+                "PLATFORM_B_PARTNER_PORT".into(),
+                b.partner.port().to_string(),
+            ));
+            env.push((
+                "PLATFORM_B_OPERATOR_PORT".into(),
+                b.operator.port().to_string(),
+            ));
+            env.push(("PLATFORM_B_USER_PORT".into(), b.user.port().to_string()));
+            env.push(("PLATFORM_B_WEB_PORT".into(), port().to_string()));
+        }
         let stack = ComposeStack {
             project: format!("consent-{name}-{}", std::process::id()),
+            file,
             env,
             work,
             partner,
@@ -116,6 +167,7 @@ impl ComposeStack {
             web,
             partners,
             partner_webs,
+            replica_b,
             _dir: dir,
         };
         stack.compose(&["up", "-d"]);
@@ -128,6 +180,13 @@ impl ComposeStack {
                 "docker logs",
             )
             .await;
+        if let Some(b) = stack.replica_b {
+            let admin = "consent.platform.v1.PartnerAdmin";
+            stack
+                .work
+                .wait_healthy(b.operator, Some("operator"), admin, "docker logs")
+                .await;
+        }
         for (_, addr) in &stack.partners {
             stack
                 .work
@@ -141,7 +200,7 @@ impl ComposeStack {
     pub fn compose(&self, args: &[&str]) -> Output {
         let output = Command::new("docker-compose")
             .current_dir(repo())
-            .args(["-p", &self.project, "-f", "compose.yaml"])
+            .args(["-p", &self.project, "-f", self.file])
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
@@ -164,6 +223,11 @@ impl ComposeStack {
     /// The project's network.
     pub fn network(&self) -> String {
         format!("{}_consent", self.project.replace('.', ""))
+    }
+
+    /// The replicated stack's network between the replicas and the database.
+    pub fn database_network(&self) -> String {
+        format!("{}_db", self.project.replace('.', ""))
     }
 
     /// Runs `docker` with `args`; panics with its output if it fails.
@@ -223,7 +287,7 @@ impl Drop for ComposeStack {
                 "-p",
                 &self.project,
                 "-f",
-                "compose.yaml",
+                self.file,
                 "down",
                 "-v",
                 "--remove-orphans",

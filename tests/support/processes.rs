@@ -265,7 +265,23 @@ pub async fn start_platform_with(
     extra: &str,
     log_filter: &str,
 ) -> Process {
-    let config = work.path.join("platform.toml");
+    let database = work.path.join("platform.db").display().to_string();
+    start_platform_named(work, "platform", ports, &database, extra, log_filter).await
+}
+
+/// Like [`start_platform_with`], as the process `name` (configuration `<name>.toml`, log
+/// `<name>.log` in the work directory) on the store `database` (a SQLite file's path or a
+/// PostgreSQL URL): several replicas of one platform share a work directory, its PKI and
+/// keys.
+pub async fn start_platform_named(
+    work: &WorkDir,
+    name: &str,
+    ports: PlatformPorts,
+    database: &str,
+    extra: &str,
+    log_filter: &str,
+) -> Process {
+    let config = work.path.join(format!("{name}.toml"));
     let p = |name: &str| work.pki(name).display().to_string();
     std::fs::write(
         &config,
@@ -283,7 +299,7 @@ pub async fn start_platform_with(
             p("crl.pem"),
             audit_key = p("audit.key"),
             pseudonym_key = p("pseudonym.key"),
-            db = work.path.join("platform.db").display(),
+            db = database,
             ca = p("ca.pem"),
             web_origin = ports.web_origin(),
         ),
@@ -296,7 +312,7 @@ pub async fn start_platform_with(
             "--config".into(),
             config.display().to_string(),
         ],
-        work.path.join("platform.log"),
+        work.path.join(format!("{name}.log")),
         log_filter,
     );
     work.wait_healthy(
