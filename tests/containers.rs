@@ -24,6 +24,8 @@ use tonic_health::ServingStatus;
 
 /// Containers restart and reconnect more slowly than processes.
 const WAIT: Duration = Duration::from_secs(90);
+/// Shares each partner sends while a replica is killed.
+const SHARES: usize = 30;
 
 /// A stack with every profile registered and alice (friends with bob) signed up.
 struct Seeded {
@@ -420,7 +422,7 @@ async fn killing_one_partner_leaves_the_others_serving() {
     );
 }
 
-/// Sends `count` shares from `partner` into its thread `thread`, one every 100 ms, bodies
+/// Sends `count` shares from `partner` into its thread `thread`, 30 ms apart, bodies
 /// `<prefix> <n>`; returns the numbers the partner accepted.
 fn send_continuously(
     mut partner: app::partner_app_client::PartnerAppClient<Channel>,
@@ -440,7 +442,7 @@ fn send_continuously(
             {
                 accepted.push(n);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
         accepted
     })
@@ -539,23 +541,21 @@ async fn killing_a_replica_while_partners_send_delivers_every_accepted_share_onc
         .thread_named(&first.thread_id)
         .unwrap();
 
-    // Every partner sends while replica A, the one they all start on, is killed.
+    // Three partners send while replica A is killed: those it served move to B.
     let senders = [
-        send_continuously(music, first.thread_id.clone(), "music", 30),
-        send_continuously(files, files_threads[0].clone(), "files", 30),
-        send_continuously(bank, bank_threads[0].clone(), "bank", 30),
+        send_continuously(music, first.thread_id.clone(), "music", SHARES),
+        send_continuously(files, files_threads[0].clone(), "files", SHARES),
+        send_continuously(bank, bank_threads[0].clone(), "bank", SHARES),
     ];
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     s.stack.compose(&["kill", "platform-a"]);
     let mut accepted = Vec::new();
     for sender in senders {
         accepted.push(sender.await.unwrap());
     }
     for (prefix, shares) in ["music", "files", "bank"].iter().zip(&accepted) {
-        assert!(
-            shares.len() >= 20,
-            "{prefix}: most shares accepted: {shares:?}"
-        );
+        // A share the platform could not take stays queued, and is accepted all the same.
+        assert_eq!(shares.len(), SHARES, "{prefix}: every share accepted");
     }
 
     // Read through replica B: every accepted share, once.
@@ -575,65 +575,56 @@ async fn a_replica_cut_off_from_the_database_stops_serving_and_recovers_without_
     }
     let mut s = seed(ComposeStack::up_replicated("replica-cut").await).await;
     let family = s.family_thread().await;
-    let b = s.stack.replica_b.unwrap();
-    let mut account_b = s.account_on_b().await;
+    let (files, files_threads) = s.connect_alice("files", vec![family.clone()]).await;
+    let (bank, bank_threads) = s.connect_alice("bank", vec![family.clone()]).await;
+    let mut account_a = s.account.clone();
     let list = |session: &str| bearer(pb::ListThreadsRequest::default(), session);
-    account_b
+    account_a
         .list_threads(list(&s.alice.session))
         .await
         .unwrap();
-    assert_eq!(
-        platform_health(&s.stack, b.user).await,
-        ServingStatus::Serving as i32
-    );
 
-    let (network, container) = (s.stack.database_network(), s.stack.container("platform-b"));
+    // Replica A loses the database: it says so, and refuses rather than answering.
+    let (network, container) = (s.stack.database_network(), s.stack.container("platform-a"));
     s.stack
         .docker(&["network", "disconnect", &network, &container]);
-    eventually("replica B reporting NOT_SERVING", WAIT, async || {
-        platform_health(&s.stack, b.user).await == ServingStatus::NotServing as i32
+    eventually("replica A reporting NOT_SERVING", WAIT, async || {
+        platform_health(&s.stack, s.stack.user).await == ServingStatus::NotServing as i32
     })
     .await;
-    let refused = account_b.list_threads(list(&s.alice.session)).await;
-    assert!(
-        refused.is_err(),
-        "B refuses rather than answering without its database"
-    );
-
-    // Partners carry on through A meanwhile.
-    let (mut bank, bank_threads) = s.connect_alice("bank", vec![family.clone()]).await;
-    let sent = bank
-        .share(share_in_thread(
-            "alice",
-            &bank_threads[0],
-            "while B is cut off",
-            "cut-1",
-        ))
+    let refused = account_a
+        .list_threads(list(&s.alice.session))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(sent.status, "DELIVERED");
+        .unwrap_err();
+    end_to_end::assert_refused(&refused, tonic::Code::Unavailable, "STORE_UNAVAILABLE");
 
+    // The partners that were on A move to B: every share they accept arrives.
+    let senders = [
+        send_continuously(files, files_threads[0].clone(), "files", 10),
+        send_continuously(bank, bank_threads[0].clone(), "bank", 10),
+    ];
+    let mut accepted = Vec::new();
+    for sender in senders {
+        accepted.push(sender.await.unwrap());
+    }
+    s.account = s.account_on_b().await;
+    s.delivered_once(&family, "files", &accepted[0]).await;
+    s.delivered_once(&family, "bank", &accepted[1]).await;
+
+    // Back on the network, A serves again without a restart.
     s.stack
         .docker(&["network", "connect", &network, &container]);
-    eventually("replica B serving again", WAIT, async || {
-        platform_health(&s.stack, b.user).await == ServingStatus::Serving as i32
+    eventually("replica A serving again", WAIT, async || {
+        platform_health(&s.stack, s.stack.user).await == ServingStatus::Serving as i32
     })
     .await;
-    let threads = account_b
+    let threads = account_a
         .list_threads(list(&s.alice.session))
         .await
         .unwrap()
         .into_inner()
         .threads;
-    assert_eq!(threads.len(), 1, "B reads the database again: {threads:?}");
-    assert!(
-        s.messages(&family)
-            .await
-            .iter()
-            .any(|m| m.body == "while B is cut off"),
-        "the share made through A while B was cut off"
-    );
+    assert_eq!(threads.len(), 1, "A reads the database again: {threads:?}");
 }
 
 #[tokio::test]
@@ -653,15 +644,36 @@ async fn restarting_the_database_under_load_loses_no_accepted_share_and_the_chai
     s.stack.compose(&["restart", "-t", "5", "postgres"]);
     let mut accepted = Vec::new();
     for sender in senders {
-        accepted.push(sender.await.unwrap());
+        let shares = sender.await.unwrap();
+        assert_eq!(
+            shares.len(),
+            40,
+            "every share accepted, queued while the database was down"
+        );
+        accepted.push(shares);
     }
     s.delivered_once(&family, "files", &accepted[0]).await;
     s.delivered_once(&family, "bank", &accepted[1]).await;
-    let verified = s
-        .operator
-        .verify_audit(pb::VerifyAuditRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(verified.ok, "{verified:?}");
+
+    // Both replicas came back: each serves, answers, and verifies one chain.
+    let b = s.stack.replica_b.expect("the replicated stack");
+    for (user, operator) in [(s.stack.user, s.stack.operator), (b.user, b.operator)] {
+        eventually("the replica serving", WAIT, async || {
+            platform_health(&s.stack, user).await == ServingStatus::Serving as i32
+        })
+        .await;
+        let mut operator = PartnerAdminClient::new(
+            s.stack
+                .work
+                .channel(operator, Some("operator"))
+                .await
+                .unwrap(),
+        );
+        let verified = operator
+            .verify_audit(pb::VerifyAuditRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(verified.ok, "{verified:?}");
+    }
 }

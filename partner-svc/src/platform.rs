@@ -6,10 +6,11 @@
 use crate::config::PartnerConfig;
 use consent_proto::platform::v1::consent_client::ConsentClient;
 use consent_proto::platform::v1::messaging_client::MessagingClient;
+use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::Request;
@@ -75,12 +76,16 @@ impl PlatformClient {
                     .connect_lazy())
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
+        // Partners start on replicas spread at random, so that each replica serves some.
+        let start = std::hash::BuildHasher::hash_one(&RandomState::new(), channels.len());
+        let start = usize::try_from(start % channels.len() as u64).unwrap_or(0);
         let replicas = Replicas {
             channels: channels.into(),
-            current: Arc::new(AtomicUsize::new(0)),
+            current: Arc::new(AtomicUsize::new(start)),
         };
         if replicas.channels.len() > 1 {
-            tokio::spawn(replicas.clone().follow_health());
+            let channels = Arc::clone(&replicas.channels);
+            tokio::spawn(follow_health(channels, Arc::downgrade(&replicas.current)));
         }
         Ok(PlatformClient {
             messaging: MessagingClient::new(replicas.clone()),
@@ -89,10 +94,11 @@ impl PlatformClient {
     }
 }
 
-/// The platform's replicas. Every call goes to the current one; a call that cannot reach
-/// it moves the current one on to the next, and so does a health check that finds it not
-/// serving (then to the next one that is). The call that failed is not sent again: the
-/// outbox and the event watcher retry, as they do when the only platform is down.
+/// The platform's replicas. Every call goes to the current one (a partner starts on one
+/// picked at random); a call that cannot reach it moves the current one on to the next,
+/// and so does a health check that finds it not serving (then to the next one that is).
+/// The call that failed is not sent again: the outbox and the event watcher retry, as they
+/// do when the only platform is down.
 #[derive(Debug, Clone)]
 pub struct Replicas {
     channels: Arc<[Channel]>,
@@ -107,38 +113,42 @@ impl Replicas {
             .current
             .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
     }
+}
 
-    async fn serving(&self, index: usize) -> bool {
-        let mut health = HealthClient::new(self.channels[index].clone());
-        let mut check = Request::new(HealthCheckRequest::default());
-        check.set_timeout(HEALTH_EVERY);
-        health
-            .check(check)
-            .await
-            .is_ok_and(|reply| reply.into_inner().status == ServingStatus::Serving as i32)
-    }
+/// Whether `channel`'s replica says it is serving, within [`HEALTH_EVERY`].
+async fn serving(channel: &Channel) -> bool {
+    let mut health = HealthClient::new(channel.clone());
+    let mut check = Request::new(HealthCheckRequest::default());
+    check.set_timeout(HEALTH_EVERY);
+    health
+        .check(check)
+        .await
+        .is_ok_and(|reply| reply.into_inner().status == ServingStatus::Serving as i32)
+}
 
-    /// Every [`HEALTH_EVERY`], checks the current replica; when it is not serving, moves to
-    /// the first after it that is.
-    async fn follow_health(self) {
-        let count = self.channels.len();
-        loop {
-            tokio::time::sleep(HEALTH_EVERY).await;
-            let current = self.current.load(Ordering::Relaxed);
-            if self.serving(current).await {
-                continue;
-            }
-            for step in 1..count {
-                let candidate = (current + step) % count;
-                if self.serving(candidate).await {
-                    tracing::warn!(
-                        from = current,
-                        to = candidate,
-                        "moving to another platform replica"
-                    );
-                    self.current.store(candidate, Ordering::Relaxed);
-                    break;
-                }
+/// Every [`HEALTH_EVERY`], checks the current replica; when it is not serving, moves to the
+/// first after it that is. Ends once the clients are dropped.
+async fn follow_health(channels: Arc<[Channel]>, current: Weak<AtomicUsize>) {
+    let count = channels.len();
+    loop {
+        tokio::time::sleep(HEALTH_EVERY).await;
+        let Some(current) = current.upgrade() else {
+            return;
+        };
+        let now = current.load(Ordering::Relaxed) % count;
+        if serving(&channels[now]).await {
+            continue;
+        }
+        for step in 1..count {
+            let candidate = (now + step) % count;
+            if serving(&channels[candidate]).await {
+                tracing::warn!(
+                    from = now,
+                    to = candidate,
+                    "moving to another platform replica"
+                );
+                current.store(candidate, Ordering::Relaxed);
+                break;
             }
         }
     }
@@ -158,7 +168,10 @@ impl Service<http::Request<Body>> for Replicas {
         let mut channel = self.channels[index].clone();
         let replicas = self.clone();
         Box::pin(async move {
-            let reply = channel.ready().await?.call(request).await;
+            let reply = match channel.ready().await {
+                Ok(channel) => channel.call(request).await,
+                Err(unready) => Err(unready),
+            };
             if reply.is_err() {
                 replicas.move_past(index);
             }

@@ -1,7 +1,8 @@
 //! Readiness, as the health service reports it: `SERVING` while the store answers and the
-//! platform is not shutting down; `NOT_SERVING` while the store cannot be read (a replica
-//! cut off from its database) or once a shutdown began and the listeners drain. A
-//! balancer or a partner that checks health then sends its calls elsewhere.
+//! platform is not shutting down; `NOT_SERVING` once the store has failed to answer
+//! [`FAILURES_BEFORE_NOT_SERVING`] probes in a row (a replica cut off from its database)
+//! or a shutdown began and the listeners drain. A balancer or a partner that checks health
+//! then sends its calls elsewhere. One answered probe makes it `SERVING` again.
 
 use consent_store::{Store, StoreError};
 use std::sync::Arc;
@@ -10,37 +11,44 @@ use tokio::sync::watch;
 
 /// How often the store is probed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// How long a probe may take before the store counts as unreachable.
+/// How long a probe may take before it counts as unanswered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unanswered probes in a row before the platform reports `NOT_SERVING`: one slow moment
+/// (a backlog of long reads) does not send partners away.
+pub const FAILURES_BEFORE_NOT_SERVING: u32 = 3;
 
-/// Probes the store every second until `stopping` turns true; the receiver holds
-/// whether the platform is ready.
+/// Probes the store every second until `stopping` turns true (or its sender goes); the
+/// receiver holds whether the platform is ready, and changes only when that does.
 pub fn follow(store: Arc<dyn Store>, mut stopping: watch::Receiver<bool>) -> watch::Receiver<bool> {
     let (ready, readiness) = watch::channel(true);
     tokio::spawn(async move {
-        loop {
-            if *stopping.borrow() {
-                ready.send_replace(false);
-                return;
+        let mut failures = 0;
+        while !*stopping.borrow() {
+            if store_answers(&store).await {
+                failures = 0;
+            } else {
+                failures += 1;
             }
-            let answered = store_answers(&store).await;
-            if *ready.borrow() != answered {
+            let answering = failures < FAILURES_BEFORE_NOT_SERVING;
+            let changed =
+                ready.send_if_modified(|ready| std::mem::replace(ready, answering) != answering);
+            if changed {
                 tracing::warn!(
-                    ready = answered,
+                    ready = answering,
                     "readiness changed: the store {}",
-                    if answered {
+                    if answering {
                         "answers again"
                     } else {
                         "does not answer"
                     }
                 );
             }
-            ready.send_replace(answered);
             tokio::select! {
                 () = tokio::time::sleep(PROBE_EVERY) => {}
-                _ = stopping.changed() => {}
+                stopped = stopping.changed() => if stopped.is_err() { break },
             }
         }
+        ready.send_replace(false);
     });
     readiness
 }

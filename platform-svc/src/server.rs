@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// A start-up failure.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +226,8 @@ impl BoundPlatform {
                     "consent.platform.v1.Consent",
                 ],
                 ready.clone(),
-            )?
+            )
+            .await?
         };
         let operator_routes = {
             let admin = PartnerAdminServer::new(AdminService::new(
@@ -240,7 +242,7 @@ impl BoundPlatform {
                 admin,
                 OperatorEdge::new(header_limit),
             ));
-            with_probes(routes, &["consent.platform.v1.PartnerAdmin"], ready.clone())?
+            with_probes(routes, &["consent.platform.v1.PartnerAdmin"], ready.clone()).await?
         };
         let account = AccountService::start(platform.clone(), config.sign_in)?;
         let web_pages = crate::web::router(WebState::new(
@@ -258,7 +260,7 @@ impl BoundPlatform {
                 account,
                 UserEdge::new(header_limit),
             ));
-            with_probes(routes, &["consent.platform.v1.Account"], ready.clone())?
+            with_probes(routes, &["consent.platform.v1.Account"], ready.clone()).await?
         };
 
         let sweeper = tokio::spawn(sweep_forever(
@@ -319,25 +321,18 @@ impl BoundPlatform {
 
 /// Adds `grpc.health.v1` (each service, and the server as a whole, serving while `ready`
 /// holds) and reflection v1 and v1alpha.
-fn with_probes(
+async fn with_probes(
     mut routes: tonic::service::RoutesBuilder,
     services: &'static [&'static str],
     mut ready: watch::Receiver<bool>,
 ) -> Result<Routes, StartError> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    let now = *ready.borrow_and_update();
+    report(&reporter, services, now).await;
     tokio::spawn(async move {
-        loop {
-            let status = if *ready.borrow_and_update() {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            for service in services.iter().chain(&[""]) {
-                reporter.set_service_status(*service, status).await;
-            }
-            if ready.changed().await.is_err() {
-                return;
-            }
+        while ready.changed().await.is_ok() {
+            let now = *ready.borrow_and_update();
+            report(&reporter, services, now).await;
         }
     });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -353,6 +348,18 @@ fn with_probes(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     Ok(routes.routes())
+}
+
+/// Sets `services` and the server as a whole (`""`) serving or not.
+async fn report(reporter: &HealthReporter, services: &[&str], ready: bool) {
+    let status = if ready {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in services.iter().chain(&[""]) {
+        reporter.set_service_status(*service, status).await;
+    }
 }
 
 async fn sweep_forever(platform: Platform, every: Duration) {

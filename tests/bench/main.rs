@@ -505,10 +505,14 @@ async fn measure_all(settings: &Settings) -> Report {
     report.platform_peak_rss_mib = load::peak_rss_mib(target.platform.id())
         .max(load::peak_rss_mib(scale.target.platform.id()));
     drop(scale);
-    let on_postgres =
-        replicas::measure_postgres(&work, &platform, &with, point, &rounds_begun).await;
-    report.postgres = on_postgres.postgres;
-    report.two_replicas = on_postgres.two_replicas;
+    if end_to_end::postgres::programs().is_some() {
+        let on_postgres =
+            replicas::measure_postgres(&work, &platform, &with, point, &rounds_begun).await;
+        report.postgres = on_postgres.postgres;
+        report.two_replicas = on_postgres.two_replicas;
+    } else {
+        eprintln!("PostgreSQL is not installed here: its points are not measured");
+    }
     // Last, so that the memory a flood of sign-ups leaves with the allocator does not
     // count in the peak above.
     report.sign_in = Some(report::sign_in_under_flood(&account, 40, 5).await);

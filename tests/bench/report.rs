@@ -338,14 +338,16 @@ impl Report {
             ));
         }
         md.push_str(&comparison(
-            "On PostgreSQL (one replica; server CPU is the replica's, not the database's), against the same call on SQLite",
+            "On PostgreSQL (one replica; its CPU per call, not the database's), against the same call on SQLite",
             "SQLite",
             &self.postgres,
+            true,
         ));
         md.push_str(&comparison(
-            "On two replicas of one PostgreSQL database (half the connections to each; server CPU is replica A's), against one replica",
+            "On two replicas of one PostgreSQL database (half the connections to each), against one replica",
             "one replica",
             &self.two_replicas,
+            false,
         ));
         md.push_str(&format!(
             "- platform peak RSS over the run: {:.1} MiB\n\n| goal | measured | |\n|---|---|---|\n",
@@ -363,22 +365,34 @@ impl Report {
     }
 }
 
-/// A table of `rows` measured against `baseline` (named so in its columns), under `title`.
-fn comparison(title: &str, baseline: &str, rows: &[Row]) -> String {
+/// A table of `rows` measured against `baseline` (named so in its columns), under `title`;
+/// with the server's CPU per call where `cpu` (one server process measured).
+fn comparison(title: &str, baseline: &str, rows: &[Row], cpu: bool) -> String {
     if rows.is_empty() {
         return String::new();
     }
+    let cpu_column = if cpu {
+        " server CPU µs per call |"
+    } else {
+        ""
+    };
     let mut md = format!(
-        "\n{title}:\n\n| call | in flight | req/s | p99 µs | server CPU µs per call | {baseline} req/s | {baseline} p99 µs | req/s vs {baseline} (rounds) |\n|---|---|---|---|---|---|---|---|\n"
+        "\n{title}:\n\n| call | in flight | req/s | p99 µs | errors |{cpu_column} {baseline} req/s | {baseline} p99 µs | req/s vs {baseline} (rounds) |\n|---|---|---|---|---|{}---|---|---|\n",
+        if cpu { "---|" } else { "" }
     );
     for r in rows {
+        let cpu = if cpu {
+            format!(" {:.0} |", r.figures.cpu_us_per_call())
+        } else {
+            String::new()
+        };
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {:.0} | {:.0} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} |{cpu} {:.0} | {} | {} |\n",
             r.measure,
             r.concurrency,
             r.figures.requests_per_second,
             r.figures.p99_us,
-            r.figures.cpu_us_per_call(),
+            r.figures.errors,
             r.baseline.requests_per_second,
             r.baseline.p99_us,
             r.ratio_with_spread()

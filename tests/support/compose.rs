@@ -145,6 +145,8 @@ impl ComposeStack {
             user: loopback(port()),
         });
         if let Some(b) = replica_b {
+            let password = consent_core::secret::SecretKey::generate().to_hex();
+            env.push(("POSTGRES_PASSWORD".into(), password));
             env.push((
                 "PLATFORM_B_PARTNER_PORT".into(),
                 b.partner.port().to_string(),

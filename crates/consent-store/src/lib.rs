@@ -17,12 +17,14 @@
 //! committed or failed; `submit_read` runs each [`ReadJob`] in a read-only transaction;
 //! `event_watch` is advanced after each commit that added grant events (across replicas,
 //! PostgreSQL's from `LISTEN`/`NOTIFY`). Its `Repo` turns its driver's errors into
-//! [`StoreError`] where it is written. Handlers see neither backend; how values without a
-//! column type are stored is shared (`codec`).
+//! [`StoreError`] where it is written. Handlers see neither backend. Both read records from rows
+//! with the same decoders (`records`) and store values that have no column type the same
+//! way (`codec`).
 
 mod codec;
 mod migrations;
 mod postgres;
+mod records;
 mod sqlite;
 
 pub use postgres::PostgresStore;
@@ -67,8 +69,10 @@ pub enum StoreError {
     /// The database failed: nothing of the transaction was committed.
     #[error("storage failure: {0}")]
     Failed(String),
-    /// The database could not be reached (a lost or refused connection): nothing of the
-    /// transaction was committed, and trying again, here or on another replica, may work.
+    /// The database could not be reached (a lost or refused connection, a wait that ran
+    /// out): nothing of the transaction was committed, unless the connection was lost
+    /// during the commit itself, when it may have been. Trying again, here or on another
+    /// replica, may work (with the same idempotency key, where the call takes one).
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }

@@ -15,10 +15,13 @@
 //! plans the statement anew on every use, since the value may change the plan.
 
 use super::codec::{
-    decode_card, decode_card_kinds, encode_card, encode_card_kinds, join_ids, join_lines, limit,
-    newer_than, split_ids, split_lines,
+    encode_card, encode_card_kinds, join_ids, join_lines, limit, newer_than, split_lines,
 };
 use super::migrations::{AUDIT_MAC_MIGRATION, MIGRATIONS};
+use super::records::{
+    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, PUSHED_COLUMNS,
+    REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
+};
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError,
     StoreResult, hand_to_readers, hand_to_writer,
@@ -26,9 +29,9 @@ use super::{
 use consent_core::audit::{AuditKey, record_hash, record_mac};
 use consent_core::authorization::{AuthorizationCode, PushedRequest};
 use consent_core::model::{
-    AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
-    Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
-    ThreadFilter, User, request_status_from_stored,
+    AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
+    Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter,
+    User,
 };
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, named_params, params};
@@ -316,92 +319,26 @@ fn insert_or_exists(result: rusqlite::Result<usize>, what: String) -> StoreResul
     }
 }
 
-/// [`USER_COLUMNS`] of the table aliased `u`.
-fn prefixed_user_columns() -> String {
-    USER_COLUMNS
-        .split(", ")
-        .map(|c| format!("u.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-const USER_COLUMNS: &str =
-    "id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps";
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        display_name: r.get(2)?,
-        password_hash: r.get(3)?,
-        hide_from_others_apps: r.get(4)?,
-        name_to_friends_apps: r.get(5)?,
-    })
+    records::user(r)
 }
 
 const MESSAGE_COLUMNS: &str =
     "seq, id, thread_id, sender_id, body, created_ms, sent_by_partner, card";
 fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, Message)> {
-    Ok((
-        r.get(0)?,
-        Message {
-            id: r.get(1)?,
-            thread_id: r.get(2)?,
-            sender_id: r.get(3)?,
-            body: r.get(4)?,
-            created_ms: r.get(5)?,
-            sent_by_partner: r.get(6)?,
-            card: decode_card(r.get(7)?),
-        },
-    ))
+    Ok((r.get(0)?, records::message(r)?))
 }
 
-const FEATURE_COLUMNS: &str = "partner_id, name, description, scopes, retired, card_kinds";
 fn feature_row(r: &Row<'_>) -> rusqlite::Result<Feature> {
-    Ok(Feature {
-        partner_id: r.get(0)?,
-        name: r.get(1)?,
-        description: r.get(2)?,
-        scopes: ScopeSet::from_bits(r.get(3)?),
-        retired: r.get(4)?,
-        card_kinds: decode_card_kinds(&r.get::<_, String>(5)?),
-    })
+    records::feature(r)
 }
 
-const REQUEST_COLUMNS: &str = "id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms, user_name, binding_message, account_label";
 fn request_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
-    Ok(AccessRequest {
-        id: r.get(0)?,
-        partner_id: r.get(1)?,
-        feature: r.get(2)?,
-        user_id: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-        coverage: Coverage::from_stored(r.get(4)?),
-        thread_ids: split_ids(r.get(5)?),
-        include_history: r.get(6)?,
-        purpose: r.get(7)?,
-        status: request_status_from_stored(r.get(8)?),
-        grant_id: r.get(9)?,
-        created_ms: r.get(10)?,
-        user_name: r.get(11)?,
-        binding_message: r.get(12)?,
-        account_label: r.get(13)?,
-    })
+    records::request(r)
 }
 
-const PUSHED_COLUMNS: &str = "partner_id, feature, coverage, thread_ids, include_history, purpose, redirect_uri, state, code_challenge, expires_ms, access_request_id";
 fn pushed_row(r: &Row<'_>) -> rusqlite::Result<PushedRequest> {
-    Ok(PushedRequest {
-        partner_id: r.get(0)?,
-        feature: r.get(1)?,
-        coverage: Coverage::from_stored(r.get(2)?),
-        thread_ids: split_ids(r.get(3)?),
-        include_history: r.get(4)?,
-        purpose: r.get(5)?,
-        redirect_uri: r.get(6)?,
-        state: r.get(7)?,
-        code_challenge: r.get(8)?,
-        expires_ms: r.get(9)?,
-        access_request_id: r.get(10)?,
-    })
+    records::pushed(r)
 }
 
 /// The active grants of a thread's participants, found through the participants' index
@@ -409,44 +346,12 @@ fn pushed_row(r: &Row<'_>) -> rusqlite::Result<PushedRequest> {
 const ACTIVE_GRANTS_ON_THREAD: &str = "user_id IN (SELECT user_id FROM thread_participants WHERE thread_id = :thread) \
      AND state = :state";
 
-const GRANT_COLUMNS: &str = "id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms";
 fn grant_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
-    Ok(Grant {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        partner_id: r.get(2)?,
-        feature: r.get(3)?,
-        scopes: ScopeSet::from_bits(r.get(4)?),
-        coverage: Coverage::from_stored(r.get(5)?),
-        thread_ids: split_ids(r.get(6)?),
-        include_history: r.get(7)?,
-        created_ms: r.get(8)?,
-        not_after_ms: r.get(9)?,
-        last_used_ms: r.get(10)?,
-        state: GrantState::from_stored(r.get(11)?),
-        ended_ms: r.get(12)?,
-        attested_ms: r.get(13)?,
-    })
+    records::grant(r)
 }
 
-const AUDIT_COLUMNS: &str = "seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash, mac";
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    Ok(AuditRecord {
-        seq: r.get(0)?,
-        at_ms: r.get(1)?,
-        entry: AuditEntry {
-            partner_id: r.get(2)?,
-            user_id: r.get(3)?,
-            grant_id: r.get(4)?,
-            method: r.get(5)?,
-            resource: r.get(6)?,
-            decision: r.get(7)?,
-            reason: r.get(8)?,
-        },
-        prev_hash: r.get(9)?,
-        hash: r.get(10)?,
-        mac: r.get(11)?,
-    })
+    records::audit(r)
 }
 
 impl SqliteRepo<'_> {
@@ -562,21 +467,10 @@ impl SqliteRepo<'_> {
         limit: usize,
     ) -> StoreResult<Vec<GrantEvent>> {
         let sql = format!(
-            "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
-             WHERE {condition} ORDER BY seq LIMIT {limit}"
+            "SELECT {EVENT_COLUMNS} FROM grant_events WHERE {condition} ORDER BY seq LIMIT {limit}"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(args, |r| {
-            Ok(GrantEvent {
-                seq: r.get(0)?,
-                partner_id: r.get(1)?,
-                grant_id: r.get(2)?,
-                user_id: r.get(3)?,
-                kind: GrantEventKind::try_from(r.get::<_, i32>(4)?)
-                    .unwrap_or(GrantEventKind::Unspecified),
-                at_ms: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map(args, |r| records::event(r))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

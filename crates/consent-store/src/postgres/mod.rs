@@ -61,27 +61,36 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the listener reads the newest event number without a notification.
 const EVENT_RECHECK: Duration = Duration::from_secs(1);
 /// Settings of every connection. Commits wait for the server's `fsync`. The server probes
-/// an idle connection after 5 s and drops it after 3 unanswered probes 2 s apart, so a
-/// replica cut off while it holds the writer lock releases it within about 11 s. A
-/// transaction left idle for 30 s ends, and so does waiting 30 s for the writer lock: both
-/// fail rather than hang every replica's writes.
+/// an idle connection after 5 s and drops it after 3 unanswered probes 2 s apart, or after
+/// 10 s of unacknowledged writes, so a replica cut off while it holds the writer lock
+/// releases it within about 11 s. A transaction left idle for 30 s ends (a replica frozen
+/// while holding the lock), and waiting 45 s for the writer lock fails rather than hanging
+/// every replica's writes.
 const SESSION: &str = "SET synchronous_commit = on; SET tcp_keepalives_idle = 5; \
     SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; \
-    SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'";
+    SET tcp_user_timeout = 10000; SET idle_in_transaction_session_timeout = '30s'; \
+    SET lock_timeout = '45s'";
 /// How a write transaction begins: every statement sees what committed before it, so the
 /// first statement after the writer lock sees every other replica's commits. The store's
 /// guarantees across replicas depend on this level.
 const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 impl From<postgres::Error> for StoreError {
-    /// A lost or timed-out connection, and the database ending connections or refusing new
-    /// ones (SQLSTATE classes 08 and 57P), mean it could not be reached; any other error the
-    /// database reported is a failure.
+    /// The database could not be reached, or asked to be tried again: the connection was
+    /// lost, refused or timed out, the server is shutting down or starting (SQLSTATE
+    /// classes 08 and 57P), or a wait ran out (the writer lock, an idle transaction, a
+    /// cancelled statement). Any other error is a failure, one the client made included
+    /// (a value that does not decode), so that a repeatable bug is not retried forever.
     fn from(e: postgres::Error) -> Self {
-        let unreachable = e
-            .code()
-            .is_none_or(|state| state.code().starts_with("08") || state.code().starts_with("57P"));
-        if unreachable {
+        let lost = e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|source| source.is::<std::io::Error>());
+        let retry = e.code().is_some_and(|state| {
+            let code = state.code();
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(code, "55P03" | "25P03" | "57014")
+        });
+        if lost || retry {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Failed(e.to_string())

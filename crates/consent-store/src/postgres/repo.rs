@@ -5,16 +5,19 @@
 
 use super::Link;
 use crate::codec::{
-    decode_card, decode_card_kinds, encode_card, encode_card_kinds, join_ids, join_lines, limit,
-    newer_than, split_ids, split_lines,
+    encode_card, encode_card_kinds, join_ids, join_lines, limit, newer_than, split_lines,
+};
+use crate::records::{
+    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, PUSHED_COLUMNS,
+    REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
 };
 use crate::{IdempotentResponse, MessageRow, Page, Paged, Repo, StoreError, StoreResult};
 use consent_core::audit::{AuditKey, record_hash, record_mac};
 use consent_core::authorization::{AuthorizationCode, PushedRequest};
 use consent_core::model::{
-    AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
-    Message, Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread,
-    ThreadFilter, User, request_status_from_stored,
+    AccessRequest, AuditEntry, AuditRecord, Feature, Grant, GrantEvent, GrantState, Message,
+    Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter,
+    User,
 };
 use consent_proto::platform::v1::GrantEventKind;
 use postgres::Row;
@@ -50,8 +53,8 @@ impl<'a> PgRepo<'a> {
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
 
-    /// Runs an insert that ends `ON CONFLICT DO NOTHING`; a row not inserted (a duplicate
-    /// key) is `AlreadyExists` with `what`. The statement does not fail, so the transaction
+    /// Runs an insert that ends `ON CONFLICT (key) DO NOTHING`; a row not inserted (that key
+    /// taken) is `AlreadyExists` with `what`; another key taken fails the statement. The statement does not fail, so the transaction
     /// goes on: the caller may still record its refusal.
     fn insert(&mut self, sql: &str, params: Params<'_>, what: String) -> StoreResult<()> {
         match self.execute(sql, params)? {
@@ -111,31 +114,9 @@ impl<'a> PgRepo<'a> {
             .collect()
     }
 
-    /// A message with whether its author hides their messages from others' apps.
-    fn with_sender_opt_out(&mut self, message: Message) -> StoreResult<MessageRow> {
-        let sender_hides = self.row(
-            "SELECT hide_from_others_apps FROM users WHERE id = $1",
-            &[&message.sender_id],
-            |r| r.try_get(0),
-        )?;
-        Ok(MessageRow {
-            message,
-            sender_hides,
-        })
-    }
-
-    fn messages_with_opt_out(
-        &mut self,
-        rows: Vec<(i64, Message)>,
-    ) -> StoreResult<Paged<MessageRow>> {
-        rows.into_iter()
-            .map(|(seq, message)| Ok((seq, self.with_sender_opt_out(message)?)))
-            .collect()
-    }
-
     fn grants_where(&mut self, condition: &str, params: Params<'_>) -> StoreResult<Vec<Grant>> {
         let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition} ORDER BY seq");
-        self.rows(&sql, params, grant_row)
+        self.rows(&sql, params, records::grant)
     }
 
     /// A page of the grants matching `condition` (over `params`), newest first: the
@@ -157,7 +138,7 @@ impl<'a> PgRepo<'a> {
         let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
         all.push(&before);
         all.push(&limit);
-        self.rows(&sql, &all, |r| Ok((r.try_get(14)?, grant_row(r)?)))
+        self.rows(&sql, &all, |r| Ok((r.try_get(14)?, records::grant(r)?)))
     }
 
     /// A page of the users (`u`) that `from_where` finds for `user_id` (as `$1`), in the
@@ -174,7 +155,7 @@ impl<'a> PgRepo<'a> {
             prefixed_user_columns()
         );
         self.rows(&sql, &[&user_id, &page.after, &limit(page)], |r| {
-            Ok((r.try_get(6)?, user_row(r)?))
+            Ok((r.try_get(6)?, records::user(r)?))
         })
     }
 
@@ -185,20 +166,9 @@ impl<'a> PgRepo<'a> {
         limit: usize,
     ) -> StoreResult<Vec<GrantEvent>> {
         let sql = format!(
-            "SELECT seq, partner_id, grant_id, user_id, kind, at_ms FROM grant_events \
-             WHERE {condition} ORDER BY seq LIMIT {limit}"
+            "SELECT {EVENT_COLUMNS} FROM grant_events WHERE {condition} ORDER BY seq LIMIT {limit}"
         );
-        self.rows(&sql, params, |r| {
-            Ok(GrantEvent {
-                seq: r.try_get(0)?,
-                partner_id: r.try_get(1)?,
-                grant_id: r.try_get(2)?,
-                user_id: r.try_get(3)?,
-                kind: GrantEventKind::try_from(r.try_get::<_, i32>(4)?)
-                    .unwrap_or(GrantEventKind::Unspecified),
-                at_ms: r.try_get(5)?,
-            })
-        })
+        self.rows(&sql, params, records::event)
     }
 
     fn audit_where(
@@ -207,31 +177,8 @@ impl<'a> PgRepo<'a> {
         params: Params<'_>,
     ) -> StoreResult<Vec<AuditRecord>> {
         let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE {condition}");
-        self.rows(&sql, params, audit_row)
+        self.rows(&sql, params, records::audit)
     }
-}
-
-const USER_COLUMNS: &str =
-    "id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps";
-
-/// [`USER_COLUMNS`] of the table aliased `u`.
-fn prefixed_user_columns() -> String {
-    USER_COLUMNS
-        .split(", ")
-        .map(|c| format!("u.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn user_row(r: &Row) -> Decoded<User> {
-    Ok(User {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        display_name: r.try_get(2)?,
-        password_hash: r.try_get(3)?,
-        hide_from_others_apps: r.try_get(4)?,
-        name_to_friends_apps: r.try_get(5)?,
-    })
 }
 
 const THREAD_COLUMNS: &str = "t.seq, t.id, t.title, t.started_by_partner, t.created_ms";
@@ -249,19 +196,18 @@ fn thread_row(r: &Row) -> Decoded<(i64, Thread)> {
     ))
 }
 
-const MESSAGE_COLUMNS: &str =
-    "seq, id, thread_id, sender_id, body, created_ms, sent_by_partner, card";
-fn message_row(r: &Row) -> Decoded<(i64, Message)> {
+/// Messages (`m`) with their author's opt-out, in one query.
+const MESSAGES_WITH_OPT_OUT: &str = "SELECT m.seq, m.id, m.thread_id, m.sender_id, m.body, \
+     m.created_ms, m.sent_by_partner, m.card, u.hide_from_others_apps \
+     FROM messages m LEFT JOIN users u ON u.id = m.sender_id";
+fn message_row(r: &Row) -> Decoded<(i64, MessageRow)> {
+    let message = records::message(r)?;
+    let sender_hides = r.try_get(8)?;
     Ok((
         r.try_get(0)?,
-        Message {
-            id: r.try_get(1)?,
-            thread_id: r.try_get(2)?,
-            sender_id: r.try_get(3)?,
-            body: r.try_get(4)?,
-            created_ms: r.try_get(5)?,
-            sent_by_partner: r.try_get(6)?,
-            card: decode_card(r.try_get(7)?),
+        MessageRow {
+            message,
+            sender_hides,
         },
     ))
 }
@@ -277,95 +223,6 @@ fn partner_row(r: &Row) -> Decoded<Partner> {
     })
 }
 
-const FEATURE_COLUMNS: &str = "partner_id, name, description, scopes, retired, card_kinds";
-fn feature_row(r: &Row) -> Decoded<Feature> {
-    Ok(Feature {
-        partner_id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        description: r.try_get(2)?,
-        scopes: ScopeSet::from_bits(r.try_get(3)?),
-        retired: r.try_get(4)?,
-        card_kinds: decode_card_kinds(r.try_get(5)?),
-    })
-}
-
-const REQUEST_COLUMNS: &str = "id, partner_id, feature, user_id, coverage, thread_ids, include_history, purpose, status, grant_id, created_ms, user_name, binding_message, account_label";
-fn request_row(r: &Row) -> Decoded<AccessRequest> {
-    Ok(AccessRequest {
-        id: r.try_get(0)?,
-        partner_id: r.try_get(1)?,
-        feature: r.try_get(2)?,
-        user_id: r.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
-        coverage: Coverage::from_stored(r.try_get(4)?),
-        thread_ids: split_ids(r.try_get(5)?),
-        include_history: r.try_get(6)?,
-        purpose: r.try_get(7)?,
-        status: request_status_from_stored(r.try_get(8)?),
-        grant_id: r.try_get(9)?,
-        created_ms: r.try_get(10)?,
-        user_name: r.try_get(11)?,
-        binding_message: r.try_get(12)?,
-        account_label: r.try_get(13)?,
-    })
-}
-
-const PUSHED_COLUMNS: &str = "partner_id, feature, coverage, thread_ids, include_history, purpose, redirect_uri, state, code_challenge, expires_ms, access_request_id";
-fn pushed_row(r: &Row) -> Decoded<PushedRequest> {
-    Ok(PushedRequest {
-        partner_id: r.try_get(0)?,
-        feature: r.try_get(1)?,
-        coverage: Coverage::from_stored(r.try_get(2)?),
-        thread_ids: split_ids(r.try_get(3)?),
-        include_history: r.try_get(4)?,
-        purpose: r.try_get(5)?,
-        redirect_uri: r.try_get(6)?,
-        state: r.try_get(7)?,
-        code_challenge: r.try_get(8)?,
-        expires_ms: r.try_get(9)?,
-        access_request_id: r.try_get(10)?,
-    })
-}
-
-const GRANT_COLUMNS: &str = "id, user_id, partner_id, feature, scopes, coverage, thread_ids, include_history, created_ms, not_after_ms, last_used_ms, state, ended_ms, attested_ms";
-fn grant_row(r: &Row) -> Decoded<Grant> {
-    Ok(Grant {
-        id: r.try_get(0)?,
-        user_id: r.try_get(1)?,
-        partner_id: r.try_get(2)?,
-        feature: r.try_get(3)?,
-        scopes: ScopeSet::from_bits(r.try_get(4)?),
-        coverage: Coverage::from_stored(r.try_get(5)?),
-        thread_ids: split_ids(r.try_get(6)?),
-        include_history: r.try_get(7)?,
-        created_ms: r.try_get(8)?,
-        not_after_ms: r.try_get(9)?,
-        last_used_ms: r.try_get(10)?,
-        state: GrantState::from_stored(r.try_get(11)?),
-        ended_ms: r.try_get(12)?,
-        attested_ms: r.try_get(13)?,
-    })
-}
-
-const AUDIT_COLUMNS: &str = "seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash, mac";
-fn audit_row(r: &Row) -> Decoded<AuditRecord> {
-    Ok(AuditRecord {
-        seq: r.try_get(0)?,
-        at_ms: r.try_get(1)?,
-        entry: AuditEntry {
-            partner_id: r.try_get(2)?,
-            user_id: r.try_get(3)?,
-            grant_id: r.try_get(4)?,
-            method: r.try_get(5)?,
-            resource: r.try_get(6)?,
-            decision: r.try_get(7)?,
-            reason: r.try_get(8)?,
-        },
-        prev_hash: r.try_get(9)?,
-        hash: r.try_get(10)?,
-        mac: r.try_get(11)?,
-    })
-}
-
 /// A count as the interface gives it.
 fn count(n: i64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
@@ -374,7 +231,7 @@ fn count(n: i64) -> usize {
 impl Repo for PgRepo<'_> {
     fn insert_user(&mut self, user: &User, now_ms: i64) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO users (id, name, display_name, password_hash, hide_from_others_apps, name_to_friends_apps, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
             &[&user.id, &user.name, &user.display_name, &user.password_hash, &user.hide_from_others_apps, &user.name_to_friends_apps, &now_ms],
             format!("user name {} is taken", user.name),
         )
@@ -382,12 +239,12 @@ impl Repo for PgRepo<'_> {
 
     fn user_by_name(&mut self, name: &str) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1");
-        self.row(&sql, &[&name], user_row)
+        self.row(&sql, &[&name], records::user)
     }
 
     fn user_by_id(&mut self, id: &str) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        self.row(&sql, &[&id], user_row)
+        self.row(&sql, &[&id], records::user)
     }
 
     fn set_privacy(&mut self, user_id: &str, change: PrivacyChange) -> StoreResult<()> {
@@ -561,12 +418,8 @@ impl Repo for PgRepo<'_> {
     }
 
     fn message(&mut self, id: &str) -> StoreResult<Option<MessageRow>> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
-        let found = self.row(&sql, &[&id], message_row)?;
-        Ok(self
-            .messages_with_opt_out(found.into_iter().collect())?
-            .pop()
-            .map(|(_, row)| row))
+        let sql = format!("{MESSAGES_WITH_OPT_OUT} WHERE m.id = $1");
+        Ok(self.row(&sql, &[&id], message_row)?.map(|(_, row)| row))
     }
 
     fn messages(
@@ -576,15 +429,14 @@ impl Repo for PgRepo<'_> {
         page: Page,
     ) -> StoreResult<Paged<MessageRow>> {
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE thread_id = $1 AND seq > $2 AND created_ms >= $3 ORDER BY seq LIMIT $4"
+            "{MESSAGES_WITH_OPT_OUT} WHERE m.thread_id = $1 AND m.seq > $2 AND m.created_ms >= $3 \
+             ORDER BY m.seq LIMIT $4"
         );
-        let rows = self.rows(
+        self.rows(
             &sql,
             &[&thread_id, &page.after, &since_ms, &limit(page)],
             message_row,
-        )?;
-        self.messages_with_opt_out(rows)
+        )
     }
 
     fn delete_message(&mut self, id: &str) -> StoreResult<()> {
@@ -594,7 +446,7 @@ impl Repo for PgRepo<'_> {
 
     fn insert_partner(&mut self, partner: &Partner, now_ms: i64) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, redirect_uris, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO partners (id, display_name, allowed_scopes, suspended, blocked, redirect_uris, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
             &[&partner.id, &partner.display_name, &partner.allowed_scopes.bits(), &partner.suspended, &partner.blocked, &join_lines(&partner.redirect_uris), &now_ms],
             format!("partner {} is already registered", partner.id),
         )
@@ -623,7 +475,7 @@ impl Repo for PgRepo<'_> {
 
     fn insert_feature(&mut self, feature: &Feature) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO features (partner_id, name, description, scopes, retired, card_kinds) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO features (partner_id, name, description, scopes, retired, card_kinds) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (partner_id, name) DO NOTHING",
             &[&feature.partner_id, &feature.name, &feature.description, &feature.scopes.bits(), &feature.retired, &encode_card_kinds(&feature.card_kinds)],
             format!("feature {} already exists", feature.name),
         )
@@ -632,14 +484,14 @@ impl Repo for PgRepo<'_> {
     fn feature(&mut self, partner_id: &str, name: &str) -> StoreResult<Option<Feature>> {
         let sql =
             format!("SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = $1 AND name = $2");
-        self.row(&sql, &[&partner_id, &name], feature_row)
+        self.row(&sql, &[&partner_id, &name], records::feature)
     }
 
     fn features_of(&mut self, partner_id: &str) -> StoreResult<Vec<Feature>> {
         let sql = format!(
             "SELECT {FEATURE_COLUMNS} FROM features WHERE partner_id = $1 ORDER BY name COLLATE \"C\""
         );
-        self.rows(&sql, &[&partner_id], feature_row)
+        self.rows(&sql, &[&partner_id], records::feature)
     }
 
     fn retire_feature(&mut self, partner_id: &str, name: &str) -> StoreResult<()> {
@@ -667,7 +519,7 @@ impl Repo for PgRepo<'_> {
 
     fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>> {
         let sql = format!("SELECT {REQUEST_COLUMNS} FROM access_requests WHERE id = $1");
-        self.row(&sql, &[&id], request_row)
+        self.row(&sql, &[&id], records::request)
     }
 
     fn pending_requests(
@@ -690,7 +542,7 @@ impl Repo for PgRepo<'_> {
                 &page.after,
                 &limit(page),
             ],
-            |r| Ok((r.try_get(14)?, request_row(r)?)),
+            |r| Ok((r.try_get(14)?, records::request(r)?)),
         )
     }
 
@@ -708,7 +560,7 @@ impl Repo for PgRepo<'_> {
         self.rows(
             &sql,
             &[&partner_id, &user_name, &pending, &created_after_ms],
-            request_row,
+            records::request,
         )
     }
 
@@ -1037,13 +889,13 @@ impl Repo for PgRepo<'_> {
 
     fn pushed_request(&mut self, uri_hash: &str) -> StoreResult<Option<PushedRequest>> {
         let sql = format!("SELECT {PUSHED_COLUMNS} FROM pushed_requests WHERE uri_hash = $1");
-        self.row(&sql, &[&uri_hash], pushed_row)
+        self.row(&sql, &[&uri_hash], records::pushed)
     }
 
     fn pushed_request_of(&mut self, access_request_id: &str) -> StoreResult<Option<PushedRequest>> {
         let sql =
             format!("SELECT {PUSHED_COLUMNS} FROM pushed_requests WHERE access_request_id = $1");
-        self.row(&sql, &[&access_request_id], pushed_row)
+        self.row(&sql, &[&access_request_id], records::pushed)
     }
 
     fn open_pushed_request(&mut self, uri_hash: &str, access_request_id: &str) -> StoreResult<()> {
