@@ -33,6 +33,7 @@ const REVOCATIONS: usize = 1000;
 /// PostgreSQL is not installed and `CI` is not set.
 async fn two_replicas() -> Option<(Scenario, TestPlatform)> {
     if !end_to_end::postgres::in_use() {
+        eprintln!("replicas need PostgreSQL: these tests have nothing to run against");
         return None;
     }
     let s = Scenario::new().await;

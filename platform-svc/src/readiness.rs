@@ -53,11 +53,14 @@ pub fn follow(store: Arc<dyn Store>, mut stopping: watch::Receiver<bool>) -> wat
     readiness
 }
 
-/// Whether a read of the store's newest audit record finishes, without error, in time.
+/// Whether the store answers, in time and without error, both a read (of the newest audit
+/// record, on a snapshot) and a write transaction that changes nothing (on the writer,
+/// through its lock and commit): a replica that can read but not write is not serving.
 async fn store_answers(store: &Arc<dyn Store>) -> bool {
-    let probe = consent_store::read(store, |repo| repo.audit_head().map(drop));
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-        Ok(Ok::<(), StoreError>(()))
-    )
+    let read = consent_store::read(store, |repo| repo.audit_head().map(drop));
+    let write = consent_store::execute(store.as_ref(), |_| Ok::<(), StoreError>(()));
+    let probes = async { read.await.is_ok() && write.await.is_ok() };
+    tokio::time::timeout(PROBE_TIMEOUT, probes)
+        .await
+        .unwrap_or(false)
 }
