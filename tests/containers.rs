@@ -240,19 +240,7 @@ async fn restarting_the_platform_keeps_its_data_and_audit_chain() {
         return;
     }
     let mut s = seeded("restart").await;
-    let thread = s
-        .account
-        .create_thread(bearer(
-            pb::CreateThreadRequest {
-                participant_ids: vec![s.bob.id.clone()],
-                title: "t".into(),
-            },
-            &s.alice.session,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .thread_id;
+    let thread = end_to_end::create_thread(&mut s.account, &s.alice, &[&s.bob], "t").await;
     let (mut bank, banks) = s.connect_alice("bank", vec![thread.clone()]).await;
     let receipt = bank
         .share(share_in_thread("alice", &banks[0], "receipt", "r1"))
@@ -482,18 +470,7 @@ impl Seeded {
 
     /// A thread alice starts with bob on the platform.
     async fn family_thread(&mut self) -> String {
-        self.account
-            .create_thread(bearer(
-                pb::CreateThreadRequest {
-                    participant_ids: vec![self.bob.id.clone()],
-                    title: "family".into(),
-                },
-                &self.alice.session,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .thread_id
+        end_to_end::create_thread(&mut self.account, &self.alice, &[&self.bob], "family").await
     }
 
     /// alice's client of replica B's user surface.

@@ -33,21 +33,6 @@ fn integrity_ok(path: &std::path::Path) -> rusqlite::Connection {
     db
 }
 
-async fn thread_with_bob(w: &mut World) -> String {
-    w.account
-        .create_thread(bearer(
-            pb::CreateThreadRequest {
-                participant_ids: vec![w.bob.id.clone()],
-                title: "t".into(),
-            },
-            &w.alice.session,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .thread_id
-}
-
 async fn all_messages(w: &mut World, thread_id: &str) -> Vec<pb::Message> {
     let mut messages = Vec::new();
     let mut page_token = String::new();
@@ -74,7 +59,7 @@ async fn all_messages(w: &mut World, thread_id: &str) -> Vec<pb::Message> {
 #[tokio::test]
 async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
     let (mut w, mut platform) = world().await;
-    let thread = thread_with_bob(&mut w).await;
+    let thread = end_to_end::create_thread(&mut w.account, &w.alice, &[&w.bob], "t").await;
     let partner_channel = w
         .work
         .channel(w.ports.partner, Some("partner-music"))

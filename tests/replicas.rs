@@ -20,7 +20,7 @@ use consent_core::audit::AuditKey;
 use consent_proto::platform::v1 as pb;
 use consent_store::PostgresStore;
 use end_to_end::database::Database;
-use end_to_end::{Partner, Scenario, TestPlatform, assert_refused, bearer};
+use end_to_end::{Partner, Scenario, TestPlatform, assert_refused, bearer, revoke};
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use tonic::Code;
@@ -62,15 +62,7 @@ async fn a_grant_ended_through_one_replica_is_refused_on_the_next_call_through_a
             .list_threads(&token)
             .await
             .expect("allowed through B");
-        account_a
-            .revoke_grant(bearer(
-                pb::RevokeGrantRequest {
-                    grant_id: grant.grant_id,
-                },
-                &s.alice.session,
-            ))
-            .await
-            .expect("revoked through A");
+        revoke(&mut account_a, &s.alice, &grant.grant_id).await;
         match music_b.list_threads(&token).await {
             Ok(_) => stale += 1,
             Err(refused) => assert_refused(&refused, Code::PermissionDenied, "GRANT_REVOKED"),
@@ -144,15 +136,7 @@ async fn churn(s: &Scenario, platform: &TestPlatform, feature: &str, rounds: usi
     let mut revoked = Vec::new();
     for _ in 0..rounds {
         let (_, grant) = s.family_grant(&mut music, &s.alice, feature).await;
-        account
-            .revoke_grant(bearer(
-                pb::RevokeGrantRequest {
-                    grant_id: grant.grant_id.clone(),
-                },
-                &s.alice.session,
-            ))
-            .await
-            .unwrap();
+        revoke(&mut account, &s.alice, &grant.grant_id).await;
         revoked.push(grant.grant_id);
     }
     revoked
@@ -273,13 +257,7 @@ async fn the_audit_log_stays_one_chain_under_calls_through_every_replica() {
 
     assert_eq!(records() - before, 100, "every call recorded once");
     for platform in [&s.platform, &b] {
-        let verified = platform
-            .operator()
-            .await
-            .verify_audit(pb::VerifyAuditRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let verified = verify_audit(platform).await;
         assert!(verified.ok, "{verified:?}");
         assert!(verified.records_checked >= u64::try_from(before).unwrap() + CALLS);
     }
@@ -349,6 +327,17 @@ fn replicas_starting_together_migrate_a_new_database_once() {
     let expected: Vec<i64> = (1..=i64::try_from(versions.len()).unwrap()).collect();
     assert!(!versions.is_empty());
     assert_eq!(versions, expected, "each migration applied once, in order");
+}
+
+/// The whole audit chain, verified through `platform`'s operator surface.
+async fn verify_audit(platform: &TestPlatform) -> pb::VerifyAuditResponse {
+    platform
+        .operator()
+        .await
+        .verify_audit(pb::VerifyAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// The health of `platform`'s server as a whole, as its operator listener reports it.
@@ -424,12 +413,6 @@ async fn replicas_cut_off_from_the_database_refuse_report_not_serving_and_recove
     wait_for_health(&b, ServingStatus::Serving).await;
     music_b.list_threads(&token).await.unwrap();
     music_a.list_threads(&token).await.unwrap();
-    let verified = b
-        .operator()
-        .await
-        .verify_audit(pb::VerifyAuditRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let verified = verify_audit(&b).await;
     assert!(verified.ok, "{verified:?}");
 }

@@ -667,6 +667,40 @@ pub struct Family {
     pub first_message: String,
 }
 
+/// `owner` starts a thread titled `title` with `others` on the platform; returns its id.
+pub async fn create_thread(
+    account: &mut AccountClient<Channel>,
+    owner: &User,
+    others: &[&User],
+    title: &str,
+) -> String {
+    account
+        .create_thread(bearer(
+            pb::CreateThreadRequest {
+                participant_ids: others.iter().map(|u| u.id.clone()).collect(),
+                title: title.into(),
+            },
+            &owner.session,
+        ))
+        .await
+        .expect("create thread")
+        .into_inner()
+        .thread_id
+}
+
+/// `user` revokes their grant `grant_id`.
+pub async fn revoke(account: &mut AccountClient<Channel>, user: &User, grant_id: &str) {
+    account
+        .revoke_grant(bearer(
+            pb::RevokeGrantRequest {
+                grant_id: grant_id.into(),
+            },
+            &user.session,
+        ))
+        .await
+        .expect("revoke");
+}
+
 /// Signs up alice, bob and carol, befriends them with alice, and starts the family thread
 /// with alice's "dinner at 7?".
 pub async fn seed_family(account: &mut AccountClient<Channel>) -> Family {
@@ -675,18 +709,7 @@ pub async fn seed_family(account: &mut AccountClient<Channel>) -> Family {
     let carol = sign_up(account, "carol").await;
     befriend(account, &alice, &bob).await;
     befriend(account, &alice, &carol).await;
-    let thread_id = account
-        .create_thread(bearer(
-            pb::CreateThreadRequest {
-                participant_ids: vec![bob.id.clone(), carol.id.clone()],
-                title: "family".into(),
-            },
-            &alice.session,
-        ))
-        .await
-        .expect("create thread")
-        .into_inner()
-        .thread_id;
+    let thread_id = create_thread(account, &alice, &[&bob, &carol], "family").await;
     let first_message = account
         .send_message(bearer(
             pb::AccountSendMessageRequest {

@@ -31,17 +31,8 @@ pub async fn reads_racing_a_revocation(s: &Scenario, readers_on: &TestPlatform) 
         });
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    s.platform
-        .account()
-        .await
-        .revoke_grant(bearer(
-            pb::RevokeGrantRequest {
-                grant_id: grant.grant_id.clone(),
-            },
-            &s.alice.session,
-        ))
-        .await
-        .unwrap();
+    let mut account = s.platform.account().await;
+    crate::revoke(&mut account, &s.alice, &grant.grant_id).await;
     let after = music.list_threads(&token).await.unwrap_err();
     assert_refused(&after, Code::PermissionDenied, "GRANT_REVOKED");
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

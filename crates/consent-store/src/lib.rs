@@ -202,6 +202,15 @@ where
     receiver
 }
 
+/// Starts a backend's thread `name`.
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
+}
+
 /// Sends `job` to a backend's writer thread; if the writer has stopped, the job hears so.
 fn hand_to_writer(writer: &std::sync::mpsc::Sender<Box<dyn Job>>, job: Box<dyn Job>) {
     if let Err(unsent) = writer.send(job) {

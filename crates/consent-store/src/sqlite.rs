@@ -24,7 +24,7 @@ use super::records::{
 };
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError,
-    StoreResult, hand_to_readers, hand_to_writer,
+    StoreResult, hand_to_readers, hand_to_writer, spawn,
 };
 use consent_core::audit::{AuditKey, record_hash, record_mac};
 use consent_core::authorization::{AuthorizationCode, PushedRequest};
@@ -106,15 +106,6 @@ impl SqliteStore {
             events,
         })
     }
-}
-
-/// Starts the store's thread `name`.
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(body)
-        .map(drop)
-        .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
 }
 
 /// A read-only connection to the database at `path`.

@@ -31,7 +31,7 @@
 mod repo;
 mod schema;
 
-use crate::{Job, ReadJob, Store, StoreError, StoreResult, hand_to_readers, hand_to_writer};
+use crate::{Job, ReadJob, Store, StoreError, StoreResult, hand_to_readers, hand_to_writer, spawn};
 use consent_core::audit::AuditKey;
 use fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
@@ -156,15 +156,6 @@ impl PostgresStore {
             events,
         })
     }
-}
-
-/// Starts the store's thread `name`.
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(body)
-        .map(drop)
-        .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
 }
 
 /// One connection, opened again at the start of a transaction when it was lost, with the
