@@ -32,6 +32,10 @@ pub struct PartnerConfig {
     /// The partner's own web app, for its users in a browser (none when absent).
     #[serde(default)]
     pub web: Option<Web>,
+    /// Where `/metrics` is served for Prometheus (plain HTTP, no credentials: bind it
+    /// where only operators reach it); none when absent.
+    #[serde(default)]
+    pub ops_listen: Option<SocketAddr>,
 }
 
 fn default_trust_domain() -> String {

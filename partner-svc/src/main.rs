@@ -1,6 +1,7 @@
 //! `partner-svc`: one partner's backend, configured by a profile file.
 
 use clap::Parser;
+use consent_telemetry::logging::LogFormat;
 use partner_svc::config::PartnerConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,15 @@ struct Cli {
     /// Override `web.platform_origin`.
     #[arg(long, env = "PARTNER_PLATFORM_WEB_ORIGIN")]
     platform_web_origin: Option<String>,
+    /// Override `ops_listen` (where `/metrics` is served).
+    #[arg(long, env = "PARTNER_OPS_LISTEN")]
+    ops_listen: Option<SocketAddr>,
+    /// How log lines are written.
+    #[arg(long, env = "PARTNER_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Export spans over OTLP (gRPC) to this collector, e.g. `http://127.0.0.1:4317`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn load(cli: Cli) -> Result<PartnerConfig, Box<dyn std::error::Error + Send + Sync>> {
@@ -60,6 +70,7 @@ fn load(cli: Cli) -> Result<PartnerConfig, Box<dyn std::error::Error + Send + Sy
     config.tls.key = cli.tls_key.unwrap_or(config.tls.key);
     config.tls.client_ca = cli.tls_client_ca.or(config.tls.client_ca);
     config.trust_domain = cli.trust_domain.unwrap_or(config.trust_domain);
+    config.ops_listen = cli.ops_listen.or(config.ops_listen);
     if let Some(web) = config.web.as_mut() {
         web.listen = cli.web_listen.unwrap_or(web.listen);
         web.origin = cli.web_origin.or(web.origin.clone());
@@ -72,23 +83,36 @@ fn load(cli: Cli) -> Result<PartnerConfig, Box<dyn std::error::Error + Send + Sy
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let cli = Cli::parse();
+    let telemetry = match consent_telemetry::logging::init(
+        "partner-svc",
+        cli.log_format,
+        cli.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("partner-svc: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = async {
-        let config = load(Cli::parse())?;
+        let config = load(cli)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let web = match &config.web {
             Some(web) => Some(tokio::net::TcpListener::bind(web.listen).await?),
             None => None,
         };
-        tracing::info!(partner = %config.partner_id, listen = %listener.local_addr()?, web = ?config.web.as_ref().map(|w| w.origin()), "partner listening");
-        partner_svc::server::run(config, listener, web, shutdown_signal()).await
-    };
-    match outcome.await {
+        let ops = match config.ops_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await?),
+            None => None,
+        };
+        tracing::info!(partner = %config.partner_id, listen = %listener.local_addr()?, web = ?config.web.as_ref().map(|w| w.origin()), ops = ?config.ops_listen, "partner listening");
+        let listeners = partner_svc::server::Listeners { api: listener, web, ops };
+        partner_svc::server::run(config, listeners, shutdown_signal()).await
+    }
+    .await;
+    telemetry.flush().await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "partner-svc failed");

@@ -2,6 +2,8 @@
 //! replica (each reconnects by itself when its replica comes back, and HTTP/2 keepalives
 //! notice a cut network), behind [`Replicas`], which sends each call to one replica and
 //! moves to another when a call cannot reach it or its health says it is not serving.
+//! Every call carries the current span's trace context (`traceparent`), so the platform's
+//! work for it joins the partner's trace.
 
 use crate::config::PartnerConfig;
 use consent_proto::platform::v1::consent_client::ConsentClient;
@@ -163,7 +165,8 @@ impl Service<http::Request<Body>> for Replicas {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        consent_telemetry::trace_context::write_current(request.headers_mut());
         let index = self.current.load(Ordering::Relaxed) % self.channels.len();
         let mut channel = self.channels[index].clone();
         let replicas = self.clone();

@@ -7,6 +7,7 @@ use crate::config::PartnerConfig;
 use crate::platform::PlatformClient;
 use crate::store::PartnerStore;
 use consent_proto::partner::v1::partner_app_server::PartnerAppServer;
+use consent_telemetry::rpc::RpcLayer;
 use consent_tls::termination::{ReloadableTls, TlsFiles, incoming};
 use consent_tls::transport::TransportLimits;
 use consent_tls::transport::transport;
@@ -20,14 +21,30 @@ use tonic_health::ServingStatus;
 /// Largest message the partner API accepts.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// Runs the partner's API on `listener`, and its web app on `web` when configured, until
+/// Where the partner serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The partner's API.
+    pub api: TcpListener,
+    /// Its web app (when `web` is configured).
+    pub web: Option<TcpListener>,
+    /// `/metrics` (when `ops_listen` is configured).
+    pub ops: Option<TcpListener>,
+}
+
+/// Runs the partner's API, and its web app and `/metrics` when configured, until
 /// `shutdown` resolves.
 pub async fn run(
     config: PartnerConfig,
-    listener: TcpListener,
-    web: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    consent_telemetry::ops::recorder();
+    let Listeners {
+        api: listener,
+        web,
+        ops,
+    } = listeners;
     let config = Arc::new(config);
     let store = PartnerStore::open(&config.database)?;
     let client = PlatformClient::connect_lazy(&config)?;
@@ -108,7 +125,14 @@ pub async fn run(
         }
         _ => None,
     };
+    let ops_task = ops.map(|listener| {
+        let mut stopping = stopping.clone();
+        tokio::spawn(consent_telemetry::ops::serve(listener, async move {
+            let _ = stopping.wait_for(|stopped| *stopped).await;
+        }))
+    });
     let result = transport(&limits)
+        .layer(RpcLayer::new("app"))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -120,6 +144,9 @@ pub async fn run(
         .await;
     if let Some(web_task) = web_task {
         web_task.await??;
+    }
+    if let Some(ops_task) = ops_task {
+        ops_task.await??;
     }
     outbox.abort();
     watcher.abort();

@@ -54,6 +54,10 @@ pub struct Listen {
     pub user: SocketAddr,
     /// The web pages, for people in a browser (HTTPS, session cookie).
     pub web: SocketAddr,
+    /// Operations: `/metrics` for Prometheus (plain HTTP, no credentials: bind it where
+    /// only operators reach it). None when absent.
+    #[serde(default)]
+    pub ops: Option<SocketAddr>,
 }
 
 /// Certificate files.

@@ -78,6 +78,9 @@ impl Interceptor for PartnerEdge {
         };
         within_header_limit(&request, self.header_limit)?;
         if !self.limiter.try_acquire(&id.0) {
+            // Not audited (a flood would flood the chain): this count is its only trace.
+            metrics::counter!("consent_partner_calls_rate_limited_total", "partner" => id.0.clone())
+                .increment(1);
             return Err(ApiError::ResourceExhausted(
                 Reason::RateLimited,
                 format!("partner {} is over its request rate", id.0),

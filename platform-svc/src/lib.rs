@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod observe;
 pub mod password;
 pub mod rate_limit;
 pub mod readiness;

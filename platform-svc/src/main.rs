@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use consent_core::clock::Clock;
 use consent_core::secret::SecretKey;
+use consent_telemetry::logging::LogFormat;
 use consent_tls::pki::DevPki;
 use platform_svc::config::PlatformConfig;
 use platform_svc::server::BoundPlatform;
@@ -21,6 +22,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written.
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Export spans over OTLP (gRPC) to this collector, e.g. `http://127.0.0.1:4317`.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +58,9 @@ enum Command {
         /// Override `listen.web`.
         #[arg(long, env = "PLATFORM_LISTEN_WEB")]
         listen_web: Option<SocketAddr>,
+        /// Override `listen.ops` (where `/metrics` is served).
+        #[arg(long, env = "PLATFORM_LISTEN_OPS")]
+        listen_ops: Option<SocketAddr>,
         /// Override `web_origin`.
         #[arg(long, env = "PLATFORM_WEB_ORIGIN")]
         web_origin: Option<String>,
@@ -81,13 +97,21 @@ fn parse_owner(text: &str) -> Result<(u32, u32), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match run(Cli::parse().command).await {
+    let cli = Cli::parse();
+    let telemetry = match consent_telemetry::logging::init(
+        "platform-svc",
+        cli.log_format,
+        cli.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("platform-svc: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = run(cli.command).await;
+    telemetry.flush().await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "platform-svc failed");
@@ -130,6 +154,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             listen_operator,
             listen_user,
             listen_web,
+            listen_ops,
             web_origin,
         } => {
             let mut config = PlatformConfig::from_toml(&std::fs::read_to_string(&config)?)?;
@@ -140,10 +165,11 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             config.listen.operator = listen_operator.unwrap_or(config.listen.operator);
             config.listen.user = listen_user.unwrap_or(config.listen.user);
             config.listen.web = listen_web.unwrap_or(config.listen.web);
+            config.listen.ops = listen_ops.or(config.listen.ops);
             config.web_origin = web_origin.or(config.web_origin);
             let bound = BoundPlatform::bind(config, Arc::new(Clock::default())).await?;
             let addrs = bound.addrs()?;
-            tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, web = %addrs.web, "platform listening");
+            tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, web = %addrs.web, ops = ?addrs.ops, "platform listening");
             let reload = bound.tls_reloader();
             tokio::spawn(async move {
                 let Ok(mut hangup) =

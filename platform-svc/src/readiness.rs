@@ -2,7 +2,8 @@
 //! platform is not shutting down; `NOT_SERVING` once the store has failed to answer
 //! [`FAILURES_BEFORE_NOT_SERVING`] probes in a row (a replica cut off from its database)
 //! or a shutdown began and the listeners drain. A balancer or a partner that checks health
-//! then sends its calls elsewhere. One answered probe makes it `SERVING` again.
+//! then sends its calls elsewhere. One answered probe makes it `SERVING` again. The gauge
+//! `consent_ready` follows the same state (1 serving, 0 not).
 
 use consent_store::{Store, StoreError};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub fn follow(store: Arc<dyn Store>, mut stopping: watch::Receiver<bool>) -> wat
                 failures += 1;
             }
             let answering = failures < FAILURES_BEFORE_NOT_SERVING;
+            metrics::gauge!("consent_ready").set(if answering { 1.0 } else { 0.0 });
             let changed =
                 ready.send_if_modified(|ready| std::mem::replace(ready, answering) != answering);
             if changed {
@@ -48,6 +50,7 @@ pub fn follow(store: Arc<dyn Store>, mut stopping: watch::Receiver<bool>) -> wat
                 stopped = stopping.changed() => if stopped.is_err() { break },
             }
         }
+        metrics::gauge!("consent_ready").set(0.0);
         ready.send_replace(false);
     });
     readiness

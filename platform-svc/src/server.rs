@@ -20,6 +20,7 @@ use consent_proto::platform::v1::account_server::AccountServer;
 use consent_proto::platform::v1::consent_server::ConsentServer;
 use consent_proto::platform::v1::messaging_server::MessagingServer;
 use consent_proto::platform::v1::partner_admin_server::PartnerAdminServer;
+use consent_telemetry::rpc::RpcLayer;
 use consent_tls::termination::{self, ReloadableTls, TlsFiles};
 use consent_tls::transport::transport;
 use std::future::Future;
@@ -73,6 +74,7 @@ pub struct BoundPlatform {
     operator: (TcpListener, Arc<ReloadableTls>),
     user: (TcpListener, Arc<ReloadableTls>),
     web: (TcpListener, Arc<ReloadableTls>),
+    ops: Option<TcpListener>,
 }
 
 /// Addresses actually bound (ports chosen by the OS when configured as 0).
@@ -86,11 +88,14 @@ pub struct BoundAddrs {
     pub user: SocketAddr,
     /// Web pages.
     pub web: SocketAddr,
+    /// Operations (`/metrics`), when configured.
+    pub ops: Option<SocketAddr>,
 }
 
 impl BoundPlatform {
     /// Opens the store, loads certificates and binds every listener.
     pub async fn bind(config: PlatformConfig, clock: Arc<Clock>) -> Result<Self, StartError> {
+        consent_telemetry::ops::recorder();
         let audit_key = read_key("audit key", &config.audit_key)?;
         let pseudonym_key = read_key("pseudonym key", &config.pseudonym_key)?;
         let database = config.database.clone();
@@ -134,6 +139,10 @@ impl BoundPlatform {
             ),
             user: (TcpListener::bind(config.listen.user).await?, user_tls),
             web: (TcpListener::bind(config.listen.web).await?, web_tls),
+            ops: match config.listen.ops {
+                Some(address) => Some(TcpListener::bind(address).await?),
+                None => None,
+            },
             platform,
             audit_key,
             stop,
@@ -148,6 +157,7 @@ impl BoundPlatform {
             operator: self.operator.0.local_addr()?,
             user: self.user.0.local_addr()?,
             web: self.web.0.local_addr()?,
+            ops: self.ops.as_ref().map(TcpListener::local_addr).transpose()?,
         })
     }
 
@@ -183,6 +193,7 @@ impl BoundPlatform {
             operator,
             user,
             web,
+            ops,
         } = self;
         let web_origin = match &config.web_origin {
             Some(origin) => origin.trim_end_matches('/').to_string(),
@@ -233,7 +244,7 @@ impl BoundPlatform {
             let admin = PartnerAdminServer::new(AdminService::new(
                 platform.clone(),
                 config.trust_domain.clone(),
-                audit_key,
+                audit_key.clone(),
             ))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
@@ -263,17 +274,18 @@ impl BoundPlatform {
             with_probes(routes, &["consent.platform.v1.Account"], ready.clone()).await?
         };
 
+        let observer = tokio::spawn(crate::observe::observe_forever(platform.clone(), audit_key));
         let sweeper = tokio::spawn(sweep_forever(
             platform.clone(),
             Duration::from_secs(config.policy.sweep_interval_secs.max(1)),
         ));
         let listeners = [
-            (partner, partner_routes),
-            (operator, operator_routes),
-            (user, user_routes),
+            ("partner", partner, partner_routes),
+            ("operator", operator, operator_routes),
+            ("user", user, user_routes),
         ];
         let mut tasks = Vec::new();
-        for ((listener, tls), routes) in listeners {
+        for (surface, (listener, tls), routes) in listeners {
             let incoming = termination::incoming(
                 listener,
                 tls,
@@ -281,13 +293,16 @@ impl BoundPlatform {
                 Some(config.trust_domain.clone()),
             );
             let mut stop = stop_rx.clone();
-            let server = transport(limits).add_routes(routes);
+            let server = transport(limits)
+                .layer(RpcLayer::new(surface))
+                .add_routes(routes);
             tasks.push(tokio::spawn(async move {
                 server
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop.wait_for(|stopped| *stopped).await;
                     })
                     .await
+                    .map_err(StartError::from)
             }));
         }
         let web_task = {
@@ -303,6 +318,16 @@ impl BoundPlatform {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             }))
         };
+        if let Some(listener) = ops {
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                consent_telemetry::ops::serve(listener, async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await
+                .map_err(StartError::from)
+            }));
+        }
         let mut result = match web_task.await {
             Ok(served) => served.map_err(StartError::from),
             Err(e) => Err(std::io::Error::other(e).into()),
@@ -310,11 +335,12 @@ impl BoundPlatform {
         for task in tasks {
             match task.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e.into()),
+                Ok(Err(e)) => result = Err(e),
                 Err(e) => result = Err(std::io::Error::other(e).into()),
             }
         }
         sweeper.abort();
+        observer.abort();
         result
     }
 }

@@ -187,6 +187,18 @@ pub enum GrantState {
 }
 
 impl GrantState {
+    /// The state's name in lower case, as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GrantState::Active => "active",
+            GrantState::Revoked => "revoked",
+            GrantState::Expired => "expired",
+            GrantState::Lapsed => "lapsed",
+            GrantState::Retired => "retired",
+            GrantState::Suspended => "suspended",
+            GrantState::Released => "released",
+        }
+    }
     /// The stored and wire value.
     pub fn to_i32(self) -> i32 {
         self.to_proto() as i32

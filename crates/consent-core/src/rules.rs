@@ -175,7 +175,15 @@ pub fn unused_scopes(grant: &Grant, used: ScopeSet) -> ScopeSet {
 pub fn attestation_overdue(grant: &Grant, now_ms: i64, due_ms: i64) -> bool {
     grant.state != GrantState::Active
         && grant.attested_ms.is_none()
-        && grant.ended_ms.is_some_and(|ended| now_ms - ended >= due_ms)
+        && grant
+            .ended_ms
+            .is_some_and(|ended| ended <= overdue_if_ended_by(now_ms, due_ms))
+}
+
+/// The same rule as a bound a query can filter by: an ended, unattested grant's
+/// attestation is overdue at `now_ms` if the grant ended at or before this time.
+pub fn overdue_if_ended_by(now_ms: i64, due_ms: i64) -> i64 {
+    now_ms - due_ms
 }
 
 /// Whether the grant covers `thread` (which must include the granting user).

@@ -212,6 +212,23 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
 }
 
 /// Sends `job` to a backend's writer thread; if the writer has stopped, the job hears so.
+/// Counts a batch's commit: `consent_store_commit_seconds` (from the batch's first
+/// statement until its commit returned), `consent_store_commit_jobs` (jobs in the batch),
+/// and `consent_store_commit_failures_total`, each labelled with the `backend`.
+fn observe_commit(
+    backend: &'static str,
+    jobs: usize,
+    started: std::time::Instant,
+    committed: &StoreResult<()>,
+) {
+    metrics::histogram!("consent_store_commit_seconds", "backend" => backend)
+        .record(started.elapsed());
+    metrics::histogram!("consent_store_commit_jobs", "backend" => backend).record(jobs as f64);
+    if committed.is_err() {
+        metrics::counter!("consent_store_commit_failures_total", "backend" => backend).increment(1);
+    }
+}
+
 fn hand_to_writer(writer: &std::sync::mpsc::Sender<Box<dyn Job>>, job: Box<dyn Job>) {
     if let Err(unsent) = writer.send(job) {
         unsent
@@ -500,6 +517,11 @@ pub trait Repo {
     fn used_scopes(&mut self, id: &str) -> StoreResult<ScopeSet>;
     /// Records the partner's deletion attestation.
     fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// How many grants are in each state (a state no grant is in is left out).
+    fn grants_by_state(&mut self) -> StoreResult<Vec<(GrantState, usize)>>;
+    /// How many ended grants have no deletion attestation and ended at or before
+    /// `ended_by_ms`.
+    fn unattested_grants_ended_by(&mut self, ended_by_ms: i64) -> StoreResult<usize>;
 
     // Grant events.
     /// Appends an event for the grant's partner.

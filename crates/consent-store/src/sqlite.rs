@@ -159,10 +159,12 @@ fn write_batches(
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        let started = std::time::Instant::now();
         let mut last_event = None;
         let committed = run_batch(conn, audit_key, &mut batch, &mut last_event)
             .and_then(|()| run(conn, "COMMIT"))
             .map_err(StoreError::from);
+        crate::observe_commit("sqlite", batch.len(), started, &committed);
         match &committed {
             Ok(()) => {
                 if let Some(seq) = last_event {
@@ -998,6 +1000,29 @@ impl Repo for SqliteRepo<'_> {
             |r| r.get(0),
         )?;
         Ok(ScopeSet::from_bits(bits))
+    }
+
+    fn grants_by_state(&mut self) -> StoreResult<Vec<(GrantState, usize)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM grants GROUP BY state")?;
+        let rows = stmt.query_map([], |r| {
+            let n: i64 = r.get(1)?;
+            Ok((
+                GrantState::from_stored(r.get(0)?),
+                usize::try_from(n).unwrap_or(usize::MAX),
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn unattested_grants_ended_by(&mut self, ended_by_ms: i64) -> StoreResult<usize> {
+        let count: i64 = self.query_row(
+            "SELECT COUNT(*) FROM grants WHERE state <> ?1 AND attested_ms IS NULL AND ended_ms <= ?2",
+            params![GrantState::Active.to_i32(), ended_by_ms],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
     fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {

@@ -2,7 +2,8 @@
 //! tonic's cannot honour CRLs, reload certificates, or hand us the peer identity once per
 //! connection. Each listener accepts TCP, runs the TLS 1.3 handshake under a timeout in its
 //! own task (a stalled client delays no one), reads the client identity, and yields
-//! [`TlsConnection`]s to `Server::serve_with_incoming_shutdown`.
+//! [`TlsConnection`]s to `Server::serve_with_incoming_shutdown`. Refused handshakes are
+//! counted by cause in `consent_tls_handshakes_refused_total`.
 
 use crate::principal::{ConnectionInfo, principal_from_certificate};
 use rustls::RootCertStore;
@@ -227,6 +228,29 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
+fn count_refusal(cause: &'static str) {
+    metrics::counter!("consent_tls_handshakes_refused_total", "cause" => cause).increment(1);
+}
+
+/// Why a handshake failed, as a label: what the client presented or did.
+fn refusal_cause(error: &io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_certificate",
+        Some(Error::InvalidCertificate(CertificateError::Revoked)) => "revoked",
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "expired",
+        Some(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "untrusted",
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::PeerIncompatible(_)) => "incompatible",
+        Some(_) => "protocol",
+        None => "connection",
+    }
+}
+
 /// Accepts connections on `listener` and yields those whose handshake completes within
 /// `handshake_timeout`. Failed handshakes (no or bad certificate, wrong protocol version)
 /// are logged and dropped; they never reach the gRPC server. With a `trust_domain`, each
@@ -262,10 +286,12 @@ pub fn incoming(
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
                             tracing::info!(%remote_addr, %error, "tls handshake refused");
+                            count_refusal(refusal_cause(&error));
                             return;
                         }
                         Err(_) => {
                             tracing::info!(%remote_addr, "tls handshake timed out");
+                            count_refusal("timeout");
                             return;
                         }
                     };

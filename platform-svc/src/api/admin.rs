@@ -441,6 +441,8 @@ impl PartnerAdmin for AdminService {
                 result.first_bad.map_or((0, String::new()), |(seq, why)| {
                     (u64::try_from(seq).unwrap_or(0), why)
                 });
+            metrics::gauge!("consent_audit_chain_intact", "check" => "full")
+                .set(f64::from(u8::from(first_bad_seq == 0)));
             Ok((
                 pb::VerifyAuditResponse {
                     ok: first_bad_seq == 0,

@@ -97,7 +97,7 @@ impl EventFeed {
                     .filter(|e| e.partner_id == partner_id && e.seq > from);
                 let mut any = false;
                 for event in own {
-                    if sender.send(Ok(convert::grant_event(event))).await.is_err() {
+                    if !deliver(&platform, &sender, event).await {
                         return;
                     }
                     after = event.seq;
@@ -109,6 +109,20 @@ impl EventFeed {
             }
         }
     }
+}
+
+/// Sends `event` on its partner's stream, counting in
+/// `consent_grant_event_lag_seconds{partner}` how long after it happened it left. Whether
+/// the stream is still open.
+async fn deliver(
+    platform: &Platform,
+    sender: &mpsc::Sender<Result<pb::GrantEvent, Status>>,
+    event: &GrantEvent,
+) -> bool {
+    let lag_ms = (platform.clock.now_ms() - event.at_ms).max(0);
+    metrics::histogram!("consent_grant_event_lag_seconds", "partner" => event.partner_id.clone())
+        .record(lag_ms as f64 / 1000.0);
+    sender.send(Ok(convert::grant_event(event))).await.is_ok()
 }
 
 /// Sends the partner's events after `after` from the store, and ends the stream with a
@@ -129,7 +143,7 @@ async fn catch_up(
             })
             .await?;
         for event in &events {
-            if sender.send(Ok(convert::grant_event(event))).await.is_err() {
+            if !deliver(platform, sender, event).await {
                 return Ok(false);
             }
             *after = event.seq;

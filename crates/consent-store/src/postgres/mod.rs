@@ -371,9 +371,11 @@ fn write_batches(
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        let started = std::time::Instant::now();
         let mut outcome = Outcome::default();
         let committed =
             run_batch(link, audit_key, &mut batch, &mut outcome).and_then(|()| link.run("COMMIT"));
+        crate::observe_commit("postgres", batch.len(), started, &committed);
         match &committed {
             Ok(()) => {
                 if let Some(seq) = outcome.last_event {

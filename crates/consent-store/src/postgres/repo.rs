@@ -697,6 +697,22 @@ impl Repo for PgRepo<'_> {
         Ok(ScopeSet::from_bits(bits))
     }
 
+    fn grants_by_state(&mut self) -> StoreResult<Vec<(GrantState, usize)>> {
+        self.rows(
+            "SELECT state, COUNT(*) FROM grants GROUP BY state",
+            &[],
+            |r| Ok((GrantState::from_stored(r.try_get(0)?), count(r.try_get(1)?))),
+        )
+    }
+
+    fn unattested_grants_ended_by(&mut self, ended_by_ms: i64) -> StoreResult<usize> {
+        let n = self.number(
+            "SELECT COUNT(*) FROM grants WHERE state <> $1 AND attested_ms IS NULL AND ended_ms <= $2",
+            &[&GrantState::Active.to_i32(), &ended_by_ms],
+        )?;
+        Ok(count(n))
+    }
+
     fn attest_deletion(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {
         self.execute(
             "UPDATE grants SET attested_ms = COALESCE(attested_ms, $2) WHERE id = $1",

@@ -1,0 +1,94 @@
+//! What the platform reports about its store, every few seconds, as gauges for
+//! Prometheus: grants by state (`consent_grants{state}`), ended grants whose deletion
+//! attestation is overdue (`consent_deletion_attestations_overdue`), the audit records
+//! appended (`consent_audit_records_appended_total`, the chain's length), and whether the
+//! chain verifies (`consent_audit_chain_intact{check="running"}`: each record is checked
+//! once, as it appears; `VerifyAudit` runs the `full` check, which re-reads every record).
+//! With several replicas, each reports the same shared figures.
+
+use crate::api::Platform;
+use crate::error::ApiResult;
+use consent_core::audit::{AuditKey, ChainVerifier};
+use consent_core::model::{AuditRecord, GrantState};
+use consent_core::rules;
+use std::time::Duration;
+
+/// How often the gauges are refreshed.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Audit records read per store call by the running check.
+const AUDIT_BATCH: usize = 1_000;
+
+/// Every grant state, so that a state no grant is in reads 0 rather than vanishing.
+const STATES: [GrantState; 7] = [
+    GrantState::Active,
+    GrantState::Revoked,
+    GrantState::Expired,
+    GrantState::Lapsed,
+    GrantState::Retired,
+    GrantState::Suspended,
+    GrantState::Released,
+];
+
+/// Refreshes the gauges until the task is dropped.
+pub async fn observe_forever(platform: Platform, audit_key: AuditKey) {
+    let mut chain = ChainVerifier::new(&audit_key);
+    let mut verified_to = 0;
+    let mut ticker = tokio::time::interval(REFRESH_EVERY);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = count_grants(&platform).await {
+            tracing::warn!(%error, "could not count grants");
+        }
+        match check_new_records(&platform, &mut chain, &mut verified_to).await {
+            Ok(intact) => {
+                metrics::gauge!("consent_audit_chain_intact", "check" => "running")
+                    .set(f64::from(u8::from(intact)));
+                metrics::counter!("consent_audit_records_appended_total")
+                    .absolute(u64::try_from(verified_to).unwrap_or(0));
+            }
+            Err(error) => tracing::warn!(%error, "could not read the audit chain"),
+        }
+    }
+}
+
+async fn count_grants(platform: &Platform) -> ApiResult<()> {
+    let due_ms = platform.limits.attestation_due_ms;
+    let (by_state, overdue) = platform
+        .read(move |repo, now_ms| {
+            let by_state = repo.grants_by_state()?;
+            let ended_by = rules::overdue_if_ended_by(now_ms, due_ms);
+            Ok((by_state, repo.unattested_grants_ended_by(ended_by)?))
+        })
+        .await?;
+    for state in STATES {
+        let count = by_state
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n);
+        metrics::gauge!("consent_grants", "state" => state.name()).set(count as f64);
+    }
+    metrics::gauge!("consent_deletion_attestations_overdue").set(overdue as f64);
+    Ok(())
+}
+
+/// Feeds the records after `verified_to` to `chain`; whether the chain still verifies.
+async fn check_new_records(
+    platform: &Platform,
+    chain: &mut ChainVerifier<'_>,
+    verified_to: &mut i64,
+) -> ApiResult<bool> {
+    let mut intact = true;
+    loop {
+        let after = *verified_to;
+        let records: Vec<AuditRecord> = platform
+            .read(move |repo, _| Ok(repo.audit_records(after, AUDIT_BATCH)?))
+            .await?;
+        for record in &records {
+            intact &= chain.push(record);
+            *verified_to = record.seq;
+        }
+        if records.len() < AUDIT_BATCH {
+            return Ok(intact);
+        }
+    }
+}
