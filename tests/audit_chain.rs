@@ -1,7 +1,8 @@
 //! The audit chain verifies, and tampering with the stored records is detected at the
 //! first bad record; truncation is caught against an exported checkpoint. Reads that race a
 //! revocation never leave an allowed use after it in the chain. A refusal is answered only
-//! once its record commits, and the platform does not stop before it has.
+//! once its record commits, and the platform does not stop before it has: a shutdown
+//! refuses new calls but finishes those in flight, their records committed.
 
 use consent_core::model::{AuditEntry, AuditRecord};
 use consent_proto::platform::v1 as pb;
@@ -225,4 +226,64 @@ async fn a_refusal_is_answered_only_once_its_record_is_durable() {
     .await
     .unwrap();
     assert_eq!(recorded, 1, "the refusal is in the chain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_finishes_the_calls_in_flight_and_their_records() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, _) = s.music_grant(&mut music).await;
+    let Scenario { platform, .. } = s;
+    let platform_store = Arc::clone(&platform.store);
+    let release = hold_writer(platform_store.as_ref());
+
+    let mut in_flight = {
+        let mut music = music.messaging.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            music
+                .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stopping = tokio::spawn(platform.shutdown());
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut stopping).await;
+    assert!(early.is_err(), "the platform stopped with a call in flight");
+    let late = music
+        .messaging
+        .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
+        .await;
+    assert!(
+        late.is_err(),
+        "a call after the shutdown began is not served"
+    );
+
+    drop(release);
+    let answered = tokio::time::timeout(Duration::from_secs(10), &mut in_flight)
+        .await
+        .expect("the call in flight is answered")
+        .unwrap();
+    assert!(
+        answered.is_ok(),
+        "the call in flight is served: {answered:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the platform stops once its calls are done")
+        .unwrap();
+    let recorded = read(&platform_store, |repo| {
+        Ok::<_, StoreError>(
+            repo.audit_records(0, 1000)?
+                .into_iter()
+                .filter(|r| r.entry.method.ends_with("ListThreads") && r.entry.decision == "allow")
+                .count(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded, 1,
+        "the call in flight is in the chain, and only it"
+    );
 }

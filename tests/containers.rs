@@ -153,6 +153,24 @@ async fn the_walkthrough_story_runs_against_the_containers() {
         story.failures, story.steps
     );
     assert!(story.steps > 40);
+
+    // The published /metrics endpoints count what the story did.
+    let platform = end_to_end::telemetry::scrape(stack.ops).await;
+    assert!(
+        platform
+            .lines()
+            .any(|l| l.starts_with("consent_rpc_calls_total{")
+                && l.contains("surface=\"partner\"")
+                && l.contains("code=\"PERMISSION_DENIED\"")),
+        "the platform counts refused partner calls:\n{platform}"
+    );
+    let music = end_to_end::telemetry::scrape(stack.music_ops).await;
+    assert!(
+        music
+            .lines()
+            .any(|l| l.starts_with("consent_rpc_calls_total{") && l.contains("surface=\"app\"")),
+        "the music app counts its own calls:\n{music}"
+    );
 }
 
 #[tokio::test]

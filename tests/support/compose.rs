@@ -80,6 +80,10 @@ pub struct ComposeStack {
     pub user: SocketAddr,
     /// Platform web pages on the host.
     pub web: SocketAddr,
+    /// Platform `/metrics` on the host.
+    pub ops: SocketAddr,
+    /// The music app's `/metrics` on the host.
+    pub music_ops: SocketAddr,
     /// Partner APIs on the host, by service name.
     pub partners: Vec<(&'static str, SocketAddr)>,
     /// Partner web apps on the host, by service name.
@@ -114,6 +118,7 @@ impl ComposeStack {
         let port = crate::processes::free_port;
         let (partner, operator, user) = (loopback(port()), loopback(port()), loopback(port()));
         let web = loopback(port());
+        let (ops, music_ops) = (loopback(port()), loopback(port()));
         let services = crate::processes::PROFILES;
         let partners: Vec<_> = services.iter().map(|s| (*s, loopback(port()))).collect();
         let partner_webs: Vec<_> = services.iter().map(|s| (*s, loopback(port()))).collect();
@@ -126,6 +131,8 @@ impl ComposeStack {
             ("PLATFORM_OPERATOR_PORT".into(), operator.port().to_string()),
             ("PLATFORM_USER_PORT".into(), user.port().to_string()),
             ("PLATFORM_WEB_PORT".into(), web.port().to_string()),
+            ("PLATFORM_OPS_PORT".into(), ops.port().to_string()),
+            ("MUSIC_OPS_PORT".into(), music_ops.port().to_string()),
         ];
         for (service, addr) in &partners {
             env.push((
@@ -157,6 +164,7 @@ impl ComposeStack {
             ));
             env.push(("PLATFORM_B_USER_PORT".into(), b.user.port().to_string()));
             env.push(("PLATFORM_B_WEB_PORT".into(), port().to_string()));
+            env.push(("PLATFORM_B_OPS_PORT".into(), port().to_string()));
         }
         let stack = ComposeStack {
             project: format!("consent-{name}-{}", std::process::id()),
@@ -167,6 +175,8 @@ impl ComposeStack {
             operator,
             user,
             web,
+            ops,
+            music_ops,
             partners,
             partner_webs,
             replica_b,

@@ -98,16 +98,22 @@ impl Process {
 
     /// Like [`Process::spawn`], logging at `log_filter` (`RUST_LOG` syntax).
     pub fn spawn_logging(program: &str, args: &[String], log: PathBuf, log_filter: &str) -> Self {
+        Self::spawn_program(&bin_dir().join(program), args, log, log_filter)
+    }
+
+    /// Starts `program` (a path, or a name looked up in `PATH`) with `args`, its output in
+    /// `log`, logging at `log_filter` (`RUST_LOG` syntax).
+    pub fn spawn_program(program: &Path, args: &[String], log: PathBuf, log_filter: &str) -> Self {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(bin_dir().join(program))
+        let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
         Process { child, log }
     }
 
@@ -281,6 +287,19 @@ pub async fn start_platform_named(
     extra: &str,
     log_filter: &str,
 ) -> Process {
+    start_platform_flagged(work, name, ports, database, extra, log_filter, &[]).await
+}
+
+/// Like [`start_platform_named`], with more `flags` for `platform-svc serve`.
+pub async fn start_platform_flagged(
+    work: &WorkDir,
+    name: &str,
+    ports: PlatformPorts,
+    database: &str,
+    extra: &str,
+    log_filter: &str,
+    flags: &[String],
+) -> Process {
     let config = work.path.join(format!("{name}.toml"));
     let p = |name: &str| work.pki(name).display().to_string();
     std::fs::write(
@@ -305,13 +324,15 @@ pub async fn start_platform_named(
         ),
     )
     .expect("platform config");
+    let mut args = vec![
+        "serve".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    args.extend_from_slice(flags);
     let process = Process::spawn_logging(
         "platform-svc",
-        &[
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
+        &args,
         work.path.join(format!("{name}.log")),
         log_filter,
     );
@@ -366,9 +387,20 @@ pub async fn start_partner_at(
     platform: PlatformPorts,
     web: SocketAddr,
 ) -> PartnerProcess {
+    start_partner_flagged(work, id, platform, web, &[]).await
+}
+
+/// Like [`start_partner_at`], with more `flags` for `partner-svc`.
+pub async fn start_partner_flagged(
+    work: &WorkDir,
+    id: &str,
+    platform: PlatformPorts,
+    web: SocketAddr,
+    flags: &[String],
+) -> PartnerProcess {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let database = work.path.join(format!("{id}.db"));
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "--config".into(),
         profile(id).display().to_string(),
         "--listen".into(),
@@ -394,6 +426,7 @@ pub async fn start_partner_at(
             .display()
             .to_string(),
     ];
+    args.extend_from_slice(flags);
     let process = Process::spawn("partner-svc", &args, work.path.join(format!("{id}.log")));
     work.wait_healthy(
         addr,

@@ -1,9 +1,7 @@
 //! A platform process with the music partner registered and alice (friends with bob)
 //! signed up: the starting point of the process-level tests.
 
-use crate::processes::{
-    PartnerProcess, PlatformPorts, Process, WorkDir, ensure_built, start_platform,
-};
+use crate::processes::{PartnerProcess, PlatformPorts, Process, WorkDir, ensure_built};
 use crate::{User, bearer, sign_up};
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
@@ -31,11 +29,20 @@ pub struct World {
 
 /// Starts the platform, registers music, signs up alice and bob.
 pub async fn world() -> (World, Process) {
+    world_with(crate::processes::TEST_LOG, &[]).await
+}
+
+/// Like [`world`], the platform logging at `log_filter` and started with more `flags`.
+pub async fn world_with(log_filter: &str, flags: &[String]) -> (World, Process) {
     ensure_built();
     let dir = tempfile::tempdir().unwrap();
     let work = WorkDir::new(dir.path());
     let ports = PlatformPorts::free();
-    let platform = start_platform(&work, ports).await;
+    let database = work.path.join("platform.db").display().to_string();
+    let platform = crate::processes::start_platform_flagged(
+        &work, "platform", ports, &database, "", log_filter, flags,
+    )
+    .await;
     let music_web = std::net::SocketAddr::from(([127, 0, 0, 1], crate::processes::free_port()));
     let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
         work.channel(ports.operator, Some("operator"))

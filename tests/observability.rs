@@ -1,0 +1,251 @@
+//! What an operator sees, end to end over real processes: a real Prometheus scrapes the
+//! platform's and a partner's `/metrics` and evaluates the shipped alert rules; a share
+//! from the partner's front end makes one trace that crosses from the partner to the
+//! platform and reaches an OTLP receiver; the platform's JSON log lines name that trace.
+
+use consent_proto::platform::v1 as pb;
+use end_to_end::bearer;
+use end_to_end::processes::{free_port, start_partner_flagged};
+use end_to_end::telemetry::{OtlpReceiver, Prometheus};
+use end_to_end::world::{connect_alice, eventually, share_with_friend, world_with};
+use pb::messaging_client::MessagingClient;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tonic::Code;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+fn flags(ops: SocketAddr, ops_flag: &str, otlp: &OtlpReceiver) -> Vec<String> {
+    [
+        ops_flag,
+        &ops.to_string(),
+        "--log-format",
+        "json",
+        "--otlp-endpoint",
+        &otlp.endpoint,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_sees_the_calls_and_one_trace_crosses_partner_and_platform() {
+    let otlp = OtlpReceiver::start().await;
+    let (platform_ops, partner_ops) = (loopback(), loopback());
+    let (mut w, _platform) = world_with(
+        "info,consent_telemetry=debug",
+        &flags(platform_ops, "--listen-ops", &otlp),
+    )
+    .await;
+    let music = start_partner_flagged(
+        &w.work,
+        "music",
+        w.ports,
+        loopback(),
+        &flags(partner_ops, "--ops-listen", &otlp),
+    )
+    .await;
+    let prometheus = Prometheus::start(
+        &w.work.path,
+        &[("platform", platform_ops), ("partner", partner_ops)],
+    )
+    .await;
+    for job in ["platform", "partner"] {
+        prometheus
+            .value_when(&format!("up{{job=\"{job}\"}}"), |up| up == 1.0)
+            .await;
+    }
+    let served_before = prometheus
+        .query("sum(consent_rpc_calls_total{job=\"platform\",surface=\"partner\",code=\"OK\"})")
+        .await
+        .first()
+        .map_or(0.0, |(_, value)| *value);
+
+    // The scenario: alice connects the music app and shares a track with bob through it;
+    // the music app also presents a token it does not hold, and a client comes without a
+    // certificate.
+    let mut music_app = connect_alice(&mut w, &music).await;
+    let shared = music_app
+        .share(share_with_friend(
+            "alice",
+            &w.work.shown_to("music").handle(&w.bob.id),
+            "a track",
+            "k1",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shared.status, "DELIVERED");
+    let mut forged = MessagingClient::new(
+        w.work
+            .channel(w.ports.partner, Some("partner-music"))
+            .await
+            .unwrap(),
+    );
+    let refused = forged
+        .list_threads(bearer(pb::ListThreadsRequest::default(), "not-a-token"))
+        .await
+        .unwrap_err();
+    end_to_end::assert_refused(&refused, Code::Unauthenticated, "TOKEN_INVALID");
+    let anonymous = w.work.channel(w.ports.partner, None).await;
+    if let Ok(channel) = anonymous {
+        let call = MessagingClient::new(channel)
+            .list_threads(pb::ListThreadsRequest::default())
+            .await;
+        assert!(call.is_err(), "a client without a certificate is refused");
+    }
+
+    // Prometheus finds the series moved.
+    prometheus
+        .value_when(
+            "sum(consent_rpc_calls_total{job=\"platform\",surface=\"partner\",code=\"OK\"})",
+            |served| served > served_before,
+        )
+        .await;
+    prometheus
+        .value_when(
+            "sum(consent_rpc_calls_total{job=\"platform\",partner=\"music\",code=\"UNAUTHENTICATED\",reason=\"TOKEN_INVALID\"})",
+            |refused| refused == 1.0,
+        )
+        .await;
+    prometheus
+        .value_when(
+            "sum(consent_rpc_calls_total{job=\"partner\",surface=\"app\",method=\"Share\",code=\"OK\"})",
+            |shares| shares == 1.0,
+        )
+        .await;
+    prometheus
+        .value_when(
+            "sum(consent_tls_handshakes_refused_total{job=\"platform\",cause=\"no_certificate\"})",
+            |refused| refused >= 1.0,
+        )
+        .await;
+    prometheus
+        .value_when("consent_grants{job=\"platform\",state=\"active\"}", |n| {
+            n == 1.0
+        })
+        .await;
+    prometheus
+        .value_when(
+            "consent_audit_chain_intact{job=\"platform\",check=\"running\"}",
+            |intact| intact == 1.0,
+        )
+        .await;
+    prometheus
+        .value_when(
+            "consent_audit_records_appended_total{job=\"platform\"}",
+            |n| n >= 2.0,
+        )
+        .await;
+    prometheus
+        .value_when("consent_ready{job=\"platform\"}", |ready| ready == 1.0)
+        .await;
+    prometheus
+        .value_when(
+            "sum(consent_store_commit_seconds_count{job=\"platform\",backend=\"sqlite\"})",
+            |commits| commits > 0.0,
+        )
+        .await;
+    prometheus
+        .value_when(
+            "sum(consent_rpc_duration_seconds_bucket{job=\"platform\",method=\"StartThread\",le=\"+Inf\"})",
+            |sends| sends >= 1.0,
+        )
+        .await;
+    let rules = prometheus.rules().await;
+    let groups = rules["data"]["groups"].as_array().expect("rule groups");
+    let alerts: Vec<_> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert!(
+        alerts.len() >= 4,
+        "the shipped alert rules are loaded: {rules}"
+    );
+    for alert in &alerts {
+        assert_eq!(alert["health"], "ok", "every rule evaluates: {alert}");
+        assert_eq!(alert["state"], "inactive", "nothing is wrong yet: {alert}");
+    }
+    let body = prometheus
+        .query("{job=\"platform\",__name__=~\"consent_.*\"}")
+        .await;
+    for (labels, _) in &body {
+        for name in ["user", "user_id", "token", "message", "message_id"] {
+            assert!(
+                !labels.contains_key(name),
+                "a label names a {name}: {labels:?}"
+            );
+        }
+    }
+
+    // One trace holds the share on the partner and the send it made on the platform.
+    let mut crossing = None;
+    eventually(
+        "a trace crossing both services",
+        Duration::from_secs(30),
+        async || {
+            let spans = otlp.spans();
+            crossing = spans
+                .iter()
+                .filter(|s| {
+                    s.service == "platform-svc"
+                        && s.attributes.get("rpc.method").map(String::as_str) == Some("StartThread")
+                })
+                .find_map(|platform| {
+                    let partner = spans.iter().find(|s| {
+                        s.service == "partner-svc"
+                            && s.trace_id == platform.trace_id
+                            && s.attributes.get("rpc.method").map(String::as_str) == Some("Share")
+                    })?;
+                    Some((partner.clone(), platform.clone()))
+                });
+            crossing.is_some()
+        },
+    )
+    .await;
+    let (partner_span, platform_span) = crossing.unwrap();
+    assert_eq!(
+        platform_span.parent_span_id, partner_span.span_id,
+        "the platform's span is a child of the partner's"
+    );
+    assert_eq!(
+        platform_span.attributes.get("partner").map(String::as_str),
+        Some("music")
+    );
+    assert_eq!(
+        platform_span.attributes.get("decision").map(String::as_str),
+        Some("OK")
+    );
+    for span in [&partner_span, &platform_span] {
+        for value in span.attributes.values() {
+            assert!(
+                !value.contains("a track"),
+                "a span carries a message body: {span:?}"
+            );
+        }
+    }
+
+    // The platform's JSON log lines written during that call name its trace.
+    let log = std::fs::read_to_string(w.work.path.join("platform.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+        .collect();
+    assert!(!lines.is_empty(), "the platform writes JSON lines");
+    let trace_id = platform_span.trace_id.as_str();
+    let of_trace = lines.iter().filter(|line| {
+        line["span"]["trace_id"] == trace_id
+            || line["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|s| s["trace_id"] == trace_id))
+    });
+    assert!(
+        of_trace.count() >= 1,
+        "a log line names the trace {}; the last lines: {:?}",
+        platform_span.trace_id,
+        &lines[lines.len().saturating_sub(3)..]
+    );
+}
