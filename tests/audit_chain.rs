@@ -246,14 +246,19 @@ async fn a_shutdown_finishes_the_calls_in_flight_and_their_records() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Long enough on a loaded machine for the call to reach the held writer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut stopping = tokio::spawn(platform.shutdown());
     let early = tokio::time::timeout(Duration::from_millis(500), &mut stopping).await;
     assert!(early.is_err(), "the platform stopped with a call in flight");
-    let late = music
-        .messaging
-        .list_threads(bearer(pb::ListThreadsRequest::default(), &token))
-        .await;
+    let late = tokio::time::timeout(
+        Duration::from_secs(5),
+        music
+            .messaging
+            .list_threads(bearer(pb::ListThreadsRequest::default(), &token)),
+    )
+    .await
+    .expect("a call after the shutdown began is refused at once, not queued");
     assert!(
         late.is_err(),
         "a call after the shutdown began is not served"

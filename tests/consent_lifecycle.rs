@@ -1066,3 +1066,43 @@ async fn pending_requests_thread_apps_and_the_access_review_are_paged() {
     assert!(pages >= 3, "one grant a page: {pages}");
     assert_eq!(paged, all.findings);
 }
+
+#[tokio::test]
+async fn the_store_counts_grants_by_state_and_overdue_attestations_from_their_due_time() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut account = s.platform.account().await;
+    let (_, kept) = s.music_grant(&mut music).await;
+    let (_, revoked) = s.music_grant(&mut music).await;
+    end_to_end::revoke(&mut account, &s.alice, &revoked.grant_id).await;
+
+    let id = revoked.grant_id.clone();
+    let (by_state, ended_ms) = consent_store::read(&s.platform.store, move |repo| {
+        let ended = repo.grant(&id)?.and_then(|g| g.ended_ms);
+        Ok::<_, consent_store::StoreError>((repo.grants_by_state()?, ended))
+    })
+    .await
+    .unwrap();
+    let mut by_state: Vec<_> = by_state
+        .into_iter()
+        .map(|(state, n)| (state.name(), n))
+        .collect();
+    by_state.sort();
+    assert_eq!(by_state, [("active", 1), ("revoked", 1)], "{kept:?}");
+    let ended_ms = ended_ms.expect("the revoked grant has ended");
+    let overdue = |ended_by: i64| {
+        consent_store::read(&s.platform.store, move |repo| {
+            repo.unattested_grants_ended_by(ended_by)
+        })
+    };
+    assert_eq!(overdue(ended_ms - 1).await.unwrap(), 0, "not yet due");
+    assert_eq!(overdue(ended_ms).await.unwrap(), 1, "due from the end on");
+    music
+        .consent
+        .attest_deletion(pb::AttestDeletionRequest {
+            grant_id: revoked.grant_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(overdue(ended_ms).await.unwrap(), 0, "attested");
+}

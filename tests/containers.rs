@@ -657,18 +657,7 @@ async fn restarting_the_database_under_load_loses_no_accepted_share_and_the_chai
             platform_health(&s.stack, user).await == ServingStatus::Serving as i32
         })
         .await;
-        let mut operator = PartnerAdminClient::new(
-            s.stack
-                .work
-                .channel(operator, Some("operator"))
-                .await
-                .unwrap(),
-        );
-        let verified = operator
-            .verify_audit(pb::VerifyAuditRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let verified = s.stack.work.verify_audit(operator).await;
         assert!(verified.ok, "{verified:?}");
     }
 }

@@ -7,9 +7,7 @@
 use consent_proto::platform::v1 as pb;
 use end_to_end::bearer;
 use end_to_end::processes::{start_partner, start_platform};
-use end_to_end::world::{
-    World, connect_alice, eventually, share_in_thread, share_with_friend, world,
-};
+use end_to_end::world::{World, connect_alice, eventually, share_in_thread, share_with_bob, world};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -160,17 +158,7 @@ async fn acknowledged_sends_survive_fifty_kills_of_the_platform() {
         drop(db);
         platform = start_platform(&w.work, w.ports).await;
     }
-    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
-        w.work
-            .channel(w.ports.operator, Some("operator"))
-            .await
-            .unwrap(),
-    );
-    let verified = operator
-        .verify_audit(pb::VerifyAuditRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let verified = w.work.verify_audit(w.ports.operator).await;
     assert!(verified.ok, "{verified:?}");
     assert!(acknowledged > 0);
     println!(
@@ -184,16 +172,7 @@ async fn acknowledged_shares_survive_fifty_kills_of_the_partner() {
     let (mut w, _platform) = world().await;
     let mut music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
-    let first = client
-        .share(share_with_friend(
-            "alice",
-            &w.work.shown_to("music").handle(&w.bob.id),
-            "first",
-            "first",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = share_with_bob(&mut client, &w, "first", "first").await;
     let thread = first.thread_id;
     let real_thread = w.work.shown_to("music").thread_named(&thread).unwrap();
 

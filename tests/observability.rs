@@ -7,7 +7,7 @@ use consent_proto::platform::v1 as pb;
 use end_to_end::bearer;
 use end_to_end::processes::{free_port, start_partner_flagged};
 use end_to_end::telemetry::{OtlpReceiver, Prometheus};
-use end_to_end::world::{connect_alice, eventually, share_with_friend, world_with};
+use end_to_end::world::{connect_alice, eventually, share_with_bob, world_with};
 use pb::messaging_client::MessagingClient;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,16 +67,7 @@ async fn prometheus_sees_the_calls_and_one_trace_crosses_partner_and_platform() 
     // the music app also presents a token it does not hold, and a client comes without a
     // certificate.
     let mut music_app = connect_alice(&mut w, &music).await;
-    let shared = music_app
-        .share(share_with_friend(
-            "alice",
-            &w.work.shown_to("music").handle(&w.bob.id),
-            "a track",
-            "k1",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let shared = share_with_bob(&mut music_app, &w, "a track", "k1").await;
     assert_eq!(shared.status, "DELIVERED");
     let mut forged = MessagingClient::new(
         w.work
@@ -154,28 +145,74 @@ async fn prometheus_sees_the_calls_and_one_trace_crosses_partner_and_platform() 
             |sends| sends >= 1.0,
         )
         .await;
+    prometheus
+        .value_when(
+            "sum(consent_grant_event_lag_seconds_count{job=\"platform\",partner=\"music\"})",
+            |sent| sent >= 1.0,
+        )
+        .await;
+    let verified = w.work.verify_audit(w.ports.operator).await;
+    assert!(verified.ok, "{verified:?}");
+    prometheus
+        .value_when(
+            "consent_audit_chain_intact{job=\"platform\",check=\"full\"}",
+            |intact| intact == 1.0,
+        )
+        .await;
     let rules = prometheus.rules().await;
     let groups = rules["data"]["groups"].as_array().expect("rule groups");
     let alerts: Vec<_> = groups
         .iter()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
         .collect();
-    assert!(
-        alerts.len() >= 4,
-        "the shipped alert rules are loaded: {rules}"
+    let mut names: Vec<_> = alerts.iter().filter_map(|a| a["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "AuditChainBroken",
+            "DeletionAttestationsOverdue",
+            "PartnerRateLimited",
+            "PartnerRefusalsSpiking",
+            "PlatformGaugesStale",
+            "ReplicaNotServing"
+        ],
+        "the shipped alert rules are loaded"
     );
     for alert in &alerts {
         assert_eq!(alert["health"], "ok", "every rule evaluates: {alert}");
         assert_eq!(alert["state"], "inactive", "nothing is wrong yet: {alert}");
     }
-    let body = prometheus
-        .query("{job=\"platform\",__name__=~\"consent_.*\"}")
-        .await;
-    for (labels, _) in &body {
-        for name in ["user", "user_id", "token", "message", "message_id"] {
+    // No series names a person, a token, a thread or a message, by label or by value.
+    let private = [
+        w.alice.id.as_str(),
+        w.bob.id.as_str(),
+        "alice",
+        "bob",
+        "not-a-token",
+        "a track",
+        shared.thread_id.as_str(),
+        shared.message_id.as_str(),
+    ];
+    let series = prometheus.query("{__name__=~\"consent_.*\"}").await;
+    assert!(series.len() > 20, "both services' series: {}", series.len());
+    for (labels, _) in &series {
+        for (name, value) in labels {
             assert!(
-                !labels.contains_key(name),
+                ![
+                    "user",
+                    "user_id",
+                    "token",
+                    "message",
+                    "message_id",
+                    "thread"
+                ]
+                .contains(&name.as_str()),
                 "a label names a {name}: {labels:?}"
+            );
+            assert!(
+                !private.contains(&value.as_str()),
+                "a label carries {value:?}: {labels:?}"
             );
         }
     }
@@ -248,4 +285,28 @@ async fn prometheus_sees_the_calls_and_one_trace_crosses_partner_and_platform() 
         platform_span.trace_id,
         &lines[lines.len().saturating_sub(3)..]
     );
+
+    // A record written into the chain behind the platform's back (without its key, not
+    // linked to the chain) breaks the running check: the alert fires, and stays.
+    let db = rusqlite::Connection::open(w.work.path.join("platform.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO audit (seq, at_ms, partner_id, user_id, grant_id, method, resource, decision, reason, prev_hash, hash, mac) \
+         SELECT MAX(seq) + 1, 0, 'music', '', '', 'Forged', '', 'allow', '', 'forged', 'forged', 'forged' FROM audit",
+        [],
+    )
+    .unwrap();
+    prometheus
+        .value_when(
+            "ALERTS{alertname=\"AuditChainBroken\",alertstate=\"firing\",check=\"running\"}",
+            |firing| firing == 1.0,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    prometheus
+        .value_when(
+            "max_over_time(consent_audit_chain_intact{job=\"platform\",check=\"running\"}[10s])",
+            |intact| intact == 0.0,
+        )
+        .await;
 }

@@ -9,7 +9,7 @@ use end_to_end::bearer;
 use end_to_end::processes::{PartnerProcess, ensure_built, start_partner, start_platform};
 use end_to_end::story::{ProcessStack, Story, tell};
 use end_to_end::world::{
-    connect_alice, eventually, partner_db, share_in_thread, share_with_friend,
+    connect_alice, eventually, partner_db, share_in_thread, share_with_bob,
     wait_for_deletion_attestation, with_card, world,
 };
 use pb::account_client::AccountClient;
@@ -24,16 +24,7 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
     let (mut w, mut platform) = world().await;
     let music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
-    let first = client
-        .share(share_with_friend(
-            "alice",
-            &w.work.shown_to("music").handle(&w.bob.id),
-            "track 1",
-            "k1",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = share_with_bob(&mut client, &w, "track 1", "k1").await;
     assert_eq!(first.status, "DELIVERED");
 
     platform.kill();
@@ -110,16 +101,7 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
     let (mut w, _platform) = world().await;
     let mut music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
-    let shared = client
-        .share(share_with_friend(
-            "alice",
-            &w.work.shown_to("music").handle(&w.bob.id),
-            "track",
-            "k",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let shared = share_with_bob(&mut client, &w, "track", "k").await;
     let inbox = client
         .inbox(app::InboxRequest {
             user_name: "alice".into(),
@@ -241,16 +223,7 @@ async fn a_reconnection_releases_the_old_grant_and_a_revocation_after_it_leaves_
     let (mut w, _platform) = world().await;
     let music = start_partner(&w.work, "music", w.ports).await;
     let mut client = connect_alice(&mut w, &music).await;
-    let shared = client
-        .share(share_with_friend(
-            "alice",
-            &w.work.shown_to("music").handle(&w.bob.id),
-            "track",
-            "k",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let shared = share_with_bob(&mut client, &w, "track", "k").await;
     let inbox = |client: &mut app::partner_app_client::PartnerAppClient<Channel>| {
         let request = app::InboxRequest {
             user_name: "alice".into(),

@@ -80,6 +80,13 @@ async fn bad_client_certificates_never_reach_a_handler() {
         .filter(|r| r.partner_id == "music")
         .count();
     assert_eq!(partner_calls, 1);
+
+    // Each refusal is counted by its cause.
+    let metrics = consent_telemetry::ops::recorder().render();
+    for cause in ["no_certificate", "untrusted", "expired", "not_yet_valid"] {
+        let series = format!(r#"consent_tls_handshakes_refused_total{{cause="{cause}"}} "#);
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
     platform.shutdown().await;
 }
 
@@ -321,6 +328,22 @@ async fn a_partner_over_its_rate_is_refused_and_the_others_are_not() {
     assert!(
         limited >= 14,
         "music made 20 calls with a burst of 5: {limited} were limited"
+    );
+    // Refused at the edge, they are not audited: the metric is their trace.
+    let metrics = consent_telemetry::ops::recorder().render();
+    let counted = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"consent_partner_calls_rate_limited_total{partner="music"} "#)
+        })
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(
+        counted.is_some_and(|n| n >= f64::from(limited)),
+        "music's limited calls are counted: {counted:?}"
+    );
+    assert!(
+        !metrics.contains(r#"consent_partner_calls_rate_limited_total{partner="video"}"#),
+        "video was never limited"
     );
     for _ in 0..5 {
         video

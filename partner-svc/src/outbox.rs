@@ -10,6 +10,7 @@ use consent_proto::platform::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 /// What one delivery attempt came to.
 #[derive(Debug)]
@@ -147,7 +148,13 @@ pub async fn run_worker(
         let queued = store.run(store::queued_shares).await.unwrap_or_default();
         let mut stalled = false;
         for share in queued {
-            match deliver(&store, &client, &title, &share.share_id).await {
+            // A span of its own, so that the platform's work for a retried share joins
+            // a trace as a front end's share does.
+            let attempt = tracing::info_span!("outbox delivery", otel.kind = "internal");
+            match deliver(&store, &client, &title, &share.share_id)
+                .instrument(attempt)
+                .await
+            {
                 Ok(Delivery::Delivered(s)) => {
                     tracing::info!(share = %s.share_id, message = %s.message_id, "share delivered")
                 }

@@ -3,8 +3,10 @@
 //! attestation is overdue (`consent_deletion_attestations_overdue`), the audit records
 //! appended (`consent_audit_records_appended_total`, the chain's length), and whether the
 //! chain verifies (`consent_audit_chain_intact{check="running"}`: each record is checked
-//! once, as it appears; `VerifyAudit` runs the `full` check, which re-reads every record).
-//! With several replicas, each reports the same shared figures.
+//! once, as it appears, and a break stays reported; `VerifyAudit` runs the `full` check,
+//! which re-reads every record). Grants are counted as stored: one past its end counts in
+//! its old state until the sweep ends it, though no call may use it. With several
+//! replicas, each reports the same shared figures.
 
 use crate::api::Platform;
 use crate::error::ApiResult;
@@ -29,24 +31,30 @@ const STATES: [GrantState; 7] = [
     GrantState::Released,
 ];
 
-/// Refreshes the gauges until the task is dropped.
+/// Refreshes the gauges until the task is dropped. Each refresh that read the store sets
+/// `consent_observed_at_seconds` to the clock's time, so stale gauges show.
 pub async fn observe_forever(platform: Platform, audit_key: AuditKey) {
     let mut chain = ChainVerifier::new(&audit_key);
     let mut verified_to = 0;
     let mut ticker = tokio::time::interval(REFRESH_EVERY);
     loop {
         ticker.tick().await;
-        if let Err(error) = count_grants(&platform).await {
+        let counted = count_grants(&platform).await;
+        if let Err(error) = &counted {
             tracing::warn!(%error, "could not count grants");
         }
-        match check_new_records(&platform, &mut chain, &mut verified_to).await {
-            Ok(intact) => {
-                metrics::gauge!("consent_audit_chain_intact", "check" => "running")
-                    .set(f64::from(u8::from(intact)));
-                metrics::counter!("consent_audit_records_appended_total")
-                    .absolute(u64::try_from(verified_to).unwrap_or(0));
-            }
-            Err(error) => tracing::warn!(%error, "could not read the audit chain"),
+        let checked = check_new_records(&platform, &mut chain, &mut verified_to).await;
+        if let Err(error) = &checked {
+            tracing::warn!(%error, "could not read the audit chain");
+        }
+        // Set even after a partial read: a break found stays reported.
+        metrics::gauge!("consent_audit_chain_intact", "check" => "running")
+            .set(f64::from(u8::from(chain.is_intact())));
+        metrics::counter!("consent_audit_records_appended_total")
+            .absolute(u64::try_from(verified_to).unwrap_or(0));
+        if counted.is_ok() && checked.is_ok() {
+            metrics::gauge!("consent_observed_at_seconds")
+                .set(platform.clock.now_ms() as f64 / 1000.0);
         }
     }
 }
@@ -61,34 +69,34 @@ async fn count_grants(platform: &Platform) -> ApiResult<()> {
         })
         .await?;
     for state in STATES {
-        let count = by_state
+        let count: usize = by_state
             .iter()
-            .find(|(s, _)| *s == state)
-            .map_or(0, |(_, n)| *n);
+            .filter(|(s, _)| *s == state)
+            .map(|(_, n)| n)
+            .sum();
         metrics::gauge!("consent_grants", "state" => state.name()).set(count as f64);
     }
     metrics::gauge!("consent_deletion_attestations_overdue").set(overdue as f64);
     Ok(())
 }
 
-/// Feeds the records after `verified_to` to `chain`; whether the chain still verifies.
+/// Feeds the records after `verified_to` to `chain`.
 async fn check_new_records(
     platform: &Platform,
     chain: &mut ChainVerifier<'_>,
     verified_to: &mut i64,
-) -> ApiResult<bool> {
-    let mut intact = true;
+) -> ApiResult<()> {
     loop {
         let after = *verified_to;
         let records: Vec<AuditRecord> = platform
             .read(move |repo, _| Ok(repo.audit_records(after, AUDIT_BATCH)?))
             .await?;
         for record in &records {
-            intact &= chain.push(record);
+            chain.push(record);
             *verified_to = record.seq;
         }
         if records.len() < AUDIT_BATCH {
-            return Ok(intact);
+            return Ok(());
         }
     }
 }

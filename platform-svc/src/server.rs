@@ -318,16 +318,13 @@ impl BoundPlatform {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             }))
         };
-        if let Some(listener) = ops {
-            let mut stop = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                consent_telemetry::ops::serve(listener, async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await
-                .map_err(StartError::from)
-            }));
-        }
+        // `/metrics` outlives the drain, so that a scrape can see it (`consent_ready` 0).
+        let (ops_stop, ops_stopping) = tokio::sync::oneshot::channel::<()>();
+        let ops_task = ops.map(|listener| {
+            tokio::spawn(consent_telemetry::ops::serve(listener, async move {
+                let _ = ops_stopping.await;
+            }))
+        });
         let mut result = match web_task.await {
             Ok(served) => served.map_err(StartError::from),
             Err(e) => Err(std::io::Error::other(e).into()),
@@ -341,6 +338,14 @@ impl BoundPlatform {
         }
         sweeper.abort();
         observer.abort();
+        let _ = ops_stop.send(());
+        if let Some(task) = ops_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e.into()),
+                Err(e) => result = Err(std::io::Error::other(e).into()),
+            }
+        }
         result
     }
 }

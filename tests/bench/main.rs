@@ -209,7 +209,8 @@ async fn small_target(
     database: &str,
 ) -> (Target, AccountClient<Channel>) {
     let ports = PlatformPorts::free();
-    let platform = start_platform_named(work, name, ports, database, UNLIMITED, PLATFORM_LOG).await;
+    let platform =
+        start_platform_named(work, name, ports, database, UNLIMITED, PLATFORM_LOG, &[]).await;
     let scopes: Vec<i32> = [
         pb::Scope::ThreadsRead,
         pb::Scope::MessagesRead,

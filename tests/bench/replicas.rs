@@ -58,7 +58,16 @@ pub async fn measure_postgres(
 
     // Replica B on the same database: half the connections go to each replica.
     let ports = PlatformPorts::free();
-    let b = start_platform_named(work, "platform-pg-b", ports, &url, UNLIMITED, PLATFORM_LOG).await;
+    let b = start_platform_named(
+        work,
+        "platform-pg-b",
+        ports,
+        &url,
+        UNLIMITED,
+        PLATFORM_LOG,
+        &[],
+    )
+    .await;
     let mut channels = one.partner_channels[..CONNECTIONS / 2].to_vec();
     let to_b = crate::partner_channels(work, ports.partner).await;
     channels.extend(to_b.into_iter().take(CONNECTIONS / 2));

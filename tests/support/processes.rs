@@ -198,6 +198,23 @@ impl WorkDir {
             .await
     }
 
+    /// The operator's `VerifyAudit` of the whole chain, asked of the platform whose operator
+    /// listener is `operator`.
+    pub async fn verify_audit(
+        &self,
+        operator: SocketAddr,
+    ) -> consent_proto::platform::v1::VerifyAuditResponse {
+        let channel = self
+            .channel(operator, Some("operator"))
+            .await
+            .expect("operator channel");
+        consent_proto::platform::v1::partner_admin_client::PartnerAdminClient::new(channel)
+            .verify_audit(consent_proto::platform::v1::VerifyAuditRequest::default())
+            .await
+            .expect("verify audit")
+            .into_inner()
+    }
+
     /// Waits until `service` on `addr` reports SERVING; `logs` says where to look if not.
     pub async fn wait_healthy(
         &self,
@@ -272,26 +289,14 @@ pub async fn start_platform_with(
     log_filter: &str,
 ) -> Process {
     let database = work.path.join("platform.db").display().to_string();
-    start_platform_named(work, "platform", ports, &database, extra, log_filter).await
+    start_platform_named(work, "platform", ports, &database, extra, log_filter, &[]).await
 }
 
 /// Like [`start_platform_with`], as the process `name` (configuration `<name>.toml`, log
 /// `<name>.log` in the work directory) on the store `database` (a SQLite file's path or a
-/// PostgreSQL URL): several replicas of one platform share a work directory, its PKI and
-/// keys.
+/// PostgreSQL URL), with more `flags` for `platform-svc serve`: several replicas of one
+/// platform share a work directory, its PKI and keys.
 pub async fn start_platform_named(
-    work: &WorkDir,
-    name: &str,
-    ports: PlatformPorts,
-    database: &str,
-    extra: &str,
-    log_filter: &str,
-) -> Process {
-    start_platform_flagged(work, name, ports, database, extra, log_filter, &[]).await
-}
-
-/// Like [`start_platform_named`], with more `flags` for `platform-svc serve`.
-pub async fn start_platform_flagged(
     work: &WorkDir,
     name: &str,
     ports: PlatformPorts,

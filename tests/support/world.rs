@@ -39,7 +39,7 @@ pub async fn world_with(log_filter: &str, flags: &[String]) -> (World, Process) 
     let work = WorkDir::new(dir.path());
     let ports = PlatformPorts::free();
     let database = work.path.join("platform.db").display().to_string();
-    let platform = crate::processes::start_platform_flagged(
+    let platform = crate::processes::start_platform_named(
         &work, "platform", ports, &database, "", log_filter, flags,
     )
     .await;
@@ -209,6 +209,22 @@ pub fn with_card(share: app::ShareRequest, card: pb::card::Kind) -> app::ShareRe
         card: Some(pb::Card { kind: Some(card) }),
         ..share
     }
+}
+
+/// alice's share of `body` with bob, under the front end's `client_key`, through the
+/// music app's API; the platform's answer as the app reports it.
+pub async fn share_with_bob(
+    client: &mut app::partner_app_client::PartnerAppClient<Channel>,
+    w: &World,
+    body: &str,
+    client_key: &str,
+) -> app::ShareResponse {
+    let bob = w.work.shown_to("music").handle(&w.bob.id);
+    client
+        .share(share_with_friend("alice", &bob, body, client_key))
+        .await
+        .expect("share")
+        .into_inner()
 }
 
 /// A share from `user` into an existing thread.

@@ -83,6 +83,11 @@ impl<'k> ChainVerifier<'k> {
         }
     }
 
+    /// Whether every record fed so far verifies (false for good once one did not).
+    pub fn is_intact(&self) -> bool {
+        self.first_bad.is_none()
+    }
+
     /// Feeds the next record; returns false once a bad record was found.
     pub fn push(&mut self, record: &AuditRecord) -> bool {
         if self.first_bad.is_some() {

@@ -425,6 +425,24 @@ mod tests {
     };
 
     #[test]
+    fn an_attestation_is_overdue_exactly_when_the_grant_ended_by_the_bound() {
+        let due = 72 * 60 * 60 * 1000;
+        let mut ended = grant();
+        ended.state = GrantState::Revoked;
+        ended.ended_ms = Some(10 * DAY);
+        for now in [10 * DAY + due - 1, 10 * DAY + due, 10 * DAY + due + 1] {
+            let by_bound = ended
+                .ended_ms
+                .is_some_and(|e| e <= overdue_if_ended_by(now, due));
+            assert_eq!(attestation_overdue(&ended, now, due), by_bound, "at {now}");
+        }
+        assert!(!attestation_overdue(&ended, 10 * DAY + due - 1, due));
+        assert!(attestation_overdue(&ended, 10 * DAY + due, due));
+        ended.attested_ms = Some(11 * DAY);
+        assert!(!attestation_overdue(&ended, 20 * DAY, due));
+    }
+
+    #[test]
     fn friends_are_handles_named_only_by_their_own_consent_and_handles_resolve() {
         let g = grant();
         let key = crate::secret::SecretKey::generate();

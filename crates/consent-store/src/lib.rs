@@ -211,10 +211,10 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
         .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
 }
 
-/// Sends `job` to a backend's writer thread; if the writer has stopped, the job hears so.
 /// Counts a batch's commit: `consent_store_commit_seconds` (from the batch's first
 /// statement until its commit returned), `consent_store_commit_jobs` (jobs in the batch),
-/// and `consent_store_commit_failures_total`, each labelled with the `backend`.
+/// and `consent_store_commit_failures_total`, each labelled with the `backend`. The
+/// platform's readiness probe writes an empty job every second, which counts too.
 fn observe_commit(
     backend: &'static str,
     jobs: usize,
@@ -229,6 +229,7 @@ fn observe_commit(
     }
 }
 
+/// Sends `job` to a backend's writer thread; if the writer has stopped, the job hears so.
 fn hand_to_writer(writer: &std::sync::mpsc::Sender<Box<dyn Job>>, job: Box<dyn Job>) {
     if let Err(unsent) = writer.send(job) {
         unsent

@@ -1,15 +1,17 @@
-//! Where a service's spans and log lines go. Log lines are text or JSON on standard output, filtered
-//! by `RUST_LOG` (default `info`); a JSON line carries the fields of the spans it was
-//! written in, so a line written during a call names that call's `trace_id`. Every span
-//! belongs to an OpenTelemetry trace; with an OTLP endpoint (gRPC, e.g.
-//! `http://collector:4317`) the spans are exported there in batches.
+//! Where a service's spans and log lines go. Log lines are text or JSON on standard
+//! output, filtered by `RUST_LOG` (default `info`); a JSON line carries the fields of the
+//! spans it was written in, so a line written during a call names that call's `trace_id`.
+//! Every span at `info` or above belongs to an OpenTelemetry trace, whatever `RUST_LOG`
+//! says; with an OTLP endpoint (gRPC, e.g. `http://collector:4317`) the spans are exported
+//! there in batches.
 
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -71,7 +73,8 @@ pub fn init(
             BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
         provider = provider.with_span_processor(batches);
     }
-    let provider = provider.build();
+    // Every call is traced, whatever the sampling flag of a caller's `traceparent`.
+    let provider = provider.with_sampler(Sampler::AlwaysOn).build();
     let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
@@ -81,11 +84,12 @@ pub fn init(
             .with_span_list(true)
             .boxed(),
     };
+    // `RUST_LOG` chooses the log lines only: spans at `info` and above (every call's)
+    // are traced whatever it says.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
-        .with(filter)
-        .with(spans)
-        .with(lines)
+        .with(spans.with_filter(LevelFilter::INFO))
+        .with(lines.with_filter(filter))
         .try_init()?;
     Ok(Telemetry { provider })
 }

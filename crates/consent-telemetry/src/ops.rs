@@ -16,9 +16,15 @@ use tokio::net::TcpListener;
 const SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// Upper bounds of count buckets (every metric named `*_jobs`).
-const JOBS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
-/// How often histograms are compacted.
+/// Upper bounds of the grant-event lag's buckets, in seconds: up to a day, since a partner
+/// offline for hours catches up when it is back.
+const LAG_SECONDS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+/// Upper bounds of count buckets (every metric named `*_jobs`), up to the largest batch.
+const JOBS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// How often histogram samples are folded into their buckets (else they wait, growing,
+/// until the next scrape, or for ever without one).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -26,10 +32,15 @@ static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
+        .set_buckets_for_metric(
+            Matcher::Full("consent_grant_event_lag_seconds".into()),
+            LAG_SECONDS,
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_jobs".into()), JOBS)
 }
 
-/// The process's recorder, installed as the global one on first use. Several services in
+/// The process's recorder, installed as the global one on first use, with a thread that
+/// keeps its histograms folded whether or not anything scrapes them. Several services in
 /// one process (as in tests) share it.
 pub fn recorder() -> &'static PrometheusHandle {
     RECORDER.get_or_init(|| {
@@ -37,6 +48,18 @@ pub fn recorder() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("another metrics recorder was installed first; /metrics stays empty");
+        }
+        let upkeep = handle.clone();
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(error) = started {
+            tracing::warn!(%error, "no metrics upkeep thread; histograms fold only when scraped");
         }
         handle
     })
@@ -48,16 +71,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = recorder().clone();
-    let upkeep = {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(UPKEEP_EVERY);
-            loop {
-                every.tick().await;
-                handle.run_upkeep();
-            }
-        })
-    };
     let pages = Router::new().route(
         "/metrics",
         get(move || {
@@ -70,9 +83,7 @@ pub async fn serve(
             }
         }),
     );
-    let served = axum::serve(listener, pages)
+    axum::serve(listener, pages)
         .with_graceful_shutdown(shutdown)
-        .await;
-    upkeep.abort();
-    served
+        .await
 }

@@ -5,9 +5,11 @@
 //! `consent_rpc_duration_seconds{surface,service,method}`.
 //!
 //! A call ends when its status is known: in the response headers when the reply is only a
-//! status (every refusal), in the trailers otherwise (the end of a stream), or when the
-//! client goes away first (counted as `CANCELLED`). A path no service serves is counted
-//! under empty service and method labels, so a caller cannot mint series.
+//! status (every refusal), in the trailers otherwise (the end of a stream). One that ends
+//! before (the request timed out, or the client went away) counts as `CANCELLED`, as its
+//! client sees it. A path no service serves is counted under empty service and method
+//! labels, and its span is not named after it, so a caller cannot mint series. A call
+//! continues the trace of its `traceparent` only when a certificate identifies its caller.
 
 use crate::trace_context;
 use consent_tls::principal::{ConnectionInfo, Principal};
@@ -70,9 +72,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = Call::start(self.surface, &request);
+        let mut call = Call::start(self.surface, &request);
         let span = call.span.clone();
         let reply = span.in_scope(|| self.inner.call(request));
+        // Dropped before its reply (the request timed out, or the client reset the call),
+        // the future drops `call`, which counts it `CANCELLED`.
         Box::pin(async move {
             match reply.instrument(span).await {
                 Ok(response) => {
@@ -97,20 +101,12 @@ where
 }
 
 pin_project! {
-    /// A response body that ends its call when the trailers pass, or when it is dropped
-    /// before them.
+    /// A response body that ends its call when the trailers pass; dropped before them, it
+    /// drops the call, which counts it `CANCELLED`.
     pub struct Observed<B> {
         #[pin]
         inner: B,
         call: Option<Call>,
-    }
-
-    impl<B> PinnedDrop for Observed<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(call) = this.project().call.take() {
-                call.finish(&Status::cancelled("the client went away"));
-            }
-        }
     }
 }
 
@@ -124,12 +120,12 @@ impl<B: Body> Body for Observed<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(trailers) = frame.as_ref().and_then(|f| f.as_ref().ok()?.trailers_ref()) {
-            if let Some(call) = this.call.take() {
-                let status = Status::from_header_map(trailers)
-                    .unwrap_or_else(|| Status::unknown("the trailers carry no status"));
-                call.finish(&status);
-            }
+        if let Some(trailers) = frame.as_ref().and_then(|f| f.as_ref().ok()?.trailers_ref())
+            && let Some(mut call) = this.call.take()
+        {
+            let status = Status::from_header_map(trailers)
+                .unwrap_or_else(|| Status::unknown("the trailers carry no status"));
+            call.finish(&status);
         }
         Poll::Ready(frame)
     }
@@ -143,7 +139,8 @@ impl<B: Body> Body for Observed<B> {
     }
 }
 
-/// One call, from its request until its status.
+/// One call, from its request until its status; counted once, when it finishes or, if it
+/// never does, when it is dropped.
 struct Call {
     surface: &'static str,
     service: String,
@@ -151,37 +148,44 @@ struct Call {
     partner: String,
     started: Instant,
     span: Span,
+    finished: bool,
 }
 
 impl Call {
     fn start<B>(surface: &'static str, request: &http::Request<B>) -> Call {
-        let path = request.uri().path();
-        let (service, method) = path
+        let (service, method) = request
+            .uri()
+            .path()
             .trim_start_matches('/')
             .split_once('/')
             .unwrap_or(("", ""));
-        let partner = match request.extensions().get::<ConnectionInfo>() {
-            Some(ConnectionInfo {
-                principal: Some(Principal::Partner(id)),
-                ..
-            }) => id.0.clone(),
+        let principal = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|info| info.principal.as_ref());
+        let partner = match principal {
+            Some(Principal::Partner(id)) => id.0.clone(),
             _ => String::new(),
         };
+        // The names come from the request's path, which any caller writes: they are
+        // recorded once the call is known to have reached a service (see `finish`).
         let span = tracing::info_span!(
             "rpc",
-            otel.name = path,
+            otel.name = Empty,
             otel.kind = "server",
             otel.status_code = Empty,
             rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
+            rpc.service = Empty,
+            rpc.method = Empty,
             surface,
             partner,
             code = Empty,
             decision = Empty,
             trace_id = Empty,
         );
-        trace_context::continue_from(&span, request.headers());
+        // Only a caller a certificate identifies may make the call part of its trace.
+        let headers = principal.map(|_| request.headers());
+        trace_context::continue_from(&span, headers);
         Call {
             surface,
             service: service.to_string(),
@@ -189,10 +193,14 @@ impl Call {
             partner,
             started: Instant::now(),
             span,
+            finished: false,
         }
     }
 
-    fn finish(self, status: &Status) {
+    fn finish(&mut self, status: &Status) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         let code = code_name(status.code());
         let reason = status
             .get_details_error_info()
@@ -203,17 +211,27 @@ impl Call {
             _ if reason.is_empty() => code,
             _ => &reason,
         };
-        self.span.record("code", code);
-        self.span.record("decision", decision);
-        if status.code() != Code::Ok {
-            self.span.record("otel.status_code", "ERROR");
-        }
-        let elapsed = self.started.elapsed();
-        tracing::debug!(parent: &self.span, code, decision, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
+        // A path no service serves is not named: callers cannot mint series or spans.
         let (service, method) = match status.code() {
             Code::Unimplemented => (String::new(), String::new()),
-            _ => (self.service, self.method),
+            _ => (
+                std::mem::take(&mut self.service),
+                std::mem::take(&mut self.method),
+            ),
         };
+        let span = &self.span;
+        if !service.is_empty() {
+            span.record("otel.name", format!("{service}/{method}"));
+            span.record("rpc.service", service.as_str());
+            span.record("rpc.method", method.as_str());
+        }
+        span.record("code", code);
+        span.record("decision", decision);
+        if status.code() != Code::Ok {
+            span.record("otel.status_code", "ERROR");
+        }
+        let elapsed = self.started.elapsed();
+        tracing::debug!(parent: span, code, decision, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
         metrics::counter!(
             "consent_rpc_calls_total",
             "surface" => self.surface,
@@ -221,7 +239,7 @@ impl Call {
             "method" => method.clone(),
             "code" => code,
             "reason" => reason,
-            "partner" => self.partner,
+            "partner" => std::mem::take(&mut self.partner),
         )
         .increment(1);
         metrics::histogram!(
@@ -234,8 +252,14 @@ impl Call {
     }
 }
 
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.finish(&Status::cancelled("the call ended before its answer"));
+    }
+}
+
 /// The canonical name of a gRPC code, as grpcurl and the gRPC documentation print it.
-pub fn code_name(code: Code) -> &'static str {
+fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -354,6 +378,29 @@ mod tests {
         assert!(
             !text.contains(r#"code="OK""#),
             "counted before its trailers: {text}"
+        );
+    }
+
+    #[test]
+    fn a_call_dropped_before_its_answer_is_counted_as_cancelled() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let never = tower::service_fn(|_: http::Request<()>| {
+                std::future::pending::<Result<http::Response<TestBody>, Infallible>>()
+            });
+            let request = http::Request::builder()
+                .uri("/pkg.Messaging/ListThreads")
+                .body(())
+                .unwrap();
+            let waiting = RpcLayer::new("partner").layer(never).call(request);
+            assert!(!handle.render().contains("consent_rpc_calls_total{"));
+            drop(waiting);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"method="ListThreads",code="CANCELLED",reason="",partner=""} 1"#),
+            "{text}"
         );
     }
 

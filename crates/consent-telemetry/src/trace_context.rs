@@ -37,12 +37,14 @@ impl Injector for Write<'_> {
     }
 }
 
-/// Makes `span` a child of the trace `headers` name, if they name one, and records its
-/// trace id in the span's `trace_id` field (which JSON log lines show).
-pub fn continue_from(span: &Span, headers: &HeaderMap) {
-    let parent = TraceContextPropagator::new().extract(&Read(headers));
-    if parent.span().span_context().is_valid() && span.set_parent(parent).is_err() {
-        tracing::debug!("the span had started; the incoming trace context is ignored");
+/// Makes `span` a child of the trace `headers` name, if given and naming one, and records
+/// its trace id in the span's `trace_id` field (which JSON log lines show).
+pub fn continue_from(span: &Span, headers: Option<&HeaderMap>) {
+    if let Some(headers) = headers {
+        let parent = TraceContextPropagator::new().extract(&Read(headers));
+        if parent.span().span_context().is_valid() && span.set_parent(parent).is_err() {
+            tracing::debug!("the span had started; the incoming trace context is ignored");
+        }
     }
     let context = span.context();
     let ids = context.span().span_context().clone();

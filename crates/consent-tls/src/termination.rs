@@ -242,6 +242,9 @@ fn refusal_cause(error: &io::Error) -> &'static str {
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         )) => "expired",
         Some(Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        )) => "not_yet_valid",
+        Some(Error::InvalidCertificate(
             CertificateError::UnknownIssuer | CertificateError::BadSignature,
         )) => "untrusted",
         Some(Error::InvalidCertificate(_)) => "bad_certificate",
