@@ -235,6 +235,7 @@ async fn a_shutdown_finishes_the_calls_in_flight_and_their_records() {
     let (token, _) = s.music_grant(&mut music).await;
     let Scenario { platform, .. } = s;
     let platform_store = Arc::clone(&platform.store);
+    let partner_listener = platform.addrs.partner;
     let release = hold_writer(platform_store.as_ref());
 
     let mut in_flight = {
@@ -251,6 +252,11 @@ async fn a_shutdown_finishes_the_calls_in_flight_and_their_records() {
     let mut stopping = tokio::spawn(platform.shutdown());
     let early = tokio::time::timeout(Duration::from_millis(500), &mut stopping).await;
     assert!(early.is_err(), "the platform stopped with a call in flight");
+    let dialled = tokio::net::TcpStream::connect(partner_listener).await;
+    assert!(
+        dialled.is_err(),
+        "the listener is closed while the platform drains"
+    );
     let late = tokio::time::timeout(
         Duration::from_secs(5),
         music

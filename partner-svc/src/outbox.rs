@@ -150,7 +150,12 @@ pub async fn run_worker(
         for share in queued {
             // A span of its own, so that the platform's work for a retried share joins
             // a trace as a front end's share does.
-            let attempt = tracing::info_span!("outbox delivery", otel.kind = "internal");
+            let attempt = tracing::info_span!(
+                "outbox delivery",
+                otel.kind = "internal",
+                trace_id = tracing::field::Empty
+            );
+            consent_telemetry::trace_context::continue_from(&attempt, None);
             match deliver(&store, &client, &title, &share.share_id)
                 .instrument(attempt)
                 .await

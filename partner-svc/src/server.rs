@@ -7,7 +7,7 @@ use crate::config::PartnerConfig;
 use crate::platform::PlatformClient;
 use crate::store::PartnerStore;
 use consent_proto::partner::v1::partner_app_server::PartnerAppServer;
-use consent_telemetry::rpc::RpcLayer;
+use consent_telemetry::rpc::{Methods, RpcLayer};
 use consent_tls::termination::{ReloadableTls, TlsFiles, incoming};
 use consent_tls::transport::TransportLimits;
 use consent_tls::transport::transport;
@@ -91,13 +91,20 @@ pub async fn run(
     };
     let tls = Arc::new(ReloadableTls::load(files.clone())?);
     let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stopped| *stopped).await;
+        }
+    };
     let connections = incoming(
         listener,
         tls,
         handshake_timeout,
         Some(config.trust_domain.clone()),
+        stopped(),
     );
-    let (stop, stopping) = tokio::sync::watch::channel(false);
     let web_task = match (web, &config.web) {
         (Some(web_listener), Some(web)) => {
             let web_tls = Arc::new(ReloadableTls::load(TlsFiles {
@@ -113,32 +120,33 @@ pub async fn run(
                 config.clone(),
                 web,
             ))?;
-            let web_connections = incoming(web_listener, web_tls, handshake_timeout, None);
-            let mut stopping = stopping.clone();
+            let web_connections =
+                incoming(web_listener, web_tls, handshake_timeout, None, stopped());
             Some(tokio::spawn(consent_tls::https::serve(
                 web_connections,
                 pages,
-                async move {
-                    let _ = stopping.wait_for(|stopped| *stopped).await;
-                },
+                stopped(),
             )))
         }
         _ => None,
     };
-    let ops_task = ops.map(|listener| {
-        let mut stopping = stopping.clone();
-        tokio::spawn(consent_telemetry::ops::serve(listener, async move {
-            let _ = stopping.wait_for(|stopped| *stopped).await;
-        }))
-    });
+    let ops_task =
+        ops.map(|listener| tokio::spawn(consent_telemetry::ops::serve(listener, stopped())));
+    let methods = Methods::served(&[consent_proto::FILE_DESCRIPTOR_SET])?;
     let result = transport(&limits)
-        .layer(RpcLayer::new("app"))
+        .layer(RpcLayer::new("app", methods))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(app)
         .serve_with_incoming_shutdown(connections, async move {
             shutdown.await;
+            // Draining: a front end checking health goes elsewhere.
+            for service in ["consent.partner.v1.PartnerApp", ""] {
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
             let _ = stop.send(true);
         })
         .await;

@@ -20,7 +20,7 @@ use consent_proto::platform::v1::account_server::AccountServer;
 use consent_proto::platform::v1::consent_server::ConsentServer;
 use consent_proto::platform::v1::messaging_server::MessagingServer;
 use consent_proto::platform::v1::partner_admin_server::PartnerAdminServer;
-use consent_telemetry::rpc::RpcLayer;
+use consent_telemetry::rpc::{Methods, RpcLayer};
 use consent_tls::termination::{self, ReloadableTls, TlsFiles};
 use consent_tls::transport::transport;
 use std::future::Future;
@@ -284,6 +284,8 @@ impl BoundPlatform {
             ("operator", operator, operator_routes),
             ("user", user, user_routes),
         ];
+        let methods = Methods::served(&[consent_proto::FILE_DESCRIPTOR_SET])
+            .map_err(std::io::Error::other)?;
         let mut tasks = Vec::new();
         for (surface, (listener, tls), routes) in listeners {
             let incoming = termination::incoming(
@@ -291,16 +293,15 @@ impl BoundPlatform {
                 tls,
                 Duration::from_millis(limits.handshake_timeout_ms),
                 Some(config.trust_domain.clone()),
+                stopped(&stop_rx),
             );
-            let mut stop = stop_rx.clone();
             let server = transport(limits)
-                .layer(RpcLayer::new(surface))
+                .layer(RpcLayer::new(surface, methods.clone()))
                 .add_routes(routes);
+            let stop = stopped(&stop_rx);
             tasks.push(tokio::spawn(async move {
                 server
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop.wait_for(|stopped| *stopped).await;
-                    })
+                    .serve_with_incoming_shutdown(incoming, stop)
                     .await
                     .map_err(StartError::from)
             }));
@@ -312,11 +313,13 @@ impl BoundPlatform {
                 tls,
                 Duration::from_millis(limits.handshake_timeout_ms),
                 None,
+                stopped(&stop_rx),
             );
-            let mut stop = stop_rx.clone();
-            tokio::spawn(consent_tls::https::serve(incoming, web_pages, async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            }))
+            tokio::spawn(consent_tls::https::serve(
+                incoming,
+                web_pages,
+                stopped(&stop_rx),
+            ))
         };
         // `/metrics` outlives the drain, so that a scrape can see it (`consent_ready` 0).
         let (ops_stop, ops_stopping) = tokio::sync::oneshot::channel::<()>();
@@ -347,6 +350,14 @@ impl BoundPlatform {
             }
         }
         result
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender goes).
+fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
     }
 }
 

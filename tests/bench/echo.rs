@@ -187,6 +187,7 @@ pub async fn serve(pki: &Path, addr: SocketAddr, replies: &Path) {
         tls,
         Duration::from_millis(limits.handshake_timeout_ms),
         Some("consent.local".into()),
+        std::future::pending(),
     );
     let service = MessagingServer::new(Replay::from(Replies::load(replies)))
         .max_decoding_message_size(limits.max_message_bytes)

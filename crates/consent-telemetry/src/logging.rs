@@ -11,7 +11,7 @@ use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProces
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -85,11 +85,13 @@ pub fn init(
             .boxed(),
     };
     // `RUST_LOG` chooses the log lines only: spans at `info` and above (every call's)
-    // are traced whatever it says.
+    // are traced whatever it says, and the lines always see the call's span, so that a
+    // line written during a call names its trace.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let call_spans = filter_fn(|meta| meta.is_span() && meta.name() == "rpc");
     tracing_subscriber::registry()
         .with(spans.with_filter(LevelFilter::INFO))
-        .with(lines.with_filter(filter))
+        .with(lines.with_filter(filter.or(call_spans)))
         .try_init()?;
     Ok(Telemetry { provider })
 }

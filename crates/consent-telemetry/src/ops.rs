@@ -65,7 +65,12 @@ pub fn recorder() -> &'static PrometheusHandle {
     })
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` resolves.
+/// How long open connections may keep `/metrics` up once `shutdown` resolved.
+const CLOSING_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `/metrics` on `listener` until `shutdown` resolves and its open connections
+/// close, or [`CLOSING_GRACE`] after that at most (a scraper holding a connection open does
+/// not keep the process alive).
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -83,7 +88,19 @@ pub async fn serve(
             }
         }),
     );
-    axum::serve(listener, pages)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (closing, closed) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, pages).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = closing.send(());
+    });
+    tokio::select! {
+        served = server => served,
+        () = async {
+            if closed.await.is_ok() {
+                tokio::time::sleep(CLOSING_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => Ok(()),
+    }
 }

@@ -7,16 +7,20 @@
 //! A call ends when its status is known: in the response headers when the reply is only a
 //! status (every refusal), in the trailers otherwise (the end of a stream). One that ends
 //! before (the request timed out, or the client went away) counts as `CANCELLED`, as its
-//! client sees it. A path no service serves is counted under empty service and method
-//! labels, and its span is not named after it, so a caller cannot mint series. A call
-//! continues the trace of its `traceparent` only when a certificate identifies its caller.
+//! client sees it. A path no service serves (see [`Methods`]) is counted under empty
+//! service and method labels, and its span is not named after it, so a caller cannot mint
+//! series. A call continues the trace of its `traceparent` only when a certificate
+//! identifies its caller.
 
 use crate::trace_context;
 use consent_tls::principal::{ConnectionInfo, Principal};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use prost::Message;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 use tonic::{Code, Status};
@@ -25,16 +29,55 @@ use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+/// The methods a server serves, by path (`package.Service/Method`): only these are named
+/// in labels and spans.
+#[derive(Debug, Clone, Default)]
+pub struct Methods(Arc<HashSet<String>>);
+
+impl Methods {
+    /// The methods of `services` (encoded descriptor sets), with those of the health and
+    /// reflection services every server here also serves.
+    pub fn served(services: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        let mut paths = HashSet::new();
+        let standard = [
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        for set in services.iter().chain(&standard) {
+            for file in prost_types::FileDescriptorSet::decode(*set)?.file {
+                let package = file.package().to_string();
+                for service in &file.service {
+                    for method in &service.method {
+                        paths.insert(format!("{package}.{}/{}", service.name(), method.name()));
+                    }
+                }
+            }
+        }
+        Ok(Methods(Arc::new(paths)))
+    }
+
+    /// The service and method `path` names, if it is one of these.
+    fn named_by<'p>(&self, path: &'p str) -> Option<(&'p str, &'p str)> {
+        let path = path.trim_start_matches('/');
+        self.0
+            .contains(path)
+            .then(|| path.split_once('/'))
+            .flatten()
+    }
+}
+
 /// Observes the calls of one surface (`partner`, `operator`, `user`, `app`…).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RpcLayer {
     surface: &'static str,
+    methods: Methods,
 }
 
 impl RpcLayer {
-    /// A layer whose metrics carry `surface` as a label.
-    pub fn new(surface: &'static str) -> Self {
-        RpcLayer { surface }
+    /// A layer whose metrics carry `surface` as a label, naming only `methods`.
+    pub fn new(surface: &'static str, methods: Methods) -> Self {
+        RpcLayer { surface, methods }
     }
 }
 
@@ -45,6 +88,7 @@ impl<S> Layer<S> for RpcLayer {
         Rpc {
             inner,
             surface: self.surface,
+            methods: self.methods.clone(),
         }
     }
 }
@@ -54,6 +98,7 @@ impl<S> Layer<S> for RpcLayer {
 pub struct Rpc<S> {
     inner: S,
     surface: &'static str,
+    methods: Methods,
 }
 
 impl<S, B, R> Service<http::Request<B>> for Rpc<S>
@@ -72,7 +117,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let mut call = Call::start(self.surface, &request);
+        let mut call = Call::start(self.surface, &self.methods, &request);
         let span = call.span.clone();
         let reply = span.in_scope(|| self.inner.call(request));
         // Dropped before its reply (the request timed out, or the client reset the call),
@@ -152,13 +197,10 @@ struct Call {
 }
 
 impl Call {
-    fn start<B>(surface: &'static str, request: &http::Request<B>) -> Call {
-        let (service, method) = request
-            .uri()
-            .path()
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("", ""));
+    fn start<B>(surface: &'static str, methods: &Methods, request: &http::Request<B>) -> Call {
+        // Any caller writes the path: a method no service serves is left unnamed, however
+        // the call ends (an edge may refuse it before routing would).
+        let (service, method) = methods.named_by(request.uri().path()).unwrap_or(("", ""));
         let principal = request
             .extensions()
             .get::<ConnectionInfo>()
@@ -167,16 +209,14 @@ impl Call {
             Some(Principal::Partner(id)) => id.0.clone(),
             _ => String::new(),
         };
-        // The names come from the request's path, which any caller writes: they are
-        // recorded once the call is known to have reached a service (see `finish`).
         let span = tracing::info_span!(
             "rpc",
-            otel.name = Empty,
+            otel.name = format!("{service}/{method}"),
             otel.kind = "server",
             otel.status_code = Empty,
             rpc.system = "grpc",
-            rpc.service = Empty,
-            rpc.method = Empty,
+            rpc.service = service,
+            rpc.method = method,
             surface,
             partner,
             code = Empty,
@@ -211,20 +251,11 @@ impl Call {
             _ if reason.is_empty() => code,
             _ => &reason,
         };
-        // A path no service serves is not named: callers cannot mint series or spans.
-        let (service, method) = match status.code() {
-            Code::Unimplemented => (String::new(), String::new()),
-            _ => (
-                std::mem::take(&mut self.service),
-                std::mem::take(&mut self.method),
-            ),
-        };
+        let (service, method) = (
+            std::mem::take(&mut self.service),
+            std::mem::take(&mut self.method),
+        );
         let span = &self.span;
-        if !service.is_empty() {
-            span.record("otel.name", format!("{service}/{method}"));
-            span.record("rpc.service", service.as_str());
-            span.record("rpc.method", method.as_str());
-        }
         span.record("code", code);
         span.record("decision", decision);
         if status.code() != Code::Ok {
@@ -316,7 +347,7 @@ mod tests {
                     std::future::ready(Ok::<_, Infallible>(http::Response::from_parts(parts, body)))
                 });
                 let request = http::Request::builder().uri(path).body(()).unwrap();
-                let response = RpcLayer::new("partner")
+                let response = RpcLayer::new("partner", known())
                     .layer(inner)
                     .oneshot(request)
                     .await
@@ -328,6 +359,13 @@ mod tests {
             })
         });
         handle.render()
+    }
+
+    /// The one method these tests' service serves.
+    fn known() -> Methods {
+        Methods(Arc::new(HashSet::from([
+            "pkg.Messaging/ListThreads".to_string()
+        ])))
     }
 
     fn status_only(status: Status) -> http::Response<Vec<Frame<bytes::Bytes>>> {
@@ -393,7 +431,7 @@ mod tests {
                 .uri("/pkg.Messaging/ListThreads")
                 .body(())
                 .unwrap();
-            let waiting = RpcLayer::new("partner").layer(never).call(request);
+            let waiting = RpcLayer::new("partner", known()).layer(never).call(request);
             assert!(!handle.render().contains("consent_rpc_calls_total{"));
             drop(waiting);
         });
@@ -416,5 +454,31 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("made.Up"), "{text}");
+    }
+
+    #[test]
+    fn a_made_up_method_of_a_served_service_refused_at_an_edge_mints_no_series() {
+        let refusal = Status::resource_exhausted("headers too large");
+        let text = counted("/pkg.Messaging/Made-Up-1234", status_only(refusal), 0);
+        assert!(
+            text.contains(r#"service="",method="",code="RESOURCE_EXHAUSTED""#),
+            "{text}"
+        );
+        assert!(!text.contains("Made-Up"), "{text}");
+    }
+
+    #[test]
+    fn the_served_methods_include_health_and_reflection() {
+        let methods = Methods::served(&[]).unwrap();
+        assert_eq!(
+            methods.named_by("/grpc.health.v1.Health/Check"),
+            Some(("grpc.health.v1.Health", "Check"))
+        );
+        assert!(
+            methods
+                .named_by("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+                .is_some()
+        );
+        assert_eq!(methods.named_by("/grpc.health.v1.Health/Made-Up"), None);
     }
 }

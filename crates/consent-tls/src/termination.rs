@@ -11,6 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ServerConfig, version::TLS13};
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -255,20 +256,28 @@ fn refusal_cause(error: &io::Error) -> &'static str {
 }
 
 /// Accepts connections on `listener` and yields those whose handshake completes within
-/// `handshake_timeout`. Failed handshakes (no or bad certificate, wrong protocol version)
-/// are logged and dropped; they never reach the gRPC server. With a `trust_domain`, each
-/// connection carries the principal its client certificate names in that domain; without
-/// one (a listener that asks for no client certificate) it carries none.
+/// `handshake_timeout`, until `stop` resolves: then the listener closes, so that a client
+/// dialling this server while it drains is refused at once (and may go to another
+/// replica). Failed handshakes (no or bad certificate, wrong protocol version) are logged
+/// and dropped; they never reach the gRPC server. With a `trust_domain`, each connection
+/// carries the principal its client certificate names in that domain; without one (a
+/// listener that asks for no client certificate) it carries none.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ReloadableTls>,
     handshake_timeout: Duration,
     trust_domain: Option<String>,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> ReceiverStream<io::Result<TlsConnection>> {
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
+        tokio::pin!(stop);
         loop {
-            let (tcp, remote_addr) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let (tcp, remote_addr) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
