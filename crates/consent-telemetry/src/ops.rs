@@ -69,8 +69,8 @@ pub fn recorder() -> &'static PrometheusHandle {
 const CLOSING_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `/metrics` on `listener` until `shutdown` resolves and its open connections
-/// close, or [`CLOSING_GRACE`] after that at most (a scraper holding a connection open does
-/// not keep the process alive).
+/// close, or 5 seconds after that at most (a scraper holding a connection open does not
+/// keep the process alive).
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
