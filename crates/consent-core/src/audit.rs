@@ -63,19 +63,19 @@ pub struct Verification {
 
 /// Walks the chain incrementally, record by record, in sequence order.
 #[derive(Debug)]
-pub struct ChainVerifier<'k> {
-    key: &'k AuditKey,
+pub struct ChainVerifier {
+    key: AuditKey,
     expected_seq: i64,
     prev_hash: String,
     checked: u64,
     first_bad: Option<(i64, String)>,
 }
 
-impl<'k> ChainVerifier<'k> {
+impl ChainVerifier {
     /// A verifier expecting the first record, checking MACs with `key`.
-    pub fn new(key: &'k AuditKey) -> Self {
+    pub fn new(key: &AuditKey) -> Self {
         ChainVerifier {
-            key,
+            key: key.clone(),
             expected_seq: 1,
             prev_hash: String::new(),
             checked: 0,
@@ -105,7 +105,7 @@ impl<'k> ChainVerifier<'k> {
             != record_hash(record.seq, record.at_ms, &record.entry, &record.prev_hash)
         {
             Some("content does not match its hash".to_string())
-        } else if !record_mac_verifies(self.key, record.seq, &record.hash, &record.mac) {
+        } else if !record_mac_verifies(&self.key, record.seq, &record.hash, &record.mac) {
             Some("its MAC does not verify: written without the audit key".to_string())
         } else {
             None
