@@ -25,17 +25,6 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// `consent_audit_records_appended_total` shows how far behind it is).
 const AUDIT_RECORDS_PER_REFRESH: usize = 2_000;
 
-/// Every grant state, so that a state no grant is in reads 0 rather than vanishing.
-const STATES: [GrantState; 7] = [
-    GrantState::Active,
-    GrantState::Revoked,
-    GrantState::Expired,
-    GrantState::Lapsed,
-    GrantState::Retired,
-    GrantState::Suspended,
-    GrantState::Released,
-];
-
 /// The running check of the audit chain: the records verified so far.
 struct RunningCheck {
     chain: ChainVerifier,
@@ -52,9 +41,9 @@ pub async fn observe_forever(platform: Platform, audit_key: AuditKey) {
     let mut ticker = tokio::time::interval(REFRESH_EVERY);
     loop {
         ticker.tick().await;
-        let counted = count_grants(&platform).await;
+        let counted = count_grants_and_records(&platform).await;
         if let Err(error) = &counted {
-            tracing::warn!(%error, "could not count grants");
+            tracing::warn!(%error, "could not count grants and audit records");
         }
         let checked = check_new_records(&platform, &running).await;
         if let Err(error) = &checked {
@@ -75,7 +64,9 @@ pub async fn observe_forever(platform: Platform, audit_key: AuditKey) {
     }
 }
 
-async fn count_grants(platform: &Platform) -> ApiResult<()> {
+/// Sets the gauges of grants by state and overdue attestations, and the count of audit
+/// records appended, from one read.
+async fn count_grants_and_records(platform: &Platform) -> ApiResult<()> {
     let due_ms = platform.limits.attestation_due_ms;
     let (by_state, overdue, head) = platform
         .read(move |repo, now_ms| {
@@ -87,7 +78,8 @@ async fn count_grants(platform: &Platform) -> ApiResult<()> {
         .await?;
     metrics::counter!("consent_audit_records_appended_total")
         .absolute(u64::try_from(head).unwrap_or(0));
-    for state in STATES {
+    // Every state is set, so that a state no grant is in reads 0 rather than vanishing.
+    for state in GrantState::ALL {
         let count: usize = by_state
             .iter()
             .filter(|(s, _)| *s == state)

@@ -187,6 +187,17 @@ pub enum GrantState {
 }
 
 impl GrantState {
+    /// Every state, in wire order.
+    pub const ALL: [GrantState; 7] = [
+        GrantState::Active,
+        GrantState::Revoked,
+        GrantState::Expired,
+        GrantState::Lapsed,
+        GrantState::Retired,
+        GrantState::Suspended,
+        GrantState::Released,
+    ];
+
     /// The state's name in lower case, as metrics label it.
     pub fn name(self) -> &'static str {
         match self {
