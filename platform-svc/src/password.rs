@@ -1,8 +1,9 @@
 //! Password hashing (Argon2id, default parameters: 19 MiB, 2 passes) on one dedicated
-//! thread that owns one reusable 19 MiB working buffer. Hashes are deliberately expensive:
-//! running them one at a time keeps a flood of sign-ins from occupying the runtime's
-//! threads, and reusing the buffer keeps the process's memory flat (allocating it per hash
-//! left the allocator holding several copies, about 60 MiB).
+//! thread that owns one 19 MiB working buffer. Hashes are deliberately expensive: running
+//! them one at a time keeps a flood of sign-ins from occupying the runtime's threads. The
+//! buffer is reused from one hash to the next (allocating it per hash on the runtime's
+//! threads left the allocator holding several copies, about 60 MiB), and freed after a
+//! second with no work, so that a platform nobody is signing in to does not hold it.
 //!
 //! Work waits in two bounded queues, and the thread takes sign-ins (verifications) before
 //! sign-ups (new hashes), so a flood of sign-ups cannot keep people from signing in. A full
@@ -17,12 +18,18 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use consent_core::denial::Reason;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What unknown user names are verified against: a hash of nothing anyone knows, with the
 /// default parameters (a unit test checks they are the ones new hashes use).
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bm90IGEgcmVhbCBzYWx0$Tf2hIgRMt7qDL9OdH2ZJ8E5mzwvMIqCY8HgyZWxUVPg";
+
+/// How long the hashing thread keeps its working buffer with no work: sign-ins a second
+/// or less apart reuse it, and each after a longer pause pays for touching 19 MiB of new
+/// memory again (several milliseconds).
+const KEEP_BUFFER_IDLE: Duration = Duration::from_secs(1);
 
 /// How many requests may wait for the hashing thread, of each kind.
 #[derive(Debug, Clone, Copy)]
@@ -158,8 +165,9 @@ impl PasswordHasher {
     }
 }
 
-/// The next piece of work, sign-ins first; `None` once the queues are closed.
-fn next(shared: &Shared) -> Option<Result<Verify, Hash>> {
+/// The next piece of work, sign-ins first; `None` once the queues are closed. Frees the
+/// engine's buffer once no work has come for [`KEEP_BUFFER_IDLE`].
+fn next(shared: &Shared, engine: &mut Engine) -> Option<Result<Verify, Hash>> {
     let mut queues = shared.queues();
     loop {
         if let Some(verify) = queues.sign_ins.pop_front() {
@@ -171,17 +179,28 @@ fn next(shared: &Shared) -> Option<Result<Verify, Hash>> {
         if queues.closed {
             return None;
         }
-        queues = shared
-            .ready
-            .wait(queues)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        queues = if engine.blocks.is_empty() {
+            shared
+                .ready
+                .wait(queues)
+                .unwrap_or_else(PoisonError::into_inner)
+        } else {
+            let (queues, waited) = shared
+                .ready
+                .wait_timeout(queues, KEEP_BUFFER_IDLE)
+                .unwrap_or_else(PoisonError::into_inner);
+            if waited.timed_out() {
+                engine.blocks = Vec::new();
+            }
+            queues
+        };
     }
 }
 
 /// The hashing thread: takes work until the queues close, skipping work nobody awaits.
 fn work(shared: &Shared) {
     let mut engine = Engine { blocks: Vec::new() };
-    while let Some(item) = next(shared) {
+    while let Some(item) = next(shared, &mut engine) {
         match item {
             Ok(Verify {
                 password,
@@ -208,7 +227,7 @@ fn work(shared: &Shared) {
     }
 }
 
-/// Argon2 with a working buffer kept between calls.
+/// Argon2 with a working buffer kept between calls (empty until the first, and once freed).
 struct Engine {
     blocks: Vec<Block>,
 }
@@ -340,8 +359,9 @@ mod tests {
             reply: oneshot::channel().0,
         });
         let shared = shared(queues);
-        assert!(matches!(next(&shared), Some(Ok(_))));
-        assert!(matches!(next(&shared), Some(Err(_))));
+        let mut engine = Engine { blocks: Vec::new() };
+        assert!(matches!(next(&shared, &mut engine), Some(Ok(_))));
+        assert!(matches!(next(&shared, &mut engine), Some(Err(_))));
     }
 
     #[test]
@@ -369,5 +389,30 @@ mod tests {
         assert_eq!(shared.computed.load(Ordering::Relaxed), 2);
         assert_eq!(verify_answer.try_recv(), Ok(false));
         assert!(hash_answer.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn the_working_buffer_is_kept_between_hashes_and_freed_once_idle() {
+        let shared = Arc::new(shared(Queues::default()));
+        let mut engine = Engine { blocks: Vec::new() };
+        assert!(engine.hash("a password").is_ok());
+        let buffer = engine.blocks.len();
+        assert!(buffer > 0, "the hash left no buffer to reuse");
+        shared.queues().sign_ups.push_back(Hash {
+            password: "another".into(),
+            reply: oneshot::channel().0,
+        });
+        assert!(matches!(next(&shared, &mut engine), Some(Err(_))));
+        assert_eq!(engine.blocks.len(), buffer, "freed while work waited");
+
+        let waiting = Arc::clone(&shared);
+        let waited = std::thread::spawn(move || {
+            let got = next(&waiting, &mut engine);
+            (got.is_none(), engine.blocks.len())
+        });
+        std::thread::sleep(KEEP_BUFFER_IDLE * 2);
+        shared.queues().closed = true;
+        shared.ready.notify_all();
+        assert_eq!(waited.join().unwrap(), (true, 0), "not freed once idle");
     }
 }
