@@ -440,7 +440,9 @@ async fn measure_all(settings: &Settings) -> Report {
         &target.token,
     )
     .await;
-    // Setup (password hashing among it) is not load: peak RSS counts from here.
+    // Setup (password hashing among it) is not load: peak RSS counts from here, once the
+    // hashing thread has freed its buffer (a second after its last hash).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     load::reset_peak_rss(target.platform.id());
     let (echo_process, echo) = start_echo(&work, &replies).await;
     let platform = target.endpoint();
