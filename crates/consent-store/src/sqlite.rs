@@ -44,10 +44,9 @@ use tokio::sync::watch;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 256;
-/// How many reader threads, each with its read-only connection: one per core, and at least
-/// two, so that reads go on while one waits on the disk. A read is mostly CPU work on pages
-/// the OS caches, and each reader keeps a page cache and an allocator heap of its own: on
-/// two cores, four readers served no more than two and took 7–10 MiB more at peak.
+/// How many reader threads, each with its read-only connection: one per core, since a read
+/// is mostly CPU work on pages the OS caches and each reader keeps a page cache of its own;
+/// and at least two, so that reads go on while one waits on the disk.
 fn reader_count() -> usize {
     std::thread::available_parallelism()
         .map_or(2, std::num::NonZero::get)
