@@ -29,7 +29,8 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bm90IGEgcmVhbCBzYWx0$Tf
 /// How long the hashing thread keeps its working buffer with no work: sign-ins a second
 /// or less apart reuse it, and each after a longer pause pays for touching 19 MiB of new
 /// memory again (a sign-in alone took 19–20 ms in the benchmark with the buffer freed at
-/// once, 16–17 ms with it kept for a second).
+/// once, 16–17 ms with it kept for a second). The benchmark waits longer than this after
+/// its sign-ups before it counts peak RSS (`tests/bench/main.rs`).
 const KEEP_BUFFER_IDLE: Duration = Duration::from_secs(1);
 
 /// How many requests may wait for the hashing thread, of each kind.
