@@ -3,11 +3,11 @@
 //! attestation is overdue (`consent_deletion_attestations_overdue`), the audit records
 //! appended (`consent_audit_records_appended_total`, the chain's length), and whether the
 //! chain verifies (`consent_audit_chain_intact{check="running"}`: each record is checked
-//! once, in order, up to 2,000 per refresh, and a break stays
-//! reported; `consent_audit_records_verified_total` counts the records checked;
-//! `VerifyAudit` runs the `full` check, which re-reads every record). Grants are counted
-//! as stored: one past its end counts in its old state until the sweep ends it, though no
-//! call may use it. With several replicas, each reports the same shared figures.
+//! once, in order, up to 2,000 per refresh, and a break stays reported;
+//! `consent_audit_records_verified_total` counts the records checked; `VerifyAudit` runs
+//! the `full` check, which re-reads every record). Grants are counted as stored: one past
+//! its end counts in its old state until the sweep ends it, though no call may use it. With
+//! several replicas, each reports the same shared figures.
 
 use crate::api::Platform;
 use crate::error::ApiResult;
