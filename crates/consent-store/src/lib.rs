@@ -5,11 +5,13 @@
 //! Handlers never see SQL. They hand the store a closure over [`Repo`], the typed
 //! operations available inside one transaction, and get its value back once the
 //! transaction is durably committed ([`execute`]), or run a closure that only reads on a
-//! snapshot of committed data ([`read`]). Failures come back as [`StoreError`]; turning
-//! them into gRPC statuses is the services' business.
+//! snapshot of committed data ([`read`]), or both in turn, the read's value passed to the
+//! transaction ([`read_then_execute`]). Failures come back as [`StoreError`]; turning them
+//! into gRPC statuses is the services' business.
 //!
-//! Nothing here blocks an async runtime thread: [`execute`] and [`read`] hand their
-//! closure to the store's own threads and wait on a channel for its value.
+//! Nothing here blocks an async runtime thread: [`execute`], [`read`] and
+//! [`read_then_execute`] hand their closures to the store's own threads and wait on a
+//! channel for the value.
 //!
 //! **A backend** implements [`Store`] and [`Repo`] and nothing else: `submit` runs each
 //! queued [`Job`] in a transaction (one job per transaction, or several, each in a
@@ -345,6 +347,37 @@ where
     let (sender, receiver) = tokio::sync::oneshot::channel();
     enqueue_read(store.as_ref(), work, move |result| {
         let _ = sender.send(result);
+    });
+    receiver.await.map_err(|_| unfinished())?
+}
+
+/// Runs read-only `look` on a snapshot of committed data, then `then` with its value in
+/// one of the store's transactions, and returns that value once committed. The reader that
+/// ran `look` queues `then` for the writer itself, so the value does not travel back
+/// through the async runtime in between. If `look` fails, `then` does not run.
+pub async fn read_then_execute<S, R, E>(
+    store: &Arc<dyn Store>,
+    look: impl FnOnce(&mut dyn Repo) -> Result<S, E> + Send + 'static,
+    then: impl FnOnce(&mut dyn Repo, S) -> Result<R, E> + Send + 'static,
+) -> Result<R, E>
+where
+    S: Send + 'static,
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let writer = Arc::clone(store);
+    enqueue_read(store.as_ref(), look, move |looked| match looked {
+        Ok(value) => enqueue(
+            writer.as_ref(),
+            move |repo| then(repo, value),
+            move |result| {
+                let _ = sender.send(result);
+            },
+        ),
+        Err(e) => {
+            let _ = sender.send(Err(e));
+        }
     });
     receiver.await.map_err(|_| unfinished())?
 }

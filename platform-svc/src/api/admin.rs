@@ -87,10 +87,15 @@ impl AdminService {
         method: &'static str,
         work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<(R, String)> + Send + 'static,
     ) -> Result<Response<R>, Status> {
-        let (response, resource) = self.platform.read(work).await?;
-        self.run(request, method, move |_, _| Ok(((), resource)))
-            .await?;
-        Ok(Response::new(response))
+        let operator = operator_of(request);
+        self.platform
+            .read_then_run(work, move |repo, now_ms, (response, resource)| {
+                repo.append_audit(&operator_entry(method, &operator, &resource), now_ms)?;
+                Ok(response)
+            })
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     fn partner_view(&self, repo: &mut dyn Repo, id: &str) -> ApiResult<pb::Partner> {

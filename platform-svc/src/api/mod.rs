@@ -115,6 +115,23 @@ impl Platform {
         consent_store::read(&self.store, move |repo| work(repo, now_ms)).await
     }
 
+    /// Runs read-only `look` on a snapshot, then `then` with its value in a store
+    /// transaction, both with the current time; returns once committed. The reader hands
+    /// `then` straight to the writer.
+    pub async fn read_then_run<S: Send + 'static, R: Send + 'static>(
+        &self,
+        look: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<S> + Send + 'static,
+        then: impl FnOnce(&mut dyn Repo, i64, S) -> ApiResult<R> + Send + 'static,
+    ) -> ApiResult<R> {
+        let now_ms = self.clock.now_ms();
+        consent_store::read_then_execute(
+            &self.store,
+            move |repo| look(repo, now_ms),
+            move |repo, looked| then(repo, now_ms, looked),
+        )
+        .await
+    }
+
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
     /// event for each, forgets idempotency records past their window and authorization
     /// flows a day past their expiry, and marks access requests undecided past their

@@ -12,9 +12,9 @@
 //! - A call that changes data ([`PartnerCall::run`]) runs whole on the store's writer, in
 //!   one transaction: decide, act, record.
 //! - A call that only reads ([`PartnerCall::read`]) decides and reads on a snapshot of
-//!   committed data beside the writer, so reads do not queue behind writes. Then, in one
-//!   transaction on the writer, it records the grant's use and its audit record, and
-//!   replies only once that commits. Before it records an allowed read, the writer checks
+//!   committed data beside the writer, so reads do not queue behind writes. The reader
+//!   then hands the outcome straight to the writer, which records the grant's use and the
+//!   audit record in one transaction; the call replies only once that commits. Before it records an allowed read, the writer checks
 //!   that the grant and partner are still active: if a revocation committed while the read
 //!   was in flight, the call is decided again on the writer (and refused), so the audit
 //!   chain never shows an allowed use after the revocation that ended it.
@@ -29,7 +29,7 @@ use consent_core::model::{AuditEntry, Grant, GrantState, Partner, ReadByOthersAp
 use consent_core::partner_view::PartnerView;
 use consent_core::rules::{self, GrantContext};
 use consent_core::secret::{GRANT_TOKEN_PREFIX, SecretKey, hash_token, is_well_formed};
-use consent_store::{self as store, IdempotentResponse, Repo, StoreError, StoreResult};
+use consent_store::{IdempotentResponse, Repo, StoreError, StoreResult};
 use consent_tls::principal::PartnerId;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -79,12 +79,6 @@ struct Attempt<R> {
     effects: Effects,
 }
 
-/// An attempt made on a snapshot, at `now_ms`.
-struct Snapshot<R> {
-    now_ms: i64,
-    attempt: Attempt<R>,
-}
-
 impl PartnerCall {
     /// Reads the partner (put there by the edge interceptor) and any bearer token.
     pub fn new<T>(request: &Request<T>, method: &'static str) -> Self {
@@ -129,48 +123,29 @@ impl PartnerCall {
         op: impl Fn(&mut PartnerTx<'_>) -> ApiResult<R> + Send + Sync + 'static,
     ) -> Result<R, Status> {
         let op = Arc::new(op);
-        let snapshot = self.on_snapshot(platform, Arc::clone(&op)).await?;
-        self.settle_snapshot(platform, snapshot, op).await
-    }
-
-    /// Decides and reads on a snapshot of committed data.
-    async fn on_snapshot<R: Send + 'static>(
-        &self,
-        platform: &Platform,
-        op: Arc<impl Fn(&mut PartnerTx<'_>) -> ApiResult<R> + Send + Sync + 'static>,
-    ) -> ApiResult<Snapshot<R>> {
-        let now_ms = platform.clock.now_ms();
+        let on_snapshot = Arc::clone(&op);
         let limits = platform.limits;
         let pseudonym_key = Arc::clone(&platform.pseudonym_key);
         let call = self.clone();
-        store::read(&platform.store, move |repo| {
-            let attempt = call.attempt(repo, now_ms, limits, &pseudonym_key, op.as_ref());
-            Ok(Snapshot { now_ms, attempt })
-        })
-        .await
-    }
-
-    /// Records a snapshot's outcome on the writer, or decides again there if what allowed
-    /// it has ended since.
-    async fn settle_snapshot<R: Send + 'static>(
-        self,
-        platform: &Platform,
-        snapshot: Snapshot<R>,
-        op: Arc<impl Fn(&mut PartnerTx<'_>) -> ApiResult<R> + Send + Sync + 'static>,
-    ) -> Result<R, Status> {
-        let caller = self.partner_id.clone();
-        let Snapshot { now_ms, attempt } = snapshot;
-        let settled = store::execute(platform.store.as_ref(), move |repo| {
-            if attempt.result.is_ok() && !still_active(repo, &caller, &attempt.effects)? {
-                return Ok(None);
-            }
-            settle(repo, now_ms, attempt).map(Some)
-        })
-        .await;
+        let settled = platform
+            .read_then_run(
+                move |repo, now_ms| {
+                    let attempt =
+                        call.attempt(repo, now_ms, limits, &pseudonym_key, on_snapshot.as_ref());
+                    Ok(attempt)
+                },
+                move |repo, now_ms, attempt: Attempt<R>| {
+                    if attempt.result.is_ok() && !still_active(repo, &attempt.effects)? {
+                        return Ok(None);
+                    }
+                    Ok(settle(repo, now_ms, attempt).map(Some)?)
+                },
+            )
+            .await;
         match settled {
             Ok(Some(result)) => result.map_err(Into::into),
             Ok(None) => self.run(platform, move |tx| op(tx)).await,
-            Err(e) => Err(ApiError::from(e).into()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -206,8 +181,9 @@ impl PartnerCall {
     }
 }
 
-/// Whether the partner and the grant a snapshot allowed are both still active.
-fn still_active(repo: &mut dyn Repo, caller: &str, effects: &Effects) -> StoreResult<bool> {
+/// Whether the calling partner and the grant a snapshot allowed are both still active.
+fn still_active(repo: &mut dyn Repo, effects: &Effects) -> StoreResult<bool> {
+    let caller = &effects.audit.partner_id;
     if rules::partner_may_call(caller, repo.partner(caller)?).is_err() {
         return Ok(false);
     }
@@ -466,7 +442,7 @@ pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> ApiResult<Grant> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use consent_store::{StoreError, execute, hold_writer, read_blocking};
+    use consent_store::{StoreError, hold_writer, read_blocking, transact};
     use std::time::Duration;
     use tonic_types::StatusExt;
 
@@ -500,21 +476,21 @@ mod tests {
     async fn a_revocation_committed_during_a_read_refuses_it() {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
-        let op = Arc::new(|tx: &mut PartnerTx<'_>| tx.authorize(Scope::ThreadsRead).map(|g| g.id));
-
-        let snapshot = call(&token)
-            .on_snapshot(&platform, Arc::clone(&op))
-            .await
-            .unwrap();
-        assert!(snapshot.attempt.result.is_ok(), "the snapshot allowed it");
-        let now_ms = platform.clock.now_ms();
-        execute(platform.store.as_ref(), move |repo| {
-            repo.end_grant("grt_1", GrantState::Revoked, now_ms)
-        })
-        .await
-        .unwrap();
+        // The revocation commits while the read is on its snapshot, after it authorized.
+        let store = Arc::clone(&platform.store);
+        let revoke = std::sync::Once::new();
         let refused = call(&token)
-            .settle_snapshot(&platform, snapshot, op)
+            .read(&platform, move |tx| {
+                let grant = tx.authorize(Scope::ThreadsRead)?;
+                let (store, now_ms) = (Arc::clone(&store), tx.now_ms);
+                revoke.call_once(|| {
+                    transact(store.as_ref(), move |repo| {
+                        repo.end_grant("grt_1", GrantState::Revoked, now_ms)
+                    })
+                    .unwrap();
+                });
+                Ok(grant.id)
+            })
             .await
             .unwrap_err();
 
