@@ -129,7 +129,9 @@ pub trait ReadJob: Send {
 
 /// A durable store of everything the platform knows.
 pub trait Store: Send + Sync + 'static {
-    /// Queues `job`; it runs in a later transaction and finishes after that commits.
+    /// Queues `job`; it runs in a later transaction and finishes after that commits. Must
+    /// not wait for the writer or the readers: a reader calls it, inside its read
+    /// transaction, for [`read_then_execute`].
     fn submit(&self, job: Box<dyn Job>);
     /// Queues `job`; it runs soon on a snapshot of what is committed, beside the writer.
     fn submit_read(&self, job: Box<dyn ReadJob>);
@@ -253,7 +255,8 @@ fn stopped() -> StoreError {
     StoreError::Failed("the store stopped".into())
 }
 
-/// A read whose job ended without an answer (it panicked, or the store stopped).
+/// A read, or the transaction queued after it, that ended without an answer (it panicked,
+/// or the store stopped).
 fn unfinished() -> StoreError {
     StoreError::Failed("a read did not finish".into())
 }
@@ -354,7 +357,10 @@ where
 /// Runs read-only `look` on a snapshot of committed data, then `then` with its value in
 /// one of the store's transactions, and returns that value once committed. The reader that
 /// ran `look` queues `then` for the writer itself, so the value does not travel back
-/// through the async runtime in between. If `look` fails, `then` does not run.
+/// through the async runtime in between. If `look` fails, `then` does not run. Once `look`
+/// has run, `then` runs and commits even if the returned future is dropped. `then` sees
+/// what committed after `look`'s snapshot: a caller that relies on what `look` saw checks
+/// it again there.
 pub async fn read_then_execute<S, R, E>(
     store: &Arc<dyn Store>,
     look: impl FnOnce(&mut dyn Repo) -> Result<S, E> + Send + 'static,

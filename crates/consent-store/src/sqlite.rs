@@ -1292,7 +1292,7 @@ impl Repo for SqliteRepo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{enqueue, hold_writer, read_blocking, transact};
+    use crate::{enqueue, execute, hold_writer, read_blocking, read_then_execute, transact};
     use consent_core::audit::ChainVerifier;
     use std::sync::mpsc;
 
@@ -1367,6 +1367,74 @@ mod tests {
             Ok(Ok(()))
         ));
         assert_eq!(committed_reasons(&store), ["OLD", "OLD", "OLD", "NEW"]);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_after_a_read_commits_though_its_caller_went_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(&dir.path().join("platform.db"), test_key()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let release = hold_writer(store.as_ref());
+        let (looked, has_looked) = tokio::sync::oneshot::channel();
+        let (ran, has_run) = tokio::sync::oneshot::channel();
+        let call = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                read_then_execute(
+                    &store,
+                    move |repo| {
+                        let _ = looked.send(());
+                        repo.audit_records(0, 10).map(|records| records.len())
+                    },
+                    move |repo, seen| {
+                        let _ = ran.send(());
+                        repo.append_audit(&refusal(&format!("SAW {seen}")), 0)
+                    },
+                )
+                .await
+            }
+        });
+
+        has_looked.await.unwrap();
+        call.abort();
+        assert!(call.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        has_run.await.unwrap();
+        // Queued after the transaction that ran, so it commits with it or after it.
+        execute(store.as_ref(), |_| Ok::<_, StoreError>(()))
+            .await
+            .unwrap();
+
+        let reasons = read_blocking(store.as_ref(), |repo| repo.audit_records(0, 10))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry.reason)
+            .collect::<Vec<_>>();
+        assert_eq!(reasons, ["SAW 0"]);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_queues_no_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(&dir.path().join("platform.db"), test_key()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+
+        let outcome = read_then_execute(
+            &store,
+            |_| Err::<(), _>(StoreError::Failed("the read failed".into())),
+            |repo, ()| repo.append_audit(&refusal("AFTER A FAILED READ"), 0),
+        )
+        .await;
+
+        assert!(
+            matches!(&outcome, Err(StoreError::Failed(m)) if m == "the read failed"),
+            "{outcome:?}"
+        );
+        execute(store.as_ref(), |_| Ok::<_, StoreError>(()))
+            .await
+            .unwrap();
+        let records = read_blocking(store.as_ref(), |repo| repo.audit_records(0, 10)).unwrap();
+        assert!(records.is_empty(), "nothing appended: {records:?}");
     }
 
     #[test]

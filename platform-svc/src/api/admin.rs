@@ -30,14 +30,23 @@ fn operator_of<T>(request: &Request<T>) -> String {
         .unwrap_or_default()
 }
 
-/// The audit record of an operator's call.
-fn operator_entry(method: &str, operator: &str, resource: &str) -> AuditEntry {
-    AuditEntry {
+/// Appends the audit record of an operator's call that produced `response` and touched
+/// `resource`, and passes the response on.
+fn record_operator<R>(
+    repo: &mut dyn Repo,
+    now_ms: i64,
+    method: &str,
+    operator: &str,
+    (response, resource): (R, String),
+) -> ApiResult<R> {
+    let entry = AuditEntry {
         method: method.to_string(),
         resource: format!("operator:{operator},{resource}"),
         decision: "allow".into(),
         ..AuditEntry::default()
-    }
+    };
+    repo.append_audit(&entry, now_ms)?;
+    Ok(response)
 }
 
 /// The partner-admin service.
@@ -69,9 +78,8 @@ impl AdminService {
         let operator = operator_of(request);
         self.platform
             .run(move |repo, now_ms| {
-                let (response, resource) = work(repo, now_ms)?;
-                repo.append_audit(&operator_entry(method, &operator, &resource), now_ms)?;
-                Ok(response)
+                let done = work(repo, now_ms)?;
+                record_operator(repo, now_ms, method, &operator, done)
             })
             .await
             .map(Response::new)
@@ -89,9 +97,8 @@ impl AdminService {
     ) -> Result<Response<R>, Status> {
         let operator = operator_of(request);
         self.platform
-            .read_then_run(work, move |repo, now_ms, (response, resource)| {
-                repo.append_audit(&operator_entry(method, &operator, &resource), now_ms)?;
-                Ok(response)
+            .read_then_run(work, move |repo, now_ms, done| {
+                record_operator(repo, now_ms, method, &operator, done)
             })
             .await
             .map(Response::new)

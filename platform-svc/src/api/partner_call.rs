@@ -14,10 +14,11 @@
 //! - A call that only reads ([`PartnerCall::read`]) decides and reads on a snapshot of
 //!   committed data beside the writer, so reads do not queue behind writes. The reader
 //!   then hands the outcome straight to the writer, which records the grant's use and the
-//!   audit record in one transaction; the call replies only once that commits. Before it records an allowed read, the writer checks
-//!   that the grant and partner are still active: if a revocation committed while the read
-//!   was in flight, the call is decided again on the writer (and refused), so the audit
-//!   chain never shows an allowed use after the revocation that ended it.
+//!   audit record in one transaction; the call replies only once that commits. Before it
+//!   records an allowed read, the writer checks that the grant and partner are still
+//!   active: if a revocation committed while the read was in flight, the writer decides
+//!   the call again in that transaction (and refuses it), so the audit chain never shows
+//!   an allowed use after the revocation that ended it.
 //!
 //! Operations check everything before they write: the only writes a refused call leaves
 //! are its audit record and, where a rule says the grant ends now, that ending.
@@ -115,36 +116,34 @@ impl PartnerCall {
 
     /// Runs `op`, which must only read, as this partner on a snapshot beside the writer,
     /// then has the writer record the grant's use and the audit record, and replies once
-    /// they are committed. If the grant or partner ended while `op` ran, the call is
-    /// decided again on the writer.
+    /// they are committed. If the grant or partner ended while `op` ran, the writer
+    /// decides the call again, in the transaction that records it.
     pub async fn read<R: Send + 'static>(
         self,
         platform: &Platform,
         op: impl Fn(&mut PartnerTx<'_>) -> ApiResult<R> + Send + Sync + 'static,
     ) -> Result<R, Status> {
-        let op = Arc::new(op);
-        let on_snapshot = Arc::clone(&op);
         let limits = platform.limits;
-        let pseudonym_key = Arc::clone(&platform.pseudonym_key);
-        let call = self.clone();
+        let key = Arc::clone(&platform.pseudonym_key);
+        let op = Arc::new(op);
+        let (again, key_again, op_again) = (self.clone(), Arc::clone(&key), Arc::clone(&op));
         let settled = platform
             .read_then_run(
-                move |repo, now_ms| {
-                    let attempt =
-                        call.attempt(repo, now_ms, limits, &pseudonym_key, on_snapshot.as_ref());
-                    Ok(attempt)
-                },
+                move |repo, now_ms| Ok(self.attempt(repo, now_ms, limits, &key, op.as_ref())),
                 move |repo, now_ms, attempt: Attempt<R>| {
-                    if attempt.result.is_ok() && !still_active(repo, &attempt.effects)? {
-                        return Ok(None);
-                    }
-                    Ok(settle(repo, now_ms, attempt).map(Some)?)
+                    let ended = attempt.result.is_ok()
+                        && !still_active(repo, &again.partner_id, &attempt.effects)?;
+                    let attempt = if ended {
+                        again.attempt(repo, now_ms, limits, &key_again, op_again.as_ref())
+                    } else {
+                        attempt
+                    };
+                    Ok(settle(repo, now_ms, attempt)?)
                 },
             )
             .await;
         match settled {
-            Ok(Some(result)) => result.map_err(Into::into),
-            Ok(None) => self.run(platform, move |tx| op(tx)).await,
+            Ok(result) => result.map_err(Into::into),
             Err(e) => Err(e.into()),
         }
     }
@@ -182,8 +181,7 @@ impl PartnerCall {
 }
 
 /// Whether the calling partner and the grant a snapshot allowed are both still active.
-fn still_active(repo: &mut dyn Repo, effects: &Effects) -> StoreResult<bool> {
-    let caller = &effects.audit.partner_id;
+fn still_active(repo: &mut dyn Repo, caller: &str, effects: &Effects) -> StoreResult<bool> {
     if rules::partner_may_call(caller, repo.partner(caller)?).is_err() {
         return Ok(false);
     }
