@@ -258,7 +258,7 @@ fn stopped() -> StoreError {
 /// A read, or the transaction queued after it, that ended without an answer (it panicked,
 /// or the store stopped).
 fn unfinished() -> StoreError {
-    StoreError::Failed("a read did not finish".into())
+    StoreError::Failed("a read, or its transaction, did not finish".into())
 }
 
 /// Runs `work` in one of the store's transactions and returns its value once committed.

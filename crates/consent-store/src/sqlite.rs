@@ -1369,6 +1369,13 @@ mod tests {
         assert_eq!(committed_reasons(&store), ["OLD", "OLD", "OLD", "NEW"]);
     }
 
+    /// Awaits `work`, failing the test if it takes more than ten seconds.
+    async fn within<T>(work: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .expect("finished within ten seconds")
+    }
+
     #[tokio::test]
     async fn a_transaction_after_a_read_commits_though_its_caller_went_away() {
         let dir = tempfile::tempdir().unwrap();
@@ -1395,13 +1402,13 @@ mod tests {
             }
         });
 
-        has_looked.await.unwrap();
+        within(has_looked).await.unwrap();
         call.abort();
-        assert!(call.await.unwrap_err().is_cancelled());
+        assert!(within(call).await.unwrap_err().is_cancelled());
         release.send(()).unwrap();
-        has_run.await.unwrap();
+        within(has_run).await.unwrap();
         // Queued after the transaction that ran, so it commits with it or after it.
-        execute(store.as_ref(), |_| Ok::<_, StoreError>(()))
+        within(execute(store.as_ref(), |_| Ok::<_, StoreError>(())))
             .await
             .unwrap();
 
@@ -1414,23 +1421,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_that_fails_queues_no_transaction() {
+    async fn a_read_that_fails_returns_its_error_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(&dir.path().join("platform.db"), test_key()).unwrap();
         let store: Arc<dyn Store> = Arc::new(sqlite);
 
-        let outcome = read_then_execute(
+        let outcome = within(read_then_execute(
             &store,
             |_| Err::<(), _>(StoreError::Failed("the read failed".into())),
             |repo, ()| repo.append_audit(&refusal("AFTER A FAILED READ"), 0),
-        )
+        ))
         .await;
 
         assert!(
             matches!(&outcome, Err(StoreError::Failed(m)) if m == "the read failed"),
             "{outcome:?}"
         );
-        execute(store.as_ref(), |_| Ok::<_, StoreError>(()))
+        within(execute(store.as_ref(), |_| Ok::<_, StoreError>(())))
             .await
             .unwrap();
         let records = read_blocking(store.as_ref(), |repo| repo.audit_records(0, 10)).unwrap();

@@ -116,8 +116,8 @@ impl Platform {
     }
 
     /// Runs read-only `look` on a snapshot, then `then` with its value in a store
-    /// transaction, both with the current time; returns once committed. The reader hands
-    /// `then` straight to the writer.
+    /// transaction, both given the time the call began; returns once committed. The
+    /// reader hands `then` straight to the writer.
     pub async fn read_then_run<S: Send + 'static, R: Send + 'static>(
         &self,
         look: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<S> + Send + 'static,

@@ -126,19 +126,23 @@ impl PartnerCall {
         let limits = platform.limits;
         let key = Arc::clone(&platform.pseudonym_key);
         let op = Arc::new(op);
-        let (again, key_again, op_again) = (self.clone(), Arc::clone(&key), Arc::clone(&op));
+        let decide_again = {
+            let (call, key, op) = (self.clone(), Arc::clone(&key), Arc::clone(&op));
+            let clock = Arc::clone(&platform.clock);
+            move |repo: &mut dyn Repo| {
+                let now_ms = clock.now_ms();
+                (
+                    now_ms,
+                    call.attempt(repo, now_ms, limits, &key, op.as_ref()),
+                )
+            }
+        };
+        let caller = self.partner_id.clone();
         let settled = platform
             .read_then_run(
                 move |repo, now_ms| Ok(self.attempt(repo, now_ms, limits, &key, op.as_ref())),
-                move |repo, now_ms, attempt: Attempt<R>| {
-                    let ended = attempt.result.is_ok()
-                        && !still_active(repo, &again.partner_id, &attempt.effects)?;
-                    let attempt = if ended {
-                        again.attempt(repo, now_ms, limits, &key_again, op_again.as_ref())
-                    } else {
-                        attempt
-                    };
-                    Ok(settle(repo, now_ms, attempt)?)
+                move |repo, now_ms, attempt| {
+                    Ok(record_read(repo, &caller, now_ms, attempt, decide_again)?)
                 },
             )
             .await;
@@ -178,6 +182,24 @@ impl PartnerCall {
         });
         Attempt { result, effects }
     }
+}
+
+/// Records a read that `caller` made on a snapshot at `now_ms`. If the partner or the grant
+/// that allowed it has ended since, the call is decided again with `decide_again` (in this
+/// transaction, at the time it returns) and that outcome is recorded instead, so the audit
+/// chain never shows an allowed use after the change that ended it.
+fn record_read<R>(
+    repo: &mut dyn Repo,
+    caller: &str,
+    now_ms: i64,
+    attempt: Attempt<R>,
+    decide_again: impl FnOnce(&mut dyn Repo) -> (i64, Attempt<R>),
+) -> StoreResult<ApiResult<R>> {
+    if attempt.result.is_ok() && !still_active(repo, caller, &attempt.effects)? {
+        let (now_ms, again) = decide_again(repo);
+        return settle(repo, now_ms, again);
+    }
+    settle(repo, now_ms, attempt)
 }
 
 /// Whether the calling partner and the grant a snapshot allowed are both still active.
@@ -474,16 +496,19 @@ mod tests {
     async fn a_revocation_committed_during_a_read_refuses_it() {
         let dir = tempfile::tempdir().unwrap();
         let (platform, token) = platform_with_grant(dir.path()).await;
-        // The revocation commits while the read is on its snapshot, after it authorized.
-        let store = Arc::clone(&platform.store);
+        // The revocation commits a second after the read began, while the read is on its
+        // snapshot, after it authorized.
+        let (store, clock) = (Arc::clone(&platform.store), Arc::clone(&platform.clock));
         let revoke = std::sync::Once::new();
+        let began_ms = platform.clock.now_ms();
         let refused = call(&token)
             .read(&platform, move |tx| {
                 let grant = tx.authorize(Scope::ThreadsRead)?;
-                let (store, now_ms) = (Arc::clone(&store), tx.now_ms);
                 revoke.call_once(|| {
+                    clock.advance_ms(1_000);
+                    let revoked_ms = clock.now_ms();
                     transact(store.as_ref(), move |repo| {
-                        repo.end_grant("grt_1", GrantState::Revoked, now_ms)
+                        repo.end_grant("grt_1", GrantState::Revoked, revoked_ms)
                     })
                     .unwrap();
                 });
@@ -497,6 +522,14 @@ mod tests {
             audit_decisions(&platform),
             [("deny".to_string(), "GRANT_REVOKED".to_string())],
             "one record, the refusal"
+        );
+        let refusal = read_blocking(platform.store.as_ref(), |repo| repo.audit_records(0, 1))
+            .unwrap()
+            .remove(0);
+        assert!(
+            refusal.at_ms >= began_ms + 1_000,
+            "the refusal is dated when it was decided again, after the revocation, not when \
+             the read began"
         );
     }
 
