@@ -125,22 +125,20 @@ impl PartnerCall {
     ) -> Result<R, Status> {
         let limits = platform.limits;
         let key = Arc::clone(&platform.pseudonym_key);
-        let op = Arc::new(op);
+        let caller = self.partner_id.clone();
+        let decide = Arc::new(move |repo: &mut dyn Repo, now_ms: i64| {
+            self.attempt(repo, now_ms, limits, &key, &op)
+        });
         let decide_again = {
-            let (call, key, op) = (self.clone(), Arc::clone(&key), Arc::clone(&op));
-            let clock = Arc::clone(&platform.clock);
+            let (decide, clock) = (Arc::clone(&decide), Arc::clone(&platform.clock));
             move |repo: &mut dyn Repo| {
                 let now_ms = clock.now_ms();
-                (
-                    now_ms,
-                    call.attempt(repo, now_ms, limits, &key, op.as_ref()),
-                )
+                (now_ms, decide(repo, now_ms))
             }
         };
-        let caller = self.partner_id.clone();
         let settled = platform
             .read_then_run(
-                move |repo, now_ms| Ok(self.attempt(repo, now_ms, limits, &key, op.as_ref())),
+                move |repo, now_ms| Ok(decide(repo, now_ms)),
                 move |repo, now_ms, attempt| {
                     Ok(record_read(repo, &caller, now_ms, attempt, decide_again)?)
                 },
