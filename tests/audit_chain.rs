@@ -236,6 +236,8 @@ async fn a_shutdown_finishes_the_calls_in_flight_and_their_records() {
     let Scenario { platform, .. } = s;
     let platform_store = Arc::clone(&platform.store);
     let partner_listener = platform.addrs.partner;
+    let database = platform.database().clone();
+    let _database_files = Arc::clone(&platform.dir);
     let release = hold_writer(platform_store.as_ref());
 
     let mut in_flight = {
@@ -283,16 +285,15 @@ async fn a_shutdown_finishes_the_calls_in_flight_and_their_records() {
         .await
         .expect("the platform stops once its calls are done")
         .unwrap();
-    let recorded = read(&platform_store, |repo| {
-        Ok::<_, StoreError>(
-            repo.audit_records(0, 1000)?
-                .into_iter()
-                .filter(|r| r.entry.method.ends_with("ListThreads") && r.entry.decision == "allow")
-                .count(),
-        )
-    })
-    .await
-    .unwrap();
+    let after = read(&platform_store, |repo| repo.audit_head()).await;
+    assert!(
+        matches!(&after, Err(StoreError::Failed(m)) if m == "the store stopped"),
+        "the platform closed its store before it stopped: {after:?}"
+    );
+    let recorded = database.query(
+        "SELECT COUNT(*) FROM audit WHERE method LIKE '%ListThreads' AND decision = 'allow'",
+    )[0][0]
+        .int();
     assert_eq!(
         recorded, 1,
         "the call in flight is in the chain, and only it"

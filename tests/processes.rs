@@ -1,7 +1,8 @@
 //! End-to-end over real processes: the `platform-svc` and `partner-svc` binaries, talking
 //! mutual TLS on loopback. A platform restart in the middle of sending loses and
-//! duplicates nothing; a revocation reaches the partner, even one that was down when it
-//! happened, and the user's data there is gone.
+//! duplicates nothing; a shutdown commits the record of a call cut off before it; a
+//! revocation reaches the partner, even one that was down when it happened, and the user's
+//! data there is gone.
 
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
@@ -13,6 +14,7 @@ use end_to_end::world::{
     wait_for_deletion_attestation, with_card, world,
 };
 use pb::account_client::AccountClient;
+use pb::messaging_client::MessagingClient;
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -94,6 +96,53 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
         )
         .unwrap();
     assert_eq!(delivered, 6);
+}
+
+#[tokio::test]
+async fn a_shutdown_commits_the_record_of_a_call_cut_off_before_it() {
+    let (w, mut platform) = world().await;
+    // Another connection holds SQLite's write lock, so the platform's writer waits.
+    let holder = rusqlite::Connection::open(w.work.path.join("platform.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut messaging = MessagingClient::new(
+        w.work
+            .channel(w.ports.partner, Some("partner-music"))
+            .await
+            .unwrap(),
+    );
+    let cut_off = tokio::time::timeout(
+        Duration::from_secs(1),
+        messaging.list_threads(bearer(pb::ListThreadsRequest::default(), "stolen-token")),
+    )
+    .await;
+    assert!(
+        cut_off.is_err(),
+        "the refusal waits for its record, which waits for the lock: {cut_off:?}"
+    );
+
+    platform.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        platform.exited().is_none(),
+        "the platform exited before its writer committed"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    let mut status = None;
+    eventually("the platform's exit", WAIT, async || {
+        status = platform.exited();
+        status.is_some()
+    })
+    .await;
+    assert!(status.unwrap().success(), "{status:?}");
+
+    let refusals: i64 = holder
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE method LIKE '%ListThreads' AND reason = 'TOKEN_INVALID'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refusals, 1, "the cut-off refusal is in the chain");
 }
 
 #[tokio::test]

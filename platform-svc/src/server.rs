@@ -341,6 +341,12 @@ impl BoundPlatform {
         }
         sweeper.abort();
         observer.abort();
+        // Work whose caller went away during the drain (a cut-off read's record, a sweep)
+        // commits before the process may exit.
+        let store = Arc::clone(&platform.store);
+        if let Err(error) = tokio::task::spawn_blocking(move || store.close()).await {
+            tracing::error!(%error, "closing the store failed");
+        }
         let _ = ops_stop.send(());
         if let Some(task) = ops_task {
             match task.await {

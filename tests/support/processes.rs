@@ -122,6 +122,20 @@ impl Process {
         self.child.id()
     }
 
+    /// Asks it to stop (SIGTERM), as an orchestrator does.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {}: {sent}", self.id());
+    }
+
+    /// Whether it has exited, and how; `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("the process's status")
+    }
+
     /// Kills it at once (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

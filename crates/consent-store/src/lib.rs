@@ -18,16 +18,18 @@
 //! savepoint, as both backends here do) and calls [`Job::finish`] once that transaction
 //! committed or failed; `submit_read` runs each [`ReadJob`] in a read-only transaction;
 //! `event_watch` is advanced after each commit that added grant events (across replicas,
-//! PostgreSQL's from `LISTEN`/`NOTIFY`). Its `Repo` turns its driver's errors into
-//! [`StoreError`] where it is written. Handlers see neither backend. Both read records from rows
-//! with the same decoders (`records`) and store values that have no column type the same
-//! way (`codec`).
+//! PostgreSQL's from `LISTEN`/`NOTIFY`); `close` runs what is queued, then stops. Both
+//! backends here leave their threads and queues to `workers`. A backend's `Repo` turns its
+//! driver's errors into [`StoreError`] where it is written. Handlers see neither backend.
+//! Both read records from rows with the same decoders (`records`) and store values that
+//! have no column type the same way (`codec`).
 
 mod codec;
 mod migrations;
 mod postgres;
 mod records;
 mod sqlite;
+mod workers;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -137,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
     fn submit_read(&self, job: Box<dyn ReadJob>);
     /// The newest grant-event sequence number, updated after each commit that added events.
     fn event_watch(&self) -> watch::Receiver<i64>;
+    /// Runs every read queued so far, then every transaction queued so far (those the reads
+    /// queued too), and stops: once it returns, each of those transactions has committed or
+    /// failed, and work queued later hears that the store stopped. For a process about to
+    /// exit. Blocks: call it off the async runtime's threads, and never from a job.
+    fn close(&self);
 }
 
 /// A closure as a [`Job`], delivering its output through `reply` once committed.
@@ -206,15 +213,6 @@ where
     receiver
 }
 
-/// Starts a backend's thread `name`.
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> StoreResult<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(body)
-        .map(drop)
-        .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
-}
-
 /// Counts a batch's commit: `consent_store_commit_seconds` (from the batch's first
 /// statement until its commit returned), `consent_store_commit_jobs` (jobs in the batch),
 /// and `consent_store_commit_failures_total`, each labelled with the `backend`. The
@@ -230,24 +228,6 @@ fn observe_commit(
     metrics::histogram!("consent_store_commit_jobs", "backend" => backend).record(jobs as f64);
     if committed.is_err() {
         metrics::counter!("consent_store_commit_failures_total", "backend" => backend).increment(1);
-    }
-}
-
-/// Sends `job` to a backend's writer thread; if the writer has stopped, the job hears so.
-fn hand_to_writer(writer: &std::sync::mpsc::Sender<Box<dyn Job>>, job: Box<dyn Job>) {
-    if let Err(unsent) = writer.send(job) {
-        unsent
-            .0
-            .finish(Err(StoreError::Failed("the store's writer stopped".into())));
-    }
-}
-
-/// Sends `job` to a backend's reader threads; if they have stopped, the job hears so.
-fn hand_to_readers(readers: &std::sync::mpsc::Sender<Box<dyn ReadJob>>, job: Box<dyn ReadJob>) {
-    if let Err(unsent) = readers.send(job) {
-        unsent.0.run(Err(StoreError::Failed(
-            "the store's readers stopped".into(),
-        )));
     }
 }
 

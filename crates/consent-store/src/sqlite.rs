@@ -23,9 +23,9 @@ use super::records::{
     REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
 };
 use super::{
-    IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError,
-    StoreResult, hand_to_readers, hand_to_writer, spawn,
+    IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
 };
+use crate::workers::{ReadQueue, Workers, WriteQueue};
 use consent_core::audit::{AuditKey, record_hash, record_mac};
 use consent_core::authorization::{AuthorizationCode, PushedRequest};
 use consent_core::model::{
@@ -37,8 +37,7 @@ use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, named_params, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -63,8 +62,7 @@ impl From<rusqlite::Error> for StoreError {
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    jobs: Sender<Box<dyn Job>>,
-    reads: Sender<Box<dyn ReadJob>>,
+    workers: Workers,
     events: watch::Sender<i64>,
 }
 
@@ -76,7 +74,8 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and
-    /// starts the writer, which ends once the store is dropped and its queue is empty.
+    /// starts the writer and readers, which end once the store is closed or dropped and
+    /// their queues are empty.
     /// Audit records are MAC'd with `audit_key`.
     pub fn open(path: &Path, audit_key: AuditKey) -> StoreResult<Self> {
         let mut conn = Connection::open(path)?;
@@ -91,25 +90,19 @@ impl SqliteStore {
                 r.get(0)
             })?;
         let events = watch::Sender::new(last_event);
-        let (jobs, queue) = channel();
         let writer_events = events.clone();
-        spawn("sqlite-writer", move || {
-            write_batches(&conn, &queue, &writer_events, &audit_key);
-        })?;
-        let (reads, read_queue) = channel();
-        let read_queue = Arc::new(Mutex::new(read_queue));
-        for n in 0..reader_count() {
-            let conn = open_reader(path)?;
-            let queue = Arc::clone(&read_queue);
-            spawn(&format!("sqlite-reader-{n}"), move || {
-                read_snapshots(&conn, &queue)
-            })?;
-        }
-        Ok(SqliteStore {
-            jobs,
-            reads,
-            events,
-        })
+        let readers = (0..reader_count())
+            .map(|_| {
+                let conn = open_reader(path)?;
+                Ok(move |queue: &ReadQueue| read_snapshots(&conn, queue))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let workers = Workers::start(
+            "sqlite",
+            move |queue| write_batches(&conn, &queue, &writer_events, &audit_key),
+            readers,
+        )?;
+        Ok(SqliteStore { workers, events })
     }
 }
 
@@ -125,9 +118,9 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
 }
 
 /// A reader thread: takes the next read job from the shared queue and runs it in a read
-/// transaction of its own, until the store is dropped. A job that panics is dropped (its
-/// caller hears that it did not finish) and the reader goes on.
-fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) {
+/// transaction of its own, until the store is closed or dropped. A job that panics is
+/// dropped (its caller hears that it did not finish) and the reader goes on.
+fn read_snapshots(conn: &Connection, queue: &ReadQueue) {
     loop {
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
@@ -154,10 +147,10 @@ fn read_snapshots(conn: &Connection, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) 
 
 /// The writer thread: waits for a job, takes every other job already waiting, runs them
 /// all in one transaction and commits once, then tells each job. Ends when the store is
-/// dropped and the queue is empty.
+/// closed or dropped and the queue is empty.
 fn write_batches(
     conn: &Connection,
-    queue: &Receiver<Box<dyn Job>>,
+    queue: &WriteQueue,
     events: &watch::Sender<i64>,
     audit_key: &AuditKey,
 ) {
@@ -283,15 +276,19 @@ fn mac_existing_records(tx: &Connection, key: &AuditKey) -> rusqlite::Result<()>
 
 impl Store for SqliteStore {
     fn submit(&self, job: Box<dyn Job>) {
-        hand_to_writer(&self.jobs, job);
+        self.workers.submit(job);
     }
 
     fn submit_read(&self, job: Box<dyn ReadJob>) {
-        hand_to_readers(&self.reads, job);
+        self.workers.submit_read(job);
     }
 
     fn event_watch(&self) -> watch::Receiver<i64> {
         self.events.subscribe()
+    }
+
+    fn close(&self) {
+        self.workers.close();
     }
 }
 
@@ -1294,7 +1291,7 @@ mod tests {
     use super::*;
     use crate::{enqueue, execute, hold_writer, read_blocking, read_then_execute, transact};
     use consent_core::audit::ChainVerifier;
-    use std::sync::mpsc;
+    use std::sync::{Arc, mpsc};
 
     fn refusal(reason: &str) -> AuditEntry {
         AuditEntry {
@@ -1421,6 +1418,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn closing_commits_what_was_queued_and_refuses_what_comes_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, test_key()).unwrap());
+        let release_writer = hold_writer(store.as_ref());
+        for n in 0..20 {
+            enqueue(
+                store.as_ref(),
+                move |repo| repo.append_audit(&refusal(&format!("QUEUED {n}")), 0),
+                drop,
+            );
+        }
+        // A read still running when the store is closed, whose caller has gone.
+        let (looked, has_looked) = tokio::sync::oneshot::channel();
+        let (release_read, read_held) = mpsc::channel::<()>();
+        let call = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                read_then_execute(
+                    &store,
+                    move |_| {
+                        let _ = looked.send(());
+                        let _ = read_held.recv();
+                        Ok(())
+                    },
+                    |repo, ()| repo.append_audit(&refusal("AFTER THE READ"), 0),
+                )
+                .await
+            }
+        });
+        within(has_looked).await.unwrap();
+        call.abort();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(release_read);
+            drop(release_writer);
+        });
+
+        let closing = Arc::clone(&store);
+        within(tokio::task::spawn_blocking(move || closing.close()))
+            .await
+            .unwrap();
+
+        let later = within(execute(store.as_ref(), |_| Ok::<_, StoreError>(()))).await;
+        assert!(
+            matches!(&later, Err(StoreError::Failed(m)) if m == "the store stopped"),
+            "{later:?}"
+        );
+        let later_read = read_blocking(store.as_ref(), |repo| repo.audit_head());
+        assert!(later_read.is_err(), "{later_read:?}");
+        let reopened = SqliteStore::open(&path, test_key()).unwrap();
+        let mut expected = (0..20).map(|n| format!("QUEUED {n}")).collect::<Vec<_>>();
+        expected.push("AFTER THE READ".into());
+        assert_eq!(committed_reasons(&reopened), expected);
+    }
+
+    #[tokio::test]
     async fn a_read_that_fails_returns_its_error_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(&dir.path().join("platform.db"), test_key()).unwrap();
@@ -1461,7 +1515,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closing_store_commits_the_jobs_it_holds() {
+    fn a_dropped_store_commits_the_jobs_it_holds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("platform.db");
         let store = SqliteStore::open(&path, test_key()).unwrap();

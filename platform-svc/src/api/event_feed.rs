@@ -224,6 +224,9 @@ mod tests {
         fn event_watch(&self) -> tokio::sync::watch::Receiver<i64> {
             self.inner.event_watch()
         }
+        fn close(&self) {
+            self.inner.close();
+        }
     }
 
     /// Commits one event of `grt_1` (music's) or of a grant of another partner.

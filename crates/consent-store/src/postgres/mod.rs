@@ -31,15 +31,15 @@
 mod repo;
 mod schema;
 
-use crate::{Job, ReadJob, Store, StoreError, StoreResult, hand_to_readers, hand_to_writer, spawn};
+use crate::workers::{ReadQueue, Workers, WriteQueue, spawn};
+use crate::{Job, ReadJob, Store, StoreError, StoreResult};
 use consent_core::audit::AuditKey;
 use fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
 use repo::PgRepo;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -100,8 +100,7 @@ impl From<postgres::Error> for StoreError {
 
 /// PostgreSQL-backed [`Store`].
 pub struct PostgresStore {
-    jobs: Sender<Box<dyn Job>>,
-    reads: Sender<Box<dyn ReadJob>>,
+    workers: Workers,
     events: Arc<watch::Sender<i64>>,
 }
 
@@ -114,7 +113,8 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/name`), applies
     /// pending migrations under an advisory lock and starts the writer, readers and
-    /// event listener, which end once the store is dropped and its queues are empty.
+    /// event listener, which end once the store is closed or dropped and their queues are
+    /// empty (the listener once it is dropped).
     /// Audit records are MAC'd with `audit_key`.
     pub fn open(url: &str, audit_key: AuditKey) -> StoreResult<Self> {
         let mut config: postgres::Config = url
@@ -131,30 +131,24 @@ impl PostgresStore {
         migrate(&mut link)?;
         let newest = newest_event(&mut link)?;
         let events = Arc::new(watch::Sender::new(newest));
-        let (jobs, queue) = channel();
         let writer_events = Arc::clone(&events);
-        spawn("postgres-writer", move || {
-            write_batches(&mut link, &queue, &writer_events, &audit_key);
-        })?;
-        let (reads, read_queue) = channel();
-        let read_queue = Arc::new(Mutex::new(read_queue));
-        for n in 0..READERS {
-            let mut link = Link::new(config.clone(), None);
-            let queue = Arc::clone(&read_queue);
-            spawn(&format!("postgres-reader-{n}"), move || {
-                read_snapshots(&mut link, &queue)
-            })?;
-        }
+        let readers = (0..READERS)
+            .map(|_| {
+                let mut link = Link::new(config.clone(), None);
+                move |queue: &ReadQueue| read_snapshots(&mut link, queue)
+            })
+            .collect();
+        let workers = Workers::start(
+            "postgres",
+            move |queue| write_batches(&mut link, &queue, &writer_events, &audit_key),
+            readers,
+        )?;
         let listener = Link::new(config, Some("LISTEN grant_events"));
         let followed = Arc::downgrade(&events);
         spawn("postgres-events", move || {
             follow_events(listener, &followed)
         })?;
-        Ok(PostgresStore {
-            jobs,
-            reads,
-            events,
-        })
+        Ok(PostgresStore { workers, events })
     }
 }
 
@@ -340,9 +334,9 @@ fn wait_for_notification(link: &mut Link) {
 }
 
 /// A reader thread: takes the next read job from the shared queue and runs it on a
-/// snapshot of its own, until the store is dropped. A job that panics is dropped (its
-/// caller hears that it did not finish) and the reader goes on.
-fn read_snapshots(link: &mut Link, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) {
+/// snapshot of its own, until the store is closed or dropped. A job that panics is dropped
+/// (its caller hears that it did not finish) and the reader goes on.
+fn read_snapshots(link: &mut Link, queue: &ReadQueue) {
     loop {
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
@@ -361,10 +355,10 @@ fn read_snapshots(link: &mut Link, queue: &Mutex<Receiver<Box<dyn ReadJob>>>) {
 
 /// The writer thread: waits for a job, takes every other job already waiting, runs them
 /// all in one transaction and commits once, then tells each job. Ends when the store is
-/// dropped and the queue is empty.
+/// closed or dropped and the queue is empty.
 fn write_batches(
     link: &mut Link,
-    queue: &Receiver<Box<dyn Job>>,
+    queue: &WriteQueue,
     events: &watch::Sender<i64>,
     audit_key: &AuditKey,
 ) {
@@ -448,14 +442,18 @@ fn run_batch(
 
 impl Store for PostgresStore {
     fn submit(&self, job: Box<dyn Job>) {
-        hand_to_writer(&self.jobs, job);
+        self.workers.submit(job);
     }
 
     fn submit_read(&self, job: Box<dyn ReadJob>) {
-        hand_to_readers(&self.reads, job);
+        self.workers.submit_read(job);
     }
 
     fn event_watch(&self) -> watch::Receiver<i64> {
         self.events.subscribe()
+    }
+
+    fn close(&self) {
+        self.workers.close();
     }
 }

@@ -1,0 +1,129 @@
+//! A backend's threads: one writer and its readers, each fed by a queue, and how they
+//! stop. Dropping the store lets them finish their queues on their own; [`Workers::close`]
+//! also waits for them: the readers first, since a read may queue a transaction for the
+//! writer, then the writer. So once it returns, everything queued before it has run, and
+//! every transaction among it has committed or failed.
+
+use crate::{Job, ReadJob, StoreError, StoreResult};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+/// The writer's queue.
+pub(crate) type WriteQueue = Receiver<Box<dyn Job>>;
+/// The queue the readers share: each takes the next job under the lock.
+pub(crate) type ReadQueue = Mutex<Receiver<Box<dyn ReadJob>>>;
+
+/// A backend's writer and readers, with the queues that feed them.
+pub(crate) struct Workers {
+    jobs: RwLock<Option<Sender<Box<dyn Job>>>>,
+    reads: RwLock<Option<Sender<Box<dyn ReadJob>>>>,
+    threads: Mutex<Threads>,
+}
+
+#[derive(Default)]
+struct Threads {
+    writer: Option<JoinHandle<()>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `write` on the thread `{backend}-writer` and each of `readers` on a thread
+    /// `{backend}-reader-{n}`, each serving its queue until that queue closes.
+    pub(crate) fn start<W, R>(backend: &str, write: W, readers: Vec<R>) -> StoreResult<Self>
+    where
+        W: FnOnce(WriteQueue) + Send + 'static,
+        R: FnOnce(&ReadQueue) + Send + 'static,
+    {
+        let (jobs, write_queue) = channel();
+        let writer = spawn(&format!("{backend}-writer"), move || write(write_queue))?;
+        let (reads, read_queue) = channel();
+        let read_queue = Arc::new(Mutex::new(read_queue));
+        let readers = readers
+            .into_iter()
+            .enumerate()
+            .map(|(n, read)| {
+                let queue = Arc::clone(&read_queue);
+                spawn(&format!("{backend}-reader-{n}"), move || read(&queue))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Workers {
+            jobs: RwLock::new(Some(jobs)),
+            reads: RwLock::new(Some(reads)),
+            threads: Mutex::new(Threads {
+                writer: Some(writer),
+                readers,
+            }),
+        })
+    }
+
+    /// Queues `job` for the writer; once the store is closed, the job hears so.
+    pub(crate) fn submit(&self, job: Box<dyn Job>) {
+        if let Err(job) = send(&self.jobs, job) {
+            job.finish(Err(crate::stopped()));
+        }
+    }
+
+    /// Queues `job` for the readers; once the store is closed, the job hears so.
+    pub(crate) fn submit_read(&self, job: Box<dyn ReadJob>) {
+        if let Err(job) = send(&self.reads, job) {
+            job.run(Err(crate::stopped()));
+        }
+    }
+
+    /// Closes the readers' queue and waits for them to finish it, then does the same for
+    /// the writer. Work queued afterwards hears that the store stopped. Must not be called
+    /// from a job: the thread running it would wait for itself.
+    pub(crate) fn close(&self) {
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        close_queue(&self.reads);
+        for reader in threads.readers {
+            join(reader);
+        }
+        close_queue(&self.jobs);
+        if let Some(writer) = threads.writer {
+            join(writer);
+        }
+    }
+}
+
+/// Puts `item` on `queue`, or gives it back if the queue is closed.
+fn send<T>(queue: &RwLock<Option<Sender<T>>>, item: T) -> Result<(), T> {
+    match queue
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        Some(sender) => sender.send(item).map_err(|unsent| unsent.0),
+        None => Err(item),
+    }
+}
+
+/// Closes `queue`: the thread taking from it ends once it is empty.
+fn close_queue<T>(queue: &RwLock<Option<Sender<T>>>) {
+    queue.write().unwrap_or_else(PoisonError::into_inner).take();
+}
+
+/// Starts a backend's thread `name`.
+pub(crate) fn spawn(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> StoreResult<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
+}
+
+/// Waits for a backend's thread to end.
+fn join(thread: JoinHandle<()>) {
+    let name = thread
+        .thread()
+        .name()
+        .unwrap_or("a store thread")
+        .to_string();
+    if thread.join().is_err() {
+        tracing::error!(thread = name, "a store thread panicked");
+    }
+}
