@@ -287,7 +287,7 @@ async fn a_shutdown_finishes_the_calls_in_flight_and_their_records() {
         .unwrap();
     let after = read(&platform_store, |repo| repo.audit_head()).await;
     assert!(
-        matches!(&after, Err(StoreError::Failed(m)) if m == "the store stopped"),
+        matches!(&after, Err(StoreError::Unavailable(m)) if m == "the store stopped"),
         "the platform closed its store before it stopped: {after:?}"
     );
     let recorded = database.query(

@@ -15,7 +15,7 @@ use end_to_end::world::{
 };
 use pb::account_client::AccountClient;
 use pb::messaging_client::MessagingClient;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -104,6 +104,7 @@ async fn a_shutdown_commits_the_record_of_a_call_cut_off_before_it() {
     // Another connection holds SQLite's write lock, so the platform's writer waits.
     let holder = rusqlite::Connection::open(w.work.path.join("platform.db")).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = Instant::now();
     let mut messaging = MessagingClient::new(
         w.work
             .channel(w.ports.partner, Some("partner-music"))
@@ -111,7 +112,7 @@ async fn a_shutdown_commits_the_record_of_a_call_cut_off_before_it() {
             .unwrap(),
     );
     let cut_off = tokio::time::timeout(
-        Duration::from_secs(1),
+        Duration::from_millis(500),
         messaging.list_threads(bearer(pb::ListThreadsRequest::default(), "stolen-token")),
     )
     .await;
@@ -125,6 +126,11 @@ async fn a_shutdown_commits_the_record_of_a_call_cut_off_before_it() {
     assert!(
         platform.exited().is_none(),
         "the platform exited before its writer committed"
+    );
+    // The writer gives a batch up after waiting 5 s for the lock (its busy timeout).
+    assert!(
+        locked.elapsed() < Duration::from_secs(4),
+        "the lock was held too long for this test to tell anything"
     );
     holder.execute_batch("ROLLBACK").unwrap();
     let mut status = None;

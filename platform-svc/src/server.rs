@@ -341,12 +341,9 @@ impl BoundPlatform {
         }
         sweeper.abort();
         observer.abort();
-        // Work whose caller went away during the drain (a cut-off read's record, a sweep)
-        // commits before the process may exit.
-        let store = Arc::clone(&platform.store);
-        if let Err(error) = tokio::task::spawn_blocking(move || store.close()).await {
-            tracing::error!(%error, "closing the store failed");
-        }
+        let _ = sweeper.await;
+        let _ = observer.await;
+        close_store(Arc::clone(&platform.store)).await;
         let _ = ops_stop.send(());
         if let Some(task) = ops_task {
             match task.await {
@@ -356,6 +353,23 @@ impl BoundPlatform {
             }
         }
         result
+    }
+}
+
+/// How long a shutdown waits for the store to finish what it was handed.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lets the store finish the work it holds, that of calls whose caller went away during
+/// the drain too (a cut-off read's record), before the process may exit; gives up after
+/// [`STORE_CLOSE_TIMEOUT`] (a database that does not answer), saying so.
+async fn close_store(store: Arc<dyn consent_store::Store>) {
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || store.close(STORE_CLOSE_TIMEOUT)).await {
+        Ok(true) => tracing::info!(took_ms = started.elapsed().as_millis(), "store closed"),
+        Ok(false) => tracing::error!(
+            "the store did not finish within {STORE_CLOSE_TIMEOUT:?}: what it still held may be lost"
+        ),
+        Err(error) => tracing::error!(%error, "closing the store failed"),
     }
 }
 

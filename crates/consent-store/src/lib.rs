@@ -140,10 +140,12 @@ pub trait Store: Send + Sync + 'static {
     /// The newest grant-event sequence number, updated after each commit that added events.
     fn event_watch(&self) -> watch::Receiver<i64>;
     /// Runs every read queued so far, then every transaction queued so far (those the reads
-    /// queued too), and stops: once it returns, each of those transactions has committed or
-    /// failed, and work queued later hears that the store stopped. For a process about to
-    /// exit. Blocks: call it off the async runtime's threads, and never from a job.
-    fn close(&self);
+    /// queued too), and stops, waiting at most `within`: once it returns `true`, each of
+    /// those transactions has committed or failed; `false` says some were still running
+    /// or waiting when the time was up. Work queued later hears that the store stopped. For
+    /// a process about to exit. Blocks: call it off the async runtime's threads, and never
+    /// from the store's own (a job, or a read's reply).
+    fn close(&self, within: std::time::Duration) -> bool;
 }
 
 /// A closure as a [`Job`], delivering its output through `reply` once committed.
@@ -232,7 +234,7 @@ fn observe_commit(
 }
 
 fn stopped() -> StoreError {
-    StoreError::Failed("the store stopped".into())
+    StoreError::Unavailable("the store stopped".into())
 }
 
 /// A read, or the transaction queued after it, that ended without an answer (it panicked,

@@ -287,8 +287,8 @@ impl Store for SqliteStore {
         self.events.subscribe()
     }
 
-    fn close(&self) {
-        self.workers.close();
+    fn close(&self, within: Duration) -> bool {
+        self.workers.close(within)
     }
 }
 
@@ -1457,13 +1457,12 @@ mod tests {
         });
 
         let closing = Arc::clone(&store);
-        within(tokio::task::spawn_blocking(move || closing.close()))
-            .await
-            .unwrap();
+        let closed = tokio::task::spawn_blocking(move || closing.close(Duration::from_secs(10)));
+        assert!(within(closed).await.unwrap(), "every thread ended in time");
 
         let later = within(execute(store.as_ref(), |_| Ok::<_, StoreError>(()))).await;
         assert!(
-            matches!(&later, Err(StoreError::Failed(m)) if m == "the store stopped"),
+            matches!(&later, Err(StoreError::Unavailable(m)) if m == "the store stopped"),
             "{later:?}"
         );
         let later_read = read_blocking(store.as_ref(), |repo| repo.audit_head());
@@ -1472,6 +1471,29 @@ mod tests {
         let mut expected = (0..20).map(|n| format!("QUEUED {n}")).collect::<Vec<_>>();
         expected.push("AFTER THE READ".into());
         assert_eq!(committed_reasons(&reopened), expected);
+    }
+
+    #[test]
+    fn closing_gives_up_at_its_deadline_and_can_be_waited_for_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.db");
+        let store = SqliteStore::open(&path, test_key()).unwrap();
+        let release_writer = hold_writer(&store);
+        let queued = queue(&store, |repo| repo.append_audit(&refusal("QUEUED"), 0));
+
+        assert!(
+            !store.close(Duration::from_millis(200)),
+            "the held writer cannot end in time"
+        );
+        drop(release_writer);
+        assert!(
+            store.close(Duration::from_secs(10)),
+            "the writer ends once released"
+        );
+        let committed = queued.recv_timeout(Duration::from_secs(10));
+        assert!(matches!(committed, Ok(Ok(()))), "{committed:?}");
+        let reopened = SqliteStore::open(&path, test_key()).unwrap();
+        assert_eq!(committed_reasons(&reopened), ["QUEUED"]);
     }
 
     #[tokio::test]

@@ -1,13 +1,14 @@
 //! A backend's threads: one writer and its readers, each fed by a queue, and how they
 //! stop. Dropping the store lets them finish their queues on their own; [`Workers::close`]
-//! also waits for them: the readers first, since a read may queue a transaction for the
-//! writer, then the writer. So once it returns, everything queued before it has run, and
-//! every transaction among it has committed or failed.
+//! also waits for them, up to a deadline: the readers first, since a read may queue a
+//! transaction for the writer, then the writer. So once it returns `true`, everything
+//! queued before it has run, and every transaction among it has committed or failed.
 
 use crate::{Job, ReadJob, StoreError, StoreResult};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The writer's queue.
 pub(crate) type WriteQueue = Receiver<Box<dyn Job>>;
@@ -21,9 +22,10 @@ pub(crate) struct Workers {
     threads: Mutex<Threads>,
 }
 
-#[derive(Default)]
+/// The threads not yet known to have ended.
 struct Threads {
-    writer: Option<JoinHandle<()>>,
+    /// The writer's (one).
+    writer: Vec<JoinHandle<()>>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -51,7 +53,7 @@ impl Workers {
             jobs: RwLock::new(Some(jobs)),
             reads: RwLock::new(Some(reads)),
             threads: Mutex::new(Threads {
-                writer: Some(writer),
+                writer: vec![writer],
                 readers,
             }),
         })
@@ -72,19 +74,18 @@ impl Workers {
     }
 
     /// Closes the readers' queue and waits for them to finish it, then does the same for
-    /// the writer. Work queued afterwards hears that the store stopped. Must not be called
-    /// from a job: the thread running it would wait for itself.
-    pub(crate) fn close(&self) {
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+    /// the writer, all within `within`; whether every thread ended in time. Work queued
+    /// afterwards hears that the store stopped. A second call waits for what the first left.
+    /// Must not be called from the store's own threads (a job, its `finish`, a read's
+    /// reply): the thread would wait for itself.
+    pub(crate) fn close(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
         close_queue(&self.reads);
-        for reader in threads.readers {
-            join(reader);
-        }
+        let readers_ended = wait_for(&mut threads.readers, deadline);
         close_queue(&self.jobs);
-        if let Some(writer) = threads.writer {
-            join(writer);
-        }
+        let writer_ended = wait_for(&mut threads.writer, deadline);
+        readers_ended && writer_ended
     }
 }
 
@@ -114,6 +115,22 @@ pub(crate) fn spawn(
         .name(name.into())
         .spawn(body)
         .map_err(|e| StoreError::Failed(format!("starting {name}: {e}")))
+}
+
+/// How often [`wait_for`] looks whether the threads have ended.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until every thread of `threads` has ended, then joins them; or, once `deadline`
+/// has passed, leaves them be. Whether they all ended.
+fn wait_for(threads: &mut Vec<JoinHandle<()>>, deadline: Instant) -> bool {
+    while !threads.iter().all(JoinHandle::is_finished) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+    threads.drain(..).for_each(join);
+    true
 }
 
 /// Waits for a backend's thread to end.

@@ -224,8 +224,8 @@ mod tests {
         fn event_watch(&self) -> tokio::sync::watch::Receiver<i64> {
             self.inner.event_watch()
         }
-        fn close(&self) {
-            self.inner.close();
+        fn close(&self, within: std::time::Duration) -> bool {
+            self.inner.close(within)
         }
     }
 

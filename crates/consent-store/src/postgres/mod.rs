@@ -453,7 +453,7 @@ impl Store for PostgresStore {
         self.events.subscribe()
     }
 
-    fn close(&self) {
-        self.workers.close();
+    fn close(&self, within: Duration) -> bool {
+        self.workers.close(within)
     }
 }
