@@ -43,7 +43,8 @@ pub enum ApiError {
     /// The store failed; nothing of the call was committed.
     #[error("storage failure: {0}")]
     Storage(String),
-    /// The store could not be reached; nothing of the call was committed.
+    /// The store could not be reached, or is closed for a shutdown; nothing of the call was
+    /// committed.
     #[error("the store is unavailable")]
     Unavailable(String),
 }

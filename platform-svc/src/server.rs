@@ -339,10 +339,14 @@ impl BoundPlatform {
                 Err(e) => result = Err(std::io::Error::other(e).into()),
             }
         }
-        sweeper.abort();
-        observer.abort();
-        let _ = sweeper.await;
-        let _ = observer.await;
+        for (name, task) in [("sweeper", sweeper), ("observer", observer)] {
+            task.abort();
+            if let Err(error) = task.await
+                && error.is_panic()
+            {
+                tracing::error!(task = name, %error, "a background task panicked");
+            }
+        }
         close_store(Arc::clone(&platform.store)).await;
         let _ = ops_stop.send(());
         if let Some(task) = ops_task {

@@ -69,9 +69,9 @@ pub enum Reason {
     PartnerBlocked,
     /// The partner holds as many event streams open as it may.
     TooManyStreams,
-    /// The platform cannot reach its database now; nothing of the call was done, unless
-    /// the connection was lost during its commit. Retrying, on this replica or another,
-    /// may work.
+    /// The platform cannot reach its database now, or this replica is shutting down;
+    /// nothing of the call was done, unless the connection was lost during its commit.
+    /// Retrying, on another replica or (unless it is shutting down) this one, may work.
     StoreUnavailable,
     /// The request's headers are over the limit.
     HeadersTooLarge,

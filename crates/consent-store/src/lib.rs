@@ -74,9 +74,10 @@ pub enum StoreError {
     #[error("storage failure: {0}")]
     Failed(String),
     /// The database could not be reached (a lost or refused connection, a wait that ran
-    /// out): nothing of the transaction was committed, unless the connection was lost
-    /// during the commit itself, when it may have been. Trying again, here or on another
-    /// replica, may work (with the same idempotency key, where the call takes one).
+    /// out), or this process's store has been closed (it is shutting down): nothing of the
+    /// transaction was committed, unless the connection was lost during the commit itself,
+    /// when it may have been. Trying again may work (with the same idempotency key, where
+    /// the call takes one): on another replica, or here unless the store was closed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }
@@ -142,8 +143,8 @@ pub trait Store: Send + Sync + 'static {
     /// Runs every read queued so far, then every transaction queued so far (those the reads
     /// queued too), and stops, waiting at most `within`: once it returns `true`, each of
     /// those transactions has committed or failed; `false` says some were still running
-    /// or waiting when the time was up. Work queued later hears that the store stopped. For
-    /// a process about to exit. Blocks: call it off the async runtime's threads, and never
+    /// or waiting when the time was up. Work queued later hears that the store stopped. A
+    /// call made while another runs waits for that one first. For a process about to exit. Blocks: call it off the async runtime's threads, and never
     /// from the store's own (a job, or a read's reply).
     fn close(&self, within: std::time::Duration) -> bool;
 }
@@ -233,12 +234,13 @@ fn observe_commit(
     }
 }
 
+/// The store was closed, or its writer ended without an answer for a job.
 fn stopped() -> StoreError {
     StoreError::Unavailable("the store stopped".into())
 }
 
 /// A read, or the transaction queued after it, that ended without an answer (it panicked,
-/// or the store stopped).
+/// or its thread ended with it still queued).
 fn unfinished() -> StoreError {
     StoreError::Failed("a read, or its transaction, did not finish".into())
 }

@@ -1466,7 +1466,10 @@ mod tests {
             "{later:?}"
         );
         let later_read = read_blocking(store.as_ref(), |repo| repo.audit_head());
-        assert!(later_read.is_err(), "{later_read:?}");
+        assert!(
+            matches!(&later_read, Err(StoreError::Unavailable(m)) if m == "the store stopped"),
+            "{later_read:?}"
+        );
         let reopened = SqliteStore::open(&path, test_key()).unwrap();
         let mut expected = (0..20).map(|n| format!("QUEUED {n}")).collect::<Vec<_>>();
         expected.push("AFTER THE READ".into());
@@ -1485,6 +1488,11 @@ mod tests {
             !store.close(Duration::from_millis(200)),
             "the held writer cannot end in time"
         );
+        let later = queue(&store, |_| Ok(())).recv_timeout(Duration::from_secs(10));
+        assert!(
+            matches!(&later, Ok(Err(StoreError::Unavailable(m))) if m == "the store stopped"),
+            "{later:?}"
+        );
         drop(release_writer);
         assert!(
             store.close(Duration::from_secs(10)),
@@ -1492,6 +1500,41 @@ mod tests {
         );
         let committed = queued.recv_timeout(Duration::from_secs(10));
         assert!(matches!(committed, Ok(Ok(()))), "{committed:?}");
+        let reopened = SqliteStore::open(&path, test_key()).unwrap();
+        assert_eq!(committed_reasons(&reopened), ["QUEUED"]);
+    }
+
+    #[test]
+    fn a_close_that_gives_up_on_a_read_still_lets_the_writer_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.db");
+        let store = SqliteStore::open(&path, test_key()).unwrap();
+        let (looked, has_looked) = mpsc::channel();
+        let (release_read, read_held) = mpsc::channel::<()>();
+        crate::enqueue_read(
+            &store,
+            move |_| {
+                let _ = looked.send(());
+                let _ = read_held.recv();
+                Ok::<_, StoreError>(())
+            },
+            drop,
+        );
+        has_looked.recv_timeout(Duration::from_secs(10)).unwrap();
+        let queued = queue(&store, |repo| repo.append_audit(&refusal("QUEUED"), 0));
+
+        assert!(
+            !store.close(Duration::from_millis(200)),
+            "the held read cannot end in time"
+        );
+        let committed = queued.recv_timeout(Duration::from_secs(10));
+        assert!(matches!(committed, Ok(Ok(()))), "{committed:?}");
+        let later = queue(&store, |_| Ok(())).recv_timeout(Duration::from_secs(10));
+        assert!(
+            matches!(&later, Ok(Err(StoreError::Unavailable(_)))),
+            "the writer's queue is closed though a read held the close up: {later:?}"
+        );
+        drop(release_read);
         let reopened = SqliteStore::open(&path, test_key()).unwrap();
         assert_eq!(committed_reasons(&reopened), ["QUEUED"]);
     }

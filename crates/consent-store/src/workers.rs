@@ -22,9 +22,9 @@ pub(crate) struct Workers {
     threads: Mutex<Threads>,
 }
 
-/// The threads not yet known to have ended.
+/// The threads not yet known to have ended; a list for the writer's one too, so that
+/// [`wait_for`] serves both.
 struct Threads {
-    /// The writer's (one).
     writer: Vec<JoinHandle<()>>,
     readers: Vec<JoinHandle<()>>,
 }
@@ -74,13 +74,14 @@ impl Workers {
     }
 
     /// Closes the readers' queue and waits for them to finish it, then does the same for
-    /// the writer, all within `within`; whether every thread ended in time. Work queued
-    /// afterwards hears that the store stopped. A second call waits for what the first left.
-    /// Must not be called from the store's own threads (a job, its `finish`, a read's
-    /// reply): the thread would wait for itself.
+    /// the writer, all within `within`; whether every thread ended in time, and without a
+    /// panic. Work queued afterwards hears that the store stopped. A call made while
+    /// another runs waits for that one, then for what it left. Must not be called from the
+    /// store's own threads (a job, its `finish`, a read's reply): the thread would wait for
+    /// itself.
     pub(crate) fn close(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
         let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        let deadline = Instant::now().checked_add(within);
         close_queue(&self.reads);
         let readers_ended = wait_for(&mut threads.readers, deadline);
         close_queue(&self.jobs);
@@ -121,26 +122,29 @@ pub(crate) fn spawn(
 const POLL: Duration = Duration::from_millis(10);
 
 /// Waits until every thread of `threads` has ended, then joins them; or, once `deadline`
-/// has passed, leaves them be. Whether they all ended.
-fn wait_for(threads: &mut Vec<JoinHandle<()>>, deadline: Instant) -> bool {
+/// has passed (`None`: never), leaves them be. Whether they all ended without a panic.
+fn wait_for(threads: &mut Vec<JoinHandle<()>>, deadline: Option<Instant>) -> bool {
     while !threads.iter().all(JoinHandle::is_finished) {
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return false;
         }
         std::thread::sleep(POLL);
     }
-    threads.drain(..).for_each(join);
-    true
+    // Every thread is joined: `all` would stop at the first that panicked.
+    let panicked = threads.drain(..).map(join).filter(|ended| !ended).count();
+    panicked == 0
 }
 
-/// Waits for a backend's thread to end.
-fn join(thread: JoinHandle<()>) {
+/// Joins a backend's thread that has ended; whether it ended without a panic.
+fn join(thread: JoinHandle<()>) -> bool {
     let name = thread
         .thread()
         .name()
         .unwrap_or("a store thread")
         .to_string();
-    if thread.join().is_err() {
+    let ended = thread.join().is_ok();
+    if !ended {
         tracing::error!(thread = name, "a store thread panicked");
     }
+    ended
 }

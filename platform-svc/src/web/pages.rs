@@ -44,7 +44,7 @@ pub fn failure(error: &ApiError) -> Markup {
         }
         ApiError::Unavailable(detail) => {
             tracing::error!(%detail, "the store is unavailable");
-            "the platform cannot reach its database; try again soon".to_string()
+            "the platform cannot reach its database, or is restarting; try again soon".to_string()
         }
         other => other.to_string(),
     };
