@@ -371,7 +371,7 @@ async fn close_store(store: Arc<dyn consent_store::Store>) {
     match tokio::task::spawn_blocking(move || store.close(STORE_CLOSE_TIMEOUT)).await {
         Ok(true) => tracing::info!(took_ms = started.elapsed().as_millis(), "store closed"),
         Ok(false) => tracing::error!(
-            "the store did not finish within {STORE_CLOSE_TIMEOUT:?}: what it still held may be lost"
+            "the store did not finish cleanly within {STORE_CLOSE_TIMEOUT:?}: what it still held may be lost"
         ),
         Err(error) => tracing::error!(%error, "closing the store failed"),
     }

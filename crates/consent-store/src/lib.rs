@@ -143,9 +143,10 @@ pub trait Store: Send + Sync + 'static {
     /// Runs every read queued so far, then every transaction queued so far (those the reads
     /// queued too), and stops, waiting at most `within`: once it returns `true`, each of
     /// those transactions has committed or failed; `false` says some were still running
-    /// or waiting when the time was up. Work queued later hears that the store stopped. A
-    /// call made while another runs waits for that one first. For a process about to exit. Blocks: call it off the async runtime's threads, and never
-    /// from the store's own (a job, or a read's reply).
+    /// or waiting when the time was up, or a store thread panicked. Work queued later hears
+    /// that the store stopped. A call made while another runs waits for that one first.
+    /// For a process about to exit. Blocks: call it off the async runtime's threads, and
+    /// never from the store's own (a job, or a read's reply).
     fn close(&self, within: std::time::Duration) -> bool;
 }
 
