@@ -1,6 +1,7 @@
 //! How each record is read from a row: the column lists and their decoders, written once
 //! for both backends over [`StoredRow`], which each driver's row implements.
 
+use crate::MessageRow;
 use crate::codec::{decode_card, decode_card_kinds, split_ids};
 use consent_core::authorization::PushedRequest;
 use consent_core::model::{
@@ -25,6 +26,8 @@ pub(crate) trait StoredRow {
     fn number(&self, i: usize) -> Result<i32, Self::Error>;
     /// A boolean column.
     fn flag(&self, i: usize) -> Result<bool, Self::Error>;
+    /// A boolean column that may be NULL.
+    fn maybe_flag(&self, i: usize) -> Result<Option<bool>, Self::Error>;
     /// A binary column that may be NULL.
     fn maybe_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, Self::Error>;
 }
@@ -47,6 +50,9 @@ impl StoredRow for rusqlite::Row<'_> {
         self.get(i)
     }
     fn flag(&self, i: usize) -> rusqlite::Result<bool> {
+        self.get(i)
+    }
+    fn maybe_flag(&self, i: usize) -> rusqlite::Result<Option<bool>> {
         self.get(i)
     }
     fn maybe_bytes(&self, i: usize) -> rusqlite::Result<Option<Vec<u8>>> {
@@ -72,6 +78,9 @@ impl StoredRow for postgres::Row {
         self.try_get(i)
     }
     fn flag(&self, i: usize) -> Result<bool, postgres::Error> {
+        self.try_get(i)
+    }
+    fn maybe_flag(&self, i: usize) -> Result<Option<bool>, postgres::Error> {
         self.try_get(i)
     }
     fn maybe_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, postgres::Error> {
@@ -100,6 +109,23 @@ pub(crate) fn user<R: StoredRow>(r: &R) -> Result<User, R::Error> {
         hide_from_others_apps: r.flag(4)?,
         name_to_friends_apps: r.flag(5)?,
     })
+}
+
+/// Messages (`m`) with their author's opt-out, in one query: a `WHERE` on `m` follows.
+pub(crate) const MESSAGES_WITH_OPT_OUT: &str = "SELECT m.seq, m.id, m.thread_id, m.sender_id, m.body, \
+     m.created_ms, m.sent_by_partner, m.card, u.hide_from_others_apps \
+     FROM messages m LEFT JOIN users u ON u.id = m.sender_id";
+
+/// A row of [`MESSAGES_WITH_OPT_OUT`]: the message's cursor and the message with its
+/// author's opt-out.
+pub(crate) fn message_row<R: StoredRow>(r: &R) -> Result<(i64, MessageRow), R::Error> {
+    Ok((
+        r.int(0)?,
+        MessageRow {
+            message: message(r)?,
+            sender_hides: r.maybe_flag(8)?,
+        },
+    ))
 }
 
 /// A message from columns 1 to 7 (column 0 is its cursor): id, thread_id, sender_id, body,

@@ -19,8 +19,8 @@ use super::codec::{
 };
 use super::migrations::{AUDIT_MAC_MIGRATION, MIGRATIONS};
 use super::records::{
-    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, PUSHED_COLUMNS,
-    REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
+    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, MESSAGES_WITH_OPT_OUT,
+    PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
 };
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
@@ -318,10 +318,8 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     records::user(r)
 }
 
-const MESSAGE_COLUMNS: &str =
-    "seq, id, thread_id, sender_id, body, created_ms, sent_by_partner, card";
-fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, Message)> {
-    Ok((r.get(0)?, records::message(r)?))
+fn message_row(r: &Row<'_>) -> rusqlite::Result<(i64, MessageRow)> {
+    records::message_row(r)
 }
 
 fn feature_row(r: &Row<'_>) -> rusqlite::Result<Feature> {
@@ -350,21 +348,6 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
 }
 
 impl SqliteRepo<'_> {
-    /// A message with whether its author hides their messages from others' apps.
-    fn with_sender_opt_out(&self, message: Message) -> StoreResult<MessageRow> {
-        let sender_hides = self
-            .query_row(
-                "SELECT hide_from_others_apps FROM users WHERE id = ?1",
-                [&message.sender_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(MessageRow {
-            message,
-            sender_hides,
-        })
-    }
-
     /// Runs one statement, prepared once and cached.
     fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
         self.conn.prepare_cached(sql)?.execute(params)
@@ -685,11 +668,9 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn message(&mut self, id: &str) -> StoreResult<Option<MessageRow>> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+        let sql = format!("{MESSAGES_WITH_OPT_OUT} WHERE m.id = ?1");
         let message = self.query_row(&sql, [id], message_row).optional()?;
-        message
-            .map(|(_, message)| self.with_sender_opt_out(message))
-            .transpose()
+        Ok(message.map(|(_, row)| row))
     }
 
     fn messages(
@@ -699,21 +680,15 @@ impl Repo for SqliteRepo<'_> {
         page: Page,
     ) -> StoreResult<Paged<MessageRow>> {
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE thread_id = ?1 AND seq > ?2 AND created_ms >= ?3 ORDER BY seq LIMIT CAST(?4 AS INTEGER)"
+            "{MESSAGES_WITH_OPT_OUT} WHERE m.thread_id = ?1 AND m.seq > ?2 AND m.created_ms >= ?3 \
+             ORDER BY m.seq LIMIT CAST(?4 AS INTEGER)"
         );
-        let messages: Vec<(i64, Message)> = {
-            let mut stmt = self.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![thread_id, page.after, since_ms, limit(page)],
-                message_row,
-            )?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        messages
-            .into_iter()
-            .map(|(seq, message)| Ok((seq, self.with_sender_opt_out(message)?)))
-            .collect()
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![thread_id, page.after, since_ms, limit(page)],
+            message_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn delete_message(&mut self, id: &str) -> StoreResult<()> {

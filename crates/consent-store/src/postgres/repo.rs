@@ -8,8 +8,8 @@ use crate::codec::{
     encode_card, encode_card_kinds, join_ids, join_lines, limit, newer_than, split_lines,
 };
 use crate::records::{
-    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, PUSHED_COLUMNS,
-    REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
+    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, MESSAGES_WITH_OPT_OUT,
+    PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
 };
 use crate::{IdempotentResponse, MessageRow, Page, Paged, Repo, StoreError, StoreResult};
 use consent_core::audit::{AuditKey, record_hash, record_mac};
@@ -192,22 +192,6 @@ fn thread_row(r: &Row) -> Decoded<(i64, Thread)> {
             started_by_partner: r.try_get(3)?,
             created_ms: r.try_get(4)?,
             participants: Vec::new(),
-        },
-    ))
-}
-
-/// Messages (`m`) with their author's opt-out, in one query.
-const MESSAGES_WITH_OPT_OUT: &str = "SELECT m.seq, m.id, m.thread_id, m.sender_id, m.body, \
-     m.created_ms, m.sent_by_partner, m.card, u.hide_from_others_apps \
-     FROM messages m LEFT JOIN users u ON u.id = m.sender_id";
-fn message_row(r: &Row) -> Decoded<(i64, MessageRow)> {
-    let message = records::message(r)?;
-    let sender_hides = r.try_get(8)?;
-    Ok((
-        r.try_get(0)?,
-        MessageRow {
-            message,
-            sender_hides,
         },
     ))
 }
@@ -419,7 +403,9 @@ impl Repo for PgRepo<'_> {
 
     fn message(&mut self, id: &str) -> StoreResult<Option<MessageRow>> {
         let sql = format!("{MESSAGES_WITH_OPT_OUT} WHERE m.id = $1");
-        Ok(self.row(&sql, &[&id], message_row)?.map(|(_, row)| row))
+        Ok(self
+            .row(&sql, &[&id], records::message_row)?
+            .map(|(_, row)| row))
     }
 
     fn messages(
@@ -435,7 +421,7 @@ impl Repo for PgRepo<'_> {
         self.rows(
             &sql,
             &[&thread_id, &page.after, &since_ms, &limit(page)],
-            message_row,
+            records::message_row,
         )
     }
 
