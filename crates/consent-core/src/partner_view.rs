@@ -130,7 +130,7 @@ fn shown(cipher: &Aes128, id: &str) -> String {
     block[0] = bytes.len() as u8;
     block[1..=bytes.len()].copy_from_slice(&bytes);
     cipher.encrypt_block(&mut block);
-    format!("{prefix}_{}", hex::encode(block))
+    [prefix, "_", &hex::encode(block)].concat()
 }
 
 /// The platform's id that `shown` stands for, if it decrypts to an id with `prefix`.
