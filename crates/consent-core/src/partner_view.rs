@@ -70,7 +70,7 @@ impl<'a> PartnerView<'a> {
         let mac = self
             .key
             .mac(&[b"pseudonym", self.partner_id.as_bytes(), user_id.as_bytes()]);
-        format!("anon_{}", hex::encode(&mac[..8]))
+        ["anon_", &hex::encode(&mac[..8])].concat()
     }
 
     /// The partner's id for the thread `thread_id`.
@@ -119,7 +119,8 @@ impl<'a> PartnerView<'a> {
 
 /// `id` (`prefix_hex`) as the partner sees it: the same prefix, then the encrypted block in
 /// hex. An id of another shape (the platform makes none) is shown as the encryption of
-/// its digest, which names nothing when sent back.
+/// its digest, which names nothing when sent back. It runs twice for each message a
+/// partner reads: the ids are joined from their parts, which costs a fraction of `format!`.
 fn shown(cipher: &Aes128, id: &str) -> String {
     let (prefix, random) = id.split_once('_').unwrap_or(("id", id));
     let bytes = match hex::decode(random) {
@@ -143,7 +144,7 @@ fn named(cipher: &Aes128, prefix: &str, shown: &str) -> Option<String> {
     if len > MOST_ID_BYTES || block[1 + len..].iter().any(|b| *b != 0) {
         return None;
     }
-    Some(format!("{prefix}_{}", hex::encode(&block[1..=len])))
+    Some([prefix, "_", &hex::encode(&block[1..=len])].concat())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! How each record is read from a row: the column lists and their decoders, written once
-//! for both backends over [`StoredRow`], which each driver's row implements.
+//! How each record is read from a row: the column lists (and the one query that joins two
+//! tables, a page of messages with their authors' opt-outs) and their decoders, written
+//! once for both backends over [`StoredRow`], which each driver's row implements.
 
 use crate::MessageRow;
 use crate::codec::{decode_card, decode_card_kinds, split_ids};
@@ -111,27 +112,17 @@ pub(crate) fn user<R: StoredRow>(r: &R) -> Result<User, R::Error> {
     })
 }
 
-/// Messages (`m`) with their author's opt-out, in one query: a `WHERE` on `m` follows.
+/// Messages (`m`) with their author's opt-out, in one query. Callers append their `WHERE`
+/// and `ORDER BY` on `m.`-qualified columns: `id` and `created_ms` are columns of `users`
+/// too.
 pub(crate) const MESSAGES_WITH_OPT_OUT: &str = "SELECT m.seq, m.id, m.thread_id, m.sender_id, m.body, \
      m.created_ms, m.sent_by_partner, m.card, u.hide_from_others_apps \
      FROM messages m LEFT JOIN users u ON u.id = m.sender_id";
 
-/// A row of [`MESSAGES_WITH_OPT_OUT`]: the message's cursor and the message with its
-/// author's opt-out.
+/// A row of [`MESSAGES_WITH_OPT_OUT`]: the message's cursor, and the message with its
+/// author's opt-out (`None` when the author is not in `users`).
 pub(crate) fn message_row<R: StoredRow>(r: &R) -> Result<(i64, MessageRow), R::Error> {
-    Ok((
-        r.int(0)?,
-        MessageRow {
-            message: message(r)?,
-            sender_hides: r.maybe_flag(8)?,
-        },
-    ))
-}
-
-/// A message from columns 1 to 7 (column 0 is its cursor): id, thread_id, sender_id, body,
-/// created_ms, sent_by_partner, card.
-pub(crate) fn message<R: StoredRow>(r: &R) -> Result<Message, R::Error> {
-    Ok(Message {
+    let message = Message {
         id: r.text(1)?,
         thread_id: r.text(2)?,
         sender_id: r.text(3)?,
@@ -139,7 +130,14 @@ pub(crate) fn message<R: StoredRow>(r: &R) -> Result<Message, R::Error> {
         created_ms: r.int(5)?,
         sent_by_partner: r.maybe_text(6)?,
         card: decode_card(r.maybe_bytes(7)?),
-    })
+    };
+    Ok((
+        r.int(0)?,
+        MessageRow {
+            message,
+            sender_hides: r.maybe_flag(8)?,
+        },
+    ))
 }
 
 pub(crate) const FEATURE_COLUMNS: &str =

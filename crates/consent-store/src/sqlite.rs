@@ -669,8 +669,10 @@ impl Repo for SqliteRepo<'_> {
 
     fn message(&mut self, id: &str) -> StoreResult<Option<MessageRow>> {
         let sql = format!("{MESSAGES_WITH_OPT_OUT} WHERE m.id = ?1");
-        let message = self.query_row(&sql, [id], message_row).optional()?;
-        Ok(message.map(|(_, row)| row))
+        Ok(self
+            .query_row(&sql, [id], message_row)
+            .optional()?
+            .map(|(_, row)| row))
     }
 
     fn messages(
