@@ -1,6 +1,6 @@
 //! How each record is read from a row: the column lists (and the one query that joins two
-//! tables, a page of messages with their authors' opt-outs) and their decoders, written
-//! once for both backends over [`StoredRow`], which each driver's row implements.
+//! tables, messages with their authors' opt-outs) and their decoders, written once for
+//! both backends over [`StoredRow`], which each driver's row implements.
 
 use crate::MessageRow;
 use crate::codec::{decode_card, decode_card_kinds, split_ids};
@@ -113,8 +113,8 @@ pub(crate) fn user<R: StoredRow>(r: &R) -> Result<User, R::Error> {
 }
 
 /// Messages (`m`) with their author's opt-out, in one query. Callers append their `WHERE`
-/// and `ORDER BY` on `m.`-qualified columns: `id` and `created_ms` are columns of `users`
-/// too.
+/// and `ORDER BY` on `m.`-qualified columns: `id`, `created_ms` and, in PostgreSQL, `seq`
+/// are columns of `users` too.
 pub(crate) const MESSAGES_WITH_OPT_OUT: &str = "SELECT m.seq, m.id, m.thread_id, m.sender_id, m.body, \
      m.created_ms, m.sent_by_partner, m.card, u.hide_from_others_apps \
      FROM messages m LEFT JOIN users u ON u.id = m.sender_id";
