@@ -5,7 +5,7 @@
 
 use consent_proto::platform::v1 as pb;
 use end_to_end::bearer;
-use end_to_end::processes::{free_port, start_partner_flagged};
+use end_to_end::processes::{free_port, required, runs, start_partner_flagged};
 use end_to_end::telemetry::{OtlpReceiver, Prometheus};
 use end_to_end::world::{connect_alice, eventually, share_with_bob, world_with};
 use pb::messaging_client::MessagingClient;
@@ -32,6 +32,13 @@ fn flags(ops: SocketAddr, ops_flag: &str, otlp: &OtlpReceiver) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_sees_the_calls_and_one_trace_crosses_partner_and_platform() {
+    if !required(
+        runs("prometheus", "--version"),
+        "prometheus",
+        "apt-get install prometheus",
+    ) {
+        return;
+    }
     let otlp = OtlpReceiver::start().await;
     let (platform_ops, partner_ops) = (loopback(), loopback());
     let (mut w, _platform) = world_with(

@@ -10,7 +10,7 @@
 //! test; elsewhere it is reported and the test has nothing to drive.
 
 use base64::Engine;
-use end_to_end::processes::start_partner_at;
+use end_to_end::processes::{required, runs, start_partner_at};
 use end_to_end::world::{eventually, partner_db, world};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sha2::{Digest, Sha256};
@@ -34,21 +34,6 @@ impl Drop for Driver {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-fn chromedriver_available() -> bool {
-    let usable = Command::new("chromedriver")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        usable || std::env::var_os("CI").is_none(),
-        "CI is set but chromedriver is not installed (apt-get install chromium chromium-driver)"
-    );
-    if !usable {
-        eprintln!("chromedriver is not installed here: there is no browser to drive");
-    }
-    usable
 }
 
 /// base64(SHA-256(SubjectPublicKeyInfo)) of the certificate in `pem_file`, as Chromium's
@@ -145,7 +130,11 @@ async fn screenshot(client: &Client, name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn a_person_connects_the_music_app_in_chromium_and_revokes_it_on_the_platform() {
-    if !chromedriver_available() {
+    if !required(
+        runs("chromedriver", "--version"),
+        "chromedriver",
+        "apt-get install chromium chromium-driver",
+    ) {
         return;
     }
     let (w, _platform) = world().await;

@@ -5,7 +5,7 @@
 //! `docker-compose down -v` on drop removes containers, networks and volumes even when the
 //! test failed.
 
-use crate::processes::WorkDir;
+use crate::processes::{WorkDir, required, runs};
 use crate::story::PartnerData;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,22 +19,11 @@ fn repo() -> PathBuf {
 /// Whether Docker can be used here. Under CI (the `CI` variable set) its absence is a
 /// failure, not a reason to skip.
 pub fn docker_available() -> bool {
-    let usable = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        && Command::new("docker-compose")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    assert!(
-        usable || std::env::var_os("CI").is_none(),
-        "CI is set but Docker or docker-compose is not usable"
-    );
-    if !usable {
-        eprintln!("docker is not usable here: containerised tests have nothing to run against");
-    }
-    usable
+    required(
+        runs("docker", "info") && runs("docker-compose", "version"),
+        "Docker or docker-compose",
+        "install Docker Engine and docker-compose",
+    )
 }
 
 fn build_images() {
