@@ -6,11 +6,13 @@
 //! a replica killed while partners send, a replica cut off from the database, the
 //! database restarted under load.
 //!
-//! Without Docker they have nothing to run against and say so; with `CI` set they fail.
+//! Without Docker (and, for the replicated stack, the machine's PostgreSQL) they have
+//! nothing to run against and say so; with `CI` set they fail.
 
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::compose::{ComposeStack, docker_available};
+use end_to_end::postgres;
 use end_to_end::story::{PartnerData, Stack, StackPartner, Story, register_profiles, tell};
 use end_to_end::world::{
     connect_user, eventually, share_in_thread, share_with_friend, wait_for_deletion_attestation,
@@ -498,6 +500,12 @@ impl Seeded {
     }
 }
 
+/// Whether the replicated stack can run here: besides Docker, its database image is made
+/// from the machine's PostgreSQL.
+fn replicated_stack_possible() -> bool {
+    docker_available() && postgres::installed("the replicated stack has nothing to run against")
+}
+
 /// The health of the platform whose user listener is `user`, or -1 when unreachable.
 async fn platform_health(stack: &ComposeStack, user: std::net::SocketAddr) -> i32 {
     let Ok(channel) = stack.work.channel(user, None).await else {
@@ -511,7 +519,7 @@ async fn platform_health(stack: &ComposeStack, user: std::net::SocketAddr) -> i3
 
 #[tokio::test]
 async fn killing_a_replica_while_partners_send_delivers_every_accepted_share_once() {
-    if !docker_available() {
+    if !replicated_stack_possible() {
         return;
     }
     let mut s = seed(ComposeStack::up_replicated("replica-kill").await).await;
@@ -565,7 +573,7 @@ async fn killing_a_replica_while_partners_send_delivers_every_accepted_share_onc
 
 #[tokio::test]
 async fn a_replica_cut_off_from_the_database_stops_serving_and_recovers_without_a_restart() {
-    if !docker_available() {
+    if !replicated_stack_possible() {
         return;
     }
     let mut s = seed(ComposeStack::up_replicated("replica-cut").await).await;
@@ -624,7 +632,7 @@ async fn a_replica_cut_off_from_the_database_stops_serving_and_recovers_without_
 
 #[tokio::test]
 async fn restarting_the_database_under_load_loses_no_accepted_share_and_the_chain_verifies() {
-    if !docker_available() {
+    if !replicated_stack_possible() {
         return;
     }
     let mut s = seed(ComposeStack::up_replicated("db-restart").await).await;

@@ -32,8 +32,7 @@ const REVOCATIONS: usize = 1000;
 /// A seeded platform and a second replica of it; `None` (after saying so) where
 /// PostgreSQL is not installed and `CI` is not set.
 async fn two_replicas() -> Option<(Scenario, TestPlatform)> {
-    if !end_to_end::postgres::in_use() {
-        eprintln!("replicas need PostgreSQL: these tests have nothing to run against");
+    if !end_to_end::postgres::installed("replicas have nothing to run against") {
         return None;
     }
     let s = Scenario::new().await;
@@ -304,7 +303,7 @@ async fn an_idempotency_key_retried_through_another_replica_gets_the_first_resul
 
 #[test]
 fn replicas_starting_together_migrate_a_new_database_once() {
-    if !end_to_end::postgres::in_use() {
+    if !end_to_end::postgres::installed("replicas have nothing to run against") {
         return;
     }
     let url = end_to_end::postgres::database();

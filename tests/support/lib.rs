@@ -24,6 +24,7 @@ use tonic_types::StatusExt;
 pub mod browser;
 pub mod compose;
 pub mod database;
+pub mod outside;
 pub mod postgres;
 pub mod processes;
 pub mod races;

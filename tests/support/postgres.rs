@@ -8,6 +8,7 @@
 //! (the same test files as their SQLite twins, listed twice in `tests/Cargo.toml`), and any
 //! binary run with `CONSENT_TEST_STORE=postgres`.
 
+use crate::outside::available;
 use crate::processes::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,15 +25,18 @@ pub fn in_use() -> bool {
         .is_some_and(|name| name.contains("_on_postgres-"));
     let wanted =
         named || std::env::var("CONSENT_TEST_STORE").is_ok_and(|store| store == "postgres");
-    if wanted && programs().is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but PostgreSQL is not installed"
-        );
-        eprintln!("PostgreSQL is not installed here: these tests run on SQLite instead");
-        return false;
-    }
-    wanted
+    wanted && installed("these tests run on SQLite instead")
+}
+
+/// Whether PostgreSQL is installed here; when it is not, says so with what happens
+/// `otherwise`, unless `CI` is set: then that is a failure.
+pub fn installed(otherwise: &str) -> bool {
+    available(
+        programs().is_some(),
+        "PostgreSQL",
+        "apt-get install postgresql",
+        otherwise,
+    )
 }
 
 /// The directory of the machine's PostgreSQL programs (the newest version installed).

@@ -60,28 +60,6 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Whether `program arg` runs here and succeeds: a package's command, not one of ours.
-pub fn runs(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Whether `what`, which a test needs from outside the repository, is `usable` here. A test
-/// returns early when it is not, saying so, unless `CI` is set: then its absence is a
-/// failure, and `mend` says how to put it right.
-pub fn required(usable: bool, what: &str, mend: &str) -> bool {
-    assert!(
-        usable || std::env::var_os("CI").is_none(),
-        "CI is set but {what} is not usable ({mend})"
-    );
-    if !usable {
-        eprintln!("{what} is not usable here: this test has nothing to run against");
-    }
-    usable
-}
-
 /// A loopback port free at the time of asking and never handed out before in this process.
 /// The port is released before its user binds it, so without the record two tests running
 /// side by side could be given the same one, and the second server (or Docker's port
