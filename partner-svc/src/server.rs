@@ -65,14 +65,9 @@ pub async fn run(
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
-    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
-        builder
-            .register_encoded_file_descriptor_set(consent_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
-    let reflection_v1alpha =
-        reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+    let served = ["consent.partner.v1.PartnerApp"];
+    let reflection_v1 = consent_proto::reflection(&served).build_v1()?;
+    let reflection_v1alpha = consent_proto::reflection(&served).build_v1alpha()?;
     let partner_app = PartnerApp::new(config.clone(), store.clone(), client.clone(), wake);
     let app = PartnerAppServer::new(partner_app.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -386,7 +386,7 @@ fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 's
 }
 
 /// Adds `grpc.health.v1` (each service, and the server as a whole, serving while `ready`
-/// holds) and reflection v1 and v1alpha.
+/// holds) and reflection v1 and v1alpha, listing `services`.
 async fn with_probes(
     mut routes: tonic::service::RoutesBuilder,
     services: &'static [&'static str],
@@ -401,14 +401,8 @@ async fn with_probes(
             report(&reporter, services, now).await;
         }
     });
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(consent_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(consent_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = consent_proto::reflection(services).build_v1()?;
+    let reflection_v1alpha = consent_proto::reflection(services).build_v1alpha()?;
     routes
         .add_service(health)
         .add_service(reflection_v1)

@@ -30,3 +30,22 @@ pub mod partner {
 /// `grpc.reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
+
+/// What every listener serves besides its own services: health, and reflection itself.
+const PROBES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection for one listener: it describes every message of the contracts and of health,
+/// and lists the listener's own `services` with health and reflection, not the services of
+/// the other listeners, so that what a client lists is what it can call there.
+pub fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    services.iter().chain(&PROBES).fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |builder, service| builder.with_service_name(*service),
+    )
+}
