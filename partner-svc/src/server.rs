@@ -58,16 +58,15 @@ pub async fn run(
     ));
     let watcher = tokio::spawn(crate::events::run_watcher(store.clone(), client.clone()));
 
+    let served = <PartnerAppServer<PartnerApp> as tonic::server::NamedService>::NAME;
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("consent.partner.v1.PartnerApp", ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    let served = ["consent.partner.v1.PartnerApp"];
-    let reflection_v1 = consent_proto::reflection(&served).build_v1()?;
-    let reflection_v1alpha = consent_proto::reflection(&served).build_v1alpha()?;
+    for service in [served, ""] {
+        reporter
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = consent_proto::reflection(&[served]).build_v1()?;
+    let reflection_v1alpha = consent_proto::reflection(&[served]).build_v1alpha()?;
     let partner_app = PartnerApp::new(config.clone(), store.clone(), client.clone(), wake);
     let app = PartnerAppServer::new(partner_app.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
