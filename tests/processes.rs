@@ -8,6 +8,7 @@ use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use end_to_end::bearer;
 use end_to_end::processes::{PartnerProcess, ensure_built, start_partner, start_platform};
+use end_to_end::reflection::assert_serves_health_and_reflection;
 use end_to_end::story::{ProcessStack, Story, tell};
 use end_to_end::world::{
     connect_alice, eventually, partner_db, share_in_thread, share_with_bob,
@@ -387,7 +388,7 @@ async fn no_token_ever_appears_in_the_logs_of_a_full_scenario() {
 }
 
 #[tokio::test]
-async fn the_partner_api_refuses_tls_1_2() {
+async fn the_partner_api_refuses_tls_1_2_and_serves_health_and_reflection() {
     let (w, _platform) = world().await;
     let music = start_partner(&w.work, "music", w.ports).await;
     let ca = std::fs::read_to_string(w.work.pki("ca.pem")).unwrap();
@@ -395,10 +396,15 @@ async fn the_partner_api_refuses_tls_1_2() {
         !end_to_end::tls12_handshake(music.addr, &ca, None).await,
         "TLS 1.2 must be refused"
     );
-    // The same listener completes TLS 1.3 and serves.
-    let status = music
-        .client(&w.work, "music")
+    // The same listener completes TLS 1.3 and serves: its one service, health and
+    // reflection, as the README's grpcurl session shows them.
+    let channel = w
+        .work
+        .channel(music.addr, Some("partner-music"))
         .await
+        .unwrap();
+    assert_serves_health_and_reflection(&channel, &["consent.partner.v1.PartnerApp"]).await;
+    let status = app::partner_app_client::PartnerAppClient::new(channel)
         .connection_status(app::ConnectionStatusRequest {
             user_name: "alice".into(),
         })

@@ -4,11 +4,10 @@
 use consent_proto::platform::v1 as pb;
 use consent_tls::pki::{CertificateAuthority, LeafSpec};
 use consent_tls::principal::partner_spiffe_id;
+use end_to_end::reflection::assert_serves_health_and_reflection;
 use end_to_end::{TRUST_DOMAIN, TestPlatform, register_partners};
 use time::{Duration, OffsetDateTime};
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// Calls the partner surface with `identity`; the call must not succeed.
 async fn assert_partner_refuses(
@@ -147,144 +146,9 @@ async fn every_listener_serves_health_and_reflection() {
     ];
     for (addr, identity, services) in listeners {
         let channel = platform.channel(addr, identity).await.unwrap();
-        for service in services {
-            let health = HealthClient::new(channel.clone())
-                .check(HealthCheckRequest {
-                    service: (*service).into(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(health.status, ServingStatus::Serving as i32, "{service}");
-        }
-
-        // Each lists what it serves, and only that: its own services, health and
-        // reflection; and each service listed resolves, in both versions.
-        let mut expected: Vec<String> = services.iter().map(|s| s.to_string()).collect();
-        expected.extend([
-            "grpc.health.v1.Health".into(),
-            "grpc.reflection.v1.ServerReflection".into(),
-            "grpc.reflection.v1alpha.ServerReflection".into(),
-        ]);
-        expected.sort_unstable();
-        for version in [Reflection::V1, Reflection::V1Alpha] {
-            let mut listed = version.list(&channel).await;
-            listed.sort_unstable();
-            assert_eq!(listed, expected, "{version:?} on {services:?}'s listener");
-            // The rich error details are described too, so that grpcurl prints a
-            // refusal's `ErrorInfo` and `BadRequest` as fields rather than as base64.
-            for symbol in listed
-                .iter()
-                .map(String::as_str)
-                .chain(["google.rpc.ErrorInfo"])
-            {
-                assert!(
-                    version.resolves(&channel, symbol).await,
-                    "{symbol} unresolved by {version:?} on {services:?}'s listener"
-                );
-            }
-        }
+        assert_serves_health_and_reflection(&channel, services).await;
     }
     platform.shutdown().await;
-}
-
-/// The two versions of reflection every listener serves.
-#[derive(Debug, Clone, Copy)]
-enum Reflection {
-    V1,
-    V1Alpha,
-}
-
-impl Reflection {
-    /// The services this version lists on `channel`.
-    async fn list(self, channel: &tonic::transport::Channel) -> Vec<String> {
-        match self {
-            Reflection::V1 => {
-                use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1(channel, MessageRequest::ListServices(String::new())).await;
-                let Some(MessageResponse::ListServicesResponse(list)) = response else {
-                    panic!("no service list from v1 reflection: {response:?}")
-                };
-                list.service.into_iter().map(|s| s.name).collect()
-            }
-            Reflection::V1Alpha => {
-                use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1alpha(channel, MessageRequest::ListServices(String::new())).await;
-                let Some(MessageResponse::ListServicesResponse(list)) = response else {
-                    panic!("no service list from v1alpha reflection: {response:?}")
-                };
-                list.service.into_iter().map(|s| s.name).collect()
-            }
-        }
-    }
-
-    /// Whether this version on `channel` answers the file that defines `symbol`.
-    async fn resolves(self, channel: &tonic::transport::Channel, symbol: &str) -> bool {
-        match self {
-            Reflection::V1 => {
-                use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1(channel, MessageRequest::FileContainingSymbol(symbol.into()))
-                        .await;
-                matches!(response, Some(MessageResponse::FileDescriptorResponse(_)))
-            }
-            Reflection::V1Alpha => {
-                use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1alpha(channel, MessageRequest::FileContainingSymbol(symbol.into()))
-                        .await;
-                matches!(response, Some(MessageResponse::FileDescriptorResponse(_)))
-            }
-        }
-    }
-
-    /// Sends one v1 reflection request on `channel`: its answer, or `None` if it ended
-    /// in an error.
-    async fn ask_v1(
-        channel: &tonic::transport::Channel,
-        request: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
-    ) -> Option<tonic_reflection::pb::v1::server_reflection_response::MessageResponse> {
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(request),
-        };
-        let mut stream = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream_once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        stream.message().await.ok().flatten()?.message_response
-    }
-
-    /// Sends one v1alpha reflection request on `channel`: its answer, or `None` if it ended
-    /// in an error.
-    async fn ask_v1alpha(
-        channel: &tonic::transport::Channel,
-        request: tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest,
-    ) -> Option<tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse> {
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(request),
-        };
-        let mut stream = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream_once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        stream.message().await.ok().flatten()?.message_response
-    }
-}
-
-fn tokio_stream_once<T: Send + 'static>(item: T) -> impl tonic::IntoStreamingRequest<Message = T> {
-    tokio_stream::once(item)
 }
 
 async fn introspect(

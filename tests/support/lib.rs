@@ -29,6 +29,7 @@ pub mod postgres;
 pub mod processes;
 pub mod races;
 pub mod raw_h2;
+pub mod reflection;
 pub mod story;
 pub mod telemetry;
 pub mod world;
