@@ -209,6 +209,34 @@ async fn revocation_lists_apply_on_reload_and_a_stale_list_fails_closed() {
 }
 
 #[tokio::test]
+async fn a_reload_that_fails_for_one_listener_changes_none() {
+    // The operator listener trusts a CA file of its own, so that it alone can break.
+    let platform = TestPlatform::start_with(|config| {
+        let own = config.tls.partner_ca.with_file_name("operator-ca.pem");
+        std::fs::copy(&config.tls.partner_ca, &own).unwrap();
+        config.tls.operator_ca = own;
+    })
+    .await;
+    register_partners(&platform).await;
+    let revoked = platform.pki.ca.issue(&music_leaf(960)).unwrap();
+
+    // A CRL that would revoke the partner's certificate, and an operator CA that does not
+    // load: the reload fails, and the partner listener keeps its previous configuration.
+    let crl = platform
+        .pki
+        .ca
+        .crl(&[960], OffsetDateTime::now_utc() + Duration::days(7))
+        .unwrap();
+    std::fs::write(platform.dir.path().join("crl.pem"), crl).unwrap();
+    std::fs::write(platform.dir.path().join("operator-ca.pem"), "not a CA").unwrap();
+    assert!((platform.reload_tls)().is_err());
+    introspect(&platform, &revoked)
+        .await
+        .expect("no listener takes the new revocation list from a failed reload");
+    platform.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_connection_open_when_its_certificate_is_revoked_ends_within_its_maximum_age() {
     let platform = TestPlatform::start_with(|config| {
         config.limits.max_connection_age_secs = 1;

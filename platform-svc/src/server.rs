@@ -166,7 +166,7 @@ impl BoundPlatform {
         &self.platform
     }
 
-    /// Re-reads certificates and CRLs of every listener.
+    /// Re-reads certificates and CRLs of every listener, all or none.
     pub fn tls_reloader(
         &self,
     ) -> impl Fn() -> Result<(), termination::TlsError> + Send + Sync + 'static {
@@ -176,7 +176,7 @@ impl BoundPlatform {
             self.user.1.clone(),
             self.web.1.clone(),
         ];
-        move || all.iter().try_for_each(|t| t.reload())
+        move || ReloadableTls::reload_all(&all)
     }
 
     /// Serves until `shutdown` resolves, then drains connections.

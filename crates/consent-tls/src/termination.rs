@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -160,20 +160,26 @@ impl ReloadableTls {
         })
     }
 
-    /// Reads the files again; on error the previous configuration stays in force.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(server_config(&self.files)?);
-        if let Ok(mut current) = self.current.write() {
-            *current = config;
+    /// Reads the files of every listener in `all` again and puts the new configurations in
+    /// force together: if any listener's files fail to load, every listener keeps the
+    /// configuration it had, so a reload never leaves a process half changed.
+    pub fn reload_all(all: &[Arc<ReloadableTls>]) -> Result<(), TlsError> {
+        let loaded = all
+            .iter()
+            .map(|tls| server_config(&tls.files).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (tls, config) in all.iter().zip(loaded) {
+            *tls.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         }
         Ok(())
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        let config = match self.current.read() {
-            Ok(current) => current.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         TlsAcceptor::from(config)
     }
 }
