@@ -85,7 +85,9 @@ pub struct Feature {
     pub name: String,
     /// Why the partner asks, shown to the user.
     pub purpose: String,
-    /// Scopes the feature needs (`messages.write`, …), as the operator registers them.
+    /// The scopes to register for the feature (`messages.write`, …), as the walkthrough and
+    /// the tests do. Requests do not carry them: a grant has the scopes the operator
+    /// registered.
     pub scopes: Vec<String>,
     /// `ALL_THREADS`, `LISTED_THREADS` or `PARTNER_STARTED_THREADS`.
     pub coverage: String,
