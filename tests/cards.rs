@@ -150,6 +150,14 @@ async fn each_kind_of_card_goes_through_from_the_feature_that_declares_it() {
     ] {
         assert!(page.body.contains(text), "{text} in {}", page.body);
     }
+    // A thread she is not in is not found, as every page answers a NOT_FOUND.
+    let missing = browser.get("/threads/no-such-thread").await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(
+        missing.body.contains("thread not found"),
+        "{}",
+        missing.body
+    );
 }
 
 #[tokio::test]

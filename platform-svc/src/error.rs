@@ -71,18 +71,24 @@ impl ApiError {
         }
     }
 
+    /// The gRPC code this failure is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::Unauthenticated(..) => Code::Unauthenticated,
+            ApiError::PermissionDenied(..) => Code::PermissionDenied,
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::AlreadyExists(..) => Code::AlreadyExists,
+            ApiError::FailedPrecondition(..) => Code::FailedPrecondition,
+            ApiError::ResourceExhausted(..) => Code::ResourceExhausted,
+            ApiError::Storage(_) => Code::Internal,
+            ApiError::Unavailable(_) => Code::Unavailable,
+        }
+    }
+
     /// The HTTP status of a web page that fails this way.
     pub fn http_status(&self) -> u16 {
-        match self {
-            ApiError::InvalidArgument(_) => 400,
-            ApiError::Unauthenticated(..) => 401,
-            ApiError::PermissionDenied(..) => 403,
-            ApiError::NotFound { .. } => 404,
-            ApiError::AlreadyExists(..) | ApiError::FailedPrecondition(..) => 409,
-            ApiError::ResourceExhausted(..) => 429,
-            ApiError::Storage(_) => 500,
-            ApiError::Unavailable(_) => 503,
-        }
+        http_status(self.code())
     }
 
     /// The reason recorded in the audit log, `""` for none.
@@ -139,8 +145,8 @@ impl From<Refusal> for ApiError {
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
-        let message = err.to_string();
-        let info = |code: Code, reason: Reason| {
+        let (code, message) = (err.code(), err.to_string());
+        let info = |reason: Reason| {
             Status::with_error_details(
                 code,
                 message.clone(),
@@ -149,17 +155,17 @@ impl From<ApiError> for Status {
         };
         match err {
             ApiError::InvalidArgument(violations) => Status::with_error_details(
-                Code::InvalidArgument,
+                code,
                 message,
                 ErrorDetails::with_bad_request(violations),
             ),
-            ApiError::Unauthenticated(reason, _) => info(Code::Unauthenticated, reason),
-            ApiError::PermissionDenied(reason, _) => info(Code::PermissionDenied, reason),
-            ApiError::AlreadyExists(reason, _) => info(Code::AlreadyExists, reason),
-            ApiError::FailedPrecondition(reason, _) => info(Code::FailedPrecondition, reason),
-            ApiError::ResourceExhausted(reason, _) => info(Code::ResourceExhausted, reason),
+            ApiError::Unauthenticated(reason, _)
+            | ApiError::PermissionDenied(reason, _)
+            | ApiError::AlreadyExists(reason, _)
+            | ApiError::FailedPrecondition(reason, _)
+            | ApiError::ResourceExhausted(reason, _) => info(reason),
             ApiError::NotFound { kind, ref id } => Status::with_error_details(
-                Code::NotFound,
+                code,
                 message.clone(),
                 ErrorDetails::with_resource_info(kind, id.clone(), "", "not found"),
             ),
@@ -169,8 +175,22 @@ impl From<ApiError> for Status {
             }
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "the store is unavailable");
-                info(Code::Unavailable, Reason::StoreUnavailable)
+                info(Reason::StoreUnavailable)
             }
         }
+    }
+}
+
+/// The HTTP status of a web page whose work failed with the gRPC `code`.
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::InvalidArgument | Code::OutOfRange => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => 409,
+        Code::ResourceExhausted => 429,
+        Code::Unavailable => 503,
+        _ => 500,
     }
 }

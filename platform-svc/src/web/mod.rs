@@ -125,6 +125,7 @@ fn sign_in_then(here: &str) -> Response {
 
 /// A failure shown as a page with its HTTP status and reason.
 fn failure(error: &ApiError) -> Response {
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, pages::failure(error)).into_response()
 }

@@ -5,7 +5,7 @@
 
 use super::{WebState, failure, pages, session, sign_in_then};
 use crate::api::account::receipt_summary;
-use crate::error::ApiError;
+use crate::error::{ApiError, http_status};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,18 +15,18 @@ use consent_tls::https::cookies;
 use consent_tls::https::with_bearer;
 use pb::account_server::Account as _;
 use serde::Deserialize;
+use tonic_types::StatusExt;
 
-/// A refusal of the account service, as a page.
+/// A refusal of the account service, as a page with the HTTP status every page uses for
+/// its code and the refusal's reason; a session that has ended goes back to sign-in.
 fn refused(status: &tonic::Status) -> Response {
-    let code = match status.code() {
-        tonic::Code::Unauthenticated => return Redirect::to("/sign-in").into_response(),
-        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-        tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    (code, pages::refused(status.message())).into_response()
+    if status.code() == tonic::Code::Unauthenticated {
+        return Redirect::to("/sign-in").into_response();
+    }
+    let code = StatusCode::from_u16(http_status(status.code()))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = status.get_details_error_info().map(|info| info.reason);
+    (code, pages::refused(status.message(), reason.as_deref())).into_response()
 }
 
 /// Page tokens: `page` for the main list, `others` for the reads through others' grants.

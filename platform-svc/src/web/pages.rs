@@ -48,13 +48,7 @@ pub fn failure(error: &ApiError) -> Markup {
         }
         other => other.to_string(),
     };
-    layout(
-        "That did not work",
-        html! {
-            p.error { (message) }
-            p { small { "Reason: " code { (error.audit_reason()) } } }
-        },
-    )
+    refused(&message, Some(error.audit_reason()))
 }
 
 /// The sign-in form, returning to `next`.
@@ -238,9 +232,15 @@ pub fn grants(view: &GrantsView, csrf: &str) -> Markup {
     )
 }
 
-/// A refusal of the account service.
-pub fn refused(message: &str) -> Markup {
-    layout("That did not work", html! { p.error { (message) } })
+/// A refusal: what went wrong, and its reason when it carries one.
+pub fn refused(message: &str, reason: Option<&str>) -> Markup {
+    layout(
+        "That did not work",
+        html! {
+            p.error { (message) }
+            @if let Some(reason) = reason { p { small { "Reason: " code { (reason) } } } }
+        },
+    )
 }
 
 fn short_method(method: &str) -> &str {
