@@ -6,7 +6,6 @@ use consent_proto::platform::v1 as pb;
 use end_to_end::{Scenario, assert_invalid_fields, assert_refused, bearer};
 use pb::card::Kind;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 fn track(link: &str) -> pb::Card {
     pb::Card {
@@ -362,7 +361,8 @@ async fn a_card_is_checked_on_every_path_and_hidden_with_its_authors_words() {
     let bobs = read.iter().find(|m| m.redacted).expect("bob's message");
     assert!(bobs.card.is_none() && bobs.body.is_empty(), "{bobs:?}");
 
-    // Registration: a kind declared twice, or by a feature that sends no messages.
+    // Registration: a kind declared twice, or by a feature that sends no messages, or
+    // one with no scope.
     let mut operator = s.platform.operator().await;
     let feature = |card_kinds: Vec<i32>, scopes: Vec<i32>| pb::Feature {
         name: "f".into(),
@@ -382,17 +382,20 @@ async fn a_card_is_checked_on_every_path_and_hidden_with_its_authors_words() {
             features: vec![
                 feature(vec![track_kind, track_kind], vec![write]),
                 feature(vec![track_kind], vec![friends]),
+                feature(vec![track_kind], vec![]),
             ],
             redirect_uris: Vec::new(),
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(
-        err.get_details_bad_request().is_some_and(|b| b
-            .field_violations
-            .iter()
-            .any(|v| v.field.starts_with("features[") && v.field.contains("card_kinds"))),
-        "{err:?}"
+    // One BadRequest names every bad field of every feature.
+    assert_invalid_fields(
+        &err,
+        &[
+            "features[0].card_kinds[1]",
+            "features[1].card_kinds",
+            "features[2].card_kinds",
+            "features[2].scopes",
+        ],
     );
 }

@@ -17,6 +17,7 @@ use consent_tls::principal::{OperatorName, partner_spiffe_id};
 use pb::partner_admin_server::PartnerAdmin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tonic_types::FieldViolation;
 
 /// Audit records read per store call while verifying or exporting.
 const AUDIT_BATCH: usize = 1000;
@@ -131,28 +132,31 @@ fn feature_from(
         validate::card_kinds(&format!("{field}.card_kinds"), &f.card_kinds),
     )
         .all()?;
+    // What the fields mean together, each bad one named.
+    let mut violations = Vec::new();
     if !card_kinds.is_empty() && !scopes.contains(Scope::MessagesWrite) {
-        return Err(ApiError::invalid(
+        violations.push(FieldViolation::new(
             format!("{field}.card_kinds"),
             "a feature that sends no messages sends no cards",
         ));
     }
     if scopes.is_empty() {
-        return Err(ApiError::invalid(
+        violations.push(FieldViolation::new(
             format!("{field}.scopes"),
             "must name at least one scope",
         ));
     }
     let beyond = rules::scopes_not_allowed(scopes, allowed);
     if !beyond.is_empty() {
-        return Err(ApiError::InvalidArgument(vec![
-            tonic_types::FieldViolation {
-                field: format!("{field}.scopes"),
-                description: format!("{} not allowed for this partner", beyond.names()),
-                reason: Reason::ScopeNotAllowed.as_str().into(),
-                localized_message: None,
-            },
-        ]));
+        violations.push(FieldViolation {
+            field: format!("{field}.scopes"),
+            description: format!("{} not allowed for this partner", beyond.names()),
+            reason: Reason::ScopeNotAllowed.as_str().into(),
+            localized_message: None,
+        });
+    }
+    if !violations.is_empty() {
+        return Err(ApiError::InvalidArgument(violations));
     }
     Ok(Feature {
         partner_id: partner_id.to_string(),
@@ -187,12 +191,18 @@ impl PartnerAdmin for AdminService {
         if allowed.is_empty() {
             return Err(ApiError::invalid("allowed_scopes", "must name at least one scope").into());
         }
-        let features = r
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| feature_from(&format!("features[{i}]"), &r.partner_id, allowed, f))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Every feature is checked, and one BadRequest names the bad fields of all of them.
+        let (mut features, mut violations) = (Vec::new(), Vec::new());
+        for (i, f) in r.features.iter().enumerate() {
+            match feature_from(&format!("features[{i}]"), &r.partner_id, allowed, f) {
+                Ok(feature) => features.push(feature),
+                Err(ApiError::InvalidArgument(bad)) => violations.extend(bad),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations).into());
+        }
         let this = self.clone();
         self.run(&request, method!("RegisterPartner"), move |repo, now_ms| {
             let partner = Partner {
