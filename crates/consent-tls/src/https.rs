@@ -108,8 +108,8 @@ pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on the TLS connections of `incoming` until `shutdown` resolves, then
-/// lets open requests finish (for at most [`DRAIN_TIMEOUT`]). A connection must send its
-/// headers within [`HEADER_READ_TIMEOUT`] and is closed after [`MAX_CONNECTION_AGE`];
+/// lets open requests finish (for at most [`DRAIN_TIMEOUT`]). An HTTP/1.1 connection must
+/// send its headers within [`HEADER_READ_TIMEOUT`]; any is closed after [`MAX_CONNECTION_AGE`];
 /// at most [`MAX_CONNECTIONS`] are served at once.
 pub async fn serve(
     mut incoming: ReceiverStream<io::Result<TlsConnection>>,
