@@ -707,4 +707,13 @@ async fn the_user_pages_show_the_access_log_who_reads_each_conversation_privacy_
         .post("/privacy", &[("show_name_to_friends_apps", "yes")])
         .await;
     assert_eq!(forged.status, 403);
+
+    // With the store gone, a page says so as every page does: 503, and the reason.
+    let store = std::sync::Arc::clone(&s.platform.store);
+    tokio::task::spawn_blocking(move || store.close(std::time::Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let down = browser.get("/access-log").await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(down.body.contains("STORE_UNAVAILABLE"), "{}", down.body);
 }

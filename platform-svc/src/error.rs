@@ -1,6 +1,7 @@
 //! Every failure a platform RPC can end in, and the one place where failures become
-//! gRPC statuses with `google.rpc` rich details (`ErrorInfo`, `BadRequest`, `ResourceInfo`),
-//! or, for the web pages, HTTP statuses.
+//! gRPC statuses with `google.rpc` rich details (`ErrorInfo`, `BadRequest`, `ResourceInfo`).
+//! A web page that fails answers the HTTP status of the failure's gRPC code
+//! ([`consent_tls::https::http_status`]).
 
 use consent_core::denial::{Denied, Reason, Refusal};
 use consent_store::StoreError;
@@ -45,7 +46,7 @@ pub enum ApiError {
     Storage(String),
     /// The store could not be reached, or is closed for a shutdown; nothing of the call was
     /// committed.
-    #[error("the store is unavailable")]
+    #[error("the platform cannot reach its database, or is restarting; try again soon")]
     Unavailable(String),
 }
 
@@ -87,8 +88,8 @@ impl ApiError {
     }
 
     /// The HTTP status of a web page that fails this way.
-    pub fn http_status(&self) -> u16 {
-        http_status(self.code())
+    pub fn http_status(&self) -> axum::http::StatusCode {
+        consent_tls::https::http_status(self.code())
     }
 
     /// The reason recorded in the audit log, `""` for none.
@@ -171,26 +172,12 @@ impl From<ApiError> for Status {
             ),
             ApiError::Storage(detail) => {
                 tracing::error!(%detail, "storage failure");
-                Status::internal("internal storage failure")
+                Status::new(code, "internal storage failure")
             }
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "the store is unavailable");
                 info(Reason::StoreUnavailable)
             }
         }
-    }
-}
-
-/// The HTTP status of a web page whose work failed with the gRPC `code`.
-pub fn http_status(code: Code) -> u16 {
-    match code {
-        Code::InvalidArgument | Code::OutOfRange => 400,
-        Code::Unauthenticated => 401,
-        Code::PermissionDenied => 403,
-        Code::NotFound => 404,
-        Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => 409,
-        Code::ResourceExhausted => 429,
-        Code::Unavailable => 503,
-        _ => 500,
     }
 }

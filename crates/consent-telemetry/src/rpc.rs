@@ -290,7 +290,7 @@ impl Drop for Call {
 }
 
 /// The canonical name of a gRPC code, as grpcurl and the gRPC documentation print it.
-fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

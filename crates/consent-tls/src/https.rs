@@ -1,5 +1,5 @@
 //! Serving HTTPS pages (axum) on the TLS connections of [`crate::termination::incoming`],
-//! with the limits a listener facing browsers needs: headers within
+//! with the limits a listener facing browsers needs: HTTP/1.1 headers within
 //! [`HEADER_READ_TIMEOUT`], each request answered within [`REQUEST_TIMEOUT`], at most
 //! [`MAX_CONNECTIONS`] connections, and a bounded drain at shutdown. HTTP/1.1 and HTTP/2
 //! are both served; each request carries the client's address as
@@ -97,6 +97,22 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
 
 /// How long a browser has to send a request's headers once it started them.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTP status of a web page whose work failed with the gRPC `code`: the one mapping
+/// both services' pages use.
+pub fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::FailedPrecondition => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// How long a request may take before it is answered `408`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; further ones wait to be accepted.

@@ -22,7 +22,6 @@ use crate::api::Platform;
 use crate::api::account::AccountService;
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use consent_core::model::AuditEntry;
@@ -125,7 +124,5 @@ fn sign_in_then(here: &str) -> Response {
 
 /// A failure shown as a page with its HTTP status and reason.
 fn failure(error: &ApiError) -> Response {
-    let status =
-        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, pages::failure(error)).into_response()
+    (error.http_status(), pages::failure(error)).into_response()
 }

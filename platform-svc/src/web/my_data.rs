@@ -5,28 +5,34 @@
 
 use super::{WebState, failure, pages, session, sign_in_then};
 use crate::api::account::receipt_summary;
-use crate::error::{ApiError, http_status};
+use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_proto::platform::v1 as pb;
+use consent_telemetry::rpc::code_name;
 use consent_tls::https::cookies;
+use consent_tls::https::http_status;
 use consent_tls::https::with_bearer;
 use pb::account_server::Account as _;
 use serde::Deserialize;
 use tonic_types::StatusExt;
 
-/// A refusal of the account service, as a page with the HTTP status every page uses for
-/// its code and the refusal's reason; a session that has ended goes back to sign-in.
-fn refused(status: &tonic::Status) -> Response {
+/// A refusal of the account service for the page at `here`, shown as every page shows a
+/// failure: the HTTP status of its code, its message and its reason. A session that has
+/// ended signs in again and comes back to `here`.
+fn refused(status: &tonic::Status, here: &str) -> Response {
     if status.code() == tonic::Code::Unauthenticated {
-        return Redirect::to("/sign-in").into_response();
+        return sign_in_then(here);
     }
-    let code = StatusCode::from_u16(http_status(status.code()))
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let reason = status.get_details_error_info().map(|info| info.reason);
-    (code, pages::refused(status.message(), reason.as_deref())).into_response()
+    let reason = status
+        .get_details_error_info()
+        .map_or_else(|| code_name(status.code()).to_string(), |info| info.reason);
+    (
+        http_status(status.code()),
+        pages::refused(status.message(), &reason),
+    )
+        .into_response()
 }
 
 /// Page tokens: `page` for the main list, `others` for the reads through others' grants.
@@ -58,7 +64,7 @@ pub async fn access_log(
         .await
     {
         Ok(log) => log.into_inner(),
-        Err(status) => return refused(&status),
+        Err(status) => return refused(&status, "/access-log"),
     };
     let others = pb::ListReadsByOthersAppsRequest {
         page_size: 50,
@@ -70,7 +76,7 @@ pub async fn access_log(
         .await
     {
         Ok(reads) => reads.into_inner(),
-        Err(status) => return refused(&status),
+        Err(status) => return refused(&status, "/access-log"),
     };
     pages::access_log(&log, &reads).into_response()
 }
@@ -99,7 +105,7 @@ pub async fn threads(
             let listed = listed.into_inner();
             (listed.threads, listed.next_page_token)
         }
-        Err(status) => return refused(&status),
+        Err(status) => return refused(&status, "/threads"),
     };
     let mut rows = Vec::new();
     for thread in threads {
@@ -116,7 +122,7 @@ pub async fn threads(
             .await
         {
             Ok(apps) => rows.push((thread, apps.into_inner().apps)),
-            Err(status) => return refused(&status),
+            Err(status) => return refused(&status, "/threads"),
         }
     }
     pages::threads(&rows, &next_page).into_response()
@@ -149,7 +155,7 @@ pub async fn conversation(
             pages::conversation(&thread_id, &listed.messages, &listed.next_page_token)
                 .into_response()
         }
-        Err(status) => refused(&status),
+        Err(status) => refused(&status, &format!("/threads/{thread_id}")),
     }
 }
 
@@ -193,7 +199,7 @@ pub async fn set_privacy(
     };
     match state.account.set_privacy(with_bearer(change, &token)).await {
         Ok(_) => Redirect::to("/privacy").into_response(),
-        Err(status) => refused(&status),
+        Err(status) => refused(&status, "/privacy"),
     }
 }
 

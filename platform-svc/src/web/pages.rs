@@ -44,11 +44,11 @@ pub fn failure(error: &ApiError) -> Markup {
         }
         ApiError::Unavailable(detail) => {
             tracing::error!(%detail, "the store is unavailable");
-            "the platform cannot reach its database, or is restarting; try again soon".to_string()
+            error.to_string()
         }
         other => other.to_string(),
     };
-    refused(&message, Some(error.audit_reason()))
+    refused(&message, error.audit_reason())
 }
 
 /// The sign-in form, returning to `next`.
@@ -232,13 +232,13 @@ pub fn grants(view: &GrantsView, csrf: &str) -> Markup {
     )
 }
 
-/// A refusal: what went wrong, and its reason when it carries one.
-pub fn refused(message: &str, reason: Option<&str>) -> Markup {
+/// A refusal: what went wrong, and its reason.
+pub fn refused(message: &str, reason: &str) -> Markup {
     layout(
         "That did not work",
         html! {
             p.error { (message) }
-            @if let Some(reason) = reason { p { small { "Reason: " code { (reason) } } } }
+            p { small { "Reason: " code { (reason) } } }
         },
     )
 }

@@ -74,9 +74,8 @@ pub async fn submit(
         }
         Err(error) => {
             let (jar, csrf) = cookies::csrf_token(jar);
-            let status = axum::http::StatusCode::from_u16(error.http_status())
-                .unwrap_or(axum::http::StatusCode::UNAUTHORIZED);
-            (status, jar, pages::sign_in(&csrf, &next, Some(&error))).into_response()
+            let page = pages::sign_in(&csrf, &next, Some(&error));
+            (error.http_status(), jar, page).into_response()
         }
     }
 }
