@@ -151,6 +151,12 @@ async fn every_listener_serves_health_and_reflection() {
     platform.shutdown().await;
 }
 
+/// Writes the platform's revocation list: `serials` revoked, next update at `next_update`.
+fn write_crl(platform: &TestPlatform, serials: &[u64], next_update: OffsetDateTime) {
+    let crl = platform.pki.ca.crl(serials, next_update).unwrap();
+    std::fs::write(platform.dir.path().join("crl.pem"), crl).unwrap();
+}
+
 async fn introspect(
     platform: &TestPlatform,
     cert: &consent_tls::pki::IssuedCertificate,
@@ -176,12 +182,11 @@ async fn revocation_lists_apply_on_reload_and_a_stale_list_fails_closed() {
         .expect("not yet revoked");
 
     // Revoke serial 950 and reload without a restart.
-    let crl = platform
-        .pki
-        .ca
-        .crl(&[950], OffsetDateTime::now_utc() + Duration::days(7))
-        .unwrap();
-    std::fs::write(platform.dir.path().join("crl.pem"), crl).unwrap();
+    write_crl(
+        &platform,
+        &[950],
+        OffsetDateTime::now_utc() + Duration::days(7),
+    );
     (platform.reload_tls)().expect("reload");
     assert_partner_refuses(&platform, Some(&revoked)).await;
     introspect(&platform, &kept)
@@ -197,12 +202,11 @@ async fn revocation_lists_apply_on_reload_and_a_stale_list_fails_closed() {
     assert_partner_refuses(&platform, Some(&revoked)).await;
 
     // A CRL past its next update fails closed: nobody is let in on stale revocation data.
-    let stale = platform
-        .pki
-        .ca
-        .crl(&[], OffsetDateTime::now_utc() - Duration::minutes(30))
-        .unwrap();
-    std::fs::write(platform.dir.path().join("crl.pem"), stale).unwrap();
+    write_crl(
+        &platform,
+        &[],
+        OffsetDateTime::now_utc() - Duration::minutes(30),
+    );
     (platform.reload_tls)().expect("reload");
     assert_partner_refuses(&platform, Some(&kept)).await;
     platform.shutdown().await;
@@ -221,18 +225,26 @@ async fn a_reload_that_fails_for_one_listener_changes_none() {
     let revoked = platform.pki.ca.issue(&music_leaf(960)).unwrap();
 
     // A CRL that would revoke the partner's certificate, and an operator CA that does not
-    // load: the reload fails, and the partner listener keeps its previous configuration.
-    let crl = platform
-        .pki
-        .ca
-        .crl(&[960], OffsetDateTime::now_utc() + Duration::days(7))
-        .unwrap();
-    std::fs::write(platform.dir.path().join("crl.pem"), crl).unwrap();
-    std::fs::write(platform.dir.path().join("operator-ca.pem"), "not a CA").unwrap();
-    assert!((platform.reload_tls)().is_err());
+    // load: the reload fails on the operator's file, and the partner listener, which is
+    // reloaded first, keeps its previous configuration.
+    write_crl(
+        &platform,
+        &[960],
+        OffsetDateTime::now_utc() + Duration::days(7),
+    );
+    let operator_ca = platform.dir.path().join("operator-ca.pem");
+    let good_ca = std::fs::read(&operator_ca).unwrap();
+    std::fs::write(&operator_ca, "not a CA").unwrap();
+    let error = (platform.reload_tls)().expect_err("a CA file that does not load");
+    assert!(error.to_string().contains("operator-ca.pem"), "{error}");
     introspect(&platform, &revoked)
         .await
         .expect("no listener takes the new revocation list from a failed reload");
+
+    // With the operator's CA mended, the same reload takes the revocation list.
+    std::fs::write(&operator_ca, good_ca).unwrap();
+    (platform.reload_tls)().expect("reload");
+    assert_partner_refuses(&platform, Some(&revoked)).await;
     platform.shutdown().await;
 }
 
@@ -256,12 +268,11 @@ async fn a_connection_open_when_its_certificate_is_revoked_ends_within_its_maxim
         .await
         .expect("not yet revoked");
 
-    let crl = platform
-        .pki
-        .ca
-        .crl(&[970], OffsetDateTime::now_utc() + Duration::days(7))
-        .unwrap();
-    std::fs::write(platform.dir.path().join("crl.pem"), crl).unwrap();
+    write_crl(
+        &platform,
+        &[970],
+        OffsetDateTime::now_utc() + Duration::days(7),
+    );
     (platform.reload_tls)().expect("reload");
     // The open connection outlives the reload only until its age and grace are up; the
     // client's reconnection is then refused at the handshake.

@@ -160,9 +160,9 @@ impl ReloadableTls {
         })
     }
 
-    /// Reads the files of every listener in `all` again and puts the new configurations in
-    /// force together: if any listener's files fail to load, every listener keeps the
-    /// configuration it had, so a reload never leaves a process half changed.
+    /// Reads the files of every listener in `all` again, and installs the new
+    /// configurations only once all have loaded: if any listener's files fail to load,
+    /// every listener keeps the configuration it had.
     pub fn reload_all(all: &[Arc<ReloadableTls>]) -> Result<(), TlsError> {
         let loaded = all
             .iter()
