@@ -42,6 +42,20 @@ fn keep<T>(checked: Checked<T>, violations: &mut Vec<FieldViolation>) -> Checked
     }
 }
 
+/// The checks of the items of a list, each run whatever the others found: their values,
+/// or one `INVALID_ARGUMENT` naming the bad fields of every item.
+pub fn each<T>(checks: impl IntoIterator<Item = Checked<T>>) -> Checked<Vec<T>> {
+    let (mut values, mut violations) = (Vec::new(), Vec::new());
+    for checked in checks {
+        values.extend(keep(checked, &mut violations)?);
+    }
+    if violations.is_empty() {
+        Ok(values)
+    } else {
+        Err(ApiError::InvalidArgument(violations))
+    }
+}
+
 macro_rules! all_fields {
     ($($value:ident: $type:ident),+) => {
         impl<$($type),+> AllFields for ($(Checked<$type>,)+) {

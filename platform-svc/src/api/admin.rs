@@ -191,18 +191,12 @@ impl PartnerAdmin for AdminService {
         if allowed.is_empty() {
             return Err(ApiError::invalid("allowed_scopes", "must name at least one scope").into());
         }
-        // Every feature is checked, and one BadRequest names the bad fields of all of them.
-        let (mut features, mut violations) = (Vec::new(), Vec::new());
-        for (i, f) in r.features.iter().enumerate() {
-            match feature_from(&format!("features[{i}]"), &r.partner_id, allowed, f) {
-                Ok(feature) => features.push(feature),
-                Err(ApiError::InvalidArgument(bad)) => violations.extend(bad),
-                Err(other) => return Err(other.into()),
-            }
-        }
-        if !violations.is_empty() {
-            return Err(ApiError::InvalidArgument(violations).into());
-        }
+        let features = validate::each(
+            r.features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| feature_from(&format!("features[{i}]"), &r.partner_id, allowed, f)),
+        )?;
         let this = self.clone();
         self.run(&request, method!("RegisterPartner"), move |repo, now_ms| {
             let partner = Partner {
