@@ -398,11 +398,7 @@ async fn the_partner_api_refuses_tls_1_2_and_serves_health_and_reflection() {
     );
     // The same listener completes TLS 1.3 and serves: its one service, health and
     // reflection, as the README's grpcurl session shows them.
-    let channel = w
-        .work
-        .channel(music.addr, Some("partner-music"))
-        .await
-        .unwrap();
+    let channel = music.channel(&w.work, "music").await;
     assert_serves_health_and_reflection(&channel, &["consent.partner.v1.PartnerApp"]).await;
     let status = app::partner_app_client::PartnerAppClient::new(channel)
         .connection_status(app::ConnectionStatusRequest {

@@ -466,10 +466,13 @@ impl PartnerProcess {
     /// A client of its API: one of the partner's own front ends, presenting its
     /// certificate.
     pub async fn client(&self, work: &WorkDir, id: &str) -> PartnerAppClient<Channel> {
-        PartnerAppClient::new(
-            work.channel(self.addr, Some(&format!("partner-{id}")))
-                .await
-                .expect("partner api channel"),
-        )
+        PartnerAppClient::new(self.channel(work, id).await)
+    }
+
+    /// A channel to its API, presenting partner `id`'s certificate.
+    pub async fn channel(&self, work: &WorkDir, id: &str) -> Channel {
+        work.channel(self.addr, Some(&format!("partner-{id}")))
+            .await
+            .expect("partner api channel")
     }
 }

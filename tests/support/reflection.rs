@@ -50,95 +50,70 @@ pub async fn assert_serves_health_and_reflection(channel: &Channel, services: &[
 
 /// The two versions of reflection every listener serves.
 #[derive(Debug, Clone, Copy)]
-pub enum Reflection {
+enum Reflection {
     V1,
     V1Alpha,
 }
 
 impl Reflection {
     /// The services this version lists on `channel`.
-    pub async fn list(self, channel: &Channel) -> Vec<String> {
+    async fn list(self, channel: &Channel) -> Vec<String> {
         match self {
-            Reflection::V1 => {
-                use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1(channel, MessageRequest::ListServices(String::new())).await;
-                let Some(MessageResponse::ListServicesResponse(list)) = response else {
-                    panic!("no service list from v1 reflection: {response:?}")
-                };
-                list.service.into_iter().map(|s| s.name).collect()
-            }
-            Reflection::V1Alpha => {
-                use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1alpha(channel, MessageRequest::ListServices(String::new())).await;
-                let Some(MessageResponse::ListServicesResponse(list)) = response else {
-                    panic!("no service list from v1alpha reflection: {response:?}")
-                };
-                list.service.into_iter().map(|s| s.name).collect()
-            }
+            Reflection::V1 => v1::list(channel).await,
+            Reflection::V1Alpha => v1alpha::list(channel).await,
         }
     }
 
     /// Whether this version on `channel` answers the file that defines `symbol`.
-    pub async fn resolves(self, channel: &Channel, symbol: &str) -> bool {
+    async fn resolves(self, channel: &Channel, symbol: &str) -> bool {
         match self {
-            Reflection::V1 => {
-                use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1(channel, MessageRequest::FileContainingSymbol(symbol.into()))
-                        .await;
-                matches!(response, Some(MessageResponse::FileDescriptorResponse(_)))
-            }
-            Reflection::V1Alpha => {
-                use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-                use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-                let response =
-                    Self::ask_v1alpha(channel, MessageRequest::FileContainingSymbol(symbol.into()))
-                        .await;
-                matches!(response, Some(MessageResponse::FileDescriptorResponse(_)))
-            }
+            Reflection::V1 => v1::resolves(channel, symbol).await,
+            Reflection::V1Alpha => v1alpha::resolves(channel, symbol).await,
         }
     }
-
-    /// Sends one v1 reflection request on `channel`: its answer, or `None` if it ended
-    /// in an error.
-    async fn ask_v1(
-        channel: &Channel,
-        request: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
-    ) -> Option<tonic_reflection::pb::v1::server_reflection_response::MessageResponse> {
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(request),
-        };
-        let mut stream = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        stream.message().await.ok().flatten()?.message_response
-    }
-
-    /// Sends one v1alpha reflection request on `channel`: its answer, or `None` if it ended
-    /// in an error.
-    async fn ask_v1alpha(
-        channel: &Channel,
-        request: tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest,
-    ) -> Option<tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse> {
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(request),
-        };
-        let mut stream = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        stream.message().await.ok().flatten()?.message_response
-    }
 }
+
+/// A client of one version of reflection: the two versions' generated APIs have the same
+/// shape under different modules, so one body serves both.
+macro_rules! reflection_client {
+    ($version:ident) => {
+        mod $version {
+            use tonic::transport::Channel;
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+
+            pub async fn list(channel: &Channel) -> Vec<String> {
+                let response = ask(channel, MessageRequest::ListServices(String::new())).await;
+                let Some(MessageResponse::ListServicesResponse(list)) = response else {
+                    panic!("no service list: {response:?}")
+                };
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+
+            pub async fn resolves(channel: &Channel, symbol: &str) -> bool {
+                let request = MessageRequest::FileContainingSymbol(symbol.into());
+                let response = ask(channel, request).await;
+                matches!(response, Some(MessageResponse::FileDescriptorResponse(_)))
+            }
+
+            /// Sends one request on `channel`: its answer, or `None` if it ended in an error.
+            async fn ask(channel: &Channel, request: MessageRequest) -> Option<MessageResponse> {
+                let request = ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(request),
+                };
+                let mut stream = ServerReflectionClient::new(channel.clone())
+                    .server_reflection_info(tokio_stream::once(request))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                stream.message().await.ok().flatten()?.message_response
+            }
+        }
+    };
+}
+
+reflection_client!(v1);
+reflection_client!(v1alpha);
