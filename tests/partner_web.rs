@@ -213,10 +213,6 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
     );
     let forged = browser.post(&format!("{origin}/disconnect"), &[]).await;
     assert_eq!(forged.status, 403, "a form without its token is refused");
-    // The app's own API refusing the page answers with the HTTP status of its code.
-    let unknown = browser.get(&format!("{origin}/?thread_id=t_unknown")).await;
-    assert_eq!(unknown.status, 404, "{}", unknown.body);
-    assert!(unknown.body.contains("NOT_FOUND"), "{}", unknown.body);
 
     // The callback refuses answers its browser session did not ask for.
     let platform = w.ports.web_origin();

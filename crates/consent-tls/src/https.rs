@@ -97,8 +97,17 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
 
 /// How long a browser has to send a request's headers once it started them.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// The HTTP status of a web page whose work failed with the gRPC `code`: the one mapping
-/// both services' pages use.
+/// How long a request may take before it is answered `408`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; further ones wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a connection lives: then it is closed once its requests are answered (a
+/// client that says nothing, or keeps an idle HTTP/2 connection, holds a slot no longer).
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// How long open connections may finish their requests once asked to close.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP status of a web page whose work failed with the gRPC `code`.
 pub fn http_status(code: tonic::Code) -> StatusCode {
     use tonic::Code;
     match code {
@@ -112,16 +121,6 @@ pub fn http_status(code: tonic::Code) -> StatusCode {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
-
-/// How long a request may take before it is answered `408`.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; further ones wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// How long a connection lives: then it is closed once its requests are answered (a
-/// client that says nothing, or keeps an idle HTTP/2 connection, holds a slot no longer).
-pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
-/// How long open connections may finish their requests once asked to close.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on the TLS connections of `incoming` until `shutdown` resolves, then
 /// lets open requests finish (for at most [`DRAIN_TIMEOUT`]). An HTTP/1.1 connection must

@@ -5,23 +5,17 @@
 use super::account::signed_in;
 use super::{WebState, csrf_refusal, failure, pages};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_proto::partner::v1 as api;
 use consent_proto::partner::v1::partner_app_server::PartnerApp as _;
-use consent_telemetry::rpc::code_name;
 use consent_tls::https::cookies;
-use consent_tls::https::{http_status, with_bearer};
+use consent_tls::https::with_bearer;
 use serde::Deserialize;
-use tonic_types::StatusExt;
 
-/// A refusal of the app's own API, shown with the HTTP status of its code and its reason.
 fn refused(status: &tonic::Status) -> Response {
-    let reason = status
-        .get_details_error_info()
-        .map_or_else(|| code_name(status.code()).to_string(), |info| info.reason);
-    failure(http_status(status.code()), &reason, status.message())
+    failure(StatusCode::BAD_REQUEST, "REFUSED", status.message())
 }
 
 /// Which thread's messages the page shows, and from which page of them.
