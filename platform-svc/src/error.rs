@@ -46,7 +46,7 @@ pub enum ApiError {
     Storage(String),
     /// The store could not be reached, or is closed for a shutdown; nothing of the call was
     /// committed.
-    #[error("the platform cannot reach its database, or is restarting; try again soon")]
+    #[error("the platform cannot reach its database, or is shutting down; try again")]
     Unavailable(String),
 }
 
@@ -84,6 +84,24 @@ impl ApiError {
             ApiError::ResourceExhausted(..) => Code::ResourceExhausted,
             ApiError::Storage(_) => Code::Internal,
             ApiError::Unavailable(_) => Code::Unavailable,
+        }
+    }
+
+    /// What the caller is told: everything but a storage failure's detail, which stays in
+    /// the log ([`ApiError::log_detail`]).
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Storage(_) => "internal storage failure".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Logs the detail the caller is not told: why the store failed or could not be reached.
+    pub fn log_detail(&self) {
+        match self {
+            ApiError::Storage(detail) => tracing::error!(%detail, "storage failure"),
+            ApiError::Unavailable(detail) => tracing::error!(%detail, "the store is unavailable"),
+            _ => {}
         }
     }
 
@@ -146,7 +164,8 @@ impl From<Refusal> for ApiError {
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
-        let (code, message) = (err.code(), err.to_string());
+        err.log_detail();
+        let (code, message) = (err.code(), err.public_message());
         let info = |reason: Reason| {
             Status::with_error_details(
                 code,
@@ -170,14 +189,8 @@ impl From<ApiError> for Status {
                 message.clone(),
                 ErrorDetails::with_resource_info(kind, id.clone(), "", "not found"),
             ),
-            ApiError::Storage(detail) => {
-                tracing::error!(%detail, "storage failure");
-                Status::new(code, "internal storage failure")
-            }
-            ApiError::Unavailable(detail) => {
-                tracing::error!(%detail, "the store is unavailable");
-                info(Reason::StoreUnavailable)
-            }
+            ApiError::Storage(_) => Status::new(code, message),
+            ApiError::Unavailable(_) => info(Reason::StoreUnavailable),
         }
     }
 }

@@ -37,18 +37,8 @@ fn layout(title: &str, body: Markup) -> Markup {
 /// A failed page: what went wrong and its reason (a storage failure's detail stays in the
 /// log).
 pub fn failure(error: &ApiError) -> Markup {
-    let message = match error {
-        ApiError::Storage(detail) => {
-            tracing::error!(%detail, "storage failure");
-            "internal storage failure".to_string()
-        }
-        ApiError::Unavailable(detail) => {
-            tracing::error!(%detail, "the store is unavailable");
-            error.to_string()
-        }
-        other => other.to_string(),
-    };
-    refused(&message, error.audit_reason())
+    error.log_detail();
+    refused(&error.public_message(), error.audit_reason())
 }
 
 /// The sign-in form, returning to `next`.
@@ -56,7 +46,7 @@ pub fn sign_in(csrf: &str, next: &str, error: Option<&ApiError>) -> Markup {
     layout(
         "Sign in",
         html! {
-            @if let Some(error) = error { p.error { (error.to_string()) } }
+            @if let Some(error) = error { p.error { (error.public_message()) } }
             form method="post" action="/sign-in" {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="next" value=(next);

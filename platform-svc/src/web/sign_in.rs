@@ -74,6 +74,7 @@ pub async fn submit(
         }
         Err(error) => {
             let (jar, csrf) = cookies::csrf_token(jar);
+            error.log_detail();
             let page = pages::sign_in(&csrf, &next, Some(&error));
             (error.http_status(), jar, page).into_response()
         }
