@@ -149,7 +149,8 @@ async fn each_kind_of_card_goes_through_from_the_feature_that_declares_it() {
     ] {
         assert!(page.body.contains(text), "{text} in {}", page.body);
     }
-    // A thread she is not in is not found, as every page answers a NOT_FOUND.
+    // A thread she is not in is not found, as every page answers a NOT_FOUND, and the page
+    // names the code where the refusal carries no reason of its own.
     let missing = browser.get("/threads/no-such-thread").await;
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert!(
@@ -157,6 +158,15 @@ async fn each_kind_of_card_goes_through_from_the_feature_that_declares_it() {
         "{}",
         missing.body
     );
+    assert!(missing.body.contains("NOT_FOUND"), "{}", missing.body);
+
+    // Once her session has ended, though the browser still holds its cookie, the page
+    // sends her to sign in and back to it.
+    s.platform.clock.advance_ms(400 * 24 * 60 * 60 * 1000);
+    let page = browser.get(&format!("/threads/{}", s.family_thread)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let next = format!("/sign-in?next=%2Fthreads%2F{}", s.family_thread);
+    assert_eq!(page.location.as_deref(), Some(next.as_str()));
 }
 
 #[tokio::test]

@@ -211,7 +211,7 @@ pub async fn receipt(
 ) -> Response {
     let user = match session::user(&state, &jar).await {
         Ok(Some(user)) => user,
-        Ok(None) => return sign_in_then("/grants"),
+        Ok(None) => return sign_in_then(&format!("/grants/{grant_id}")),
         Err(error) => return failure(&error),
     };
     let found = state
