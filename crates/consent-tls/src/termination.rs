@@ -331,3 +331,58 @@ pub fn incoming(
     });
     ReceiverStream::new(receiver)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::DevPki;
+
+    fn current(tls: &ReloadableTls) -> Arc<ServerConfig> {
+        tls.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    #[test]
+    fn a_reload_installs_nothing_unless_every_listener_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        DevPki::generate("consent.test", "ops", &["music".to_string()])
+            .unwrap()
+            .write_to(dir.path(), None)
+            .unwrap();
+        let second_ca = dir.path().join("second-ca.pem");
+        std::fs::copy(dir.path().join("ca.pem"), &second_ca).unwrap();
+        let listener = |client_ca: PathBuf| {
+            Arc::new(
+                ReloadableTls::load(TlsFiles {
+                    cert: dir.path().join("platform.pem"),
+                    key: dir.path().join("platform-key.pem"),
+                    client_ca: Some(client_ca),
+                    crls: Vec::new(),
+                    http1: false,
+                    client_certificate_optional: false,
+                })
+                .unwrap(),
+            )
+        };
+        let first = listener(dir.path().join("ca.pem"));
+        let second = listener(second_ca.clone());
+        let before = [current(&first), current(&second)];
+
+        // Whichever listener comes first, the one whose file breaks stops them all.
+        std::fs::write(&second_ca, "not a CA").unwrap();
+        for order in [[&first, &second], [&second, &first]] {
+            let all = order.map(Arc::clone);
+            assert!(ReloadableTls::reload_all(&all).is_err());
+            assert!(Arc::ptr_eq(&current(&first), &before[0]));
+            assert!(Arc::ptr_eq(&current(&second), &before[1]));
+        }
+
+        // Mended, the reload gives every listener a new configuration.
+        std::fs::copy(dir.path().join("ca.pem"), &second_ca).unwrap();
+        ReloadableTls::reload_all(&[Arc::clone(&first), Arc::clone(&second)]).unwrap();
+        assert!(!Arc::ptr_eq(&current(&first), &before[0]));
+        assert!(!Arc::ptr_eq(&current(&second), &before[1]));
+    }
+}
