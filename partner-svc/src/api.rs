@@ -152,7 +152,7 @@ fn user_name(value: &str) -> Result<&str, PartnerError> {
     if value.is_empty() || value.len() > 64 {
         return Err(PartnerError::Invalid {
             field: "user_name",
-            description: "must be 1 to 64 characters",
+            description: "must be 1 to 64 bytes",
         });
     }
     Ok(value)
@@ -375,7 +375,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         if r.client_key.is_empty() || r.client_key.len() > 64 {
             return Err(PartnerError::Invalid {
                 field: "client_key",
-                description: "must be 1 to 64 characters",
+                description: "must be 1 to 64 bytes",
             }
             .into());
         }

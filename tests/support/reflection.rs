@@ -87,7 +87,10 @@ macro_rules! reflection_client {
             pub async fn list(channel: &Channel) -> Vec<String> {
                 let response = ask(channel, MessageRequest::ListServices(String::new())).await;
                 let Some(MessageResponse::ListServicesResponse(list)) = response else {
-                    panic!("no service list: {response:?}")
+                    panic!(
+                        "no service list from {}: {response:?}",
+                        stringify!($version)
+                    )
                 };
                 list.service.into_iter().map(|s| s.name).collect()
             }

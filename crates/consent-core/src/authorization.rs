@@ -75,13 +75,13 @@ pub fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
     let Some(rest) = uri.strip_prefix("https://") else {
         return Some("must be an https URI");
     };
-    if uri.len() > MAX_REDIRECT_URI_LEN {
-        return Some("must be at most 512 characters");
-    }
     if !uri.bytes().all(|b| b.is_ascii_graphic()) || uri.contains(['\\', '"', '\'', '<', '>']) {
         return Some(
             "must be printable ASCII without spaces, backslashes, quotes or angle brackets",
         );
+    }
+    if uri.len() > MAX_REDIRECT_URI_LEN {
+        return Some("must be at most 512 characters");
     }
     if uri.contains('#') {
         return Some("must not have a fragment");
