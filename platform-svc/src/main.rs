@@ -170,22 +170,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let bound = BoundPlatform::bind(config, Arc::new(Clock::default())).await?;
             let addrs = bound.addrs()?;
             tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, web = %addrs.web, ops = ?addrs.ops, "platform listening");
-            let reload = bound.tls_reloader();
-            tokio::spawn(async move {
-                let Ok(mut hangup) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                else {
-                    return;
-                };
-                while hangup.recv().await.is_some() {
-                    match reload() {
-                        Ok(()) => tracing::info!("certificates and CRLs reloaded"),
-                        Err(error) => {
-                            tracing::warn!(%error, "reload failed; previous certificates stay in force")
-                        }
-                    }
-                }
-            });
+            consent_tls::termination::reload_on_hangup(bound.tls_reloader());
             bound.serve(shutdown_signal()).await?;
             tracing::info!("platform stopped");
             Ok(())

@@ -39,6 +39,8 @@ pub struct IssuedCertificate {
     pub cert_pem: String,
     /// Private key (PEM, PKCS#8).
     pub key_pem: String,
+    /// Serial number (revocation lists name it).
+    pub serial: u64,
 }
 
 /// What to put in a leaf certificate.
@@ -171,6 +173,7 @@ impl CertificateAuthority {
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial: spec.serial,
         })
     }
 
@@ -214,6 +217,20 @@ pub struct DevPki {
     pub crl_pem: String,
 }
 
+/// What a partner's certificate holds: its SPIFFE id, and the names its own API serves
+/// (`localhost`, `127.0.0.1`, `<id>` and `partner-<id>`), valid for a year.
+pub fn partner_leaf(trust_domain: &str, id: &str, serial: u64) -> LeafSpec {
+    let mut spec = LeafSpec::new(id, serial, 365);
+    spec.uri = Some(partner_spiffe_id(trust_domain, id));
+    spec.dns_names = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        id.to_string(),
+        format!("partner-{id}"),
+    ];
+    spec
+}
+
 /// Host names the platform certificate serves.
 pub const PLATFORM_NAMES: &[&str] = &["localhost", "127.0.0.1", "platform"];
 
@@ -242,14 +259,7 @@ impl DevPki {
         let operator = ca.issue(&operator_spec)?;
         let mut issued = Vec::new();
         for id in partners {
-            let mut spec = LeafSpec::new(id, next_serial(), 365);
-            spec.uri = Some(partner_spiffe_id(trust_domain, id));
-            spec.dns_names = vec![
-                "localhost".into(),
-                "127.0.0.1".into(),
-                id.clone(),
-                format!("partner-{id}"),
-            ];
+            let spec = partner_leaf(trust_domain, id, next_serial());
             issued.push((id.clone(), ca.issue(&spec)?));
         }
         let crl_pem = ca.crl(&[], OffsetDateTime::now_utc() + Duration::days(365))?;

@@ -86,6 +86,11 @@ pub fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// Reads the private key in a PEM file.
+pub fn read_private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(pem_error(path))
+}
+
 /// Reads every CRL in a PEM file; a file without one is an error, since accepting it would
 /// silently switch revocation off.
 fn read_crls(
@@ -109,7 +114,7 @@ fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
 /// chained to `client_ca` (with CRLs enforced, and stale CRLs refused) when one is set.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let certs = read_certificates(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(pem_error(&files.key))?;
+    let key = read_private_key(&files.key)?;
     let builder =
         ServerConfig::builder_with_provider(crypto()).with_protocol_versions(&[&TLS13])?;
     let builder = match &files.client_ca {
@@ -182,6 +187,32 @@ impl ReloadableTls {
             .clone();
         TlsAcceptor::from(config)
     }
+}
+
+/// Calls `reload` on every `SIGHUP` the process receives, logging whether it worked. A
+/// reload that fails leaves what it would have replaced in force, so the log says so.
+pub fn reload_on_hangup<E>(reload: impl Fn() -> Result<(), E> + Send + 'static)
+where
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let mut hangups = match hangups {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "SIGHUP cannot be received; certificates reload only on a restart");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match reload() {
+                Ok(()) => tracing::info!("certificates and CRLs reloaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "reload failed; previous certificates stay in force")
+                }
+            }
+        }
+    });
 }
 
 /// An established TLS connection and what the edge learned about its peer.
