@@ -2,23 +2,33 @@
 //! mutual TLS on loopback. A platform restart in the middle of sending loses and
 //! duplicates nothing; a shutdown commits the record of a call cut off before it; a
 //! revocation reaches the partner, even one that was down when it happened, and the user's
-//! data there is gone.
+//! data there is gone. On `SIGHUP` a partner takes its front ends' new revocation list, or
+//! nothing when a file does not load, and presents its renewed certificate to the platform.
 
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
+use consent_tls::pki::{IssuedCertificate, LeafSpec, Usage, partner_leaf};
+use consent_tls::principal::partner_spiffe_id;
 use end_to_end::bearer;
-use end_to_end::processes::{PartnerProcess, ensure_built, start_partner, start_platform};
+use end_to_end::processes::{
+    PartnerProcess, TRUST_DOMAIN, WorkDir, ensure_built, free_port, start_partner,
+    start_partner_flagged, start_platform,
+};
 use end_to_end::reflection::assert_serves_health_and_reflection;
 use end_to_end::story::{ProcessStack, Story, tell};
+use end_to_end::telemetry::scrape;
 use end_to_end::world::{
     connect_alice, eventually, partner_db, share_in_thread, share_with_bob,
     wait_for_deletion_attestation, with_card, world,
 };
 use pb::account_client::AccountClient;
 use pb::messaging_client::MessagingClient;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 use tonic::Code;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -406,4 +416,179 @@ async fn the_partner_api_refuses_tls_1_2_and_serves_health_and_reflection() {
         })
         .await;
     assert_eq!(status.unwrap().into_inner().status, "NOT_CONNECTED");
+}
+
+/// What partner `music` tells a front end presenting `cert` about alice's connection, or
+/// why the call failed.
+async fn front_end_status(
+    work: &WorkDir,
+    music: &PartnerProcess,
+    cert: &IssuedCertificate,
+) -> Result<String, String> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(work.pki("ca.pem")).unwrap(),
+        ))
+        .identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", music.addr))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    app::partner_app_client::PartnerAppClient::new(channel)
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: "alice".into(),
+        })
+        .await
+        .map(|reply| reply.into_inner().status)
+        .map_err(|status| status.to_string())
+}
+
+/// Waits until `log` holds `text`.
+async fn wait_for_log(log: &Path, text: &str) {
+    eventually(
+        &format!("{text:?} in {}", log.display()),
+        WAIT,
+        async || std::fs::read_to_string(log).is_ok_and(|logged| logged.contains(text)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_partner_takes_its_front_ends_revocations_on_sighup_and_nothing_from_a_bad_file() {
+    let (w, _platform) = world().await;
+    let ca = &w.work.dev_pki.ca;
+    let front_end = |serial| {
+        let mut spec = LeafSpec::new("music front end", serial, 30);
+        spec.uri = Some(partner_spiffe_id(TRUST_DOMAIN, "music"));
+        spec.usage = Usage::Client;
+        ca.issue(&spec).unwrap()
+    };
+    let (revoked, kept) = (front_end(900), front_end(901));
+    let next_update = OffsetDateTime::now_utc() + time::Duration::days(1);
+    let crl = w.work.path.join("front-ends-crl.pem");
+    std::fs::write(&crl, ca.crl(&[], next_update).unwrap()).unwrap();
+    let ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let music = start_partner_flagged(
+        &w.work,
+        "music",
+        w.ports,
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        &[
+            "--tls-crls".into(),
+            crl.display().to_string(),
+            "--ops-listen".into(),
+            ops.to_string(),
+        ],
+    )
+    .await;
+    for cert in [&revoked, &kept] {
+        assert_eq!(
+            front_end_status(&w.work, &music, cert).await.as_deref(),
+            Ok("NOT_CONNECTED")
+        );
+    }
+
+    // The revocation arrives while the platform's CA, which the partner's client of the
+    // platform reads, does not load: the reload changes nothing.
+    std::fs::write(&crl, ca.crl(&[revoked.serial], next_update).unwrap()).unwrap();
+    let platform_ca = w.work.pki("platform-ca.pem");
+    let good_platform_ca = std::fs::read(&platform_ca).unwrap();
+    std::fs::write(&platform_ca, "not a certificate").unwrap();
+    music.process.signal("HUP");
+    wait_for_log(&music.process.log, "platform-ca.pem holds no certificate").await;
+    assert_eq!(
+        front_end_status(&w.work, &music, &revoked).await.as_deref(),
+        Ok("NOT_CONNECTED"),
+        "a reload with a file that does not load must leave the old revocation list"
+    );
+
+    std::fs::write(&platform_ca, good_platform_ca).unwrap();
+    music.process.signal("HUP");
+    wait_for_log(&music.process.log, "certificates and CRLs reloaded").await;
+    let refused = front_end_status(&w.work, &music, &revoked).await;
+    assert!(
+        refused.is_err(),
+        "a revoked front end was served: {refused:?}"
+    );
+    // The client may hear the refusal before the partner has counted it, and may try the
+    // handshake more than once.
+    eventually("the refusal counted as a revocation", WAIT, async || {
+        scrape(ops).await.lines().any(|line| {
+            line.strip_prefix("consent_tls_handshakes_refused_total{cause=\"revoked\"} ")
+                .is_some_and(|count| count.parse::<f64>().is_ok_and(|count| count >= 1.0))
+        })
+    })
+    .await;
+    assert_eq!(
+        front_end_status(&w.work, &music, &kept).await.as_deref(),
+        Ok("NOT_CONNECTED")
+    );
+}
+
+#[tokio::test]
+async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup() {
+    let (mut w, mut platform) = world().await;
+    let music = start_partner(&w.work, "music", w.ports).await;
+    let mut client = connect_alice(&mut w, &music).await;
+    let before = share_with_bob(&mut client, &w, "before renewal", "r1").await;
+    assert_eq!(before.status, "DELIVERED");
+
+    // Music's certificate is renewed, and the platform takes a CRL revoking the old one.
+    let pki = &w.work.dev_pki;
+    let old = &pki.partners.iter().find(|(id, _)| id == "music").unwrap().1;
+    let renewed = pki
+        .ca
+        .issue(&partner_leaf(TRUST_DOMAIN, "music", 990))
+        .unwrap();
+    std::fs::write(w.work.pki("partner-music-old.pem"), &old.cert_pem).unwrap();
+    std::fs::write(w.work.pki("partner-music-old-key.pem"), &old.key_pem).unwrap();
+    std::fs::write(w.work.pki("partner-music.pem"), &renewed.cert_pem).unwrap();
+    std::fs::write(w.work.pki("partner-music-key.pem"), &renewed.key_pem).unwrap();
+    let next_update = OffsetDateTime::now_utc() + time::Duration::days(1);
+    std::fs::write(
+        w.work.pki("crl.pem"),
+        pki.ca.crl(&[old.serial], next_update).unwrap(),
+    )
+    .unwrap();
+    platform.signal("HUP");
+    wait_for_log(&platform.log, "certificates and CRLs reloaded").await;
+    let with_old = match w
+        .work
+        .channel(w.ports.partner, Some("partner-music-old"))
+        .await
+    {
+        Ok(channel) => pb::consent_client::ConsentClient::new(channel)
+            .introspect_grants(pb::IntrospectGrantsRequest::default())
+            .await
+            .map(drop)
+            .map_err(|status| status.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    assert!(
+        with_old.is_err(),
+        "the platform must refuse the old certificate"
+    );
+
+    // The partner takes its renewed certificate; the platform restarts, so that no
+    // connection opened with the old one survives.
+    music.process.signal("HUP");
+    wait_for_log(&music.process.log, "certificates and CRLs reloaded").await;
+    platform.kill();
+    let _platform = start_platform(&w.work, w.ports).await;
+    share_with_bob(&mut client, &w, "after renewal", "r2").await;
+    let db = partner_db(&music);
+    eventually("the share after renewal delivered", WAIT, async || {
+        db.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'DELIVERED'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 2
+    })
+    .await;
 }

@@ -144,6 +144,10 @@ pub struct Tls {
     /// authenticate with a user's session only.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) checked for every front end's certificate; they
+    /// need `client_ca`. An expired CRL fails closed.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
 }
 
 impl PartnerConfig {

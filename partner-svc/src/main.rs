@@ -37,6 +37,9 @@ struct Cli {
     /// Override `tls.client_ca`.
     #[arg(long, env = "PARTNER_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// Override `tls.crls` (comma-separated).
+    #[arg(long, env = "PARTNER_TLS_CRLS", value_delimiter = ',')]
+    tls_crls: Vec<PathBuf>,
     /// Override `trust_domain`.
     #[arg(long, env = "PARTNER_TRUST_DOMAIN")]
     trust_domain: Option<String>,
@@ -69,6 +72,9 @@ fn load(cli: Cli) -> Result<PartnerConfig, Box<dyn std::error::Error + Send + Sy
     config.tls.cert = cli.tls_cert.unwrap_or(config.tls.cert);
     config.tls.key = cli.tls_key.unwrap_or(config.tls.key);
     config.tls.client_ca = cli.tls_client_ca.or(config.tls.client_ca);
+    if !cli.tls_crls.is_empty() {
+        config.tls.crls = cli.tls_crls;
+    }
     config.trust_domain = cli.trust_domain.unwrap_or(config.trust_domain);
     config.ops_listen = cli.ops_listen.or(config.ops_listen);
     if let Some(web) = config.web.as_mut() {

@@ -3,16 +3,18 @@
 //! notice a cut network), behind [`Replicas`], which sends each call to one replica and
 //! moves to another when a call cannot reach it or its health says it is not serving.
 //! Every call carries the current span's trace context (`traceparent`), so the platform's
-//! work for it joins the partner's trace.
+//! work for it joins the partner's trace. A reload of the partner's certificate replaces
+//! the channels: calls already sent finish on the old ones, later calls dial again.
 
 use crate::config::PartnerConfig;
 use consent_proto::platform::v1::consent_client::ConsentClient;
 use consent_proto::platform::v1::messaging_client::MessagingClient;
+use consent_tls::termination;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::Request;
@@ -33,6 +35,7 @@ pub struct PlatformClient {
     pub messaging: MessagingClient<Replicas>,
     /// Consent.
     pub consent: ConsentClient<Replicas>,
+    replicas: Replicas,
 }
 
 /// A client setup failure.
@@ -44,6 +47,9 @@ pub enum ClientError {
     /// The endpoint.
     #[error("platform endpoint: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A certificate or key file that holds none.
+    #[error(transparent)]
+    Tls(#[from] consent_tls::termination::TlsError),
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
@@ -55,6 +61,34 @@ impl PlatformClient {
     /// nothing is dialled until the first call. With several replicas, it starts checking
     /// their health, so it must be called inside the async runtime.
     pub fn connect_lazy(config: &PartnerConfig) -> Result<Self, ClientError> {
+        let channels = Self::channels(config)?;
+        // Partners start on replicas spread at random, so that each replica serves some.
+        let start = std::hash::BuildHasher::hash_one(&RandomState::new(), channels.len());
+        let start = usize::try_from(start % channels.len() as u64).unwrap_or(0);
+        let replicas = Replicas {
+            shared: Arc::new(Shared {
+                channels: RwLock::new(channels),
+                current: AtomicUsize::new(start),
+            }),
+        };
+        if replicas.count() > 1 {
+            tokio::spawn(follow_health(Arc::downgrade(&replicas.shared)));
+        }
+        Ok(PlatformClient {
+            messaging: MessagingClient::new(replicas.clone()),
+            consent: ConsentClient::new(replicas.clone()),
+            replicas,
+        })
+    }
+
+    /// A lazily connected channel to each replica, presenting the partner's certificate as
+    /// its files hold it now, and trusting the platform's CA as its file holds it now.
+    pub fn channels(config: &PartnerConfig) -> Result<Arc<[Channel]>, ClientError> {
+        // Parsed first, so that a file holding no certificate or key is refused here, by
+        // name, rather than at the first connection.
+        termination::read_certificates(&config.platform.ca)?;
+        termination::read_certificates(&config.tls.cert)?;
+        termination::read_private_key(&config.tls.key)?;
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&config.platform.ca)?))
             .identity(Identity::from_pem(
@@ -62,7 +96,7 @@ impl PlatformClient {
                 read(&config.tls.key)?,
             ))
             .domain_name(config.platform.server_name.clone());
-        let channels = config
+        config
             .platform
             .address
             .split(',')
@@ -77,22 +111,18 @@ impl PlatformClient {
                     .tcp_nodelay(true)
                     .connect_lazy())
             })
-            .collect::<Result<Vec<_>, ClientError>>()?;
-        // Partners start on replicas spread at random, so that each replica serves some.
-        let start = std::hash::BuildHasher::hash_one(&RandomState::new(), channels.len());
-        let start = usize::try_from(start % channels.len() as u64).unwrap_or(0);
-        let replicas = Replicas {
-            channels: channels.into(),
-            current: Arc::new(AtomicUsize::new(start)),
-        };
-        if replicas.channels.len() > 1 {
-            let channels = Arc::clone(&replicas.channels);
-            tokio::spawn(follow_health(channels, Arc::downgrade(&replicas.current)));
-        }
-        Ok(PlatformClient {
-            messaging: MessagingClient::new(replicas.clone()),
-            consent: ConsentClient::new(replicas),
-        })
+            .collect()
+    }
+
+    /// Sends later calls over `channels` (built by [`PlatformClient::channels`] from the
+    /// same configuration, so one per replica, in the same order).
+    pub fn use_channels(&self, channels: Arc<[Channel]>) {
+        *self
+            .replicas
+            .shared
+            .channels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = channels;
     }
 }
 
@@ -103,17 +133,37 @@ impl PlatformClient {
 /// do when the only platform is down.
 #[derive(Debug, Clone)]
 pub struct Replicas {
-    channels: Arc<[Channel]>,
-    current: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// One channel per replica; replaced whole when certificates reload.
+    channels: RwLock<Arc<[Channel]>>,
+    /// The replica calls go to.
+    current: AtomicUsize,
+}
+
+impl Shared {
+    fn channels(&self) -> Arc<[Channel]> {
+        Arc::clone(&self.channels.read().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl Replicas {
+    fn count(&self) -> usize {
+        self.shared.channels().len()
+    }
+
     /// Moves on from replica `failed`, unless another call already did.
     fn move_past(&self, failed: usize) {
-        let next = (failed + 1) % self.channels.len();
-        let _ = self
-            .current
-            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+        let next = (failed + 1) % self.count();
+        let _ = self.shared.current.compare_exchange(
+            failed,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -130,13 +180,15 @@ async fn serving(channel: &Channel) -> bool {
 
 /// Every [`HEALTH_EVERY`], checks the current replica; when it is not serving, moves to the
 /// first after it that is. Ends once the clients are dropped.
-async fn follow_health(channels: Arc<[Channel]>, current: Weak<AtomicUsize>) {
-    let count = channels.len();
+async fn follow_health(shared: Weak<Shared>) {
     loop {
         tokio::time::sleep(HEALTH_EVERY).await;
-        let Some(current) = current.upgrade() else {
+        let Some(shared) = shared.upgrade() else {
             return;
         };
+        let channels = shared.channels();
+        let count = channels.len();
+        let current = &shared.current;
         let now = current.load(Ordering::Relaxed) % count;
         if serving(&channels[now]).await {
             continue;
@@ -167,8 +219,9 @@ impl Service<http::Request<Body>> for Replicas {
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         consent_telemetry::trace_context::write_current(request.headers_mut());
-        let index = self.current.load(Ordering::Relaxed) % self.channels.len();
-        let mut channel = self.channels[index].clone();
+        let channels = self.shared.channels();
+        let index = self.shared.current.load(Ordering::Relaxed) % channels.len();
+        let mut channel = channels[index].clone();
         let replicas = self.clone();
         Box::pin(async move {
             let reply = match channel.ready().await {

@@ -1,6 +1,8 @@
 //! Starts a partner: store, platform client, outbox worker, event watcher, and the API
 //! (with health and reflection) over TLS 1.3 with the partner's certificate, terminated by
-//! the same code as the platform's listeners.
+//! the same code as the platform's listeners. `SIGHUP` reads every certificate, key, CA
+//! and CRL again, the API's, the web app's and the platform client's, and installs them
+//! only once all have loaded.
 
 use crate::api::PartnerApp;
 use crate::config::PartnerConfig;
@@ -33,7 +35,7 @@ pub struct Listeners {
 }
 
 /// Runs the partner's API, and its web app and `/metrics` when configured, until
-/// `shutdown` resolves.
+/// `shutdown` resolves, reloading certificates and CRLs on `SIGHUP`.
 pub async fn run(
     config: PartnerConfig,
     listeners: Listeners,
@@ -45,6 +47,9 @@ pub async fn run(
         web,
         ops,
     } = listeners;
+    if !config.tls.crls.is_empty() && config.tls.client_ca.is_none() {
+        return Err("tls.crls needs tls.client_ca: the CRLs are checked for front ends' certificates, which only a client_ca asks for".into());
+    }
     let config = Arc::new(config);
     let store = PartnerStore::open(&config.database)?;
     let client = PlatformClient::connect_lazy(&config)?;
@@ -73,17 +78,35 @@ pub async fn run(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // The platform's own TLS termination: TLS 1.3 only, handshakes under a timeout, the same
     // HTTP/2 limits. A front end may present a client certificate (it must then chain to
-    // `tls.client_ca`); the API refuses calls with neither that nor a user's session.
+    // `tls.client_ca` and be on none of `tls.crls`); the API refuses calls with neither that
+    // nor a user's session.
     let limits = TransportLimits::default();
     let files = TlsFiles {
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
         client_ca: config.tls.client_ca.clone(),
-        crls: Vec::new(),
+        crls: config.tls.crls.clone(),
         http1: false,
         client_certificate_optional: true,
     };
     let tls = Arc::new(ReloadableTls::load(files.clone())?);
+    let web_tls = match &config.web {
+        Some(_) => Some(Arc::new(ReloadableTls::load(TlsFiles {
+            client_ca: None,
+            crls: Vec::new(),
+            http1: true,
+            client_certificate_optional: false,
+            ..files
+        })?)),
+        None => None,
+    };
+    let servers: Vec<_> = std::iter::once(Arc::clone(&tls))
+        .chain(web_tls.clone())
+        .collect();
+    consent_tls::termination::reload_on_hangup({
+        let (config, client) = (config.clone(), client.clone());
+        move || reload(&config, &client, &servers)
+    });
     let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let stopped = || {
@@ -99,14 +122,8 @@ pub async fn run(
         Some(config.trust_domain.clone()),
         stopped(),
     );
-    let web_task = match (web, &config.web) {
-        (Some(web_listener), Some(web)) => {
-            let web_tls = Arc::new(ReloadableTls::load(TlsFiles {
-                client_ca: None,
-                http1: true,
-                client_certificate_optional: false,
-                ..files
-            })?);
+    let web_task = match (web, &config.web, web_tls) {
+        (Some(web_listener), Some(web), Some(web_tls)) => {
             let pages = crate::web::router(crate::web::WebState::new(
                 partner_app,
                 store,
@@ -153,4 +170,47 @@ pub async fn run(
     outbox.abort();
     watcher.abort();
     Ok(result?)
+}
+
+/// Reads the files of the API's and the web app's TLS, and of the platform client, again;
+/// installs them only once all have loaded, so a file that does not load changes nothing.
+fn reload(
+    config: &PartnerConfig,
+    client: &PlatformClient,
+    servers: &[Arc<ReloadableTls>],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channels = PlatformClient::channels(config)?;
+    ReloadableTls::reload_all(servers)?;
+    client.use_channels(channels);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn revocation_lists_without_a_front_ends_ca_are_refused_at_start() {
+        let profile = include_str!("../profiles/music.toml");
+        let client_ca = profile
+            .lines()
+            .find(|line| line.starts_with("client_ca"))
+            .unwrap();
+        let config =
+            PartnerConfig::from_toml(&profile.replace(client_ca, "crls = [\"crl.pem\"]")).unwrap();
+        let listeners = Listeners {
+            api: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            web: None,
+            ops: None,
+        };
+        let refused = run(config, listeners, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("tls.crls needs tls.client_ca"),
+            "{refused}"
+        );
+    }
 }

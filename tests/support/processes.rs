@@ -124,11 +124,16 @@ impl Process {
 
     /// Asks it to stop (SIGTERM), as an orchestrator does.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends it the signal `name` (`TERM`, `HUP`…).
+    pub fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.id().to_string()])
+            .args([&format!("-{name}"), &self.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(sent.success(), "kill -TERM {}: {sent}", self.id());
+        assert!(sent.success(), "kill -{name} {}: {sent}", self.id());
     }
 
     /// Whether it has exited, and how; `None` while it runs.
@@ -154,6 +159,8 @@ impl Drop for Process {
 pub struct WorkDir {
     /// The directory.
     pub path: PathBuf,
+    /// The PKI written to `dev-pki`, to issue and revoke certificates with.
+    pub dev_pki: DevPki,
 }
 
 impl WorkDir {
@@ -170,13 +177,14 @@ impl WorkDir {
     /// Makes the PKI in `path/dev-pki`, its private keys owned by `key_owner` if given.
     pub fn with_key_owner(path: &Path, key_owner: Option<(u32, u32)>) -> Self {
         let partners: Vec<String> = PROFILES.iter().map(|p| p.to_string()).collect();
-        DevPki::generate(TRUST_DOMAIN, "ops", &partners)
-            .expect("dev pki")
+        let dev_pki = DevPki::generate(TRUST_DOMAIN, "ops", &partners).expect("dev pki");
+        dev_pki
             .write_to(&path.join("dev-pki"), key_owner)
             .expect("write pki (keys for containers need the right to change owners)");
         crate::write_keys(&path.join("dev-pki"), key_owner);
         WorkDir {
             path: path.to_path_buf(),
+            dev_pki,
         }
     }
 
