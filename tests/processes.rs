@@ -9,7 +9,6 @@ use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
 use consent_tls::pki::{IssuedCertificate, LeafSpec, Usage, partner_leaf};
 use consent_tls::principal::partner_spiffe_id;
-use end_to_end::bearer;
 use end_to_end::processes::{
     PartnerProcess, TRUST_DOMAIN, WorkDir, ensure_built, free_port, start_partner,
     start_partner_flagged, start_platform,
@@ -21,8 +20,11 @@ use end_to_end::world::{
     connect_alice, eventually, partner_db, share_in_thread, share_with_bob,
     wait_for_deletion_attestation, with_card, world,
 };
+use end_to_end::{bearer, served_certificate};
 use pb::account_client::AccountClient;
 use pb::messaging_client::MessagingClient;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -31,6 +33,17 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// How many of the partner's shares its outbox holds as delivered.
+fn delivered_shares(music: &PartnerProcess) -> i64 {
+    partner_db(music)
+        .query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'DELIVERED'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
 
 #[tokio::test]
 async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly_once() {
@@ -98,15 +111,7 @@ async fn a_platform_restart_in_the_middle_of_sending_delivers_each_share_exactly
             "{body} must be delivered exactly once"
         );
     }
-    let db = partner_db(&music);
-    let delivered: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM outbox WHERE status = 'DELIVERED'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(delivered, 6);
+    assert_eq!(delivered_shares(&music), 6);
 }
 
 #[tokio::test]
@@ -497,9 +502,15 @@ async fn a_partner_takes_its_front_ends_revocations_on_sighup_and_nothing_from_a
     std::fs::write(&crl, ca.crl(&[revoked.serial], next_update).unwrap()).unwrap();
     let platform_ca = w.work.pki("platform-ca.pem");
     let good_platform_ca = std::fs::read(&platform_ca).unwrap();
-    std::fs::write(&platform_ca, "not a certificate").unwrap();
+    // A PEM block that holds no certificate, which tonic alone would take as trusting
+    // nothing.
+    std::fs::write(
+        &platform_ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     music.process.signal("HUP");
-    wait_for_log(&music.process.log, "platform-ca.pem holds no certificate").await;
+    wait_for_log(&music.process.log, "reload failed").await;
     assert_eq!(
         front_end_status(&w.work, &music, &revoked).await.as_deref(),
         Ok("NOT_CONNECTED"),
@@ -539,7 +550,7 @@ async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup
 
     // Music's certificate is renewed, and the platform takes a CRL revoking the old one.
     let pki = &w.work.dev_pki;
-    let old = &pki.partners.iter().find(|(id, _)| id == "music").unwrap().1;
+    let old = pki.partner("music").unwrap();
     let renewed = pki
         .ca
         .issue(&partner_leaf(TRUST_DOMAIN, "music", 990))
@@ -577,18 +588,19 @@ async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup
     // connection opened with the old one survives.
     music.process.signal("HUP");
     wait_for_log(&music.process.log, "certificates and CRLs reloaded").await;
+    let ca = std::fs::read_to_string(w.work.pki("ca.pem")).unwrap();
+    let renewed_der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).unwrap();
+    for (listener, addr) in [("API", music.addr), ("web app", music.web)] {
+        assert!(
+            served_certificate(addr, &ca).await == renewed_der.as_ref(),
+            "the partner's {listener} must serve its renewed certificate"
+        );
+    }
     platform.kill();
     let _platform = start_platform(&w.work, w.ports).await;
     share_with_bob(&mut client, &w, "after renewal", "r2").await;
-    let db = partner_db(&music);
     eventually("the share after renewal delivered", WAIT, async || {
-        db.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE status = 'DELIVERED'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap()
-            == 2
+        delivered_shares(&music) == 2
     })
     .await;
 }

@@ -61,7 +61,7 @@ impl PlatformClient {
     /// nothing is dialled until the first call. With several replicas, it starts checking
     /// their health, so it must be called inside the async runtime.
     pub fn connect_lazy(config: &PartnerConfig) -> Result<Self, ClientError> {
-        let channels = Self::channels(config)?;
+        let channels = Self::dial_lazily(config)?;
         // Partners start on replicas spread at random, so that each replica serves some.
         let start = std::hash::BuildHasher::hash_one(&RandomState::new(), channels.len());
         let start = usize::try_from(start % channels.len() as u64).unwrap_or(0);
@@ -83,12 +83,11 @@ impl PlatformClient {
 
     /// A lazily connected channel to each replica, presenting the partner's certificate as
     /// its files hold it now, and trusting the platform's CA as its file holds it now.
-    pub fn channels(config: &PartnerConfig) -> Result<Arc<[Channel]>, ClientError> {
-        // Parsed first, so that a file holding no certificate or key is refused here, by
-        // name, rather than at the first connection.
-        termination::read_certificates(&config.platform.ca)?;
-        termination::read_certificates(&config.tls.cert)?;
-        termination::read_private_key(&config.tls.key)?;
+    pub fn dial_lazily(config: &PartnerConfig) -> Result<Arc<[Channel]>, ClientError> {
+        // tonic drops a CA certificate it cannot parse, and would trust nothing: reading
+        // the roots here refuses such a file, by name. (It refuses a bad certificate or key
+        // itself.)
+        termination::read_roots(&config.platform.ca)?;
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&config.platform.ca)?))
             .identity(Identity::from_pem(
@@ -114,7 +113,7 @@ impl PlatformClient {
             .collect()
     }
 
-    /// Sends later calls over `channels` (built by [`PlatformClient::channels`] from the
+    /// Sends later calls over `channels` (made by [`PlatformClient::dial_lazily`] from the
     /// same configuration, so one per replica, in the same order).
     pub fn use_channels(&self, channels: Arc<[Channel]>) {
         *self
@@ -136,6 +135,7 @@ pub struct Replicas {
     shared: Arc<Shared>,
 }
 
+/// What every clone of [`Replicas`] shares.
 #[derive(Debug)]
 struct Shared {
     /// One channel per replica; replaced whole when certificates reload.
@@ -145,14 +145,15 @@ struct Shared {
 }
 
 impl Shared {
-    fn channels(&self) -> Arc<[Channel]> {
+    /// The channels as they are now.
+    fn snapshot(&self) -> Arc<[Channel]> {
         Arc::clone(&self.channels.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 impl Replicas {
     fn count(&self) -> usize {
-        self.shared.channels().len()
+        self.shared.snapshot().len()
     }
 
     /// Moves on from replica `failed`, unless another call already did.
@@ -186,7 +187,7 @@ async fn follow_health(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let channels = shared.channels();
+        let channels = shared.snapshot();
         let count = channels.len();
         let current = &shared.current;
         let now = current.load(Ordering::Relaxed) % count;
@@ -219,7 +220,7 @@ impl Service<http::Request<Body>> for Replicas {
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         consent_telemetry::trace_context::write_current(request.headers_mut());
-        let channels = self.shared.channels();
+        let channels = self.shared.snapshot();
         let index = self.shared.current.load(Ordering::Relaxed) % channels.len();
         let mut channel = channels[index].clone();
         let replicas = self.clone();

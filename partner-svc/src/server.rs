@@ -103,7 +103,7 @@ pub async fn run(
     let servers: Vec<_> = std::iter::once(Arc::clone(&tls))
         .chain(web_tls.clone())
         .collect();
-    consent_tls::termination::reload_on_hangup({
+    let reloads = consent_tls::termination::reload_on_hangup({
         let (config, client) = (config.clone(), client.clone());
         move || reload(&config, &client, &servers)
     });
@@ -169,6 +169,7 @@ pub async fn run(
     }
     outbox.abort();
     watcher.abort();
+    reloads.abort();
     Ok(result?)
 }
 
@@ -179,7 +180,7 @@ fn reload(
     client: &PlatformClient,
     servers: &[Arc<ReloadableTls>],
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let channels = PlatformClient::channels(config)?;
+    let channels = PlatformClient::dial_lazily(config)?;
     ReloadableTls::reload_all(servers)?;
     client.use_channels(channels);
     Ok(())

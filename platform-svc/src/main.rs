@@ -170,7 +170,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let bound = BoundPlatform::bind(config, Arc::new(Clock::default())).await?;
             let addrs = bound.addrs()?;
             tracing::info!(partner = %addrs.partner, operator = %addrs.operator, user = %addrs.user, web = %addrs.web, ops = ?addrs.ops, "platform listening");
-            consent_tls::termination::reload_on_hangup(bound.tls_reloader());
+            let _reloads = consent_tls::termination::reload_on_hangup(bound.tls_reloader());
             bound.serve(shutdown_signal()).await?;
             tracing::info!("platform stopped");
             Ok(())

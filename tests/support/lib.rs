@@ -145,13 +145,7 @@ impl TestPlatform {
 
     /// The certificate of partner `id` in the test PKI.
     pub fn partner_cert(&self, id: &str) -> &IssuedCertificate {
-        &self
-            .pki
-            .partners
-            .iter()
-            .find(|(p, _)| p == id)
-            .expect("partner in pki")
-            .1
+        self.pki.partner(id).expect("partner in pki")
     }
 
     /// A channel to the platform at `addr` presenting `identity` (or none), trusting the
@@ -742,17 +736,13 @@ pub async fn tls12_handshake(
     identity: Option<(&str, &str)>,
 ) -> bool {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("ca"))
-        .expect("root");
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS12])
     .expect("tls 1.2")
-    .with_root_certificates(roots);
+    .with_root_certificates(roots_of(ca_pem));
     let config = match identity {
         Some((cert, key)) => builder
             .with_client_auth_cert(
@@ -766,8 +756,39 @@ pub async fn tls12_handshake(
         return false;
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+    connector.connect(localhost(), tcp).await.is_ok()
+}
+
+/// The certificate (DER) the server at `addr` presents to a client that offers none,
+/// checked against `ca_pem` for the name `localhost`.
+pub async fn served_certificate(addr: SocketAddr, ca_pem: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("tls")
+    .with_root_certificates(roots_of(ca_pem))
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(localhost(), tcp)
         .await
-        .is_ok()
+        .expect("handshake");
+    let (_, session) = tls.get_ref();
+    let chain = session.peer_certificates().expect("a server certificate");
+    chain[0].to_vec()
+}
+
+fn roots_of(ca_pem: &str) -> rustls::RootCertStore {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("ca"))
+        .expect("root");
+    roots
+}
+
+fn localhost() -> rustls::pki_types::ServerName<'static> {
+    rustls::pki_types::ServerName::try_from("localhost").expect("name")
 }

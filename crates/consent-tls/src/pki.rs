@@ -231,6 +231,16 @@ pub fn partner_leaf(trust_domain: &str, id: &str, serial: u64) -> LeafSpec {
     spec
 }
 
+impl DevPki {
+    /// The certificate of partner `id`, if it has one.
+    pub fn partner(&self, id: &str) -> Option<&IssuedCertificate> {
+        self.partners
+            .iter()
+            .find(|(partner, _)| partner == id)
+            .map(|(_, cert)| cert)
+    }
+}
+
 /// Host names the platform certificate serves.
 pub const PLATFORM_NAMES: &[&str] = &["localhost", "127.0.0.1", "platform"];
 

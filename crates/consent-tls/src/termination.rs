@@ -86,9 +86,13 @@ pub fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-/// Reads the private key in a PEM file.
-pub fn read_private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(pem_error(path))
+/// Reads a CA file as trust roots: every certificate in it must parse as one.
+pub fn read_roots(path: &std::path::Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certificates(path)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
 }
 
 /// Reads every CRL in a PEM file; a file without one is an error, since accepting it would
@@ -114,15 +118,12 @@ fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
 /// chained to `client_ca` (with CRLs enforced, and stale CRLs refused) when one is set.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let certs = read_certificates(&files.cert)?;
-    let key = read_private_key(&files.key)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(pem_error(&files.key))?;
     let builder =
         ServerConfig::builder_with_provider(crypto()).with_protocol_versions(&[&TLS13])?;
     let builder = match &files.client_ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certificates(ca)? {
-                roots.add(cert)?;
-            }
+            let roots = read_roots(ca)?;
             let mut crls = Vec::new();
             for path in &files.crls {
                 crls.extend(read_crls(path)?);
@@ -189,14 +190,19 @@ impl ReloadableTls {
     }
 }
 
-/// Calls `reload` on every `SIGHUP` the process receives, logging whether it worked. A
-/// reload that fails leaves what it would have replaced in force, so the log says so.
-pub fn reload_on_hangup<E>(reload: impl Fn() -> Result<(), E> + Send + 'static)
+/// From now on, calls `reload` on every `SIGHUP` the process receives, logging whether it
+/// worked (a reload that fails leaves what it would have replaced in force, so the log
+/// says so), until the returned task is aborted. Must be called inside the async runtime.
+pub fn reload_on_hangup<E>(
+    reload: impl Fn() -> Result<(), E> + Send + 'static,
+) -> tokio::task::JoinHandle<()>
 where
     E: std::fmt::Display,
 {
+    // Installed before this returns, so that a SIGHUP from now on never takes its default
+    // action, which would end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(async move {
-        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let mut hangups = match hangups {
             Ok(hangups) => hangups,
             Err(error) => {
@@ -212,7 +218,7 @@ where
                 }
             }
         }
-    });
+    })
 }
 
 /// An established TLS connection and what the edge learned about its peer.
