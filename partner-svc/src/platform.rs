@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::Request;
 use tonic::body::Body;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -47,7 +47,7 @@ pub enum ClientError {
     /// The endpoint.
     #[error("platform endpoint: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// A certificate or key file that holds none.
+    /// A CA, certificate or key file that does not load.
     #[error(transparent)]
     Tls(#[from] consent_tls::termination::TlsError),
 }
@@ -61,7 +61,7 @@ impl PlatformClient {
     /// nothing is dialled until the first call. With several replicas, it starts checking
     /// their health, so it must be called inside the async runtime.
     pub fn connect_lazy(config: &PartnerConfig) -> Result<Self, ClientError> {
-        let channels = Self::dial_lazily(config)?;
+        let channels = Self::lazy_channels(config)?;
         // Partners start on replicas spread at random, so that each replica serves some.
         let start = std::hash::BuildHasher::hash_one(&RandomState::new(), channels.len());
         let start = usize::try_from(start % channels.len() as u64).unwrap_or(0);
@@ -83,13 +83,16 @@ impl PlatformClient {
 
     /// A lazily connected channel to each replica, presenting the partner's certificate as
     /// its files hold it now, and trusting the platform's CA as its file holds it now.
-    pub fn dial_lazily(config: &PartnerConfig) -> Result<Arc<[Channel]>, ClientError> {
-        // tonic drops a CA certificate it cannot parse, and would trust nothing: reading
-        // the roots here refuses such a file, by name. (It refuses a bad certificate or key
-        // itself.)
-        termination::read_roots(&config.platform.ca)?;
+    pub fn lazy_channels(config: &PartnerConfig) -> Result<Arc<[Channel]>, ClientError> {
+        // Read through consent-tls, as the listeners read theirs: a file that does not load
+        // is refused by name (tonic's error does not say which), and a CA certificate that
+        // does not parse refuses the whole CA (tonic alone would drop it, and could end up
+        // trusting nothing).
+        let roots = termination::read_roots(&config.platform.ca)?;
+        termination::read_certificates(&config.tls.cert)?;
+        termination::read_private_key(&config.tls.key)?;
         let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&config.platform.ca)?))
+            .trust_anchors(roots.roots)
             .identity(Identity::from_pem(
                 read(&config.tls.cert)?,
                 read(&config.tls.key)?,
@@ -113,7 +116,7 @@ impl PlatformClient {
             .collect()
     }
 
-    /// Sends later calls over `channels` (made by [`PlatformClient::dial_lazily`] from the
+    /// Sends later calls over `channels` (made by [`PlatformClient::lazy_channels`] from the
     /// same configuration, so one per replica, in the same order).
     pub fn use_channels(&self, channels: Arc<[Channel]>) {
         *self
@@ -152,6 +155,7 @@ impl Shared {
 }
 
 impl Replicas {
+    /// How many replicas there are.
     fn count(&self) -> usize {
         self.shared.snapshot().len()
     }

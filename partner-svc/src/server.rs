@@ -161,15 +161,19 @@ pub async fn run(
             let _ = stop.send(true);
         })
         .await;
-    if let Some(web_task) = web_task {
-        web_task.await??;
-    }
-    if let Some(ops_task) = ops_task {
-        ops_task.await??;
-    }
+    let web_result = match web_task {
+        Some(web_task) => web_task.await,
+        None => Ok(Ok(())),
+    };
+    let ops_result = match ops_task {
+        Some(ops_task) => ops_task.await,
+        None => Ok(Ok(())),
+    };
     outbox.abort();
     watcher.abort();
     reloads.abort();
+    web_result??;
+    ops_result??;
     Ok(result?)
 }
 
@@ -180,7 +184,7 @@ fn reload(
     client: &PlatformClient,
     servers: &[Arc<ReloadableTls>],
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let channels = PlatformClient::dial_lazily(config)?;
+    let channels = PlatformClient::lazy_channels(config)?;
     ReloadableTls::reload_all(servers)?;
     client.use_channels(channels);
     Ok(())

@@ -779,6 +779,7 @@ pub async fn served_certificate(addr: SocketAddr, ca_pem: &str) -> Vec<u8> {
     chain[0].to_vec()
 }
 
+/// Trust roots holding the one CA certificate in `ca_pem`.
 fn roots_of(ca_pem: &str) -> rustls::RootCertStore {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -789,6 +790,7 @@ fn roots_of(ca_pem: &str) -> rustls::RootCertStore {
     roots
 }
 
+/// The name every test server's certificate carries.
 fn localhost() -> rustls::pki_types::ServerName<'static> {
     rustls::pki_types::ServerName::try_from("localhost").expect("name")
 }

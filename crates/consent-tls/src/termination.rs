@@ -43,6 +43,14 @@ pub enum TlsError {
     /// A CRL file held no CRL.
     #[error("{0} holds no certificate revocation list")]
     NoCrl(PathBuf),
+    /// A CA file held something that is not a CA certificate.
+    #[error("{path}: {source}")]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// Why rustls refused it.
+        source: rustls::Error,
+    },
     /// rustls refused the configuration.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
@@ -90,9 +98,17 @@ pub fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'s
 pub fn read_roots(path: &std::path::Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(path)? {
-        roots.add(cert)?;
+        roots.add(cert).map_err(|source| TlsError::BadCa {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(roots)
+}
+
+/// Reads the private key in a PEM file.
+pub fn read_private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(pem_error(path))
 }
 
 /// Reads every CRL in a PEM file; a file without one is an error, since accepting it would
@@ -118,7 +134,7 @@ fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
 /// chained to `client_ca` (with CRLs enforced, and stale CRLs refused) when one is set.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let certs = read_certificates(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(pem_error(&files.key))?;
+    let key = read_private_key(&files.key)?;
     let builder =
         ServerConfig::builder_with_provider(crypto()).with_protocol_versions(&[&TLS13])?;
     let builder = match &files.client_ca {
