@@ -116,6 +116,12 @@ impl PlatformClient {
             .collect()
     }
 
+    /// The channels calls go over now.
+    #[cfg(test)]
+    pub(crate) fn channels_in_use(&self) -> Arc<[Channel]> {
+        self.replicas.shared.snapshot()
+    }
+
     /// Sends later calls over `channels` (made by [`PlatformClient::lazy_channels`] from the
     /// same configuration, so one per replica, in the same order).
     pub fn use_channels(&self, channels: Arc<[Channel]>) {

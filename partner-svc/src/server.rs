@@ -77,18 +77,9 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // The platform's own TLS termination: TLS 1.3 only, handshakes under a timeout, the same
-    // HTTP/2 limits. A front end may present a client certificate (it must then chain to
-    // `tls.client_ca` and be on none of `tls.crls`); the API refuses calls with neither that
-    // nor a user's session.
+    // HTTP/2 limits.
     let limits = TransportLimits::default();
-    let files = TlsFiles {
-        cert: config.tls.cert.clone(),
-        key: config.tls.key.clone(),
-        client_ca: config.tls.client_ca.clone(),
-        crls: config.tls.crls.clone(),
-        http1: false,
-        client_certificate_optional: true,
-    };
+    let files = api_tls_files(&config);
     let tls = Arc::new(ReloadableTls::load(files.clone())?);
     let web_tls = match &config.web {
         Some(_) => Some(Arc::new(ReloadableTls::load(TlsFiles {
@@ -177,6 +168,20 @@ pub async fn run(
     Ok(result?)
 }
 
+/// The API's TLS. A front end may present a client certificate (it must then chain to
+/// `tls.client_ca` and be on none of `tls.crls`); the API refuses calls with neither that
+/// nor a user's session.
+fn api_tls_files(config: &PartnerConfig) -> TlsFiles {
+    TlsFiles {
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+        client_ca: config.tls.client_ca.clone(),
+        crls: config.tls.crls.clone(),
+        http1: false,
+        client_certificate_optional: true,
+    }
+}
+
 /// Reads the files of the API's and the web app's TLS, and of the platform client, again;
 /// installs them only once all have loaded, so a file that does not load changes nothing.
 fn reload(
@@ -193,6 +198,36 @@ fn reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use consent_tls::pki::DevPki;
+
+    #[tokio::test]
+    async fn a_reload_refused_by_a_listener_file_keeps_the_platform_clients_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate("consent.test", "ops", &["music".into()]).unwrap();
+        pki.write_to(dir.path(), None).unwrap();
+        let profile = include_str!("../profiles/music.toml")
+            .replace("dev-pki/", &format!("{}/", dir.path().display()));
+        let mut config = PartnerConfig::from_toml(&profile).unwrap();
+        let crl = dir.path().join("crl.pem");
+        config.tls.crls = vec![crl.clone()];
+        let client = PlatformClient::connect_lazy(&config).unwrap();
+        let servers = [Arc::new(
+            ReloadableTls::load(api_tls_files(&config)).unwrap(),
+        )];
+        let before = client.channels_in_use();
+
+        std::fs::write(&crl, "not a revocation list").unwrap();
+        let refused = reload(&config, &client, &servers).unwrap_err();
+        assert!(refused.to_string().contains("crl.pem"), "{refused}");
+        assert!(
+            Arc::ptr_eq(&before, &client.channels_in_use()),
+            "a reload that fails must leave the platform client's channels"
+        );
+
+        std::fs::write(&crl, &pki.crl_pem).unwrap();
+        reload(&config, &client, &servers).unwrap();
+        assert!(!Arc::ptr_eq(&before, &client.channels_in_use()));
+    }
 
     #[tokio::test]
     async fn revocation_lists_without_a_front_ends_ca_are_refused_at_start() {
