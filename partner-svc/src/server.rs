@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_util::task::AbortOnDropHandle;
 use tonic_health::ServingStatus;
 
 /// Largest message the partner API accepts.
@@ -55,13 +56,18 @@ pub async fn run(
     let client = PlatformClient::connect_lazy(&config)?;
     let wake = Arc::new(Notify::new());
     let title = format!("{} share", config.display_name);
-    let outbox = tokio::spawn(crate::outbox::run_worker(
+    // Every task spawned here is a handle that aborts it when dropped, so that none outlives
+    // this function, whichever way it returns.
+    let _outbox = AbortOnDropHandle::new(tokio::spawn(crate::outbox::run_worker(
         store.clone(),
         client.clone(),
         title,
         wake.clone(),
-    ));
-    let watcher = tokio::spawn(crate::events::run_watcher(store.clone(), client.clone()));
+    )));
+    let _watcher = AbortOnDropHandle::new(tokio::spawn(crate::events::run_watcher(
+        store.clone(),
+        client.clone(),
+    )));
 
     let served = <PartnerAppServer<PartnerApp> as tonic::server::NamedService>::NAME;
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -94,7 +100,7 @@ pub async fn run(
     let servers: Vec<_> = std::iter::once(Arc::clone(&tls))
         .chain(web_tls.clone())
         .collect();
-    let reloads = consent_tls::termination::reload_on_hangup({
+    let _reloads = consent_tls::termination::reload_on_hangup({
         let (config, client) = (config.clone(), client.clone());
         move || reload(&config, &client, &servers)
     });
@@ -124,16 +130,18 @@ pub async fn run(
             ))?;
             let web_connections =
                 incoming(web_listener, web_tls, handshake_timeout, None, stopped());
-            Some(tokio::spawn(consent_tls::https::serve(
-                web_connections,
-                pages,
-                stopped(),
+            Some(AbortOnDropHandle::new(tokio::spawn(
+                consent_tls::https::serve(web_connections, pages, stopped()),
             )))
         }
         _ => None,
     };
-    let ops_task =
-        ops.map(|listener| tokio::spawn(consent_telemetry::ops::serve(listener, stopped())));
+    let ops_task = ops.map(|listener| {
+        AbortOnDropHandle::new(tokio::spawn(consent_telemetry::ops::serve(
+            listener,
+            stopped(),
+        )))
+    });
     let methods = Methods::served(&[consent_proto::FILE_DESCRIPTOR_SET])?;
     let result = transport(&limits)
         .layer(RpcLayer::new("app", methods))
@@ -160,9 +168,6 @@ pub async fn run(
         Some(ops_task) => ops_task.await,
         None => Ok(Ok(())),
     };
-    outbox.abort();
-    watcher.abort();
-    reloads.abort();
     web_result??;
     ops_result??;
     Ok(result?)

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::server::Connected;
 
 /// A TLS configuration failure.
@@ -208,17 +209,17 @@ impl ReloadableTls {
 
 /// From now on, calls `reload` on every `SIGHUP` the process receives, logging whether it
 /// worked (a reload that fails leaves what it would have replaced in force, so the log
-/// says so), until the returned task is aborted. Must be called inside the async runtime.
+/// says so), until the returned handle is dropped. Must be called inside the async runtime.
 pub fn reload_on_hangup<E>(
     reload: impl Fn() -> Result<(), E> + Send + 'static,
-) -> tokio::task::JoinHandle<()>
+) -> AbortOnDropHandle<()>
 where
     E: std::fmt::Display,
 {
     // Installed before this returns, so that a SIGHUP from now on never takes its default
     // action, which would end the process.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    tokio::spawn(async move {
+    AbortOnDropHandle::new(tokio::spawn(async move {
         let mut hangups = match hangups {
             Ok(hangups) => hangups,
             Err(error) => {
@@ -234,7 +235,7 @@ where
                 }
             }
         }
-    })
+    }))
 }
 
 /// An established TLS connection and what the edge learned about its peer.
