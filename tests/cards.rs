@@ -408,4 +408,24 @@ async fn a_card_is_checked_on_every_path_and_hidden_with_its_authors_words() {
             "features[2].scopes",
         ],
     );
+    // The partner's own fields are named with its features', not before them.
+    let err = operator
+        .register_partner(pb::RegisterPartnerRequest {
+            partner_id: "Rogue App".into(),
+            display_name: "Rogue".into(),
+            allowed_scopes: Vec::new(),
+            features: vec![feature(vec![track_kind], vec![friends])],
+            redirect_uris: vec!["http://rogue.example/cb".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_fields(
+        &err,
+        &[
+            "partner_id",
+            "allowed_scopes",
+            "redirect_uris[0]",
+            "features[0].card_kinds",
+        ],
+    );
 }

@@ -4,6 +4,7 @@
 //! and the partner API serves only its own front ends and signed-in users.
 
 use consent_proto::partner::v1 as app;
+use consent_proto::platform::v1 as pb;
 use end_to_end::browser::{Browser, Page};
 use end_to_end::processes::start_partner_at;
 use end_to_end::world::{World, partner_db, world};
@@ -394,6 +395,26 @@ async fn the_partner_api_serves_only_its_own_front_ends_and_signed_in_users() {
         .await
         .unwrap_err();
     assert_partner_refused(&refused, Code::FailedPrecondition, "CONNECT_IN_BROWSER");
+
+    // Every bad field of a share is named at once; an account not connected is said so.
+    let bad_share = app::ShareRequest {
+        card: Some(pb::Card { kind: None }),
+        ..Default::default()
+    };
+    let refused = stranger
+        .share(end_to_end::bearer(bad_share, &session))
+        .await
+        .unwrap_err();
+    end_to_end::assert_invalid_fields(&refused, &["body", "client_key", "thread_id", "card.kind"]);
+    let inbox = app::InboxRequest {
+        thread_id: "thr_1".into(),
+        ..Default::default()
+    };
+    let refused = stranger
+        .inbox(end_to_end::bearer(inbox, &session))
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::FailedPrecondition, "NOT_CONNECTED");
 
     // A name the app's front end already connected cannot be signed up for on the web.
     let mut front_end = music.client(&w.work, "music").await;

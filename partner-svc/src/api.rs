@@ -9,6 +9,8 @@ use crate::error::PartnerError;
 use crate::outbox::{self, Delivery};
 use crate::platform::{PlatformClient, with_token};
 use crate::store::{self, CachedMessage, PartnerStore, Share};
+use consent_core::denial::FieldViolation;
+use consent_core::model::MAX_BODY_BYTES;
 use consent_proto::partner::v1 as api;
 use consent_proto::platform::v1 as pb;
 use consent_tls::principal::{ConnectionInfo, PartnerId, Principal};
@@ -150,10 +152,7 @@ fn binding_message() -> String {
 
 fn user_name(value: &str) -> Result<&str, PartnerError> {
     if value.is_empty() || value.len() > 64 {
-        return Err(PartnerError::Invalid {
-            field: "user_name",
-            description: "must be 1 to 64 bytes",
-        });
+        return Err(PartnerError::invalid("user_name", "must be 1 to 64 bytes"));
     }
     Ok(value)
 }
@@ -365,30 +364,34 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             .account_of(&request, &request.get_ref().user_name)
             .await?;
         let r = request.into_inner();
-        if r.body.is_empty() || r.body.len() > 4096 {
-            return Err(PartnerError::Invalid {
-                field: "body",
-                description: "must be 1 to 4096 bytes",
-            }
-            .into());
+        let mut bad = Vec::new();
+        if r.body.is_empty() || r.body.len() > MAX_BODY_BYTES {
+            let problem = format!("must be 1 to {MAX_BODY_BYTES} bytes");
+            bad.push(FieldViolation::new("body", problem));
         }
         if r.client_key.is_empty() || r.client_key.len() > 64 {
-            return Err(PartnerError::Invalid {
-                field: "client_key",
-                description: "must be 1 to 64 bytes",
-            }
-            .into());
+            bad.push(FieldViolation::new("client_key", "must be 1 to 64 bytes"));
         }
         if r.thread_id.is_empty() == r.friend_id.is_empty() {
-            return Err(PartnerError::Invalid {
-                field: "thread_id",
-                description: "give either thread_id or friend_id",
-            }
-            .into());
+            let problem = "give either thread_id or friend_id";
+            bad.push(FieldViolation::new("thread_id", problem));
         }
-        if let Some(card) = &r.card {
-            let kind =
-                consent_core::card::check("card", card).map_err(PartnerError::InvalidCard)?;
+        let kind = match r
+            .card
+            .as_ref()
+            .map(|card| consent_core::card::check("card", card))
+        {
+            Some(Err(card_violations)) => {
+                bad.extend(card_violations);
+                None
+            }
+            Some(Ok(kind)) => Some(kind),
+            None => None,
+        };
+        if !bad.is_empty() {
+            return Err(PartnerError::Invalid(bad).into());
+        }
+        if let Some(kind) = kind {
             consent_core::card::may_send(&self.config.feature.cards, kind)
                 .map_err(|denied| PartnerError::CardNotDeclared(denied.message))?;
         }

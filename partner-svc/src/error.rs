@@ -1,6 +1,7 @@
 //! Failures of the partner API and the one place they become gRPC statuses. A refusal
 //! from the platform is passed to the front end unchanged, with its `ErrorInfo`.
 
+use consent_core::denial::FieldViolation;
 use std::collections::HashMap;
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
@@ -8,17 +9,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// A failed partner API call.
 #[derive(Debug, thiserror::Error)]
 pub enum PartnerError {
-    /// A request field is invalid.
-    #[error("{field}: {description}")]
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// Why.
-        description: &'static str,
-    },
-    /// A shared card has bad fields (each named, as the platform would).
-    #[error("the card has bad fields")]
-    InvalidCard(Vec<consent_core::denial::FieldViolation>),
+    /// These fields of the request are invalid, every one of them.
+    #[error("invalid request: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldViolation>),
     /// This app's feature does not send this kind of card.
     #[error("{0}")]
     CardNotDeclared(String),
@@ -28,6 +21,9 @@ pub enum PartnerError {
     /// The user has no active connection to this partner.
     #[error("{0} is not connected to this app")]
     NotConnected(String),
+    /// A queued share no longer reads back from the local store.
+    #[error("share {0} cannot be sent: {1}")]
+    UnreadableShare(String, String),
     /// The platform refused or failed.
     #[error("platform: {0}")]
     Platform(#[from] Status),
@@ -57,6 +53,13 @@ fn refusal(code: tonic::Code, reason: &str, message: String) -> Status {
     )
 }
 
+impl PartnerError {
+    /// One invalid `field`.
+    pub fn invalid(field: &str, description: &str) -> Self {
+        PartnerError::Invalid(vec![FieldViolation::new(field, description)])
+    }
+}
+
 impl From<rusqlite::Error> for PartnerError {
     fn from(e: rusqlite::Error) -> Self {
         PartnerError::Store(e.into())
@@ -65,11 +68,11 @@ impl From<rusqlite::Error> for PartnerError {
 
 impl From<PartnerError> for Status {
     fn from(err: PartnerError) -> Status {
+        let message = err.to_string();
         match err {
-            PartnerError::Invalid { .. } => Status::invalid_argument(err.to_string()),
-            PartnerError::InvalidCard(violations) => Status::with_error_details(
+            PartnerError::Invalid(violations) => Status::with_error_details(
                 tonic::Code::InvalidArgument,
-                "the card has bad fields",
+                message,
                 ErrorDetails::with_bad_request(
                     violations
                         .into_iter()
@@ -77,17 +80,20 @@ impl From<PartnerError> for Status {
                         .collect::<Vec<_>>(),
                 ),
             ),
-            PartnerError::NotConnected(_) => Status::failed_precondition(err.to_string()),
+            PartnerError::NotConnected(_) => {
+                refusal(tonic::Code::FailedPrecondition, "NOT_CONNECTED", message)
+            }
+            PartnerError::UnreadableShare(..) => {
+                refusal(tonic::Code::DataLoss, "SHARE_UNREADABLE", message)
+            }
             PartnerError::CardNotDeclared(_) => refusal(
                 tonic::Code::PermissionDenied,
                 "CARD_KIND_NOT_DECLARED",
-                err.to_string(),
+                message,
             ),
-            PartnerError::ClientKeyReused => refusal(
-                tonic::Code::AlreadyExists,
-                "CLIENT_KEY_REUSED",
-                err.to_string(),
-            ),
+            PartnerError::ClientKeyReused => {
+                refusal(tonic::Code::AlreadyExists, "CLIENT_KEY_REUSED", message)
+            }
             PartnerError::Platform(status) => status,
             PartnerError::Store(e) => {
                 tracing::error!(error = %e, "partner store failure");
@@ -96,17 +102,15 @@ impl From<PartnerError> for Status {
             PartnerError::Unauthenticated => refusal(
                 tonic::Code::Unauthenticated,
                 "CALLER_UNAUTHENTICATED",
-                err.to_string(),
+                message,
             ),
-            PartnerError::NotYourAccount => refusal(
-                tonic::Code::PermissionDenied,
-                "NOT_YOUR_ACCOUNT",
-                err.to_string(),
-            ),
+            PartnerError::NotYourAccount => {
+                refusal(tonic::Code::PermissionDenied, "NOT_YOUR_ACCOUNT", message)
+            }
             PartnerError::ConnectInBrowser => refusal(
                 tonic::Code::FailedPrecondition,
                 "CONNECT_IN_BROWSER",
-                err.to_string(),
+                message,
             ),
         }
     }

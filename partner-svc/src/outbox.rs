@@ -39,10 +39,7 @@ pub async fn deliver(
             Ok((share, connection))
         })
         .await?;
-    let share = share.ok_or_else(|| PartnerError::Invalid {
-        field: "share_id",
-        description: "is unknown",
-    })?;
+    let share = share.ok_or_else(|| PartnerError::invalid("share_id", "is unknown"))?;
     if share.status != "QUEUED" {
         return Ok(Delivery::Delivered(share));
     }
@@ -64,7 +61,7 @@ pub async fn deliver(
             store
                 .run(move |tx| store::mark_failed(tx, &id, &failed))
                 .await?;
-            return Err(PartnerError::Platform(tonic::Status::data_loss(reason)));
+            return Err(PartnerError::UnreadableShare(share.share_id, reason));
         }
     };
     let sent = if share.thread_id.is_empty() {

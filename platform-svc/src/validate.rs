@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use consent_core::authorization;
 use consent_core::card::CardKind;
-use consent_core::model::{Coverage, Scope, ScopeSet};
+use consent_core::model::{Coverage, MAX_BODY_BYTES, Scope, ScopeSet};
 use consent_core::partner_view::PartnerView;
 use consent_proto::platform::v1 as pb;
 use consent_store::Page;
@@ -16,8 +16,6 @@ use tonic_types::FieldViolation;
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 /// Largest page size.
 pub const MAX_PAGE_SIZE: i32 = 100;
-/// Largest message body, in bytes.
-pub const MAX_BODY_BYTES: usize = 4096;
 
 type Checked<T> = Result<T, ApiError>;
 
@@ -134,18 +132,22 @@ pub fn ids(field: &str, values: &[String], min: usize, max: usize) -> Checked<Ve
             format!("must hold {min} to {max} ids"),
         ));
     }
-    let mut out: Vec<String> = Vec::with_capacity(values.len());
-    for (index, value) in values.iter().enumerate() {
-        id(&format!("{field}[{index}]"), value)?;
-        if out.contains(value) {
-            return Err(ApiError::invalid(
-                format!("{field}[{index}]"),
-                "is a duplicate",
-            ));
+    each(values.iter().enumerate().map(|(index, value)| {
+        let field = format!("{field}[{index}]");
+        id(&field, value)?;
+        not_before(values, index, &field)?;
+        Ok(value.clone())
+    }))
+}
+
+/// `Ok` unless the item at `index` of `values` is also one of the items before it.
+fn not_before<T: PartialEq>(values: &[T], index: usize, field: &str) -> Checked<()> {
+    match values.get(index) {
+        Some(value) if values.iter().take(index).any(|v| v == value) => {
+            Err(ApiError::invalid(field, "is a duplicate"))
         }
-        out.push(value.clone());
+        _ => Ok(()),
     }
-    Ok(out)
 }
 
 /// Thread ids a partner sends (already checked as ids), each one its view gave it, as the
@@ -155,18 +157,14 @@ pub fn partner_threads(
     values: &[String],
     view: &PartnerView<'_>,
 ) -> Checked<Vec<String>> {
-    values
-        .iter()
-        .enumerate()
-        .map(|(index, shown)| {
-            view.thread_named(shown).ok_or_else(|| {
-                ApiError::invalid(
-                    format!("{field}[{index}]"),
-                    "is not a thread id this partner was given",
-                )
-            })
+    each(values.iter().enumerate().map(|(index, shown)| {
+        view.thread_named(shown).ok_or_else(|| {
+            ApiError::invalid(
+                format!("{field}[{index}]"),
+                "is not a thread id this partner was given",
+            )
         })
-        .collect()
+    }))
 }
 
 /// Free text: 1 to `max` bytes, no control characters other than newline and tab.
@@ -248,18 +246,12 @@ pub fn redirect_uris(field: &str, values: &[String]) -> Checked<Vec<String>> {
             ),
         ));
     }
-    let mut out: Vec<String> = Vec::with_capacity(values.len());
-    for (index, value) in values.iter().enumerate() {
+    each(values.iter().enumerate().map(|(index, value)| {
         let field = format!("{field}[{index}]");
-        if let Some(problem) = authorization::redirect_uri_problem(value) {
-            return Err(ApiError::invalid(field, problem));
-        }
-        if out.contains(value) {
-            return Err(ApiError::invalid(field, "is a duplicate"));
-        }
-        out.push(value.clone());
-    }
-    Ok(out)
+        checked(&field, value, authorization::redirect_uri_problem)?;
+        not_before(values, index, &field)?;
+        Ok(value.clone())
+    }))
 }
 
 /// A value that `problem` finds nothing wrong with.
@@ -374,23 +366,15 @@ pub fn fit_page_where<T, P: prost::Message>(
 
 /// Card kinds a feature declares: each known, none twice (none at all is text only).
 pub fn card_kinds(field: &str, values: &[i32]) -> Checked<Vec<CardKind>> {
-    let mut kinds = Vec::with_capacity(values.len());
-    for (index, value) in values.iter().enumerate() {
+    each(values.iter().enumerate().map(|(index, value)| {
+        let field = format!("{field}[{index}]");
         let kind = CardKind::try_from(*value)
             .ok()
             .filter(|k| *k != CardKind::Unspecified)
-            .ok_or_else(|| {
-                ApiError::invalid(format!("{field}[{index}]"), "is not a kind of card")
-            })?;
-        if kinds.contains(&kind) {
-            return Err(ApiError::invalid(
-                format!("{field}[{index}]"),
-                "is a duplicate",
-            ));
-        }
-        kinds.push(kind);
-    }
-    Ok(kinds)
+            .ok_or_else(|| ApiError::invalid(&field, "is not a kind of card"))?;
+        not_before(values, index, &field)?;
+        Ok(kind)
+    }))
 }
 
 /// A card a message carries: every bad field named.
@@ -405,15 +389,12 @@ pub fn card(field: &str, card: &pb::Card) -> Checked<CardKind> {
     })
 }
 
-/// A non-empty set of known scopes.
+/// A set of known scopes (empty when `values` is).
 pub fn scopes(field: &str, values: &[i32]) -> Checked<ScopeSet> {
-    let mut set = Vec::with_capacity(values.len());
-    for (index, value) in values.iter().enumerate() {
-        let scope = Scope::from_proto(*value).ok_or_else(|| {
-            ApiError::invalid(format!("{field}[{index}]"), "is not a known scope")
-        })?;
-        set.push(scope);
-    }
+    let set = each(values.iter().enumerate().map(|(index, value)| {
+        Scope::from_proto(*value)
+            .ok_or_else(|| ApiError::invalid(format!("{field}[{index}]"), "is not a known scope"))
+    }))?;
     Ok(ScopeSet::of(&set))
 }
 
@@ -480,6 +461,49 @@ mod tests {
             .all()
             .unwrap();
         assert_eq!((thread, text), ("thr_1", "hi"));
+    }
+
+    #[test]
+    fn every_bad_item_of_a_list_is_named() {
+        let fields = |checked: Checked<_>| match checked {
+            Err(ApiError::InvalidArgument(violations)) => violations
+                .into_iter()
+                .map(|v| format!("{} {}", v.field, v.description))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let values = ["thr_1", "", "thr_1", "no way", "thr_2"].map(String::from);
+        assert_eq!(
+            fields(ids("thread_ids", &values, 1, 10).map(drop)),
+            [
+                "thread_ids[1] is required",
+                "thread_ids[2] is a duplicate",
+                "thread_ids[3] is not a valid id",
+            ]
+        );
+        let uris = [
+            "http://a.example/cb",
+            "https://b.example/cb",
+            "https://b.example/cb",
+        ]
+        .map(String::from);
+        assert_eq!(
+            fields(redirect_uris("redirect_uris", &uris).map(drop)).len(),
+            2
+        );
+        assert_eq!(
+            fields(card_kinds("card_kinds", &[0, 1, 1, 99]).map(drop)),
+            [
+                "card_kinds[0] is not a kind of card",
+                "card_kinds[2] is a duplicate",
+                "card_kinds[3] is not a kind of card",
+            ]
+        );
+        assert_eq!(fields(scopes("scopes", &[0, 1, 999]).map(drop)).len(), 2);
+        assert_eq!(
+            ids("thread_ids", &values[4..], 1, 10).unwrap(),
+            ["thr_2".to_string()]
+        );
     }
 
     #[test]

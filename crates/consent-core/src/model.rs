@@ -419,6 +419,9 @@ pub struct Thread {
     pub participants: Vec<String>,
 }
 
+/// Largest message body, in bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
+
 /// A message.
 #[derive(Debug, Clone)]
 pub struct Message {

@@ -119,6 +119,12 @@ impl AdminService {
     }
 }
 
+/// Every scope: what a feature's fields are checked against before its partner's allowed
+/// scopes are known.
+fn any_scope() -> ScopeSet {
+    ScopeSet::of(&Scope::ALL)
+}
+
 fn feature_from(
     field: &str,
     partner_id: &str,
@@ -181,22 +187,34 @@ impl PartnerAdmin for AdminService {
         request: Request<pb::RegisterPartnerRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let r = request.get_ref().clone();
-        let (_, _, allowed, redirect_uris) = (
+        let allowed = validate::scopes("allowed_scopes", &r.allowed_scopes).and_then(|allowed| {
+            if allowed.is_empty() {
+                Err(ApiError::invalid(
+                    "allowed_scopes",
+                    "must name at least one scope",
+                ))
+            } else {
+                Ok(allowed)
+            }
+        });
+        // With the allowed scopes themselves bad, the features' fields are still checked.
+        let features_may_ask = allowed.as_ref().map_or(any_scope(), |allowed| *allowed);
+        let features = validate::each(r.features.iter().enumerate().map(|(i, f)| {
+            feature_from(
+                &format!("features[{i}]"),
+                &r.partner_id,
+                features_may_ask,
+                f,
+            )
+        }));
+        let (_, _, allowed, redirect_uris, features) = (
             validate::name("partner_id", &r.partner_id),
             validate::text("display_name", &r.display_name, 64),
-            validate::scopes("allowed_scopes", &r.allowed_scopes),
+            allowed,
             validate::redirect_uris("redirect_uris", &r.redirect_uris),
+            features,
         )
             .all()?;
-        if allowed.is_empty() {
-            return Err(ApiError::invalid("allowed_scopes", "must name at least one scope").into());
-        }
-        let features = validate::each(
-            r.features
-                .iter()
-                .enumerate()
-                .map(|(i, f)| feature_from(&format!("features[{i}]"), &r.partner_id, allowed, f)),
-        )?;
         let this = self.clone();
         self.run(&request, method!("RegisterPartner"), move |repo, now_ms| {
             let partner = Partner {
@@ -221,10 +239,15 @@ impl PartnerAdmin for AdminService {
         request: Request<pb::RegisterFeatureRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let r = request.get_ref().clone();
-        validate::name("partner_id", &r.partner_id)?;
-        let feature = r
-            .feature
-            .ok_or_else(|| Status::from(ApiError::invalid("feature", "is required")))?;
+        // Its fields are checked here, and against what its partner is allowed once the
+        // partner is found.
+        let (_, feature) = (
+            validate::name("partner_id", &r.partner_id),
+            r.feature
+                .ok_or_else(|| ApiError::invalid("feature", "is required"))
+                .and_then(|f| feature_from("feature", &r.partner_id, any_scope(), &f).map(|_| f)),
+        )
+            .all()?;
         let this = self.clone();
         self.run(&request, method!("RegisterFeature"), move |repo, _| {
             let partner = repo
@@ -395,17 +418,19 @@ impl PartnerAdmin for AdminService {
         request: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<pb::ExportAuditResponse>, Status> {
         let r = *request.get_ref();
-        let after = i64::try_from(r.after_seq)
-            .map_err(|_| Status::from(ApiError::invalid("after_seq", "is out of range")))?;
-        let limit = match r.limit {
-            0 => AUDIT_BATCH,
-            n if n as usize <= AUDIT_BATCH => n as usize,
-            _ => {
-                return Err(
-                    ApiError::invalid("limit", format!("must be 0 to {AUDIT_BATCH}")).into(),
-                );
-            }
-        };
+        let (after, limit) = (
+            i64::try_from(r.after_seq)
+                .map_err(|_| ApiError::invalid("after_seq", "is out of range")),
+            match r.limit {
+                0 => Ok(AUDIT_BATCH),
+                n if n as usize <= AUDIT_BATCH => Ok(n as usize),
+                _ => Err(ApiError::invalid(
+                    "limit",
+                    format!("must be 0 to {AUDIT_BATCH}"),
+                )),
+            },
+        )
+            .all()?;
         let reply_bytes = self.platform.limits.reply_bytes;
         self.read(&request, method!("ExportAudit"), move |repo, _| {
             let records = repo.audit_records(after, limit)?;
