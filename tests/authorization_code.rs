@@ -6,7 +6,7 @@
 use consent_core::authorization::s256;
 use consent_proto::platform::v1 as pb;
 use end_to_end::browser::{Browser, Page};
-use end_to_end::{Scenario, assert_refused, redirect_uri};
+use end_to_end::{Scenario, assert_refused, bearer, redirect_uri};
 use tonic::Code;
 
 const VERIFIER: &str = "a-verifier-of-forty-three-characters-or-more-000";
@@ -128,6 +128,42 @@ async fn a_user_signs_in_on_the_platform_unticks_a_permission_and_the_partner_ge
     }
     let back = signed_in.location.unwrap();
     let (consent, page) = consent_page(&browser, &back).await;
+
+    // Only the consent page decides a pushed request: not alice's app, and bob's app does
+    // not even find it.
+    let request_id = consent.trim_start_matches("/consent/").to_string();
+    let mut account = s.platform.account().await;
+    for (user, code, reason) in [
+        (
+            &s.alice,
+            Code::FailedPrecondition,
+            "DECIDED_ON_CONSENT_PAGE",
+        ),
+        (&s.bob, Code::NotFound, ""),
+    ] {
+        let approve = pb::ApproveRequestRequest {
+            request_id: request_id.clone(),
+            ..Default::default()
+        };
+        let refused = account
+            .approve_request(bearer(approve, &user.session))
+            .await
+            .unwrap_err();
+        let deny = pb::DenyRequestRequest {
+            request_id: request_id.clone(),
+        };
+        let also_refused = account
+            .deny_request(bearer(deny, &user.session))
+            .await
+            .unwrap_err();
+        for refused in [refused, also_refused] {
+            if reason.is_empty() {
+                assert_eq!(refused.code(), code, "{refused:?}");
+            } else {
+                assert_refused(&refused, code, reason);
+            }
+        }
+    }
     assert!(page.body.contains("Music App"), "{}", page.body);
     assert!(page.body.contains("read your messages"));
     assert!(page.body.contains("delete messages you wrote"));

@@ -125,6 +125,19 @@ pub fn may_decide(access: &AccessRequest, now_ms: i64) -> Result<(), Refusal> {
     }
 }
 
+/// Whether the user may decide a request in the platform's own app rather than on its
+/// consent page: not one the partner `pushed` for the code flow, since only the consent
+/// page's answer reaches the partner (with a code).
+pub fn may_decide_in_app(pushed: bool) -> Result<(), Refusal> {
+    if pushed {
+        return Err(Refusal::Precondition(Denied::new(
+            Reason::DecidedOnConsentPage,
+            "this request is decided on the platform's consent page",
+        )));
+    }
+    Ok(())
+}
+
 /// Whether exchanging an approved request issues its grant's token now: once, and only
 /// while the grant is active (a grant revoked before its exchange yields no token).
 pub fn may_issue_token(access: &AccessRequest, grant: Option<&Grant>) -> bool {

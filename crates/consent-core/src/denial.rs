@@ -89,6 +89,9 @@ pub enum Reason {
     PkceMismatch,
     /// A form came without the CSRF token of the browser's session.
     CsrfInvalid,
+    /// The request was pushed for the code flow: only the platform's consent page decides
+    /// it.
+    DecidedOnConsentPage,
 }
 
 impl Reason {
@@ -136,6 +139,7 @@ impl Reason {
             Reason::RedirectUriMismatch => "REDIRECT_URI_MISMATCH",
             Reason::PkceMismatch => "PKCE_MISMATCH",
             Reason::CsrfInvalid => "CSRF_INVALID",
+            Reason::DecidedOnConsentPage => "DECIDED_ON_CONSENT_PAGE",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod card;
 pub mod clock;
 pub mod denial;
 pub mod model;
+pub mod ownership;
 pub mod partner_view;
 pub mod rules;
 pub mod secret;

@@ -286,18 +286,6 @@ pub fn can_read_thread(grant: &Grant, thread: &Thread) -> bool {
     grant.scopes.contains(Scope::MessagesRead) && covers_thread(grant, thread).is_ok()
 }
 
-/// A partner sees only its own grants: another partner's grant is answered exactly as one
-/// that does not exist.
-pub fn own_grant(partner_id: &str, grant_id: &str, grant: Option<Grant>) -> Result<Grant, Refusal> {
-    match grant {
-        Some(grant) if grant.partner_id == partner_id => Ok(grant),
-        _ => Err(Refusal::NotFound {
-            kind: "grant",
-            id: grant_id.to_string(),
-        }),
-    }
-}
-
 /// The scopes a feature declares beyond what its partner's registration allows: a
 /// registration with any is refused, so a partner can never be granted more.
 pub fn scopes_not_allowed(feature: ScopeSet, allowed: ScopeSet) -> ScopeSet {

@@ -15,6 +15,7 @@ use consent_core::denial::Reason;
 use consent_core::model::{
     AuditEntry, Coverage, Grant, GrantState, PrivacyChange, RequestStatus, Thread, User,
 };
+use consent_core::ownership;
 use consent_core::rules::{self, LifetimePolicy};
 use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
@@ -141,10 +142,7 @@ pub fn approve(
     now_ms: i64,
     policy: &LifetimePolicy,
 ) -> ApiResult<(Grant, pb::ConsentReceipt)> {
-    let access = repo
-        .request(request_id)?
-        .filter(|a| a.user_id == user.id)
-        .ok_or_else(|| ApiError::not_found("access request", request_id))?;
+    let access = ownership::users_request(&user.id, request_id, repo.request(request_id)?)?;
     let partner = repo.partner(&access.partner_id)?;
     let feature = repo.feature(&access.partner_id, &access.feature)?;
     if let Some(feature) = &feature
@@ -224,16 +222,12 @@ pub fn revoke(repo: &mut dyn Repo, user: &User, grant_id: &str, now_ms: i64) -> 
     own_grant(repo, user, grant_id)
 }
 
-/// Refuses to decide here a request a partner pushed for the code flow: only its consent
-/// page can, since only that answer reaches the partner (with a code).
-fn consent_page_only(repo: &mut dyn Repo, request_id: &str) -> ApiResult<()> {
-    if repo.pushed_request_of(request_id)?.is_some() {
-        return Err(ApiError::FailedPrecondition(
-            Reason::RequestNotPending,
-            "this request is decided on the platform's consent page".into(),
-        ));
-    }
-    Ok(())
+/// Refuses to decide in the app a request of the user's that only the consent page may
+/// decide; another's is not found.
+fn decided_in_app(repo: &mut dyn Repo, user: &User, request_id: &str) -> ApiResult<()> {
+    ownership::users_request(&user.id, request_id, repo.request(request_id)?)?;
+    let pushed = repo.pushed_request_of(request_id)?.is_some();
+    Ok(approval::may_decide_in_app(pushed)?)
 }
 
 /// `work` for the user whose session `token` names.
@@ -265,7 +259,7 @@ pub fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> Ap
 }
 
 /// Those of `thread_ids` that `user` is in.
-fn member_threads(
+pub fn member_threads(
     repo: &mut dyn Repo,
     user: &User,
     thread_ids: &[String],
@@ -274,7 +268,7 @@ fn member_threads(
     for id in thread_ids {
         if repo
             .thread(id)?
-            .is_some_and(|t| t.participants.contains(&user.id))
+            .is_some_and(|t| ownership::is_member(&user.id, &t))
         {
             members.push(id.clone());
         }
@@ -283,15 +277,19 @@ fn member_threads(
 }
 
 fn member_thread(repo: &mut dyn Repo, user: &User, thread_id: &str) -> ApiResult<Thread> {
-    repo.thread(thread_id)?
-        .filter(|t| t.participants.contains(&user.id))
-        .ok_or_else(|| ApiError::not_found("thread", thread_id))
+    Ok(ownership::members_thread(
+        &user.id,
+        thread_id,
+        repo.thread(thread_id)?,
+    )?)
 }
 
 fn own_grant(repo: &mut dyn Repo, user: &User, grant_id: &str) -> ApiResult<Grant> {
-    repo.grant(grant_id)?
-        .filter(|g| g.user_id == user.id)
-        .ok_or_else(|| ApiError::not_found("grant", grant_id))
+    Ok(ownership::users_grant(
+        &user.id,
+        grant_id,
+        repo.grant(grant_id)?,
+    )?)
 }
 
 fn record(
@@ -595,7 +593,7 @@ impl Account for AccountService {
             .all()?;
         let policy = self.platform.limits.lifetime;
         self.as_user(&request, move |repo, user, now_ms| {
-            consent_page_only(repo, &r.request_id)?;
+            decided_in_app(repo, user, &r.request_id)?;
             let choice = Choice {
                 scopes: chosen_scopes,
                 thread_ids: chosen_threads,
@@ -615,11 +613,9 @@ impl Account for AccountService {
         let request_id = request.get_ref().request_id.clone();
         validate::id("request_id", &request_id)?;
         self.as_user(&request, move |repo, user, now_ms| {
-            consent_page_only(repo, &request_id)?;
-            let mut access = repo
-                .request(&request_id)?
-                .filter(|a| a.user_id == user.id)
-                .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
+            decided_in_app(repo, user, &request_id)?;
+            let mut access =
+                ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
             approval::may_decide(&access, now_ms)?;
             repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
             access.status = RequestStatus::Denied;

@@ -13,6 +13,7 @@ use consent_core::approval::{self, Placement};
 use consent_core::authorization::{self, PushedRequest};
 use consent_core::denial::Reason;
 use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
+use consent_core::ownership;
 use consent_core::rules;
 use consent_core::secret::{
     CODE_PREFIX, GRANT_TOKEN_PREFIX, REQUEST_URI_TOKEN_PREFIX, hash_token, is_well_formed, new_id,
@@ -148,10 +149,11 @@ impl Consent for ConsentService {
         call.run(&self.platform, move |tx| {
             let request_id = validate::id("request_id", &r.request_id)?;
             tx.touches(request_id);
-            let access = match tx.repo.request(request_id)? {
-                Some(access) if access.partner_id == tx.partner.id => access,
-                _ => return Err(ApiError::not_found("access request", request_id)),
-            };
+            let access = ownership::partners_request(
+                &tx.partner.id,
+                request_id,
+                tx.repo.request(request_id)?,
+            )?;
             tx.concerns_user(&access.user_id);
             let grant = match &access.grant_id {
                 Some(id) => tx.repo.grant(id)?,
@@ -337,10 +339,10 @@ impl Consent for ConsentService {
             } else {
                 let mut named = Vec::new();
                 for id in &ids {
-                    if let Some(grant) = tx.repo.grant(id)?.filter(|g| {
-                        g.partner_id == tx.partner.id
-                            && (!r.active_only || g.state == GrantState::Active)
-                    }) {
+                    let grant = ownership::partners_grant(&tx.partner.id, id, tx.repo.grant(id)?);
+                    if let Ok(grant) = grant
+                        && (!r.active_only || grant.state == GrantState::Active)
+                    {
                         named.push((0, grant));
                     }
                 }

@@ -27,6 +27,7 @@ use super::{Limits, Platform, end_grant};
 use crate::error::{ApiError, ApiResult};
 use consent_core::denial::Reason;
 use consent_core::model::{AuditEntry, Grant, GrantState, Partner, ReadByOthersApp, Scope};
+use consent_core::ownership;
 use consent_core::partner_view::PartnerView;
 use consent_core::rules::{self, GrantContext};
 use consent_core::secret::{GRANT_TOKEN_PREFIX, SecretKey, hash_token, is_well_formed};
@@ -452,7 +453,7 @@ impl<'a> PartnerTx<'a> {
 /// Reads a partner-owned grant by id; another partner's grant is reported as not found.
 pub fn own_grant(tx: &mut PartnerTx<'_>, grant_id: &str) -> ApiResult<Grant> {
     let grant = tx.repo.grant(grant_id)?;
-    let grant = rules::own_grant(&tx.partner.id, grant_id, grant)?;
+    let grant = ownership::partners_grant(&tx.partner.id, grant_id, grant)?;
     tx.concerns_grant(&grant);
     Ok(grant)
 }

@@ -19,6 +19,7 @@ use consent_core::approval::{self, Choice};
 use consent_core::authorization::{self, AuthorizationCode};
 use consent_core::clock::DAY_MS;
 use consent_core::model::{AccessRequest, Coverage, RequestStatus, Scope, ScopeSet, ThreadFilter};
+use consent_core::ownership;
 use consent_core::secret::{CODE_PREFIX, hash_token, new_id, new_token};
 use consent_store::{Page, Repo};
 use consent_tls::https::cookies;
@@ -72,15 +73,7 @@ pub async fn open(
             };
             // Offered threads the user is not in are left out, unseen: approving never
             // reaches them, and the partner does not learn which they were.
-            let mut thread_ids = Vec::new();
-            for id in pushed.thread_ids {
-                if repo
-                    .thread(&id)?
-                    .is_some_and(|t| t.participants.contains(&user.id))
-                {
-                    thread_ids.push(id);
-                }
-            }
+            let thread_ids = account::member_threads(repo, &user, &pushed.thread_ids)?;
             let access = AccessRequest {
                 id: new_id("req"),
                 partner_id: pushed.partner_id,
@@ -166,10 +159,8 @@ pub async fn page(
     let view = state
         .platform
         .read(move |repo, now_ms| {
-            let access = repo
-                .request(&request_id)?
-                .filter(|a| a.user_id == user.id)
-                .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
+            let access =
+                ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
             approval::may_decide(&access, now_ms)?;
             let partner = repo
                 .partner(&access.partner_id)?
@@ -250,14 +241,12 @@ enum Decided {
 /// The scopes ticked on the form, by name; none ticked is refused (approving "nothing"
 /// would otherwise mean "as asked").
 fn ticked_scopes(names: &[String]) -> ApiResult<ScopeSet> {
-    let mut scopes = Vec::new();
-    for name in names {
-        let scope = Scope::ALL
+    let scopes = validate::each(names.iter().map(|name| {
+        Scope::ALL
             .into_iter()
             .find(|s| s.name() == name)
-            .ok_or_else(|| ApiError::invalid("scope", format!("{name} is not a scope")))?;
-        scopes.push(scope);
-    }
+            .ok_or_else(|| ApiError::invalid("scope", format!("{name} is not a scope")))
+    }))?;
     if scopes.is_empty() {
         return Err(ApiError::invalid(
             "scope",
@@ -293,8 +282,8 @@ pub async fn decide(
     };
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         let partner_of = move |repo: &mut dyn Repo, user_id: &str| {
-            let access = repo.request(&request_id)?.filter(|a| a.user_id == user_id);
-            Ok(access.map(|a| a.partner_id))
+            let access = ownership::users_request(user_id, &request_id, repo.request(&request_id)?);
+            Ok(access.ok().map(|a| a.partner_id))
         };
         return refuse_form(&state, error, user.id, "POST /consent", partner_of).await;
     }
@@ -316,10 +305,8 @@ pub async fn decide(
         .run(move |repo, now_ms| {
             let pushed = repo.pushed_request_of(&request_id)?;
             if !approve {
-                let access = repo
-                    .request(&request_id)?
-                    .filter(|a| a.user_id == user.id)
-                    .ok_or_else(|| ApiError::not_found("access request", &request_id))?;
+                let access =
+                    ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
                 approval::may_decide(&access, now_ms)?;
                 repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
                 return Ok(match pushed {
@@ -334,9 +321,9 @@ pub async fn decide(
                     None => Decided::Grants,
                 });
             }
-            let listed = repo
-                .request(&request_id)?
-                .is_some_and(|a| a.coverage == Coverage::Listed);
+            let listed =
+                ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)
+                    .is_ok_and(|a| a.coverage == Coverage::Listed);
             if listed && threads.is_empty() {
                 // On the page, unticking every conversation is not "as asked".
                 return Err(ApiError::invalid(

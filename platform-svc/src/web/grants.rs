@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval;
 use consent_core::model::{AccessRequest, Grant};
+use consent_core::ownership;
 use consent_store::Page;
 use consent_store::Repo;
 use consent_tls::https::cookies;
@@ -142,8 +143,8 @@ pub async fn revoke(
     if let Err(error) = csrf {
         // A forged revocation is recorded against the grant it named, if it is the user's.
         let partner_of = move |repo: &mut dyn Repo, user_id: &str| {
-            let grant = repo.grant(&grant_id)?.filter(|g| g.user_id == user_id);
-            Ok(grant.map(|g| g.partner_id))
+            let grant = ownership::users_grant(user_id, &grant_id, repo.grant(&grant_id)?);
+            Ok(grant.ok().map(|g| g.partner_id))
         };
         return refuse_form(&state, error, user.id, "POST /grants/revoke", partner_of).await;
     }

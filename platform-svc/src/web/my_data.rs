@@ -5,10 +5,10 @@
 
 use super::{WebState, failure, pages, session, sign_in_then};
 use crate::api::account::receipt_summary;
-use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
+use consent_core::ownership;
 use consent_proto::platform::v1 as pb;
 use consent_telemetry::rpc::code_name;
 use consent_tls::https::cookies;
@@ -217,10 +217,7 @@ pub async fn receipt(
     let found = state
         .platform
         .read(move |repo, _| {
-            let grant = repo
-                .grant(&grant_id)?
-                .filter(|g| g.user_id == user.id)
-                .ok_or_else(|| ApiError::not_found("grant", &grant_id))?;
+            let grant = ownership::users_grant(&user.id, &grant_id, repo.grant(&grant_id)?)?;
             let partner_name = repo
                 .partner(&grant.partner_id)?
                 .map(|p| p.display_name)
