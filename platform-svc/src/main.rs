@@ -135,6 +135,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             for name in ["audit.key", "pseudonym.key"] {
                 let path = out.join(name);
                 if path.exists() {
+                    // Kept, but given to the key owner asked for, as the new keys are.
+                    if let Some((uid, gid)) = key_owner {
+                        std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                    }
                     println!("kept the existing {}", path.display());
                     continue;
                 }

@@ -49,16 +49,6 @@ pub fn plain_name(kind: CardKind) -> &'static str {
     }
 }
 
-/// The kind of `card`, if it holds one.
-pub fn kind_of(card: &pb::Card) -> Option<CardKind> {
-    Some(match card.kind.as_ref()? {
-        Kind::Track(_) => CardKind::Track,
-        Kind::Video(_) => CardKind::Video,
-        Kind::Folder(_) => CardKind::Folder,
-        Kind::Receipt(_) => CardKind::Receipt,
-    })
-}
-
 /// The checks of a card sent as `field`: every bad field of it named (`card.track.link`),
 /// or its kind.
 pub fn check(field: &str, card: &pb::Card) -> Result<CardKind, Vec<FieldViolation>> {
