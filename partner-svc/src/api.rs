@@ -124,15 +124,11 @@ impl PartnerApp {
         if self.is_own_front_end(request) {
             return Ok(user_name(claimed)?.to_string());
         }
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(PartnerError::Unauthenticated)?;
+        let token =
+            consent_tls::https::bearer_token(request).ok_or(PartnerError::Unauthenticated)?;
         let name = self
             .store
-            .session_account(token)
+            .session_account(&token)
             .await?
             .ok_or(PartnerError::Unauthenticated)?;
         if !claimed.is_empty() && claimed != name {
@@ -193,8 +189,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         let r = request.into_inner();
         self.release_connection(&name).await?;
         let feature = &self.config.feature;
-        let coverage = pb::ThreadCoverage::from_str_name(&feature.coverage)
-            .unwrap_or(pb::ThreadCoverage::Unspecified);
+        let coverage = feature.coverage;
         // Asking again while the user has not answered repeats the same request.
         let pending_name = name.clone();
         let binding_message = self

@@ -2,6 +2,7 @@
 //! `PARTNER_*` environment variables and flags may override.
 
 use consent_core::card::CardKind;
+use consent_proto::platform::v1::ThreadCoverage;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,8 +90,10 @@ pub struct Feature {
     /// the tests do. Requests do not carry them: a grant has the scopes the operator
     /// registered.
     pub scopes: Vec<String>,
-    /// `ALL_THREADS`, `LISTED_THREADS` or `PARTNER_STARTED_THREADS`.
-    pub coverage: String,
+    /// `ALL_THREADS`, `LISTED_THREADS` or `PARTNER_STARTED_THREADS`; another name is
+    /// refused when the profile is read.
+    #[serde(deserialize_with = "coverage")]
+    pub coverage: ThreadCoverage,
     /// Ask for messages from before the grant.
     #[serde(default)]
     pub include_history: bool,
@@ -112,6 +115,17 @@ fn card_kinds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CardKind>, D
             })
         })
         .collect()
+}
+
+fn coverage<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ThreadCoverage, D::Error> {
+    let name = <String as serde::Deserialize>::deserialize(d)?;
+    ThreadCoverage::from_str_name(&name)
+        .filter(|c| *c != ThreadCoverage::Unspecified)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{name:?} is not a coverage (ALL_THREADS, LISTED_THREADS, PARTNER_STARTED_THREADS)"
+            ))
+        })
 }
 
 /// How to reach the platform.
@@ -154,5 +168,38 @@ impl PartnerConfig {
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_naming_an_unknown_coverage_or_card_is_refused_when_read() {
+        let profile = include_str!("../profiles/music.toml");
+        let read = PartnerConfig::from_toml(profile).unwrap();
+        assert_eq!(read.feature.coverage, ThreadCoverage::PartnerStartedThreads);
+        assert_eq!(read.feature.cards, [CardKind::Track]);
+        for (good, bad, said) in [
+            (
+                "PARTNER_STARTED_THREADS",
+                "SOME_THREADS",
+                "is not a coverage",
+            ),
+            (
+                "PARTNER_STARTED_THREADS",
+                "THREAD_COVERAGE_UNSPECIFIED",
+                "is not a coverage",
+            ),
+            (
+                "cards = [\"track\"]",
+                "cards = [\"tape\"]",
+                "is not a kind of card",
+            ),
+        ] {
+            let refused = PartnerConfig::from_toml(&profile.replace(good, bad)).unwrap_err();
+            assert!(refused.to_string().contains(said), "{refused}");
+        }
     }
 }

@@ -249,10 +249,7 @@ impl Service<http::Request<Body>> for Replicas {
 
 /// A request carrying the grant token as `Bearer`, with a deadline.
 pub fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
+    let mut request = consent_tls::https::with_bearer(message, token);
     request.set_timeout(Duration::from_secs(10));
     request
 }

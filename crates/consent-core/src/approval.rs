@@ -80,14 +80,16 @@ pub enum Placement<'a> {
 /// so retries do not pile up on the user's consent screen; past
 /// [`MAX_PENDING_PER_PARTNER`] different ones, it is refused. The rule is the same whether
 /// or not a user has the name; requests made while no user had it (which no one can
-/// approve) do not count once someone has.
+/// approve) do not count once someone has. Only decoupled requests (those with a binding
+/// message) count: one the consent page made for the code flow is that page's.
 pub fn place_request<'a>(
     pending: &'a [AccessRequest],
     wanted: &AccessRequest,
 ) -> Result<Placement<'a>, Refusal> {
-    let same_person = |a: &&AccessRequest| a.user_id == wanted.user_id;
+    let counted =
+        |a: &&AccessRequest| a.user_id == wanted.user_id && !a.binding_message.is_empty();
     let same = |a: &&AccessRequest| {
-        same_person(a)
+        counted(a)
             && a.feature == wanted.feature
             && a.coverage == wanted.coverage
             && a.thread_ids == wanted.thread_ids
@@ -98,7 +100,7 @@ pub fn place_request<'a>(
     if let Some(existing) = pending.iter().find(same) {
         return Ok(Placement::Existing(existing));
     }
-    if pending.iter().filter(same_person).count() >= MAX_PENDING_PER_PARTNER {
+    if pending.iter().filter(counted).count() >= MAX_PENDING_PER_PARTNER {
         return Err(Refusal::Exhausted(Denied::new(
             Reason::TooManyPendingRequests,
             format!(
@@ -175,6 +177,12 @@ pub struct Approved {
     pub narrowed: bool,
 }
 
+/// The scopes a request for `feature` asks the user for: those the feature declares that
+/// its partner's registration allows.
+pub fn asked_scopes(feature: &Feature, partner: &Partner) -> ScopeSet {
+    ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits())
+}
+
 /// Turns a user's approval of `access` into the grant it makes. The request must still be
 /// pending, its partner active and its feature not retired; every field the user chose
 /// beyond what was asked, or beyond policy, is named in one refusal.
@@ -206,7 +214,7 @@ pub fn approve(
             "the feature was retired",
         ));
     };
-    let asked = ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits());
+    let asked = asked_scopes(feature, partner);
     let mut violations = Vec::new();
 
     let scopes = if choice.scopes.is_empty() {
@@ -464,6 +472,19 @@ mod tests {
         };
         assert!(matches!(
             place_request(&pending, &other("9")),
+            Ok(Placement::New)
+        ));
+        let from_the_consent_page = |n: &str| AccessRequest {
+            binding_message: String::new(),
+            ..other(n)
+        };
+        let code_flow = vec![
+            from_the_consent_page("3"),
+            from_the_consent_page("4"),
+            from_the_consent_page("5"),
+        ];
+        assert!(matches!(
+            place_request(&code_flow, &other("6")),
             Ok(Placement::New)
         ));
         let full = vec![other("3"), other("4"), other("5")];

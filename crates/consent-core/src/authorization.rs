@@ -137,13 +137,30 @@ pub fn state_problem(state: &str) -> Option<&'static str> {
     (!well_formed).then_some("must be 1 to 256 printable ASCII characters")
 }
 
-/// Whether `verifier` (43 to 128 unreserved characters) hashes to `challenge` (S256).
-pub fn verifier_matches(verifier: &str, challenge: &str) -> bool {
+/// Why a PKCE verifier is malformed, or `None`: 43 to 128 unreserved characters.
+pub fn verifier_problem(verifier: &str) -> Option<&'static str> {
     let well_formed = (43..=128).contains(&verifier.len())
         && verifier
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    well_formed && s256(verifier) == challenge
+    (!well_formed).then_some("must be 43 to 128 of A-Z, a-z, 0-9, '-', '.', '_', '~'")
+}
+
+/// Whether `verifier` is well formed and hashes to `challenge` (S256).
+pub fn verifier_matches(verifier: &str, challenge: &str) -> bool {
+    verifier_problem(verifier).is_none() && s256(verifier) == challenge
+}
+
+/// A partner pushes requests only for a redirect URI it registered, exactly as registered.
+pub fn redirect_registered(registered: &[String], redirect_uri: &str) -> Result<(), Denied> {
+    if registered.iter().any(|u| u == redirect_uri) {
+        Ok(())
+    } else {
+        Err(Denied::new(
+            Reason::RedirectUriMismatch,
+            "redirect_uri is not one of the partner's registered redirect URIs",
+        ))
+    }
 }
 
 /// The S256 challenge of a verifier: BASE64URL(SHA-256(verifier)), unpadded.
@@ -343,6 +360,23 @@ mod tests {
             "https://music.example:99999x/cb",
         ] {
             assert!(redirect_uri_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_name_a_registered_redirect_and_verifiers_are_unreserved_characters() {
+        let registered = ["https://music.example/cb".to_string()];
+        assert!(redirect_registered(&registered, "https://music.example/cb").is_ok());
+        let moved = redirect_registered(&registered, "https://music.example/cb?x=1");
+        assert_eq!(moved.unwrap_err().reason, Reason::RedirectUriMismatch);
+        assert_eq!(verifier_problem(VERIFIER), None);
+        for bad in [
+            "x".repeat(42),
+            "x".repeat(129),
+            format!("{}+", "x".repeat(43)),
+        ] {
+            assert!(verifier_problem(&bad).is_some(), "{bad}");
+            assert!(!verifier_matches(&bad, &s256(&bad)), "{bad}");
         }
     }
 

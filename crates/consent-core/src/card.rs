@@ -3,6 +3,7 @@
 //! partner may send: those its feature declares.
 
 use crate::denial::{Denied, FieldViolation, Reason};
+use crate::model::{Scope, ScopeSet};
 use crate::text::is_hidden;
 use consent_proto::platform::v1 as pb;
 pub use pb::CardKind;
@@ -108,6 +109,13 @@ pub fn check(field: &str, card: &pb::Card) -> Result<CardKind, Vec<FieldViolatio
         }
     };
     if bad.is_empty() { Ok(kind) } else { Err(bad) }
+}
+
+/// Why a feature granted `scopes` may not declare card `kinds`, or `None`: a feature that
+/// sends no messages sends no cards.
+pub fn declare_problem(scopes: ScopeSet, kinds: &[CardKind]) -> Option<&'static str> {
+    (!kinds.is_empty() && !scopes.contains(Scope::MessagesWrite))
+        .then_some("a feature that sends no messages sends no cards")
 }
 
 /// Refuses a card of `kind` from a feature that does not declare it (a bank's receipts
@@ -358,6 +366,15 @@ mod tests {
         }
         let long = format!("https://music.example/{}", "a".repeat(MOST_LINK_BYTES));
         assert_eq!(fields(check("card", &track(&long))), ["card.track.link"]);
+    }
+
+    #[test]
+    fn only_a_feature_that_sends_messages_declares_cards() {
+        let write = ScopeSet::of(&[Scope::MessagesWrite]);
+        let read = ScopeSet::of(&[Scope::MessagesRead]);
+        assert_eq!(declare_problem(write, &[CardKind::Track]), None);
+        assert_eq!(declare_problem(read, &[]), None);
+        assert!(declare_problem(read, &[CardKind::Track]).is_some());
     }
 
     #[test]

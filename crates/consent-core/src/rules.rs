@@ -248,6 +248,29 @@ pub fn may_ask_friend(sent_today: usize) -> Result<(), Refusal> {
     }
 }
 
+/// What adding a friend does, given what is already there between the two users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Befriending {
+    /// They become friends: they were already, or the other had asked first.
+    Friends,
+    /// A friend request is sent, for the other to accept.
+    Ask,
+    /// Nothing new: the user asked before and the other has not answered.
+    AlreadyAsked,
+}
+
+/// What adding a friend does: friends at once if `they_asked` first (or they are
+/// `already_friends`), otherwise a request, unless the user `already_asked`.
+pub fn befriending(already_friends: bool, they_asked: bool, already_asked: bool) -> Befriending {
+    if already_friends || they_asked {
+        Befriending::Friends
+    } else if already_asked {
+        Befriending::AlreadyAsked
+    } else {
+        Befriending::Ask
+    }
+}
+
 /// A user befriends someone else, never themselves.
 pub fn may_befriend(user_id: &str, friend_id: &str) -> Result<(), Refusal> {
     if user_id == friend_id {
@@ -466,6 +489,23 @@ mod tests {
                 friends_named(&view, &asked, &friends).unwrap_err().reason,
                 Reason::NotAFriend,
                 "{stranger}: a platform id or an unknown handle is no one"
+            );
+        }
+    }
+
+    #[test]
+    fn adding_a_friend_who_asked_first_befriends_and_asking_twice_does_nothing() {
+        use Befriending::*;
+        for (already_friends, they_asked, already_asked, step) in [
+            (true, false, false, Friends),
+            (false, true, false, Friends),
+            (false, true, true, Friends),
+            (false, false, true, AlreadyAsked),
+            (false, false, false, Ask),
+        ] {
+            assert_eq!(
+                befriending(already_friends, they_asked, already_asked),
+                step
             );
         }
     }

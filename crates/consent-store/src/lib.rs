@@ -484,8 +484,8 @@ pub trait Repo {
         created_after_ms: i64,
         page: Page,
     ) -> StoreResult<Paged<AccessRequest>>;
-    /// One partner's pending decoupled requests (those with a binding message) for one
-    /// account name, whether or not a user has it, made after `created_after_ms`.
+    /// One partner's pending requests for one account name, whether or not a user has it,
+    /// made after `created_after_ms`.
     fn pending_requests_from(
         &mut self,
         partner_id: &str,

@@ -95,6 +95,13 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// The token of a request's `authorization: Bearer <token>`, if it carries a readable one:
+/// what [`with_bearer`] puts there.
+pub fn bearer_token<T>(request: &tonic::Request<T>) -> Option<String> {
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(str::to_string)
+}
+
 /// How long a browser has to send a request's headers once it started them.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may take before it is answered `408`.

@@ -69,8 +69,7 @@ pub async fn start(
         .clone()
         .push_authorization(pb::PushAuthorizationRequest {
             feature: feature.name.clone(),
-            coverage: pb::ThreadCoverage::from_str_name(&feature.coverage)
-                .unwrap_or(pb::ThreadCoverage::Unspecified) as i32,
+            coverage: feature.coverage as i32,
             thread_ids: Vec::new(),
             include_history: feature.include_history,
             purpose: feature.purpose.clone(),

@@ -16,7 +16,7 @@ use consent_core::model::{
     AuditEntry, Coverage, Grant, GrantState, PrivacyChange, RequestStatus, Thread, User,
 };
 use consent_core::ownership;
-use consent_core::rules::{self, LifetimePolicy};
+use consent_core::rules::{self, Befriending, LifetimePolicy};
 use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
 };
@@ -64,7 +64,7 @@ impl AccountService {
         request: &Request<T>,
         work: impl FnOnce(&mut dyn Repo, &User, i64) -> ApiResult<R> + Send + 'static,
     ) -> Result<Response<R>, Status> {
-        let work = signed_in(super::bearer_token(request), work);
+        let work = signed_in(consent_tls::https::bearer_token(request), work);
         Ok(Response::new(self.platform.run(work).await?))
     }
 
@@ -75,7 +75,7 @@ impl AccountService {
         request: &Request<T>,
         work: impl FnOnce(&mut dyn Repo, &User, i64) -> ApiResult<R> + Send + 'static,
     ) -> Result<Response<R>, Status> {
-        let work = signed_in(super::bearer_token(request), work);
+        let work = signed_in(consent_tls::https::bearer_token(request), work);
         Ok(Response::new(self.platform.read(work).await?))
     }
 
@@ -413,18 +413,23 @@ impl Account for AccountService {
                 .user_by_name(&name)?
                 .ok_or_else(|| ApiError::not_found("user", &name))?;
             rules::may_befriend(&user.id, &other.id)?;
-            let friends = repo.are_friends(&user.id, &other.id)?
-                || repo.friend_request_exists(&other.id, &user.id)?;
-            if friends {
-                repo.add_friendship(&user.id, &other.id)?;
-            } else if !repo.friend_request_exists(&user.id, &other.id)? {
-                let since_ms = rules::friend_request_window_ms(now_ms);
-                rules::may_ask_friend(repo.friend_requests_from(&user.id, since_ms)?)?;
-                repo.add_friend_request(&user.id, &other.id, now_ms)?;
+            let step = rules::befriending(
+                repo.are_friends(&user.id, &other.id)?,
+                repo.friend_request_exists(&other.id, &user.id)?,
+                repo.friend_request_exists(&user.id, &other.id)?,
+            );
+            match step {
+                Befriending::Friends => repo.add_friendship(&user.id, &other.id)?,
+                Befriending::Ask => {
+                    let since_ms = rules::friend_request_window_ms(now_ms);
+                    rules::may_ask_friend(repo.friend_requests_from(&user.id, since_ms)?)?;
+                    repo.add_friend_request(&user.id, &other.id, now_ms)?;
+                }
+                Befriending::AlreadyAsked => {}
             }
             Ok(pb::AddFriendResponse {
                 user_id: other.id,
-                friends,
+                friends: step == Befriending::Friends,
             })
         })
         .await

@@ -140,11 +140,8 @@ fn feature_from(
         .all()?;
     // What the fields mean together, each bad one named.
     let mut violations = Vec::new();
-    if !card_kinds.is_empty() && !scopes.contains(Scope::MessagesWrite) {
-        violations.push(FieldViolation::new(
-            format!("{field}.card_kinds"),
-            "a feature that sends no messages sends no cards",
-        ));
+    if let Some(problem) = consent_core::card::declare_problem(scopes, &card_kinds) {
+        violations.push(FieldViolation::new(format!("{field}.card_kinds"), problem));
     }
     if scopes.is_empty() {
         violations.push(FieldViolation::new(

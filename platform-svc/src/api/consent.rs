@@ -213,12 +213,7 @@ impl Consent for ConsentService {
                 }),
             )
                 .all()?;
-            if !tx.partner.redirect_uris.iter().any(|u| u == redirect_uri) {
-                return Err(ApiError::PermissionDenied(
-                    Reason::RedirectUriMismatch,
-                    "redirect_uri is not one of the partner's registered redirect URIs".into(),
-                ));
-            }
+            authorization::redirect_registered(&tx.partner.redirect_uris, redirect_uri)?;
             let feature = tx
                 .repo
                 .feature(&tx.partner.id, feature_name)?
@@ -269,9 +264,11 @@ impl Consent for ConsentService {
                 validate::checked("code", &r.code, |c| {
                     (!is_well_formed(c, CODE_PREFIX)).then_some("is not a code the platform issued")
                 }),
-                validate::checked("code_verifier", &r.code_verifier, |v| {
-                    (!(43..=128).contains(&v.len())).then_some("must be 43 to 128 characters")
-                }),
+                validate::checked(
+                    "code_verifier",
+                    &r.code_verifier,
+                    authorization::verifier_problem,
+                ),
                 validate::text(
                     "redirect_uri",
                     &r.redirect_uri,

@@ -196,12 +196,6 @@ pub fn friends_only(repo: &mut dyn Repo, user_id: &str, participants: &[String])
     Ok(rules::may_start_thread_with(&is_friend)?)
 }
 
-/// Extracts `Bearer <token>` from the `authorization` metadata, if present and readable.
-pub fn bearer_token<T>(request: &tonic::Request<T>) -> Option<String> {
-    let value = request.metadata().get("authorization")?.to_str().ok()?;
-    value.strip_prefix("Bearer ").map(str::to_string)
-}
-
 /// What the handlers' unit tests start from.
 #[cfg(test)]
 pub(crate) mod testing {

@@ -91,7 +91,7 @@ impl PartnerCall {
                 .map(|p| p.0.clone())
                 .unwrap_or_default(),
             method,
-            token: super::bearer_token(request),
+            token: consent_tls::https::bearer_token(request),
         }
     }
 

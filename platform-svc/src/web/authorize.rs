@@ -184,10 +184,10 @@ pub async fn page(
                 .pushed_request_of(&access.id)?
                 .map(|p| origin_of(&p.redirect_uri));
             Ok(ConsentView {
+                scopes: approval::asked_scopes(&feature, &partner),
                 partner_name: partner.display_name,
                 feature_description: feature.description,
                 card_kinds: feature.card_kinds,
-                scopes: ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits()),
                 threads,
                 max_days,
                 redirect_origin,

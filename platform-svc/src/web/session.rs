@@ -20,7 +20,7 @@ pub fn token(jar: &CookieJar) -> Option<String> {
 
 /// The user signed in on this browser, if any.
 pub async fn user(state: &WebState, jar: &CookieJar) -> ApiResult<Option<User>> {
-    let Some(token) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else {
+    let Some(token) = token(jar) else {
         return Ok(None);
     };
     let signed_in = state
@@ -41,7 +41,7 @@ pub fn start(jar: CookieJar, session_token: String) -> CookieJar {
 
 /// Ends the session of this browser, on the platform and in the browser.
 pub async fn end(state: &WebState, jar: CookieJar) -> ApiResult<CookieJar> {
-    if let Some(token) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) {
+    if let Some(token) = token(&jar) {
         state
             .platform
             .run(move |repo, _| Ok(repo.delete_session(&hash_token(&token))?))

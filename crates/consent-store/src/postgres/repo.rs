@@ -540,7 +540,7 @@ impl Repo for PgRepo<'_> {
     ) -> StoreResult<Vec<AccessRequest>> {
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE partner_id = $1 AND user_name = $2 \
-             AND status = $3 AND created_ms >= $4 AND binding_message <> '' ORDER BY created_ms, id COLLATE \"C\""
+             AND status = $3 AND created_ms >= $4 ORDER BY created_ms, id COLLATE \"C\""
         );
         let pending = RequestStatus::Pending as i32;
         self.rows(
