@@ -629,6 +629,38 @@ async fn registration_refuses_scopes_the_partner_may_not_have() {
         .await
         .unwrap_err();
     assert_invalid_field(&err, "feature.scopes");
+
+    // A bad field of its own is named with the scope the bank may not have, and with a bad
+    // partner id, the feature's fields that can be checked alone.
+    let snoop = |name: &str, description: &str| pb::Feature {
+        name: name.into(),
+        description: description.into(),
+        scopes: vec![pb::Scope::MessagesRead as i32],
+        retired: false,
+        card_kinds: Vec::new(),
+    };
+    let mut operator = s.platform.operator().await;
+    for (partner_id, feature, fields) in [
+        (
+            "bank",
+            snoop("snoop", ""),
+            ["feature.description", "feature.scopes"],
+        ),
+        (
+            "Bank!",
+            snoop("Snoop!", "read"),
+            ["partner_id", "feature.name"],
+        ),
+    ] {
+        let err = operator
+            .register_feature(pb::RegisterFeatureRequest {
+                partner_id: partner_id.into(),
+                feature: Some(feature),
+            })
+            .await
+            .unwrap_err();
+        end_to_end::assert_invalid_fields(&err, &fields);
+    }
 }
 
 #[tokio::test]

@@ -120,6 +120,16 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Keeps the secret key file at `path` readable by its owner only, and gives it to
+/// `owner` if one is asked for, as new keys are (a link is not followed: it was refused).
+fn keep_private(path: &std::path::Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::DevPki {
@@ -134,13 +144,15 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             // pseudonyms hold, only under the keys it was written with.
             for name in ["audit.key", "pseudonym.key"] {
                 let path = out.join(name);
-                if path.exists() {
-                    // Kept, but given to the key owner asked for, as the new keys are.
-                    if let Some((uid, gid)) = key_owner {
-                        std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                match std::fs::symlink_metadata(&path) {
+                    Ok(found) if found.file_type().is_file() => {
+                        keep_private(&path, key_owner)?;
+                        println!("kept the existing {}", path.display());
+                        continue;
                     }
-                    println!("kept the existing {}", path.display());
-                    continue;
+                    Ok(_) => return Err(format!("{} is not a file", path.display()).into()),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error.into()),
                 }
                 let key = SecretKey::generate().to_hex();
                 consent_tls::pki::write_private(&path, &key, key_owner)?;

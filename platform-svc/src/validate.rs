@@ -140,6 +140,18 @@ pub fn ids(field: &str, values: &[String], min: usize, max: usize) -> Checked<Ve
     }))
 }
 
+/// `Ok` unless `values` holds more than `most` items: checked before the items are, so
+/// that a long list cannot make the refusal that names each bad item longer still.
+pub fn at_most<T>(field: &str, values: &[T], most: usize, items: &str) -> Checked<()> {
+    if values.len() > most {
+        return Err(ApiError::invalid(
+            field,
+            format!("must hold at most {most} {items}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `Ok` unless the item at `index` of `values` is also one of the items before it.
 fn not_before<T: PartialEq>(values: &[T], index: usize, field: &str) -> Checked<()> {
     match values.get(index) {
@@ -237,15 +249,7 @@ pub fn idempotency_key<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
 /// The redirect URIs of a registration: 0 to [`authorization::MAX_REDIRECT_URIS`] exact
 /// https URIs, without duplicates.
 pub fn redirect_uris(field: &str, values: &[String]) -> Checked<Vec<String>> {
-    if values.len() > authorization::MAX_REDIRECT_URIS {
-        return Err(ApiError::invalid(
-            field,
-            format!(
-                "must hold at most {} URIs",
-                authorization::MAX_REDIRECT_URIS
-            ),
-        ));
-    }
+    at_most(field, values, authorization::MAX_REDIRECT_URIS, "URIs")?;
     each(values.iter().enumerate().map(|(index, value)| {
         let field = format!("{field}[{index}]");
         checked(&field, value, authorization::redirect_uri_problem)?;
@@ -366,6 +370,7 @@ pub fn fit_page_where<T, P: prost::Message>(
 
 /// Card kinds a feature declares: each known, none twice (none at all is text only).
 pub fn card_kinds(field: &str, values: &[i32]) -> Checked<Vec<CardKind>> {
+    at_most(field, values, consent_core::card::KINDS.len(), "kinds")?;
     each(values.iter().enumerate().map(|(index, value)| {
         let field = format!("{field}[{index}]");
         let kind = CardKind::try_from(*value)
@@ -391,6 +396,7 @@ pub fn card(field: &str, card: &pb::Card) -> Checked<CardKind> {
 
 /// A set of known scopes (empty when `values` is).
 pub fn scopes(field: &str, values: &[i32]) -> Checked<ScopeSet> {
+    at_most(field, values, Scope::ALL.len(), "scopes")?;
     let set = each(values.iter().enumerate().map(|(index, value)| {
         Scope::from_proto(*value)
             .ok_or_else(|| ApiError::invalid(format!("{field}[{index}]"), "is not a known scope"))
@@ -500,6 +506,12 @@ mod tests {
             ]
         );
         assert_eq!(fields(scopes("scopes", &[0, 1, 999]).map(drop)).len(), 2);
+        // A list longer than any good one is refused as a whole, not item by item.
+        assert_eq!(
+            fields(scopes("scopes", &[0; 100_000]).map(drop)),
+            ["scopes must hold at most 6 scopes"]
+        );
+        assert_eq!(fields(card_kinds("card_kinds", &[0; 5]).map(drop)).len(), 1);
         assert_eq!(
             ids("thread_ids", &values[4..], 1, 10).unwrap(),
             ["thr_2".to_string()]

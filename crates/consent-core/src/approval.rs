@@ -23,7 +23,7 @@ pub fn may_request(
     for (index, (id, thread)) in listed.iter().enumerate() {
         let member = thread
             .as_ref()
-            .is_some_and(|t| t.participants.iter().any(|p| p == user_id));
+            .is_some_and(|t| crate::ownership::is_member(user_id, t));
         if !member {
             return Err(Refusal::NotFound {
                 kind: "thread",
@@ -86,8 +86,7 @@ pub fn place_request<'a>(
     pending: &'a [AccessRequest],
     wanted: &AccessRequest,
 ) -> Result<Placement<'a>, Refusal> {
-    let counted =
-        |a: &&AccessRequest| a.user_id == wanted.user_id && !a.binding_message.is_empty();
+    let counted = |a: &&AccessRequest| a.user_id == wanted.user_id && !a.binding_message.is_empty();
     let same = |a: &&AccessRequest| {
         counted(a)
             && a.feature == wanted.feature

@@ -33,6 +33,14 @@ pub const CURRENCIES: &[&str] = &[
 /// Of [`CURRENCIES`], those whose minor unit is the unit itself.
 const WHOLE_UNIT_CURRENCIES: &[&str] = &["JPY", "KRW"];
 
+/// Every kind of card.
+pub const KINDS: [CardKind; 4] = [
+    CardKind::Track,
+    CardKind::Video,
+    CardKind::Folder,
+    CardKind::Receipt,
+];
+
 /// A kind by its name in a partner's profile (`track`, `video`, `folder`, `receipt`).
 pub fn kind_named(name: &str) -> Option<CardKind> {
     CardKind::from_str_name(&format!("CARD_KIND_{}", name.to_uppercase()))

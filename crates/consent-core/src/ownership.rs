@@ -122,6 +122,38 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_reached_by_its_user_and_its_partner_alone() {
+        let access = || AccessRequest {
+            id: "req_1".into(),
+            partner_id: "music".into(),
+            feature: "share".into(),
+            user_id: "usr_a".into(),
+            user_name: "alice".into(),
+            binding_message: String::new(),
+            account_label: String::new(),
+            coverage: Coverage::All,
+            thread_ids: Vec::new(),
+            include_history: false,
+            purpose: String::new(),
+            status: crate::model::RequestStatus::Pending,
+            grant_id: None,
+            created_ms: 0,
+        };
+        assert!(users_request("usr_a", "req_1", Some(access())).is_ok());
+        assert!(partners_request("music", "req_1", Some(access())).is_ok());
+        let gone = "access request req_1";
+        assert_eq!(
+            not_found(users_request("usr_b", "req_1", Some(access()))),
+            gone
+        );
+        assert_eq!(
+            not_found(partners_request("video", "req_1", Some(access()))),
+            gone
+        );
+        assert_eq!(not_found(partners_request("music", "req_1", None)), gone);
+    }
+
+    #[test]
     fn a_thread_is_reached_only_by_its_members() {
         let thread = Thread {
             id: "thr_1".into(),

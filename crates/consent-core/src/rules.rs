@@ -188,8 +188,7 @@ pub fn overdue_if_ended_by(now_ms: i64, due_ms: i64) -> i64 {
 
 /// Whether the grant covers `thread` (which must include the granting user).
 pub fn covers_thread(grant: &Grant, thread: &Thread) -> Result<(), Denied> {
-    let member = thread.participants.contains(&grant.user_id);
-    let covered = member
+    let covered = crate::ownership::is_member(&grant.user_id, thread)
         && match grant.coverage {
             Coverage::All => true,
             Coverage::Listed => grant.thread_ids.contains(&thread.id),

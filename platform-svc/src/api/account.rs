@@ -224,7 +224,11 @@ pub fn revoke(repo: &mut dyn Repo, user: &User, grant_id: &str, now_ms: i64) -> 
 
 /// Refuses to decide in the app a request of the user's that only the consent page may
 /// decide; another's is not found.
-fn decided_in_app(repo: &mut dyn Repo, user: &User, request_id: &str) -> ApiResult<()> {
+fn refuse_if_consent_page_only(
+    repo: &mut dyn Repo,
+    user: &User,
+    request_id: &str,
+) -> ApiResult<()> {
     ownership::users_request(&user.id, request_id, repo.request(request_id)?)?;
     let pushed = repo.pushed_request_of(request_id)?.is_some();
     Ok(approval::may_decide_in_app(pushed)?)
@@ -598,7 +602,7 @@ impl Account for AccountService {
             .all()?;
         let policy = self.platform.limits.lifetime;
         self.as_user(&request, move |repo, user, now_ms| {
-            decided_in_app(repo, user, &r.request_id)?;
+            refuse_if_consent_page_only(repo, user, &r.request_id)?;
             let choice = Choice {
                 scopes: chosen_scopes,
                 thread_ids: chosen_threads,
@@ -618,7 +622,7 @@ impl Account for AccountService {
         let request_id = request.get_ref().request_id.clone();
         validate::id("request_id", &request_id)?;
         self.as_user(&request, move |repo, user, now_ms| {
-            decided_in_app(repo, user, &request_id)?;
+            refuse_if_consent_page_only(repo, user, &request_id)?;
             let mut access =
                 ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
             approval::may_decide(&access, now_ms)?;

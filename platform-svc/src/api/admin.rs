@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use crate::error::ApiResult;
 use crate::validate::{self, AllFields};
 use consent_core::audit::{AuditKey, ChainVerifier};
+use consent_core::card::CardKind;
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
 use consent_core::model::{AuditEntry, Feature, GrantState, Partner, Scope, ScopeSet};
@@ -119,6 +120,9 @@ impl AdminService {
     }
 }
 
+/// Most features one registration may hold; more are added with `RegisterFeature`.
+const MAX_FEATURES: usize = 32;
+
 /// Every scope: what a feature's fields are checked against before its partner's allowed
 /// scopes are known.
 fn any_scope() -> ScopeSet {
@@ -131,16 +135,41 @@ fn feature_from(
     allowed: ScopeSet,
     f: &pb::Feature,
 ) -> Result<Feature, ApiError> {
-    let (_, _, scopes, card_kinds) = (
+    let scopes = validate::scopes(&format!("{field}.scopes"), &f.scopes);
+    let card_kinds = validate::card_kinds(&format!("{field}.card_kinds"), &f.card_kinds);
+    let together = match (&scopes, &card_kinds) {
+        (Ok(scopes), Ok(card_kinds)) => checked_together(field, *scopes, card_kinds, allowed),
+        _ => Ok(()),
+    };
+    let (_, _, scopes, card_kinds, ()) = (
         validate::name(&format!("{field}.name"), &f.name),
         validate::text(&format!("{field}.description"), &f.description, 512),
-        validate::scopes(&format!("{field}.scopes"), &f.scopes),
-        validate::card_kinds(&format!("{field}.card_kinds"), &f.card_kinds),
+        scopes,
+        card_kinds,
+        together,
     )
         .all()?;
-    // What the fields mean together, each bad one named.
+    Ok(Feature {
+        partner_id: partner_id.to_string(),
+        name: f.name.clone(),
+        description: f.description.clone(),
+        scopes,
+        retired: false,
+        card_kinds,
+    })
+}
+
+/// What a feature's scopes and card kinds mean together, each bad one named: at least one
+/// scope, each one its partner is `allowed`, and cards only from a feature that sends
+/// messages.
+fn checked_together(
+    field: &str,
+    scopes: ScopeSet,
+    card_kinds: &[CardKind],
+    allowed: ScopeSet,
+) -> Result<(), ApiError> {
     let mut violations = Vec::new();
-    if let Some(problem) = consent_core::card::declare_problem(scopes, &card_kinds) {
+    if let Some(problem) = consent_core::card::declare_problem(scopes, card_kinds) {
         violations.push(FieldViolation::new(format!("{field}.card_kinds"), problem));
     }
     if scopes.is_empty() {
@@ -158,17 +187,11 @@ fn feature_from(
             localized_message: None,
         });
     }
-    if !violations.is_empty() {
-        return Err(ApiError::InvalidArgument(violations));
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(violations))
     }
-    Ok(Feature {
-        partner_id: partner_id.to_string(),
-        name: f.name.clone(),
-        description: f.description.clone(),
-        scopes,
-        retired: false,
-        card_kinds,
-    })
 }
 
 macro_rules! method {
@@ -196,14 +219,13 @@ impl PartnerAdmin for AdminService {
         });
         // With the allowed scopes themselves bad, the features' fields are still checked.
         let features_may_ask = allowed.as_ref().map_or(any_scope(), |allowed| *allowed);
-        let features = validate::each(r.features.iter().enumerate().map(|(i, f)| {
-            feature_from(
-                &format!("features[{i}]"),
-                &r.partner_id,
-                features_may_ask,
-                f,
-            )
-        }));
+        let features = validate::at_most("features", &r.features, MAX_FEATURES, "features")
+            .and_then(|()| {
+                validate::each(r.features.iter().enumerate().map(|(i, f)| {
+                    let field = format!("features[{i}]");
+                    feature_from(&field, &r.partner_id, features_may_ask, f)
+                }))
+            });
         let (_, _, allowed, redirect_uris, features) = (
             validate::name("partner_id", &r.partner_id),
             validate::text("display_name", &r.display_name, 64),
@@ -236,15 +258,22 @@ impl PartnerAdmin for AdminService {
         request: Request<pb::RegisterFeatureRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let r = request.get_ref().clone();
-        // Its fields are checked here, and against what its partner is allowed once the
-        // partner is found.
-        let (_, feature) = (
-            validate::name("partner_id", &r.partner_id),
-            r.feature
-                .ok_or_else(|| ApiError::invalid("feature", "is required"))
-                .and_then(|f| feature_from("feature", &r.partner_id, any_scope(), &f).map(|_| f)),
-        )
-            .all()?;
+        let partner_id = validate::name("partner_id", &r.partner_id);
+        let feature = r
+            .feature
+            .ok_or_else(|| ApiError::invalid("feature", "is required"));
+        // The feature is checked against what its partner is allowed once the partner is
+        // found; with no partner to look up, its fields are checked alone, and named with
+        // the partner's id.
+        let feature = if partner_id.is_ok() {
+            feature?
+        } else {
+            let checked_alone = feature.and_then(|f| {
+                feature_from("feature", &r.partner_id, any_scope(), &f)?;
+                Ok(f)
+            });
+            (partner_id, checked_alone).all()?.1
+        };
         let this = self.clone();
         self.run(&request, method!("RegisterFeature"), move |repo, _| {
             let partner = repo

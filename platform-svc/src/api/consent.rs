@@ -264,11 +264,10 @@ impl Consent for ConsentService {
                 validate::checked("code", &r.code, |c| {
                     (!is_well_formed(c, CODE_PREFIX)).then_some("is not a code the platform issued")
                 }),
-                validate::checked(
-                    "code_verifier",
-                    &r.code_verifier,
-                    authorization::verifier_problem,
-                ),
+                validate::checked("code_verifier", &r.code_verifier, |v| {
+                    (!authorization::VERIFIER_LENGTHS.contains(&v.len()))
+                        .then_some("must be 43 to 128 characters")
+                }),
                 validate::text(
                     "redirect_uri",
                     &r.redirect_uri,

@@ -241,6 +241,7 @@ enum Decided {
 /// The scopes ticked on the form, by name; none ticked is refused (approving "nothing"
 /// would otherwise mean "as asked").
 fn ticked_scopes(names: &[String]) -> ApiResult<ScopeSet> {
+    validate::at_most("scope", names, Scope::ALL.len(), "permissions")?;
     let scopes = validate::each(names.iter().map(|name| {
         Scope::ALL
             .into_iter()
