@@ -10,7 +10,7 @@ use crate::outbox::{self, Delivery};
 use crate::platform::{PlatformClient, with_token};
 use crate::store::{self, CachedMessage, PartnerStore, Share};
 use consent_core::denial::FieldViolation;
-use consent_core::model::MAX_BODY_BYTES;
+use consent_core::model::{MAX_BODY_BYTES, USER_NAME_RULE, is_user_name};
 use consent_proto::partner::v1 as api;
 use consent_proto::platform::v1 as pb;
 use consent_tls::principal::{ConnectionInfo, PartnerId, Principal};
@@ -146,9 +146,11 @@ fn binding_message() -> String {
     format!("{:04}-{:04}", number / 10_000, number % 10_000)
 }
 
+/// The platform account a front end acts for.
 fn user_name(value: &str) -> Result<&str, PartnerError> {
-    if value.is_empty() || value.len() > 64 {
-        return Err(PartnerError::invalid("user_name", "must be 1 to 64 bytes"));
+    if !is_user_name(value) {
+        let problem = format!("must be {USER_NAME_RULE}");
+        return Err(PartnerError::invalid("user_name", &problem));
     }
     Ok(value)
 }

@@ -6,7 +6,9 @@
 use crate::error::ApiError;
 use consent_core::authorization;
 use consent_core::card::CardKind;
-use consent_core::model::{Coverage, MAX_BODY_BYTES, Scope, ScopeSet};
+use consent_core::model::{
+    Coverage, MAX_BODY_BYTES, Scope, ScopeSet, USER_NAME_RULE, is_user_name,
+};
 use consent_core::partner_view::PartnerView;
 use consent_proto::platform::v1 as pb;
 use consent_store::Page;
@@ -97,14 +99,14 @@ pub fn name<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
     }
 }
 
-/// An account name: 3 to 32 of a-z, 0-9, '_', '-', '.'.
+/// An account name ([`USER_NAME_RULE`]).
 pub fn user_name<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
-    if (3..=32).contains(&value.len()) && is_name(value) {
+    if is_user_name(value) {
         Ok(value)
     } else {
         Err(ApiError::invalid(
             field,
-            "must be 3 to 32 of a-z, 0-9, '_', '-', '.'",
+            format!("must be {USER_NAME_RULE}"),
         ))
     }
 }

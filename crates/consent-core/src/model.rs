@@ -256,6 +256,18 @@ impl GrantState {
     }
 }
 
+/// What an account name is: 3 to 32 of a-z, 0-9, '_', '-', '.'.
+pub const USER_NAME_RULE: &str = "3 to 32 of a-z, 0-9, '_', '-', '.'";
+
+/// Whether `name` is an account name ([`USER_NAME_RULE`]): the platform's, and the one a
+/// partner names when it asks for that user's consent.
+pub fn is_user_name(name: &str) -> bool {
+    (3..=32).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        })
+}
+
 /// A registered user.
 #[derive(Debug, Clone)]
 pub struct User {

@@ -37,13 +37,10 @@ pub struct AccountForm {
     password: String,
 }
 
+/// The app's accounts are named as the platform's are: a front end acts for the platform
+/// account of the same name.
 fn well_formed(form: &AccountForm) -> bool {
-    (3..=32).contains(&form.name.len())
-        && form
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && (8..=256).contains(&form.password.len())
+    consent_core::model::is_user_name(&form.name) && (8..=256).contains(&form.password.len())
 }
 
 /// Argon2id computations running at once; a request that finds them all busy for
@@ -143,10 +140,11 @@ pub async fn sign_up(
         return refused;
     }
     if !well_formed(&form) {
+        let rule = consent_core::model::USER_NAME_RULE;
         return failure(
             StatusCode::BAD_REQUEST,
             "INVALID_ARGUMENT",
-            "a name is 3 to 32 of a-z, 0-9, '-'; a password 8 to 256 bytes",
+            &format!("a name is {rule}; a password 8 to 256 bytes"),
         );
     }
     let password = form.password;
