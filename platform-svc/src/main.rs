@@ -120,14 +120,28 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Keeps the secret key file at `path` readable by its owner only, and gives it to
-/// `owner` if one is asked for, as new keys are (a link is not followed: it was refused).
-fn keep_private(path: &std::path::Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+/// Gives the kept secret key at `path` to `owner`, if one is asked for, as new keys are,
+/// and makes it readable by its owner only if it is not. `found` is what `path` was
+/// before it was opened: the file opened must be that one, not a link put there since.
+fn keep_private(
+    path: &std::path::Path,
+    found: &std::fs::Metadata,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let file = std::fs::File::open(path)?;
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (found.dev(), found.ino()) {
+        let changed = format!("{} changed while it was read", path.display());
+        return Err(std::io::Error::other(changed));
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
+    if opened.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
@@ -146,7 +160,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 let path = out.join(name);
                 match std::fs::symlink_metadata(&path) {
                     Ok(found) if found.file_type().is_file() => {
-                        keep_private(&path, key_owner)?;
+                        keep_private(&path, &found, key_owner)?;
                         println!("kept the existing {}", path.display());
                         continue;
                     }

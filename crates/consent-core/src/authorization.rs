@@ -137,14 +137,11 @@ pub fn state_problem(state: &str) -> Option<&'static str> {
     (!well_formed).then_some("must be 1 to 256 printable ASCII characters")
 }
 
-/// How long a PKCE verifier is, in characters (RFC 7636).
-pub const VERIFIER_LENGTHS: std::ops::RangeInclusive<usize> = 43..=128;
-
-/// Why a PKCE verifier is malformed, or `None`: 43 to 128 unreserved characters. Checked
-/// only once the code is found, so that a code replayed with any verifier still revokes
-/// its grant.
+/// Why a PKCE verifier is malformed, or `None`: 43 to 128 unreserved characters (RFC
+/// 7636). Checked only once the code is found, so that a code replayed with any verifier
+/// still revokes its grant.
 fn verifier_problem(verifier: &str) -> Option<&'static str> {
-    let well_formed = VERIFIER_LENGTHS.contains(&verifier.len())
+    let well_formed = (43..=128).contains(&verifier.len())
         && verifier
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));

@@ -260,21 +260,13 @@ impl Consent for ConsentService {
         let call = PartnerCall::new(&request, method!("ExchangeCode"));
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
-            let (code, verifier, redirect_uri) = (
-                validate::checked("code", &r.code, |c| {
-                    (!is_well_formed(c, CODE_PREFIX)).then_some("is not a code the platform issued")
-                }),
-                validate::checked("code_verifier", &r.code_verifier, |v| {
-                    (!authorization::VERIFIER_LENGTHS.contains(&v.len()))
-                        .then_some("must be 43 to 128 characters")
-                }),
-                validate::text(
-                    "redirect_uri",
-                    &r.redirect_uri,
-                    authorization::MAX_REDIRECT_URI_LEN,
-                ),
-            )
-                .all()?;
+            // Only the code's form is checked before it is looked up: a code exchanged before
+            // revokes its grant whatever verifier and redirect URI come with it, and those
+            // are judged against the code's own (`may_redeem`).
+            let code = validate::checked("code", &r.code, |c| {
+                (!is_well_formed(c, CODE_PREFIX)).then_some("is not a code the platform issued")
+            })?;
+            let (verifier, redirect_uri) = (r.code_verifier.as_str(), r.redirect_uri.as_str());
             let code_hash = hash_token(code);
             let stored = tx.repo.code(&code_hash)?;
             // The record names the code's grant and user even when another partner presents
