@@ -121,23 +121,25 @@ async fn main() -> ExitCode {
 }
 
 /// Gives the kept secret key at `path` to `owner`, if one is asked for, as new keys are,
-/// and makes it readable by its owner only if it is not. `found` is what `path` was
-/// before it was opened: the file opened must be that one, not a link put there since.
+/// and then makes it readable by its owner only if it is not; with no owner asked for, it
+/// is left as it is. `found` is what `path` was before it was opened: the file opened
+/// must be that one, not a link put there since.
 fn keep_private(
     path: &std::path::Path,
     found: &std::fs::Metadata,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
     let file = std::fs::File::open(path)?;
     let opened = file.metadata()?;
     if (opened.dev(), opened.ino()) != (found.dev(), found.ino()) {
         let changed = format!("{} changed while it was read", path.display());
         return Err(std::io::Error::other(changed));
     }
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-    }
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
     if opened.permissions().mode() & 0o777 != 0o600 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
