@@ -556,12 +556,29 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
     let page = browser.get("/grants").await;
     assert!(page.body.contains("revoked by you"));
 
-    // Without a session, the pages send the browser to sign in.
+    // Without a session, the pages and forms send the browser to sign in and back to the
+    // page, with its query; a revocation, to the grants page its button is on.
     let stranger = Browser::new(&s.platform);
-    assert_eq!(
-        stranger.get("/grants").await.location.as_deref(),
-        Some("/sign-in?next=%2Fgrants")
-    );
+    let sign_in_then = |page: Page| (page.status, page.location);
+    for (asked, back) in [
+        (stranger.get("/grants").await, "%2Fgrants"),
+        (
+            stranger.get("/grants?after=3").await,
+            "%2Fgrants%3Fafter%3D3",
+        ),
+        (stranger.get("/access-log").await, "%2Faccess-log"),
+        (stranger.get("/privacy").await, "%2Fprivacy"),
+        (
+            stranger.post("/consent/req_x", &[]).await,
+            "%2Fconsent%2Freq_x",
+        ),
+        (stranger.post(action, &[("csrf", &csrf)]).await, "%2Fgrants"),
+    ] {
+        assert_eq!(
+            sign_in_then(asked),
+            (303, Some(format!("/sign-in?next={back}")))
+        );
+    }
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 //! `error=access_denied` instead. A request made with `RequestAccess` (no browser on the
 //! partner's side) has the same consent page, reached from the grants page.
 
-use super::{WebState, audit_refusal, failure, pages, refuse_form, session, sign_in_then};
+use super::session::{self, SignedIn};
+use super::{WebState, audit_refusal, failure, pages, refuse_form, sign_in_then};
 use crate::api::account;
 use crate::error::{ApiError, ApiResult};
 use crate::validate::{self, AllFields};
@@ -39,13 +40,10 @@ pub struct AuthorizeQuery {
 /// expired or already used is refused (and audited when its partner is known).
 pub async fn open(
     State(state): State<WebState>,
-    jar: CookieJar,
+    user: Option<SignedIn>,
     Query(query): Query<AuthorizeQuery>,
 ) -> Response {
-    let user = match session::user(&state, &jar).await {
-        Ok(user) => user,
-        Err(error) => return failure(&error),
-    };
+    let user = user.map(|SignedIn(user)| user);
     let signed_in = user.is_some();
     let uri_hash = hash_token(&query.request_uri);
     let client_id = query.client_id.clone();
@@ -145,16 +143,10 @@ fn origin_of(uri: &str) -> String {
 /// `GET /consent/{request_id}`: the consent page of one of the user's pending requests.
 pub async fn page(
     State(state): State<WebState>,
+    SignedIn(user): SignedIn,
     jar: CookieJar,
     Path(request_id): Path<String>,
 ) -> Response {
-    let user = match session::user(&state, &jar).await {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return sign_in_then(&format!("/consent/{request_id}"));
-        }
-        Err(error) => return failure(&error),
-    };
     let max_days = state.platform.limits.lifetime.max_lifetime_ms / DAY_MS;
     let view = state
         .platform
@@ -270,17 +262,11 @@ fn answer_url(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
 /// `POST /consent/{request_id}`: approve (with what the user left ticked) or deny.
 pub async fn decide(
     State(state): State<WebState>,
+    SignedIn(user): SignedIn,
     jar: CookieJar,
     Path(request_id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let user = match session::user(&state, &jar).await {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return sign_in_then(&format!("/consent/{request_id}"));
-        }
-        Err(error) => return failure(&error),
-    };
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         let partner_of = move |repo: &mut dyn Repo, user_id: &str| {
             let access = ownership::users_request(user_id, &request_id, repo.request(&request_id)?);

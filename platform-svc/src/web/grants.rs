@@ -3,9 +3,10 @@
 //! consent page; and a revoke button whose revocation has committed before the page
 //! that follows it is drawn.
 
-use super::{WebState, failure, pages, refuse_form, session, sign_in_then};
+use super::session::{self, SignedIn};
+use super::{WebState, failure, pages, refuse_form, sign_in_then};
 use crate::api::account;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
@@ -59,14 +60,10 @@ fn partner_name(repo: &mut dyn Repo, partner_id: &str) -> ApiResult<String> {
 /// `GET /grants`: the first page of grants (newest first), then `?after=` for the next.
 pub async fn list(
     State(state): State<WebState>,
+    SignedIn(user): SignedIn,
     jar: CookieJar,
     Query(query): Query<GrantsQuery>,
 ) -> Response {
-    let user = match session::user(&state, &jar).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return sign_in_then("/grants"),
-        Err(error) => return failure(&error),
-    };
     let listed = state
         .platform
         .read(move |repo, now_ms| {
@@ -125,22 +122,16 @@ pub struct RevokeForm {
 /// `POST /grants/{grant_id}/revoke`: the grant's token stops working before the answer.
 pub async fn revoke(
     State(state): State<WebState>,
+    user: Option<SignedIn>,
     jar: CookieJar,
     Path(grant_id): Path<String>,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let csrf = session::check_csrf(&jar, &form.csrf);
-    let user = match session::user(&state, &jar).await {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return failure(&ApiError::Unauthenticated(
-                consent_core::denial::Reason::SessionInvalid,
-                "sign in again".into(),
-            ));
-        }
-        Err(error) => return failure(&error),
+    // The form's own path is no page to come back to: the grants page, where it is, is.
+    let Some(SignedIn(user)) = user else {
+        return sign_in_then("/grants");
     };
-    if let Err(error) = csrf {
+    if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         // A forged revocation is recorded against the grant it named, if it is the user's.
         let partner_of = move |repo: &mut dyn Repo, user_id: &str| {
             let grant = ownership::users_grant(user_id, &grant_id, repo.grant(&grant_id)?);

@@ -3,7 +3,8 @@
 //! refused) and of reads through other people's grants, which apps can read each of their
 //! conversations, their privacy settings, and the consent receipt of each grant.
 
-use super::{WebState, failure, pages, session, sign_in_then};
+use super::session::{self, SessionToken, SignedIn};
+use super::{WebState, failure, pages, sign_in_then};
 use crate::api::account::receipt_summary;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -48,12 +49,9 @@ pub struct PageQuery {
 /// reads of my messages by apps that other people in my conversations use.
 pub async fn access_log(
     State(state): State<WebState>,
-    jar: CookieJar,
+    SessionToken(token): SessionToken,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let Some(token) = session::token(&jar) else {
-        return sign_in_then("/access-log");
-    };
     let asked = pb::ReadAccessLogRequest {
         page_size: 50,
         page_token: query.page,
@@ -84,12 +82,9 @@ pub async fn access_log(
 /// `GET /threads`: which apps can read each of my conversations, twenty a page.
 pub async fn threads(
     State(state): State<WebState>,
-    jar: CookieJar,
+    SessionToken(token): SessionToken,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let Some(token) = session::token(&jar) else {
-        return sign_in_then("/threads");
-    };
     let listed = state
         .account
         .list_threads(with_bearer(
@@ -131,13 +126,10 @@ pub async fn threads(
 /// `GET /threads/{thread}`: a conversation's messages, each card shown as what it is.
 pub async fn conversation(
     State(state): State<WebState>,
-    jar: CookieJar,
+    SessionToken(token): SessionToken,
     Path(thread_id): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let Some(token) = session::token(&jar) else {
-        return sign_in_then(&format!("/threads/{thread_id}"));
-    };
     let listed = state
         .account
         .list_messages(with_bearer(
@@ -160,12 +152,7 @@ pub async fn conversation(
 }
 
 /// `GET /privacy`: my settings, as a form.
-pub async fn privacy(State(state): State<WebState>, jar: CookieJar) -> Response {
-    let user = match session::user(&state, &jar).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return sign_in_then("/privacy"),
-        Err(error) => return failure(&error),
-    };
+pub async fn privacy(SignedIn(user): SignedIn, jar: CookieJar) -> Response {
     let (jar, csrf) = cookies::csrf_token(jar);
     (jar, pages::privacy(&user, &csrf)).into_response()
 }
@@ -184,15 +171,13 @@ pub struct PrivacyForm {
 /// `POST /privacy`.
 pub async fn set_privacy(
     State(state): State<WebState>,
+    SessionToken(token): SessionToken,
     jar: CookieJar,
     Form(form): Form<PrivacyForm>,
 ) -> Response {
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         return failure(&error);
     }
-    let Some(token) = session::token(&jar) else {
-        return sign_in_then("/privacy");
-    };
     let change = pb::SetPrivacyRequest {
         hide_from_others_apps: Some(form.hide_from_others_apps.is_some()),
         show_name_to_friends_apps: Some(form.show_name_to_friends_apps.is_some()),
@@ -206,14 +191,9 @@ pub async fn set_privacy(
 /// `GET /grants/{grant_id}`: the consent receipt of one of my grants.
 pub async fn receipt(
     State(state): State<WebState>,
-    jar: CookieJar,
+    SignedIn(user): SignedIn,
     Path(grant_id): Path<String>,
 ) -> Response {
-    let user = match session::user(&state, &jar).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return sign_in_then(&format!("/grants/{grant_id}")),
-        Err(error) => return failure(&error),
-    };
     let found = state
         .platform
         .read(move |repo, _| {
