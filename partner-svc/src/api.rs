@@ -2,18 +2,19 @@
 //! here. A caller is one of this partner's own front ends (its client certificate carries
 //! this partner's identity), which names the account it acts for in `user_name`, or a
 //! user signed in to the partner's web app (`authorization: Bearer <session>`), which acts
-//! for its own account only. Anyone else is refused with `UNAUTHENTICATED`.
+//! for its own account only. Anyone else is refused with `UNAUTHENTICATED`. The edge
+//! finds which before a handler runs ([`crate::caller`]).
 
+use crate::caller::Caller;
 use crate::config::PartnerConfig;
 use crate::error::PartnerError;
 use crate::outbox::{self, Delivery};
 use crate::platform::{PlatformClient, with_token};
 use crate::store::{self, CachedMessage, PartnerStore, Share};
 use consent_core::denial::FieldViolation;
-use consent_core::model::{MAX_BODY_BYTES, USER_NAME_RULE, is_user_name};
+use consent_core::model::MAX_BODY_BYTES;
 use consent_proto::partner::v1 as api;
 use consent_proto::platform::v1 as pb;
-use consent_tls::principal::{ConnectionInfo, PartnerId, Principal};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -104,38 +105,6 @@ impl PartnerApp {
         }
         Ok(())
     }
-
-    /// Whether the caller is one of this partner's own front ends: its client certificate
-    /// carries this partner's identity.
-    fn is_own_front_end<T>(&self, request: &Request<T>) -> bool {
-        request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .and_then(|c| c.principal.as_ref())
-            .is_some_and(|p| *p == Principal::Partner(PartnerId(self.config.partner_id.clone())))
-    }
-
-    /// The account a call acts for, established once per call: see the module doc.
-    async fn account_of<T>(
-        &self,
-        request: &Request<T>,
-        claimed: &str,
-    ) -> Result<String, PartnerError> {
-        if self.is_own_front_end(request) {
-            return Ok(user_name(claimed)?.to_string());
-        }
-        let token =
-            consent_tls::https::bearer_token(request).ok_or(PartnerError::Unauthenticated)?;
-        let name = self
-            .store
-            .session_account(&token)
-            .await?
-            .ok_or(PartnerError::Unauthenticated)?;
-        if !claimed.is_empty() && claimed != name {
-            return Err(PartnerError::NotYourAccount);
-        }
-        Ok(name)
-    }
 }
 
 /// A short code the platform shows with a request and the partner shows its user
@@ -144,15 +113,6 @@ fn binding_message() -> String {
     let [a, b, c, d] = consent_core::secret::random_bytes::<4>();
     let number = u32::from_be_bytes([a, b, c, d]) % 100_000_000;
     format!("{:04}-{:04}", number / 10_000, number % 10_000)
-}
-
-/// The platform account a front end acts for.
-fn user_name(value: &str) -> Result<&str, PartnerError> {
-    if !is_user_name(value) {
-        let problem = format!("must be {USER_NAME_RULE}");
-        return Err(PartnerError::invalid("user_name", &problem));
-    }
-    Ok(value)
 }
 
 /// A new share id, which is also the idempotency key of the share's send. It begins with
@@ -179,13 +139,12 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ConnectUserRequest>,
     ) -> Result<Response<api::ConnectUserResponse>, Status> {
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
+        let caller = Caller::of(&request)?;
+        let name = caller.account(&request.get_ref().user_name)?;
         // The decoupled flow asks the platform user with the account's name: only the
         // partner's own front ends, which vouch for that name, may start it. A user signed
         // in here connects through the platform's consent page instead.
-        if !self.is_own_front_end(&request) {
+        if *caller != Caller::FrontEnd {
             return Err(PartnerError::ConnectInBrowser.into());
         }
         let r = request.into_inner();
@@ -240,9 +199,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ConnectionStatusRequest>,
     ) -> Result<Response<api::ConnectionStatusResponse>, Status> {
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
+        let name = Caller::of(&request)?.account(&request.get_ref().user_name)?;
         let connection = self.connection(&name).await?;
         let Some(connection) = connection else {
             return Ok(Response::new(api::ConnectionStatusResponse {
@@ -321,9 +278,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ListFriendsRequest>,
     ) -> Result<Response<api::ListFriendsResponse>, Status> {
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
+        let name = Caller::of(&request)?.account(&request.get_ref().user_name)?;
         let token = self.token(&name).await?;
         let page_token = request.into_inner().page_token;
         let friends = self
@@ -357,9 +312,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::ShareRequest>,
     ) -> Result<Response<api::ShareResponse>, Status> {
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
+        let name = Caller::of(&request)?.account(&request.get_ref().user_name)?;
         let r = request.into_inner();
         let mut bad = Vec::new();
         if r.body.is_empty() || r.body.len() > MAX_BODY_BYTES {
@@ -447,9 +400,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::InboxRequest>,
     ) -> Result<Response<api::InboxResponse>, Status> {
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
+        let name = Caller::of(&request)?.account(&request.get_ref().user_name)?;
         let r = request.into_inner();
         let (token, grant_id) = self.connected(&name).await?;
         let listed = self
@@ -503,9 +454,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::UnsendRequest>,
     ) -> Result<Response<api::UnsendResponse>, Status> {
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
+        let name = Caller::of(&request)?.account(&request.get_ref().user_name)?;
         let r = request.into_inner();
         let token = self.token(&name).await?;
         let deleted = self
@@ -531,9 +480,7 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         &self,
         request: Request<api::DisconnectRequest>,
     ) -> Result<Response<api::DisconnectResponse>, Status> {
-        let name = self
-            .account_of(&request, &request.get_ref().user_name)
-            .await?;
+        let name = Caller::of(&request)?.account(&request.get_ref().user_name)?;
         let connection = self.connection(&name).await?;
         let Some(grant_id) = connection.and_then(|c| c.grant_id) else {
             return Ok(Response::new(api::DisconnectResponse { released: false }));

@@ -5,6 +5,7 @@
 //! partner by a profile (see `profiles/`).
 
 pub mod api;
+pub mod caller;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -8,7 +8,7 @@
 use crate::termination::TlsConnection;
 use axum::extract::ConnectInfo;
 use axum::http::header::InvalidHeaderValue;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -98,7 +98,13 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
 /// The token of a request's `authorization: Bearer <token>`, if it carries a readable one:
 /// what [`with_bearer`] puts there.
 pub fn bearer_token<T>(request: &tonic::Request<T>) -> Option<String> {
-    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    bearer_token_in(request.metadata().as_ref())
+}
+
+/// [`bearer_token`], read from a request's headers, for a layer before the gRPC request is
+/// decoded.
+pub fn bearer_token_in(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(str::to_string)
 }
 

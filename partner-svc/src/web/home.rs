@@ -4,6 +4,7 @@
 
 use super::account::signed_in;
 use super::{WebState, csrf_refusal, failure, pages};
+use crate::caller::as_user;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -11,7 +12,6 @@ use axum_extra::extract::{CookieJar, Form};
 use consent_proto::partner::v1 as api;
 use consent_proto::partner::v1::partner_app_server::PartnerApp as _;
 use consent_tls::https::cookies;
-use consent_tls::https::with_bearer;
 use serde::Deserialize;
 
 fn refused(status: &tonic::Status) -> Response {
@@ -48,16 +48,13 @@ pub async fn page(
         query.thread_id.clear();
     }
     let (jar, csrf) = cookies::csrf_token(jar);
-    let Some((name, session)) = signed_in(&state, &jar).await else {
+    let Some((name, _)) = signed_in(&state, &jar).await else {
         let page = pages::signed_out(&state.config.display_name, &csrf);
         return (jar, page).into_response();
     };
     let status = state
         .app
-        .connection_status(with_bearer(
-            api::ConnectionStatusRequest::default(),
-            &session,
-        ))
+        .connection_status(as_user(api::ConnectionStatusRequest::default(), &name))
         .await
         .map(tonic::Response::into_inner);
     let status = match status {
@@ -68,13 +65,13 @@ pub async fn page(
     let inbox = if status.status == "CONNECTED" && reads && !query.thread_id.is_empty() {
         let listed = state
             .app
-            .inbox(with_bearer(
+            .inbox(as_user(
                 api::InboxRequest {
                     user_name: String::new(),
                     thread_id: query.thread_id.clone(),
                     page_token: query.page.clone(),
                 },
-                &session,
+                &name,
             ))
             .await;
         match listed {
@@ -118,12 +115,12 @@ pub async fn share(
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    let Some((_, session)) = signed_in(&state, &jar).await else {
+    let Some((name, _)) = signed_in(&state, &jar).await else {
         return Redirect::to("/").into_response();
     };
     let shared = state
         .app
-        .share(with_bearer(
+        .share(as_user(
             api::ShareRequest {
                 user_name: String::new(),
                 thread_id: form.thread_id,
@@ -132,7 +129,7 @@ pub async fn share(
                 client_key: form.client_key,
                 card: None,
             },
-            &session,
+            &name,
         ))
         .await;
     match shared {
@@ -164,14 +161,14 @@ pub async fn unsend(
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    let Some((_, session)) = signed_in(&state, &jar).await else {
+    let Some((name, _)) = signed_in(&state, &jar).await else {
         return Redirect::to("/").into_response();
     };
     let request = api::UnsendRequest {
         user_name: String::new(),
         message_id: form.message_id,
     };
-    match state.app.unsend(with_bearer(request, &session)).await {
+    match state.app.unsend(as_user(request, &name)).await {
         Ok(_) => Redirect::to(&format!("/?thread_id={}", form.thread_id)).into_response(),
         Err(error) => refused(&error),
     }
@@ -193,11 +190,11 @@ pub async fn disconnect(
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    let Some((_, session)) = signed_in(&state, &jar).await else {
+    let Some((name, _)) = signed_in(&state, &jar).await else {
         return Redirect::to("/").into_response();
     };
     let request = api::DisconnectRequest::default();
-    match state.app.disconnect(with_bearer(request, &session)).await {
+    match state.app.disconnect(as_user(request, &name)).await {
         Ok(_) => Redirect::to("/").into_response(),
         Err(error) => refused(&error),
     }
