@@ -13,7 +13,8 @@ use consent_core::approval::{self, Choice};
 use consent_core::clock::timestamp;
 use consent_core::denial::Reason;
 use consent_core::model::{
-    AuditEntry, Coverage, Grant, GrantState, PrivacyChange, RequestStatus, Thread, User,
+    AccessRequest, AuditEntry, Coverage, Grant, GrantState, PrivacyChange, RequestStatus, Thread,
+    User,
 };
 use consent_core::ownership;
 use consent_core::rules::{self, Befriending, LifetimePolicy};
@@ -132,17 +133,16 @@ impl AccountService {
     }
 }
 
-/// Approves `user`'s access request `request_id` as they chose: the grant is made, its
+/// Approves `user`'s access request `access` as they chose: the grant is made, its
 /// partner told, its audit record appended. The one approval of the gRPC and web surfaces.
 pub fn approve(
     repo: &mut dyn Repo,
     user: &User,
-    request_id: &str,
+    access: AccessRequest,
     mut choice: Choice,
     now_ms: i64,
     policy: &LifetimePolicy,
 ) -> ApiResult<(Grant, pb::ConsentReceipt)> {
-    let access = ownership::users_request(&user.id, request_id, repo.request(request_id)?)?;
     let partner = repo.partner(&access.partner_id)?;
     let feature = repo.feature(&access.partner_id, &access.feature)?;
     if let Some(feature) = &feature
@@ -222,16 +222,26 @@ pub fn revoke(repo: &mut dyn Repo, user: &User, grant_id: &str, now_ms: i64) -> 
     own_grant(repo, user, grant_id)
 }
 
-/// Refuses to decide in the app a request of the user's that only the consent page may
-/// decide; another's is not found.
-fn refuse_if_consent_page_only(
+/// Denies `user`'s access request `access`, while it may still be decided. The one denial
+/// of the gRPC and web surfaces.
+pub fn deny(repo: &mut dyn Repo, access: &mut AccessRequest, now_ms: i64) -> ApiResult<()> {
+    approval::may_decide(access, now_ms)?;
+    repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
+    access.status = RequestStatus::Denied;
+    Ok(())
+}
+
+/// `user`'s access request `request_id`, to decide in the app: refused if only the consent
+/// page may decide it; another's is not found.
+fn decidable_in_app(
     repo: &mut dyn Repo,
     user: &User,
     request_id: &str,
-) -> ApiResult<()> {
-    ownership::users_request(&user.id, request_id, repo.request(request_id)?)?;
+) -> ApiResult<AccessRequest> {
+    let access = ownership::users_request(&user.id, request_id, repo.request(request_id)?)?;
     let pushed = repo.pushed_request_of(request_id)?.is_some();
-    Ok(approval::may_decide_in_app(pushed)?)
+    approval::may_decide_in_app(pushed)?;
+    Ok(access)
 }
 
 /// `work` for the user whose session `token` names.
@@ -602,14 +612,14 @@ impl Account for AccountService {
             .all()?;
         let policy = self.platform.limits.lifetime;
         self.as_user(&request, move |repo, user, now_ms| {
-            refuse_if_consent_page_only(repo, user, &r.request_id)?;
+            let access = decidable_in_app(repo, user, &r.request_id)?;
             let choice = Choice {
                 scopes: chosen_scopes,
                 thread_ids: chosen_threads,
                 lifetime_days: r.lifetime_days,
                 include_history: r.include_history,
             };
-            let (_, receipt) = approve(repo, user, &r.request_id, choice, now_ms, &policy)?;
+            let (_, receipt) = approve(repo, user, access, choice, now_ms, &policy)?;
             Ok(receipt)
         })
         .await
@@ -622,12 +632,8 @@ impl Account for AccountService {
         let request_id = request.get_ref().request_id.clone();
         validate::id("request_id", &request_id)?;
         self.as_user(&request, move |repo, user, now_ms| {
-            refuse_if_consent_page_only(repo, user, &request_id)?;
-            let mut access =
-                ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
-            approval::may_decide(&access, now_ms)?;
-            repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
-            access.status = RequestStatus::Denied;
+            let mut access = decidable_in_app(repo, user, &request_id)?;
+            deny(repo, &mut access, now_ms)?;
             let partner = repo
                 .partner(&access.partner_id)?
                 .ok_or_else(|| ApiError::not_found("partner", &access.partner_id))?;

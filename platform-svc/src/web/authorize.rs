@@ -291,11 +291,10 @@ pub async fn decide(
         .platform
         .run(move |repo, now_ms| {
             let pushed = repo.pushed_request_of(&request_id)?;
+            let mut access =
+                ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
             if !approve {
-                let access =
-                    ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
-                approval::may_decide(&access, now_ms)?;
-                repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
+                account::deny(repo, &mut access, now_ms)?;
                 return Ok(match pushed {
                     Some(p) => Decided::Partner(answer_url(
                         &p.redirect_uri,
@@ -308,10 +307,7 @@ pub async fn decide(
                     None => Decided::Grants,
                 });
             }
-            let listed =
-                ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)
-                    .is_ok_and(|a| a.coverage == Coverage::Listed);
-            if listed && threads.is_empty() {
+            if access.coverage == Coverage::Listed && threads.is_empty() {
                 // On the page, unticking every conversation is not "as asked".
                 return Err(ApiError::invalid(
                     "thread",
@@ -324,7 +320,7 @@ pub async fn decide(
                 lifetime_days: form.lifetime_days,
                 include_history: form.include_history.is_some(),
             };
-            let (grant, _) = account::approve(repo, &user, &request_id, choice, now_ms, &policy)?;
+            let (grant, _) = account::approve(repo, &user, access, choice, now_ms, &policy)?;
             let Some(pushed) = pushed else {
                 return Ok(Decided::Grants);
             };
