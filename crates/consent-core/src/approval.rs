@@ -145,6 +145,32 @@ pub fn may_issue_token(access: &AccessRequest, grant: Option<&Grant>) -> bool {
     access.status == RequestStatus::Approved && grant.is_some_and(|g| g.state == GrantState::Active)
 }
 
+/// The threads an approval of a request for listed threads covers when the user, in the
+/// platform's app, chose none ("as asked"): those asked for that the user is in (`yours`).
+/// With none of them there is nothing to approve as asked, and the user must pick.
+pub fn threads_as_asked(yours: Vec<String>) -> Result<Vec<String>, Refusal> {
+    if yours.is_empty() {
+        return Err(Refusal::Invalid(vec![FieldViolation::new(
+            "thread_ids",
+            "pick at least one of your threads",
+        )]));
+    }
+    Ok(yours)
+}
+
+/// Whether the consent page may approve a request of `coverage` with the `ticked`
+/// threads. The page offers a request's threads ticked, so unticking every one is not "as
+/// asked" but no choice: the user ticks one, or denies.
+pub fn may_approve_ticked(coverage: Coverage, ticked: &[String]) -> Result<(), Refusal> {
+    if coverage == Coverage::Listed && ticked.is_empty() {
+        return Err(Refusal::Invalid(vec![FieldViolation::new(
+            "thread",
+            "tick at least one conversation, or deny",
+        )]));
+    }
+    Ok(())
+}
+
 /// What the user chose on the consent screen; an empty set or list, or a lifetime of 0,
 /// means "as asked".
 #[derive(Debug, Clone, Default)]
@@ -393,6 +419,25 @@ mod tests {
         };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["scopes", "thread_ids", "lifetime_days"]);
+    }
+
+    #[test]
+    fn listed_threads_as_asked_are_the_users_own_and_the_page_needs_one_ticked() {
+        let field = |r: Refusal| match r {
+            Refusal::Invalid(v) => v[0].field.clone(),
+            other => panic!("{other:?}"),
+        };
+        let yours = vec!["thr_1".to_string()];
+        assert_eq!(threads_as_asked(yours.clone()).unwrap(), yours);
+        assert_eq!(
+            field(threads_as_asked(Vec::new()).unwrap_err()),
+            "thread_ids"
+        );
+
+        assert!(may_approve_ticked(Coverage::Listed, &yours).is_ok());
+        let none_ticked = may_approve_ticked(Coverage::Listed, &[]).unwrap_err();
+        assert_eq!(field(none_ticked), "thread");
+        assert!(may_approve_ticked(Coverage::All, &[]).is_ok());
     }
 
     #[test]

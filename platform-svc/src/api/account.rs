@@ -148,16 +148,10 @@ pub fn approve(
     if let Some(feature) = &feature
         && access.coverage == Coverage::Listed
     {
-        // "As asked" is the threads asked for that the user is in; none of them (or none
-        // asked for) is no choice at all. Whatever is chosen must be the user's.
+        // Whatever is chosen must be the user's.
         if choice.thread_ids.is_empty() {
-            choice.thread_ids = member_threads(repo, user, &access.thread_ids)?;
-            if choice.thread_ids.is_empty() {
-                return Err(ApiError::invalid(
-                    "thread_ids",
-                    "pick at least one of your threads",
-                ));
-            }
+            let yours = member_threads(repo, user, &access.thread_ids)?;
+            choice.thread_ids = approval::threads_as_asked(yours)?;
         }
         let picked = choice
             .thread_ids

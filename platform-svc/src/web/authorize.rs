@@ -307,13 +307,7 @@ pub async fn decide(
                     None => Decided::Grants,
                 });
             }
-            if access.coverage == Coverage::Listed && threads.is_empty() {
-                // On the page, unticking every conversation is not "as asked".
-                return Err(ApiError::invalid(
-                    "thread",
-                    "tick at least one conversation, or deny",
-                ));
-            }
+            approval::may_approve_ticked(access.coverage, &threads)?;
             let choice = Choice {
                 scopes,
                 thread_ids: threads,
