@@ -556,9 +556,11 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
     let page = browser.get("/grants").await;
     assert!(page.body.contains("revoked by you"));
 
-    // Without a session, the pages and forms send the browser to sign in and back to the
-    // page, with its query; a revocation, to the grants page its button is on.
+    // Without a session, or with one that has ended, the pages and forms send the browser
+    // to sign in and back to the page, with its query; a revocation, to the grants page
+    // its button is on.
     let stranger = Browser::new(&s.platform);
+    let ended = "__Host-session=ses_ended";
     let sign_in_then = |page: Page| (page.status, page.location);
     for (asked, back) in [
         (stranger.get("/grants").await, "%2Fgrants"),
@@ -567,7 +569,20 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
             "%2Fgrants%3Fafter%3D3",
         ),
         (stranger.get("/access-log").await, "%2Faccess-log"),
+        (
+            stranger.get_with_cookie("/access-log?page=2", ended).await,
+            "%2Faccess-log%3Fpage%3D2",
+        ),
+        (
+            stranger.get_with_cookie("/threads?page=2", ended).await,
+            "%2Fthreads%3Fpage%3D2",
+        ),
+        (
+            stranger.get_with_cookie("/grants", ended).await,
+            "%2Fgrants",
+        ),
         (stranger.get("/privacy").await, "%2Fprivacy"),
+        (stranger.post("/privacy", &[]).await, "%2Fprivacy"),
         (
             stranger.post("/consent/req_x", &[]).await,
             "%2Fconsent%2Freq_x",

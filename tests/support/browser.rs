@@ -137,6 +137,19 @@ impl Browser {
         Self::page(response).await
     }
 
+    /// `GET`s a path or URL sending the cookie `cookie` (`name=value`), as a browser that
+    /// kept one would.
+    pub async fn get_with_cookie(&self, path_or_url: &str, cookie: &str) -> Page {
+        let response = self
+            .client
+            .get(self.url(path_or_url))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .expect("GET");
+        Self::page(response).await
+    }
+
     /// `GET`s a URL as a link on a page of another site would (`Sec-Fetch-Site:
     /// cross-site`).
     pub async fn get_from_another_site(&self, url: &str) -> Page {

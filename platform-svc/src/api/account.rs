@@ -134,7 +134,8 @@ impl AccountService {
 }
 
 /// Approves `user`'s access request `access` as they chose: the grant is made, its
-/// partner told, its audit record appended. The one approval of the gRPC and web surfaces.
+/// partner told, its audit record appended. A request made to someone else is not found.
+/// The one approval of the gRPC and web surfaces.
 pub fn approve(
     repo: &mut dyn Repo,
     user: &User,
@@ -143,6 +144,7 @@ pub fn approve(
     now_ms: i64,
     policy: &LifetimePolicy,
 ) -> ApiResult<(Grant, pb::ConsentReceipt)> {
+    let access = ownership::users_request(&user.id, &access.id.clone(), Some(access))?;
     let partner = repo.partner(&access.partner_id)?;
     let feature = repo.feature(&access.partner_id, &access.feature)?;
     if let Some(feature) = &feature
@@ -216,13 +218,19 @@ pub fn revoke(repo: &mut dyn Repo, user: &User, grant_id: &str, now_ms: i64) -> 
     own_grant(repo, user, grant_id)
 }
 
-/// Denies `user`'s access request `access`, while it may still be decided. The one denial
-/// of the gRPC and web surfaces.
-pub fn deny(repo: &mut dyn Repo, access: &mut AccessRequest, now_ms: i64) -> ApiResult<()> {
-    approval::may_decide(access, now_ms)?;
+/// Denies `user`'s access request `access`, while it may still be decided. A request made
+/// to someone else is not found. The one denial of the gRPC and web surfaces.
+pub fn deny(
+    repo: &mut dyn Repo,
+    user: &User,
+    access: AccessRequest,
+    now_ms: i64,
+) -> ApiResult<AccessRequest> {
+    let mut access = ownership::users_request(&user.id, &access.id.clone(), Some(access))?;
+    approval::may_decide(&access, now_ms)?;
     repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
     access.status = RequestStatus::Denied;
-    Ok(())
+    Ok(access)
 }
 
 /// `user`'s access request `request_id`, to decide in the app: refused if only the consent
@@ -626,8 +634,8 @@ impl Account for AccountService {
         let request_id = request.get_ref().request_id.clone();
         validate::id("request_id", &request_id)?;
         self.as_user(&request, move |repo, user, now_ms| {
-            let mut access = decidable_in_app(repo, user, &request_id)?;
-            deny(repo, &mut access, now_ms)?;
+            let access = decidable_in_app(repo, user, &request_id)?;
+            let mut access = deny(repo, user, access, now_ms)?;
             let partner = repo
                 .partner(&access.partner_id)?
                 .ok_or_else(|| ApiError::not_found("partner", &access.partner_id))?;

@@ -43,7 +43,7 @@ pub async fn open(
     user: Option<SignedIn>,
     Query(query): Query<AuthorizeQuery>,
 ) -> Response {
-    let user = user.map(|SignedIn(user)| user);
+    let user = user.map(|signed_in| signed_in.user);
     let signed_in = user.is_some();
     let uri_hash = hash_token(&query.request_uri);
     let client_id = query.client_id.clone();
@@ -143,7 +143,7 @@ fn origin_of(uri: &str) -> String {
 /// `GET /consent/{request_id}`: the consent page of one of the user's pending requests.
 pub async fn page(
     State(state): State<WebState>,
-    SignedIn(user): SignedIn,
+    SignedIn { user, .. }: SignedIn,
     jar: CookieJar,
     Path(request_id): Path<String>,
 ) -> Response {
@@ -262,7 +262,7 @@ fn answer_url(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
 /// `POST /consent/{request_id}`: approve (with what the user left ticked) or deny.
 pub async fn decide(
     State(state): State<WebState>,
-    SignedIn(user): SignedIn,
+    SignedIn { user, .. }: SignedIn,
     jar: CookieJar,
     Path(request_id): Path<String>,
     Form(form): Form<DecisionForm>,
@@ -291,10 +291,10 @@ pub async fn decide(
         .platform
         .run(move |repo, now_ms| {
             let pushed = repo.pushed_request_of(&request_id)?;
-            let mut access =
+            let access =
                 ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
             if !approve {
-                account::deny(repo, &mut access, now_ms)?;
+                account::deny(repo, &user, access, now_ms)?;
                 return Ok(match pushed {
                     Some(p) => Decided::Partner(answer_url(
                         &p.redirect_uri,

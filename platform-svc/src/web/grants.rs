@@ -60,7 +60,7 @@ fn partner_name(repo: &mut dyn Repo, partner_id: &str) -> ApiResult<String> {
 /// `GET /grants`: the first page of grants (newest first), then `?after=` for the next.
 pub async fn list(
     State(state): State<WebState>,
-    SignedIn(user): SignedIn,
+    SignedIn { user, .. }: SignedIn,
     jar: CookieJar,
     Query(query): Query<GrantsQuery>,
 ) -> Response {
@@ -128,7 +128,7 @@ pub async fn revoke(
     Form(form): Form<RevokeForm>,
 ) -> Response {
     // The form's own path is no page to come back to: the grants page, where it is, is.
-    let Some(SignedIn(user)) = user else {
+    let Some(SignedIn { user, .. }) = user else {
         return sign_in_then("/grants");
     };
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {

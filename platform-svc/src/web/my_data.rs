@@ -3,10 +3,11 @@
 //! refused) and of reads through other people's grants, which apps can read each of their
 //! conversations, their privacy settings, and the consent receipt of each grant.
 
-use super::session::{self, SessionToken, SignedIn};
-use super::{WebState, failure, pages, sign_in_then};
+use super::session::{self, SignedIn, sign_in_then_back};
+use super::{WebState, failure, pages};
 use crate::api::account::receipt_summary;
 use axum::extract::{Path, Query, State};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::ownership;
@@ -19,12 +20,12 @@ use pb::account_server::Account as _;
 use serde::Deserialize;
 use tonic_types::StatusExt;
 
-/// A refusal of the account service for the page at `here`, shown as every page shows a
-/// failure: the HTTP status of its code, its message and its reason. A session that has
-/// ended signs in again and comes back to `here`.
-fn refused(status: &tonic::Status, here: &str) -> Response {
+/// A refusal of the account service for the page `this_page`, shown as every page shows a
+/// failure: the HTTP status of its code, its message and its reason. A session that ended
+/// after the page's edge found it signs in again and comes back.
+fn refused(status: &tonic::Status, this_page: &Uri) -> Response {
     if status.code() == tonic::Code::Unauthenticated {
-        return sign_in_then(here);
+        return sign_in_then_back(this_page);
     }
     let reason = status
         .get_details_error_info()
@@ -49,7 +50,8 @@ pub struct PageQuery {
 /// reads of my messages by apps that other people in my conversations use.
 pub async fn access_log(
     State(state): State<WebState>,
-    SessionToken(token): SessionToken,
+    SignedIn { token, .. }: SignedIn,
+    this_page: Uri,
     Query(query): Query<PageQuery>,
 ) -> Response {
     let asked = pb::ReadAccessLogRequest {
@@ -62,7 +64,7 @@ pub async fn access_log(
         .await
     {
         Ok(log) => log.into_inner(),
-        Err(status) => return refused(&status, "/access-log"),
+        Err(status) => return refused(&status, &this_page),
     };
     let others = pb::ListReadsByOthersAppsRequest {
         page_size: 50,
@@ -74,7 +76,7 @@ pub async fn access_log(
         .await
     {
         Ok(reads) => reads.into_inner(),
-        Err(status) => return refused(&status, "/access-log"),
+        Err(status) => return refused(&status, &this_page),
     };
     pages::access_log(&log, &reads).into_response()
 }
@@ -82,7 +84,8 @@ pub async fn access_log(
 /// `GET /threads`: which apps can read each of my conversations, twenty a page.
 pub async fn threads(
     State(state): State<WebState>,
-    SessionToken(token): SessionToken,
+    SignedIn { token, .. }: SignedIn,
+    this_page: Uri,
     Query(query): Query<PageQuery>,
 ) -> Response {
     let listed = state
@@ -100,7 +103,7 @@ pub async fn threads(
             let listed = listed.into_inner();
             (listed.threads, listed.next_page_token)
         }
-        Err(status) => return refused(&status, "/threads"),
+        Err(status) => return refused(&status, &this_page),
     };
     let mut rows = Vec::new();
     for thread in threads {
@@ -117,7 +120,7 @@ pub async fn threads(
             .await
         {
             Ok(apps) => rows.push((thread, apps.into_inner().apps)),
-            Err(status) => return refused(&status, "/threads"),
+            Err(status) => return refused(&status, &this_page),
         }
     }
     pages::threads(&rows, &next_page).into_response()
@@ -126,7 +129,8 @@ pub async fn threads(
 /// `GET /threads/{thread}`: a conversation's messages, each card shown as what it is.
 pub async fn conversation(
     State(state): State<WebState>,
-    SessionToken(token): SessionToken,
+    SignedIn { token, .. }: SignedIn,
+    this_page: Uri,
     Path(thread_id): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Response {
@@ -147,12 +151,12 @@ pub async fn conversation(
             pages::conversation(&thread_id, &listed.messages, &listed.next_page_token)
                 .into_response()
         }
-        Err(status) => refused(&status, &format!("/threads/{thread_id}")),
+        Err(status) => refused(&status, &this_page),
     }
 }
 
 /// `GET /privacy`: my settings, as a form.
-pub async fn privacy(SignedIn(user): SignedIn, jar: CookieJar) -> Response {
+pub async fn privacy(SignedIn { user, .. }: SignedIn, jar: CookieJar) -> Response {
     let (jar, csrf) = cookies::csrf_token(jar);
     (jar, pages::privacy(&user, &csrf)).into_response()
 }
@@ -171,7 +175,8 @@ pub struct PrivacyForm {
 /// `POST /privacy`.
 pub async fn set_privacy(
     State(state): State<WebState>,
-    SessionToken(token): SessionToken,
+    SignedIn { token, .. }: SignedIn,
+    this_page: Uri,
     jar: CookieJar,
     Form(form): Form<PrivacyForm>,
 ) -> Response {
@@ -184,14 +189,14 @@ pub async fn set_privacy(
     };
     match state.account.set_privacy(with_bearer(change, &token)).await {
         Ok(_) => Redirect::to("/privacy").into_response(),
-        Err(status) => refused(&status, "/privacy"),
+        Err(status) => refused(&status, &this_page),
     }
 }
 
 /// `GET /grants/{grant_id}`: the consent receipt of one of my grants.
 pub async fn receipt(
     State(state): State<WebState>,
-    SignedIn(user): SignedIn,
+    SignedIn { user, .. }: SignedIn,
     Path(grant_id): Path<String>,
 ) -> Response {
     let found = state

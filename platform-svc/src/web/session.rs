@@ -3,15 +3,15 @@
 //! [`consent_tls::https::cookies`].
 //!
 //! The pages' edge: a handler takes the signed-in user as an argument ([`SignedIn`], or
-//! `Option<SignedIn>` where signing in is optional), found once before it runs, or the
-//! session token ([`SessionToken`]) where it acts through the account surface, which
-//! checks the token itself. A browser without a session is sent to sign in, and back to
-//! the page it asked for.
+//! `Option<SignedIn>` where signing in is optional), found once before it runs. A browser
+//! without a session, or whose session has ended, is sent to sign in, and back to the page
+//! it asked for.
 
 use super::{WebState, failure, sign_in_then};
 use crate::api::account::session_user;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::Uri;
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum_extra::extract::CookieJar;
@@ -22,9 +22,15 @@ use consent_tls::https::cookies;
 
 const SESSION_COOKIE: &str = "__Host-session";
 
-/// The user signed in on the browser that sent the request.
+/// The user signed in on the browser that sent the request, and the session's token, for
+/// the pages that act through the account surface.
 #[derive(Debug, Clone)]
-pub struct SignedIn(pub User);
+pub struct SignedIn {
+    /// The user.
+    pub user: User,
+    /// The session's token.
+    pub token: String,
+}
 
 impl FromRequestParts<WebState> for SignedIn {
     type Rejection = Response;
@@ -33,7 +39,7 @@ impl FromRequestParts<WebState> for SignedIn {
         match <Self as OptionalFromRequestParts<WebState>>::from_request_parts(parts, state).await?
         {
             Some(signed_in) => Ok(signed_in),
-            None => Err(sign_in_then_back(parts)),
+            None => Err(sign_in_then_back(&parts.uri)),
         }
     }
 }
@@ -45,54 +51,31 @@ impl OptionalFromRequestParts<WebState> for SignedIn {
         parts: &mut Parts,
         state: &WebState,
     ) -> Result<Option<Self>, Response> {
-        let jar = CookieJar::from_headers(&parts.headers);
-        match user(state, &jar).await {
-            Ok(user) => Ok(user.map(SignedIn)),
-            Err(error) => Err(failure(&error)),
+        let Some(token) = token(&CookieJar::from_headers(&parts.headers)) else {
+            return Ok(None);
+        };
+        let session = token.clone();
+        let signed_in = state
+            .platform
+            .read(move |repo, now_ms| session_user(repo, Some(&session), now_ms))
+            .await;
+        match signed_in {
+            Ok(user) => Ok(Some(SignedIn { user, token })),
+            Err(ApiError::Unauthenticated(..)) => Ok(None),
+            Err(other) => Err(failure(&other)),
         }
     }
 }
 
-/// The session token of the browser that sent the request, unchecked: for pages that pass
-/// it to the account surface.
-#[derive(Debug, Clone)]
-pub struct SessionToken(pub String);
-
-impl FromRequestParts<WebState> for SessionToken {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _: &WebState) -> Result<Self, Response> {
-        token(&CookieJar::from_headers(&parts.headers))
-            .map(SessionToken)
-            .ok_or_else(|| sign_in_then_back(parts))
-    }
-}
-
-/// The redirect to the sign-in page, which returns to the path (and query) asked for.
-fn sign_in_then_back(parts: &Parts) -> Response {
-    let here = parts.uri.path_and_query().map_or("/", |here| here.as_str());
-    sign_in_then(here)
+/// The redirect to the sign-in page, which returns to the path (and query) of `asked`:
+/// where a browser without a session, or whose session has ended, goes.
+pub fn sign_in_then_back(asked: &Uri) -> Response {
+    sign_in_then(asked.path_and_query().map_or("/", |here| here.as_str()))
 }
 
 /// The session token this browser holds, if any (unchecked).
 fn token(jar: &CookieJar) -> Option<String> {
     jar.get(SESSION_COOKIE).map(|c| c.value().to_string())
-}
-
-/// The user signed in on this browser, if any.
-async fn user(state: &WebState, jar: &CookieJar) -> ApiResult<Option<User>> {
-    let Some(token) = token(jar) else {
-        return Ok(None);
-    };
-    let signed_in = state
-        .platform
-        .read(move |repo, now_ms| session_user(repo, Some(&token), now_ms))
-        .await;
-    match signed_in {
-        Ok(user) => Ok(Some(user)),
-        Err(ApiError::Unauthenticated(..)) => Ok(None),
-        Err(other) => Err(other),
-    }
 }
 
 /// Remembers a new session on this browser.
