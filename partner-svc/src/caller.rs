@@ -1,7 +1,8 @@
-//! Who calls the partner API, found once at its edge. [`CallerLayer`] reads each request's
-//! client certificate and bearer token before any handler runs and puts the [`Caller`] in
-//! the request's extensions; the web app, which calls the API's handlers in-process, puts
-//! in the account it signed in itself ([`as_user`]). Handlers only read it.
+//! Who calls the partner API, found once at its edge. [`CallerLayer`] reads each API
+//! request's client certificate and bearer token before any handler runs and puts the
+//! [`Caller`] in the request's extensions; the web app, which calls the API's handlers
+//! in-process, puts in the account it signed in itself ([`as_signed_in`]). Handlers only
+//! read it.
 
 use crate::error::PartnerError;
 use crate::store::PartnerStore;
@@ -48,8 +49,8 @@ impl Caller {
     }
 }
 
-/// `request` as made by the web app's signed-in user `name`.
-pub fn as_user<T>(message: T, name: &str) -> tonic::Request<T> {
+/// `message` as a request of the web app's signed-in user `name`.
+pub fn as_signed_in<T>(message: T, name: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .extensions_mut()
@@ -57,25 +58,32 @@ pub fn as_user<T>(message: T, name: &str) -> tonic::Request<T> {
     request
 }
 
-/// The partner API's edge: finds each request's [`Caller`].
+/// The partner API's edge: finds the [`Caller`] of each request to the service named
+/// `service`; other services (health, reflection) need none.
 #[derive(Debug, Clone)]
 pub struct CallerLayer {
     own: Principal,
     store: PartnerStore,
+    path_prefix: String,
 }
 
 impl CallerLayer {
-    /// Recognises the front ends of `partner_id`, and the sessions in `store`.
-    pub fn new(partner_id: &str, store: PartnerStore) -> Self {
+    /// Recognises, on `service`, the front ends of `partner_id` and the sessions in
+    /// `store`.
+    pub fn new(service: &str, partner_id: &str, store: PartnerStore) -> Self {
         CallerLayer {
             own: Principal::Partner(PartnerId(partner_id.to_string())),
             store,
+            path_prefix: format!("/{service}/"),
         }
     }
 
     /// Who sent `request`, as far as can be told without the store: a front end by its
     /// certificate, else the session token it presents, if any.
     fn presented<B>(&self, request: &http::Request<B>) -> Presented {
+        if !request.uri().path().starts_with(&self.path_prefix) {
+            return Presented::Nothing;
+        }
         let principal = request
             .extensions()
             .get::<ConnectionInfo>()
@@ -115,7 +123,7 @@ impl<S> Layer<S> for CallerLayer {
     fn layer(&self, inner: S) -> WithCaller<S> {
         WithCaller {
             inner,
-            edge: self.clone(),
+            callers: self.clone(),
         }
     }
 }
@@ -124,7 +132,7 @@ impl<S> Layer<S> for CallerLayer {
 #[derive(Debug, Clone)]
 pub struct WithCaller<S> {
     inner: S,
-    edge: CallerLayer,
+    callers: CallerLayer,
 }
 
 impl<S, B> Service<http::Request<B>> for WithCaller<S>
@@ -149,14 +157,16 @@ where
         // next.
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
-        let edge = self.edge.clone();
-        let presented = edge.presented(&request);
+        let callers = self.callers.clone();
+        let presented = callers.presented(&request);
         Box::pin(async move {
-            match edge.caller(presented).await {
+            match callers.caller(presented).await {
                 Ok(Some(caller)) => {
                     request.extensions_mut().insert(caller);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    request.extensions_mut().remove::<Caller>();
+                }
                 Err(error) => return Ok(Status::from(error).into_http()),
             }
             inner.call(request).await
@@ -187,12 +197,90 @@ mod tests {
         assert_eq!(refusal(alice.account("bob")), "NOT_YOUR_ACCOUNT");
     }
 
+    /// What the layer passes on for `request`: the caller it put in, or the status it
+    /// answered.
+    async fn seen_by_handler(
+        layer: &CallerLayer,
+        request: http::Request<()>,
+    ) -> Result<Option<Caller>, String> {
+        let handler = tower::service_fn(|request: http::Request<()>| async move {
+            let caller = request.extensions().get::<Caller>().cloned();
+            let mut response = http::Response::new(tonic::body::Body::empty());
+            response.extensions_mut().insert(caller);
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let response = layer.layer(handler).call(request).await.unwrap();
+        match Status::from_header_map(response.headers()) {
+            Some(status) => Err(status.message().to_string()),
+            None => Ok(response
+                .extensions()
+                .get::<Option<Caller>>()
+                .cloned()
+                .flatten()),
+        }
+    }
+
+    fn call_to(path: &str) -> http::request::Builder {
+        http::Request::builder().uri(format!("https://localhost{path}"))
+    }
+
+    #[tokio::test]
+    async fn the_edge_finds_front_ends_by_certificate_and_users_by_session_on_the_api_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartnerStore::open(&dir.path().join("partner.db")).unwrap();
+        let hash = consent_core::secret::hash_token("sess_alice");
+        store
+            .run(move |tx| {
+                crate::store::insert_account(tx, "alice", "a hash")?;
+                crate::store::insert_session(tx, &hash, "alice", i64::MAX, 0)
+            })
+            .await
+            .unwrap();
+        let layer = CallerLayer::new("consent.partner.v1.PartnerApp", "music", store);
+        let api = "/consent.partner.v1.PartnerApp/Inbox";
+
+        let certificate = |partner: &str| ConnectionInfo {
+            remote_addr: None,
+            principal: Some(Principal::Partner(PartnerId(partner.into()))),
+        };
+        let own = call_to(api)
+            .extension(certificate("music"))
+            .body(())
+            .unwrap();
+        assert_eq!(
+            seen_by_handler(&layer, own).await,
+            Ok(Some(Caller::FrontEnd))
+        );
+        let other = call_to(api)
+            .extension(certificate("bank"))
+            .body(())
+            .unwrap();
+        assert_eq!(seen_by_handler(&layer, other).await, Ok(None));
+
+        let bearer = |token: &str| call_to(api).header("authorization", format!("Bearer {token}"));
+        let alice = bearer("sess_alice").body(()).unwrap();
+        let as_alice = Some(Caller::User("alice".into()));
+        assert_eq!(seen_by_handler(&layer, alice).await, Ok(as_alice));
+        let unknown = bearer("sess_nobody").body(()).unwrap();
+        assert_eq!(seen_by_handler(&layer, unknown).await, Ok(None));
+
+        // Nothing outside the layer can name a caller for it.
+        let forged = call_to(api).extension(Caller::FrontEnd).body(()).unwrap();
+        assert_eq!(seen_by_handler(&layer, forged).await, Ok(None));
+        // Health and reflection are not the API: no caller is looked for there.
+        let health = call_to("/grpc.health.v1.Health/Check")
+            .header("authorization", "Bearer sess_alice")
+            .body(())
+            .unwrap();
+        assert_eq!(seen_by_handler(&layer, health).await, Ok(None));
+    }
+
     #[test]
     fn a_request_without_a_caller_is_refused() {
         let request = tonic::Request::new(());
         let refused = Status::from(Caller::of(&request).unwrap_err());
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-        let mine = as_user((), "alice");
+        let mine = as_signed_in((), "alice");
         assert_eq!(Caller::of(&mine).unwrap(), &Caller::User("alice".into()));
     }
 }

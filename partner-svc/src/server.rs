@@ -80,7 +80,7 @@ pub async fn run(
     let reflection_v1 = consent_proto::reflection(&[served]).build_v1()?;
     let reflection_v1alpha = consent_proto::reflection(&[served]).build_v1alpha()?;
     let partner_app = PartnerApp::new(config.clone(), store.clone(), client.clone(), wake);
-    let callers = CallerLayer::new(&config.partner_id, store.clone());
+    let caller_layer = CallerLayer::new(served, &config.partner_id, store.clone());
     let app = PartnerAppServer::new(partner_app.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -147,7 +147,7 @@ pub async fn run(
     let methods = Methods::served(&[consent_proto::FILE_DESCRIPTOR_SET])?;
     let result = transport(&limits)
         .layer(RpcLayer::new("app", methods))
-        .layer(callers)
+        .layer(caller_layer)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

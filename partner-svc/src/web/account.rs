@@ -5,8 +5,9 @@
 //! previous session.
 
 use super::{WebState, csrf_refusal, failure, internal};
-use axum::extract::State;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::clock::Clock;
@@ -19,11 +20,43 @@ use std::time::Duration;
 const SESSION_COOKIE: &str = "__Host-partner-session";
 const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
 
-/// The account signed in on this browser and its session token, if any.
-pub async fn signed_in(state: &WebState, jar: &CookieJar) -> Option<(String, String)> {
-    let token = jar.get(SESSION_COOKIE)?.value().to_string();
-    let name = state.store.session_account(&token).await.ok()??;
-    Some((name, token))
+/// The account signed in on the browser that sent a request, found once before the page's
+/// handler runs; a handler that takes it is for signed-in users, and a browser without a
+/// session is sent to the home page, which offers sign-in and sign-up.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The account's name.
+    pub name: String,
+    /// The session's token.
+    pub session: String,
+}
+
+impl FromRequestParts<WebState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
+        <Self as OptionalFromRequestParts<WebState>>::from_request_parts(parts, state)
+            .await?
+            .ok_or_else(|| Redirect::to("/").into_response())
+    }
+}
+
+impl OptionalFromRequestParts<WebState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &WebState,
+    ) -> Result<Option<Self>, Response> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some(session) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else {
+            return Ok(None);
+        };
+        match state.store.session_account(&session).await {
+            Ok(name) => Ok(name.map(|name| SignedIn { name, session })),
+            Err(error) => Err(internal(&error)),
+        }
+    }
 }
 
 /// The account form's fields.

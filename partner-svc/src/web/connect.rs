@@ -6,7 +6,7 @@
 //! code is exchanged over mutual TLS with the verifier for the grant token. A refused
 //! answer is logged with its reason (never the code).
 
-use super::account::signed_in;
+use super::account::SignedIn;
 use super::{WebState, csrf_refusal, failure, internal};
 use crate::store::{self, Flow};
 use axum::extract::{Query, State};
@@ -29,14 +29,6 @@ pub struct ConnectForm {
     csrf: String,
 }
 
-fn not_signed_in() -> Response {
-    failure(
-        StatusCode::UNAUTHORIZED,
-        "SIGN_IN_FIRST",
-        "sign in to this app first",
-    )
-}
-
 fn platform_refused(status: &tonic::Status) -> Response {
     failure(
         StatusCode::BAD_GATEWAY,
@@ -48,15 +40,13 @@ fn platform_refused(status: &tonic::Status) -> Response {
 /// `POST /connect`.
 pub async fn start(
     State(state): State<WebState>,
+    SignedIn { name, session }: SignedIn,
     jar: CookieJar,
     Form(form): Form<ConnectForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    let Some((name, session)) = signed_in(&state, &jar).await else {
-        return not_signed_in();
-    };
     if let Err(error) = state.app.release_connection(&name).await {
         return platform_refused(&error.into());
     }
@@ -115,12 +105,9 @@ pub struct Answer {
 /// `GET /callback`.
 pub async fn finish(
     State(state): State<WebState>,
-    jar: CookieJar,
+    SignedIn { name, session }: SignedIn,
     Query(answer): Query<Answer>,
 ) -> Response {
-    let Some((name, session)) = signed_in(&state, &jar).await else {
-        return not_signed_in();
-    };
     let now_ms = Clock::default().now_ms();
     let flow_state = answer.state.clone();
     let session_hash = hash_token(&session);

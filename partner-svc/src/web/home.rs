@@ -2,9 +2,9 @@
 //! with it (inbox, share, unsend, disconnect), each through the partner API as that
 //! account. Signed out, the page offers sign-in and sign-up.
 
-use super::account::signed_in;
+use super::account::SignedIn;
 use super::{WebState, csrf_refusal, failure, pages};
-use crate::caller::as_user;
+use crate::caller::as_signed_in;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -40,6 +40,7 @@ fn from_own_pages(headers: &HeaderMap) -> bool {
 /// `GET /`.
 pub async fn page(
     State(state): State<WebState>,
+    user: Option<SignedIn>,
     jar: CookieJar,
     headers: HeaderMap,
     Query(mut query): Query<InboxQuery>,
@@ -48,13 +49,13 @@ pub async fn page(
         query.thread_id.clear();
     }
     let (jar, csrf) = cookies::csrf_token(jar);
-    let Some((name, _)) = signed_in(&state, &jar).await else {
+    let Some(SignedIn { name, .. }) = user else {
         let page = pages::signed_out(&state.config.display_name, &csrf);
         return (jar, page).into_response();
     };
     let status = state
         .app
-        .connection_status(as_user(api::ConnectionStatusRequest::default(), &name))
+        .connection_status(as_signed_in(api::ConnectionStatusRequest::default(), &name))
         .await
         .map(tonic::Response::into_inner);
     let status = match status {
@@ -65,7 +66,7 @@ pub async fn page(
     let inbox = if status.status == "CONNECTED" && reads && !query.thread_id.is_empty() {
         let listed = state
             .app
-            .inbox(as_user(
+            .inbox(as_signed_in(
                 api::InboxRequest {
                     user_name: String::new(),
                     thread_id: query.thread_id.clone(),
@@ -109,18 +110,16 @@ pub struct ShareForm {
 /// `POST /share`.
 pub async fn share(
     State(state): State<WebState>,
+    SignedIn { name, .. }: SignedIn,
     jar: CookieJar,
     Form(form): Form<ShareForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    let Some((name, _)) = signed_in(&state, &jar).await else {
-        return Redirect::to("/").into_response();
-    };
     let shared = state
         .app
-        .share(as_user(
+        .share(as_signed_in(
             api::ShareRequest {
                 user_name: String::new(),
                 thread_id: form.thread_id,
@@ -155,20 +154,18 @@ pub struct UnsendForm {
 /// `POST /unsend`.
 pub async fn unsend(
     State(state): State<WebState>,
+    SignedIn { name, .. }: SignedIn,
     jar: CookieJar,
     Form(form): Form<UnsendForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    let Some((name, _)) = signed_in(&state, &jar).await else {
-        return Redirect::to("/").into_response();
-    };
     let request = api::UnsendRequest {
         user_name: String::new(),
         message_id: form.message_id,
     };
-    match state.app.unsend(as_user(request, &name)).await {
+    match state.app.unsend(as_signed_in(request, &name)).await {
         Ok(_) => Redirect::to(&format!("/?thread_id={}", form.thread_id)).into_response(),
         Err(error) => refused(&error),
     }
@@ -184,17 +181,15 @@ pub struct DisconnectForm {
 /// `POST /disconnect`: the grant is released on the platform and its data deleted here.
 pub async fn disconnect(
     State(state): State<WebState>,
+    SignedIn { name, .. }: SignedIn,
     jar: CookieJar,
     Form(form): Form<DisconnectForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
     }
-    let Some((name, _)) = signed_in(&state, &jar).await else {
-        return Redirect::to("/").into_response();
-    };
     let request = api::DisconnectRequest::default();
-    match state.app.disconnect(as_user(request, &name)).await {
+    match state.app.disconnect(as_signed_in(request, &name)).await {
         Ok(_) => Redirect::to("/").into_response(),
         Err(error) => refused(&error),
     }
