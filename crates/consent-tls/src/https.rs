@@ -6,8 +6,9 @@
 //! `ConnectInfo<`[`Peer`]`>`.
 
 use crate::termination::TlsConnection;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, OptionalFromRequestParts};
 use axum::http::header::InvalidHeaderValue;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::{Extension, Router};
@@ -106,6 +107,23 @@ pub fn bearer_token<T>(request: &tonic::Request<T>) -> Option<String> {
 pub fn bearer_token_in(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(str::to_string)
+}
+
+/// What a page that needs the optional extractor `T` (a signed-in user, say) gets: `T`'s
+/// value, or, when there is none, the rejection `absent` makes from the request, such as a
+/// redirect to sign in. The pages' `FromRequestParts` for such a `T`.
+pub async fn required<S: Sync, T>(
+    parts: &mut Parts,
+    state: &S,
+    absent: impl FnOnce(&Parts) -> Response,
+) -> Result<T, Response>
+where
+    T: OptionalFromRequestParts<S, Rejection = Response>,
+{
+    match T::from_request_parts(parts, state).await? {
+        Some(found) => Ok(found),
+        None => Err(absent(parts)),
+    }
 }
 
 /// How long a browser has to send a request's headers once it started them.

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::clock::Clock;
 use consent_core::secret::{hash_token, new_token};
-use consent_tls::https::cookies;
+use consent_tls::https::{self, cookies};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -35,9 +35,7 @@ impl FromRequestParts<WebState> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
-        <Self as OptionalFromRequestParts<WebState>>::from_request_parts(parts, state)
-            .await?
-            .ok_or_else(|| Redirect::to("/").into_response())
+        https::required(parts, state, |_| Redirect::to("/").into_response()).await
     }
 }
 

@@ -18,7 +18,7 @@ use axum_extra::extract::CookieJar;
 use consent_core::denial::Reason;
 use consent_core::model::User;
 use consent_core::secret::hash_token;
-use consent_tls::https::cookies;
+use consent_tls::https::{self, cookies};
 
 const SESSION_COOKIE: &str = "__Host-session";
 
@@ -36,11 +36,7 @@ impl FromRequestParts<WebState> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
-        match <Self as OptionalFromRequestParts<WebState>>::from_request_parts(parts, state).await?
-        {
-            Some(signed_in) => Ok(signed_in),
-            None => Err(sign_in_then_back(&parts.uri)),
-        }
+        https::required(parts, state, |parts| sign_in_then_back(&parts.uri)).await
     }
 }
 
