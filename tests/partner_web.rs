@@ -247,6 +247,25 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         elsewhere.body
     );
 
+    // A browser with no session here is told the answer cannot be taken.
+    let signed_out = Browser::for_work(&w.work, origin.clone());
+    let orphan = signed_out
+        .get(&format!(
+            "{origin}/callback?code=pac_x&state={state}&iss={platform}"
+        ))
+        .await;
+    assert_eq!(orphan.status, 401);
+    assert!(orphan.body.contains("SIGN_IN_FIRST"), "{}", orphan.body);
+    // Its forms are sent to the home page, which offers sign-in.
+    for form in ["connect", "share", "unsend", "disconnect"] {
+        let sent = signed_out.post(&format!("{origin}/{form}"), &[]).await;
+        assert_eq!(
+            (sent.status, sent.location.as_deref()),
+            (303, Some("/")),
+            "{form}"
+        );
+    }
+
     // Another account's browser cannot complete alice's flow.
     browser
         .post(&format!("{origin}/connect"), &[("csrf", &csrf)])

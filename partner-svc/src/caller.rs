@@ -58,8 +58,8 @@ pub fn as_signed_in<T>(message: T, name: &str) -> tonic::Request<T> {
     request
 }
 
-/// The partner API's edge: finds the [`Caller`] of each request to the service named
-/// `service`; other services (health, reflection) need none.
+/// The partner API's edge: finds the [`Caller`] of each request to the API's service;
+/// other services on the same server (health, reflection) need none.
 #[derive(Debug, Clone)]
 pub struct CallerLayer {
     own: Principal,

@@ -137,16 +137,17 @@ impl Browser {
         Self::page(response).await
     }
 
-    /// `GET`s a path or URL sending the cookie `cookie` (`name=value`), as a browser that
-    /// kept one would.
-    pub async fn get_with_cookie(&self, path_or_url: &str, cookie: &str) -> Page {
+    /// Sends `method` (with no body) to a path or URL with the cookie `cookie`
+    /// (`name=value`), as a browser that kept one would.
+    pub async fn send_with_cookie(&self, method: &str, path_or_url: &str, cookie: &str) -> Page {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let response = self
             .client
-            .get(self.url(path_or_url))
+            .request(method, self.url(path_or_url))
             .header(reqwest::header::COOKIE, cookie)
             .send()
             .await
-            .expect("GET");
+            .expect("request");
         Self::page(response).await
     }
 

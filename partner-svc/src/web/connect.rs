@@ -105,9 +105,19 @@ pub struct Answer {
 /// `GET /callback`.
 pub async fn finish(
     State(state): State<WebState>,
-    SignedIn { name, session }: SignedIn,
+    signed_in: Option<SignedIn>,
     Query(answer): Query<Answer>,
 ) -> Response {
+    // An answer reaching a browser whose session has ended belongs to no flow it can finish;
+    // unlike a page, it is told so rather than sent home.
+    let Some(SignedIn { name, session }) = signed_in else {
+        tracing::warn!(reason = "SIGN_IN_FIRST", "authorization answer refused");
+        return failure(
+            StatusCode::UNAUTHORIZED,
+            "SIGN_IN_FIRST",
+            "your session here ended before the platform answered: sign in and connect again",
+        );
+    };
     let now_ms = Clock::default().now_ms();
     let flow_state = answer.state.clone();
     let session_hash = hash_token(&session);
