@@ -280,6 +280,23 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         .await;
     assert_eq!(stolen.status, 400);
     assert!(stolen.body.contains("STATE_MISMATCH"));
+    // The app's refusals show with the HTTP status of their code and their reason: mallory
+    // has no connection to share through.
+    let mallory_home = mallory.get(&format!("{origin}/")).await;
+    let share = [
+        ("csrf", mallory_home.field("csrf").unwrap()),
+        ("thread_id", "thr_any".to_string()),
+        ("body", "hi".to_string()),
+        ("client_key", "k1".to_string()),
+    ];
+    let share: Vec<(&str, &str)> = share.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let unconnected = mallory.post(&format!("{origin}/share"), &share).await;
+    assert_eq!(unconnected.status, 409, "{}", unconnected.body);
+    assert!(
+        unconnected.body.contains("NOT_CONNECTED"),
+        "{}",
+        unconnected.body
+    );
 
     // Disconnecting on the app's page releases the grant.
     let home = browser.get(&format!("{origin}/")).await;

@@ -246,11 +246,7 @@ impl Call {
             .get_details_error_info()
             .map(|info| info.reason)
             .unwrap_or_default();
-        let decision = match status.code() {
-            Code::Ok => "OK",
-            _ if reason.is_empty() => code,
-            _ => &reason,
-        };
+        let decision = decided(status.code(), &reason);
         let (service, method) = (
             std::mem::take(&mut self.service),
             std::mem::take(&mut self.method),
@@ -286,6 +282,26 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         self.finish(&Status::cancelled("the call ended before its answer"));
+    }
+}
+
+/// What a call's `status` says was decided: `OK`, the reason its `ErrorInfo` gives, or, for
+/// a refusal without one, its code's name.
+pub fn decision(status: &Status) -> String {
+    if status.code() == Code::Ok {
+        return "OK".to_string();
+    }
+    let reason = status.get_details_error_info().map(|info| info.reason);
+    decided(status.code(), reason.as_deref().unwrap_or_default()).to_string()
+}
+
+/// [`decision`], from a status's `code` and the `reason` of its `ErrorInfo` (empty if it
+/// has none).
+fn decided(code: Code, reason: &str) -> &str {
+    match code {
+        Code::Ok => "OK",
+        _ if reason.is_empty() => code_name(code),
+        _ => reason,
     }
 }
 

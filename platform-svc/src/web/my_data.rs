@@ -12,13 +12,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::ownership;
 use consent_proto::platform::v1 as pb;
-use consent_telemetry::rpc::code_name;
+use consent_telemetry::rpc::decision;
 use consent_tls::https::cookies;
 use consent_tls::https::http_status;
 use consent_tls::https::with_bearer;
 use pb::account_server::Account as _;
 use serde::Deserialize;
-use tonic_types::StatusExt;
 
 /// A refusal of the account service for the page `this_page`, shown as every page shows a
 /// failure: the HTTP status of its code, its message and its reason. A session that ended
@@ -27,9 +26,7 @@ fn refused(status: &tonic::Status, this_page: &Uri) -> Response {
     if status.code() == tonic::Code::Unauthenticated {
         return sign_in_then_back(this_page);
     }
-    let reason = status
-        .get_details_error_info()
-        .map_or_else(|| code_name(status.code()).to_string(), |info| info.reason);
+    let reason = decision(status);
     (
         http_status(status.code()),
         pages::refused(status.message(), &reason),
