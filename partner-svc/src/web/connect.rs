@@ -7,7 +7,7 @@
 //! answer is logged with its reason (never the code).
 
 use super::account::SignedIn;
-use super::{WebState, csrf_refusal, failure, internal};
+use super::{WebState, csrf_refusal, failure, internal, platform_refused, refused};
 use crate::store::{self, Flow};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -29,14 +29,6 @@ pub struct ConnectForm {
     csrf: String,
 }
 
-fn platform_refused(status: &tonic::Status) -> Response {
-    failure(
-        StatusCode::BAD_GATEWAY,
-        "PLATFORM_REFUSED",
-        status.message(),
-    )
-}
-
 /// `POST /connect`.
 pub async fn start(
     State(state): State<WebState>,
@@ -48,7 +40,7 @@ pub async fn start(
         return refused;
     }
     if let Err(error) = state.app.release_connection(&name).await {
-        return platform_refused(&error.into());
+        return refused(&error.into());
     }
     let feature = &state.config.feature;
     let flow_state = new_token("st_");
@@ -175,7 +167,7 @@ pub async fn finish(
     };
     // A connection made meanwhile (another tab) gives way: its grant is released first.
     if let Err(error) = state.app.release_connection(&name).await {
-        return platform_refused(&error.into());
+        return refused(&error.into());
     }
     let token = exchanged.grant_token;
     let kept = state

@@ -3,7 +3,7 @@
 //! account. Signed out, the page offers sign-in and sign-up.
 
 use super::account::SignedIn;
-use super::{WebState, csrf_refusal, failure, pages};
+use super::{WebState, csrf_refusal, pages, refused};
 use crate::caller::as_signed_in;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -11,19 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_proto::partner::v1 as api;
 use consent_proto::partner::v1::partner_app_server::PartnerApp as _;
-use consent_telemetry::rpc::decision;
-use consent_tls::https::{cookies, http_status};
+use consent_tls::https::cookies;
 use serde::Deserialize;
-
-/// A refusal of the partner API (or of the platform, passed through), shown with the HTTP
-/// status of its code and its reason.
-fn refused(status: &tonic::Status) -> Response {
-    failure(
-        http_status(status.code()),
-        &decision(status),
-        status.message(),
-    )
-}
 
 /// Which thread's messages the page shows, and from which page of them.
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
+use consent_telemetry::rpc::decision;
 use consent_tls::https::cookies;
 use std::sync::Arc;
 
@@ -73,6 +74,22 @@ pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHead
 /// A refused or failed action, as a page with its status and reason.
 fn failure(status: StatusCode, reason: &str, message: &str) -> Response {
     (status, pages::failure(reason, message)).into_response()
+}
+
+/// A refusal of the partner API (or of the platform, passed through), shown with the HTTP
+/// status of its code and its reason.
+fn refused(status: &tonic::Status) -> Response {
+    failure(
+        consent_tls::https::http_status(status.code()),
+        &decision(status),
+        status.message(),
+    )
+}
+
+/// A refusal of a call this app made to the platform itself: the platform failed it (`502`),
+/// for the platform's reason.
+fn platform_refused(status: &tonic::Status) -> Response {
+    failure(StatusCode::BAD_GATEWAY, &decision(status), status.message())
 }
 
 /// A failure of the partner's own store: logged, and shown without its detail.
