@@ -374,8 +374,8 @@ async fn a_card_is_checked_on_every_path_and_hidden_with_its_authors_words() {
     // Registration: a kind declared twice, or by a feature that sends no messages, or
     // one with no scope.
     let mut operator = s.platform.operator().await;
-    let feature = |card_kinds: Vec<i32>, scopes: Vec<i32>| pb::Feature {
-        name: "f".into(),
+    let feature = |name: &str, card_kinds: Vec<i32>, scopes: Vec<i32>| pb::Feature {
+        name: name.into(),
         description: "f".into(),
         scopes,
         retired: false,
@@ -390,9 +390,9 @@ async fn a_card_is_checked_on_every_path_and_hidden_with_its_authors_words() {
             display_name: "Rogue".into(),
             allowed_scopes: vec![write, friends],
             features: vec![
-                feature(vec![track_kind, track_kind], vec![write]),
-                feature(vec![track_kind], vec![friends]),
-                feature(vec![track_kind], vec![]),
+                feature("f0", vec![track_kind, track_kind], vec![write]),
+                feature("f1", vec![track_kind], vec![friends]),
+                feature("f2", vec![track_kind], vec![]),
             ],
             redirect_uris: Vec::new(),
         })
@@ -414,7 +414,7 @@ async fn a_card_is_checked_on_every_path_and_hidden_with_its_authors_words() {
             partner_id: "Rogue App".into(),
             display_name: "Rogue".into(),
             allowed_scopes: Vec::new(),
-            features: vec![feature(vec![track_kind], vec![friends])],
+            features: vec![feature("f", vec![track_kind], vec![friends])],
             redirect_uris: vec!["http://rogue.example/cb".into()],
         })
         .await

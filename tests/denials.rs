@@ -661,6 +661,30 @@ async fn registration_refuses_scopes_the_partner_may_not_have() {
             .unwrap_err();
         end_to_end::assert_invalid_fields(&err, &fields);
     }
+    // An unknown partner is not found, whatever the feature.
+    let err = operator
+        .register_feature(pb::RegisterFeatureRequest {
+            partner_id: "nobody".into(),
+            feature: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // A partner registered with the same feature twice, or a scope twice, is told which.
+    let err = operator
+        .register_partner(pb::RegisterPartnerRequest {
+            partner_id: "twice".into(),
+            display_name: "Twice".into(),
+            allowed_scopes: vec![
+                pb::Scope::MessagesRead as i32,
+                pb::Scope::MessagesRead as i32,
+            ],
+            redirect_uris: Vec::new(),
+            features: vec![snoop("snoop", "read"), snoop("snoop", "read again")],
+        })
+        .await
+        .unwrap_err();
+    end_to_end::assert_invalid_fields(&err, &["allowed_scopes[1]", "features[1].name"]);
 }
 
 #[tokio::test]
@@ -762,6 +786,41 @@ async fn invalid_input_names_the_field() {
         .await
         .unwrap_err();
     assert_invalid_field(&err, "thread_ids[1]");
+    // Every bad thread id of a request is named: malformed, repeated, or never given.
+    let shown = music.shown.thread(&s.family_thread);
+    let err = music
+        .consent
+        .request_access(pb::RequestAccessRequest {
+            user_name: "alice".into(),
+            feature: "listening-party".into(),
+            coverage: pb::ThreadCoverage::ListedThreads as i32,
+            thread_ids: vec![String::new(), shown.clone(), shown, s.family_thread.clone()],
+            purpose: "to test".into(),
+            binding_message: "1234-5678".into(),
+            account_label: "the test account".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_fields(&err, &["thread_ids[0]", "thread_ids[2]", "thread_ids[3]"]);
+    // With an unknown coverage, the threads are still checked as listed ones, not refused
+    // as too many.
+    let err = music
+        .consent
+        .push_authorization(pb::PushAuthorizationRequest {
+            feature: "listening-party".into(),
+            coverage: 99,
+            thread_ids: vec![music.shown.thread(&s.family_thread)],
+            purpose: "to test".into(),
+            redirect_uri: end_to_end::redirect_uri("music"),
+            state: "st-1".into(),
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            code_challenge_method: "S256".into(),
+            include_history: false,
+        })
+        .await
+        .unwrap_err();
+    assert_invalid_fields(&err, &["coverage"]);
     let err = music
         .messaging
         .list_messages(list("", 101, "garbage"))

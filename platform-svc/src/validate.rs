@@ -155,7 +155,7 @@ pub fn at_most<T>(field: &str, values: &[T], most: usize, items: &str) -> Checke
 }
 
 /// `Ok` unless the item at `index` of `values` is also one of the items before it.
-fn not_before<T: PartialEq>(values: &[T], index: usize, field: &str) -> Checked<()> {
+pub fn not_before<T: PartialEq>(values: &[T], index: usize, field: &str) -> Checked<()> {
     match values.get(index) {
         Some(value) if values.iter().take(index).any(|v| v == value) => {
             Err(ApiError::invalid(field, "is a duplicate"))
@@ -164,20 +164,31 @@ fn not_before<T: PartialEq>(values: &[T], index: usize, field: &str) -> Checked<
     }
 }
 
-/// Thread ids a partner sends (already checked as ids), each one its view gave it, as the
-/// platform's ids.
+/// The threads a partner's request for `coverage` lists, each an id its view gave it, as
+/// the platform's ids: up to 100 with listed coverage, none with another. With the coverage
+/// itself bad, up to 100 are still checked, each as a listed one would be.
 pub fn partner_threads(
     field: &str,
+    coverage: &Checked<Coverage>,
     values: &[String],
     view: &PartnerView<'_>,
 ) -> Checked<Vec<String>> {
+    let most = match coverage {
+        Ok(Coverage::Listed) | Err(_) => 100,
+        Ok(_) => 0,
+    };
+    if values.len() > most {
+        return Err(ApiError::invalid(
+            field,
+            format!("must hold 0 to {most} ids"),
+        ));
+    }
     each(values.iter().enumerate().map(|(index, shown)| {
-        view.thread_named(shown).ok_or_else(|| {
-            ApiError::invalid(
-                format!("{field}[{index}]"),
-                "is not a thread id this partner was given",
-            )
-        })
+        let field = format!("{field}[{index}]");
+        id(&field, shown)?;
+        not_before(values, index, &field)?;
+        view.thread_named(shown)
+            .ok_or_else(|| ApiError::invalid(field, "is not a thread id this partner was given"))
     }))
 }
 
@@ -400,8 +411,9 @@ pub fn card(field: &str, card: &pb::Card) -> Checked<CardKind> {
 pub fn scopes(field: &str, values: &[i32]) -> Checked<ScopeSet> {
     at_most(field, values, Scope::ALL.len(), "scopes")?;
     let set = each(values.iter().enumerate().map(|(index, value)| {
-        Scope::from_proto(*value)
-            .ok_or_else(|| ApiError::invalid(format!("{field}[{index}]"), "is not a known scope"))
+        let field = format!("{field}[{index}]");
+        not_before(values, index, &field)?;
+        Scope::from_proto(*value).ok_or_else(|| ApiError::invalid(field, "is not a known scope"))
     }))?;
     Ok(ScopeSet::of(&set))
 }
@@ -508,6 +520,10 @@ mod tests {
             ]
         );
         assert_eq!(fields(scopes("scopes", &[0, 1, 999]).map(drop)).len(), 2);
+        assert_eq!(
+            fields(scopes("scopes", &[1, 2, 1]).map(drop)),
+            ["scopes[2] is a duplicate"]
+        );
         // A list longer than any good one is refused as a whole, not item by item.
         assert_eq!(
             fields(scopes("scopes", &[0; 100_000]).map(drop)),

@@ -221,9 +221,16 @@ impl PartnerAdmin for AdminService {
         let features_may_ask = allowed.as_ref().map_or(any_scope(), |allowed| *allowed);
         let features = validate::at_most("features", &r.features, MAX_FEATURES, "features")
             .and_then(|()| {
+                let names: Vec<&str> = r.features.iter().map(|f| f.name.as_str()).collect();
                 validate::each(r.features.iter().enumerate().map(|(i, f)| {
                     let field = format!("features[{i}]");
-                    feature_from(&field, &r.partner_id, features_may_ask, f)
+                    let once = validate::not_before(&names, i, &format!("{field}.name"));
+                    Ok((
+                        feature_from(&field, &r.partner_id, features_may_ask, f),
+                        once,
+                    )
+                        .all()?
+                        .0)
                 }))
             });
         let (_, _, allowed, redirect_uris, features) = (
@@ -266,20 +273,20 @@ impl PartnerAdmin for AdminService {
         // found; with no partner to look up, its fields are checked alone, and named with
         // the partner's id.
         let feature = if partner_id.is_ok() {
-            feature?
+            feature
         } else {
             let checked_alone = feature.and_then(|f| {
                 feature_from("feature", &r.partner_id, any_scope(), &f)?;
                 Ok(f)
             });
-            (partner_id, checked_alone).all()?.1
+            Ok((partner_id, checked_alone).all()?.1)
         };
         let this = self.clone();
         self.run(&request, method!("RegisterFeature"), move |repo, _| {
             let partner = repo
                 .partner(&r.partner_id)?
                 .ok_or_else(|| ApiError::not_found("partner", &r.partner_id))?;
-            let feature = feature_from("feature", &partner.id, partner.allowed_scopes, &feature)?;
+            let feature = feature_from("feature", &partner.id, partner.allowed_scopes, &feature?)?;
             repo.insert_feature(&feature)?;
             Ok((
                 this.partner_view(repo, &partner.id)?,

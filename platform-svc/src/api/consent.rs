@@ -12,7 +12,7 @@ use crate::validate::{self, AllFields};
 use consent_core::approval::{self, Placement};
 use consent_core::authorization::{self, PushedRequest};
 use consent_core::denial::Reason;
-use consent_core::model::{AccessRequest, Coverage, GrantState, RequestStatus};
+use consent_core::model::{AccessRequest, GrantState, RequestStatus};
 use consent_core::ownership;
 use consent_core::rules;
 use consent_core::secret::{
@@ -64,14 +64,8 @@ impl Consent for ConsentService {
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let coverage = validate::coverage("coverage", r.coverage);
-            // How many threads may be listed depends on the coverage; with none known,
-            // the ids are still checked as ids.
-            let most_threads = match coverage {
-                Ok(Coverage::Listed) | Err(_) => 100,
-                Ok(_) => 0,
-            };
-            let thread_ids = validate::ids("thread_ids", &r.thread_ids, 0, most_threads)
-                .and_then(|ids| validate::partner_threads("thread_ids", &ids, &tx.view()));
+            let thread_ids =
+                validate::partner_threads("thread_ids", &coverage, &r.thread_ids, &tx.view());
             let bound = (
                 validate::label("binding_message", &r.binding_message, 32),
                 validate::label("account_label", &r.account_label, 64),
@@ -191,13 +185,8 @@ impl Consent for ConsentService {
         let web_origin = Arc::clone(&self.web_origin);
         call.run(&self.platform, move |tx| {
             let coverage = validate::coverage("coverage", r.coverage);
-            let most_threads = if matches!(coverage, Ok(Coverage::Listed)) {
-                100
-            } else {
-                0
-            };
-            let thread_ids = validate::ids("thread_ids", &r.thread_ids, 0, most_threads)
-                .and_then(|ids| validate::partner_threads("thread_ids", &ids, &tx.view()));
+            let thread_ids =
+                validate::partner_threads("thread_ids", &coverage, &r.thread_ids, &tx.view());
             let (feature_name, (coverage, thread_ids), purpose, redirect_uri, state, challenge) = (
                 validate::name("feature", &r.feature),
                 (coverage, thread_ids).all(),
