@@ -794,7 +794,12 @@ async fn invalid_input_names_the_field() {
             user_name: "alice".into(),
             feature: "listening-party".into(),
             coverage: pb::ThreadCoverage::ListedThreads as i32,
-            thread_ids: vec![String::new(), shown.clone(), shown, s.family_thread.clone()],
+            thread_ids: vec![
+                String::new(),
+                shown.clone(),
+                format!("thr_{}", shown["thr_".len()..].to_uppercase()),
+                s.family_thread.clone(),
+            ],
             purpose: "to test".into(),
             binding_message: "1234-5678".into(),
             account_label: "the test account".into(),

@@ -183,12 +183,23 @@ pub fn partner_threads(
             format!("must hold 0 to {most} ids"),
         ));
     }
+    // Two forms of one id (its hex in either case) name one thread: repeats are found
+    // among the threads named.
+    let named: Vec<Option<String>> = values
+        .iter()
+        .map(|shown| view.thread_named(shown))
+        .collect();
     each(values.iter().enumerate().map(|(index, shown)| {
         let field = format!("{field}[{index}]");
         id(&field, shown)?;
-        not_before(values, index, &field)?;
-        view.thread_named(shown)
-            .ok_or_else(|| ApiError::invalid(field, "is not a thread id this partner was given"))
+        let Some(Some(thread)) = named.get(index) else {
+            return Err(ApiError::invalid(
+                field,
+                "is not a thread id this partner was given",
+            ));
+        };
+        not_before(&named, index, &field)?;
+        Ok(thread.clone())
     }))
 }
 

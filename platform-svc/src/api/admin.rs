@@ -224,7 +224,12 @@ impl PartnerAdmin for AdminService {
                 let names: Vec<&str> = r.features.iter().map(|f| f.name.as_str()).collect();
                 validate::each(r.features.iter().enumerate().map(|(i, f)| {
                     let field = format!("features[{i}]");
-                    let once = validate::not_before(&names, i, &format!("{field}.name"));
+                    let once = match validate::name("", &f.name) {
+                        Ok(_) => validate::not_before(&names, i, &format!("{field}.name")),
+                        // A name that is none is refused as such (feature_from), not as a
+                        // repeat.
+                        Err(_) => Ok(()),
+                    };
                     Ok((
                         feature_from(&field, &r.partner_id, features_may_ask, f),
                         once,
