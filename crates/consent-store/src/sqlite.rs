@@ -171,10 +171,10 @@ fn write_batches(
             }
             Err(error) => {
                 tracing::error!(%error, jobs = batch.len(), "a batch did not commit");
-                if !conn.is_autocommit() {
-                    if let Err(error) = run(conn, "ROLLBACK") {
-                        tracing::error!(%error, "the batch could not be rolled back");
-                    }
+                if !conn.is_autocommit()
+                    && let Err(error) = run(conn, "ROLLBACK")
+                {
+                    tracing::error!(%error, "the batch could not be rolled back");
                 }
             }
         }
