@@ -132,6 +132,23 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         .into_inner();
     assert_eq!(status.status, "CONNECTED");
 
+    // A share the platform refuses for good (to a thread that does not exist) fails, and
+    // its retry with the same key is told so, not that it was delivered.
+    let uncovered = app::ShareRequest {
+        user_name: "alice".into(),
+        thread_id: w
+            .work
+            .shown_to("music")
+            .thread("thr_000000000000000000000000"),
+        body: "to the family".into(),
+        client_key: "k-uncovered".into(),
+        ..Default::default()
+    };
+    let first = front_end.share(uncovered.clone()).await.unwrap_err();
+    assert_eq!(first.code(), Code::NotFound, "{first:?}");
+    let again = front_end.share(uncovered).await.unwrap_err();
+    assert_partner_refused(&again, Code::FailedPrecondition, "SHARE_FAILED");
+
     // A link on another site does not make the app read a thread.
     let share_form = connected.field("csrf").unwrap();
     let bobs_handle = w.work.shown_to("music").handle(&w.bob.id);

@@ -222,21 +222,33 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
                 .into_inner();
             grant = exchanged.grant.clone();
             let (new_status, token) = match pb::RequestStatus::try_from(exchanged.status) {
+                // No token with an approval: the grant ended before this exchange.
+                Ok(pb::RequestStatus::Approved) if exchanged.grant_token.is_empty() => {
+                    ("ENDED", None)
+                }
                 Ok(pb::RequestStatus::Approved) => ("CONNECTED", Some(exchanged.grant_token)),
                 Ok(pb::RequestStatus::Denied) => ("DENIED", None),
                 Ok(pb::RequestStatus::Exchanged) => ("ENDED", None),
                 Ok(pb::RequestStatus::RequestExpired) => ("EXPIRED", None),
                 _ => ("PENDING", None),
             };
-            status = new_status.to_string();
             let grant_id = grant.as_ref().map(|g| g.grant_id.clone());
-            let stored = status.clone();
-            self.store
+            // The status stored, which another exchange of the same request may have set.
+            status = self
+                .store
                 .run(move |tx| {
-                    store::set_connection(tx, &name, &stored, grant_id.as_deref(), token.as_deref())
+                    store::set_connection(
+                        tx,
+                        &name,
+                        new_status,
+                        grant_id.as_deref(),
+                        token.as_deref(),
+                    )?;
+                    Ok(store::connection(tx, &name)?.map(|c| c.status))
                 })
                 .await
-                .map_err(PartnerError::from)?;
+                .map_err(PartnerError::from)?
+                .unwrap_or_else(|| new_status.to_string());
         } else if status == "CONNECTED"
             && let Some(grant_id) = connection.grant_id.clone()
         {
@@ -345,10 +357,9 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
             consent_core::card::may_send(&self.config.feature.cards, kind)
                 .map_err(|denied| PartnerError::CardNotDeclared(denied.message))?;
         }
-        self.token(&name).await?;
         let share = Share {
             share_id: new_share_id(),
-            user_name: name,
+            user_name: name.clone(),
             thread_id: r.thread_id,
             friend_id: r.friend_id,
             body: r.body,
@@ -363,11 +374,22 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         };
         let client_key = r.client_key;
         let asked = share.clone();
+        // Queued only while connected, in one transaction: a grant ending meanwhile deletes
+        // the share with the rest of what it held, or finds it refused.
         let share = self
             .store
-            .run(move |tx| store::enqueue_share(tx, &share, &client_key))
+            .run(move |tx| {
+                let connected = store::connection(tx, &share.user_name)?
+                    .and_then(|c| c.token)
+                    .is_some();
+                if !connected {
+                    return Ok(None);
+                }
+                store::enqueue_share(tx, &share, &client_key).map(Some)
+            })
             .await
-            .map_err(PartnerError::from)?;
+            .map_err(PartnerError::from)?
+            .ok_or(PartnerError::NotConnected(name))?;
         // A retry names the same share; the same key for something else is refused.
         let what = |s: &Share| {
             (

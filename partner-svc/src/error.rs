@@ -21,6 +21,10 @@ pub enum PartnerError {
     /// The user has no active connection to this partner.
     #[error("{0} is not connected to this app")]
     NotConnected(String),
+    /// The share a front-end key names failed for good earlier, for the reason given: a
+    /// retry of it is told so, not that it was delivered.
+    #[error("this share failed and will not be sent: {0}")]
+    ShareFailed(String),
     /// A queued share no longer reads back from the local store.
     #[error("share {0} cannot be sent: {1}")]
     UnreadableShare(String, String),
@@ -83,6 +87,9 @@ impl From<PartnerError> for Status {
             PartnerError::NotConnected(_) => {
                 refusal(tonic::Code::FailedPrecondition, "NOT_CONNECTED", message)
             }
+            PartnerError::ShareFailed(_) => {
+                refusal(tonic::Code::FailedPrecondition, "SHARE_FAILED", message)
+            }
             PartnerError::UnreadableShare(..) => {
                 refusal(tonic::Code::DataLoss, "SHARE_UNREADABLE", message)
             }
@@ -116,8 +123,8 @@ impl From<PartnerError> for Status {
     }
 }
 
-/// Whether a platform failure is transient (the platform is unreachable or restarting),
-/// so a write should stay queued rather than fail.
+/// Whether a platform failure is transient (the platform is unreachable or restarting, or
+/// asks the partner to slow down), so a write should stay queued rather than fail.
 pub fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -125,5 +132,6 @@ pub fn is_transient(status: &Status) -> bool {
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Cancelled
             | tonic::Code::Unknown
+            | tonic::Code::ResourceExhausted
     )
 }

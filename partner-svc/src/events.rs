@@ -2,7 +2,10 @@
 //! are deleted and the deletion is attested to the platform before the event counts as
 //! applied; the cursor is stored after that, so a reconnect resumes after the last applied
 //! event and replays the rest (deleting twice finds nothing; attesting twice is accepted).
+//! An attestation the platform refuses rather than fails to answer (a suspended partner's
+//! is) is logged, and the deletion stands.
 
+use crate::error::is_transient;
 use crate::platform::PlatformClient;
 use crate::store::{self, PartnerStore};
 use consent_proto::platform::v1 as pb;
@@ -20,15 +23,25 @@ async fn apply(
             .run(move |tx| store::purge_grant(tx, &grant_id))
             .await
             .map_err(|e| e.to_string())?;
-        client
+        let attested = client
             .consent
             .clone()
             .attest_deletion(pb::AttestDeletionRequest {
                 grant_id: event.grant_id.clone(),
             })
-            .await
-            .map_err(|s| s.to_string())?;
-        tracing::info!(grant = %event.grant_id, messages = purged, kind = event.kind, "grant ended: its data deleted and attested");
+            .await;
+        match attested {
+            Ok(_) => {
+                tracing::info!(grant = %event.grant_id, messages = purged, kind = event.kind, "grant ended: its data deleted and attested");
+            }
+            // Unreachable: the event is applied again once the platform is back.
+            Err(status) if is_transient(&status) => return Err(status.to_string()),
+            // Refused, as a suspended partner's every call is: the data is deleted all the
+            // same, and the next events (a suspension ends every grant) are applied too.
+            Err(status) => {
+                tracing::warn!(grant = %event.grant_id, messages = purged, kind = event.kind, %status, "grant ended: its data deleted; the platform refused the attestation");
+            }
+        }
     }
     store
         .run(move |tx| store::set_event_cursor(tx, seq))

@@ -40,8 +40,10 @@ pub async fn deliver(
         })
         .await?;
     let share = share.ok_or_else(|| PartnerError::invalid("share_id", "is unknown"))?;
-    if share.status != "QUEUED" {
-        return Ok(Delivery::Delivered(share));
+    match share.status.as_str() {
+        "QUEUED" => {}
+        "FAILED" => return Err(PartnerError::ShareFailed(share.error)),
+        _ => return Ok(Delivery::Delivered(share)),
     }
     let token = match connection.and_then(|c| c.token) {
         Some(token) => token,

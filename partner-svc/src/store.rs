@@ -259,8 +259,12 @@ pub fn set_connection(
     grant_id: Option<&str>,
     token: Option<&str>,
 ) -> rusqlite::Result<()> {
+    // A status without a token never replaces a connection that holds one: of two
+    // exchanges of one request, only the first gets the token, and the second's answer
+    // must not end the connection the first made.
     tx.execute(
-        "UPDATE connections SET status = ?2, grant_id = COALESCE(?3, grant_id), token = COALESCE(?4, token) WHERE user_name = ?1",
+        "UPDATE connections SET status = ?2, grant_id = COALESCE(?3, grant_id), token = COALESCE(?4, token) \
+         WHERE user_name = ?1 AND (?4 IS NOT NULL OR token IS NULL)",
         params![user_name, status, grant_id, token],
     )?;
     Ok(())
@@ -560,6 +564,38 @@ pub fn put_connected(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_exchange_answered_after_another_took_the_token_leaves_the_connection_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartnerStore::open(&dir.path().join("partner.db")).unwrap();
+        let status = |tx: &rusqlite::Transaction<'_>| {
+            connection(tx, "bob").map(|c| c.map(|c| (c.status, c.token)))
+        };
+        let connected = Some(("CONNECTED".to_string(), Some("pgt_1".to_string())));
+        // The token's answer first, then the other's "already exchanged".
+        let after = store
+            .run(move |tx| {
+                put_pending(tx, "bob", "req_1", "1234-5678")?;
+                set_connection(tx, "bob", "CONNECTED", Some("grt_1"), Some("pgt_1"))?;
+                set_connection(tx, "bob", "ENDED", Some("grt_1"), None)?;
+                status(tx)
+            })
+            .await
+            .unwrap();
+        assert_eq!(after, connected);
+        // The other way round.
+        let after = store
+            .run(move |tx| {
+                put_pending(tx, "bob", "req_2", "1234-5678")?;
+                set_connection(tx, "bob", "ENDED", Some("grt_1"), None)?;
+                set_connection(tx, "bob", "CONNECTED", Some("grt_1"), Some("pgt_1"))?;
+                status(tx)
+            })
+            .await
+            .unwrap();
+        assert_eq!(after, connected);
+    }
 
     fn message() -> CachedMessage {
         CachedMessage {
