@@ -603,3 +603,45 @@ async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_suspension_deletes_what_the_partner_holds_for_every_user() {
+    let (mut w, _platform) = world().await;
+    let music = start_partner(&w.work, "music", w.ports).await;
+    let mut client = connect_alice(&mut w, &music).await;
+    let bob = w.bob.clone();
+    end_to_end::world::connect_user(&mut client, &mut w.account, &bob, vec![]).await;
+    share_with_bob(&mut client, &w, "track", "k").await;
+    let tokens_held = |music: &PartnerProcess| -> i64 {
+        partner_db(music)
+            .query_row(
+                "SELECT COUNT(*) FROM connections WHERE token IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(tokens_held(&music), 2, "alice and bob are connected");
+
+    // A suspended partner may call nothing, not even to attest; it still deletes what it
+    // holds for each grant the suspension ended, not only the first.
+    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
+        w.work
+            .channel(w.ports.operator, Some("operator"))
+            .await
+            .unwrap(),
+    );
+    operator
+        .suspend_partner(pb::SuspendPartnerRequest {
+            partner_id: "music".into(),
+        })
+        .await
+        .unwrap();
+    eventually("every user's data deleted", WAIT, async || {
+        let outbox: i64 = partner_db(&music)
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        tokens_held(&music) == 0 && outbox == 0
+    })
+    .await;
+}
