@@ -374,8 +374,9 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         };
         let client_key = r.client_key;
         let asked = share.clone();
-        // Queued only while connected, in one transaction: a grant ending meanwhile deletes
-        // the share with the rest of what it held, or finds it refused.
+        // Queued only while connected, in one transaction: a grant ending afterwards deletes
+        // the share with the rest of what it held (and its delivery is refused
+        // SHARE_FAILED); one ending before leaves it refused NOT_CONNECTED.
         let share = self
             .store
             .run(move |tx| {

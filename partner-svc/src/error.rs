@@ -132,6 +132,15 @@ pub fn is_transient(status: &Status) -> bool {
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Cancelled
             | tonic::Code::Unknown
-            | tonic::Code::ResourceExhausted
-    )
+    ) || rate_limited(status)
+}
+
+/// Whether the platform refused a call only for the partner's rate, which later calls are
+/// within.
+fn rate_limited(status: &Status) -> bool {
+    use tonic_types::StatusExt;
+    status.code() == tonic::Code::ResourceExhausted
+        && status
+            .get_details_error_info()
+            .is_some_and(|info| info.reason == "RATE_LIMITED")
 }

@@ -2,10 +2,9 @@
 //! are deleted and the deletion is attested to the platform before the event counts as
 //! applied; the cursor is stored after that, so a reconnect resumes after the last applied
 //! event and replays the rest (deleting twice finds nothing; attesting twice is accepted).
-//! An attestation the platform refuses rather than fails to answer (a suspended partner's
-//! is) is logged, and the deletion stands.
+//! An attestation the platform refuses for good (a suspended partner's is) is logged, and
+//! the deletion stands; one it fails to answer is tried again with the event.
 
-use crate::error::is_transient;
 use crate::platform::PlatformClient;
 use crate::store::{self, PartnerStore};
 use consent_proto::platform::v1 as pb;
@@ -34,19 +33,34 @@ async fn apply(
             Ok(_) => {
                 tracing::info!(grant = %event.grant_id, messages = purged, kind = event.kind, "grant ended: its data deleted and attested");
             }
-            // Unreachable: the event is applied again once the platform is back.
-            Err(status) if is_transient(&status) => return Err(status.to_string()),
-            // Refused, as a suspended partner's every call is: the data is deleted all the
-            // same, and the next events (a suspension ends every grant) are applied too.
-            Err(status) => {
+            // Refused for good, as a suspended partner's every call is: the data is deleted
+            // all the same, and the next events (a suspension ends every grant) are applied
+            // too.
+            Err(status) if refused_for_good(&status) => {
                 tracing::warn!(grant = %event.grant_id, messages = purged, kind = event.kind, %status, "grant ended: its data deleted; the platform refused the attestation");
             }
+            // Unreachable or failing: the event is applied again once the platform answers.
+            Err(status) => return Err(status.to_string()),
         }
     }
     store
         .run(move |tx| store::set_event_cursor(tx, seq))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Whether the platform refused an attestation in a way trying again cannot change: a
+/// suspended partner may call nothing, and a grant that is not this partner's stays so.
+fn refused_for_good(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::InvalidArgument
+    )
 }
 
 /// Watches grant events until the process ends, reconnecting with backoff.

@@ -39,7 +39,10 @@ pub async fn deliver(
             Ok((share, connection))
         })
         .await?;
-    let share = share.ok_or_else(|| PartnerError::invalid("share_id", "is unknown"))?;
+    // Only the end of its connection deletes a share.
+    let share = share.ok_or_else(|| {
+        PartnerError::ShareFailed("its connection ended before it was sent".into())
+    })?;
     match share.status.as_str() {
         "QUEUED" => {}
         "FAILED" => return Err(PartnerError::ShareFailed(share.error)),
