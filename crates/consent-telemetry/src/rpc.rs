@@ -288,9 +288,6 @@ impl Drop for Call {
 /// What a call's `status` says was decided: `OK`, the reason its `ErrorInfo` gives, or, for
 /// a refusal without one, its code's name.
 pub fn decision(status: &Status) -> String {
-    if status.code() == Code::Ok {
-        return "OK".to_string();
-    }
     let reason = status.get_details_error_info().map(|info| info.reason);
     decided(status.code(), reason.as_deref().unwrap_or_default()).to_string()
 }

@@ -7,13 +7,13 @@
 //! `error=access_denied` instead. A request made with `RequestAccess` (no browser on the
 //! partner's side) has the same consent page, reached from the grants page.
 
-use super::session::{self, SignedIn};
-use super::{WebState, audit_refusal, failure, pages, refuse_form, sign_in_then};
+use super::session::{self, SignedIn, sign_in_then_back};
+use super::{WebState, audit_refusal, failure, pages, refuse_form};
 use crate::api::account;
 use crate::error::{ApiError, ApiResult};
 use crate::validate::{self, AllFields};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval::{self, Choice};
@@ -41,6 +41,7 @@ pub struct AuthorizeQuery {
 pub async fn open(
     State(state): State<WebState>,
     user: Option<SignedIn>,
+    this_page: Uri,
     Query(query): Query<AuthorizeQuery>,
 ) -> Response {
     let user = user.map(|signed_in| signed_in.user);
@@ -95,16 +96,7 @@ pub async fn open(
         .await;
     match opened {
         Ok(Ok(Some(request_id))) => Redirect::to(&format!("/consent/{request_id}")).into_response(),
-        Ok(Ok(None)) if !signed_in => {
-            let here = format!(
-                "/authorize?{}",
-                form_urlencoded::Serializer::new(String::new())
-                    .append_pair("client_id", &query.client_id)
-                    .append_pair("request_uri", &query.request_uri)
-                    .finish()
-            );
-            sign_in_then(&here)
-        }
+        Ok(Ok(None)) if !signed_in => sign_in_then_back(&this_page),
         Ok(Ok(None)) => failure(&ApiError::Storage(
             "an open request without its user".into(),
         )),
