@@ -21,8 +21,11 @@
 //! PostgreSQL's from `LISTEN`/`NOTIFY`); `close` runs what is queued, then stops. Both
 //! backends here leave their threads and queues to `workers`. A backend's `Repo` turns its
 //! driver's errors into [`StoreError`] where it is written. Handlers see neither backend.
-//! Both read records from rows with the same decoders (`records`) and store values that
-//! have no column type the same way (`codec`).
+//! Both read users, features, requests, pushed requests, grants, messages, grant events
+//! and audit records from rows with the same decoders (`records`); the other rows
+//! (partners, threads, codes, reads by others' apps) are decoded where each backend reads
+//! them. Both store values that have no column type the
+//! same way (`codec`).
 
 mod codec;
 mod migrations;
@@ -47,8 +50,11 @@ use tokio::sync::watch;
 
 /// Opens the store `database` names: a `postgres://` or `postgresql://` URL is a
 /// PostgreSQL database (shared by every replica that names it), a value without `://` the
-/// path of a SQLite file (one process); any other URL is refused. Blocks on I/O: call it
-/// off the async runtime's threads (e.g. in `spawn_blocking`).
+/// path of a SQLite file (one process); any other URL is refused, and so is a value with
+/// `=` in it, such as `host=db dbname=consent`: PostgreSQL's other form of connection
+/// string, which would otherwise quietly become a SQLite file of that name, one per
+/// replica. Blocks on I/O: call it off the async runtime's threads (e.g. in
+/// `spawn_blocking`).
 pub fn open(database: &str, audit_key: AuditKey) -> StoreResult<Arc<dyn Store>> {
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
         Ok(Arc::new(PostgresStore::open(database, audit_key)?))
@@ -56,6 +62,12 @@ pub fn open(database: &str, audit_key: AuditKey) -> StoreResult<Arc<dyn Store>> 
         Err(StoreError::Failed(format!(
             "database: {scheme}:// is not a store; use postgres:// or a SQLite file's path"
         )))
+    } else if database.contains('=') {
+        Err(StoreError::Failed(
+            "database: a value with '=' is not a SQLite file's path; give PostgreSQL as a \
+             postgres:// URL"
+                .into(),
+        ))
     } else {
         Ok(Arc::new(SqliteStore::open(
             std::path::Path::new(database),
@@ -409,6 +421,8 @@ pub trait Repo {
     ) -> StoreResult<()>;
     /// Ends a session.
     fn delete_session(&mut self, token_hash: &str) -> StoreResult<()>;
+    /// Forgets the sessions that expired before `before_ms`; returns how many.
+    fn forget_sessions(&mut self, before_ms: i64) -> StoreResult<usize>;
     /// The user of an unexpired session.
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>>;
     /// Makes two users friends (both ways) and drops their requests to each other.
@@ -477,7 +491,8 @@ pub trait Repo {
     fn insert_request(&mut self, request: &AccessRequest) -> StoreResult<()>;
     /// A request.
     fn request(&mut self, id: &str) -> StoreResult<Option<AccessRequest>>;
-    /// A page of a user's pending requests made after `created_after_ms`, oldest first.
+    /// A page of a user's pending requests made at or after `created_after_ms`, oldest
+    /// first.
     fn pending_requests(
         &mut self,
         user_id: &str,
@@ -485,7 +500,7 @@ pub trait Repo {
         page: Page,
     ) -> StoreResult<Paged<AccessRequest>>;
     /// One partner's pending requests for one account name, whether or not a user has it,
-    /// made after `created_after_ms`.
+    /// made at or after `created_after_ms`.
     fn pending_requests_from(
         &mut self,
         partner_id: &str,
@@ -536,7 +551,7 @@ pub trait Repo {
     /// Ends a grant: new state and end time (the token hash stays, so that later use is
     /// refused with the reason).
     fn end_grant(&mut self, id: &str, state: GrantState, now_ms: i64) -> StoreResult<()>;
-    /// Records a use of the grant for `scope`.
+    /// Records a use of the grant for `scope` at `now_ms`; a last use never moves back.
     fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()>;
     /// Scopes of the grant used at least once.
     fn used_scopes(&mut self, id: &str) -> StoreResult<ScopeSet>;
@@ -622,4 +637,24 @@ pub trait Repo {
     fn redeem_code(&mut self, code_hash: &str, now_ms: i64) -> StoreResult<()>;
     /// Forgets pushed requests and codes that expired before `before_ms`; returns how many.
     fn forget_authorization_flows(&mut self, before_ms: i64) -> StoreResult<usize>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_value_is_a_postgres_url_or_a_sqlite_path_and_nothing_else() {
+        let key = || AuditKey::from_hex(&"ab".repeat(32)).unwrap();
+        let refusal = |database: &str| match open(database, key()) {
+            Err(StoreError::Failed(message)) => message,
+            Err(other) => panic!("{database}: {other}"),
+            Ok(_) => panic!("{database} was opened"),
+        };
+        assert!(refusal("mysql://db/consent").contains("mysql:// is not a store"));
+        assert!(refusal("host=db dbname=consent").contains("postgres:// URL"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.db");
+        assert!(open(path.to_str().unwrap(), key()).is_ok());
+    }
 }

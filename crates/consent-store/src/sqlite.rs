@@ -55,8 +55,15 @@ fn reader_count() -> usize {
 const STATEMENT_CACHE: usize = 256;
 
 impl From<rusqlite::Error> for StoreError {
+    /// A database another process holds locked past the busy timeout is a wait that ran
+    /// out, as on PostgreSQL: the call may be tried again. Anything else is a failure.
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Failed(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Failed(e.to_string()),
+        }
     }
 }
 
@@ -393,7 +400,7 @@ impl SqliteRepo<'_> {
         condition: &str,
         args: impl rusqlite::Params,
     ) -> StoreResult<Vec<Grant>> {
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition}");
+        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {condition} ORDER BY rowid");
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, grant_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -512,6 +519,10 @@ impl Repo for SqliteRepo<'_> {
     fn delete_session(&mut self, token_hash: &str) -> StoreResult<()> {
         self.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
         Ok(())
+    }
+
+    fn forget_sessions(&mut self, before_ms: i64) -> StoreResult<usize> {
+        Ok(self.execute("DELETE FROM sessions WHERE expires_ms < ?1", [before_ms])?)
     }
 
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
@@ -961,12 +972,13 @@ impl Repo for SqliteRepo<'_> {
 
     fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()> {
         self.execute(
-            "UPDATE grants SET last_used_ms = ?2 WHERE id = ?1",
+            "UPDATE grants SET last_used_ms = MAX(COALESCE(last_used_ms, ?2), ?2) WHERE id = ?1",
             params![id, now_ms],
         )?;
         self.execute(
             "INSERT INTO grant_scope_use (grant_id, scope, last_used_ms) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (grant_id, scope) DO UPDATE SET last_used_ms = excluded.last_used_ms",
+             ON CONFLICT (grant_id, scope) DO UPDATE \
+             SET last_used_ms = MAX(grant_scope_use.last_used_ms, excluded.last_used_ms)",
             params![id, ScopeSet::of(&[scope]).bits(), now_ms],
         )?;
         Ok(())
@@ -1514,6 +1526,27 @@ mod tests {
         drop(release_read);
         let reopened = SqliteStore::open(&path, test_key()).unwrap();
         assert_eq!(committed_reasons(&reopened), ["QUEUED"]);
+    }
+
+    #[test]
+    fn a_database_another_process_holds_locked_is_unavailable_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.db");
+        let store = SqliteStore::open(&path, test_key()).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let refused = queue(&store, |repo| repo.append_audit(&refusal("LOCKED OUT"), 0))
+            .recv_timeout(Duration::from_secs(30));
+        assert!(
+            matches!(&refused, Ok(Err(StoreError::Unavailable(_)))),
+            "a wait past the busy timeout may be tried again: {refused:?}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        let later = queue(&store, |repo| repo.append_audit(&refusal("AFTER"), 0))
+            .recv_timeout(Duration::from_secs(30));
+        assert!(matches!(later, Ok(Ok(()))), "{later:?}");
+        assert_eq!(committed_reasons(&store), ["AFTER"]);
     }
 
     #[tokio::test]

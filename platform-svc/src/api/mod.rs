@@ -96,46 +96,48 @@ impl Platform {
         }
     }
 
-    /// Runs `work` in a store transaction with the current time; returns once committed.
+    /// Runs `work` in a store transaction with the time the writer runs it (not the time it
+    /// was queued: a job that waited on a lock decides at the time it acts); returns once
+    /// committed.
     pub async fn run<R: Send + 'static>(
         &self,
         work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<R> + Send + 'static,
     ) -> ApiResult<R> {
-        let now_ms = self.clock.now_ms();
-        execute(self.store.as_ref(), move |repo| work(repo, now_ms)).await
+        let clock = Arc::clone(&self.clock);
+        execute(self.store.as_ref(), move |repo| work(repo, clock.now_ms())).await
     }
 
-    /// Runs read-only `work` with the current time on a snapshot of committed data, beside
-    /// the store's writer.
+    /// Runs read-only `work` on a snapshot of committed data, beside the store's writer,
+    /// with the time the reader runs it.
     pub async fn read<R: Send + 'static>(
         &self,
         work: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<R> + Send + 'static,
     ) -> ApiResult<R> {
-        let now_ms = self.clock.now_ms();
-        consent_store::read(&self.store, move |repo| work(repo, now_ms)).await
+        let clock = Arc::clone(&self.clock);
+        consent_store::read(&self.store, move |repo| work(repo, clock.now_ms())).await
     }
 
     /// Runs read-only `look` on a snapshot, then `then` with its value in a store
-    /// transaction, both given the time the call began; returns once committed. The
-    /// reader hands `then` straight to the writer.
+    /// transaction, each given the time it runs; returns once committed. The reader hands
+    /// `then` straight to the writer.
     pub async fn read_then_run<S: Send + 'static, R: Send + 'static>(
         &self,
         look: impl FnOnce(&mut dyn Repo, i64) -> ApiResult<S> + Send + 'static,
         then: impl FnOnce(&mut dyn Repo, i64, S) -> ApiResult<R> + Send + 'static,
     ) -> ApiResult<R> {
-        let now_ms = self.clock.now_ms();
+        let (looking, then_clock) = (Arc::clone(&self.clock), Arc::clone(&self.clock));
         consent_store::read_then_execute(
             &self.store,
-            move |repo| look(repo, now_ms),
-            move |repo, looked| then(repo, now_ms, looked),
+            move |repo| look(repo, looking.now_ms()),
+            move |repo, looked| then(repo, then_clock.now_ms(), looked),
         )
         .await
     }
 
     /// Ends every grant that is past `not_after` or idle past the inactivity limit, with an
-    /// event for each, forgets idempotency records past their window and authorization
-    /// flows a day past their expiry, and marks access requests undecided past their
-    /// lifetime expired; returns how many grants ended.
+    /// event for each, forgets idempotency records past their window, and authorization
+    /// flows and sessions a day past their expiry, and marks access requests undecided past
+    /// their lifetime expired; returns how many grants ended.
     pub async fn sweep_grants(&self) -> ApiResult<usize> {
         let policy = self.limits.lifetime;
         self.run(move |repo, now_ms| {
@@ -151,6 +153,7 @@ impl Platform {
             repo.forget_idempotent_responses(now_ms - partner_call::IDEMPOTENCY_WINDOW_MS)?;
             repo.expire_requests(approval::request_cutoff_ms(now_ms))?;
             repo.forget_authorization_flows(now_ms - DAY_MS)?;
+            repo.forget_sessions(now_ms - DAY_MS)?;
             Ok(ended)
         })
         .await
@@ -282,5 +285,39 @@ pub(crate) mod testing {
             stopping,
         );
         (platform, token, stop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::platform_with_grant;
+    use consent_core::clock::DAY_MS;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_sweep_forgets_sessions_a_day_past_their_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, _, _stop) = platform_with_grant(dir.path(), |s| Arc::new(s)).await;
+        platform
+            .run(|repo, now_ms| {
+                repo.insert_session("long_gone", "usr_a", now_ms - 2 * DAY_MS)?;
+                repo.insert_session("just_ended", "usr_a", now_ms - 60_000)?;
+                Ok(repo.insert_session("live", "usr_a", now_ms + DAY_MS)?)
+            })
+            .await
+            .unwrap();
+
+        platform.sweep_grants().await.unwrap();
+
+        let left = platform
+            .run(|repo, now_ms| {
+                let older_than_a_day = repo.forget_sessions(now_ms - DAY_MS)?;
+                let ended = repo.forget_sessions(now_ms)?;
+                let live = repo.session_user("live", now_ms)?;
+                Ok((older_than_a_day, ended, live))
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, (0, 1, Some("usr_a".to_string())));
     }
 }

@@ -117,8 +117,9 @@ impl PartnerCall {
 
     /// Runs `op`, which must only read, as this partner on a snapshot beside the writer,
     /// then has the writer record the grant's use and the audit record, and replies once
-    /// they are committed. If the grant or partner ended while `op` ran, the writer
-    /// decides the call again, in the transaction that records it.
+    /// they are committed. If the grant or partner ended while `op` ran, or the grant is
+    /// due to end by the time the writer records it, the writer decides the call again,
+    /// in the transaction that records it.
     pub async fn read<R: Send + 'static>(
         self,
         platform: &Platform,
@@ -130,18 +131,18 @@ impl PartnerCall {
         let decide = Arc::new(move |repo: &mut dyn Repo, now_ms: i64| {
             self.attempt(repo, now_ms, limits, &key, &op)
         });
-        let decide_again = {
-            let (decide, clock) = (Arc::clone(&decide), Arc::clone(&platform.clock));
-            move |repo: &mut dyn Repo| {
-                let now_ms = clock.now_ms();
-                (now_ms, decide(repo, now_ms))
-            }
-        };
+        let decide_again = Arc::clone(&decide);
         let settled = platform
             .read_then_run(
                 move |repo, now_ms| Ok(decide(repo, now_ms)),
                 move |repo, now_ms, attempt| {
-                    Ok(record_read(repo, &caller, now_ms, attempt, decide_again)?)
+                    let ended = !still_holds(repo, &caller, now_ms, &limits, &attempt)?;
+                    let attempt = if ended {
+                        decide_again(repo, now_ms)
+                    } else {
+                        attempt
+                    };
+                    Ok(settle(repo, now_ms, attempt)?)
                 },
             )
             .await;
@@ -183,33 +184,29 @@ impl PartnerCall {
     }
 }
 
-/// Records a read that `caller` made on a snapshot at `now_ms`. If the partner or the grant
-/// that allowed it has ended since, the call is decided again with `decide_again` (in this
-/// transaction, at the time it returns) and that outcome is recorded instead, so the audit
-/// chain never shows an allowed use after the change that ended it.
-fn record_read<R>(
+/// Whether what allowed a read `caller` made on a snapshot still holds on the writer at
+/// `now_ms`: the partner may still call, and the grant it used is still active and not due
+/// to end by time. A refusal holds as it is. When this is false the read is decided again,
+/// in the transaction that records it, so the audit chain never shows an allowed use after
+/// the change (or the instant) that ended it.
+fn still_holds<R>(
     repo: &mut dyn Repo,
     caller: &str,
     now_ms: i64,
-    attempt: Attempt<R>,
-    decide_again: impl FnOnce(&mut dyn Repo) -> (i64, Attempt<R>),
-) -> StoreResult<ApiResult<R>> {
-    if attempt.result.is_ok() && !still_active(repo, caller, &attempt.effects)? {
-        let (now_ms, again) = decide_again(repo);
-        return settle(repo, now_ms, again);
+    limits: &Limits,
+    attempt: &Attempt<R>,
+) -> StoreResult<bool> {
+    if attempt.result.is_err() {
+        return Ok(true);
     }
-    settle(repo, now_ms, attempt)
-}
-
-/// Whether the calling partner and the grant a snapshot allowed are both still active.
-fn still_active(repo: &mut dyn Repo, caller: &str, effects: &Effects) -> StoreResult<bool> {
     if rules::partner_may_call(caller, repo.partner(caller)?).is_err() {
         return Ok(false);
     }
-    Ok(match &effects.used {
-        Some(used) => repo
-            .grant(&used.grant_id)?
-            .is_some_and(|g| g.state == GrantState::Active),
+    Ok(match &attempt.effects.used {
+        Some(used) => repo.grant(&used.grant_id)?.is_some_and(|g| {
+            g.state == GrantState::Active
+                && rules::ending_due(&g, now_ms, &limits.lifetime).is_none()
+        }),
         None => true,
     })
 }

@@ -1,7 +1,8 @@
 //! The repository over one PostgreSQL connection: the writer's inside its transaction, or
 //! a reader's inside its snapshot (where every write fails). The statements are those of
-//! the SQLite store, in PostgreSQL's dialect: `$n` parameters, `ON CONFLICT` for SQLite's
-//! `OR IGNORE` and `OR REPLACE`, `RETURNING` for the row id of an insert.
+//! the SQLite store, in PostgreSQL's dialect: `$n` parameters, `ON CONFLICT` on the key in
+//! question for SQLite's `OR IGNORE` and `OR REPLACE` and its unique-constraint errors,
+//! `RETURNING` for the row id of an insert, a `seq` column where SQLite orders by `rowid`.
 
 use super::Link;
 use crate::codec::{
@@ -260,6 +261,10 @@ impl Repo for PgRepo<'_> {
     fn delete_session(&mut self, token_hash: &str) -> StoreResult<()> {
         self.execute("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash])?;
         Ok(())
+    }
+
+    fn forget_sessions(&mut self, before_ms: i64) -> StoreResult<usize> {
+        self.execute("DELETE FROM sessions WHERE expires_ms < $1", &[&before_ms])
     }
 
     fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
@@ -664,12 +669,13 @@ impl Repo for PgRepo<'_> {
 
     fn touch_grant(&mut self, id: &str, scope: Scope, now_ms: i64) -> StoreResult<()> {
         self.execute(
-            "UPDATE grants SET last_used_ms = $2 WHERE id = $1",
+            "UPDATE grants SET last_used_ms = GREATEST(last_used_ms, $2) WHERE id = $1",
             &[&id, &now_ms],
         )?;
         self.execute(
             "INSERT INTO grant_scope_use (grant_id, scope, last_used_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (grant_id, scope) DO UPDATE SET last_used_ms = EXCLUDED.last_used_ms",
+             ON CONFLICT (grant_id, scope) DO UPDATE \
+             SET last_used_ms = GREATEST(grant_scope_use.last_used_ms, EXCLUDED.last_used_ms)",
             &[&id, &ScopeSet::of(&[scope]).bits(), &now_ms],
         )?;
         Ok(())
