@@ -255,7 +255,7 @@ async fn a_user_signs_in_on_the_platform_unticks_a_permission_and_the_partner_ge
 }
 
 /// Pushes a request, has alice approve it in `browser` as asked, and returns the code.
-async fn approved_code(s: &Scenario, browser: &Browser, music: &mut end_to_end::Partner) -> String {
+async fn approved_code(browser: &Browser, music: &mut end_to_end::Partner) -> String {
     let pushed = music
         .consent
         .push_authorization(push("st-2"))
@@ -275,13 +275,12 @@ async fn approved_code(s: &Scenario, browser: &Browser, music: &mut end_to_end::
         )
         .await;
     assert_eq!(decided.status, 303, "{}", decided.body);
-    let _ = s;
     param(&decided.location.unwrap(), "code").unwrap()
 }
 
 /// Like [`approved_code`], exchanged by the music app: its grant token.
-async fn granted_token(s: &Scenario, browser: &Browser, music: &mut end_to_end::Partner) -> String {
-    let code = approved_code(s, browser, music).await;
+async fn granted_token(browser: &Browser, music: &mut end_to_end::Partner) -> String {
+    let code = approved_code(browser, music).await;
     music
         .consent
         .exchange_code(exchange(&code, VERIFIER, &redirect_uri("music")))
@@ -298,7 +297,7 @@ async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
     let mut video = s.platform.partner("video").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let code = approved_code(&s, &browser, &mut music).await;
+    let code = approved_code(&browser, &mut music).await;
     let uri = redirect_uri("music");
 
     let wrong = music
@@ -462,9 +461,20 @@ async fn forms_need_their_csrf_token_and_sign_in_never_leaves_the_platform() {
         )
         .await;
     assert_eq!(wrong.status, 403);
+    assert!(wrong.body.contains("CSRF_INVALID"), "{}", wrong.body);
+
+    // A decision that is neither approve nor deny decides nothing; the request stays open.
+    let page = browser.get(&consent).await;
+    let csrf = page.field("csrf").unwrap();
+    let unclear = browser
+        .post(&consent, &[("csrf", &csrf), ("decision", "later")])
+        .await;
+    assert_eq!(unclear.status, 400, "{}", unclear.body);
+    assert!(unclear.body.contains("decision"), "{}", unclear.body);
 
     // Denying sends the partner access_denied with its state.
     let page = browser.get(&consent).await;
+    assert_eq!(page.status, 200, "the request is still open: {}", page.body);
     let csrf = page.field("csrf").unwrap();
     let denied = browser
         .post(&consent, &[("csrf", &csrf), ("decision", "deny")])
@@ -506,6 +516,7 @@ async fn forms_need_their_csrf_token_and_sign_in_never_leaves_the_platform() {
         )
         .await;
     assert_eq!(forged.status, 403);
+    assert!(forged.body.contains("CSRF_INVALID"), "{}", forged.body);
 }
 
 #[tokio::test]
@@ -514,7 +525,7 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
     let mut music = s.platform.partner("music").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let token = granted_token(&s, &browser, &mut music).await;
+    let token = granted_token(&browser, &mut music).await;
 
     let page = browser.get("/grants").await;
     assert_eq!(page.status, 200);
@@ -526,6 +537,7 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
     assert_eq!(page.headers["x-frame-options"], "DENY");
     let forged = browser.post("/grants/grt_anything/revoke", &[]).await;
     assert_eq!(forged.status, 403);
+    assert!(forged.body.contains("CSRF_INVALID"), "{}", forged.body);
     assert!(
         page.body.contains("Music App") && page.body.contains("send messages as you"),
         "{}",
@@ -675,23 +687,83 @@ async fn for_listed_coverage_the_user_picks_the_conversations_on_the_consent_pag
 }
 
 #[tokio::test]
+async fn the_conversations_asked_for_are_offered_ticked_however_many_the_user_has() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let mut account = s.platform.account().await;
+    for n in 0..100 {
+        end_to_end::create_thread(&mut account, &s.alice, &[&s.bob], &format!("chat {n}")).await;
+    }
+    let newest = end_to_end::create_thread(&mut account, &s.alice, &[&s.bob], "newest").await;
+    let browser = Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let mut listed = push("st-9");
+    listed.coverage = pb::ThreadCoverage::ListedThreads as i32;
+    listed.thread_ids = vec![music.shown.thread(&newest)];
+    let pushed = music
+        .consent
+        .push_authorization(listed)
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, page) = consent_page(&browser, &pushed.authorize_url).await;
+    assert!(
+        page.body.contains(&format!("value=\"{newest}\" checked")),
+        "the newest of alice's 102 conversations, asked for, is offered ticked: {}",
+        page.body
+    );
+    let boxes: Vec<&str> = page.body.split("name=\"thread\"").skip(1).collect();
+    assert_eq!(boxes.len(), 100, "as many as a decision may tick");
+    let ticked = boxes
+        .iter()
+        .filter(|rest| {
+            rest.split('>')
+                .next()
+                .unwrap_or_default()
+                .contains("checked")
+        })
+        .count();
+    assert_eq!(ticked, 1, "only the one asked for is ticked");
+    assert!(
+        page.body.contains("Signed in as <strong>alice</strong>"),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
 async fn signing_out_ends_the_session_on_the_platform() {
     let s = Scenario::new().await;
     let browser = Browser::new(&s.platform);
-    let signed_in = browser.sign_in("alice").await;
-    let session = signed_in
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("__Host-session="))
+    let session_of = |signed_in: &end_to_end::browser::Page| {
+        let cookie = signed_in
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|c| c.starts_with("__Host-session="))
+            .unwrap();
+        cookie
+            .trim_start_matches("__Host-session=")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let mut account = s.platform.account().await;
+    let first = session_of(&browser.sign_in("alice").await);
+    // Signing in again on the same browser ends the session it held.
+    let token = session_of(&browser.sign_in("alice").await);
+    assert_ne!(first, token);
+    let refused = account
+        .list_grants(end_to_end::bearer(pb::ListGrantsRequest::default(), &first))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::Unauthenticated, "SESSION_INVALID");
+    account
+        .list_grants(end_to_end::bearer(pb::ListGrantsRequest::default(), &token))
+        .await
         .unwrap();
-    let token = session
-        .trim_start_matches("__Host-session=")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
     let page = browser.get("/grants").await;
     let csrf = page.field("csrf").unwrap();
     let out = browser.post("/sign-out", &[("csrf", &csrf)]).await;
@@ -709,7 +781,6 @@ async fn signing_out_ends_the_session_on_the_platform() {
     );
     assert_eq!(browser.get("/grants").await.status, 303);
     // The token itself no longer works anywhere.
-    let mut account = s.platform.account().await;
     let refused = account
         .list_grants(end_to_end::bearer(pb::ListGrantsRequest::default(), &token))
         .await
@@ -723,7 +794,7 @@ async fn the_user_pages_show_the_access_log_who_reads_each_conversation_privacy_
     let mut music = s.platform.partner("music").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let token = granted_token(&s, &browser, &mut music).await;
+    let token = granted_token(&browser, &mut music).await;
     music.list_threads(&token).await.unwrap_err();
 
     let log = browser.get("/access-log").await;
@@ -789,6 +860,7 @@ async fn the_user_pages_show_the_access_log_who_reads_each_conversation_privacy_
         .post("/privacy", &[("show_name_to_friends_apps", "yes")])
         .await;
     assert_eq!(forged.status, 403);
+    assert!(forged.body.contains("CSRF_INVALID"), "{}", forged.body);
 
     // With the store gone, a page says so as every page does: 503, and the reason.
     let store = std::sync::Arc::clone(&s.platform.store);

@@ -185,7 +185,8 @@ impl SignInThrottle {
         self.forgive(&mut tables, attempt);
     }
 
-    /// The attempt was never decided (the hashing queue was full): it counts as nothing.
+    /// The attempt was never decided (the store or the hashing queue failed it): it counts
+    /// as nothing.
     pub fn abandoned(&self, attempt: Attempt) {
         let mut tables = self.tables();
         tables

@@ -1,7 +1,9 @@
 //! The rules of getting a grant: what a partner may ask a user for, and what the user's
-//! approval on the consent screen turns into. The user may approve fewer scopes, fewer
-//! threads, no history and a shorter lifetime than asked, never more; the lifetime is
-//! capped by operator policy.
+//! approval on the consent screen turns into. The user may approve fewer scopes, no history
+//! and a shorter lifetime than asked, never more; the lifetime is capped by operator
+//! policy. With listed coverage the user picks the threads, any of their own: those the
+//! partner asked for are offered first, ticked, and a partner may ask for none and leave
+//! the choice to the user.
 
 use crate::clock::DAY_MS;
 use crate::denial::{Denied, FieldViolation, Reason, Refusal};

@@ -98,10 +98,17 @@ impl AccountService {
             .begin(&r.user_name, address, now_ms)
             .map_err(|until_ms| throttled(until_ms - now_ms))?;
         let name = r.user_name.clone();
-        let user = self
+        let user = match self
             .platform
             .read(move |repo, _| Ok(repo.user_by_name(&name)?))
-            .await?;
+            .await
+        {
+            Ok(user) => user,
+            Err(error) => {
+                self.throttle.abandoned(attempt);
+                return Err(error);
+            }
+        };
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let matches = match self.passwords.verify(r.password, stored).await {
             Ok(matches) => matches,

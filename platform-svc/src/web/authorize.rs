@@ -104,9 +104,14 @@ pub async fn open(
     }
 }
 
+/// The most threads the consent page offers, and a decision may tick.
+const MAX_PICKED_THREADS: usize = 100;
+
 /// What the consent page shows.
 #[derive(Debug)]
 pub struct ConsentView {
+    /// The name of the user deciding.
+    pub signed_in_as: String,
     /// The request.
     pub access: AccessRequest,
     /// The partner's name.
@@ -154,20 +159,30 @@ pub async fn page(
                 .ok_or_else(|| ApiError::not_found("feature", &access.feature))?;
             let mut threads = Vec::new();
             if access.coverage == Coverage::Listed {
-                // The user's own threads to pick from, those asked for ticked.
+                // The user's own threads to pick from: first those asked for, ticked, then
+                // others up to the most a form may tick.
                 let page = Page {
                     after: 0,
-                    limit: 100,
+                    limit: MAX_PICKED_THREADS,
                 };
+                let asked = ThreadFilter::Ids(access.thread_ids.clone());
+                for (_, thread) in repo.threads_of(&user.id, &asked, page)? {
+                    threads.push((thread.id, thread.title, true));
+                }
                 for (_, thread) in repo.threads_of(&user.id, &ThreadFilter::All, page)? {
-                    let asked = access.thread_ids.contains(&thread.id);
-                    threads.push((thread.id, thread.title, asked));
+                    if threads.len() >= MAX_PICKED_THREADS {
+                        break;
+                    }
+                    if !access.thread_ids.contains(&thread.id) {
+                        threads.push((thread.id, thread.title, false));
+                    }
                 }
             }
             let redirect_origin = repo
                 .pushed_request_of(&access.id)?
                 .map(|p| origin_of(&p.redirect_uri));
             Ok(ConsentView {
+                signed_in_as: user.name,
                 scopes: approval::asked_scopes(&feature, &partner),
                 partner_name: partner.display_name,
                 feature_description: feature.description,
@@ -226,11 +241,13 @@ enum Decided {
 /// would otherwise mean "as asked").
 fn ticked_scopes(names: &[String]) -> ApiResult<ScopeSet> {
     validate::at_most("scope", names, Scope::ALL.len(), "permissions")?;
-    let scopes = validate::each(names.iter().map(|name| {
+    let scopes = validate::each(names.iter().enumerate().map(|(index, name)| {
+        let field = format!("scope[{index}]");
+        validate::not_before(names, index, &field)?;
         Scope::ALL
             .into_iter()
             .find(|s| s.name() == name)
-            .ok_or_else(|| ApiError::invalid("scope", format!("{name} is not a scope")))
+            .ok_or_else(|| ApiError::invalid(field, format!("{name} is not a scope")))
     }))?;
     if scopes.is_empty() {
         return Err(ApiError::invalid(
@@ -268,14 +285,17 @@ pub async fn decide(
     }
     let issuer = state.origin.to_string();
     let policy = state.platform.limits.lifetime;
-    let approve = form.decision == "approve";
-    let scopes = if approve {
-        ticked_scopes(&form.scope)
-    } else {
-        Ok(ScopeSet::default())
+    let approve = match form.decision.as_str() {
+        "approve" => Ok(true),
+        "deny" => Ok(false),
+        _ => Err(ApiError::invalid("decision", "must be approve or deny")),
     };
-    let threads = validate::ids("thread", &form.thread, 0, 100);
-    let (scopes, threads) = match (scopes, threads).all() {
+    let scopes = match approve {
+        Ok(true) => ticked_scopes(&form.scope),
+        _ => Ok(ScopeSet::default()),
+    };
+    let threads = validate::ids("thread", &form.thread, 0, MAX_PICKED_THREADS);
+    let (approve, scopes, threads) = match (approve, scopes, threads).all() {
         Ok(checked) => checked,
         Err(error) => return failure(&error),
     };
@@ -334,5 +354,31 @@ pub async fn decide(
         Ok(Decided::Partner(url)) => Redirect::to(&url).into_response(),
         Ok(Decided::Grants) => Redirect::to("/grants").into_response(),
         Err(error) => failure(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_fields(names: &[&str]) -> Vec<String> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        match ticked_scopes(&names) {
+            Err(ApiError::InvalidArgument(violations)) => {
+                violations.into_iter().map(|v| v.field).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_bad_ticked_scope_is_named() {
+        assert_eq!(
+            refused_fields(&["messages.read", "nope", "messages.read", "x"]),
+            ["scope[1]", "scope[2]", "scope[3]"]
+        );
+        assert_eq!(refused_fields(&[]), ["scope"]);
+        let ticked = ticked_scopes(&["messages.read".into(), "threads.read".into()]).unwrap();
+        assert_eq!(ticked.names(), "threads.read, messages.read");
     }
 }

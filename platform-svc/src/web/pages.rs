@@ -81,6 +81,25 @@ fn day(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The lifetimes, in days, the consent page offers: a day, a week and a month where policy
+/// allows them, and the longest it allows, each once.
+fn lifetime_choices(max_days: i64) -> Vec<i64> {
+    let mut choices: Vec<i64> = [1, 7, 30].into_iter().filter(|d| *d < max_days).collect();
+    choices.push(max_days);
+    choices
+}
+
+/// Whose account the page acts for, with a way out for anyone else at the browser.
+fn signed_in_as(name: &str, csrf: &str) -> Markup {
+    html! {
+        p { "Signed in as " strong { (name) } "." }
+        form method="post" action="/sign-out" {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" { "Sign out" }
+        }
+    }
+}
+
 /// The consent page of one request.
 pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
     let access = &view.access;
@@ -88,6 +107,7 @@ pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
     layout(
         &title,
         html! {
+            (signed_in_as(&view.signed_in_as, csrf))
             p { strong { (view.partner_name) } " wants to use " strong { (access.feature) } ": " (view.feature_description) }
             p.purpose { "In its words: " q { (access.purpose) } }
             @if !view.card_kinds.is_empty() {
@@ -113,8 +133,8 @@ pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
                 }
                 fieldset {
                     legend { "On" }
-                    p { (coverage_words(access.coverage, view.threads.len())) }
                     @if access.coverage == Coverage::Listed {
+                        p { "The conversations you tick:" }
                         @if view.threads.is_empty() { p.error { "You have no conversation to pick." } }
                         @for (id, title, ticked) in &view.threads {
                             label.choice {
@@ -122,6 +142,8 @@ pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
                                 " " (title)
                             }
                         }
+                    } @else {
+                        p { (coverage_words(access.coverage, 0)) }
                     }
                 }
                 @if access.include_history {
@@ -135,10 +157,8 @@ pub fn consent(view: &ConsentView, csrf: &str) -> Markup {
                 label {
                     "For "
                     select name="lifetime_days" {
-                        @for days in [1, 7, 30, view.max_days] {
-                            @if days <= view.max_days {
-                                option value=(days) selected[days == view.max_days] { (days) " days" }
-                            }
+                        @for days in lifetime_choices(view.max_days) {
+                            option value=(days) selected[days == view.max_days] { (days) " days" }
                         }
                     }
                     " at most; you can revoke it at any time."
@@ -194,11 +214,7 @@ pub fn grants(view: &GrantsView, csrf: &str) -> Markup {
     layout(
         "Apps with access to your messages",
         html! {
-            p { "Signed in as " strong { (view.name) } "." }
-            form method="post" action="/sign-out" {
-                input type="hidden" name="csrf" value=(csrf);
-                button type="submit" { "Sign out" }
-            }
+            (signed_in_as(&view.name, csrf))
             @if !pending.is_empty() {
                 h2 { "Waiting for your answer" }
                 ul { @for (request, partner_name) in pending {
@@ -372,4 +388,17 @@ pub fn receipt(grant: &Grant, partner_name: &str, summary: &str, used: ScopeSet)
             p { a href="/grants" { "All apps" } }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_lifetime_is_offered_once_up_to_the_longest_policy_allows() {
+        assert_eq!(lifetime_choices(90), [1, 7, 30, 90]);
+        assert_eq!(lifetime_choices(30), [1, 7, 30]);
+        assert_eq!(lifetime_choices(7), [1, 7]);
+        assert_eq!(lifetime_choices(1), [1]);
+    }
 }

@@ -69,6 +69,11 @@ pub async fn submit(
     };
     match state.account.start_session(request, Some(peer.ip())).await {
         Ok(signed_in) => {
+            // A session this browser already held ends: one browser, one session.
+            let jar = match session::end(&state, jar).await {
+                Ok(jar) => jar,
+                Err(error) => return failure(&error),
+            };
             let jar = session::start(jar, signed_in.session_token);
             (jar, Redirect::to(&next)).into_response()
         }
