@@ -5,26 +5,11 @@
 
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
+use end_to_end::assert_partner_refused;
 use end_to_end::browser::{Browser, Page};
 use end_to_end::processes::start_partner_at;
 use end_to_end::world::{World, partner_db, world};
 use tonic::Code;
-use tonic_types::StatusExt;
-
-/// Asserts a refusal of the partner itself: `code` and its `ErrorInfo` reason.
-#[track_caller]
-fn assert_partner_refused(status: &tonic::Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "{status:?}");
-    let info = status
-        .get_error_details()
-        .error_info()
-        .cloned()
-        .expect("ErrorInfo");
-    assert_eq!(
-        (info.reason.as_str(), info.domain.as_str()),
-        (reason, "consent.partner")
-    );
-}
 
 /// Posts the sign-up form of the app at `origin` for `name` in `browser`.
 async fn post_sign_up(browser: &Browser, origin: &str, name: &str) -> Page {
@@ -231,6 +216,7 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
     );
     let forged = browser.post(&format!("{origin}/disconnect"), &[]).await;
     assert_eq!(forged.status, 403, "a form without its token is refused");
+    assert!(forged.body.contains("CSRF_INVALID"), "{}", forged.body);
 
     // The callback refuses answers its browser session did not ask for.
     let platform = w.ports.web_origin();
@@ -330,6 +316,18 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         .unwrap()
         .into_inner();
     assert_ne!(status.status, "CONNECTED");
+    // Its grant was given up once: disconnecting again releases nothing.
+    let again = front_end
+        .disconnect(app::DisconnectRequest {
+            user_name: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !again.released,
+        "an ended connection has no grant to release"
+    );
 }
 
 #[tokio::test]

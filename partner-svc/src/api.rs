@@ -96,14 +96,16 @@ impl PartnerApp {
 impl PartnerApp {
     /// Gives up the grant `name` holds, if any: a user connecting again gives up the grant
     /// they had (released, and its data deleted) before a new one is asked for, so no
-    /// grant outlives its use.
-    pub async fn release_connection(&self, name: &str) -> Result<(), PartnerError> {
+    /// grant outlives its use. Answers whether there was one: a connection that has ended
+    /// holds no token, and its grant was already given up.
+    pub async fn release_connection(&self, name: &str) -> Result<bool, PartnerError> {
         if let Some(old) = self.connection(name).await?
             && let (Some(grant_id), Some(_)) = (old.grant_id, old.token)
         {
             self.release(grant_id).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -504,12 +506,8 @@ impl api::partner_app_server::PartnerApp for PartnerApp {
         request: Request<api::DisconnectRequest>,
     ) -> Result<Response<api::DisconnectResponse>, Status> {
         let name = Caller::of(&request)?.account(&request.get_ref().user_name)?;
-        let connection = self.connection(&name).await?;
-        let Some(grant_id) = connection.and_then(|c| c.grant_id) else {
-            return Ok(Response::new(api::DisconnectResponse { released: false }));
-        };
-        self.release(grant_id).await?;
-        Ok(Response::new(api::DisconnectResponse { released: true }))
+        let released = self.release_connection(&name).await?;
+        Ok(Response::new(api::DisconnectResponse { released }))
     }
 }
 

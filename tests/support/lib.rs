@@ -298,6 +298,19 @@ pub fn assert_refused(status: &Status, code: Code, reason: &str) {
     assert_eq!(info.domain, "consent.platform");
 }
 
+/// Asserts a refusal of a partner service itself: `code` and, in its `ErrorInfo`,
+/// `reason`.
+#[track_caller]
+pub fn assert_partner_refused(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
+    assert_eq!(info.domain, "consent.partner");
+}
+
 /// Asserts `INVALID_ARGUMENT` whose `BadRequest` names exactly `fields`, in order.
 #[track_caller]
 pub fn assert_invalid_fields(status: &Status, fields: &[&str]) {
