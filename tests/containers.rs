@@ -6,12 +6,12 @@
 //! a replica killed while partners send, a replica cut off from the database, the
 //! database restarted under load.
 //!
-//! Without Docker (and, for the replicated stack, the machine's PostgreSQL) they have
-//! nothing to run against and say so; with `CI` set they fail.
+//! Without Docker (and, for the replicated stack, the machine's PostgreSQL) they fail,
+//! naming what to install.
 
 use consent_proto::partner::v1 as app;
 use consent_proto::platform::v1 as pb;
-use end_to_end::compose::{ComposeStack, docker_available};
+use end_to_end::compose::{ComposeStack, require_docker};
 use end_to_end::postgres;
 use end_to_end::story::{PartnerData, Stack, StackPartner, Story, register_profiles, tell};
 use end_to_end::world::{
@@ -118,9 +118,7 @@ impl Seeded {
 
 #[tokio::test]
 async fn the_walkthrough_story_runs_against_the_containers() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let stack = ComposeStack::up("story").await;
     let mut operator = PartnerAdminClient::new(
         stack
@@ -177,9 +175,7 @@ async fn the_walkthrough_story_runs_against_the_containers() {
 
 #[tokio::test]
 async fn stopping_the_platform_while_partners_send_delivers_every_accepted_share_once() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let mut s = seeded("stop").await;
     let (mut music, _) = s.connect_alice("music", vec![]).await;
     let first = music
@@ -256,9 +252,7 @@ async fn stopping_the_platform_while_partners_send_delivers_every_accepted_share
 
 #[tokio::test]
 async fn restarting_the_platform_keeps_its_data_and_audit_chain() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let mut s = seeded("restart").await;
     let thread = end_to_end::create_thread(&mut s.account, &s.alice, &[&s.bob], "t").await;
     let (mut bank, banks) = s.connect_alice("bank", vec![thread.clone()]).await;
@@ -323,9 +317,7 @@ async fn restarting_the_platform_keeps_its_data_and_audit_chain() {
 
 #[tokio::test]
 async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let mut s = seeded("netcut").await;
     let (mut music, _) = s.connect_alice("music", vec![]).await;
     let shared = music
@@ -347,7 +339,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
         .await
         .unwrap();
     let store = s.stack.partner_store("music");
-    assert!(store.token("alice").is_some());
+    assert!(matches!(store.token("alice"), Ok(Some(_))));
 
     let (network, container) = (s.stack.network(), s.stack.container("music"));
     s.stack
@@ -369,7 +361,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        store.token("alice").is_some(),
+        matches!(store.token("alice"), Ok(Some(_))),
         "cut off, the partner cannot have heard of the revocation yet"
     );
 
@@ -377,7 +369,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
         "network", "connect", "--alias", "music", &network, &container,
     ]);
     eventually("the partner's purge after reconnecting", WAIT, async || {
-        store.token("alice").is_none() && store.cached_messages("alice") == 0
+        store.token("alice") == Ok(None) && store.cached_messages("alice") == Ok(0)
     })
     .await;
     wait_for_deletion_attestation(&s.account, &s.alice, WAIT).await;
@@ -385,9 +377,7 @@ async fn a_partner_cut_off_from_the_network_applies_a_revocation_when_it_is_back
 
 #[tokio::test]
 async fn killing_one_partner_leaves_the_others_serving() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let mut s = seeded("kill").await;
     let (mut video, _) = s.connect_alice("video", vec![]).await;
     s.stack.compose(&["kill", "music"]);
@@ -460,6 +450,7 @@ impl Seeded {
     /// Waits until each accepted share of `prefix` is in alice's thread `thread` (by the
     /// platform's id), then checks each arrived exactly once.
     async fn delivered_once(&mut self, thread: &str, prefix: &str, accepted: &[usize]) {
+        assert!(!accepted.is_empty(), "{prefix} had no share accepted");
         let mine = |m: &pb::Message| m.body.starts_with(&format!("{prefix} "));
         eventually(
             &format!("delivery of every accepted {prefix} share"),
@@ -500,10 +491,11 @@ impl Seeded {
     }
 }
 
-/// Whether the replicated stack can run here: besides Docker, its database image is made
-/// from the machine's PostgreSQL.
-fn replicated_stack_possible() -> bool {
-    docker_available() && postgres::installed("the replicated stack has nothing to run against")
+/// Fails the test unless the replicated stack can run here: besides Docker, its database
+/// image is made from the machine's PostgreSQL.
+fn require_replicated_stack() {
+    require_docker();
+    postgres::require_installed();
 }
 
 /// The health of the platform whose user listener is `user`, or -1 when unreachable.
@@ -519,9 +511,7 @@ async fn platform_health(stack: &ComposeStack, user: std::net::SocketAddr) -> i3
 
 #[tokio::test]
 async fn killing_a_replica_while_partners_send_delivers_every_accepted_share_once() {
-    if !replicated_stack_possible() {
-        return;
-    }
+    require_replicated_stack();
     let mut s = seed(ComposeStack::up_replicated("replica-kill").await).await;
     let family = s.family_thread().await;
     let (mut music, _) = s.connect_alice("music", vec![]).await;
@@ -573,9 +563,7 @@ async fn killing_a_replica_while_partners_send_delivers_every_accepted_share_onc
 
 #[tokio::test]
 async fn a_replica_cut_off_from_the_database_stops_serving_and_recovers_without_a_restart() {
-    if !replicated_stack_possible() {
-        return;
-    }
+    require_replicated_stack();
     let mut s = seed(ComposeStack::up_replicated("replica-cut").await).await;
     let family = s.family_thread().await;
     let (files, files_threads) = s.connect_alice("files", vec![family.clone()]).await;
@@ -632,9 +620,7 @@ async fn a_replica_cut_off_from_the_database_stops_serving_and_recovers_without_
 
 #[tokio::test]
 async fn restarting_the_database_under_load_loses_no_accepted_share_and_the_chain_verifies() {
-    if !replicated_stack_possible() {
-        return;
-    }
+    require_replicated_stack();
     let mut s = seed(ComposeStack::up_replicated("db-restart").await).await;
     let family = s.family_thread().await;
     let (files, files_threads) = s.connect_alice("files", vec![family.clone()]).await;

@@ -6,12 +6,11 @@
 //! the test's target directory.
 //!
 //! Chromium trusts exactly the two test certificates it meets (by their public keys), not
-//! every certificate. Under CI (the `CI` variable set), a missing `chromedriver` fails the
-//! test; elsewhere it is reported and the test has nothing to drive. (Debian's
-//! `chromium-driver` depends on `chromium`, so the driver's presence stands for both.)
+//! every certificate. A missing `chromedriver` fails the test. (Debian's `chromium-driver`
+//! depends on `chromium`, so the driver's presence stands for both.)
 
 use base64::Engine;
-use end_to_end::outside::{available, runs};
+use end_to_end::outside::{require, runs};
 use end_to_end::processes::start_partner_at;
 use end_to_end::world::{eventually, partner_db, world};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -132,14 +131,11 @@ async fn screenshot(client: &Client, name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn a_person_connects_the_music_app_in_chromium_and_revokes_it_on_the_platform() {
-    if !available(
+    require(
         runs("chromedriver", "--version"),
         "chromedriver",
         "apt-get install chromium chromium-driver",
-        "this test has no browser to drive",
-    ) {
-        return;
-    }
+    );
     let (w, _platform) = world().await;
     let music = start_partner_at(&w.work, "music", w.ports, w.music_web).await;
     let app = format!("https://localhost:{}", music.web.port());

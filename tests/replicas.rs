@@ -29,15 +29,12 @@ use tonic_health::ServingStatus;
 /// Revocations tried, each followed by a call through the other replica.
 const REVOCATIONS: usize = 1000;
 
-/// A seeded platform and a second replica of it; `None` (after saying so) where
-/// PostgreSQL is not installed and `CI` is not set.
-async fn two_replicas() -> Option<(Scenario, TestPlatform)> {
-    if !end_to_end::postgres::installed("replicas have nothing to run against") {
-        return None;
-    }
+/// A seeded platform and a second replica of it.
+async fn two_replicas() -> (Scenario, TestPlatform) {
+    end_to_end::postgres::require_installed();
     let s = Scenario::new().await;
     let b = s.platform.replica().await;
-    Some((s, b))
+    (s, b)
 }
 
 /// alice's grant of music's share-tracks, asked for and approved through replica A.
@@ -47,9 +44,7 @@ async fn grant_through_a(s: &Scenario, music_a: &mut Partner) -> (String, pb::Gr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_ended_through_one_replica_is_refused_on_the_next_call_through_another() {
-    let Some((s, b)) = two_replicas().await else {
-        return;
-    };
+    let (s, b) = two_replicas().await;
     let mut music_a = s.platform.partner("music").await;
     let mut music_b = b.partner("music").await;
     let mut account_a = s.platform.account().await;
@@ -121,9 +116,7 @@ async fn a_grant_ended_through_one_replica_is_refused_on_the_next_call_through_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_through_one_replica_racing_a_revocation_through_another_leave_no_allowed_use_after_it()
  {
-    let Some((s, b)) = two_replicas().await else {
-        return;
-    };
+    let (s, b) = two_replicas().await;
     end_to_end::races::reads_racing_a_revocation(&s, &b).await;
 }
 
@@ -152,9 +145,7 @@ async fn next_event(stream: &mut tonic::Streaming<pb::GrantEvent>) -> pb::GrantE
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_events_reach_a_watcher_on_another_replica_in_order_and_resume() {
-    let Some((s, b)) = two_replicas().await else {
-        return;
-    };
+    let (s, b) = two_replicas().await;
     let mut music_b = b.partner("music").await;
     let mut live = music_b
         .consent
@@ -219,9 +210,7 @@ async fn grant_events_reach_a_watcher_on_another_replica_in_order_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_stays_one_chain_under_calls_through_every_replica() {
-    let Some((s, b)) = two_replicas().await else {
-        return;
-    };
+    let (s, b) = two_replicas().await;
     let mut music_a = s.platform.partner("music").await;
     let (token, _) = s.music_grant(&mut music_a).await;
     let records = || s.platform.database().query("SELECT COUNT(*) FROM audit")[0][0].int();
@@ -264,9 +253,7 @@ async fn the_audit_log_stays_one_chain_under_calls_through_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_retried_through_another_replica_gets_the_first_result() {
-    let Some((s, b)) = two_replicas().await else {
-        return;
-    };
+    let (s, b) = two_replicas().await;
     let mut music_a = s.platform.partner("music").await;
     let mut music_b = b.partner("music").await;
     let (token, _) = s.music_grant(&mut music_a).await;
@@ -303,9 +290,7 @@ async fn an_idempotency_key_retried_through_another_replica_gets_the_first_resul
 
 #[test]
 fn replicas_starting_together_migrate_a_new_database_once() {
-    if !end_to_end::postgres::installed("replicas have nothing to run against") {
-        return;
-    }
+    end_to_end::postgres::require_installed();
     let url = end_to_end::postgres::database();
     let together = Arc::new(Barrier::new(3));
     let starting: Vec<_> = (0..3)
@@ -390,9 +375,7 @@ async fn database_reachable(platform: &TestPlatform, reachable: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_cut_off_from_the_database_refuse_report_not_serving_and_recover() {
-    let Some((s, b)) = two_replicas().await else {
-        return;
-    };
+    let (s, b) = two_replicas().await;
     let mut music_a = s.platform.partner("music").await;
     let mut music_b = b.partner("music").await;
     let (token, _) = s.music_grant(&mut music_a).await;

@@ -5,9 +5,9 @@
 //! `docker-compose down -v` on drop removes containers, networks and volumes even when the
 //! test failed.
 
-use crate::outside::{available, runs};
+use crate::outside::{require, runs};
 use crate::processes::WorkDir;
-use crate::story::PartnerData;
+use crate::story::{PartnerData, cached_messages_of, token_of};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,15 +17,13 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Whether Docker can be used here. Under CI (the `CI` variable set) its absence is a
-/// failure, not a reason to skip.
-pub fn docker_available() -> bool {
-    available(
+/// Fails the test unless Docker and docker-compose can be used here.
+pub fn require_docker() {
+    require(
         runs("docker", "info") && runs("docker-compose", "version"),
         "Docker or docker-compose",
         "install Docker Engine and docker-compose",
-        "these tests have nothing to run against",
-    )
+    );
 }
 
 fn build_images() {
@@ -311,8 +309,8 @@ impl ContainerStore {
     fn query<T>(
         &self,
         read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-    ) -> Option<T> {
-        let copy = tempfile::tempdir().ok()?;
+    ) -> Result<T, String> {
+        let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
         let copied = Command::new("docker")
             .args([
                 "cp",
@@ -320,34 +318,24 @@ impl ContainerStore {
                 &copy.path().display().to_string(),
             ])
             .output()
-            .ok()?;
+            .map_err(|e| format!("docker cp: {e}"))?;
         if !copied.status.success() {
-            return None;
+            return Err(format!(
+                "docker cp: {}",
+                String::from_utf8_lossy(&copied.stderr).trim()
+            ));
         }
-        let db = rusqlite::Connection::open(copy.path().join("partner.db")).ok()?;
-        read(&db).ok()
+        let db = rusqlite::Connection::open(copy.path().join("partner.db"))
+            .map_err(|e| e.to_string())?;
+        read(&db).map_err(|e| e.to_string())
     }
 }
 
 impl PartnerData for ContainerStore {
-    fn token(&self, user: &str) -> Option<String> {
-        self.query(|db| {
-            db.query_row(
-                "SELECT token FROM connections WHERE user_name = ?1",
-                [user],
-                |r| r.get::<_, Option<String>>(0),
-            )
-        })
-        .flatten()
+    fn token(&self, user: &str) -> Result<Option<String>, String> {
+        self.query(|db| token_of(db, user))
     }
-    fn cached_messages(&self, user: &str) -> i64 {
-        self.query(|db| {
-            db.query_row(
-                "SELECT COUNT(*) FROM cached_messages WHERE user_name = ?1",
-                [user],
-                |r| r.get(0),
-            )
-        })
-        .unwrap_or(-1)
+    fn cached_messages(&self, user: &str) -> Result<i64, String> {
+        self.query(|db| cached_messages_of(db, user))
     }
 }

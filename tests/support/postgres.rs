@@ -8,7 +8,7 @@
 //! (the same test files as their SQLite twins, listed twice in `tests/Cargo.toml`), and any
 //! binary run with `CONSENT_TEST_STORE=postgres`.
 
-use crate::outside::available;
+use crate::outside::require;
 use crate::processes::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Whether this test binary's platforms run on PostgreSQL. Without PostgreSQL installed
-/// they run on SQLite and say so, unless `CI` is set: then that is a failure.
+/// Whether this test binary's platforms run on PostgreSQL; those of a binary that asks for
+/// it fail without PostgreSQL installed.
 pub fn in_use() -> bool {
     let named = std::env::current_exe()
         .ok()
@@ -25,18 +25,19 @@ pub fn in_use() -> bool {
         .is_some_and(|name| name.contains("_on_postgres-"));
     let wanted =
         named || std::env::var("CONSENT_TEST_STORE").is_ok_and(|store| store == "postgres");
-    wanted && installed("these tests run on SQLite instead")
+    if wanted {
+        require_installed();
+    }
+    wanted
 }
 
-/// Whether PostgreSQL is installed here; when it is not, says so with what happens
-/// `otherwise`, unless `CI` is set: then that is a failure.
-pub fn installed(otherwise: &str) -> bool {
-    available(
+/// Fails the test unless PostgreSQL is installed here.
+pub fn require_installed() {
+    require(
         programs().is_some(),
         "PostgreSQL",
         "apt-get install postgresql",
-        otherwise,
-    )
+    );
 }
 
 /// The directory of the machine's PostgreSQL programs (the newest version installed).

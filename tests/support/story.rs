@@ -20,39 +20,50 @@ use crate::processes::{PROFILES, WorkDir, profile};
 use crate::world::{share_in_thread, share_with_friend, with_card};
 use pb::card::Kind;
 
-/// What a partner holds for a user, read from its own store.
+/// What a partner holds for a user, read from its own store; `Err` when the store could not
+/// be read, which tells nothing about what it holds.
 pub trait PartnerData {
     /// The user's grant token, if the partner still holds one.
-    fn token(&self, user: &str) -> Option<String>;
+    fn token(&self, user: &str) -> Result<Option<String>, String>;
     /// How many of the user's messages the partner caches.
-    fn cached_messages(&self, user: &str) -> i64;
+    fn cached_messages(&self, user: &str) -> Result<i64, String>;
 }
 
 /// A partner store file on this machine.
 pub struct LocalStore(pub std::path::PathBuf);
 
 impl PartnerData for LocalStore {
-    fn token(&self, user: &str) -> Option<String> {
-        let db = rusqlite::Connection::open(&self.0).ok()?;
-        db.query_row(
+    fn token(&self, user: &str) -> Result<Option<String>, String> {
+        let db = rusqlite::Connection::open(&self.0).map_err(|e| e.to_string())?;
+        token_of(&db, user).map_err(|e| e.to_string())
+    }
+    fn cached_messages(&self, user: &str) -> Result<i64, String> {
+        let db = rusqlite::Connection::open(&self.0).map_err(|e| e.to_string())?;
+        cached_messages_of(&db, user).map_err(|e| e.to_string())
+    }
+}
+
+/// `user`'s grant token in a partner's store, if it holds one (a user it never connected
+/// has no row).
+pub fn token_of(db: &rusqlite::Connection, user: &str) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    let token = db
+        .query_row(
             "SELECT token FROM connections WHERE user_name = ?1",
             [user],
             |r| r.get::<_, Option<String>>(0),
         )
-        .ok()
-        .flatten()
-    }
-    fn cached_messages(&self, user: &str) -> i64 {
-        rusqlite::Connection::open(&self.0)
-            .and_then(|db| {
-                db.query_row(
-                    "SELECT COUNT(*) FROM cached_messages WHERE user_name = ?1",
-                    [user],
-                    |r| r.get(0),
-                )
-            })
-            .unwrap_or(-1)
-    }
+        .optional()?;
+    Ok(token.flatten())
+}
+
+/// How many of `user`'s messages a partner's store caches.
+pub fn cached_messages_of(db: &rusqlite::Connection, user: &str) -> rusqlite::Result<i64> {
+    db.query_row(
+        "SELECT COUNT(*) FROM cached_messages WHERE user_name = ?1",
+        [user],
+        |r| r.get(0),
+    )
 }
 
 /// Where the running stack is.
@@ -1088,7 +1099,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         Code::PermissionDenied,
         "THREAD_NOT_COVERED",
     );
-    let stolen = music_data.token("alice").unwrap_or_default();
+    let stolen = music_data.token("alice").ok().flatten().unwrap_or_default();
     let video_direct = work
         .channel(stack.partner, Some("partner-video"))
         .await
@@ -1227,7 +1238,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     }
 
     story.act("5. The music app's feature is retired: its grants end at once");
-    let alice_music_token = music_data.token("alice").unwrap_or_default();
+    let alice_music_token = music_data.token("alice").ok().flatten().unwrap_or_default();
     if let Some(retired) = story.check(
         "operator retires the music app's 'share-tracks'",
         operator
@@ -1257,9 +1268,9 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     story.check(
         "music app deletes alice's and bob's tokens and cached messages, and attests it",
         wait_until("music purge", async || {
-            music_data.token("alice").is_none()
-                && music_data.token("bob").is_none()
-                && music_data.cached_messages("alice") == 0
+            music_data.token("alice") == Ok(None)
+                && music_data.token("bob") == Ok(None)
+                && music_data.cached_messages("alice") == Ok(0)
                 && attested(&mut account.clone(), &alice, "music").await
         })
         .await,
@@ -1277,6 +1288,10 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
         .find(|g| g.partner_id == "bank")
         .map(|g| g.grant_id.clone())
         .unwrap_or_default();
+    story.expect(
+        "the bank holds a token for alice",
+        matches!(bank_data.token("alice"), Ok(Some(_))),
+    );
     story.check(
         "alice revokes the bank's grant",
         account
@@ -1291,7 +1306,7 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
     story.check(
         "bank deletes alice's token and attests the deletion",
         wait_until("bank purge", async || {
-            bank_data.token("alice").is_none()
+            bank_data.token("alice") == Ok(None)
                 && attested(&mut account.clone(), &alice, "bank").await
         })
         .await,
@@ -1304,7 +1319,12 @@ pub async fn tell(story: &mut Story, stack: &Stack<'_>) {
             "tx-2",
         ))
         .await;
-    story.expect("the bank can no longer send for alice", again.is_err());
+    story.refused(
+        "the bank can no longer send for alice",
+        again,
+        Code::FailedPrecondition,
+        "NOT_CONNECTED",
+    );
     if let Some(log) = story.check(
         "alice reads the access log of her data",
         account
