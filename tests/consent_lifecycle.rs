@@ -215,7 +215,7 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
         .into_inner();
     assert!(attested.deletion_attested_at.is_some());
 
-    // A watcher that reconnects from sequence 0 catches up on everything.
+    // A watcher that reconnects after the first event it saw gets the next: the revocation.
     let mut replay = music
         .consent
         .watch_grant_events(pb::WatchGrantEventsRequest {
@@ -257,7 +257,7 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
 }
 
 #[tokio::test]
-async fn redaction_pseudonyms_and_forward_only_history() {
+async fn an_opted_out_friend_is_shown_redacted_under_a_pseudonym() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;
     let mut account = s.platform.account().await;
@@ -310,7 +310,7 @@ async fn redaction_pseudonyms_and_forward_only_history() {
     );
     assert_eq!(messages[0].body, "dinner at 7?");
 
-    // Another partner sees a different pseudonym for the same person.
+    // carol sees which app reads her thread, and that her messages are redacted to it.
     let apps = account
         .list_thread_apps(bearer(
             pb::ListThreadAppsRequest {

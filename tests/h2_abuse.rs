@@ -205,12 +205,12 @@ async fn a_continuation_flood_is_cut_off() {
     let outcome = raw.observe(Duration::from_secs(5)).await;
     println!("outcome: {outcome:?}");
     assert!(
-        outcome.goaway.is_some() || outcome.closed || outcome.resets > 0,
+        outcome.answered(),
         "a CONTINUATION flood must be cut off: {outcome:?}"
     );
     assert!(
-        sent < 32 * 1024 * 1024 || outcome.closed,
-        "the server must not swallow an endless header block"
+        sent < 2_000 * junk.len(),
+        "the server must not swallow an endless header block: {sent} bytes went in"
     );
     healthy.assert_served().await;
     assert_still_serving(&platform).await;

@@ -20,7 +20,7 @@ use end_to_end::world::{
     connect_alice, eventually, partner_db, share_in_thread, share_with_bob,
     wait_for_deletion_attestation, with_card, world,
 };
-use end_to_end::{bearer, served_certificate};
+use end_to_end::{assert_invalid_field, assert_partner_refused, bearer, served_certificate};
 use pb::account_client::AccountClient;
 use pb::messaging_client::MessagingClient;
 use rustls::pki_types::CertificateDer;
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_types::StatusExt;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -193,11 +194,10 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         })
         .await
         .unwrap_err();
-    assert_eq!(forged.code(), Code::InvalidArgument, "{forged:?}");
+    assert_invalid_field(&forged, "page_token");
     // The app refuses, before queueing, a card its feature does not send and a front-end
     // key already used for another share.
     let reason = |status: &tonic::Status| {
-        use tonic_types::StatusExt;
         let reason = status
             .get_error_details()
             .error_info()
@@ -282,11 +282,8 @@ async fn a_revocation_reaches_the_partner_even_after_it_was_down() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        refused.code(),
-        tonic::Code::FailedPrecondition,
-        "the partner holds nothing for alice any more"
-    );
+    // The partner holds nothing for alice any more.
+    assert_partner_refused(&refused, Code::FailedPrecondition, "NOT_CONNECTED");
 }
 
 #[tokio::test]
@@ -371,7 +368,7 @@ async fn a_reconnection_releases_the_old_grant_and_a_revocation_after_it_leaves_
     assert!(token.is_none());
     // A read that races the purge finds no live grant to cache under.
     let late = inbox(&mut client).await.unwrap_err();
-    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    assert_partner_refused(&late, Code::FailedPrecondition, "NOT_CONNECTED");
     assert!(cached(&music).is_empty());
 }
 
@@ -388,7 +385,7 @@ async fn no_token_ever_appears_in_the_logs_of_a_full_scenario() {
     for log in &logs {
         let text = std::fs::read_to_string(log).unwrap();
         partner_calls_logged += text.lines().filter(|l| l.contains("partner call")).count();
-        for prefix in ["pgt_", "pst_"] {
+        for prefix in ["pgt_", "pst_", "pss_", "pac_", "pkv_", "par_"] {
             assert!(
                 !text.contains(prefix),
                 "{} contains a token ({prefix}…)",
@@ -644,4 +641,78 @@ async fn a_suspension_deletes_what_the_partner_holds_for_every_user() {
         tokens_held(&music) == 0 && outbox == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_approval_revoked_before_the_partner_collects_it_reads_ended() {
+    let (mut w, _platform) = world().await;
+    let music = start_partner(&w.work, "music", w.ports).await;
+    let mut client = music.client(&w.work, "music").await;
+    client
+        .connect_user(app::ConnectUserRequest {
+            user_name: "alice".into(),
+            thread_ids: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let session = w.alice.session.clone();
+    let pending = w
+        .account
+        .list_pending_requests(bearer(pb::ListPendingRequestsRequest::default(), &session))
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(pending.len(), 1);
+    let approved = w
+        .account
+        .approve_request(bearer(
+            pb::ApproveRequestRequest {
+                request_id: pending[0].request_id.clone(),
+                ..Default::default()
+            },
+            &session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let grant_id = approved.grant.unwrap().grant_id;
+    // alice changes her mind before the app asks how she answered.
+    w.account
+        .revoke_grant(bearer(
+            pb::RevokeGrantRequest {
+                grant_id: grant_id.clone(),
+            },
+            &session,
+        ))
+        .await
+        .unwrap();
+
+    let status = client
+        .connection_status(app::ConnectionStatusRequest {
+            user_name: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status, "ENDED",
+        "an approval without a token connects nothing"
+    );
+    let (status, token): (String, Option<String>) = partner_db(&music)
+        .query_row(
+            "SELECT status, token FROM connections WHERE user_name = 'alice'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((status.as_str(), token), ("ENDED", None));
+    let refused = client
+        .list_friends(app::ListFriendsRequest {
+            user_name: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::FailedPrecondition, "NOT_CONNECTED");
 }

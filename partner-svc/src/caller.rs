@@ -280,6 +280,8 @@ mod tests {
         let request = tonic::Request::new(());
         let refused = Status::from(Caller::of(&request).unwrap_err());
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let reason = tonic_types::StatusExt::get_details_error_info(&refused).map(|i| i.reason);
+        assert_eq!(reason.as_deref(), Some("CALLER_UNAUTHENTICATED"));
         let mine = as_signed_in((), "alice");
         assert_eq!(Caller::of(&mine).unwrap(), &Caller::User("alice".into()));
     }

@@ -266,7 +266,7 @@ impl WorkDir {
     }
 }
 
-/// Ports of the platform's three listeners.
+/// Ports of the platform's four listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct PlatformPorts {
     /// Partner surface.

@@ -10,9 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// Frame types.
-pub const DATA: u8 = 0x0;
-/// HEADERS.
+/// Frame types: HEADERS.
 pub const HEADERS: u8 = 0x1;
 /// RST_STREAM.
 pub const RST_STREAM: u8 = 0x3;
@@ -24,8 +22,6 @@ pub const GOAWAY: u8 = 0x7;
 pub const WINDOW_UPDATE: u8 = 0x8;
 /// CONTINUATION.
 pub const CONTINUATION: u8 = 0x9;
-/// END_STREAM flag.
-pub const END_STREAM: u8 = 0x1;
 /// END_HEADERS flag.
 pub const END_HEADERS: u8 = 0x4;
 

@@ -186,8 +186,6 @@ impl Prometheus {
 pub struct ReceivedSpan {
     /// `service.name` of the exporting process.
     pub service: String,
-    /// The span's name.
-    pub name: String,
     /// Its trace id, in hex.
     pub trace_id: String,
     /// Its id, in hex.
@@ -232,7 +230,6 @@ impl TraceService for Collector {
             for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
                 spans.push(ReceivedSpan {
                     service: service.clone(),
-                    name: span.name,
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),

@@ -625,7 +625,12 @@ mod tests {
             sent_by_partner: None,
             card: None,
         };
-        assert!(may_read(&g, &old).is_err(), "older than the grant");
+        let refused = may_read(&g, &old).unwrap_err();
+        assert_eq!(
+            refused.reason,
+            Reason::HistoryNotGranted,
+            "older than the grant"
+        );
         let with_history = Grant {
             include_history: true,
             ..grant()

@@ -327,6 +327,7 @@ mod tests {
         traffic.abort();
         let refusal = ended.unwrap().unwrap_err();
         assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
-        assert!(refusal.message().contains("blocked"), "{refusal:?}");
+        let reason = tonic_types::StatusExt::get_details_error_info(&refusal).map(|i| i.reason);
+        assert_eq!(reason.as_deref(), Some("PARTNER_BLOCKED"), "{refusal:?}");
     }
 }
