@@ -23,6 +23,7 @@ use end_to_end::world::{
 use end_to_end::{assert_invalid_field, assert_partner_refused, bearer, served_certificate};
 use pb::account_client::AccountClient;
 use pb::messaging_client::MessagingClient;
+use rustix::process::Signal;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::net::SocketAddr;
@@ -506,7 +507,7 @@ async fn a_partner_takes_its_front_ends_revocations_on_sighup_and_nothing_from_a
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    music.process.signal("HUP");
+    music.process.signal(Signal::HUP);
     wait_for_log(&music.process.log, "platform-ca.pem: ").await;
     assert_eq!(
         front_end_status(&w.work, &music, &revoked).await.as_deref(),
@@ -515,7 +516,7 @@ async fn a_partner_takes_its_front_ends_revocations_on_sighup_and_nothing_from_a
     );
 
     std::fs::write(&platform_ca, good_platform_ca).unwrap();
-    music.process.signal("HUP");
+    music.process.signal(Signal::HUP);
     wait_for_log(&music.process.log, "certificates and CRLs reloaded").await;
     let refused = front_end_status(&w.work, &music, &revoked).await;
     assert!(
@@ -562,7 +563,7 @@ async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup
         pki.ca.crl(&[old.serial], next_update).unwrap(),
     )
     .unwrap();
-    platform.signal("HUP");
+    platform.signal(Signal::HUP);
     wait_for_log(&platform.log, "certificates and CRLs reloaded").await;
     // The old certificate is refused and the renewed one let in, by the same call.
     let introspect = async |stem: &str| match w.work.channel(w.ports.partner, Some(stem)).await {
@@ -582,7 +583,7 @@ async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup
 
     // The partner takes its renewed certificate; the platform restarts, so that no
     // connection opened with the old one survives.
-    music.process.signal("HUP");
+    music.process.signal(Signal::HUP);
     wait_for_log(&music.process.log, "certificates and CRLs reloaded").await;
     let ca = std::fs::read_to_string(w.work.pki("ca.pem")).unwrap();
     let renewed_der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).unwrap();

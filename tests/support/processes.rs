@@ -4,6 +4,7 @@
 
 use consent_proto::partner::v1::partner_app_client::PartnerAppClient;
 use consent_tls::pki::DevPki;
+use rustix::process::{Pid, Signal};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -124,16 +125,14 @@ impl Process {
 
     /// Asks it to stop (SIGTERM), as an orchestrator does.
     pub fn terminate(&self) {
-        self.signal("TERM");
+        self.signal(Signal::TERM);
     }
 
-    /// Sends it the signal `name` (`TERM`, `HUP`…).
-    pub fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{name} {}: {sent}", self.id());
+    /// Sends it `signal` (`Signal::TERM`, `Signal::HUP`…).
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("signal {signal:?} to {}: {e}", self.id()));
     }
 
     /// Whether it has exited, and how; `None` while it runs.
