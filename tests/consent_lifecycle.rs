@@ -2,7 +2,7 @@
 //! the grant, events, revoke, attest deletion, and the user's access log.
 
 use consent_proto::platform::v1 as pb;
-use end_to_end::{Scenario, assert_refused, bearer};
+use end_to_end::{Scenario, assert_not_found, assert_refused, bearer};
 use tonic::Code;
 
 #[tokio::test]
@@ -900,12 +900,12 @@ async fn two_partners_see_unrelated_ids_for_the_same_thread_message_and_person()
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_not_found(&err, "message");
     let err = music
         .list_messages(bank_thread, &music_token)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_not_found(&err, "thread");
     // Bob, in the thread, is a handle of music's own.
     say_as(&s, &s.bob, "hello").await;
     let read = music

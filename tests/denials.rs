@@ -2,7 +2,9 @@
 
 use consent_core::clock::DAY_MS;
 use consent_proto::platform::v1 as pb;
-use end_to_end::{Scenario, assert_invalid_field, assert_invalid_fields, assert_refused, bearer};
+use end_to_end::{
+    Scenario, assert_invalid_field, assert_invalid_fields, assert_not_found, assert_refused, bearer,
+};
 use tonic::Code;
 
 fn list_threads() -> pb::ListThreadsRequest {
@@ -199,7 +201,7 @@ async fn partner_blocked_and_unblocked_keeps_its_grants() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    assert_not_found(&err, "partner");
 }
 
 #[tokio::test]
@@ -287,7 +289,7 @@ async fn thread_not_covered() {
     let video_id = s.platform.shown_to("video").thread(&s.family_thread);
     for unknown in [&s.family_thread, &video_id] {
         let err = music.list_messages(unknown, &token).await.unwrap_err();
-        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        assert_not_found(&err, "thread");
     }
     let threads = music.list_threads(&token).await.unwrap();
     assert!(
@@ -669,7 +671,7 @@ async fn registration_refuses_scopes_the_partner_may_not_have() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_not_found(&err, "partner");
     // A partner registered with the same feature twice, or a scope twice, is told which.
     let err = operator
         .register_partner(pb::RegisterPartnerRequest {
@@ -768,7 +770,7 @@ async fn invalid_input_names_the_field() {
         .list_messages(list("thr_doesnotexist", 10, ""))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    assert_not_found(&err, "thread");
     // A thread id the partner was not given, the platform's own included, is named.
     let err = music
         .consent

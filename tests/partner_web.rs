@@ -130,7 +130,7 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         ..Default::default()
     };
     let first = front_end.share(uncovered.clone()).await.unwrap_err();
-    assert_eq!(first.code(), Code::NotFound, "{first:?}");
+    end_to_end::assert_not_found(&first, "thread");
     let again = front_end.share(uncovered).await.unwrap_err();
     assert_partner_refused(&again, Code::FailedPrecondition, "SHARE_FAILED");
 

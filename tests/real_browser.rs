@@ -29,11 +29,27 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &self.profile.path().display().to_string()])
-            .status();
+        kill_processes_naming(&self.profile.path().display().to_string());
         let _ = self.process.kill();
         let _ = self.process.wait();
+    }
+}
+
+/// Kills every process whose command line mentions `text`, as `pkill -KILL -f` would
+/// (read from `/proc`, since slim systems have no `pkill`).
+fn kill_processes_naming(text: &str) {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for process in processes.flatten() {
+        let pid = process.file_name().to_str().and_then(|n| n.parse().ok());
+        let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) else {
+            continue;
+        };
+        let command_line = std::fs::read(process.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&command_line).contains(text) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 

@@ -298,6 +298,21 @@ pub fn assert_refused(status: &Status, code: Code, reason: &str) {
     assert_eq!(info.domain, "consent.platform");
 }
 
+/// Asserts `NOT_FOUND` whose `ResourceInfo` names a `resource_type` (`thread`, `partner`…).
+#[track_caller]
+pub fn assert_not_found(status: &Status, resource_type: &str) {
+    assert_eq!(
+        status.code(),
+        Code::NotFound,
+        "unexpected status: {status:?}"
+    );
+    let details = status.get_error_details();
+    let info = details
+        .resource_info()
+        .unwrap_or_else(|| panic!("no ResourceInfo in {status:?}"));
+    assert_eq!(info.resource_type, resource_type, "{status:?}");
+}
+
 /// Asserts a refusal of a partner service itself: `code` and, in its `ErrorInfo`,
 /// `reason`.
 #[track_caller]

@@ -130,4 +130,5 @@ CREATE INDEX access_requests_by_name ON access_requests(partner_id, user_name, s
 ALTER TABLE messages ADD COLUMN card BLOB;
 ALTER TABLE features ADD COLUMN card_kinds TEXT NOT NULL DEFAULT '';
 "#,
+    "CREATE INDEX sessions_by_age ON sessions(expires_ms);",
 ];

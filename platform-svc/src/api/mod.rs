@@ -293,6 +293,24 @@ mod tests {
     use super::testing::platform_with_grant;
     use consent_core::clock::DAY_MS;
     use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_job_takes_the_time_when_the_writer_runs_it_not_when_it_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, _, _stop) = platform_with_grant(dir.path(), |s| Arc::new(s)).await;
+        let queued_ms = platform.clock.now_ms();
+        let release = consent_store::hold_writer(platform.store.as_ref());
+        let waiting = platform.clone();
+        let job = tokio::spawn(async move { waiting.run(|_, now_ms| Ok(now_ms)).await });
+        // The job is queued behind the held writer while a minute passes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        platform.clock.advance_ms(60_000);
+        release.send(()).unwrap();
+
+        let ran_ms = job.await.unwrap().unwrap();
+        assert!(ran_ms >= queued_ms + 60_000, "{ran_ms} vs {queued_ms}");
+    }
 
     #[tokio::test]
     async fn a_sweep_forgets_sessions_a_day_past_their_expiry() {

@@ -16,9 +16,10 @@
 //!   then hands the outcome straight to the writer, which records the grant's use and the
 //!   audit record in one transaction; the call replies only once that commits. Before it
 //!   records an allowed read, the writer checks that the grant and partner are still
-//!   active: if a revocation committed while the read was in flight, the writer decides
-//!   the call again in that transaction (and refuses it), so the audit chain never shows
-//!   an allowed use after the revocation that ended it.
+//!   active and that the grant's time has not run out by the writer's clock: if a
+//!   revocation committed while the read was in flight, or the grant expired or lapsed
+//!   meanwhile, the writer decides the call again in that transaction (and refuses it), so
+//!   the audit chain never shows an allowed use after the grant ended.
 //!
 //! Operations check everything before they write: the only writes a refused call leaves
 //! are its audit record and, where a rule says the grant ends now, that ending.
@@ -527,6 +528,36 @@ mod tests {
             "the refusal is dated when it was decided again, after the revocation, not when \
              the read began"
         );
+    }
+
+    #[tokio::test]
+    async fn a_grant_whose_time_runs_out_during_a_read_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, token) = platform_with_grant(dir.path()).await;
+        // The read authorizes on its snapshot; by the time the writer records it, the grant
+        // has gone unused past the inactivity limit.
+        let clock = Arc::clone(&platform.clock);
+        let idle_ms = platform.limits.lifetime.inactivity_lapse_ms;
+        let time_passes = std::sync::Once::new();
+        let refused = call(&token)
+            .read(&platform, move |tx| {
+                let grant = tx.authorize(Scope::ThreadsRead)?;
+                time_passes.call_once(|| clock.advance_ms(idle_ms));
+                Ok(grant.id)
+            })
+            .await
+            .unwrap_err();
+
+        assert_refused(&refused, "GRANT_LAPSED");
+        assert_eq!(
+            audit_decisions(&platform),
+            [("deny".to_string(), "GRANT_LAPSED".to_string())],
+            "one record, the refusal, and no allowed use after the grant's time ran out"
+        );
+        let grant = read_blocking(platform.store.as_ref(), |repo| repo.grant("grt_1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(grant.state, GrantState::Lapsed);
     }
 
     #[tokio::test]

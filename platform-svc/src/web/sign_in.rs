@@ -69,10 +69,14 @@ pub async fn submit(
     };
     match state.account.start_session(request, Some(peer.ip())).await {
         Ok(signed_in) => {
-            // A session this browser already held ends: one browser, one session.
-            let jar = match session::end(&state, jar).await {
+            // A session this browser already held ends: one browser, one session. If that
+            // fails, the new session still stands, and the old one runs out at its expiry.
+            let jar = match session::end(&state, jar.clone()).await {
                 Ok(jar) => jar,
-                Err(error) => return failure(&error),
+                Err(error) => {
+                    tracing::warn!(%error, "the browser's previous session could not be ended");
+                    jar
+                }
             };
             let jar = session::start(jar, signed_in.session_token);
             (jar, Redirect::to(&next)).into_response()

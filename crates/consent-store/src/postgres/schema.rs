@@ -5,7 +5,8 @@
 //! SQLite uses its row ids.
 
 /// Each entry is one migration; never edit a released one, append a new one.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE, id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE, display_name TEXT NOT NULL, password_hash TEXT NOT NULL,
@@ -97,4 +98,6 @@ CREATE TABLE authorization_codes (
     grant_id TEXT NOT NULL REFERENCES grants(id), redirect_uri TEXT NOT NULL,
     code_challenge TEXT NOT NULL, expires_ms BIGINT NOT NULL, redeemed_ms BIGINT);
 CREATE INDEX authorization_codes_by_age ON authorization_codes(expires_ms);
-"#];
+"#,
+    "CREATE INDEX sessions_by_age ON sessions(expires_ms);",
+];
