@@ -286,79 +286,70 @@ pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-/// Asserts a status has `code` and, in its `ErrorInfo`, `reason`.
+/// Asserts a status has `code`; returns its rich details.
 #[track_caller]
-pub fn assert_refused(status: &Status, code: Code, reason: &str) {
+fn details_of(status: &Status, code: Code) -> tonic_types::ErrorDetails {
     assert_eq!(status.code(), code, "unexpected status: {status:?}");
-    let details = status.get_error_details();
+    status.get_error_details()
+}
+
+/// Asserts a status has `code` and, in its `ErrorInfo`, `reason` in `domain`.
+#[track_caller]
+fn assert_refused_in(status: &Status, code: Code, reason: &str, domain: &str) {
+    let details = details_of(status, code);
     let info = details
         .error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
-    assert_eq!(info.domain, "consent.platform");
+    assert_eq!(info.domain, domain, "{status:?}");
 }
 
-/// Asserts `NOT_FOUND` whose `ResourceInfo` names a `resource_type` (`thread`, `partner`…).
+/// Asserts a refusal of the platform: `code` and, in its `ErrorInfo`, `reason`.
 #[track_caller]
-pub fn assert_not_found(status: &Status, resource_type: &str) {
-    assert_eq!(
-        status.code(),
-        Code::NotFound,
-        "unexpected status: {status:?}"
-    );
-    let details = status.get_error_details();
-    let info = details
-        .resource_info()
-        .unwrap_or_else(|| panic!("no ResourceInfo in {status:?}"));
-    assert_eq!(info.resource_type, resource_type, "{status:?}");
+pub fn assert_refused(status: &Status, code: Code, reason: &str) {
+    assert_refused_in(status, code, reason, "consent.platform");
 }
 
 /// Asserts a refusal of a partner service itself: `code` and, in its `ErrorInfo`,
 /// `reason`.
 #[track_caller]
 pub fn assert_partner_refused(status: &Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "unexpected status: {status:?}");
-    let details = status.get_error_details();
-    let info = details
-        .error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
-    assert_eq!(info.domain, "consent.partner");
+    assert_refused_in(status, code, reason, "consent.partner");
 }
 
-/// Asserts `INVALID_ARGUMENT` whose `BadRequest` names exactly `fields`, in order.
+/// Asserts `NOT_FOUND` whose `ResourceInfo` names a `resource_type` (`thread`, `partner`…).
 #[track_caller]
-pub fn assert_invalid_fields(status: &Status, fields: &[&str]) {
-    assert_eq!(
-        status.code(),
-        Code::InvalidArgument,
-        "unexpected status: {status:?}"
-    );
-    let details = status.get_error_details();
-    let named: Vec<_> = details
+pub fn assert_not_found(status: &Status, resource_type: &str) {
+    let details = details_of(status, Code::NotFound);
+    let info = details
+        .resource_info()
+        .unwrap_or_else(|| panic!("no ResourceInfo in {status:?}"));
+    assert_eq!(info.resource_type, resource_type, "{status:?}");
+}
+
+/// The fields an `INVALID_ARGUMENT` status's `BadRequest` names, in order.
+#[track_caller]
+fn invalid_fields(status: &Status) -> Vec<String> {
+    details_of(status, Code::InvalidArgument)
         .bad_request()
         .unwrap_or_else(|| panic!("no BadRequest in {status:?}"))
         .field_violations
         .iter()
         .map(|v| v.field.clone())
-        .collect();
-    assert_eq!(named, fields, "{status:?}");
+        .collect()
+}
+
+/// Asserts `INVALID_ARGUMENT` whose `BadRequest` names exactly `fields`, in order.
+#[track_caller]
+pub fn assert_invalid_fields(status: &Status, fields: &[&str]) {
+    assert_eq!(invalid_fields(status), fields, "{status:?}");
 }
 
 /// Asserts `INVALID_ARGUMENT` with a field violation naming `field`.
 #[track_caller]
 pub fn assert_invalid_field(status: &Status, field: &str) {
-    assert_eq!(
-        status.code(),
-        Code::InvalidArgument,
-        "unexpected status: {status:?}"
-    );
-    let details = status.get_error_details();
-    let bad = details
-        .bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
     assert!(
-        bad.field_violations.iter().any(|v| v.field == field),
+        invalid_fields(status).iter().any(|named| named == field),
         "no violation for {field} in {status:?}"
     );
 }
