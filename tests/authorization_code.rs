@@ -538,6 +538,14 @@ async fn the_grants_page_lists_each_grant_in_plain_words_and_its_revoke_button_e
     let forged = browser.post("/grants/grt_anything/revoke", &[]).await;
     assert_eq!(forged.status, 403);
     assert!(forged.body.contains("CSRF_INVALID"), "{}", forged.body);
+    // A query or form that does not parse is refused on a page, as every failure is.
+    let malformed = browser.get("/grants?after=soon").await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert!(
+        malformed.body.contains("INVALID_ARGUMENT") && malformed.body.contains("query"),
+        "{}",
+        malformed.body
+    );
     assert!(
         page.body.contains("Music App") && page.body.contains("send messages as you"),
         "{}",
@@ -661,6 +669,15 @@ async fn for_listed_coverage_the_user_picks_the_conversations_on_the_consent_pag
             browser.post(&consent, &form).await
         }
     };
+    let mut forever = approve(&[&s.family_thread]);
+    forever.push(("lifetime_days", "forever".into()));
+    let malformed = post(forever).await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert!(
+        malformed.body.contains("INVALID_ARGUMENT") && malformed.body.contains("form"),
+        "a form that does not parse is refused on a page: {}",
+        malformed.body
+    );
     let none = post(approve(&[])).await;
     assert_eq!(
         none.status, 400,

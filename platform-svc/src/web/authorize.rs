@@ -7,6 +7,7 @@
 //! `error=access_denied` instead. A request made with `RequestAccess` (no browser on the
 //! partner's side) has the same consent page, reached from the grants page.
 
+use super::parsed::{PageForm, PageQuery};
 use super::session::{self, SignedIn, sign_in_then_back};
 use super::{WebState, audit_refusal, failure, pages, refuse_form};
 use crate::api::account;
@@ -15,6 +16,7 @@ use crate::validate::{self, AllFields};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::WithRejection;
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval::{self, Choice};
 use consent_core::authorization::{self, AuthorizationCode};
@@ -42,7 +44,7 @@ pub async fn open(
     State(state): State<WebState>,
     user: Option<SignedIn>,
     this_page: Uri,
-    Query(query): Query<AuthorizeQuery>,
+    WithRejection(Query(query), _): PageQuery<AuthorizeQuery>,
 ) -> Response {
     let user = user.map(|signed_in| signed_in.user);
     let signed_in = user.is_some();
@@ -274,7 +276,7 @@ pub async fn decide(
     SignedIn { user, .. }: SignedIn,
     jar: CookieJar,
     Path(request_id): Path<String>,
-    Form(form): Form<DecisionForm>,
+    WithRejection(Form(form), _): PageForm<DecisionForm>,
 ) -> Response {
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         let partner_of = move |repo: &mut dyn Repo, user_id: &str| {

@@ -3,12 +3,14 @@
 //! consent page; and a revoke button whose revocation has committed before the page
 //! that follows it is drawn.
 
+use super::parsed::{PageForm, PageQuery};
 use super::session::{self, SignedIn};
 use super::{WebState, failure, pages, refuse_form, sign_in_then};
 use crate::api::account;
 use crate::error::ApiResult;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::WithRejection;
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval;
 use consent_core::model::{AccessRequest, Grant};
@@ -62,7 +64,7 @@ pub async fn list(
     State(state): State<WebState>,
     SignedIn { user, .. }: SignedIn,
     jar: CookieJar,
-    Query(query): Query<GrantsQuery>,
+    WithRejection(Query(query), _): PageQuery<GrantsQuery>,
 ) -> Response {
     let listed = state
         .platform
@@ -125,7 +127,7 @@ pub async fn revoke(
     user: Option<SignedIn>,
     jar: CookieJar,
     Path(grant_id): Path<String>,
-    Form(form): Form<RevokeForm>,
+    WithRejection(Form(form), _): PageForm<RevokeForm>,
 ) -> Response {
     // The form's own path is no page to come back to: the grants page, where it is, is.
     let Some(SignedIn { user, .. }) = user else {

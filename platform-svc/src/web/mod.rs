@@ -15,6 +15,7 @@ mod authorize;
 mod grants;
 mod my_data;
 mod pages;
+mod parsed;
 mod session;
 mod sign_in;
 

@@ -3,12 +3,14 @@
 //! refused) and of reads through other people's grants, which apps can read each of their
 //! conversations, their privacy settings, and the consent receipt of each grant.
 
+use super::parsed::{PageForm, PageQuery};
 use super::session::{self, SignedIn, sign_in_then_back};
 use super::{WebState, failure, pages};
 use crate::api::account::receipt_summary;
 use axum::extract::{Path, Query, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::WithRejection;
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::ownership;
 use consent_proto::platform::v1 as pb;
@@ -36,7 +38,7 @@ fn refused(status: &tonic::Status, this_page: &Uri) -> Response {
 
 /// Page tokens: `page` for the main list, `others` for the reads through others' grants.
 #[derive(Debug, Deserialize)]
-pub struct PageQuery {
+pub struct PageTokens {
     #[serde(default)]
     page: String,
     #[serde(default)]
@@ -49,7 +51,7 @@ pub async fn access_log(
     State(state): State<WebState>,
     SignedIn { token, .. }: SignedIn,
     this_page: Uri,
-    Query(query): Query<PageQuery>,
+    WithRejection(Query(query), _): PageQuery<PageTokens>,
 ) -> Response {
     let asked = pb::ReadAccessLogRequest {
         page_size: 50,
@@ -83,7 +85,7 @@ pub async fn threads(
     State(state): State<WebState>,
     SignedIn { token, .. }: SignedIn,
     this_page: Uri,
-    Query(query): Query<PageQuery>,
+    WithRejection(Query(query), _): PageQuery<PageTokens>,
 ) -> Response {
     let listed = state
         .account
@@ -129,7 +131,7 @@ pub async fn conversation(
     SignedIn { token, .. }: SignedIn,
     this_page: Uri,
     Path(thread_id): Path<String>,
-    Query(query): Query<PageQuery>,
+    WithRejection(Query(query), _): PageQuery<PageTokens>,
 ) -> Response {
     let listed = state
         .account
@@ -175,7 +177,7 @@ pub async fn set_privacy(
     SignedIn { token, .. }: SignedIn,
     this_page: Uri,
     jar: CookieJar,
-    Form(form): Form<PrivacyForm>,
+    WithRejection(Form(form), _): PageForm<PrivacyForm>,
 ) -> Response {
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         return failure(&error);

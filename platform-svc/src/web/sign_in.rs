@@ -2,9 +2,11 @@
 //! throttled per account name and client address as on the gRPC surface; after signing in
 //! the browser returns to `next`, which must be a path on the platform itself.
 
+use super::parsed::{PageForm, PageQuery};
 use super::{WebState, failure, pages, session};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::WithRejection;
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::authorization::is_local_path;
 use consent_proto::platform::v1 as pb;
@@ -34,7 +36,10 @@ fn local_or_home(next: &str) -> &str {
 }
 
 /// The sign-in form.
-pub async fn page(jar: CookieJar, Query(next): Query<Next>) -> impl IntoResponse {
+pub async fn page(
+    jar: CookieJar,
+    WithRejection(Query(next), _): PageQuery<Next>,
+) -> impl IntoResponse {
     let (jar, csrf) = cookies::csrf_token(jar);
     (jar, pages::sign_in(&csrf, local_or_home(&next.next), None))
 }
@@ -57,7 +62,7 @@ pub async fn submit(
     State(state): State<WebState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     jar: CookieJar,
-    Form(form): Form<SignInForm>,
+    WithRejection(Form(form), _): PageForm<SignInForm>,
 ) -> Response {
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         return failure(&error);
@@ -101,7 +106,7 @@ pub struct SignOutForm {
 pub async fn sign_out(
     State(state): State<WebState>,
     jar: CookieJar,
-    Form(form): Form<SignOutForm>,
+    WithRejection(Form(form), _): PageForm<SignOutForm>,
 ) -> Response {
     if let Err(error) = session::check_csrf(&jar, &form.csrf) {
         return failure(&error);
