@@ -484,6 +484,11 @@ async fn forms_need_their_csrf_token_and_sign_in_never_leaves_the_platform() {
     assert_eq!(param(&answer, "error").as_deref(), Some("access_denied"));
     assert_eq!(param(&answer, "state").as_deref(), Some("st-6"));
     assert_eq!(param(&answer, "code"), None);
+    assert_eq!(
+        audited(&s, "/consent.platform.v1.Account/DenyRequest").await,
+        [("allow".into(), String::new())],
+        "the denial is recorded, as an approval is"
+    );
 
     // Open redirects: `next` may only be a path on the platform.
     let other = Browser::new(&s.platform);

@@ -225,8 +225,9 @@ pub fn revoke(repo: &mut dyn Repo, user: &User, grant_id: &str, now_ms: i64) -> 
     own_grant(repo, user, grant_id)
 }
 
-/// Denies `user`'s access request `access`, while it may still be decided. A request made
-/// to someone else is not found. The one denial of the gRPC and web surfaces.
+/// Denies `user`'s access request `access`, while it may still be decided, and records the
+/// denial as an approval is recorded. A request made to someone else is not found. The one
+/// denial of the gRPC and web surfaces.
 pub fn deny(
     repo: &mut dyn Repo,
     user: &User,
@@ -236,6 +237,15 @@ pub fn deny(
     let mut access = ownership::users_request(&user.id, &access.id.clone(), Some(access))?;
     approval::may_decide(&access, now_ms)?;
     repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
+    let entry = AuditEntry {
+        partner_id: access.partner_id.clone(),
+        user_id: user.id.clone(),
+        method: method!("DenyRequest").into(),
+        resource: access.id.clone(),
+        decision: "allow".into(),
+        ..AuditEntry::default()
+    };
+    repo.append_audit(&entry, now_ms)?;
     access.status = RequestStatus::Denied;
     Ok(access)
 }
