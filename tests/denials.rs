@@ -122,7 +122,7 @@ async fn feature_retired_ends_grants_before_returning() {
 async fn partner_suspended() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;
-    let (token, _) = s.music_grant(&mut music).await;
+    let (token, grant) = s.music_grant(&mut music).await;
     let suspended = s
         .platform
         .operator()
@@ -138,6 +138,52 @@ async fn partner_suspended() {
     let err = music
         .consent
         .introspect_grants(pb::IntrospectGrantsRequest::default())
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "PARTNER_SUSPENDED");
+
+    // It may still wind down: a stream opened now sends what it has not heard, the
+    // suspension's ending included, then ends; and it may attest the deletion.
+    let mut events = music
+        .consent
+        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let approval = events.message().await.unwrap().unwrap();
+    let suspension = events.message().await.unwrap().unwrap();
+    assert_eq!(
+        (approval.grant_id.as_str(), suspension.grant_id.as_str()),
+        (grant.grant_id.as_str(), grant.grant_id.as_str())
+    );
+    assert_eq!(suspension.kind, pb::GrantEventKind::GrantSuspended as i32);
+    let ended = events.message().await.unwrap_err();
+    assert_refused(&ended, Code::Unauthenticated, "PARTNER_SUSPENDED");
+    let attested = music
+        .consent
+        .attest_deletion(pb::AttestDeletionRequest {
+            grant_id: grant.grant_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(attested.deletion_attested_at.is_some());
+
+    // Blocked as well, it may not even do that.
+    s.platform
+        .operator()
+        .await
+        .block_partner(pb::BlockPartnerRequest {
+            partner_id: "music".into(),
+            blocked: true,
+        })
+        .await
+        .unwrap();
+    let err = music
+        .consent
+        .attest_deletion(pb::AttestDeletionRequest {
+            grant_id: grant.grant_id,
+        })
         .await
         .unwrap_err();
     assert_refused(&err, Code::Unauthenticated, "PARTNER_SUSPENDED");

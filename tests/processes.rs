@@ -642,6 +642,59 @@ async fn a_suspension_deletes_what_the_partner_holds_for_every_user() {
         tokens_held(&music) == 0 && outbox == 0
     })
     .await;
+    // A suspended partner may still attest what it deleted.
+    wait_for_deletion_attestation(&w.account, &w.alice, WAIT).await;
+    wait_for_deletion_attestation(&w.account, &w.bob, WAIT).await;
+}
+
+#[tokio::test]
+async fn a_partner_down_when_it_was_suspended_deletes_and_attests_once_it_is_back() {
+    let (mut w, _platform) = world().await;
+    let mut music = start_partner(&w.work, "music", w.ports).await;
+    connect_alice(&mut w, &music).await;
+    let token_held = |music: &PartnerProcess| -> bool {
+        partner_db(music)
+            .query_row(
+                "SELECT token IS NOT NULL FROM connections WHERE user_name = 'alice'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert!(token_held(&music));
+
+    // The partner is down when it is suspended: its stream is not there to hear of it.
+    music.process.kill();
+    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
+        w.work
+            .channel(w.ports.operator, Some("operator"))
+            .await
+            .unwrap(),
+    );
+    operator
+        .suspend_partner(pb::SuspendPartnerRequest {
+            partner_id: "music".into(),
+        })
+        .await
+        .unwrap();
+
+    // Back, it may call nothing but what winding down needs: it hears of the suspension's
+    // endings, deletes and attests.
+    let music = PartnerProcess {
+        database: music.database.clone(),
+        ..start_partner(&w.work, "music", w.ports).await
+    };
+    eventually("alice's token deleted", WAIT, async || !token_held(&music)).await;
+    wait_for_deletion_attestation(&w.account, &w.alice, WAIT).await;
+    let mut client = music.client(&w.work, "music").await;
+    let refused = client
+        .list_friends(app::ListFriendsRequest {
+            user_name: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::FailedPrecondition, "NOT_CONNECTED");
 }
 
 #[tokio::test]

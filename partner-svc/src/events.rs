@@ -2,8 +2,8 @@
 //! are deleted and the deletion is attested to the platform before the event counts as
 //! applied; the cursor is stored after that, so a reconnect resumes after the last applied
 //! event and replays the rest (deleting twice finds nothing; attesting twice is accepted).
-//! An attestation the platform refuses for good (a suspended partner's is) is logged, and
-//! the deletion stands; one it fails to answer is tried again with the event.
+//! An attestation the platform refuses for good (a blocked partner's is) is logged, and the
+//! deletion stands; one it fails to answer is tried again with the event.
 
 use crate::platform::PlatformClient;
 use crate::store::{self, PartnerStore};
@@ -33,9 +33,8 @@ async fn apply(
             Ok(_) => {
                 tracing::info!(grant = %event.grant_id, messages = purged, kind = event.kind, "grant ended: its data deleted and attested");
             }
-            // Refused for good, as a suspended partner's every call is: the data is deleted
-            // all the same, and the next events (a suspension ends every grant) are applied
-            // too.
+            // Refused for good, as a blocked partner's every call is: the data is deleted all
+            // the same, and the next events (a suspension ends every grant) are applied too.
             Err(status) if refused_for_good(&status) => {
                 tracing::warn!(grant = %event.grant_id, messages = purged, kind = event.kind, %status, "grant ended: its data deleted; the platform refused the attestation");
             }
@@ -50,7 +49,7 @@ async fn apply(
 }
 
 /// Whether the platform refused an attestation in a way trying again cannot change: a
-/// suspended partner may call nothing, and a grant that is not this partner's stays so.
+/// blocked partner may call nothing, and a grant that is not this partner's stays so.
 fn refused_for_good(status: &tonic::Status) -> bool {
     use tonic::Code;
     matches!(

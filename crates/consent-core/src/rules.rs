@@ -226,6 +226,20 @@ pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Pa
     }
 }
 
+/// Whether the partner on a connection may do what winding down asks of it, though it may
+/// not otherwise call: hear which of its grants ended (its event stream, whose backlog
+/// holds the endings a suspension made) and attest that it deleted their data. A suspended
+/// partner may; an unknown or blocked one may not.
+pub fn partner_may_wind_down(
+    partner_id: &str,
+    partner: Option<Partner>,
+) -> Result<Partner, Refusal> {
+    match partner {
+        Some(p) if p.suspended && !p.blocked => Ok(p),
+        other => partner_may_call(partner_id, other),
+    }
+}
+
 /// Friend requests one user may send in a day.
 pub const MAX_FRIEND_REQUESTS_PER_DAY: usize = 100;
 
@@ -433,6 +447,53 @@ mod tests {
         max_lifetime_ms: 90 * DAY,
         inactivity_lapse_ms: 30 * DAY,
     };
+
+    #[test]
+    fn a_suspended_partner_may_only_wind_down_and_a_blocked_one_not_even_that() {
+        let reason = |refused: Result<Partner, Refusal>| match refused {
+            Err(Refusal::Unauthenticated(denied)) => Some(denied.reason),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => None,
+        };
+        let suspended = Partner {
+            suspended: true,
+            ..partner()
+        };
+        let blocked = Partner {
+            suspended: true,
+            blocked: true,
+            ..partner()
+        };
+        assert_eq!(
+            reason(partner_may_call("music", Some(suspended.clone()))),
+            Some(Reason::PartnerSuspended)
+        );
+        assert_eq!(
+            reason(partner_may_wind_down("music", Some(suspended))),
+            None
+        );
+        assert_eq!(
+            reason(partner_may_wind_down("music", Some(blocked))),
+            Some(Reason::PartnerSuspended),
+            "blocked as well as suspended: nothing"
+        );
+        let only_blocked = Partner {
+            blocked: true,
+            ..partner()
+        };
+        assert_eq!(
+            reason(partner_may_wind_down("music", Some(only_blocked))),
+            Some(Reason::PartnerBlocked)
+        );
+        assert_eq!(
+            reason(partner_may_wind_down("music", None)),
+            Some(Reason::PartnerUnknown)
+        );
+        assert_eq!(
+            reason(partner_may_wind_down("music", Some(partner()))),
+            None
+        );
+    }
 
     #[test]
     fn an_attestation_is_overdue_exactly_when_the_grant_ended_by_the_bound() {

@@ -366,7 +366,7 @@ impl Consent for ConsentService {
         &self,
         request: Request<pb::WatchGrantEventsRequest>,
     ) -> Result<Response<Self::WatchGrantEventsStream>, Status> {
-        let call = PartnerCall::new(&request, method!("WatchGrantEvents"));
+        let call = PartnerCall::winding_down(&request, method!("WatchGrantEvents"));
         let after_sequence = request.get_ref().after_sequence;
         let streams = Arc::clone(&self.streams);
         let (partner_id, after, slot) = call
@@ -395,7 +395,7 @@ impl Consent for ConsentService {
         &self,
         request: Request<pb::AttestDeletionRequest>,
     ) -> Result<Response<pb::Grant>, Status> {
-        let call = PartnerCall::new(&request, method!("AttestDeletion"));
+        let call = PartnerCall::winding_down(&request, method!("AttestDeletion"));
         let r = request.into_inner();
         call.run(&self.platform, move |tx| {
             let grant_id = validate::id("grant_id", &r.grant_id)?;

@@ -45,6 +45,8 @@ pub struct PartnerCall {
     partner_id: String,
     method: &'static str,
     token: Option<String>,
+    /// Whether the partner may make this call at all.
+    admits: fn(&str, Option<Partner>) -> Result<Partner, consent_core::denial::Refusal>,
 }
 
 /// What a call leaves for the writer besides its own effects.
@@ -93,6 +95,16 @@ impl PartnerCall {
                 .unwrap_or_default(),
             method,
             token: consent_tls::https::bearer_token(request),
+            admits: rules::partner_may_call,
+        }
+    }
+
+    /// A call a suspended partner may still make, to wind down
+    /// (`rules::partner_may_wind_down`): its event stream and its deletion attestations.
+    pub fn winding_down<T>(request: &Request<T>, method: &'static str) -> Self {
+        PartnerCall {
+            admits: rules::partner_may_wind_down,
+            ..PartnerCall::new(request, method)
         }
     }
 
@@ -169,7 +181,11 @@ impl PartnerCall {
             },
             ..Effects::default()
         };
-        let result = active_partner(repo, &self.partner_id).and_then(|partner| {
+        let admitted = repo
+            .partner(&self.partner_id)
+            .map_err(ApiError::from)
+            .and_then(|partner| Ok((self.admits)(&self.partner_id, partner)?));
+        let result = admitted.and_then(|partner| {
             op(&mut PartnerTx {
                 repo,
                 now_ms,
@@ -273,11 +289,6 @@ fn record(repo: &mut dyn Repo, now_ms: i64, effects: &Effects) -> StoreResult<()
 
 fn log_decided(audit: &AuditEntry) {
     tracing::debug!(method = %audit.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
-}
-
-fn active_partner(repo: &mut dyn Repo, partner_id: &str) -> ApiResult<Partner> {
-    let partner = repo.partner(partner_id)?;
-    Ok(rules::partner_may_call(partner_id, partner)?)
 }
 
 /// The inside of a partner call's transaction.
@@ -474,6 +485,7 @@ mod tests {
             partner_id: "music".into(),
             method: "/test/Read",
             token: Some(token.into()),
+            admits: rules::partner_may_call,
         }
     }
 
