@@ -141,9 +141,157 @@ impl Default for SignInLimits {
     }
 }
 
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML does not parse, or names a key this configuration does not have.
+    #[error(transparent)]
+    Parse(#[from] toml::de::Error),
+    /// These values parse but would break the service (every one of them is named).
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// The longest sweep interval accepted: a day.
+const MAX_SWEEP_INTERVAL_SECS: u64 = 24 * 60 * 60;
+
 impl PlatformConfig {
-    /// Parses TOML text.
-    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    /// Parses TOML text and checks its values.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: PlatformConfig = toml::from_str(text)?;
+        let invalid = config.invalid_values();
+        if invalid.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(invalid))
+        }
+    }
+
+    /// Every value that parses but would quietly break the service: a zero that would
+    /// refuse every call, sign-in or grant (or, for the sign-in backoff, turn it off), and
+    /// a trust domain no certificate could name.
+    fn invalid_values(&self) -> Vec<String> {
+        let (policy, limits, sign_in) = (&self.policy, &self.limits, &self.sign_in);
+        let at_least_one = [
+            ("policy.max_grant_days", u64::from(policy.max_grant_days)),
+            (
+                "policy.inactivity_lapse_days",
+                u64::from(policy.inactivity_lapse_days),
+            ),
+            ("policy.session_hours", u64::from(policy.session_hours)),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(limits.max_concurrent_streams),
+            ),
+            (
+                "limits.max_header_list_bytes",
+                u64::from(limits.max_header_list_bytes),
+            ),
+            ("limits.max_message_bytes", limits.max_message_bytes as u64),
+            ("limits.handshake_timeout_ms", limits.handshake_timeout_ms),
+            ("limits.request_timeout_ms", limits.request_timeout_ms),
+            (
+                "limits.partner_requests_per_second",
+                u64::from(limits.partner_requests_per_second),
+            ),
+            ("limits.partner_burst", u64::from(limits.partner_burst)),
+            (
+                "limits.partner_event_streams",
+                limits.partner_event_streams as u64,
+            ),
+            (
+                "limits.max_connection_age_secs",
+                limits.max_connection_age_secs,
+            ),
+            (
+                "sign_in.account_failures",
+                u64::from(sign_in.account_failures),
+            ),
+            (
+                "sign_in.account_failures_any_address",
+                u64::from(sign_in.account_failures_any_address),
+            ),
+            (
+                "sign_in.address_failures",
+                u64::from(sign_in.address_failures),
+            ),
+            (
+                "sign_in.first_backoff_secs",
+                u64::from(sign_in.first_backoff_secs),
+            ),
+            ("sign_in.pending_sign_ins", sign_in.pending_sign_ins as u64),
+        ];
+        let mut invalid: Vec<String> = at_least_one
+            .iter()
+            .filter(|(_, value)| *value == 0)
+            .map(|(key, _)| format!("{key} must be at least 1"))
+            .collect();
+        if sign_in.max_backoff_secs < sign_in.first_backoff_secs {
+            invalid.push(
+                "sign_in.max_backoff_secs must be at least sign_in.first_backoff_secs".into(),
+            );
+        }
+        if policy.sweep_interval_secs > MAX_SWEEP_INTERVAL_SECS {
+            invalid.push(format!(
+                "policy.sweep_interval_secs must be at most {MAX_SWEEP_INTERVAL_SECS}"
+            ));
+        }
+        let domain = &self.trust_domain;
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        {
+            invalid.push(
+                "trust_domain must be a DNS-like name (letters, digits, '-', '.', '_')".into(),
+            );
+        }
+        invalid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+trust_domain = "consent.test"
+database = "platform.db"
+audit_key = "audit.key"
+pseudonym_key = "pseudonym.key"
+[listen]
+partner = "127.0.0.1:0"
+operator = "127.0.0.1:0"
+user = "127.0.0.1:0"
+web = "127.0.0.1:0"
+[tls]
+cert = "platform.pem"
+key = "platform-key.pem"
+partner_ca = "ca.pem"
+operator_ca = "ca.pem"
+"#;
+
+    #[test]
+    fn values_that_would_break_the_service_are_each_named() {
+        assert!(PlatformConfig::from_toml(MINIMAL).is_ok());
+        let broken = MINIMAL.replace("consent.test", "consent/test")
+            + "[policy]\nmax_grant_days = 0\nsweep_interval_secs = 9223372036854775807\n\
+               [limits]\npartner_requests_per_second = 0\npartner_event_streams = 0\n\
+               [sign_in]\nfirst_backoff_secs = 60\nmax_backoff_secs = 10\n";
+        let Err(ConfigError::Invalid(named)) = PlatformConfig::from_toml(&broken) else {
+            panic!("accepted");
+        };
+        let keys: Vec<&str> = named.iter().map(|n| n.split(' ').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "policy.max_grant_days",
+                "limits.partner_requests_per_second",
+                "limits.partner_event_streams",
+                "sign_in.max_backoff_secs",
+                "policy.sweep_interval_secs",
+                "trust_domain",
+            ]
+        );
     }
 }
