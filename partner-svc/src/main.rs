@@ -102,6 +102,7 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = async {
+        consent_tls::termination::ignore_hangups_until_reloading();
         let config = load(cli)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let web = match &config.web {

@@ -189,6 +189,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             listen_ops,
             web_origin,
         } => {
+            consent_tls::termination::ignore_hangups_until_reloading();
             let mut config = PlatformConfig::from_toml(&std::fs::read_to_string(&config)?)?;
             if let Some(database) = database {
                 config.database = database;

@@ -207,6 +207,17 @@ impl ReloadableTls {
     }
 }
 
+/// Keeps `SIGHUP` from ending the process, its default, until [`reload_on_hangup`] listens
+/// for it: called first, before a start that may take a while (a database's migrations),
+/// so that a reload asked for meanwhile is ignored rather than fatal. A signal's handler,
+/// once registered, stays for the life of the process. Must be called inside the async
+/// runtime.
+pub fn ignore_hangups_until_reloading() {
+    if let Err(error) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tracing::warn!(%error, "SIGHUP cannot be caught: until the listeners are up, it ends the process");
+    }
+}
+
 /// From now on, calls `reload` on every `SIGHUP` the process receives, logging whether it
 /// worked (a reload that fails leaves what it would have replaced in force, so the log
 /// says so), until the returned handle is dropped. Must be called inside the async runtime.
