@@ -288,6 +288,43 @@ async fn a_connection_open_when_its_certificate_is_revoked_ends_within_its_maxim
 }
 
 #[tokio::test]
+async fn an_aged_connection_is_cut_off_at_its_age_and_grace_with_its_stream_still_open() {
+    use end_to_end::raw_h2::{END_HEADERS, HEADERS, RawH2, grpc_request};
+    use std::time::Duration as Elapsed;
+    let platform = TestPlatform::start_with(|config| {
+        config.limits.max_connection_age_secs = 1;
+        config.limits.max_connection_age_grace_secs = 2;
+    })
+    .await;
+    register_partners(&platform).await;
+    let music = platform.partner_cert("music");
+    let opened = std::time::Instant::now();
+    let mut raw = RawH2::connect(
+        platform.addrs.partner,
+        platform.pki.platform_ca.cert_pem(),
+        &music.cert_pem,
+        &music.key_pem,
+    )
+    .await
+    .unwrap();
+    // A call whose request never ends keeps a stream open, as an event stream does.
+    let watch = grpc_request("/consent.platform.v1.Consent/WatchGrantEvents");
+    raw.frame(HEADERS, END_HEADERS, 1, &watch).await.unwrap();
+
+    let mut outcome = raw.observe(Elapsed::from_secs(8)).await;
+    while !outcome.closed && opened.elapsed() < Elapsed::from_secs(8) {
+        outcome = raw.observe(Elapsed::from_secs(8)).await;
+    }
+    let lived = opened.elapsed();
+    assert!(outcome.closed, "{outcome:?}");
+    assert!(
+        lived >= Elapsed::from_millis(2_900) && lived < Elapsed::from_secs(6),
+        "cut off after {lived:?}, not at its age and grace (3 s)"
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_client_offering_only_tls_1_2_is_refused() {
     let platform = TestPlatform::start().await;
     let music = platform.partner_cert("music");

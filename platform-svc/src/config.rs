@@ -203,6 +203,11 @@ impl PlatformConfig {
                 "limits.max_connection_age_secs",
                 limits.max_connection_age_secs,
             ),
+            // Without a grace, tonic 0.14's graceful close of an aged connection fails.
+            (
+                "limits.max_connection_age_grace_secs",
+                limits.max_connection_age_grace_secs,
+            ),
             (
                 "sign_in.account_failures",
                 u64::from(sign_in.account_failures),

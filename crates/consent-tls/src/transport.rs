@@ -35,10 +35,12 @@ pub struct TransportLimits {
     pub partner_burst: u32,
     /// `WatchGrantEvents` streams each partner may hold open at once.
     pub partner_event_streams: usize,
-    /// Seconds a connection may live; then it is asked to close (GOAWAY), so that a
-    /// certificate revoked since its handshake stops working within this bound.
+    /// Seconds a connection may live, with the grace below, before it is closed, so that a
+    /// certificate revoked since its handshake stops working within this bound. tonic 0.14
+    /// closes it at age and grace without a GOAWAY first (without a grace, its graceful
+    /// close fails), so the grace is always set.
     pub max_connection_age_secs: u64,
-    /// Seconds an aged connection has to finish its calls before it is closed.
+    /// Seconds added to the maximum age before the connection is closed.
     pub max_connection_age_grace_secs: u64,
 }
 
