@@ -50,8 +50,25 @@ impl EventFeed {
     /// client goes away, the platform stops, or the partner may no longer call (suspended,
     /// blocked, or its registration gone): then the events committed so far (those of
     /// the suspension itself, which ask it to delete what it holds) are sent, and the
-    /// stream ends with that refusal.
+    /// stream ends with that refusal. Once the platform begins to stop, it ends wherever it
+    /// is, catching up or waiting on a slow reader included, so that no stream holds up a
+    /// shutdown.
     pub async fn stream(
+        &self,
+        platform: Platform,
+        partner_id: String,
+        after: i64,
+        sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
+    ) {
+        let mut stopping = platform.stopping.clone();
+        tokio::select! {
+            () = self.follow(platform, partner_id, after, sender) => {}
+            _ = stopping.wait_for(|stopped| *stopped) => {}
+        }
+    }
+
+    /// What [`EventFeed::stream`] does until the platform stops.
+    async fn follow(
         &self,
         platform: Platform,
         partner_id: String,
@@ -68,7 +85,6 @@ impl EventFeed {
         });
         // Subscribed before catching up, so that nothing committed in between is missed.
         let mut live = self.batches.subscribe();
-        let mut stopping = platform.stopping.clone();
         loop {
             match catch_up(&platform, &partner_id, &mut after, &sender).await {
                 Ok(true) => {}
@@ -84,7 +100,6 @@ impl EventFeed {
                     batch = live.recv() => batch,
                     () = tokio::time::sleep_until(poll_at) => break,
                     () = sender.closed() => return,
-                    _ = stopping.wait_for(|stopped| *stopped) => return,
                 };
                 let batch = match batch {
                     Ok(batch) => batch,
@@ -241,6 +256,30 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stream_stuck_on_a_reader_that_does_not_read_ends_when_the_platform_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, _, stop) = platform_with_grant(dir.path(), |s| Arc::new(s)).await;
+        // More events than the stream's buffer holds, and a reader that never reads.
+        for _ in 0..=EVENT_BATCH {
+            commit_event(&platform, true).await;
+        }
+        let (sender, _unread) = mpsc::channel(1);
+        let feed = EventFeed::default();
+        let streaming = feed.stream(platform, "music".into(), 0, sender);
+        tokio::pin!(streaming);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut streaming)
+                .await
+                .is_err(),
+            "the stream waits on its reader"
+        );
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), streaming)
+            .await
+            .expect("a stopping platform ends the stream wherever it is");
     }
 
     #[tokio::test]
