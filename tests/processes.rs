@@ -621,8 +621,8 @@ async fn a_suspension_deletes_what_the_partner_holds_for_every_user() {
     };
     assert_eq!(tokens_held(&music), 2, "alice and bob are connected");
 
-    // A suspended partner may call nothing, not even to attest; it still deletes what it
-    // holds for each grant the suspension ended, not only the first.
+    // A suspended partner may call nothing but what winding down needs; it deletes what it
+    // holds for each grant the suspension ended, not only the first, and attests it.
     let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
         w.work
             .channel(w.ports.operator, Some("operator"))

@@ -2,8 +2,10 @@
 //! are deleted and the deletion is attested to the platform before the event counts as
 //! applied; the cursor is stored after that, so a reconnect resumes after the last applied
 //! event and replays the rest (deleting twice finds nothing; attesting twice is accepted).
-//! An attestation the platform refuses for good (a blocked partner's is) is logged, and the
-//! deletion stands; one it fails to answer is tried again with the event.
+//! An attestation the platform refuses (a blocked partner's is) is logged, and the deletion
+//! stands but is not attested again, even once a block is lifted: the access review then
+//! shows the grant's attestation overdue. One the platform fails to answer is tried again
+//! with the event.
 
 use crate::platform::PlatformClient;
 use crate::store::{self, PartnerStore};
@@ -33,8 +35,9 @@ async fn apply(
             Ok(_) => {
                 tracing::info!(grant = %event.grant_id, messages = purged, kind = event.kind, "grant ended: its data deleted and attested");
             }
-            // Refused for good, as a blocked partner's every call is: the data is deleted all
-            // the same, and the next events (a suspension ends every grant) are applied too.
+            // Refused, as a blocked partner's every call is: the data is deleted all the same,
+            // and the next events (a suspension ends every grant) are applied too, rather
+            // than wait for a block that may never be lifted.
             Err(status) if refused_for_good(&status) => {
                 tracing::warn!(grant = %event.grant_id, messages = purged, kind = event.kind, %status, "grant ended: its data deleted; the platform refused the attestation");
             }
@@ -48,8 +51,9 @@ async fn apply(
         .map_err(|e| e.to_string())
 }
 
-/// Whether the platform refused an attestation in a way trying again cannot change: a
-/// blocked partner may call nothing, and a grant that is not this partner's stays so.
+/// Whether the platform refused an attestation rather than failed to answer it: a blocked
+/// partner may call nothing (until an operator lifts the block, which may never come), and
+/// a grant that is not this partner's stays so.
 fn refused_for_good(status: &tonic::Status) -> bool {
     use tonic::Code;
     matches!(
@@ -62,7 +66,10 @@ fn refused_for_good(status: &tonic::Status) -> bool {
     )
 }
 
-/// Watches grant events until the process ends, reconnecting with backoff.
+/// Watches grant events until the process ends, reconnecting with backoff. The backoff
+/// starts again from its least only once an event is applied: a stream that opens and
+/// ends with nothing new (a suspended partner's, after its backlog) is tried again no
+/// more often than every few seconds.
 pub async fn run_watcher(store: PartnerStore, client: PlatformClient) {
     const MIN: Duration = Duration::from_millis(200);
     const MAX: Duration = Duration::from_secs(5);
@@ -74,7 +81,6 @@ pub async fn run_watcher(store: PartnerStore, client: PlatformClient) {
         };
         match client.consent.clone().watch_grant_events(request).await {
             Ok(response) => {
-                backoff = MIN;
                 let mut stream = response.into_inner();
                 loop {
                     match stream.message().await {
@@ -83,6 +89,7 @@ pub async fn run_watcher(store: PartnerStore, client: PlatformClient) {
                                 tracing::warn!(%error, seq = event.sequence, "could not apply grant event; will retry");
                                 break;
                             }
+                            backoff = MIN;
                         }
                         Ok(None) => break,
                         Err(status) => {

@@ -167,9 +167,10 @@ impl PlatformConfig {
         }
     }
 
-    /// Every value that parses but would quietly break the service: a zero that would
-    /// refuse every call, sign-in or grant (or, for the sign-in backoff, turn it off), and
-    /// a trust domain no certificate could name.
+    /// Every value that parses but would quietly break the service: a zero that would end
+    /// every grant or session at once, refuse every call, handshake, stream or sign-in, or
+    /// turn the sign-in backoff off; a backoff that shrinks; a sweep interval the timer
+    /// cannot hold; and a trust domain no certificate could name.
     fn invalid_values(&self) -> Vec<String> {
         let (policy, limits, sign_in) = (&self.policy, &self.limits, &self.sign_in);
         let at_least_one = [
@@ -194,31 +195,9 @@ impl PlatformConfig {
                 "limits.partner_requests_per_second",
                 u64::from(limits.partner_requests_per_second),
             ),
-            ("limits.partner_burst", u64::from(limits.partner_burst)),
             (
                 "limits.partner_event_streams",
                 limits.partner_event_streams as u64,
-            ),
-            (
-                "limits.max_connection_age_secs",
-                limits.max_connection_age_secs,
-            ),
-            // Without a grace, tonic 0.14's graceful close of an aged connection fails.
-            (
-                "limits.max_connection_age_grace_secs",
-                limits.max_connection_age_grace_secs,
-            ),
-            (
-                "sign_in.account_failures",
-                u64::from(sign_in.account_failures),
-            ),
-            (
-                "sign_in.account_failures_any_address",
-                u64::from(sign_in.account_failures_any_address),
-            ),
-            (
-                "sign_in.address_failures",
-                u64::from(sign_in.address_failures),
             ),
             (
                 "sign_in.first_backoff_secs",

@@ -201,7 +201,12 @@ pub fn approve(
         GrantEventKind::GrantApproved
     };
     repo.push_event(&grant, kind, now_ms)?;
-    record(repo, now_ms, method!("ApproveRequest"), &grant, &access.id)?;
+    record(
+        repo,
+        now_ms,
+        method!("ApproveRequest"),
+        concerning(&grant, &access.id),
+    )?;
     let partner_name = partner.map(|p| p.display_name).unwrap_or_default();
     let receipt = pb::ConsentReceipt {
         receipt_id: new_id("rcp"),
@@ -220,7 +225,12 @@ pub fn revoke(repo: &mut dyn Repo, user: &User, grant_id: &str, now_ms: i64) -> 
     let grant = own_grant(repo, user, grant_id)?;
     if grant.state == GrantState::Active {
         end_grant(repo, &grant, GrantState::Revoked, now_ms)?;
-        record(repo, now_ms, method!("RevokeGrant"), &grant, &grant.id)?;
+        record(
+            repo,
+            now_ms,
+            method!("RevokeGrant"),
+            concerning(&grant, &grant.id),
+        )?;
     }
     own_grant(repo, user, grant_id)
 }
@@ -237,15 +247,13 @@ pub fn deny(
     let mut access = ownership::users_request(&user.id, &access.id.clone(), Some(access))?;
     approval::may_decide(&access, now_ms)?;
     repo.set_request_status(&access.id, RequestStatus::Denied, None)?;
-    let entry = AuditEntry {
-        partner_id: access.partner_id.clone(),
-        user_id: user.id.clone(),
-        method: method!("DenyRequest").into(),
-        resource: access.id.clone(),
-        decision: "allow".into(),
-        ..AuditEntry::default()
+    let denied = Concerns {
+        partner_id: &access.partner_id,
+        user_id: &user.id,
+        grant_id: "",
+        resource: &access.id,
     };
-    repo.append_audit(&entry, now_ms)?;
+    record(repo, now_ms, method!("DenyRequest"), denied)?;
     access.status = RequestStatus::Denied;
     Ok(access)
 }
@@ -325,23 +333,37 @@ fn own_grant(repo: &mut dyn Repo, user: &User, grant_id: &str) -> ApiResult<Gran
     )?)
 }
 
-fn record(
-    repo: &mut dyn Repo,
-    now_ms: i64,
-    method: &str,
-    grant: &Grant,
-    resource: &str,
-) -> ApiResult<()> {
+/// What a user's decision on their consent concerns, for its audit record.
+struct Concerns<'a> {
+    partner_id: &'a str,
+    user_id: &'a str,
+    /// Empty for a denial, which makes no grant.
+    grant_id: &'a str,
+    resource: &'a str,
+}
+
+/// Appends the record of a user's decision that took effect (`method`).
+fn record(repo: &mut dyn Repo, now_ms: i64, method: &str, on: Concerns<'_>) -> ApiResult<()> {
     let entry = AuditEntry {
-        partner_id: grant.partner_id.clone(),
-        user_id: grant.user_id.clone(),
-        grant_id: grant.id.clone(),
+        partner_id: on.partner_id.to_string(),
+        user_id: on.user_id.to_string(),
+        grant_id: on.grant_id.to_string(),
         method: method.to_string(),
-        resource: resource.to_string(),
+        resource: on.resource.to_string(),
         decision: "allow".into(),
         reason: String::new(),
     };
     Ok(repo.append_audit(&entry, now_ms)?)
+}
+
+/// What a decision on `grant` concerns, named by `resource`.
+fn concerning<'a>(grant: &'a Grant, resource: &'a str) -> Concerns<'a> {
+    Concerns {
+        partner_id: &grant.partner_id,
+        user_id: &grant.user_id,
+        grant_id: &grant.id,
+        resource,
+    }
 }
 
 fn throttled(wait_ms: i64) -> ApiError {
