@@ -602,6 +602,17 @@ async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup
     .await;
 }
 
+/// An operator suspends the music app.
+async fn suspend_music(w: &end_to_end::world::World) {
+    let operator = w.work.channel(w.ports.operator, Some("operator")).await;
+    pb::partner_admin_client::PartnerAdminClient::new(operator.unwrap())
+        .suspend_partner(pb::SuspendPartnerRequest {
+            partner_id: "music".into(),
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_suspension_deletes_what_the_partner_holds_for_every_user() {
     let (mut w, _platform) = world().await;
@@ -623,18 +634,7 @@ async fn a_suspension_deletes_what_the_partner_holds_for_every_user() {
 
     // A suspended partner may call nothing but what winding down needs; it deletes what it
     // holds for each grant the suspension ended, not only the first, and attests it.
-    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
-        w.work
-            .channel(w.ports.operator, Some("operator"))
-            .await
-            .unwrap(),
-    );
-    operator
-        .suspend_partner(pb::SuspendPartnerRequest {
-            partner_id: "music".into(),
-        })
-        .await
-        .unwrap();
+    suspend_music(&w).await;
     eventually("every user's data deleted", WAIT, async || {
         let outbox: i64 = partner_db(&music)
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
@@ -665,18 +665,7 @@ async fn a_partner_down_when_it_was_suspended_deletes_and_attests_once_it_is_bac
 
     // The partner is down when it is suspended: its stream is not there to hear of it.
     music.process.kill();
-    let mut operator = pb::partner_admin_client::PartnerAdminClient::new(
-        w.work
-            .channel(w.ports.operator, Some("operator"))
-            .await
-            .unwrap(),
-    );
-    operator
-        .suspend_partner(pb::SuspendPartnerRequest {
-            partner_id: "music".into(),
-        })
-        .await
-        .unwrap();
+    suspend_music(&w).await;
 
     // Back, it may call nothing but what winding down needs: it hears of the suspension's
     // endings, deletes and attests.
