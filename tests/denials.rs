@@ -169,7 +169,7 @@ async fn partner_suspended() {
         .into_inner();
     assert!(attested.deletion_attested_at.is_some());
 
-    // Blocked as well, it may not even do that.
+    // Blocked as well, it may still wind down.
     s.platform
         .operator()
         .await
@@ -179,14 +179,65 @@ async fn partner_suspended() {
         })
         .await
         .unwrap();
-    let err = music
+    music
         .consent
         .attest_deletion(pb::AttestDeletionRequest {
             grant_id: grant.grant_id,
         })
         .await
-        .unwrap_err();
-    assert_refused(&err, Code::Unauthenticated, "PARTNER_SUSPENDED");
+        .expect("attesting again is accepted, blocked or not");
+}
+
+#[tokio::test]
+async fn a_blocked_partner_still_hears_a_revocation_and_may_attest_its_deletion() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let (token, grant) = s.music_grant(&mut music).await;
+    s.platform
+        .operator()
+        .await
+        .block_partner(pb::BlockPartnerRequest {
+            partner_id: "music".into(),
+            blocked: true,
+        })
+        .await
+        .unwrap();
+    s.platform
+        .account()
+        .await
+        .revoke_grant(bearer(
+            pb::RevokeGrantRequest {
+                grant_id: grant.grant_id.clone(),
+            },
+            &s.alice.session,
+        ))
+        .await
+        .unwrap();
+
+    // It may call nothing else, but it hears of the revocation and may attest.
+    let err = music.list_threads(&token).await.unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "PARTNER_BLOCKED");
+    let mut events = music
+        .consent
+        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    events.message().await.unwrap().unwrap();
+    let revoked = events.message().await.unwrap().unwrap();
+    assert_eq!(revoked.kind, pb::GrantEventKind::GrantRevoked as i32);
+    assert!(revoked.deletion_required);
+    let ended = events.message().await.unwrap_err();
+    assert_refused(&ended, Code::Unauthenticated, "PARTNER_BLOCKED");
+    let attested = music
+        .consent
+        .attest_deletion(pb::AttestDeletionRequest {
+            grant_id: grant.grant_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(attested.deletion_attested_at.is_some());
 }
 
 #[tokio::test]

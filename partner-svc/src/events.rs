@@ -2,9 +2,8 @@
 //! are deleted and the deletion is attested to the platform before the event counts as
 //! applied; the cursor is stored after that, so a reconnect resumes after the last applied
 //! event and replays the rest (deleting twice finds nothing; attesting twice is accepted).
-//! An attestation the platform refuses (a blocked partner's is) is logged, and the deletion
-//! stands but is not attested again, even once a block is lifted: the access review then
-//! shows the grant's attestation overdue. One the platform fails to answer is tried again
+//! An attestation the platform refuses (a partner no longer registered, a grant not its
+//! own) is logged, and the deletion stands; one the platform fails to answer is tried again
 //! with the event.
 
 use crate::platform::PlatformClient;
@@ -35,9 +34,8 @@ async fn apply(
             Ok(_) => {
                 tracing::info!(grant = %event.grant_id, messages = purged, kind = event.kind, "grant ended: its data deleted and attested");
             }
-            // Refused, as a blocked partner's every call is: the data is deleted all the same,
-            // and the next events (a suspension ends every grant) are applied too, rather
-            // than wait for a block that may never be lifted.
+            // Refused, as every call of a partner no longer registered is: the data is
+            // deleted all the same, and the next events are applied too.
             Err(status) if refused_for_good(&status) => {
                 tracing::warn!(grant = %event.grant_id, messages = purged, kind = event.kind, %status, "grant ended: its data deleted; the platform refused the attestation");
             }
@@ -51,9 +49,8 @@ async fn apply(
         .map_err(|e| e.to_string())
 }
 
-/// Whether the platform refused an attestation rather than failed to answer it: a blocked
-/// partner may call nothing (until an operator lifts the block, which may never come), and
-/// a grant that is not this partner's stays so.
+/// Whether the platform refused an attestation rather than failed to answer it: a partner
+/// no longer registered may call nothing, and a grant that is not this partner's stays so.
 fn refused_for_good(status: &tonic::Status) -> bool {
     use tonic::Code;
     matches!(

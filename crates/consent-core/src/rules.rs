@@ -228,15 +228,16 @@ pub fn partner_may_call(partner_id: &str, partner: Option<Partner>) -> Result<Pa
 
 /// Whether the partner on a connection may do what winding down asks of it, though it may
 /// not otherwise call: hear which of its grants ended (its event stream, whose backlog
-/// holds the endings a suspension made) and attest that it deleted their data. A suspended
-/// partner may; an unknown or blocked one may not.
+/// holds the endings a suspension made, or the revocations made while it was blocked) and
+/// attest that it deleted their data. A registered partner may, suspended or blocked:
+/// both only ever lead it to delete what users no longer allow. An unknown one may not.
 pub fn partner_may_wind_down(
     partner_id: &str,
     partner: Option<Partner>,
 ) -> Result<Partner, Refusal> {
     match partner {
-        Some(p) if p.suspended && !p.blocked => Ok(p),
-        other => partner_may_call(partner_id, other),
+        Some(p) => Ok(p),
+        None => partner_may_call(partner_id, None),
     }
 }
 
@@ -449,7 +450,7 @@ mod tests {
     };
 
     #[test]
-    fn a_suspended_partner_may_only_wind_down_and_a_blocked_one_not_even_that() {
+    fn a_suspended_or_blocked_partner_may_only_wind_down_and_an_unknown_one_not_even_that() {
         let reason = |refused: Result<Partner, Refusal>| match refused {
             Err(Refusal::Unauthenticated(denied)) => Some(denied.reason),
             Err(other) => panic!("{other:?}"),
@@ -472,18 +473,18 @@ mod tests {
             reason(partner_may_wind_down("music", Some(suspended))),
             None
         );
-        assert_eq!(
-            reason(partner_may_wind_down("music", Some(blocked))),
-            Some(Reason::PartnerSuspended),
-            "blocked as well as suspended: nothing"
-        );
+        assert_eq!(reason(partner_may_wind_down("music", Some(blocked))), None);
         let only_blocked = Partner {
             blocked: true,
             ..partner()
         };
         assert_eq!(
-            reason(partner_may_wind_down("music", Some(only_blocked))),
+            reason(partner_may_call("music", Some(only_blocked.clone()))),
             Some(Reason::PartnerBlocked)
+        );
+        assert_eq!(
+            reason(partner_may_wind_down("music", Some(only_blocked))),
+            None
         );
         assert_eq!(
             reason(partner_may_wind_down("music", None)),

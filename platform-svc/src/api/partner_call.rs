@@ -2,8 +2,8 @@
 //! commit → reply**. No decision, allowed or refused, is answered before its record is
 //! durable; a call the store fails is answered `INTERNAL` with nothing of it committed.
 //!
-//! The partner on the connection must be registered and not suspended or blocked (a
-//! suspended one may still wind down: [`PartnerCall::winding_down`]); a grant token, when
+//! The partner on the connection must be registered and not suspended or blocked (either
+//! may still wind down: [`PartnerCall::winding_down`]); a grant token, when
 //! the RPC needs one, must resolve to an active grant bound to that partner and pass every
 //! rule of [`consent_core::rules`]. Whatever the outcome, the call's audit record (allowed
 //! or denied, with the reason) is appended in the same transaction as the call's effects.
@@ -100,7 +100,7 @@ impl PartnerCall {
         }
     }
 
-    /// A call a suspended partner may still make, to wind down
+    /// A call a suspended or blocked partner may still make, to wind down
     /// (`rules::partner_may_wind_down`): its event stream and its deletion attestations.
     pub fn winding_down<T>(request: &Request<T>, method: &'static str) -> Self {
         PartnerCall {
@@ -298,8 +298,8 @@ pub struct PartnerTx<'a> {
     pub repo: &'a mut dyn Repo,
     /// The time of the call.
     pub now_ms: i64,
-    /// The calling partner, registered and admitted to this call (active, or suspended
-    /// and winding down).
+    /// The calling partner, registered and admitted to this call (active, or winding down
+    /// while suspended or blocked).
     pub partner: Partner,
     token: Option<&'a str>,
     effects: &'a mut Effects,
