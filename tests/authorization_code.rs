@@ -25,6 +25,25 @@ fn push(state: &str) -> pb::PushAuthorizationRequest {
     }
 }
 
+/// The music app pushes a request with listed coverage of `thread_ids` (its own ids for
+/// them); returns the URL it sends the browser to.
+async fn push_listed(
+    music: &mut end_to_end::Partner,
+    state: &str,
+    thread_ids: Vec<String>,
+) -> String {
+    let mut listed = push(state);
+    listed.coverage = pb::ThreadCoverage::ListedThreads as i32;
+    listed.thread_ids = thread_ids;
+    music
+        .consent
+        .push_authorization(listed)
+        .await
+        .unwrap()
+        .into_inner()
+        .authorize_url
+}
+
 /// The query parameter `name` of a URL.
 fn param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
@@ -641,15 +660,8 @@ async fn for_listed_coverage_the_user_picks_the_conversations_on_the_consent_pag
     let mut music = s.platform.partner("music").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let mut listed = push("st-7");
-    listed.coverage = pb::ThreadCoverage::ListedThreads as i32;
-    let pushed = music
-        .consent
-        .push_authorization(listed)
-        .await
-        .unwrap()
-        .into_inner();
-    let (consent, page) = consent_page(&browser, &pushed.authorize_url).await;
+    let authorize_url = push_listed(&mut music, "st-7", Vec::new()).await;
+    let (consent, page) = consent_page(&browser, &authorize_url).await;
     assert!(
         page.body
             .contains(&format!("value=\"{}\"", s.family_thread)),
@@ -719,16 +731,9 @@ async fn the_conversations_asked_for_are_offered_ticked_however_many_the_user_ha
     let newest = end_to_end::create_thread(&mut account, &s.alice, &[&s.bob], "newest").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let mut listed = push("st-9");
-    listed.coverage = pb::ThreadCoverage::ListedThreads as i32;
-    listed.thread_ids = vec![music.shown.thread(&newest)];
-    let pushed = music
-        .consent
-        .push_authorization(listed)
-        .await
-        .unwrap()
-        .into_inner();
-    let (_, page) = consent_page(&browser, &pushed.authorize_url).await;
+    let asked = vec![music.shown.thread(&newest)];
+    let authorize_url = push_listed(&mut music, "st-9", asked).await;
+    let (_, page) = consent_page(&browser, &authorize_url).await;
     assert!(
         page.body.contains(&format!("value=\"{newest}\" checked")),
         "the newest of alice's 102 conversations, asked for, is offered ticked: {}",

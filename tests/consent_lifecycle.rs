@@ -180,12 +180,7 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
     assert!(!apps.apps[0].granted_by_me);
 
     // Events: approval (narrowed), then revocation, seen by a watcher opened beforehand.
-    let mut events = music
-        .consent
-        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = music.grant_events().await.unwrap();
     let first = events.message().await.unwrap().unwrap();
     assert_eq!(first.kind, pb::GrantEventKind::GrantNarrowed as i32);
     account
@@ -205,14 +200,7 @@ async fn a_grant_lives_from_request_to_attested_deletion() {
     // The very next call is refused, and the partner attests deletion.
     let after = music.list_threads(&token).await.unwrap_err();
     assert_refused(&after, Code::PermissionDenied, "GRANT_REVOKED");
-    let attested = music
-        .consent
-        .attest_deletion(pb::AttestDeletionRequest {
-            grant_id: grant_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let attested = music.attest_deletion(&grant_id).await.unwrap();
     assert!(attested.deletion_attested_at.is_some());
 
     // A watcher that reconnects after the first event it saw gets the next: the revocation.
@@ -1097,12 +1085,6 @@ async fn the_store_counts_grants_by_state_and_overdue_attestations_from_their_du
     };
     assert_eq!(overdue(ended_ms - 1).await.unwrap(), 0, "not yet due");
     assert_eq!(overdue(ended_ms).await.unwrap(), 1, "due from the end on");
-    music
-        .consent
-        .attest_deletion(pb::AttestDeletionRequest {
-            grant_id: revoked.grant_id.clone(),
-        })
-        .await
-        .unwrap();
+    music.attest_deletion(&revoked.grant_id).await.unwrap();
     assert_eq!(overdue(ended_ms).await.unwrap(), 0, "attested");
 }

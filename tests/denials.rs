@@ -60,12 +60,7 @@ async fn grant_expired_and_its_event() {
     s.platform.clock.advance_ms(2 * DAY_MS);
     let err = music.list_threads(&token).await.unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "GRANT_EXPIRED");
-    let mut events = music
-        .consent
-        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = music.grant_events().await.unwrap();
     events.message().await.unwrap().unwrap();
     let expired = events.message().await.unwrap().unwrap();
     assert_eq!(expired.kind, pb::GrantEventKind::GrantExpired as i32);
@@ -144,12 +139,7 @@ async fn partner_suspended() {
 
     // It may still wind down: a stream opened now sends what it has not heard, the
     // suspension's ending included, then ends; and it may attest the deletion.
-    let mut events = music
-        .consent
-        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = music.grant_events().await.unwrap();
     let approval = events.message().await.unwrap().unwrap();
     let suspension = events.message().await.unwrap().unwrap();
     assert_eq!(
@@ -159,14 +149,7 @@ async fn partner_suspended() {
     assert_eq!(suspension.kind, pb::GrantEventKind::GrantSuspended as i32);
     let ended = events.message().await.unwrap_err();
     assert_refused(&ended, Code::Unauthenticated, "PARTNER_SUSPENDED");
-    let attested = music
-        .consent
-        .attest_deletion(pb::AttestDeletionRequest {
-            grant_id: grant.grant_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let attested = music.attest_deletion(&grant.grant_id).await.unwrap();
     assert!(attested.deletion_attested_at.is_some());
 
     // Blocked as well, it may still wind down.
@@ -180,10 +163,7 @@ async fn partner_suspended() {
         .await
         .unwrap();
     music
-        .consent
-        .attest_deletion(pb::AttestDeletionRequest {
-            grant_id: grant.grant_id,
-        })
+        .attest_deletion(&grant.grant_id)
         .await
         .expect("attesting again is accepted, blocked or not");
 }
@@ -217,26 +197,14 @@ async fn a_blocked_partner_still_hears_a_revocation_and_may_attest_its_deletion(
     // It may call nothing else, but it hears of the revocation and may attest.
     let err = music.list_threads(&token).await.unwrap_err();
     assert_refused(&err, Code::Unauthenticated, "PARTNER_BLOCKED");
-    let mut events = music
-        .consent
-        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = music.grant_events().await.unwrap();
     events.message().await.unwrap().unwrap();
     let revoked = events.message().await.unwrap().unwrap();
     assert_eq!(revoked.kind, pb::GrantEventKind::GrantRevoked as i32);
     assert!(revoked.deletion_required);
     let ended = events.message().await.unwrap_err();
     assert_refused(&ended, Code::Unauthenticated, "PARTNER_BLOCKED");
-    let attested = music
-        .consent
-        .attest_deletion(pb::AttestDeletionRequest {
-            grant_id: grant.grant_id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let attested = music.attest_deletion(&grant.grant_id).await.unwrap();
     assert!(attested.deletion_attested_at.is_some());
 }
 
@@ -343,12 +311,7 @@ async fn a_suspension_reaches_an_open_event_stream_and_then_ends_it() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;
     let (_, grant) = s.music_grant(&mut music).await;
-    let mut events = music
-        .consent
-        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = music.grant_events().await.unwrap();
     let approved = events.message().await.unwrap().unwrap();
     assert_eq!(approved.grant_id, grant.grant_id);
 

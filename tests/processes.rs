@@ -602,6 +602,20 @@ async fn a_partner_presents_its_renewed_certificate_to_the_platform_after_sighup
     .await;
 }
 
+/// Asserts that the app holds no connection for alice: a read for her is refused.
+async fn assert_alice_not_connected(
+    client: &mut app::partner_app_client::PartnerAppClient<Channel>,
+) {
+    let refused = client
+        .list_friends(app::ListFriendsRequest {
+            user_name: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_partner_refused(&refused, Code::FailedPrecondition, "NOT_CONNECTED");
+}
+
 /// An operator suspends the music app.
 async fn suspend_music(w: &end_to_end::world::World) {
     let operator = w.work.channel(w.ports.operator, Some("operator")).await;
@@ -675,15 +689,7 @@ async fn a_partner_down_when_it_was_suspended_deletes_and_attests_once_it_is_bac
     };
     eventually("alice's token deleted", WAIT, async || !token_held(&music)).await;
     wait_for_deletion_attestation(&w.account, &w.alice, WAIT).await;
-    let mut client = music.client(&w.work, "music").await;
-    let refused = client
-        .list_friends(app::ListFriendsRequest {
-            user_name: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_partner_refused(&refused, Code::FailedPrecondition, "NOT_CONNECTED");
+    assert_alice_not_connected(&mut music.client(&w.work, "music").await).await;
 }
 
 #[tokio::test]
@@ -750,12 +756,5 @@ async fn an_approval_revoked_before_the_partner_collects_it_reads_ended() {
         )
         .unwrap();
     assert_eq!((status.as_str(), token), ("ENDED", None));
-    let refused = client
-        .list_friends(app::ListFriendsRequest {
-            user_name: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_partner_refused(&refused, Code::FailedPrecondition, "NOT_CONNECTED");
+    assert_alice_not_connected(&mut client).await;
 }

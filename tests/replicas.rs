@@ -147,12 +147,7 @@ async fn next_event(stream: &mut tonic::Streaming<pb::GrantEvent>) -> pb::GrantE
 async fn grant_events_reach_a_watcher_on_another_replica_in_order_and_resume() {
     let (s, b) = two_replicas().await;
     let mut music_b = b.partner("music").await;
-    let mut live = music_b
-        .consent
-        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut live = music_b.grant_events().await.unwrap();
 
     // Grants approved and revoked through both replicas at once, while B's watcher reads.
     // (One feature each: a request like a pending one is that request, not a new one.)
@@ -181,12 +176,7 @@ async fn grant_events_reach_a_watcher_on_another_replica_in_order_and_resume() {
     // A watcher on A reading from the start gets exactly what B's live watcher got: no
     // event committed late was skipped.
     let mut music_a = s.platform.partner("music").await;
-    let mut replay = music_a
-        .consent
-        .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replay = music_a.grant_events().await.unwrap();
     let mut replayed = Vec::new();
     for _ in 0..seen.len() {
         replayed.push(next_event(&mut replay).await.sequence);

@@ -238,30 +238,25 @@ impl PlatformConfig {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
-trust_domain = "consent.test"
-database = "platform.db"
-audit_key = "audit.key"
-pseudonym_key = "pseudonym.key"
-[listen]
-partner = "127.0.0.1:0"
-operator = "127.0.0.1:0"
-user = "127.0.0.1:0"
-web = "127.0.0.1:0"
-[tls]
-cert = "platform.pem"
-key = "platform-key.pem"
-partner_ca = "ca.pem"
-operator_ca = "ca.pem"
-"#;
+    /// The shipped example, which must load as it is.
+    const EXAMPLE: &str = include_str!("../platform.example.toml");
 
     #[test]
     fn values_that_would_break_the_service_are_each_named() {
-        assert!(PlatformConfig::from_toml(MINIMAL).is_ok());
-        let broken = MINIMAL.replace("consent.test", "consent/test")
-            + "[policy]\nmax_grant_days = 0\nsweep_interval_secs = 9223372036854775807\n\
-               [limits]\npartner_requests_per_second = 0\npartner_event_streams = 0\n\
-               [sign_in]\nfirst_backoff_secs = 60\nmax_backoff_secs = 10\n";
+        assert!(PlatformConfig::from_toml(EXAMPLE).is_ok());
+        let broken = EXAMPLE
+            .replace("consent.local", "consent/local")
+            .replace("max_grant_days = 90", "max_grant_days = 0")
+            .replace(
+                "sweep_interval_secs = 30",
+                "sweep_interval_secs = 9223372036854775807",
+            )
+            .replace(
+                "request_timeout_ms = 30000",
+                "request_timeout_ms = 30000\npartner_requests_per_second = 0\n\
+                 partner_event_streams = 0",
+            )
+            + "[sign_in]\nfirst_backoff_secs = 60\nmax_backoff_secs = 10\n";
         let Err(ConfigError::Invalid(named)) = PlatformConfig::from_toml(&broken) else {
             panic!("accepted");
         };

@@ -251,6 +251,25 @@ pub struct Partner {
 }
 
 impl Partner {
+    /// Its grant events from the first on, then live: the stream, once opened.
+    pub async fn grant_events(&mut self) -> Result<tonic::Streaming<pb::GrantEvent>, Status> {
+        self.consent
+            .watch_grant_events(pb::WatchGrantEventsRequest { after_sequence: 0 })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Attests that it deleted what it held through the ended grant `grant_id`.
+    pub async fn attest_deletion(&mut self, grant_id: &str) -> Result<pb::Grant, Status> {
+        let request = pb::AttestDeletionRequest {
+            grant_id: grant_id.into(),
+        };
+        self.consent
+            .attest_deletion(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Lists the threads the grant behind `token` covers, first page.
     pub async fn list_threads(&mut self, token: &str) -> Result<pb::ListThreadsResponse, Status> {
         self.messaging
