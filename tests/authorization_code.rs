@@ -310,6 +310,88 @@ async fn granted_token(browser: &Browser, music: &mut end_to_end::Partner) -> St
 }
 
 #[tokio::test]
+async fn a_decision_sent_twice_is_answered_as_the_first_and_only_the_last_code_works() {
+    let s = Scenario::new().await;
+    let mut music = s.platform.partner("music").await;
+    let browser = Browser::new(&s.platform);
+    browser.sign_in("alice").await;
+    let uri = redirect_uri("music");
+
+    // A double click on Allow: the browser follows the second answer, whose code works.
+    let pushed = music
+        .consent
+        .push_authorization(push("st-allow"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (consent, page) = consent_page(&browser, &pushed.authorize_url).await;
+    let csrf = page.field("csrf").unwrap();
+    let allow = [
+        ("csrf", csrf.as_str()),
+        ("decision", "approve"),
+        ("scope", "messages.write"),
+    ];
+    let first = browser.post(&consent, &allow).await;
+    let second = browser.post(&consent, &allow).await;
+    assert_eq!((first.status, second.status), (303, 303), "{}", second.body);
+    let (first, second) = (first.location.unwrap(), second.location.unwrap());
+    assert_eq!(param(&second, "state").as_deref(), Some("st-allow"));
+    let first_code = param(&first, "code").unwrap();
+    let second_code = param(&second, "code").unwrap();
+    assert_ne!(first_code, second_code);
+    let replaced = music
+        .consent
+        .exchange_code(exchange(&first_code, VERIFIER, &uri))
+        .await
+        .unwrap_err();
+    assert_refused(&replaced, Code::PermissionDenied, "CODE_INVALID");
+    let exchanged = music
+        .consent
+        .exchange_code(exchange(&second_code, VERIFIER, &uri))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(exchanged.grant_token.starts_with("pgt_"), "{exchanged:?}");
+    // Once the code is exchanged the request stays decided, whatever is sent.
+    let late = browser.post(&consent, &allow).await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert!(late.body.contains("REQUEST_NOT_PENDING"), "{}", late.body);
+    let turned = browser
+        .post(&consent, &[("csrf", &csrf), ("decision", "deny")])
+        .await;
+    assert_eq!(turned.status, 409, "{}", turned.body);
+    assert_eq!(
+        audited(&s, "/consent.platform.v1.Account/ApproveRequest").await,
+        [("allow".to_string(), String::new())],
+        "one approval, one grant"
+    );
+
+    // Deny sent twice: access_denied both times, one denial.
+    let pushed = music
+        .consent
+        .push_authorization(push("st-deny"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (consent, _) = consent_page(&browser, &pushed.authorize_url).await;
+    for _ in 0..2 {
+        let denied = browser
+            .post(&consent, &[("csrf", &csrf), ("decision", "deny")])
+            .await;
+        assert_eq!(denied.status, 303, "{}", denied.body);
+        let answer = denied.location.unwrap();
+        assert_eq!(param(&answer, "error").as_deref(), Some("access_denied"));
+        assert_eq!(param(&answer, "state").as_deref(), Some("st-deny"));
+    }
+    assert_eq!(
+        audited(&s, "/consent.platform.v1.Account/DenyRequest")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
     let s = Scenario::new().await;
     let mut music = s.platform.partner("music").await;

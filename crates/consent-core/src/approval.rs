@@ -128,6 +128,17 @@ pub fn may_decide(access: &AccessRequest, now_ms: i64) -> Result<(), Refusal> {
     }
 }
 
+/// Whether deciding `access` with `approve` is the decision already made of it, sent again
+/// (a double click on Allow, a form sent twice): a browser shows only the answer to the
+/// last form it sent, so that form is answered as the first one was rather than refused.
+pub fn decides_again(access: &AccessRequest, approve: bool) -> bool {
+    match access.status {
+        RequestStatus::Approved | RequestStatus::Exchanged => approve,
+        RequestStatus::Denied => !approve,
+        _ => false,
+    }
+}
+
 /// Whether the user may decide a request in the platform's own app rather than on its
 /// consent page: not one the partner `pushed` for the code flow, since only the consent
 /// page's answer reaches the partner (with a code).
@@ -542,6 +553,26 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn only_the_decision_already_made_is_a_decision_sent_again() {
+        let decided = |status| AccessRequest { status, ..access() };
+        for (status, again) in [
+            (RequestStatus::Pending, None),
+            (RequestStatus::RequestExpired, None),
+            (RequestStatus::Approved, Some(true)),
+            (RequestStatus::Exchanged, Some(true)),
+            (RequestStatus::Denied, Some(false)),
+        ] {
+            for approve in [true, false] {
+                assert_eq!(
+                    decides_again(&decided(status), approve),
+                    again == Some(approve),
+                    "{status:?}, approve {approve}"
+                );
+            }
+        }
     }
 
     #[test]

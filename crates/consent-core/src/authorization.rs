@@ -5,7 +5,7 @@
 //! the partner, its redirect URI and its PKCE challenge. A second exchange of a code
 //! revokes the grant the first one returned (RFC 6749 section 4.1.2).
 
-use crate::denial::{Denied, Reason};
+use crate::denial::{Denied, Reason, Refusal};
 use crate::model::GrantState;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -250,6 +250,21 @@ pub fn may_redeem(
     Ok(())
 }
 
+/// Whether an approval sent again on the consent page (see
+/// [`decides_again`](crate::approval::decides_again)) may be answered with a new code in
+/// place of `code`, the one its first sending issued: only while that code is neither
+/// exchanged nor expired, so that the new code replaces one nobody used. Otherwise the
+/// request stays decided.
+pub fn may_issue_again(code: Option<&AuthorizationCode>, now_ms: i64) -> Result<(), Refusal> {
+    match code {
+        Some(code) if code.redeemed_ms.is_none() && now_ms < code.expires_ms => Ok(()),
+        _ => Err(Refusal::Precondition(Denied::new(
+            Reason::RequestNotPending,
+            "the request was already decided, and its code exchanged or expired",
+        ))),
+    }
+}
+
 /// Whether `next`, a place to return to after signing in, stays on the platform's own
 /// pages: a path from the root, not `//host` or `/\host` (which browsers take for another
 /// site) and nothing with a scheme.
@@ -320,6 +335,22 @@ mod tests {
             reason(may_redeem(Some(&code()), "music", VERIFIER, altered, 0)),
             Reason::RedirectUriMismatch
         );
+    }
+
+    #[test]
+    fn an_approval_sent_again_gets_a_new_code_only_while_the_first_is_unused() {
+        assert!(may_issue_again(Some(&code()), 999).is_ok());
+        let redeemed = AuthorizationCode {
+            redeemed_ms: Some(5),
+            ..code()
+        };
+        let unused = code();
+        for (refused, now_ms) in [(Some(&redeemed), 10), (Some(&unused), 1_000), (None, 0)] {
+            let Err(Refusal::Precondition(denied)) = may_issue_again(refused, now_ms) else {
+                panic!("{refused:?} at {now_ms} is refused as decided");
+            };
+            assert_eq!(denied.reason, Reason::RequestNotPending);
+        }
     }
 
     #[test]

@@ -633,6 +633,12 @@ pub trait Repo {
     fn insert_code(&mut self, code_hash: &str, code: &AuthorizationCode) -> StoreResult<()>;
     /// A code by its hash.
     fn code(&mut self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>>;
+    /// The code issued for `grant_id` (the consent page issues one with each grant it
+    /// makes).
+    fn code_of_grant(&mut self, grant_id: &str) -> StoreResult<Option<AuthorizationCode>>;
+    /// Files the code issued for `grant_id` under `new_hash`: the code it was issued as is
+    /// no longer known.
+    fn rehash_code_of_grant(&mut self, grant_id: &str, new_hash: &str) -> StoreResult<()>;
     /// Marks a code exchanged.
     fn redeem_code(&mut self, code_hash: &str, now_ms: i64) -> StoreResult<()>;
     /// Forgets pushed requests and codes that expired before `before_ms`; returns how many.

@@ -469,6 +469,26 @@ impl SqliteRepo<'_> {
         let rows = stmt.query_map(args, audit_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    /// The authorization code whose `column` is `value`.
+    fn code_where(&self, column: &str, value: &str) -> StoreResult<Option<AuthorizationCode>> {
+        let sql = format!(
+            "SELECT partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms \
+             FROM authorization_codes WHERE {column} = ?1"
+        );
+        Ok(self
+            .query_row(&sql, [value], |r| {
+                Ok(AuthorizationCode {
+                    partner_id: r.get(0)?,
+                    grant_id: r.get(1)?,
+                    redirect_uri: r.get(2)?,
+                    code_challenge: r.get(3)?,
+                    expires_ms: r.get(4)?,
+                    redeemed_ms: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
 }
 
 impl Repo for SqliteRepo<'_> {
@@ -1235,23 +1255,19 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn code(&mut self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>> {
-        Ok(self
-            .query_row(
-                "SELECT partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms \
-                 FROM authorization_codes WHERE code_hash = ?1",
-                [code_hash],
-                |r| {
-                    Ok(AuthorizationCode {
-                        partner_id: r.get(0)?,
-                        grant_id: r.get(1)?,
-                        redirect_uri: r.get(2)?,
-                        code_challenge: r.get(3)?,
-                        expires_ms: r.get(4)?,
-                        redeemed_ms: r.get(5)?,
-                    })
-                },
-            )
-            .optional()?)
+        self.code_where("code_hash", code_hash)
+    }
+
+    fn code_of_grant(&mut self, grant_id: &str) -> StoreResult<Option<AuthorizationCode>> {
+        self.code_where("grant_id", grant_id)
+    }
+
+    fn rehash_code_of_grant(&mut self, grant_id: &str, new_hash: &str) -> StoreResult<()> {
+        self.execute(
+            "UPDATE authorization_codes SET code_hash = ?2 WHERE grant_id = ?1",
+            params![grant_id, new_hash],
+        )?;
+        Ok(())
     }
 
     fn redeem_code(&mut self, code_hash: &str, now_ms: i64) -> StoreResult<()> {

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::WithRejection;
 use axum_extra::extract::{CookieJar, Form};
 use consent_core::approval::{self, Choice};
-use consent_core::authorization::{self, AuthorizationCode};
+use consent_core::authorization::{self, AuthorizationCode, PushedRequest};
 use consent_core::clock::DAY_MS;
 use consent_core::model::{AccessRequest, Coverage, RequestStatus, Scope, ScopeSet, ThreadFilter};
 use consent_core::ownership;
@@ -270,6 +270,49 @@ fn answer_url(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
     format!("{redirect_uri}{separator}{}", query.finish())
 }
 
+/// The answer to a denial: `access_denied` at the partner's redirect URI.
+fn denied_answer(pushed: &PushedRequest, issuer: &str) -> Decided {
+    Decided::Partner(answer_url(
+        &pushed.redirect_uri,
+        &[
+            ("error", "access_denied"),
+            ("state", &pushed.state),
+            ("iss", issuer),
+        ],
+    ))
+}
+
+/// The answer to an approval: `code` at the partner's redirect URI.
+fn code_answer(pushed: &PushedRequest, code: &str, issuer: &str) -> Decided {
+    Decided::Partner(answer_url(
+        &pushed.redirect_uri,
+        &[("code", code), ("state", &pushed.state), ("iss", issuer)],
+    ))
+}
+
+/// The answer to a decision sent again (see [`approval::decides_again`]): the first one's,
+/// except that an approval's code, still unused, is replaced by a new one, since only the
+/// second answer reaches the partner.
+fn answer_again(
+    repo: &mut dyn Repo,
+    access: &AccessRequest,
+    pushed: Option<&PushedRequest>,
+    issuer: &str,
+    now_ms: i64,
+) -> ApiResult<Decided> {
+    let Some(pushed) = pushed else {
+        return Ok(Decided::Grants);
+    };
+    if access.status == RequestStatus::Denied {
+        return Ok(denied_answer(pushed, issuer));
+    }
+    let grant_id = access.grant_id.as_deref().unwrap_or_default();
+    authorization::may_issue_again(repo.code_of_grant(grant_id)?.as_ref(), now_ms)?;
+    let code = new_token(CODE_PREFIX);
+    repo.rehash_code_of_grant(grant_id, &hash_token(&code))?;
+    Ok(code_answer(pushed, &code, issuer))
+}
+
 /// `POST /consent/{request_id}`: approve (with what the user left ticked) or deny.
 pub async fn decide(
     State(state): State<WebState>,
@@ -307,19 +350,12 @@ pub async fn decide(
             let pushed = repo.pushed_request_of(&request_id)?;
             let access =
                 ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
+            if approval::decides_again(&access, approve) {
+                return answer_again(repo, &access, pushed.as_ref(), &issuer, now_ms);
+            }
             if !approve {
                 account::deny(repo, &user, access, now_ms)?;
-                return Ok(match pushed {
-                    Some(p) => Decided::Partner(answer_url(
-                        &p.redirect_uri,
-                        &[
-                            ("error", "access_denied"),
-                            ("state", &p.state),
-                            ("iss", &issuer),
-                        ],
-                    )),
-                    None => Decided::Grants,
-                });
+                return Ok(pushed.map_or(Decided::Grants, |p| denied_answer(&p, &issuer)));
             }
             approval::may_approve_ticked(access.coverage, &threads)?;
             let choice = Choice {
@@ -346,10 +382,7 @@ pub async fn decide(
                     redeemed_ms: None,
                 },
             )?;
-            Ok(Decided::Partner(answer_url(
-                &pushed.redirect_uri,
-                &[("code", &code), ("state", &pushed.state), ("iss", &issuer)],
-            )))
+            Ok(code_answer(&pushed, &code, &issuer))
         })
         .await;
     match decided {

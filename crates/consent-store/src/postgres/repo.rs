@@ -180,6 +180,24 @@ impl<'a> PgRepo<'a> {
         let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE {condition}");
         self.rows(&sql, params, records::audit)
     }
+
+    /// The authorization code whose `column` is `value`.
+    fn code_where(&mut self, column: &str, value: &str) -> StoreResult<Option<AuthorizationCode>> {
+        let sql = format!(
+            "SELECT partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms \
+             FROM authorization_codes WHERE {column} = $1"
+        );
+        self.row(&sql, &[&value], |r| {
+            Ok(AuthorizationCode {
+                partner_id: r.try_get(0)?,
+                grant_id: r.try_get(1)?,
+                redirect_uri: r.try_get(2)?,
+                code_challenge: r.try_get(3)?,
+                expires_ms: r.try_get(4)?,
+                redeemed_ms: r.try_get(5)?,
+            })
+        })
+    }
 }
 
 const THREAD_COLUMNS: &str = "t.seq, t.id, t.title, t.started_by_partner, t.created_ms";
@@ -927,21 +945,19 @@ impl Repo for PgRepo<'_> {
     }
 
     fn code(&mut self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>> {
-        self.row(
-            "SELECT partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms \
-             FROM authorization_codes WHERE code_hash = $1",
-            &[&code_hash],
-            |r| {
-                Ok(AuthorizationCode {
-                    partner_id: r.try_get(0)?,
-                    grant_id: r.try_get(1)?,
-                    redirect_uri: r.try_get(2)?,
-                    code_challenge: r.try_get(3)?,
-                    expires_ms: r.try_get(4)?,
-                    redeemed_ms: r.try_get(5)?,
-                })
-            },
-        )
+        self.code_where("code_hash", code_hash)
+    }
+
+    fn code_of_grant(&mut self, grant_id: &str) -> StoreResult<Option<AuthorizationCode>> {
+        self.code_where("grant_id", grant_id)
+    }
+
+    fn rehash_code_of_grant(&mut self, grant_id: &str, new_hash: &str) -> StoreResult<()> {
+        self.execute(
+            "UPDATE authorization_codes SET code_hash = $2 WHERE grant_id = $1",
+            &[&grant_id, &new_hash],
+        )?;
+        Ok(())
     }
 
     fn redeem_code(&mut self, code_hash: &str, now_ms: i64) -> StoreResult<()> {
