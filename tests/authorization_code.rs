@@ -335,10 +335,27 @@ async fn a_decision_sent_twice_is_answered_as_the_first_and_only_the_last_code_w
     let second = browser.post(&consent, &allow).await;
     assert_eq!((first.status, second.status), (303, 303), "{}", second.body);
     let (first, second) = (first.location.unwrap(), second.location.unwrap());
+    assert!(second.starts_with(&uri), "{second}");
     assert_eq!(param(&second, "state").as_deref(), Some("st-allow"));
+    assert_eq!(param(&second, "iss"), param(&first, "iss"));
     let first_code = param(&first, "code").unwrap();
     let second_code = param(&second, "code").unwrap();
     assert_ne!(first_code, second_code);
+    assert_eq!(
+        audited(&s, "POST /consent").await,
+        [("allow".to_string(), String::new())],
+        "the new code's issue is recorded"
+    );
+    // The same request allowed in another tab with another lifetime is not the decision
+    // made: refused, and the code stands.
+    let other_tab = [allow.as_slice(), &[("lifetime_days", "7")]].concat();
+    let differing = browser.post(&consent, &other_tab).await;
+    assert_eq!(differing.status, 409, "{}", differing.body);
+    assert!(
+        differing.body.contains("REQUEST_NOT_PENDING"),
+        "{}",
+        differing.body
+    );
     let replaced = music
         .consent
         .exchange_code(exchange(&first_code, VERIFIER, &uri))
@@ -360,11 +377,32 @@ async fn a_decision_sent_twice_is_answered_as_the_first_and_only_the_last_code_w
         .post(&consent, &[("csrf", &csrf), ("decision", "deny")])
         .await;
     assert_eq!(turned.status, 409, "{}", turned.body);
-    assert_eq!(
-        audited(&s, "/consent.platform.v1.Account/ApproveRequest").await,
-        [("allow".to_string(), String::new())],
-        "one approval, one grant"
+
+    // An Allow sent again once its code has expired is refused too.
+    let pushed = music
+        .consent
+        .push_authorization(push("st-slow"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (consent, _) = consent_page(&browser, &pushed.authorize_url).await;
+    assert_eq!(browser.post(&consent, &allow).await.status, 303);
+    s.platform.clock.advance_ms(61_000);
+    let expired = browser.post(&consent, &allow).await;
+    assert_eq!(expired.status, 409, "{}", expired.body);
+    assert!(
+        expired.body.contains("REQUEST_NOT_PENDING"),
+        "{}",
+        expired.body
     );
+    assert_eq!(
+        audited(&s, "/consent.platform.v1.Account/ApproveRequest")
+            .await
+            .len(),
+        2,
+        "one grant for each request"
+    );
+    assert_eq!(audited(&s, "POST /consent").await.len(), 1);
 
     // Deny sent twice: access_denied both times, one denial.
     let pushed = music

@@ -128,15 +128,38 @@ pub fn may_decide(access: &AccessRequest, now_ms: i64) -> Result<(), Refusal> {
     }
 }
 
-/// Whether deciding `access` with `approve` is the decision already made of it, sent again
-/// (a double click on Allow, a form sent twice): a browser shows only the answer to the
-/// last form it sent, so that form is answered as the first one was rather than refused.
-pub fn decides_again(access: &AccessRequest, approve: bool) -> bool {
-    match access.status {
-        RequestStatus::Approved | RequestStatus::Exchanged => approve,
-        RequestStatus::Denied => !approve,
+/// Whether a decision of `access` is the one already made of it, sent again (a double
+/// click on Allow, a form sent twice): a denial of a denied request, or an approval with
+/// `choice` of an approved one whose grant, still active, is the one `choice` makes. A
+/// browser shows only the answer to the last form it sent, so such a form is answered as
+/// the first one was rather than refused. `choice` is `None` for a denial.
+pub fn decides_again(
+    access: &AccessRequest,
+    grant: Option<&Grant>,
+    choice: Option<&Choice>,
+    policy: &LifetimePolicy,
+) -> bool {
+    match (access.status, choice) {
+        (RequestStatus::Denied, None) => true,
+        (RequestStatus::Approved | RequestStatus::Exchanged, Some(choice)) => {
+            grant.is_some_and(|g| g.state == GrantState::Active && made(access, choice, g, policy))
+        }
         _ => false,
     }
+}
+
+/// Whether approving `access` with `choice` makes `grant`: its permissions, threads,
+/// history and lifetime.
+fn made(access: &AccessRequest, choice: &Choice, grant: &Grant, policy: &LifetimePolicy) -> bool {
+    let sorted = |ids: &[String]| {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids
+    };
+    choice.scopes == grant.scopes
+        && sorted(&choice.thread_ids) == sorted(&grant.thread_ids)
+        && (access.include_history && choice.include_history) == grant.include_history
+        && lifetime_ms(choice.lifetime_days, policy) == Some(grant.not_after_ms - grant.created_ms)
 }
 
 /// Whether the user may decide a request in the platform's own app rather than on its
@@ -221,6 +244,16 @@ pub fn asked_scopes(feature: &Feature, partner: &Partner) -> ScopeSet {
     ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits())
 }
 
+/// How long a grant approved for `days` lasts: the longest policy allows for 0, `None`
+/// beyond it.
+fn lifetime_ms(days: u32, policy: &LifetimePolicy) -> Option<i64> {
+    match i64::from(days) * DAY_MS {
+        0 => Some(policy.max_lifetime_ms),
+        ms if ms > policy.max_lifetime_ms => None,
+        ms => Some(ms),
+    }
+}
+
 /// Turns a user's approval of `access` into the grant it makes. The request must still be
 /// pending, its partner active and its feature not retired; every field the user chose
 /// beyond what was asked, or beyond policy, is named in one refusal.
@@ -294,17 +327,13 @@ pub fn approve(
     let mut asked_threads = access.thread_ids.clone();
     asked_threads.sort();
 
-    let lifetime_ms = match i64::from(choice.lifetime_days) * DAY_MS {
-        0 => policy.max_lifetime_ms,
-        ms if ms > policy.max_lifetime_ms => {
-            violations.push(FieldViolation::new(
-                "lifetime_days",
-                format!("must be at most {} days", policy.max_lifetime_ms / DAY_MS),
-            ));
-            0
-        }
-        ms => ms,
-    };
+    let lifetime_ms = lifetime_ms(choice.lifetime_days, policy).unwrap_or_else(|| {
+        violations.push(FieldViolation::new(
+            "lifetime_days",
+            format!("must be at most {} days", policy.max_lifetime_ms / DAY_MS),
+        ));
+        0
+    });
 
     if !violations.is_empty() {
         return Err(Refusal::Invalid(violations));
@@ -558,20 +587,86 @@ mod tests {
     #[test]
     fn only_the_decision_already_made_is_a_decision_sent_again() {
         let decided = |status| AccessRequest { status, ..access() };
-        for (status, again) in [
-            (RequestStatus::Pending, None),
-            (RequestStatus::RequestExpired, None),
-            (RequestStatus::Approved, Some(true)),
-            (RequestStatus::Exchanged, Some(true)),
-            (RequestStatus::Denied, Some(false)),
-        ] {
-            for approve in [true, false] {
-                assert_eq!(
-                    decides_again(&decided(status), approve),
-                    again == Some(approve),
-                    "{status:?}, approve {approve}"
-                );
-            }
+        let choice = Choice {
+            scopes: ScopeSet::of(&[Scope::MessagesRead]),
+            thread_ids: vec!["thr_2".into(), "thr_1".into()],
+            lifetime_days: 7,
+            include_history: true,
+        };
+        let approved = approve(
+            &access(),
+            Some(&partner()),
+            Some(&feature()),
+            choice.clone(),
+            100,
+            &POLICY,
+        )
+        .unwrap();
+        let grant = Grant {
+            id: "grt_1".into(),
+            user_id: "usr_a".into(),
+            partner_id: "files".into(),
+            feature: "share".into(),
+            scopes: approved.scopes,
+            coverage: Coverage::Listed,
+            thread_ids: vec!["thr_1".into(), "thr_2".into()],
+            include_history: approved.include_history,
+            created_ms: 100,
+            not_after_ms: approved.not_after_ms,
+            last_used_ms: None,
+            state: GrantState::Active,
+            ended_ms: None,
+            attested_ms: None,
+        };
+        let again = |status, grant: Option<&Grant>, choice: Option<&Choice>| {
+            decides_again(&decided(status), grant, choice, &POLICY)
+        };
+        for status in [RequestStatus::Approved, RequestStatus::Exchanged] {
+            assert!(again(status, Some(&grant), Some(&choice)), "{status:?}");
+            assert!(
+                !again(status, Some(&grant), None),
+                "a denial after an approval"
+            );
+        }
+        assert!(again(RequestStatus::Denied, None, None));
+        for status in [RequestStatus::Pending, RequestStatus::RequestExpired] {
+            assert!(!again(status, None, None) && !again(status, None, Some(&choice)));
+        }
+        assert!(!again(RequestStatus::Denied, None, Some(&choice)));
+        assert!(!again(RequestStatus::Approved, None, Some(&choice)));
+        let revoked = Grant {
+            state: GrantState::Revoked,
+            ..grant.clone()
+        };
+        assert!(!again(
+            RequestStatus::Exchanged,
+            Some(&revoked),
+            Some(&choice)
+        ));
+        // Another tab's different choice is not the decision made.
+        let others = [
+            Choice {
+                scopes: ScopeSet::of(&[Scope::MessagesRead, Scope::MessagesWrite]),
+                ..choice.clone()
+            },
+            Choice {
+                thread_ids: vec!["thr_1".into()],
+                ..choice.clone()
+            },
+            Choice {
+                lifetime_days: 8,
+                ..choice.clone()
+            },
+            Choice {
+                include_history: false,
+                ..choice.clone()
+            },
+        ];
+        for other in &others {
+            assert!(
+                !again(RequestStatus::Exchanged, Some(&grant), Some(other)),
+                "{other:?}"
+            );
         }
     }
 

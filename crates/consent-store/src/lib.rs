@@ -634,7 +634,7 @@ pub trait Repo {
     /// A code by its hash.
     fn code(&mut self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>>;
     /// The code issued for `grant_id` (the consent page issues one with each grant it
-    /// makes).
+    /// makes, and the schema holds at most one per grant).
     fn code_of_grant(&mut self, grant_id: &str) -> StoreResult<Option<AuthorizationCode>>;
     /// Files the code issued for `grant_id` under `new_hash`: the code it was issued as is
     /// no longer known.

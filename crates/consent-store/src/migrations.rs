@@ -131,5 +131,5 @@ ALTER TABLE messages ADD COLUMN card BLOB;
 ALTER TABLE features ADD COLUMN card_kinds TEXT NOT NULL DEFAULT '';
 "#,
     "CREATE INDEX sessions_by_age ON sessions(expires_ms);",
-    "CREATE INDEX authorization_codes_by_grant ON authorization_codes(grant_id);",
+    "CREATE UNIQUE INDEX authorization_codes_by_grant ON authorization_codes(grant_id);",
 ];

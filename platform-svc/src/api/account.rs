@@ -334,16 +334,24 @@ fn own_grant(repo: &mut dyn Repo, user: &User, grant_id: &str) -> ApiResult<Gran
 }
 
 /// What a user's decision on their consent concerns, for its audit record.
-struct Concerns<'a> {
-    partner_id: &'a str,
-    user_id: &'a str,
+pub(crate) struct Concerns<'a> {
+    /// The partner decided on.
+    pub partner_id: &'a str,
+    /// The user deciding.
+    pub user_id: &'a str,
     /// Empty for a denial, which makes no grant.
-    grant_id: &'a str,
-    resource: &'a str,
+    pub grant_id: &'a str,
+    /// The request or grant decided.
+    pub resource: &'a str,
 }
 
 /// Appends the record of a user's decision that took effect (`method`).
-fn record(repo: &mut dyn Repo, now_ms: i64, method: &str, on: Concerns<'_>) -> ApiResult<()> {
+pub(crate) fn record(
+    repo: &mut dyn Repo,
+    now_ms: i64,
+    method: &str,
+    on: Concerns<'_>,
+) -> ApiResult<()> {
     let entry = AuditEntry {
         partner_id: on.partner_id.to_string(),
         user_id: on.user_id.to_string(),

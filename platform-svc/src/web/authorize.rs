@@ -10,7 +10,7 @@
 use super::parsed::{PageForm, PageQuery};
 use super::session::{self, SignedIn, sign_in_then_back};
 use super::{WebState, audit_refusal, failure, pages, refuse_form};
-use crate::api::account;
+use crate::api::account::{self, Concerns};
 use crate::error::{ApiError, ApiResult};
 use crate::validate::{self, AllFields};
 use axum::extract::{Path, Query, State};
@@ -291,8 +291,9 @@ fn code_answer(pushed: &PushedRequest, code: &str, issuer: &str) -> Decided {
 }
 
 /// The answer to a decision sent again (see [`approval::decides_again`]): the first one's,
-/// except that an approval's code, still unused, is replaced by a new one, since only the
-/// second answer reaches the partner.
+/// except that the code an approval issued, while still unused, is replaced by a new one
+/// that expires with it (recorded as the code's issue), since only the second answer
+/// reaches the partner.
 fn answer_again(
     repo: &mut dyn Repo,
     access: &AccessRequest,
@@ -303,13 +304,20 @@ fn answer_again(
     let Some(pushed) = pushed else {
         return Ok(Decided::Grants);
     };
-    if access.status == RequestStatus::Denied {
+    // A denial made no grant.
+    let Some(grant_id) = access.grant_id.as_deref() else {
         return Ok(denied_answer(pushed, issuer));
-    }
-    let grant_id = access.grant_id.as_deref().unwrap_or_default();
+    };
     authorization::may_issue_again(repo.code_of_grant(grant_id)?.as_ref(), now_ms)?;
     let code = new_token(CODE_PREFIX);
     repo.rehash_code_of_grant(grant_id, &hash_token(&code))?;
+    let issued = Concerns {
+        partner_id: &access.partner_id,
+        user_id: &access.user_id,
+        grant_id,
+        resource: &access.id,
+    };
+    account::record(repo, now_ms, "POST /consent", issued)?;
     Ok(code_answer(pushed, &code, issuer))
 }
 
@@ -350,20 +358,24 @@ pub async fn decide(
             let pushed = repo.pushed_request_of(&request_id)?;
             let access =
                 ownership::users_request(&user.id, &request_id, repo.request(&request_id)?)?;
-            if approval::decides_again(&access, approve) {
-                return answer_again(repo, &access, pushed.as_ref(), &issuer, now_ms);
-            }
-            if !approve {
-                account::deny(repo, &user, access, now_ms)?;
-                return Ok(pushed.map_or(Decided::Grants, |p| denied_answer(&p, &issuer)));
-            }
-            approval::may_approve_ticked(access.coverage, &threads)?;
-            let choice = Choice {
+            let granted = match &access.grant_id {
+                Some(grant_id) => repo.grant(grant_id)?,
+                None => None,
+            };
+            let choice = approve.then_some(Choice {
                 scopes,
                 thread_ids: threads,
                 lifetime_days: form.lifetime_days,
                 include_history: form.include_history.is_some(),
+            });
+            if approval::decides_again(&access, granted.as_ref(), choice.as_ref(), &policy) {
+                return answer_again(repo, &access, pushed.as_ref(), &issuer, now_ms);
+            }
+            let Some(choice) = choice else {
+                account::deny(repo, &user, access, now_ms)?;
+                return Ok(pushed.map_or(Decided::Grants, |p| denied_answer(&p, &issuer)));
             };
+            approval::may_approve_ticked(access.coverage, &choice.thread_ids)?;
             let (grant, _) = account::approve(repo, &user, access, choice, now_ms, &policy)?;
             let Some(pushed) = pushed else {
                 return Ok(Decided::Grants);

@@ -100,5 +100,5 @@ CREATE TABLE authorization_codes (
 CREATE INDEX authorization_codes_by_age ON authorization_codes(expires_ms);
 "#,
     "CREATE INDEX sessions_by_age ON sessions(expires_ms);",
-    "CREATE INDEX authorization_codes_by_grant ON authorization_codes(grant_id);",
+    "CREATE UNIQUE INDEX authorization_codes_by_grant ON authorization_codes(grant_id);",
 ];
