@@ -4,7 +4,7 @@
 
 use crate::MessageRow;
 use crate::codec::{decode_card, decode_card_kinds, split_ids};
-use consent_core::authorization::PushedRequest;
+use consent_core::authorization::{AuthorizationCode, PushedRequest};
 use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
     Message, ScopeSet, User, request_status_from_stored,
@@ -187,6 +187,19 @@ pub(crate) fn pushed<R: StoredRow>(r: &R) -> Result<PushedRequest, R::Error> {
         code_challenge: r.text(8)?,
         expires_ms: r.int(9)?,
         access_request_id: r.maybe_text(10)?,
+    })
+}
+
+pub(crate) const CODE_COLUMNS: &str =
+    "partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms";
+pub(crate) fn code<R: StoredRow>(r: &R) -> Result<AuthorizationCode, R::Error> {
+    Ok(AuthorizationCode {
+        partner_id: r.text(0)?,
+        grant_id: r.text(1)?,
+        redirect_uri: r.text(2)?,
+        code_challenge: r.text(3)?,
+        expires_ms: r.int(4)?,
+        redeemed_ms: r.maybe_int(5)?,
     })
 }
 

@@ -19,8 +19,8 @@ use super::codec::{
 };
 use super::migrations::{AUDIT_MAC_MIGRATION, MIGRATIONS};
 use super::records::{
-    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, MESSAGES_WITH_OPT_OUT,
-    PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
+    self, AUDIT_COLUMNS, CODE_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS,
+    MESSAGES_WITH_OPT_OUT, PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
 };
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
@@ -472,21 +472,9 @@ impl SqliteRepo<'_> {
 
     /// The authorization code whose `column` is `value`.
     fn code_where(&self, column: &str, value: &str) -> StoreResult<Option<AuthorizationCode>> {
-        let sql = format!(
-            "SELECT partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms \
-             FROM authorization_codes WHERE {column} = ?1"
-        );
+        let sql = format!("SELECT {CODE_COLUMNS} FROM authorization_codes WHERE {column} = ?1");
         Ok(self
-            .query_row(&sql, [value], |r| {
-                Ok(AuthorizationCode {
-                    partner_id: r.get(0)?,
-                    grant_id: r.get(1)?,
-                    redirect_uri: r.get(2)?,
-                    code_challenge: r.get(3)?,
-                    expires_ms: r.get(4)?,
-                    redeemed_ms: r.get(5)?,
-                })
-            })
+            .query_row(&sql, [value], |r| records::code(r))
             .optional()?)
     }
 }

@@ -9,8 +9,8 @@ use crate::codec::{
     encode_card, encode_card_kinds, join_ids, join_lines, limit, newer_than, split_lines,
 };
 use crate::records::{
-    self, AUDIT_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS, MESSAGES_WITH_OPT_OUT,
-    PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
+    self, AUDIT_COLUMNS, CODE_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS,
+    MESSAGES_WITH_OPT_OUT, PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
 };
 use crate::{IdempotentResponse, MessageRow, Page, Paged, Repo, StoreError, StoreResult};
 use consent_core::audit::{AuditKey, record_hash, record_mac};
@@ -183,20 +183,8 @@ impl<'a> PgRepo<'a> {
 
     /// The authorization code whose `column` is `value`.
     fn code_where(&mut self, column: &str, value: &str) -> StoreResult<Option<AuthorizationCode>> {
-        let sql = format!(
-            "SELECT partner_id, grant_id, redirect_uri, code_challenge, expires_ms, redeemed_ms \
-             FROM authorization_codes WHERE {column} = $1"
-        );
-        self.row(&sql, &[&value], |r| {
-            Ok(AuthorizationCode {
-                partner_id: r.try_get(0)?,
-                grant_id: r.try_get(1)?,
-                redirect_uri: r.try_get(2)?,
-                code_challenge: r.try_get(3)?,
-                expires_ms: r.try_get(4)?,
-                redeemed_ms: r.try_get(5)?,
-            })
-        })
+        let sql = format!("SELECT {CODE_COLUMNS} FROM authorization_codes WHERE {column} = $1");
+        self.row(&sql, &[&value], records::code)
     }
 }
 
