@@ -151,11 +151,6 @@ pub fn decides_again(
 /// Whether approving `access` with `choice` makes `grant`: its permissions, threads,
 /// history and lifetime.
 fn made(access: &AccessRequest, choice: &Choice, grant: &Grant, policy: &LifetimePolicy) -> bool {
-    let sorted = |ids: &[String]| {
-        let mut ids = ids.to_vec();
-        ids.sort();
-        ids
-    };
     choice.scopes == grant.scopes
         && sorted(&choice.thread_ids) == sorted(&grant.thread_ids)
         && (access.include_history && choice.include_history) == grant.include_history
@@ -244,6 +239,13 @@ pub fn asked_scopes(feature: &Feature, partner: &Partner) -> ScopeSet {
     ScopeSet::from_bits(feature.scopes.bits() & partner.allowed_scopes.bits())
 }
 
+/// Thread ids in order, to compare two lists as sets.
+fn sorted(ids: &[String]) -> Vec<String> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids
+}
+
 /// How long a grant approved for `days` lasts: the longest policy allows for 0, `None`
 /// beyond it.
 fn lifetime_ms(days: u32, policy: &LifetimePolicy) -> Option<i64> {
@@ -322,10 +324,6 @@ pub fn approve(
     } else {
         access.thread_ids.clone()
     };
-    let mut granted_threads = thread_ids.clone();
-    granted_threads.sort();
-    let mut asked_threads = access.thread_ids.clone();
-    asked_threads.sort();
 
     let lifetime_ms = lifetime_ms(choice.lifetime_days, policy).unwrap_or_else(|| {
         violations.push(FieldViolation::new(
@@ -341,7 +339,7 @@ pub fn approve(
     let include_history = access.include_history && choice.include_history;
     Ok(Approved {
         narrowed: scopes != asked
-            || granted_threads != asked_threads
+            || sorted(&thread_ids) != sorted(&access.thread_ids)
             || include_history != access.include_history,
         refused: asked.minus(scopes),
         scopes,
