@@ -25,6 +25,17 @@ fn push(state: &str) -> pb::PushAuthorizationRequest {
     }
 }
 
+/// The music app pushes the request of [`push`]; returns the URL it sends the browser to.
+async fn pushed_url(music: &mut end_to_end::Partner, state: &str) -> String {
+    music
+        .consent
+        .push_authorization(push(state))
+        .await
+        .unwrap()
+        .into_inner()
+        .authorize_url
+}
+
 /// The music app pushes a request with listed coverage of `thread_ids` (its own ids for
 /// them); returns the URL it sends the browser to.
 async fn push_listed(
@@ -275,13 +286,8 @@ async fn a_user_signs_in_on_the_platform_unticks_a_permission_and_the_partner_ge
 
 /// Pushes a request, has alice approve it in `browser` as asked, and returns the code.
 async fn approved_code(browser: &Browser, music: &mut end_to_end::Partner) -> String {
-    let pushed = music
-        .consent
-        .push_authorization(push("st-2"))
-        .await
-        .unwrap()
-        .into_inner();
-    let (consent, page) = consent_page(browser, &pushed.authorize_url).await;
+    let authorize_url = pushed_url(music, "st-2").await;
+    let (consent, page) = consent_page(browser, &authorize_url).await;
     let csrf = page.field("csrf").unwrap();
     let decided = browser
         .post(
@@ -318,13 +324,8 @@ async fn a_decision_sent_twice_is_answered_as_the_first_and_only_the_last_code_w
     let uri = redirect_uri("music");
 
     // A double click on Allow: the browser follows the second answer, whose code works.
-    let pushed = music
-        .consent
-        .push_authorization(push("st-allow"))
-        .await
-        .unwrap()
-        .into_inner();
-    let (consent, page) = consent_page(&browser, &pushed.authorize_url).await;
+    let authorize_url = pushed_url(&mut music, "st-allow").await;
+    let (consent, page) = consent_page(&browser, &authorize_url).await;
     let csrf = page.field("csrf").unwrap();
     let allow = [
         ("csrf", csrf.as_str()),
@@ -379,13 +380,8 @@ async fn a_decision_sent_twice_is_answered_as_the_first_and_only_the_last_code_w
     assert_eq!(turned.status, 409, "{}", turned.body);
 
     // An Allow sent again once its code has expired is refused too.
-    let pushed = music
-        .consent
-        .push_authorization(push("st-slow"))
-        .await
-        .unwrap()
-        .into_inner();
-    let (consent, _) = consent_page(&browser, &pushed.authorize_url).await;
+    let authorize_url = pushed_url(&mut music, "st-slow").await;
+    let (consent, _) = consent_page(&browser, &authorize_url).await;
     assert_eq!(browser.post(&consent, &allow).await.status, 303);
     s.platform.clock.advance_ms(61_000);
     let expired = browser.post(&consent, &allow).await;
@@ -405,13 +401,8 @@ async fn a_decision_sent_twice_is_answered_as_the_first_and_only_the_last_code_w
     assert_eq!(audited(&s, "POST /consent").await.len(), 1);
 
     // Deny sent twice: access_denied both times, one denial.
-    let pushed = music
-        .consent
-        .push_authorization(push("st-deny"))
-        .await
-        .unwrap()
-        .into_inner();
-    let (consent, _) = consent_page(&browser, &pushed.authorize_url).await;
+    let authorize_url = pushed_url(&mut music, "st-deny").await;
+    let (consent, _) = consent_page(&browser, &authorize_url).await;
     for _ in 0..2 {
         let denied = browser
             .post(&consent, &[("csrf", &csrf), ("decision", "deny")])
@@ -503,26 +494,14 @@ async fn codes_are_bound_to_their_partner_verifier_redirect_and_lifetime() {
     );
 
     // A request_uri not opened within its lifetime is refused.
-    let pushed = music
-        .consent
-        .push_authorization(push("st-4"))
-        .await
-        .unwrap()
-        .into_inner();
+    let authorize_url = pushed_url(&mut music, "st-4").await;
     s.platform.clock.advance_ms(91_000);
-    let expired = browser.get(&pushed.authorize_url).await;
+    let expired = browser.get(&authorize_url).await;
     assert_eq!(expired.status, 403);
     assert!(expired.body.contains("REQUEST_URI_INVALID") && expired.body.contains("expired"));
     // And another partner cannot present it as its own.
-    let pushed = music
-        .consent
-        .push_authorization(push("st-5"))
-        .await
-        .unwrap()
-        .into_inner();
-    let posing = pushed
-        .authorize_url
-        .replace("client_id=music", "client_id=video");
+    let authorize_url = pushed_url(&mut music, "st-5").await;
+    let posing = authorize_url.replace("client_id=music", "client_id=video");
     assert_eq!(browser.get(&posing).await.status, 403);
     let opened = audited(&s, "GET /authorize").await;
     let invalid = ("deny".to_string(), "REQUEST_URI_INVALID".to_string());
@@ -570,13 +549,8 @@ async fn forms_need_their_csrf_token_and_sign_in_never_leaves_the_platform() {
     let mut music = s.platform.partner("music").await;
     let browser = Browser::new(&s.platform);
     browser.sign_in("alice").await;
-    let pushed = music
-        .consent
-        .push_authorization(push("st-6"))
-        .await
-        .unwrap()
-        .into_inner();
-    let (consent, _) = consent_page(&browser, &pushed.authorize_url).await;
+    let authorize_url = pushed_url(&mut music, "st-6").await;
+    let (consent, _) = consent_page(&browser, &authorize_url).await;
     let forged = browser
         .post(
             &consent,
