@@ -19,4 +19,5 @@ pub mod ownership;
 pub mod partner_view;
 pub mod rules;
 pub mod secret;
+pub mod session;
 pub mod text;

@@ -44,6 +44,7 @@ use consent_core::model::{
     Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter,
     User,
 };
+use consent_core::session::Session;
 use consent_proto::platform::v1::GrantEventKind;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -423,8 +424,9 @@ pub trait Repo {
     fn delete_session(&mut self, token_hash: &str) -> StoreResult<()>;
     /// Forgets the sessions that expired before `before_ms`; returns how many.
     fn forget_sessions(&mut self, before_ms: i64) -> StoreResult<usize>;
-    /// The user of an unexpired session.
-    fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>>;
+    /// The session whose token hashes to `token_hash`, ended or not (`session::user_of`
+    /// decides whether it still works).
+    fn session(&mut self, token_hash: &str) -> StoreResult<Option<Session>>;
     /// Makes two users friends (both ways) and drops their requests to each other.
     fn add_friendship(&mut self, a: &str, b: &str) -> StoreResult<()>;
     /// Records `from`'s request to befriend `to` (kept once).

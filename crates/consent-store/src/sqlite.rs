@@ -33,6 +33,7 @@ use consent_core::model::{
     Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter,
     User,
 };
+use consent_core::session::Session;
 use consent_proto::platform::v1::GrantEventKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, named_params, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -533,12 +534,17 @@ impl Repo for SqliteRepo<'_> {
         Ok(self.execute("DELETE FROM sessions WHERE expires_ms < ?1", [before_ms])?)
     }
 
-    fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
+    fn session(&mut self, token_hash: &str) -> StoreResult<Option<Session>> {
         Ok(self
             .query_row(
-                "SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_ms > ?2",
-                params![token_hash, now_ms],
-                |r| r.get(0),
+                "SELECT user_id, expires_ms FROM sessions WHERE token_hash = ?1",
+                [token_hash],
+                |r| {
+                    Ok(Session {
+                        user_id: r.get(0)?,
+                        expires_ms: r.get(1)?,
+                    })
+                },
             )
             .optional()?)
     }

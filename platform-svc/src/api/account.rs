@@ -21,6 +21,7 @@ use consent_core::rules::{self, Befriending, LifetimePolicy};
 use consent_core::secret::{
     SESSION_TOKEN_PREFIX, hash_token, is_well_formed, new_id, new_ordered_id, new_token,
 };
+use consent_core::session;
 use consent_proto::platform::v1 as pb;
 use consent_store::{Repo, StoreError};
 use consent_tls::principal::ConnectionInfo;
@@ -128,7 +129,7 @@ impl AccountService {
         self.platform
             .run(move |repo, now_ms| {
                 let token = new_token(SESSION_TOKEN_PREFIX);
-                let expires_ms = now_ms + session_ms;
+                let expires_ms = session::ends_ms(now_ms, session_ms);
                 repo.insert_session(&hash_token(&token), &user.id, expires_ms)?;
                 Ok(pb::SignInResponse {
                     session_token: token,
@@ -284,19 +285,11 @@ fn signed_in<R>(
 
 /// The user of an unexpired session `token`.
 pub fn session_user(repo: &mut dyn Repo, token: Option<&str>, now_ms: i64) -> ApiResult<User> {
-    let invalid = || {
-        ApiError::Unauthenticated(
-            Reason::SessionInvalid,
-            "sign in and send 'authorization: Bearer <session token>'".into(),
-        )
-    };
     let token = token
         .filter(|t| is_well_formed(t, SESSION_TOKEN_PREFIX))
-        .ok_or_else(invalid)?;
-    let user_id = repo
-        .session_user(&hash_token(token), now_ms)?
-        .ok_or_else(invalid)?;
-    repo.user_by_id(&user_id)?.ok_or_else(invalid)
+        .ok_or_else(session::invalid)?;
+    let user_id = session::user_of(repo.session(&hash_token(token))?, now_ms)?;
+    Ok(repo.user_by_id(&user_id)?.ok_or_else(session::invalid)?)
 }
 
 /// Those of `thread_ids` that `user` is in.

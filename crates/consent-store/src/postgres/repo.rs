@@ -20,6 +20,7 @@ use consent_core::model::{
     Partner, PrivacyChange, ReadByOthersApp, RequestStatus, Scope, ScopeSet, Thread, ThreadFilter,
     User,
 };
+use consent_core::session::Session;
 use consent_proto::platform::v1::GrantEventKind;
 use postgres::Row;
 use postgres::types::ToSql;
@@ -273,11 +274,16 @@ impl Repo for PgRepo<'_> {
         self.execute("DELETE FROM sessions WHERE expires_ms < $1", &[&before_ms])
     }
 
-    fn session_user(&mut self, token_hash: &str, now_ms: i64) -> StoreResult<Option<String>> {
+    fn session(&mut self, token_hash: &str) -> StoreResult<Option<Session>> {
         self.row(
-            "SELECT user_id FROM sessions WHERE token_hash = $1 AND expires_ms > $2",
-            &[&token_hash, &now_ms],
-            |r| r.try_get(0),
+            "SELECT user_id, expires_ms FROM sessions WHERE token_hash = $1",
+            &[&token_hash],
+            |r| {
+                Ok(Session {
+                    user_id: r.try_get(0)?,
+                    expires_ms: r.try_get(1)?,
+                })
+            },
         )
     }
 
