@@ -300,6 +300,23 @@ async fn a_music_app_user_connects_through_the_consent_page_and_the_callback_che
         "{}",
         unconnected.body
     );
+    // A form or a query string that does not parse (here a field sent twice) is refused on
+    // the app's page too, with the part that did not parse, not in the framework's text.
+    let twice = [share[0], ("thread_id", "thr_a"), ("thread_id", "thr_b")];
+    let malformed_form = mallory.post(&format!("{origin}/share"), &twice).await;
+    let malformed_query = mallory.get(&format!("{origin}/?page=1&page=2")).await;
+    for (malformed, part) in [(malformed_form, "form"), (malformed_query, "query")] {
+        assert_eq!(malformed.status, 400, "{}", malformed.body);
+        assert!(
+            malformed.body.contains("That did not work")
+                && malformed.body.contains("INVALID_ARGUMENT")
+                && malformed
+                    .body
+                    .contains(&format!("the {part} did not parse")),
+            "{}",
+            malformed.body
+        );
+    }
 
     // Disconnecting on the app's page releases the grant.
     let home = browser.get(&format!("{origin}/")).await;

@@ -219,6 +219,8 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+pub mod parsed;
+
 /// Cookies and CSRF tokens of pages served to browsers: every cookie is `__Host-`
 /// prefixed, `Secure`, `HttpOnly`, `SameSite=Lax`, for the whole site. Forms carry the
 /// value of the `__Host-csrf` cookie back in a hidden field (a double-submit token): a page

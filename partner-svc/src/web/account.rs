@@ -4,12 +4,13 @@
 //! cookie whose token the store keeps only as a hash; signing in ends the browser's
 //! previous session.
 
+use super::PageForm;
 use super::{WebState, csrf_refusal, failure, internal};
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::{CookieJar, Form};
+use axum_extra::extract::{CookieJar, Form, WithRejection};
 use consent_core::clock::Clock;
 use consent_core::secret::{hash_token, new_token};
 use consent_tls::https::{self, cookies};
@@ -165,7 +166,7 @@ async fn start_session(state: &WebState, jar: CookieJar, name: String) -> Respon
 pub async fn sign_up(
     State(state): State<WebState>,
     jar: CookieJar,
-    Form(form): Form<AccountForm>,
+    WithRejection(Form(form), _): PageForm<AccountForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
@@ -198,7 +199,7 @@ pub async fn sign_up(
 pub async fn sign_in(
     State(state): State<WebState>,
     jar: CookieJar,
-    Form(form): Form<AccountForm>,
+    WithRejection(Form(form), _): PageForm<AccountForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
@@ -238,7 +239,7 @@ pub struct CsrfForm {
 pub async fn sign_out(
     State(state): State<WebState>,
     jar: CookieJar,
-    Form(form): Form<CsrfForm>,
+    WithRejection(Form(form), _): PageForm<CsrfForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;

@@ -7,12 +7,13 @@
 //! answer is logged with its reason (never the code).
 
 use super::account::SignedIn;
+use super::{PageForm, PageQuery};
 use super::{WebState, csrf_refusal, failure, internal, platform_refused, refused};
 use crate::store::{self, Flow};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::{CookieJar, Form};
+use axum_extra::extract::{CookieJar, Form, WithRejection};
 use consent_core::authorization::s256;
 use consent_core::clock::Clock;
 use consent_core::secret::{hash_token, new_token};
@@ -34,7 +35,7 @@ pub async fn start(
     State(state): State<WebState>,
     SignedIn { name, session }: SignedIn,
     jar: CookieJar,
-    Form(form): Form<ConnectForm>,
+    WithRejection(Form(form), _): PageForm<ConnectForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
@@ -98,7 +99,7 @@ pub struct Answer {
 pub async fn finish(
     State(state): State<WebState>,
     signed_in: Option<SignedIn>,
-    Query(answer): Query<Answer>,
+    WithRejection(Query(answer), _): PageQuery<Answer>,
 ) -> Response {
     // An answer reaching a browser whose session has ended belongs to no flow it can finish;
     // unlike a page, it is told so rather than sent home.

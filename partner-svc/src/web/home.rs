@@ -3,12 +3,13 @@
 //! account. Signed out, the page offers sign-in and sign-up.
 
 use super::account::SignedIn;
+use super::{PageForm, PageQuery};
 use super::{WebState, csrf_refusal, pages, refused};
 use crate::caller::as_signed_in;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::{CookieJar, Form};
+use axum_extra::extract::{CookieJar, Form, WithRejection};
 use consent_proto::partner::v1 as api;
 use consent_proto::partner::v1::partner_app_server::PartnerApp as _;
 use consent_tls::https::cookies;
@@ -39,7 +40,7 @@ pub async fn page(
     user: Option<SignedIn>,
     jar: CookieJar,
     headers: HeaderMap,
-    Query(mut query): Query<InboxQuery>,
+    WithRejection(Query(mut query), _): PageQuery<InboxQuery>,
 ) -> Response {
     if !from_own_pages(&headers) {
         query.thread_id.clear();
@@ -108,7 +109,7 @@ pub async fn share(
     State(state): State<WebState>,
     SignedIn { name, .. }: SignedIn,
     jar: CookieJar,
-    Form(form): Form<ShareForm>,
+    WithRejection(Form(form), _): PageForm<ShareForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
@@ -152,7 +153,7 @@ pub async fn unsend(
     State(state): State<WebState>,
     SignedIn { name, .. }: SignedIn,
     jar: CookieJar,
-    Form(form): Form<UnsendForm>,
+    WithRejection(Form(form), _): PageForm<UnsendForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;
@@ -179,7 +180,7 @@ pub async fn disconnect(
     State(state): State<WebState>,
     SignedIn { name, .. }: SignedIn,
     jar: CookieJar,
-    Form(form): Form<DisconnectForm>,
+    WithRejection(Form(form), _): PageForm<DisconnectForm>,
 ) -> Response {
     if let Some(refused) = csrf_refusal(&jar, &form.csrf) {
         return refused;

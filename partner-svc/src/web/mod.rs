@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
 use consent_telemetry::rpc::decision;
 use consent_tls::https::cookies;
+use consent_tls::https::parsed::{self, MalformedPage};
 use std::sync::Arc;
 
 /// What every page handler shares.
@@ -70,6 +71,27 @@ pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHead
         .with_state(state);
     consent_tls::https::secured(pages, &platform)
 }
+
+/// The partner's pages, as the site that refuses a query string or form that did not
+/// parse: on a page, `400` with `INVALID_ARGUMENT`.
+#[derive(Debug)]
+struct Pages;
+
+impl MalformedPage for Pages {
+    fn malformed(part: &'static str, detail: String) -> Response {
+        failure(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            &format!("the {part} did not parse: {detail}"),
+        )
+    }
+}
+
+/// A page's query string, `T`.
+type PageQuery<T> = parsed::PageQuery<T, Pages>;
+
+/// A page's form, `T`.
+type PageForm<T> = parsed::PageForm<T, Pages>;
 
 /// A refused or failed action, as a page with its status and reason.
 fn failure(status: StatusCode, reason: &str, message: &str) -> Response {
