@@ -3,6 +3,7 @@
 //! the outbox of shares, cached messages, and the grant-event cursor.
 //! Tokens are kept because the partner must present them; they are never logged.
 
+use consent_core::session::Session;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -193,12 +194,12 @@ impl PartnerStore {
 }
 
 impl PartnerStore {
-    /// The account of an unexpired web session `token`.
+    /// The account of an unexpired session `token` (`session::user_of` decides).
     pub async fn session_account(&self, token: &str) -> StoreResult<Option<String>> {
         let token_hash = consent_core::secret::hash_token(token);
+        let stored = self.run(move |tx| session(tx, &token_hash)).await?;
         let now_ms = consent_core::clock::Clock::default().now_ms();
-        self.run(move |tx| session_account(tx, &token_hash, now_ms))
-            .await
+        Ok(consent_core::session::user_of(stored, now_ms).ok())
     }
 }
 
@@ -484,16 +485,21 @@ pub fn insert_session(
     Ok(())
 }
 
-/// The account of an unexpired session.
-pub fn session_account(
+/// The session whose token hashes to `token_hash`, ended or not, with the account it
+/// signed in.
+pub fn session(
     tx: &rusqlite::Transaction<'_>,
     token_hash: &str,
-    now_ms: i64,
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<Option<Session>> {
     tx.query_row(
-        "SELECT name FROM sessions WHERE token_hash = ?1 AND expires_ms > ?2",
-        params![token_hash, now_ms],
-        |r| r.get(0),
+        "SELECT name, expires_ms FROM sessions WHERE token_hash = ?1",
+        [token_hash],
+        |r| {
+            Ok(Session {
+                user_id: r.get(0)?,
+                expires_ms: r.get(1)?,
+            })
+        },
     )
     .optional()
 }

@@ -21,8 +21,8 @@
 //! PostgreSQL's from `LISTEN`/`NOTIFY`); `close` runs what is queued, then stops. Both
 //! backends here leave their threads and queues to `workers`. A backend's `Repo` turns its
 //! driver's errors into [`StoreError`] where it is written. Handlers see neither backend.
-//! Both read users, features, requests, pushed requests, authorization codes, grants,
-//! messages, grant events and audit records from rows with the same decoders (`records`);
+//! Both read users, sessions, features, requests, pushed requests, authorization codes,
+//! grants, messages, grant events and audit records from rows with the same decoders (`records`);
 //! the other rows (partners, threads, reads by others' apps) are decoded where each backend
 //! reads them. Both store values that have no column type the
 //! same way (`codec`).

@@ -9,6 +9,7 @@ use consent_core::model::{
     AccessRequest, AuditEntry, AuditRecord, Coverage, Feature, Grant, GrantEvent, GrantState,
     Message, ScopeSet, User, request_status_from_stored,
 };
+use consent_core::session::Session;
 use consent_proto::platform::v1::GrantEventKind;
 
 /// A row of either backend, read by column index.
@@ -187,6 +188,14 @@ pub(crate) fn pushed<R: StoredRow>(r: &R) -> Result<PushedRequest, R::Error> {
         code_challenge: r.text(8)?,
         expires_ms: r.int(9)?,
         access_request_id: r.maybe_text(10)?,
+    })
+}
+
+pub(crate) const SESSION_COLUMNS: &str = "user_id, expires_ms";
+pub(crate) fn session<R: StoredRow>(r: &R) -> Result<Session, R::Error> {
+    Ok(Session {
+        user_id: r.text(0)?,
+        expires_ms: r.int(1)?,
     })
 }
 

@@ -20,7 +20,8 @@ use super::codec::{
 use super::migrations::{AUDIT_MAC_MIGRATION, MIGRATIONS};
 use super::records::{
     self, AUDIT_COLUMNS, CODE_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS,
-    MESSAGES_WITH_OPT_OUT, PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
+    MESSAGES_WITH_OPT_OUT, PUSHED_COLUMNS, REQUEST_COLUMNS, SESSION_COLUMNS, USER_COLUMNS,
+    prefixed_user_columns,
 };
 use super::{
     IdempotentResponse, Job, MessageRow, Page, Paged, ReadJob, Repo, Store, StoreError, StoreResult,
@@ -535,17 +536,9 @@ impl Repo for SqliteRepo<'_> {
     }
 
     fn session(&mut self, token_hash: &str) -> StoreResult<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1");
         Ok(self
-            .query_row(
-                "SELECT user_id, expires_ms FROM sessions WHERE token_hash = ?1",
-                [token_hash],
-                |r| {
-                    Ok(Session {
-                        user_id: r.get(0)?,
-                        expires_ms: r.get(1)?,
-                    })
-                },
-            )
+            .query_row(&sql, [token_hash], |r| records::session(r))
             .optional()?)
     }
 

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::{CookieJar, Form, WithRejection};
 use consent_core::clock::Clock;
 use consent_core::secret::{hash_token, new_token};
+use consent_core::session;
 use consent_tls::https::{self, cookies};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
@@ -149,7 +150,13 @@ async fn start_session(state: &WebState, jar: CookieJar, name: String) -> Respon
             if let Some(previous) = previous {
                 crate::store::delete_session(tx, &previous)?;
             }
-            crate::store::insert_session(tx, &token_hash, &name, now_ms + SESSION_MS, now_ms)
+            crate::store::insert_session(
+                tx,
+                &token_hash,
+                &name,
+                session::ends_ms(now_ms, SESSION_MS),
+                now_ms,
+            )
         })
         .await;
     match started {

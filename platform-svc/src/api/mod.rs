@@ -292,6 +292,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::platform_with_grant;
     use consent_core::clock::DAY_MS;
+    use consent_core::session;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -324,6 +325,14 @@ mod tests {
             })
             .await
             .unwrap();
+
+        // Ended, a session is still stored, and the core refuses it.
+        let (just_ended, now_ms) = platform
+            .run(|repo, now_ms| Ok((repo.session("just_ended")?, now_ms)))
+            .await
+            .unwrap();
+        assert!(just_ended.is_some());
+        assert!(session::user_of(just_ended, now_ms).is_err());
 
         platform.sweep_grants().await.unwrap();
 

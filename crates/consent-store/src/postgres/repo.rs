@@ -10,7 +10,8 @@ use crate::codec::{
 };
 use crate::records::{
     self, AUDIT_COLUMNS, CODE_COLUMNS, EVENT_COLUMNS, FEATURE_COLUMNS, GRANT_COLUMNS,
-    MESSAGES_WITH_OPT_OUT, PUSHED_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, prefixed_user_columns,
+    MESSAGES_WITH_OPT_OUT, PUSHED_COLUMNS, REQUEST_COLUMNS, SESSION_COLUMNS, USER_COLUMNS,
+    prefixed_user_columns,
 };
 use crate::{IdempotentResponse, MessageRow, Page, Paged, Repo, StoreError, StoreResult};
 use consent_core::audit::{AuditKey, record_hash, record_mac};
@@ -275,16 +276,8 @@ impl Repo for PgRepo<'_> {
     }
 
     fn session(&mut self, token_hash: &str) -> StoreResult<Option<Session>> {
-        self.row(
-            "SELECT user_id, expires_ms FROM sessions WHERE token_hash = $1",
-            &[&token_hash],
-            |r| {
-                Ok(Session {
-                    user_id: r.try_get(0)?,
-                    expires_ms: r.try_get(1)?,
-                })
-            },
-        )
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1");
+        self.row(&sql, &[&token_hash], records::session)
     }
 
     fn add_friendship(&mut self, a: &str, b: &str) -> StoreResult<()> {
