@@ -2,7 +2,9 @@
 //! refuses everything else: on its own page, with its status and reason, rather than in the
 //! framework's plain text. A site says how by implementing [`MalformedPage`]; its handlers
 //! take [`PageQuery`] and [`PageForm`]. A form is parsed as `axum_extra` parses it, so a
-//! field may repeat (a list of checkboxes).
+//! field of a list type may repeat (a list of checkboxes); any other field sent twice, in a
+//! form or a query, does not parse. A body that is not a form at all (another content type,
+//! or one over axum's 2 MB limit) is refused the same way, as a form that does not parse.
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
