@@ -329,6 +329,24 @@ async fn a_suspension_reaches_an_open_event_stream_and_then_ends_it() {
     assert_eq!(suspended.grant_id, grant.grant_id);
     let ended = events.message().await.unwrap_err();
     assert_refused(&ended, Code::Unauthenticated, "PARTNER_SUSPENDED");
+    // The end was recorded before it was sent, as a refusal of the stream's method.
+    let stream_refusals: Vec<_> = s
+        .platform
+        .operator()
+        .await
+        .export_audit(pb::ExportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .records
+        .into_iter()
+        .filter(|r| r.method.ends_with("/WatchGrantEvents") && r.decision == "deny")
+        .map(|r| (r.partner_id, r.reason))
+        .collect();
+    assert_eq!(
+        stream_refusals,
+        [("music".to_string(), "PARTNER_SUSPENDED".to_string())]
+    );
 }
 
 #[tokio::test]

@@ -366,7 +366,8 @@ impl Consent for ConsentService {
         &self,
         request: Request<pb::WatchGrantEventsRequest>,
     ) -> Result<Response<Self::WatchGrantEventsStream>, Status> {
-        let call = PartnerCall::winding_down(&request, method!("WatchGrantEvents"));
+        let method = method!("WatchGrantEvents");
+        let call = PartnerCall::winding_down(&request, method);
         let after_sequence = request.get_ref().after_sequence;
         let streams = Arc::clone(&self.streams);
         let (partner_id, after, slot) = call
@@ -385,7 +386,8 @@ impl Consent for ConsentService {
         let (sender, receiver) = mpsc::channel(EVENT_BATCH);
         let (platform, feed) = (self.platform.clone(), Arc::clone(&self.feed));
         tokio::spawn(async move {
-            feed.stream(platform, partner_id, after, sender).await;
+            feed.stream(platform, partner_id, method, after, sender)
+                .await;
             drop(slot);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))

@@ -7,8 +7,8 @@
 //! partner may still call, as after a suspension), or every [`EVENT_POLL`] as a safety net.
 //! However many streams are open, a commit costs one read.
 
-use super::Platform;
 use super::convert;
+use super::{Platform, audit_refusal};
 use crate::error::ApiError;
 use consent_core::model::GrantEvent;
 use consent_core::rules;
@@ -50,19 +50,20 @@ impl EventFeed {
     /// client goes away, the platform stops, or the partner may no longer call (suspended,
     /// blocked, or its registration gone): then the events committed so far (those of
     /// the suspension itself, which ask it to delete what it holds) are sent, and the
-    /// stream ends with that refusal. Once the platform begins to stop, it ends wherever it
-    /// is, catching up or waiting on a slow reader included, so that no stream holds up a
-    /// shutdown.
+    /// stream ends with that refusal, recorded as a refusal of `method` before it is sent.
+    /// Once the platform begins to stop, it ends wherever it is, catching up or waiting on
+    /// a slow reader included, so that no stream holds up a shutdown.
     pub async fn stream(
         &self,
         platform: Platform,
         partner_id: String,
+        method: &'static str,
         after: i64,
         sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
     ) {
         let mut stopping = platform.stopping.clone();
         tokio::select! {
-            () = self.follow(platform, partner_id, after, sender) => {}
+            () = self.follow(platform, partner_id, method, after, sender) => {}
             _ = stopping.wait_for(|stopped| *stopped) => {}
         }
     }
@@ -72,6 +73,7 @@ impl EventFeed {
         &self,
         platform: Platform,
         partner_id: String,
+        method: &'static str,
         mut after: i64,
         sender: mpsc::Sender<Result<pb::GrantEvent, Status>>,
     ) {
@@ -86,13 +88,17 @@ impl EventFeed {
         // Subscribed before catching up, so that nothing committed in between is missed.
         let mut live = self.batches.subscribe();
         loop {
-            match catch_up(&platform, &partner_id, &mut after, &sender).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(status) => {
-                    let _ = sender.send(Err(status)).await;
-                    return;
+            let status = match catch_up(&platform, &partner_id, &mut after, &sender).await {
+                Ok(CaughtUp::Open) => None,
+                Ok(CaughtUp::Closed) => return,
+                Ok(CaughtUp::Refused(refusal)) => {
+                    Some(recorded(&platform, &partner_id, method, refusal).await)
                 }
+                Err(status) => Some(status),
+            };
+            if let Some(status) = status {
+                let _ = sender.send(Err(status)).await;
+                return;
             }
             let poll_at = tokio::time::Instant::now() + EVENT_POLL;
             loop {
@@ -140,14 +146,24 @@ async fn deliver(
     sender.send(Ok(convert::grant_event(event))).await.is_ok()
 }
 
-/// Sends the partner's events after `after` from the store, and ends the stream with a
-/// refusal if the partner may no longer call. Whether the stream goes on.
+/// Where a stream stands once it has caught up.
+enum CaughtUp {
+    /// It goes on.
+    Open,
+    /// Its client went away.
+    Closed,
+    /// Its partner may no longer call: it ends with this refusal.
+    Refused(ApiError),
+}
+
+/// Sends the partner's events after `after` from the store, then says whether the stream
+/// goes on.
 async fn catch_up(
     platform: &Platform,
     partner_id: &str,
     after: &mut i64,
     sender: &mpsc::Sender<Result<pb::GrantEvent, Status>>,
-) -> Result<bool, Status> {
+) -> Result<CaughtUp, Status> {
     loop {
         let (partner, from) = (partner_id.to_string(), *after);
         let (events, may_call) = platform
@@ -159,7 +175,7 @@ async fn catch_up(
             .await?;
         for event in &events {
             if !deliver(platform, sender, event).await {
-                return Ok(false);
+                return Ok(CaughtUp::Closed);
             }
             *after = event.seq;
         }
@@ -168,10 +184,30 @@ async fn catch_up(
         if events.len() == EVENT_BATCH {
             continue;
         }
-        return match may_call {
-            Ok(_) => Ok(true),
-            Err(refusal) => Err(ApiError::from(refusal).into()),
-        };
+        return Ok(match may_call {
+            Ok(_) => CaughtUp::Open,
+            Err(refusal) => CaughtUp::Refused(refusal.into()),
+        });
+    }
+}
+
+/// The status that ends `partner_id`'s stream with `refusal`, once the refusal's record
+/// (of `method`) has committed; if it cannot be written, the store's failure instead.
+async fn recorded(
+    platform: &Platform,
+    partner_id: &str,
+    method: &'static str,
+    refusal: ApiError,
+) -> Status {
+    let partner_id = partner_id.to_string();
+    let recorded = platform
+        .run(move |repo, now_ms| {
+            audit_refusal(repo, now_ms, &partner_id, "", method, &refusal)?;
+            Ok(refusal)
+        })
+        .await;
+    match recorded {
+        Ok(refusal) | Err(refusal) => refusal.into(),
     }
 }
 
@@ -222,6 +258,8 @@ mod tests {
     use consent_store::{Job, ReadJob, SqliteStore, Store, StoreError, execute};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    const WATCH: &str = "/consent.platform.v1.Consent/WatchGrantEvents";
+
     /// A store that counts the reads it is given.
     struct CountingReads {
         inner: SqliteStore,
@@ -268,7 +306,7 @@ mod tests {
         }
         let (sender, _unread) = mpsc::channel(1);
         let feed = EventFeed::default();
-        let streaming = feed.stream(platform, "music".into(), 0, sender);
+        let streaming = feed.stream(platform, "music".into(), WATCH, 0, sender);
         tokio::pin!(streaming);
         assert!(
             tokio::time::timeout(Duration::from_millis(300), &mut streaming)
@@ -301,7 +339,10 @@ mod tests {
         for _ in 0..STREAMS {
             let (sender, receiver) = mpsc::channel(EVENT_BATCH);
             let (feed, platform) = (Arc::clone(&feed), platform.clone());
-            tokio::spawn(async move { feed.stream(platform, "music".into(), 0, sender).await });
+            tokio::spawn(async move {
+                feed.stream(platform, "music".into(), WATCH, 0, sender)
+                    .await
+            });
             receivers.push(receiver);
         }
         for receiver in &mut receivers {
@@ -344,7 +385,7 @@ mod tests {
         let (sender, mut receiver) = mpsc::channel(EVENT_BATCH);
         let (streamed, on) = (Arc::clone(&feed), platform.clone());
         commit_event(&platform, true).await;
-        tokio::spawn(async move { streamed.stream(on, "music".into(), 0, sender).await });
+        tokio::spawn(async move { streamed.stream(on, "music".into(), WATCH, 0, sender).await });
         let caught_up = receiver.recv().await.unwrap().unwrap();
         assert_eq!(caught_up.sequence, 1, "the stream is open and caught up");
         execute(platform.store.as_ref(), |repo| {
@@ -368,5 +409,18 @@ mod tests {
         assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
         let reason = tonic_types::StatusExt::get_details_error_info(&refusal).map(|i| i.reason);
         assert_eq!(reason.as_deref(), Some("PARTNER_BLOCKED"), "{refusal:?}");
+        // The end was recorded before it was sent.
+        let head = execute(platform.store.as_ref(), |repo| repo.audit_head())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (head.entry.partner_id.as_str(), head.entry.method.as_str()),
+            ("music", WATCH)
+        );
+        assert_eq!(
+            (head.entry.decision.as_str(), head.entry.reason.as_str()),
+            ("deny", "PARTNER_BLOCKED")
+        );
     }
 }

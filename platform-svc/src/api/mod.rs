@@ -13,10 +13,10 @@ pub mod messaging;
 mod partner_call;
 
 use crate::config::Policy;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use consent_core::approval;
 use consent_core::clock::{Clock, DAY_MS};
-use consent_core::model::{Grant, GrantState};
+use consent_core::model::{AuditEntry, Grant, GrantState};
 use consent_core::rules::{self, LifetimePolicy};
 use consent_core::secret::SecretKey;
 use consent_store::{Repo, Store, StoreResult, execute};
@@ -172,6 +172,27 @@ pub fn end_grant(
         repo.push_event(grant, state.event(), now_ms)?;
     }
     Ok(())
+}
+
+/// Appends the audit record of a refusal made outside a partner call's own transaction:
+/// of a form on the web pages, or of the end of a partner's event stream.
+pub(crate) fn audit_refusal(
+    repo: &mut dyn Repo,
+    now_ms: i64,
+    partner_id: &str,
+    user_id: &str,
+    method: &str,
+    error: &ApiError,
+) -> ApiResult<()> {
+    let entry = AuditEntry {
+        partner_id: partner_id.to_string(),
+        user_id: user_id.to_string(),
+        method: method.to_string(),
+        decision: "deny".into(),
+        reason: error.audit_reason().into(),
+        ..AuditEntry::default()
+    };
+    Ok(repo.append_audit(&entry, now_ms)?)
 }
 
 /// Ends every active grant of a partner (or of one of its features) in `state`.

@@ -9,8 +9,9 @@
 
 use super::parsed::{PageForm, PageQuery};
 use super::session::{self, SignedIn, sign_in_then_back};
-use super::{WebState, audit_refusal, failure, pages, refuse_form};
+use super::{WebState, failure, pages, refuse_form};
 use crate::api::account::{self, Concerns};
+use crate::api::audit_refusal;
 use crate::error::{ApiError, ApiResult};
 use crate::validate::{self, AllFields};
 use axum::extract::{Path, Query, State};

@@ -19,13 +19,12 @@ mod parsed;
 mod session;
 mod sign_in;
 
-use crate::api::Platform;
 use crate::api::account::AccountService;
+use crate::api::{Platform, audit_refusal};
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use consent_core::model::AuditEntry;
 use consent_store::Repo;
 use std::sync::Arc;
 
@@ -68,27 +67,6 @@ pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHead
         .route("/privacy", get(my_data::privacy).post(my_data::set_privacy))
         .with_state(state);
     consent_tls::https::secured(pages, "")
-}
-
-/// Appends the audit record of a refusal on the web pages.
-pub(crate) fn audit_refusal(
-    repo: &mut dyn Repo,
-    now_ms: i64,
-    partner_id: &str,
-    user_id: &str,
-    method: &str,
-    error: &ApiError,
-) -> ApiResult<()> {
-    let entry = AuditEntry {
-        partner_id: partner_id.to_string(),
-        user_id: user_id.to_string(),
-        grant_id: String::new(),
-        method: method.to_string(),
-        resource: String::new(),
-        decision: "deny".into(),
-        reason: error.audit_reason().into(),
-    };
-    Ok(repo.append_audit(&entry, now_ms)?)
 }
 
 /// Answers a form refused for `error` (its CSRF token), recording the refusal against the
