@@ -203,6 +203,7 @@ async fn recorded(
     let recorded = platform
         .run(move |repo, now_ms| {
             audit_refusal(repo, now_ms, &partner_id, "", method, &refusal)?;
+            tracing::debug!(method, partner = %partner_id, decision = "deny", reason = refusal.audit_reason(), "partner call");
             Ok(refusal)
         })
         .await;
@@ -375,6 +376,35 @@ mod tests {
                 .unwrap();
             assert_eq!(next.sequence, 12);
         }
+    }
+
+    #[tokio::test]
+    async fn a_streams_end_is_sent_only_once_its_record_has_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, _, _stop) = platform_with_grant(dir.path(), |inner| Arc::new(inner)).await;
+        let feed = Arc::new(EventFeed::default());
+        let (sender, mut receiver) = mpsc::channel(EVENT_BATCH);
+        let (streamed, on) = (Arc::clone(&feed), platform.clone());
+        commit_event(&platform, true).await;
+        tokio::spawn(async move { streamed.stream(on, "music".into(), WATCH, 0, sender).await });
+        let caught_up = receiver.recv().await.unwrap().unwrap();
+        assert_eq!(caught_up.sequence, 1, "the stream is open and caught up");
+        execute(platform.store.as_ref(), |repo| {
+            repo.set_partner_blocked("music", true)
+        })
+        .await
+        .unwrap();
+        let release = consent_store::hold_writer(platform.store.as_ref());
+        // The stream finds the block at its next poll; its refusal waits for its record.
+        let early = tokio::time::timeout(EVENT_POLL * 2, receiver.recv()).await;
+        assert!(
+            early.is_err(),
+            "sent before its record committed: {early:?}"
+        );
+        release.send(()).unwrap();
+        let refusal = receiver.recv().await.unwrap().unwrap_err();
+        let reason = tonic_types::StatusExt::get_details_error_info(&refusal).map(|i| i.reason);
+        assert_eq!(reason.as_deref(), Some("PARTNER_BLOCKED"), "{refusal:?}");
     }
 
     #[tokio::test]
