@@ -77,13 +77,8 @@ async fn consent_page(browser: &Browser, authorize_url: &str) -> (String, Page) 
 /// The audit records of `method`, as (decision, reason).
 async fn audited(s: &Scenario, method: &str) -> Vec<(String, String)> {
     s.platform
-        .operator()
+        .audit_records()
         .await
-        .export_audit(pb::ExportAuditRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .records
         .into_iter()
         .filter(|r| r.method == method)
         .map(|r| (r.decision, r.reason))

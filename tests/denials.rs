@@ -332,13 +332,8 @@ async fn a_suspension_reaches_an_open_event_stream_and_then_ends_it() {
     // The end was recorded before it was sent, as a refusal of the stream's method.
     let stream_refusals: Vec<_> = s
         .platform
-        .operator()
+        .audit_records()
         .await
-        .export_audit(pb::ExportAuditRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .records
         .into_iter()
         .filter(|r| r.method.ends_with("/WatchGrantEvents") && r.decision == "deny")
         .map(|r| (r.partner_id, r.reason))

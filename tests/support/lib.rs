@@ -177,6 +177,17 @@ impl TestPlatform {
         )
     }
 
+    /// Every audit record so far (up to the export's 1,000), as the operator exports them.
+    pub async fn audit_records(&self) -> Vec<pb::AuditRecord> {
+        self.operator()
+            .await
+            .export_audit(pb::ExportAuditRequest::default())
+            .await
+            .expect("audit export")
+            .into_inner()
+            .records
+    }
+
     /// A partner's messaging and consent clients over one mTLS channel.
     pub async fn partner(&self, id: &str) -> Partner {
         let channel = self
