@@ -378,10 +378,16 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_streams_end_is_sent_only_once_its_record_has_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (platform, _, _stop) = platform_with_grant(dir.path(), |inner| Arc::new(inner)).await;
+    /// A platform whose music partner has an event stream open and caught up, and is then
+    /// blocked; the stream's receiving end.
+    async fn a_stream_then_a_block(
+        dir: &std::path::Path,
+    ) -> (
+        Platform,
+        mpsc::Receiver<Result<pb::GrantEvent, Status>>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
+        let (platform, _, stop) = platform_with_grant(dir, |inner| Arc::new(inner)).await;
         let feed = Arc::new(EventFeed::default());
         let (sender, mut receiver) = mpsc::channel(EVENT_BATCH);
         let (streamed, on) = (Arc::clone(&feed), platform.clone());
@@ -394,6 +400,13 @@ mod tests {
         })
         .await
         .unwrap();
+        (platform, receiver, stop)
+    }
+
+    #[tokio::test]
+    async fn a_streams_end_is_sent_only_once_its_record_has_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, mut receiver, _stop) = a_stream_then_a_block(dir.path()).await;
         let release = consent_store::hold_writer(platform.store.as_ref());
         // The stream finds the block at its next poll; its refusal waits for its record.
         let early = tokio::time::timeout(EVENT_POLL * 2, receiver.recv()).await;
@@ -410,19 +423,7 @@ mod tests {
     #[tokio::test]
     async fn a_blocked_partners_stream_ends_while_others_keep_committing() {
         let dir = tempfile::tempdir().unwrap();
-        let (platform, _, _stop) = platform_with_grant(dir.path(), |inner| Arc::new(inner)).await;
-        let feed = Arc::new(EventFeed::default());
-        let (sender, mut receiver) = mpsc::channel(EVENT_BATCH);
-        let (streamed, on) = (Arc::clone(&feed), platform.clone());
-        commit_event(&platform, true).await;
-        tokio::spawn(async move { streamed.stream(on, "music".into(), WATCH, 0, sender).await });
-        let caught_up = receiver.recv().await.unwrap().unwrap();
-        assert_eq!(caught_up.sequence, 1, "the stream is open and caught up");
-        execute(platform.store.as_ref(), |repo| {
-            repo.set_partner_blocked("music", true)
-        })
-        .await
-        .unwrap();
+        let (platform, mut receiver, _stop) = a_stream_then_a_block(dir.path()).await;
         // Another partner's events keep coming, faster than the poll.
         let busy = platform.clone();
         let traffic = tokio::spawn(async move {
