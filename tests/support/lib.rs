@@ -177,7 +177,7 @@ impl TestPlatform {
         )
     }
 
-    /// Every audit record so far (up to the export's 1,000), as the operator exports them.
+    /// The audit records from the first on, as the operator exports them (at most 1,000).
     pub async fn audit_records(&self) -> Vec<pb::AuditRecord> {
         self.operator()
             .await

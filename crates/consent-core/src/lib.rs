@@ -1,8 +1,9 @@
 //! The consent model and its rules, with no I/O: no files, sockets or database.
 //!
 //! Every decision about whether a partner or a user may do something is a pure function
-//! here, of the grant, the partner, the feature, the resource and the time ([`rules`]);
-//! the services load what a rule needs, call it, and act on its answer. A refusal is a
+//! here, of the grant, the partner, the feature, the resource and the time ([`rules`]), or,
+//! for whom a signed-in session lets act, of the session and the time ([`session`]); the
+//! services load what a rule needs, call it, and act on its answer. A refusal is a
 //! typed [`denial::Denied`] or [`denial::Refusal`], with the `ErrorInfo` reason a client
 //! branches on. The audit
 //! chain's hashing and verification ([`audit`]) live here too, so that the store that

@@ -6,7 +6,7 @@ use crate::denial::{Denied, Reason, Refusal};
 /// A session as stored: whose it is and when it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// The signed-in user.
+    /// The signed-in user (on the partner's web app, the name of its own account).
     pub user_id: String,
     /// When it stops working.
     pub expires_ms: i64,

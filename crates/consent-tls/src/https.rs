@@ -3,7 +3,10 @@
 //! [`HEADER_READ_TIMEOUT`], each request answered within [`REQUEST_TIMEOUT`], at most
 //! [`MAX_CONNECTIONS`] connections, and a bounded drain at shutdown. HTTP/1.1 and HTTP/2
 //! are both served; each request carries the client's address as
-//! `ConnectInfo<`[`Peer`]`>`.
+//! `ConnectInfo<`[`Peer`]`>`. A site's pages refuse a query string or form that does not
+//! parse on a page of their own ([`parsed`]).
+
+pub mod parsed;
 
 use crate::termination::TlsConnection;
 use axum::extract::{ConnectInfo, OptionalFromRequestParts};
@@ -218,8 +221,6 @@ pub async fn serve(
 /// The client address of a request's connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-pub mod parsed;
 
 /// Cookies and CSRF tokens of pages served to browsers: every cookie is `__Host-`
 /// prefixed, `Secure`, `HttpOnly`, `SameSite=Lax`, for the whole site. Forms carry the

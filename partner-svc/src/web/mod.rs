@@ -72,12 +72,12 @@ pub fn router(state: WebState) -> Result<Router, axum::http::header::InvalidHead
     consent_tls::https::secured(pages, &platform)
 }
 
-/// The partner's pages, as the site that refuses a query string or form that did not
+/// The partner's web app, as the site that refuses a query string or form that did not
 /// parse: on a page, `400` with `INVALID_ARGUMENT`.
 #[derive(Debug)]
-struct Pages;
+struct Site;
 
-impl MalformedPage for Pages {
+impl MalformedPage for Site {
     fn malformed(part: &'static str, detail: String) -> Response {
         failure(
             StatusCode::BAD_REQUEST,
@@ -88,10 +88,10 @@ impl MalformedPage for Pages {
 }
 
 /// A page's query string, `T`.
-type PageQuery<T> = parsed::PageQuery<T, Pages>;
+type PageQuery<T> = parsed::PageQuery<T, Site>;
 
 /// A page's form, `T`.
-type PageForm<T> = parsed::PageForm<T, Pages>;
+type PageForm<T> = parsed::PageForm<T, Site>;
 
 /// A refused or failed action, as a page with its status and reason.
 fn failure(status: StatusCode, reason: &str, message: &str) -> Response {

@@ -5,7 +5,9 @@
 //! A stream reads the store itself only to catch up: from the cursor it was opened with,
 //! after falling behind the feed, when its partner's events arrived (to learn whether the
 //! partner may still call, as after a suspension), or every [`EVENT_POLL`] as a safety net.
-//! However many streams are open, a commit costs one read.
+//! However many streams are open, a commit costs one read. A stream that ends because its
+//! partner may no longer call has that refusal recorded on the writer, and sends it once
+//! the record has committed.
 
 use super::convert;
 use super::{Platform, audit_refusal};
@@ -208,7 +210,7 @@ async fn recorded(
         })
         .await;
     match recorded {
-        Ok(refusal) | Err(refusal) => refusal.into(),
+        Ok(error) | Err(error) => error.into(),
     }
 }
 

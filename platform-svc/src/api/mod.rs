@@ -2,7 +2,8 @@
 //! through [`Platform`]; partner calls go through `partner_call::PartnerCall`, which
 //! resolves the grant, applies the rules of [`consent_core::rules`], and appends the audit
 //! record in the transaction that records the call, so that no reply, allowed or refused,
-//! leaves before its record is durable.
+//! leaves before its record is durable. The one reply that comes later, the refusal that
+//! ends an open event stream, is recorded the same way before it is sent (`event_feed`).
 
 pub mod account;
 pub mod admin;

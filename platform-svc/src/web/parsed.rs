@@ -7,18 +7,18 @@ use crate::error::ApiError;
 use axum::response::Response;
 use consent_tls::https::parsed::{self, MalformedPage};
 
-/// The platform's pages, as the site that refuses what did not parse.
+/// The platform's web pages, as the site that refuses what did not parse.
 #[derive(Debug)]
-pub struct Pages;
+pub struct Site;
 
-impl MalformedPage for Pages {
+impl MalformedPage for Site {
     fn malformed(part: &'static str, detail: String) -> Response {
         failure(&ApiError::invalid(part, detail))
     }
 }
 
 /// A page's query string, `T`.
-pub type PageQuery<T> = parsed::PageQuery<T, Pages>;
+pub type PageQuery<T> = parsed::PageQuery<T, Site>;
 
 /// A page's form, `T`.
-pub type PageForm<T> = parsed::PageForm<T, Pages>;
+pub type PageForm<T> = parsed::PageForm<T, Site>;
