@@ -10,6 +10,7 @@
 //! the record has committed.
 
 use super::convert;
+use super::partner_call::log_decided;
 use super::{Platform, audit_refusal};
 use crate::error::ApiError;
 use consent_core::model::GrantEvent;
@@ -204,8 +205,8 @@ async fn recorded(
     let partner_id = partner_id.to_string();
     let recorded = platform
         .run(move |repo, now_ms| {
-            audit_refusal(repo, now_ms, &partner_id, "", method, &refusal)?;
-            tracing::debug!(method, partner = %partner_id, decision = "deny", reason = refusal.audit_reason(), "partner call");
+            let entry = audit_refusal(repo, now_ms, &partner_id, "", method, &refusal)?;
+            log_decided(&entry);
             Ok(refusal)
         })
         .await;

@@ -176,7 +176,7 @@ pub fn end_grant(
 }
 
 /// Appends the audit record of a refusal made outside a partner call's own transaction:
-/// of a form on the web pages, or of the end of a partner's event stream.
+/// of a form on the web pages, or of the end of a partner's event stream; returns it.
 pub(crate) fn audit_refusal(
     repo: &mut dyn Repo,
     now_ms: i64,
@@ -184,7 +184,7 @@ pub(crate) fn audit_refusal(
     user_id: &str,
     method: &str,
     error: &ApiError,
-) -> ApiResult<()> {
+) -> ApiResult<AuditEntry> {
     let entry = AuditEntry {
         partner_id: partner_id.to_string(),
         user_id: user_id.to_string(),
@@ -193,7 +193,8 @@ pub(crate) fn audit_refusal(
         reason: error.audit_reason().into(),
         ..AuditEntry::default()
     };
-    Ok(repo.append_audit(&entry, now_ms)?)
+    repo.append_audit(&entry, now_ms)?;
+    Ok(entry)
 }
 
 /// Ends every active grant of a partner (or of one of its features) in `state`.

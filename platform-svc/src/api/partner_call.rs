@@ -288,7 +288,8 @@ fn record(repo: &mut dyn Repo, now_ms: i64, effects: &Effects) -> StoreResult<()
     Ok(())
 }
 
-fn log_decided(audit: &AuditEntry) {
+/// Logs a partner call's recorded decision (at debug level).
+pub(super) fn log_decided(audit: &AuditEntry) {
     tracing::debug!(method = %audit.method, partner = %audit.partner_id, decision = %audit.decision, reason = %audit.reason, "partner call");
 }
 
